@@ -1,0 +1,42 @@
+//! The control plane: sign-up and log-in, API keys, invites and members, projects.
+//! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
+
+mod members;
+mod projects;
+mod session;
+
+use axum::Router;
+use axum::routing::{delete, get, patch, post};
+use sextant_shared::http;
+use sextant_shared::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(http::healthz))
+        .route("/v1/signup", post(session::signup))
+        .route("/v1/login", post(session::login))
+        .route("/v1/me", get(session::me))
+        .route(
+            "/v1/api-keys",
+            post(members::create_api_key).get(members::list_api_keys),
+        )
+        .route("/v1/api-keys/{id}", delete(members::revoke_api_key))
+        .route(
+            "/v1/invites",
+            post(members::create_invite).get(members::list_invites),
+        )
+        .route("/v1/invites/{id}", delete(members::revoke_invite))
+        .route("/v1/invites/{token}/accept", post(members::accept_invite))
+        .route("/v1/members", get(members::list_members))
+        .route(
+            "/v1/members/{id}",
+            patch(members::change_role).delete(members::remove_member),
+        )
+        .route("/v1/projects", post(projects::create).get(projects::list))
+        .route("/v1/projects/{project}", get(projects::get))
+}
+
+/// The service the Lambda function runs.
+pub fn router(state: AppState) -> Router {
+    http::with_observability(http::api_service(routes(), state))
+}

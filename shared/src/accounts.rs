@@ -1,0 +1,749 @@
+//! Teams, members, API keys and invites, written once above the key-value port.
+//!
+//! Layout (one table):
+//! - `{tenant}` / `team`: the team, with a `version` every membership change bumps;
+//! - `{tenant}` / `user#{id}`, `key#{id}`, `invite#{id}`: members, key metadata, invites;
+//! - global lookups, the only items not under a tenant, each naming its tenant:
+//!   `~email#{address}` (e-mail is unique across the service), `~key#{id}` (the key's
+//!   hash and role), `~invite#{token hash}`.
+//!
+//! Secrets (passwords, key secrets, invite tokens) are stored only as hashes.
+
+use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::auth::api_key::ApiKeySecret;
+use crate::auth::jwt::Subject;
+use crate::auth::password::{self, Password};
+use crate::auth::{Caller, Credential, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
+use crate::records::{TTL, doc_item, get_doc, query_docs, read_doc};
+use crate::state::AppState;
+use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value, WriteOp};
+use crate::tenancy::Tenant;
+
+const TEAM: &str = "team";
+const VERSION: &str = "version";
+const MAX_NAME_CHARS: usize = 100;
+const MAX_EMAIL_BYTES: usize = 254;
+/// How often a membership change is retried when another one raced it.
+const MEMBERSHIP_ATTEMPTS: usize = 3;
+
+fn user_sk(id: UserId) -> String {
+    format!("user#{id}")
+}
+
+fn key_sk(id: ApiKeyId) -> String {
+    format!("key#{id}")
+}
+
+fn invite_sk(id: InviteId) -> String {
+    format!("invite#{id}")
+}
+
+fn email_lookup(email: &Email) -> Key {
+    Key::new(format!("~email#{}", email.0), "_")
+}
+
+fn key_lookup(id: ApiKeyId) -> Key {
+    Key::new(format!("~key#{id}"), "_")
+}
+
+fn invite_lookup(token_hash: &str) -> Key {
+    Key::new(format!("~invite#{token_hash}"), "_")
+}
+
+/// A syntactically valid e-mail address, lower-cased so lookups ignore case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(text: &str) -> ApiResult<Self> {
+        let normalized = text.trim().to_lowercase();
+        let options = email_address::Options::default()
+            .without_domain_literal()
+            .without_display_text()
+            .with_required_tld();
+        if normalized.len() > MAX_EMAIL_BYTES
+            || email_address::EmailAddress::parse_with_options(&normalized, options).is_err()
+        {
+            return Err(ApiError::invalid(
+                "invalid_email",
+                "not a valid e-mail address",
+            ));
+        }
+        Ok(Self(normalized))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A display name (team, API key): trimmed, 1 to 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &'static str, text: &str) -> ApiResult<Self> {
+        let trimmed = text.trim();
+        let length = trimmed.chars().count();
+        if length == 0 || length > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "invalid_name",
+                format!(
+                    "{field} must be 1 to {MAX_NAME_CHARS} characters without control characters"
+                ),
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeamRecord {
+    id: TenantId,
+    name: DisplayName,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// A member as others see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: UserId,
+    pub email: Email,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRecord {
+    #[serde(flatten)]
+    member: Member,
+    password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailRecord {
+    tenant: TenantId,
+    user: UserId,
+}
+
+/// An API key's metadata; the secret is never stored or shown again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub name: DisplayName,
+    pub role: Role,
+    /// The member the key acts for; removing the member revokes the key.
+    pub owner: UserId,
+    pub created_by: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyLookup {
+    tenant: TenantId,
+    hash: String,
+    role: Role,
+    owner: UserId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Invite {
+    pub id: InviteId,
+    pub email: Email,
+    pub role: Role,
+    pub invited_by: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InviteRecord {
+    #[serde(flatten)]
+    invite: Invite,
+    token_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InviteLookup {
+    tenant: TenantId,
+    invite: InviteId,
+}
+
+/// A session for a member who just signed in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Session {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SignedUp {
+    #[serde(flatten)]
+    pub session: Session,
+    /// The team's first API key, shown this once.
+    pub api_key: String,
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::unauthorized("invalid or expired credential")
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn session(state: &AppState, tenant: TenantId, user: &Member) -> ApiResult<Session> {
+    let (token, expires_at) = state
+        .keyring
+        .issue(
+            tenant,
+            user.role,
+            Subject::Session { user: user.id },
+            state.settings.session_ttl,
+        )
+        .map_err(ApiError::internal)?;
+    Ok(Session {
+        tenant_id: tenant,
+        user_id: user.id,
+        token,
+        expires_at,
+    })
+}
+
+/// The two items that make an API key: its metadata under the team, and the global
+/// lookup that authenticates it.
+fn key_items(tenant: &Tenant, key: &ApiKey, secret: &ApiKeySecret) -> ApiResult<[TxOp; 2]> {
+    let lookup = KeyLookup {
+        tenant: tenant.id(),
+        hash: secret.hash(),
+        role: key.role,
+        owner: key.owner,
+    };
+    Ok([
+        TxOp::Put(
+            doc_item(tenant.key(key_sk(key.id)), key)?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(doc_item(key_lookup(key.id), &lookup)?, Condition::NotExists),
+    ])
+}
+
+pub async fn signup(
+    state: &AppState,
+    team: DisplayName,
+    email: Email,
+    password: Password,
+) -> ApiResult<SignedUp> {
+    let password_hash = password::hash(password).await.map_err(ApiError::internal)?;
+    let now = OffsetDateTime::now_utc();
+    let tenant = Tenant::verified(TenantId::generate());
+    let member = Member {
+        id: UserId::generate(),
+        email: email.clone(),
+        role: Role::Admin,
+        created_at: now,
+    };
+    let secret = ApiKeySecret::generate();
+    let key = ApiKey {
+        id: secret.id,
+        name: DisplayName::parse("name", "default")?,
+        role: Role::Admin,
+        owner: member.id,
+        created_by: member.id,
+        created_at: now,
+    };
+    let team_record = TeamRecord {
+        id: tenant.id(),
+        name: team,
+        created_at: now,
+    };
+    let mut ops = vec![
+        TxOp::Put(
+            doc_item(
+                email_lookup(&email),
+                &EmailRecord {
+                    tenant: tenant.id(),
+                    user: member.id,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(
+            doc_item(tenant.key(TEAM), &team_record)?.with(VERSION, Value::N(0)),
+            Condition::NotExists,
+        ),
+        TxOp::Put(
+            doc_item(
+                tenant.key(user_sk(member.id)),
+                &UserRecord {
+                    member: member.clone(),
+                    password_hash,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+    ];
+    ops.extend(key_items(&tenant, &key, &secret)?);
+    match state.kv.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "an account with this e-mail already exists",
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!(tenant = %tenant.id(), user = %member.id, "team signed up");
+    Ok(SignedUp {
+        session: session(state, tenant.id(), &member)?,
+        api_key: secret.expose(),
+    })
+}
+
+pub async fn login(state: &AppState, email: &str, password: String) -> ApiResult<Session> {
+    let invalid = || ApiError::unauthorized("e-mail or password is wrong");
+    let found = match Email::parse(email) {
+        Ok(email) => match get_doc::<EmailRecord>(&*state.kv, &email_lookup(&email)).await? {
+            Some(lookup) => {
+                let tenant = Tenant::verified(lookup.tenant);
+                get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.user)))
+                    .await?
+                    .map(|user| (lookup.tenant, user))
+            }
+            None => None,
+        },
+        Err(_) => None,
+    };
+    let stored_hash = found.as_ref().map(|(_, user)| user.password_hash.clone());
+    // Verify even when there is no account, so timing does not reveal which e-mails exist.
+    let matches = password::verify(password, stored_hash)
+        .await
+        .map_err(ApiError::internal)?;
+    match found {
+        Some((tenant, user)) if matches => session(state, tenant, &user.member),
+        _ => Err(invalid()),
+    }
+}
+
+/// Resolves a bearer credential (API key, access token or session token) to a caller.
+pub async fn authenticate(state: &AppState, bearer: &str) -> ApiResult<Caller> {
+    if ApiKeySecret::looks_like_key(bearer) {
+        let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
+        let lookup = get_doc::<KeyLookup>(&*state.kv, &key_lookup(secret.id))
+            .await?
+            .filter(|lookup| secret.matches(&lookup.hash))
+            .ok_or_else(unauthorized)?;
+        let tenant = Tenant::verified(lookup.tenant);
+        let owner = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.owner)))
+            .await?
+            .ok_or_else(unauthorized)?;
+        return Ok(Caller {
+            tenant,
+            user: owner.member.id,
+            // A key never does more than the member it acts for may do now.
+            role: lookup.role.min(owner.member.role),
+            credential: Credential::ApiKey(secret.id),
+        });
+    }
+    let claims = state.keyring.verify(bearer).ok_or_else(unauthorized)?;
+    let tenant = Tenant::verified(claims.tid);
+    match claims.subject {
+        Subject::Session { user } => {
+            let user = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(user)))
+                .await?
+                .ok_or_else(unauthorized)?;
+            Ok(Caller {
+                tenant,
+                user: user.member.id,
+                role: user.member.role,
+                credential: Credential::Session,
+            })
+        }
+        Subject::Access { key, owner } => Ok(Caller {
+            tenant,
+            user: owner,
+            role: claims.role,
+            credential: Credential::AccessToken(key),
+        }),
+    }
+}
+
+/// Trades an API key for a short-lived access token that authenticates without a
+/// database read. Only the key itself may be exchanged, so a token cannot renew itself
+/// past its key's revocation.
+pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String, OffsetDateTime)> {
+    let Credential::ApiKey(key) = caller.credential else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_required",
+            "only an API key can be exchanged for a token",
+        ));
+    };
+    state
+        .keyring
+        .issue(
+            caller.tenant.id(),
+            caller.role,
+            Subject::Access {
+                key,
+                owner: caller.user,
+            },
+            state.settings.access_token_ttl,
+        )
+        .map_err(ApiError::internal)
+}
+
+async fn member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<UserRecord> {
+    get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(id)))
+        .await?
+        .ok_or_else(|| ApiError::not_found("member"))
+}
+
+pub async fn create_api_key(
+    state: &AppState,
+    caller: &Caller,
+    name: DisplayName,
+    role: Option<Role>,
+    owner: Option<UserId>,
+) -> ApiResult<(ApiKey, String)> {
+    let owner = member(state, &caller.tenant, owner.unwrap_or(caller.user)).await?;
+    let role = role.unwrap_or(owner.member.role);
+    if role > owner.member.role {
+        return Err(ApiError::invalid(
+            "role_exceeds_owner",
+            format!(
+                "a key cannot have more rights ({role}) than its owner ({})",
+                owner.member.role
+            ),
+        ));
+    }
+    let secret = ApiKeySecret::generate();
+    let key = ApiKey {
+        id: secret.id,
+        name,
+        role,
+        owner: owner.member.id,
+        created_by: caller.user,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    state
+        .kv
+        .transact(key_items(&caller.tenant, &key, &secret)?.into())
+        .await?;
+    tracing::info!(tenant = %caller.tenant.id(), key = %key.id, "API key created");
+    Ok((key, secret.expose()))
+}
+
+pub async fn list_api_keys(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<ApiKey>> {
+    Ok(query_docs(&*state.kv, Query::partition(tenant.root()).prefix("key#")).await?)
+}
+
+pub async fn revoke_api_key(state: &AppState, tenant: &Tenant, id: ApiKeyId) -> ApiResult<()> {
+    let key = tenant.key(key_sk(id));
+    if state.kv.get(&key).await?.is_none() {
+        return Err(ApiError::not_found("API key"));
+    }
+    state
+        .kv
+        .batch_write(vec![WriteOp::Delete(key_lookup(id)), WriteOp::Delete(key)])
+        .await?;
+    tracing::info!(tenant = %tenant.id(), key = %id, "API key revoked");
+    Ok(())
+}
+
+pub async fn create_invite(
+    state: &AppState,
+    caller: &Caller,
+    email: Email,
+    role: Role,
+) -> ApiResult<(Invite, String)> {
+    if state.kv.get(&email_lookup(&email)).await?.is_some() {
+        return Err(ApiError::conflict(
+            "email_taken",
+            "an account with this e-mail already exists",
+        ));
+    }
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let token_hash = hash_token(&token);
+    let now = OffsetDateTime::now_utc();
+    let invite = Invite {
+        id: InviteId::generate(),
+        email,
+        role,
+        invited_by: caller.user,
+        created_at: now,
+        expires_at: now + state.settings.invite_ttl,
+    };
+    let expiry = Value::N(invite.expires_at.unix_timestamp());
+    let lookup = InviteLookup {
+        tenant: caller.tenant.id(),
+        invite: invite.id,
+    };
+    state
+        .kv
+        .transact(vec![
+            TxOp::Put(
+                doc_item(
+                    caller.tenant.key(invite_sk(invite.id)),
+                    &InviteRecord {
+                        invite: invite.clone(),
+                        token_hash: token_hash.clone(),
+                    },
+                )?
+                .with(TTL, expiry.clone()),
+                Condition::NotExists,
+            ),
+            TxOp::Put(
+                doc_item(invite_lookup(&token_hash), &lookup)?.with(TTL, expiry),
+                Condition::NotExists,
+            ),
+        ])
+        .await?;
+    Ok((invite, token))
+}
+
+pub async fn list_invites(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Invite>> {
+    let records: Vec<InviteRecord> = query_docs(
+        &*state.kv,
+        Query::partition(tenant.root()).prefix("invite#"),
+    )
+    .await?;
+    Ok(records.into_iter().map(|record| record.invite).collect())
+}
+
+pub async fn revoke_invite(state: &AppState, tenant: &Tenant, id: InviteId) -> ApiResult<()> {
+    let key = tenant.key(invite_sk(id));
+    let record = get_doc::<InviteRecord>(&*state.kv, &key)
+        .await?
+        .ok_or_else(|| ApiError::not_found("invite"))?;
+    state
+        .kv
+        .batch_write(vec![
+            WriteOp::Delete(invite_lookup(&record.token_hash)),
+            WriteOp::Delete(key),
+        ])
+        .await?;
+    Ok(())
+}
+
+/// Joins the inviting team. The invite is consumed in the same transaction that
+/// creates the member, so it works once.
+pub async fn accept_invite(
+    state: &AppState,
+    token: &str,
+    password: Password,
+) -> ApiResult<Session> {
+    let gone = || ApiError::not_found("invite");
+    let token_hash = hash_token(token);
+    let lookup = get_doc::<InviteLookup>(&*state.kv, &invite_lookup(&token_hash))
+        .await?
+        .ok_or_else(gone)?;
+    let tenant = Tenant::verified(lookup.tenant);
+    let invite_key = tenant.key(invite_sk(lookup.invite));
+    let record = get_doc::<InviteRecord>(&*state.kv, &invite_key)
+        .await?
+        .ok_or_else(gone)?;
+    if record.invite.expires_at < OffsetDateTime::now_utc() {
+        return Err(gone());
+    }
+    let password_hash = password::hash(password).await.map_err(ApiError::internal)?;
+    let member = Member {
+        id: UserId::generate(),
+        email: record.invite.email.clone(),
+        role: record.invite.role,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let ops = vec![
+        TxOp::Delete(invite_lookup(&token_hash), Condition::Exists),
+        TxOp::Delete(invite_key, Condition::Exists),
+        TxOp::Put(
+            doc_item(
+                email_lookup(&member.email),
+                &EmailRecord {
+                    tenant: tenant.id(),
+                    user: member.id,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(
+            doc_item(
+                tenant.key(user_sk(member.id)),
+                &UserRecord {
+                    member: member.clone(),
+                    password_hash,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+    ];
+    match state.kv.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "an account with this e-mail already exists",
+            ));
+        }
+        Err(StoreError::TransactionFailed(_)) => return Err(gone()),
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
+    session(state, tenant.id(), &member)
+}
+
+pub async fn list_members(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Member>> {
+    let users: Vec<UserRecord> =
+        query_docs(&*state.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+    Ok(users.into_iter().map(|user| user.member).collect())
+}
+
+/// What a membership change does, decided from a consistent view of the team.
+struct MembershipChange {
+    ops: Vec<TxOp>,
+    /// Unconditional writes that must precede the transaction (it holds 100 items).
+    before: Vec<WriteOp>,
+}
+
+/// Runs a membership change serialised through the team's version, so two admins
+/// demoting each other at once cannot leave the team without an admin.
+async fn change_membership(
+    state: &AppState,
+    tenant: &Tenant,
+    decide: impl Fn(&[UserRecord]) -> ApiResult<MembershipChange>,
+) -> ApiResult<()> {
+    let team_key = tenant.key(TEAM);
+    for _ in 0..MEMBERSHIP_ATTEMPTS {
+        let team = state
+            .kv
+            .get(&team_key)
+            .await?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record missing")))?;
+        let version = team
+            .n(VERSION)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record without version")))?;
+        let users: Vec<UserRecord> =
+            query_docs(&*state.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+        let change = decide(&users)?;
+        if !change.before.is_empty() {
+            state.kv.batch_write(change.before).await?;
+        }
+        let team_record: TeamRecord = read_doc(&team)?;
+        let mut ops = change.ops;
+        ops.push(TxOp::Put(
+            doc_item(team_key.clone(), &team_record)?.with(VERSION, Value::N(version + 1)),
+            Condition::Equals(VERSION.into(), Value::N(version)),
+        ));
+        match state.kv.transact(ops).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the team changed while this request ran; retry it",
+    ))
+}
+
+fn find(users: &[UserRecord], id: UserId) -> ApiResult<&UserRecord> {
+    users
+        .iter()
+        .find(|user| user.member.id == id)
+        .ok_or_else(|| ApiError::not_found("member"))
+}
+
+fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> ApiResult<()> {
+    let admins_left = users
+        .iter()
+        .filter(|user| user.member.role == Role::Admin && user.member.id != losing)
+        .count();
+    if admins_left == 0 {
+        return Err(ApiError::conflict(
+            "last_admin",
+            "a team keeps at least one admin",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn change_role(
+    state: &AppState,
+    tenant: &Tenant,
+    id: UserId,
+    role: Role,
+) -> ApiResult<Member> {
+    change_membership(state, tenant, |users| {
+        let user = find(users, id)?;
+        if user.member.role == Role::Admin && role != Role::Admin {
+            ensure_admin_remains(users, id)?;
+        }
+        let mut updated = user.clone();
+        updated.member.role = role;
+        Ok(MembershipChange {
+            ops: vec![TxOp::Put(
+                doc_item(tenant.key(user_sk(id)), &updated)?,
+                Condition::Exists,
+            )],
+            before: Vec::new(),
+        })
+    })
+    .await?;
+    Ok(member(state, tenant, id).await?.member)
+}
+
+pub async fn remove_member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<()> {
+    let keys: Vec<ApiKey> = list_api_keys(state, tenant)
+        .await?
+        .into_iter()
+        .filter(|key| key.owner == id)
+        .collect();
+    change_membership(state, tenant, |users| {
+        let user = find(users, id)?;
+        ensure_admin_remains(users, id)?;
+        let mut key_deletes: Vec<TxOp> = keys
+            .iter()
+            .flat_map(|key| {
+                [
+                    TxOp::Delete(key_lookup(key.id), Condition::None),
+                    TxOp::Delete(tenant.key(key_sk(key.id)), Condition::None),
+                ]
+            })
+            .collect();
+        // User, e-mail and team version take three of the transaction's hundred slots.
+        let room = crate::storage::kv::MAX_TRANSACT_ITEMS - 3;
+        let overflow = key_deletes.split_off(key_deletes.len().min(room) & !1);
+        let before = overflow
+            .into_iter()
+            .map(|op| WriteOp::Delete(op.key().clone()))
+            .collect();
+        let mut ops = vec![
+            TxOp::Delete(tenant.key(user_sk(id)), Condition::Exists),
+            TxOp::Delete(email_lookup(&user.member.email), Condition::None),
+        ];
+        ops.extend(key_deletes);
+        Ok(MembershipChange { ops, before })
+    })
+    .await?;
+    tracing::info!(tenant = %tenant.id(), user = %id, keys = keys.len(), "member removed");
+    Ok(())
+}

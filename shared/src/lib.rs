@@ -1,0 +1,14 @@
+//! Sextant's shared library: the domain, tenancy and auth, the storage ports and
+//! their adapters, and the HTTP edge every function uses.
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod projects;
+pub mod records;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod tenancy;

@@ -1,0 +1,66 @@
+//! What every handler shares, built once per process (at Lambda cold start, or when
+//! `sextant serve` starts).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::auth::jwt::Keyring;
+use crate::storage::{AwsStorageConfig, BlobStore, KvStore, Storage};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where clients reach the service; used to build URLs handed out (invites).
+    pub public_url: url::Url,
+    pub session_ttl: time::Duration,
+    pub access_token_ttl: time::Duration,
+    pub invite_ttl: time::Duration,
+    /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
+    /// Lambda's 6 MB).
+    pub body_limit: usize,
+}
+
+impl Settings {
+    pub fn new(public_url: url::Url) -> Self {
+        Self {
+            public_url,
+            session_ttl: time::Duration::hours(12),
+            access_token_ttl: time::Duration::minutes(15),
+            invite_ttl: time::Duration::days(7),
+            body_limit: 6 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub kv: Arc<dyn KvStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub keyring: Arc<Keyring>,
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    pub fn new(storage: Storage, keyring: Keyring, settings: Settings) -> Self {
+        Self {
+            kv: storage.kv,
+            blobs: storage.blobs,
+            keyring: Arc::new(keyring),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
+    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`.
+    pub async fn from_env() -> anyhow::Result<Self> {
+        let storage = AwsStorageConfig::from_env()?.storage().await;
+        let keyring = Keyring::from_spec(
+            &std::env::var("SEXTANT_JWT_KEYS").context("SEXTANT_JWT_KEYS is not set")?,
+        )?;
+        let public_url = std::env::var("SEXTANT_PUBLIC_URL")
+            .context("SEXTANT_PUBLIC_URL is not set")?
+            .parse()
+            .context("SEXTANT_PUBLIC_URL is not a URL")?;
+        Ok(Self::new(storage, keyring, Settings::new(public_url)))
+    }
+}

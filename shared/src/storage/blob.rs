@@ -1,0 +1,171 @@
+//! The blob port: objects addressed by key, read as streams, and presigned URLs so
+//! large bytes travel between clients and storage without passing through a function.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use time::OffsetDateTime;
+
+/// S3's longest object key.
+pub const MAX_BLOB_KEY_BYTES: usize = 1024;
+
+/// A validated object key: relative, `/`-separated, no empty, `.` or `..` segments,
+/// no control characters. Both adapters can store it verbatim (S3 as the key, the
+/// local adapter as a relative path).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    pub fn parse(key: impl Into<String>) -> Result<Self, BlobError> {
+        let key = key.into();
+        let invalid = |why: &str| Err(BlobError::InvalidKey(format!("{why}: {key:?}")));
+        if key.is_empty() || key.len() > MAX_BLOB_KEY_BYTES {
+            return invalid("key length out of range");
+        }
+        if key.chars().any(|c| c.is_control() || c == '\\') {
+            return invalid("control character or backslash in key");
+        }
+        if key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
+            return invalid("empty, '.' or '..' segment in key");
+        }
+        Ok(Self(key))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobMeta {
+    pub key: BlobKey,
+    pub size: u64,
+    pub modified: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlobPage {
+    pub blobs: Vec<BlobMeta>,
+    /// The key to resume after; `None` once the prefix is exhausted.
+    pub next: Option<BlobKey>,
+}
+
+pub type ByteStream = Pin<Box<dyn Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// An object's bytes, streamed, with its size known up front.
+pub struct BlobBody {
+    pub size: u64,
+    pub stream: ByteStream,
+}
+
+impl std::fmt::Debug for BlobBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobBody")
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl BlobBody {
+    /// Collects the whole object; for small objects only (documents, reports).
+    pub async fn bytes(self) -> Result<Bytes, BlobError> {
+        use futures::TryStreamExt;
+        let chunks: Vec<Bytes> = self
+            .stream
+            .try_collect()
+            .await
+            .map_err(BlobError::unavailable)?;
+        Ok(chunks.concat().into())
+    }
+}
+
+/// What a presigned URL lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Presign {
+    Get,
+    /// Upload exactly this many bytes.
+    Put {
+        content_length: u64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("no such object")]
+    NotFound,
+    #[error("invalid object key: {0}")]
+    InvalidKey(String),
+    #[error("throttled by the blob store")]
+    Throttled,
+    #[error("blob store unavailable")]
+    Unavailable(#[source] anyhow::Error),
+}
+
+impl BlobError {
+    pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
+        BlobError::Unavailable(err.into())
+    }
+}
+
+pub type BlobResult<T> = Result<T, BlobError>;
+
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Stores small objects written by the service itself; clients upload through
+    /// presigned URLs instead.
+    async fn put(&self, key: &BlobKey, body: Bytes) -> BlobResult<BlobMeta>;
+
+    async fn get(&self, key: &BlobKey) -> BlobResult<BlobBody>;
+
+    async fn head(&self, key: &BlobKey) -> BlobResult<Option<BlobMeta>>;
+
+    /// Objects whose keys start with `prefix`, in key order, at most `limit` of them.
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> BlobResult<BlobPage>;
+
+    /// Deleting a missing object succeeds.
+    async fn delete(&self, key: &BlobKey) -> BlobResult<()>;
+
+    /// A URL that lets anyone holding it perform one operation on one object until it
+    /// expires.
+    async fn presign(&self, key: &BlobKey, op: Presign, expires_in: Duration)
+    -> BlobResult<String>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_with_traversal_or_empty_segments_are_refused() {
+        for bad in [
+            "", "/abs", "a//b", "a/../b", "..", "./a", "a/", "a\\b", "a\nb",
+        ] {
+            assert!(BlobKey::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert!(BlobKey::parse("x".repeat(MAX_BLOB_KEY_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn ordinary_nested_keys_are_accepted() {
+        for good in ["t/run/a.txt", "tenant/ck pt/ü.bin", "a..b/c"] {
+            assert_eq!(BlobKey::parse(good).unwrap().as_str(), good);
+        }
+    }
+}

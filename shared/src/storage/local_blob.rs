@@ -1,0 +1,392 @@
+//! The local-directory blob adapter for `sextant serve`. Presigned URLs are routes of
+//! the local server carrying an HMAC over the operation, object, size and expiry, so
+//! they behave like S3's: one object, one operation, until they expire.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use time::OffsetDateTime;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use super::blob::{
+    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, Presign,
+};
+use crate::error::{ApiError, ApiResult};
+
+/// Where the presigned routes are mounted on the local server.
+pub const ROUTE_PREFIX: &str = "/blobs";
+
+/// Signs and checks presigned URLs with a server secret.
+#[derive(Clone)]
+pub struct UrlSigner {
+    secret: Arc<[u8]>,
+}
+
+impl std::fmt::Debug for UrlSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlSigner(..)")
+    }
+}
+
+impl UrlSigner {
+    pub fn new(secret: &[u8]) -> Self {
+        Self {
+            secret: secret.into(),
+        }
+    }
+
+    fn mac(&self, key: &BlobKey, op: Presign, expires: i64) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+        let (method, length) = match op {
+            Presign::Get => ("GET", String::new()),
+            Presign::Put { content_length } => ("PUT", content_length.to_string()),
+        };
+        mac.update(format!("{method}\n{length}\n{expires}\n{}", key.as_str()).as_bytes());
+        mac
+    }
+
+    pub fn sign(&self, key: &BlobKey, op: Presign, expires: i64) -> String {
+        hex::encode(self.mac(key, op, expires).finalize().into_bytes())
+    }
+
+    /// Constant-time check of a signature.
+    fn verify(&self, key: &BlobKey, op: Presign, expires: i64, signature: &str) -> bool {
+        hex::decode(signature)
+            .is_ok_and(|signature| self.mac(key, op, expires).verify_slice(&signature).is_ok())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalBlobs {
+    objects: PathBuf,
+    staging: PathBuf,
+    signer: UrlSigner,
+    /// Base URL of the server that mounts `routes`, e.g. `http://127.0.0.1:8080`.
+    base_url: url::Url,
+}
+
+impl LocalBlobs {
+    pub fn open(root: &Path, signer: UrlSigner, base_url: url::Url) -> std::io::Result<Self> {
+        let objects = root.join("objects");
+        let staging = root.join("staging");
+        std::fs::create_dir_all(&objects)?;
+        std::fs::create_dir_all(&staging)?;
+        Ok(Self {
+            objects,
+            staging,
+            signer,
+            base_url,
+        })
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        // BlobKey rules out absolute paths and `..`, so this stays under `objects`.
+        self.objects.join(key.as_str())
+    }
+
+    pub fn signer(&self) -> &UrlSigner {
+        &self.signer
+    }
+
+    /// The presigned URL for an operation expiring at a given time.
+    pub fn signed_url(&self, key: &BlobKey, op: Presign, expires: i64) -> String {
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .map(|mut segments| {
+                segments
+                    .pop_if_empty()
+                    .push(ROUTE_PREFIX.trim_start_matches('/'))
+                    .extend(key.as_str().split('/'));
+            })
+            .unwrap_or_else(|()| unreachable!("http base URLs have path segments"));
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("expires", &expires.to_string());
+            if let Presign::Put { content_length } = op {
+                query.append_pair("length", &content_length.to_string());
+            }
+            query.append_pair("signature", &self.signer.sign(key, op, expires));
+        }
+        url.into()
+    }
+
+    /// Streams bytes into a staging file and moves it into place only once complete,
+    /// so a reader never sees half an object.
+    async fn write_stream(
+        &self,
+        key: &BlobKey,
+        stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
+        expected_length: Option<u64>,
+    ) -> Result<u64, WriteError> {
+        let staged = self.staging.join(ulid::Ulid::generate().to_string());
+        let result = async {
+            let mut file = tokio::fs::File::create(&staged).await?;
+            let mut written = 0u64;
+            futures::pin_mut!(stream);
+            while let Some(chunk) = stream.try_next().await? {
+                written += chunk.len() as u64;
+                if expected_length.is_some_and(|expected| written > expected) {
+                    return Err(WriteError::LengthMismatch);
+                }
+                file.write_all(&chunk).await?;
+            }
+            if expected_length.is_some_and(|expected| written != expected) {
+                return Err(WriteError::LengthMismatch);
+            }
+            file.sync_all().await?;
+            let target = self.path(key);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&staged, &target).await?;
+            Ok(written)
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&staged).await;
+        }
+        result
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("body length differs from the signed length")]
+    LengthMismatch,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+fn io_error(err: std::io::Error) -> BlobError {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        BlobError::NotFound
+    } else {
+        BlobError::unavailable(err)
+    }
+}
+
+fn meta(key: &BlobKey, metadata: &std::fs::Metadata) -> BlobMeta {
+    BlobMeta {
+        key: key.clone(),
+        size: metadata.len(),
+        modified: metadata
+            .modified()
+            .map(OffsetDateTime::from)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    }
+}
+
+/// Every object key under `dir`, relative to `objects`, found by a blocking walk.
+fn walk(objects: &Path, dir: &Path, keys: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            walk(objects, &path, keys)?;
+        } else if let Some(key) = path
+            .strip_prefix(objects)
+            .ok()
+            .and_then(|relative| relative.to_str())
+        {
+            keys.push(key.replace(std::path::MAIN_SEPARATOR, "/"));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl BlobStore for LocalBlobs {
+    async fn put(&self, key: &BlobKey, body: Bytes) -> BlobResult<BlobMeta> {
+        let size = body.len() as u64;
+        self.write_stream(key, futures::stream::once(async { Ok(body) }), Some(size))
+            .await
+            .map_err(BlobError::unavailable)?;
+        self.head(key).await?.ok_or(BlobError::NotFound)
+    }
+
+    async fn get(&self, key: &BlobKey) -> BlobResult<BlobBody> {
+        let file = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(io_error)?;
+        let size = file.metadata().await.map_err(io_error)?.len();
+        Ok(BlobBody {
+            size,
+            stream: Box::pin(ReaderStream::new(file)),
+        })
+    }
+
+    async fn head(&self, key: &BlobKey) -> BlobResult<Option<BlobMeta>> {
+        match tokio::fs::metadata(self.path(key)).await {
+            Ok(metadata) if metadata.is_file() => Ok(Some(meta(key, &metadata))),
+            Ok(_) => Ok(None),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(BlobError::unavailable(err)),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&BlobKey>,
+        limit: usize,
+    ) -> BlobResult<BlobPage> {
+        let objects = self.objects.clone();
+        let prefix = prefix.to_owned();
+        // Only the directory the prefix names can hold matching keys.
+        let start = match prefix.rfind('/') {
+            Some(slash) => objects.join(&prefix[..slash]),
+            None => objects.clone(),
+        };
+        let mut keys = tokio::task::spawn_blocking(move || {
+            let mut keys = Vec::new();
+            walk(&objects, &start, &mut keys).map(|()| keys)
+        })
+        .await
+        .map_err(BlobError::unavailable)?
+        .map_err(BlobError::unavailable)?;
+        keys.retain(|key| {
+            key.starts_with(prefix.as_str())
+                && after.is_none_or(|after| key.as_str() > after.as_str())
+        });
+        keys.sort_unstable();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let mut blobs = Vec::with_capacity(keys.len());
+        for key in keys {
+            let key = BlobKey::parse(key)?;
+            // An object deleted since the walk is simply not listed.
+            if let Some(meta) = self.head(&key).await? {
+                blobs.push(meta);
+            }
+        }
+        let next = if more {
+            blobs.last().map(|blob| blob.key.clone())
+        } else {
+            None
+        };
+        Ok(BlobPage { blobs, next })
+    }
+
+    async fn delete(&self, key: &BlobKey) -> BlobResult<()> {
+        match tokio::fs::remove_file(self.path(key)).await {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(err) => Err(BlobError::unavailable(err)),
+        }
+    }
+
+    async fn presign(
+        &self,
+        key: &BlobKey,
+        op: Presign,
+        expires_in: Duration,
+    ) -> BlobResult<String> {
+        let expires = OffsetDateTime::now_utc().unix_timestamp()
+            + i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
+        Ok(self.signed_url(key, op, expires))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Signature {
+    expires: i64,
+    length: Option<u64>,
+    signature: String,
+}
+
+fn authorize(
+    blobs: &LocalBlobs,
+    key: &str,
+    op: Presign,
+    signature: &Signature,
+) -> ApiResult<BlobKey> {
+    let refused = || {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "the URL's signature is invalid or has expired",
+        )
+    };
+    let key = BlobKey::parse(key).map_err(|_| refused())?;
+    if OffsetDateTime::now_utc().unix_timestamp() > signature.expires
+        || !blobs
+            .signer
+            .verify(&key, op, signature.expires, &signature.signature)
+    {
+        return Err(refused());
+    }
+    Ok(key)
+}
+
+async fn download(
+    State(blobs): State<Arc<LocalBlobs>>,
+    UrlPath(key): UrlPath<String>,
+    Query(signature): Query<Signature>,
+) -> ApiResult<Response> {
+    let key = authorize(&blobs, &key, Presign::Get, &signature)?;
+    let body = blobs.get(&key).await?;
+    Ok((
+        [
+            (header::CONTENT_LENGTH, body.size.to_string()),
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        ],
+        Body::from_stream(body.stream),
+    )
+        .into_response())
+}
+
+async fn upload(
+    State(blobs): State<Arc<LocalBlobs>>,
+    UrlPath(key): UrlPath<String>,
+    Query(signature): Query<Signature>,
+    body: Body,
+) -> ApiResult<StatusCode> {
+    let content_length = signature.length.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_signature",
+            "upload URL without a signed length",
+        )
+    })?;
+    let key = authorize(&blobs, &key, Presign::Put { content_length }, &signature)?;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    match blobs.write_stream(&key, stream, Some(content_length)).await {
+        Ok(_) => Ok(StatusCode::OK),
+        Err(WriteError::LengthMismatch) => Err(ApiError::invalid(
+            "length_mismatch",
+            format!("the body must be exactly {content_length} bytes"),
+        )),
+        Err(WriteError::Io(err)) => Err(ApiError::internal(err)),
+    }
+}
+
+/// The routes that serve presigned URLs; mounted without the API body limit because
+/// objects may be far larger than any API request.
+pub fn routes(blobs: Arc<LocalBlobs>) -> Router {
+    Router::new()
+        .route(
+            &format!("{ROUTE_PREFIX}/{{*key}}"),
+            get(download).put(upload),
+        )
+        .with_state(blobs)
+}

@@ -1,0 +1,71 @@
+//! Storage ports and their adapters. Domain code sees only `KvStore` and `BlobStore`.
+
+pub mod blob;
+pub mod dynamo;
+pub mod embedded;
+pub mod kv;
+pub mod local_blob;
+pub mod s3;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+pub use blob::{BlobKey, BlobStore};
+pub use kv::KvStore;
+
+/// The two ports a deployment runs on.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub kv: Arc<dyn KvStore>,
+    pub blobs: Arc<dyn BlobStore>,
+}
+
+/// Where the AWS adapters point: read once at cold start.
+#[derive(Debug, Clone)]
+pub struct AwsStorageConfig {
+    pub table: String,
+    pub bucket: String,
+    /// Set for emulators (moto) and other S3/DynamoDB-compatible endpoints; S3 then
+    /// uses path-style addressing.
+    pub endpoint_url: Option<String>,
+}
+
+impl AwsStorageConfig {
+    /// `SEXTANT_TABLE`, `SEXTANT_BUCKET`, and optionally `SEXTANT_AWS_ENDPOINT_URL`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
+        Ok(Self {
+            table: var("SEXTANT_TABLE")?,
+            bucket: var("SEXTANT_BUCKET")?,
+            endpoint_url: std::env::var("SEXTANT_AWS_ENDPOINT_URL").ok(),
+        })
+    }
+
+    /// Builds the SDK clients once; credentials and region come from the usual AWS
+    /// environment (the Lambda role in production).
+    pub async fn connect(&self) -> (dynamo::DynamoKv, s3::S3Blobs) {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(endpoint) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let sdk = loader.load().await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(self.endpoint_url.is_some())
+            .build();
+        let s3 = aws_sdk_s3::Client::from_conf(s3_config);
+        (
+            dynamo::DynamoKv::new(dynamo, &self.table),
+            s3::S3Blobs::new(s3, &self.bucket),
+        )
+    }
+
+    pub async fn storage(&self) -> Storage {
+        let (kv, blobs) = self.connect().await;
+        Storage {
+            kv: Arc::new(kv),
+            blobs: Arc::new(blobs),
+        }
+    }
+}
