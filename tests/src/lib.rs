@@ -1,1 +1,269 @@
+//! Helpers for tests over Sextant's real HTTP surface: start the real application on
+//! a free loopback port with fresh storage, sign up random teams, send requests.
 
+use std::sync::Arc;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{Value, json};
+use sextant_cli::{Application, Backend, ServeConfig};
+use sextant_shared::storage::AwsStorageConfig;
+use sextant_shared::storage::dynamo::DynamoKv;
+use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
+use sextant_shared::storage::s3::S3Blobs;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// The emulator endpoint `scripts/test.sh` starts (moto's server mode on loopback).
+pub fn aws_endpoint() -> String {
+    std::env::var("SEXTANT_TEST_AWS_ENDPOINT").unwrap_or_else(|_| {
+        panic!(
+            "SEXTANT_TEST_AWS_ENDPOINT is not set: the AWS adapter tests need moto's server. \
+             Run them with scripts/test.sh, which starts it."
+        )
+    })
+}
+
+/// A name no other test uses: tables, buckets, e-mails.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        ulid::Ulid::generate().to_string().to_lowercase()
+    )
+}
+
+/// A fresh table and bucket on the emulator, created for one test.
+pub async fn fresh_aws_storage() -> (AwsStorageConfig, DynamoKv, S3Blobs) {
+    // Credentials and region come from the environment scripts/test.sh sets (dummy
+    // values moto accepts); the endpoint keeps every request on loopback.
+    let config = AwsStorageConfig {
+        table: unique("sextant"),
+        bucket: unique("sextant"),
+        endpoint_url: Some(aws_endpoint()),
+    };
+    let (kv, blobs) = config.connect().await;
+    kv.create_table().await.expect("creating the test table");
+    blobs
+        .create_bucket()
+        .await
+        .expect("creating the test bucket");
+    (config, kv, blobs)
+}
+
+/// A local blob store whose presigned URLs are served on a loopback port of its own,
+/// and the directory that holds it.
+pub async fn local_blobs_with_routes() -> (Arc<LocalBlobs>, TempDir) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding loopback");
+    let base: url::Url = format!("http://{}", listener.local_addr().expect("address"))
+        .parse()
+        .expect("base URL");
+    let blobs = Arc::new(
+        LocalBlobs::open(&dir.path().join("blobs"), UrlSigner::new(&[7; 32]), base)
+            .expect("opening the blob directory"),
+    );
+    let router = local_blob::routes(Arc::clone(&blobs));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (blobs, dir)
+}
+
+/// The real application, serving on 127.0.0.1 on a port of its own until dropped.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: Arc<TempDir>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for TestApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestApp").field("base", &self.base).finish()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+impl TestApp {
+    /// On the embedded store and a local blob directory, as `sextant serve` runs.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Backend::Embedded).await
+    }
+
+    /// On DynamoDB and S3 as emulated by moto, as a deployment runs.
+    pub async fn spawn_on_aws() -> Self {
+        let (config, _, _) = fresh_aws_storage().await;
+        Self::spawn_with(Backend::Aws(config)).await
+    }
+
+    pub async fn spawn_with(backend: Backend) -> Self {
+        sextant_shared::telemetry::init();
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        let app = Application::build(ServeConfig {
+            addr: "127.0.0.1:0".parse().expect("loopback address"),
+            data_dir: data_dir.path().to_owned(),
+            backend,
+        })
+        .await
+        .expect("building the application");
+        let base = app.base_url().as_str().trim_end_matches('/').to_owned();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            data_dir,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn request(&self, method: Method, path: &str, credential: Option<&str>) -> RequestBuilder {
+        let request = self.client.request(method, self.url(path));
+        match credential {
+            Some(credential) => request.bearer_auth(credential),
+            None => request,
+        }
+    }
+
+    /// Sends and returns status and JSON body (`Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        credential: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.request(method, path, credential);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request reaches the server");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("response body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                panic!(
+                    "non-JSON body with {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str, credential: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(credential), None).await
+    }
+
+    pub async fn post(&self, path: &str, credential: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, Some(credential), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, credential: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(credential), None)
+            .await
+    }
+
+    /// Signs up a new team with a random e-mail.
+    pub async fn signup(&self) -> Team {
+        let email = format!("{}@example.com", unique("user"));
+        let password = "correct horse battery staple".to_owned();
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/v1/signup",
+                None,
+                Some(json!({"team": "Whale Watchers", "email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Team {
+            tenant_id: text(&body, "tenant_id"),
+            user_id: text(&body, "user_id"),
+            token: text(&body, "token"),
+            api_key: text(&body, "api_key"),
+            email,
+            password,
+        }
+    }
+
+    /// Creates an API key with a role in the team, returning its secret.
+    pub async fn key_with_role(&self, team: &Team, role: &str) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/api-keys",
+                &team.api_key,
+                json!({"name": format!("{role} key"), "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        text(&body, "secret")
+    }
+
+    /// Invites an e-mail with a role and accepts, returning the new member's id and
+    /// session token.
+    pub async fn add_member(&self, team: &Team, role: &str) -> (String, String) {
+        let email = format!("{}@example.com", unique("member"));
+        let (status, invite) = self
+            .post(
+                "/v1/invites",
+                &team.api_key,
+                json!({"email": email, "role": role}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{invite}");
+        let (status, session) = self
+            .call(
+                Method::POST,
+                &format!("/v1/invites/{}/accept", text(&invite, "token")),
+                None,
+                Some(json!({"password": "another long password"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{session}");
+        (text(&session, "user_id"), text(&session, "token"))
+    }
+}
+
+/// A signed-up team and its first admin.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub tenant_id: String,
+    pub user_id: String,
+    pub token: String,
+    pub api_key: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// A string field of a JSON body, or a panic naming what was missing.
+pub fn text(body: &Value, field: &str) -> String {
+    body[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field:?} in {body}"))
+        .to_owned()
+}
+
+/// The error code of an error envelope, asserting the envelope's shape.
+pub fn error_code(body: &Value) -> String {
+    assert!(
+        body["error"]["message"].is_string(),
+        "not an error envelope: {body}"
+    );
+    text(&body["error"], "code")
+}

@@ -10,8 +10,8 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
-    KeySchemaElement, KeyType, Put, PutRequest, ScalarAttributeType, TransactWriteItem, Update,
-    WriteRequest,
+    KeySchemaElement, KeyType, Put, PutRequest, ReturnValue, ScalarAttributeType,
+    TransactWriteItem, Update, WriteRequest,
 };
 
 use super::kv::{
@@ -241,7 +241,7 @@ impl KvStore for DynamoKv {
             .update_expression("ADD #attr :delta")
             .expression_attribute_names("#attr", attr)
             .expression_attribute_values(":delta", AttributeValue::N(delta.to_string()))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(map_error)?;
@@ -469,4 +469,77 @@ fn transact_item(table: &str, op: &TxOp) -> StoreResult<TransactWriteItem> {
         }
     };
     Ok(item.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::config::http::HttpResponse;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::operation::put_item::PutItemError;
+    use aws_sdk_dynamodb::types::CancellationReason;
+    use aws_smithy_types::body::SdkBody;
+
+    use super::*;
+
+    fn service_error(code: &str) -> SdkError<PutItemError, HttpResponse> {
+        let raw = HttpResponse::new(
+            400.try_into().unwrap_or_else(|_| unreachable!()),
+            SdkBody::empty(),
+        );
+        SdkError::service_error(
+            PutItemError::generic(ErrorMetadata::builder().code(code).build()),
+            raw,
+        )
+    }
+
+    #[test]
+    fn conditional_check_failures_are_typed() {
+        assert!(matches!(
+            map_error(service_error("ConditionalCheckFailedException")),
+            StoreError::ConditionFailed
+        ));
+    }
+
+    #[test]
+    fn every_throttling_code_maps_to_throttled() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "ThrottlingException",
+            "RequestLimitExceeded",
+        ] {
+            assert!(
+                matches!(map_error(service_error(code)), StoreError::Throttled),
+                "{code}"
+            );
+        }
+        assert!(matches!(
+            map_error(service_error("InternalServerError")),
+            StoreError::Unavailable(_)
+        ));
+    }
+
+    #[test]
+    fn canceled_transactions_name_the_failed_conditions_first() {
+        let reasons = |codes: &[&str]| -> Vec<CancellationReason> {
+            codes
+                .iter()
+                .map(|code| CancellationReason::builder().code(*code).build())
+                .collect()
+        };
+        let err = cancellation_error(
+            &reasons(&["None", "ConditionalCheckFailed", "TransactionConflict"]),
+            service_error("TransactionCanceledException"),
+        );
+        assert!(matches!(err, StoreError::TransactionFailed(failed) if failed == [1]));
+        let err = cancellation_error(
+            &reasons(&["None", "TransactionConflict"]),
+            service_error("TransactionCanceledException"),
+        );
+        assert!(matches!(err, StoreError::TransactionConflict));
+        let err = cancellation_error(
+            &reasons(&["ThrottlingError", "None"]),
+            service_error("TransactionCanceledException"),
+        );
+        assert!(matches!(err, StoreError::Throttled));
+    }
 }

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-/// DynamoDB's hard item-size limit, enforced identically by every adapter.
-pub const MAX_ITEM_BYTES: usize = 400 * 1024;
+/// DynamoDB's item-size limit is 400 KiB; we stop at 400,000 bytes so that size
+/// estimates that differ slightly (moto's, for one) never disagree with ours.
+pub const MAX_ITEM_BYTES: usize = 400_000;
 /// DynamoDB's limit on the number of items one transaction may touch.
 pub const MAX_TRANSACT_ITEMS: usize = 100;
 /// DynamoDB's largest sort key and partition key, in bytes.

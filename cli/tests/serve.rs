@@ -1,0 +1,206 @@
+//! The real `sextant serve` binary: answers health checks, keeps data across
+//! restarts, stops cleanly on SIGTERM, and stores no secret in plain text.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary on a free loopback port and waits for the line naming its URL.
+fn start(data_dir: &Path) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting sextant serve");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("sextant serve exited before serving")
+            .expect("reading its log");
+        if let Some(url) = line
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix("url=http://"))
+        {
+            break format!("http://{}", url.trim_end_matches('/'));
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    Server { child, base }
+}
+
+fn terminate(server: &mut Server) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("sending SIGTERM");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = server.child.try_wait().expect("waiting for the server") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn post(
+    client: &reqwest::Client,
+    url: String,
+    credential: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let mut request = client.post(url).json(&body);
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn serve_answers_health_checks_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let response = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    let status = terminate(&mut server);
+    assert!(status.success(), "exit status {status}");
+}
+
+#[tokio::test]
+async fn data_survives_a_restart_and_no_secret_is_stored_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let email = format!("persist-{}@example.com", std::process::id());
+    let password = "a password worth keeping";
+
+    let mut server = start(dir.path());
+    let (status, signed_up) = post(
+        &client,
+        format!("{}/v1/signup", server.base),
+        None,
+        json!({"team": "Persistent", "email": email, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{signed_up}");
+    let api_key = signed_up["api_key"].as_str().unwrap().to_owned();
+    let (status, invite) = post(
+        &client,
+        format!("{}/v1/invites", server.base),
+        Some(&api_key),
+        json!({"email": format!("invitee-{}@example.com", std::process::id())}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let invite_token = invite["token"].as_str().unwrap().to_owned();
+    let (status, _) = post(
+        &client,
+        format!("{}/v1/projects", server.base),
+        Some(&api_key),
+        json!({"name": "kept"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(terminate(&mut server).success());
+
+    // The key's secret half, the password and the invite token appear nowhere on disk.
+    let secret_half = api_key
+        .rsplit_once('_')
+        .map_or(api_key.as_str(), |(_, s)| s);
+    let mut files = 0;
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        files += 1;
+        for needle in [
+            secret_half,
+            api_key.as_str(),
+            password,
+            invite_token.as_str(),
+        ] {
+            assert!(
+                !bytes
+                    .windows(needle.len())
+                    .any(|window| window == needle.as_bytes()),
+                "{} holds a secret in plain text",
+                entry.display()
+            );
+        }
+    }
+    assert!(files >= 2, "expected the store and secrets files");
+
+    let server = start(dir.path());
+    let (status, login) = post(
+        &client,
+        format!("{}/v1/login", server.base),
+        None,
+        json!({"email": email, "password": password}),
+    )
+    .await;
+    assert_eq!(status, 200, "{login}");
+    let projects: Value = client
+        .get(format!("{}/v1/projects/kept", server.base))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(projects["name"], "kept");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = start(dir.path());
+    let output = Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("another `sextant serve`"), "{stderr}");
+}

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need, starts moto's server on a free
+# loopback port for the DynamoDB/S3 adapter tests, runs the workspace tests, stops moto.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet 'moto[server]'
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
+moto_log=$(mktemp)
+moto_server -H 127.0.0.1 -p "$port" >"$moto_log" 2>&1 &
+moto_pid=$!
+trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true; rm -f "$moto_log"' EXIT
+
+for _ in $(seq 1 100); do
+  if curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$moto_pid" 2>/dev/null; then cat "$moto_log"; echo "moto_server failed to start" >&2; exit 1; fi
+  sleep 0.1
+done
+
+# Dummy credentials for the emulator; the endpoint keeps every request on loopback.
+export SEXTANT_TEST_AWS_ENDPOINT="http://127.0.0.1:$port"
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+unset AWS_PROFILE AWS_SESSION_TOKEN
+
+cargo nextest run --workspace --no-fail-fast "$@"
+# nextest does not run doctests.
+cargo test --workspace --doc --quiet

@@ -1,0 +1,531 @@
+//! Sign-up, log-in, API keys, tokens, invites and members over the real HTTP surface.
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sextant_cli::secrets::Secrets;
+use sextant_shared::auth::Role;
+use sextant_shared::auth::jwt::{Keyring, Subject};
+use sextant_tests::{TestApp, error_code, text, unique};
+
+fn keyring_of(app: &TestApp) -> Keyring {
+    let secrets = Secrets::load_or_create(&app.data_dir.path().join("secrets.json")).unwrap();
+    Keyring::new(&secrets.jwt_keys().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn signing_up_returns_a_key_and_a_token_that_both_authenticate() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    for credential in [&team.api_key, &team.token] {
+        let (status, me) = app.get("/v1/me", credential).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+        assert_eq!(text(&me, "tenant_id"), team.tenant_id);
+        assert_eq!(text(&me, "user_id"), team.user_id);
+        assert_eq!(text(&me, "role"), "admin");
+    }
+}
+
+#[tokio::test]
+async fn an_email_signs_up_only_once_whatever_its_case() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/signup",
+            None,
+            Some(json!({"team": "Copycats", "email": team.email.to_uppercase(), "password": "yet another password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "email_taken");
+}
+
+#[tokio::test]
+async fn sign_up_refuses_bad_emails_short_passwords_and_empty_team_names() {
+    let app = TestApp::spawn().await;
+    let email = format!("{}@example.com", unique("u"));
+    for (body, code) in [
+        (
+            json!({"team": "T", "email": "not-an-email", "password": "long enough password"}),
+            "invalid_email",
+        ),
+        (
+            json!({"team": "T", "email": "a@localhost", "password": "long enough password"}),
+            "invalid_email",
+        ),
+        (
+            json!({"team": "T", "email": email, "password": "too short"}),
+            "weak_password",
+        ),
+        (
+            json!({"team": "  ", "email": email, "password": "long enough password"}),
+            "invalid_name",
+        ),
+        (json!({"team": "T", "email": email}), "invalid_request"),
+    ] {
+        let (status, response) = app
+            .call(Method::POST, "/v1/signup", None, Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {response}");
+        assert_eq!(error_code(&response), code, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn login_answers_a_token_for_the_right_password_and_401_otherwise() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, session) = app
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"email": team.email, "password": team.password})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let (status, _) = app.get("/v1/me", &text(&session, "token")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for (email, password) in [
+        (team.email.as_str(), "the wrong password"),
+        ("nobody@example.com", "the wrong password"),
+        ("not an email", "whatever it is"),
+    ] {
+        let (status, body) = app
+            .call(
+                Method::POST,
+                "/v1/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn an_api_key_exchanges_for_a_token_that_cannot_exchange_itself() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, exchanged) = app
+        .call(Method::POST, "/v1/auth/token", Some(&team.api_key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{exchanged}");
+    let token = text(&exchanged, "token");
+    assert!(exchanged["expires_at"].is_string());
+    let (status, me) = app.get("/v1/me", &token).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(text(&me, "tenant_id"), team.tenant_id);
+
+    for credential in [&token, &team.token] {
+        let (status, body) = app
+            .call(Method::POST, "/v1/auth/token", Some(credential), None)
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(error_code(&body), "api_key_required");
+    }
+}
+
+#[tokio::test]
+async fn forged_expired_and_unsigned_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let keyring = keyring_of(&app);
+    let tenant = team.tenant_id.parse().unwrap();
+    let subject = Subject::Session {
+        user: team.user_id.parse().unwrap(),
+    };
+    let (expired, _) = keyring
+        .issue(tenant, Role::Admin, subject, time::Duration::minutes(-10))
+        .unwrap();
+    let (valid, _) = keyring
+        .issue(tenant, Role::Admin, subject, time::Duration::minutes(10))
+        .unwrap();
+    let forged = Keyring::new(&[("local-x".into(), vec![3; 32])])
+        .unwrap()
+        .issue(tenant, Role::Admin, subject, time::Duration::minutes(10))
+        .unwrap()
+        .0;
+    let mut parts: Vec<&str> = valid.split('.').collect();
+    let none_header = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
+    parts[0] = none_header;
+    let unsigned = format!("{}.{}.", parts[0], parts[1]);
+    let (status, _) = app.get("/v1/me", &valid).await;
+    assert_eq!(status, StatusCode::OK);
+    for token in [
+        expired,
+        forged,
+        unsigned,
+        "garbage".into(),
+        format!("{valid}x"),
+    ] {
+        let (status, body) = app.get("/v1/me", &token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{token}");
+        assert_eq!(error_code(&body), "unauthorized");
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_bearer_credential_get_401() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.call(Method::GET, "/v1/projects", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&body), "unauthorized");
+    let response = app
+        .request(Method::GET, "/v1/projects", None)
+        .basic_auth("user", Some("password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_revoked_key_stops_working_at_once() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, created) = app
+        .post("/v1/api-keys", &team.api_key, json!({"name": "ci"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = text(&created, "secret");
+    assert_eq!(app.get("/v1/me", &secret).await.0, StatusCode::OK);
+    let (status, _) = app
+        .delete(
+            &format!("/v1/api-keys/{}", text(&created, "id")),
+            &team.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get("/v1/me", &secret).await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) = app
+        .delete(
+            &format!("/v1/api-keys/{}", text(&created, "id")),
+            &team.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn listed_keys_carry_no_secret() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let viewer_key = app.key_with_role(&team, "viewer").await;
+    let (status, listed) = app.get("/v1/api-keys", &team.api_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let keys = listed["api_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    let listing = listed.to_string();
+    assert!(!listing.contains(&viewer_key[20..]));
+    assert!(!listing.contains(&team.api_key[20..]));
+    assert!(keys.iter().all(|key| key.get("secret").is_none()));
+}
+
+#[tokio::test]
+async fn a_key_cannot_outrank_the_member_it_acts_for() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (member_id, _) = app.add_member(&team, "member").await;
+    let (status, body) = app
+        .post(
+            "/v1/api-keys",
+            &team.api_key,
+            json!({"name": "too strong", "role": "admin", "user_id": member_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "role_exceeds_owner");
+
+    let (status, created) = app
+        .post(
+            "/v1/api-keys",
+            &team.api_key,
+            json!({"name": "member's", "user_id": member_id}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(text(&created, "role"), "member");
+    let (_, me) = app.get("/v1/me", &text(&created, "secret")).await;
+    assert_eq!(text(&me, "user_id"), member_id);
+}
+
+#[tokio::test]
+async fn an_invite_makes_a_member_once_and_the_member_can_log_in() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let email = format!("{}@example.com", unique("invitee"));
+    let (status, invite) = app
+        .post(
+            "/v1/invites",
+            &team.api_key,
+            json!({"email": email, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{invite}");
+    let token = text(&invite, "token");
+    assert!(text(&invite, "url").ends_with(&format!("/v1/invites/{token}/accept")));
+    let (status, invites) = app.get("/v1/invites", &team.api_key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(invites["invites"].as_array().unwrap().len(), 1);
+    assert!(!invites.to_string().contains(&token));
+
+    let accept_path = format!("/v1/invites/{token}/accept");
+    let accept = |password: &'static str| {
+        app.call(
+            Method::POST,
+            &accept_path,
+            None,
+            Some(json!({"password": password})),
+        )
+    };
+    let (status, body) = accept("short").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_code(&body), "weak_password");
+    let (status, session) = accept("a long enough password").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    assert_eq!(text(&session, "tenant_id"), team.tenant_id);
+    let (status, body) = accept("a long enough password").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    let (status, login) = app
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"email": email, "password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, me) = app.get("/v1/me", &text(&login, "token")).await;
+    assert_eq!(text(&me, "role"), "viewer");
+    let (_, members) = app.get("/v1/members", &team.api_key).await;
+    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_revoked_invite_cannot_be_accepted() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (_, invite) = app
+        .post(
+            "/v1/invites",
+            &team.api_key,
+            json!({"email": format!("{}@example.com", unique("x"))}),
+        )
+        .await;
+    let (status, _) = app
+        .delete(
+            &format!("/v1/invites/{}", text(&invite, "id")),
+            &team.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &format!("/v1/invites/{}/accept", text(&invite, "token")),
+            None,
+            Some(json!({"password": "a long enough password"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn inviting_a_registered_email_conflicts() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let other = app.signup().await;
+    let (status, body) = app
+        .post("/v1/invites", &team.api_key, json!({"email": other.email}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "email_taken");
+}
+
+#[tokio::test]
+async fn removing_a_member_ends_their_sessions_and_revokes_their_keys() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (member_id, session) = app.add_member(&team, "member").await;
+    let (_, created) = app
+        .post(
+            "/v1/api-keys",
+            &team.api_key,
+            json!({"name": "theirs", "user_id": member_id}),
+        )
+        .await;
+    let key = text(&created, "secret");
+    assert_eq!(app.get("/v1/me", &key).await.0, StatusCode::OK);
+    let (status, _) = app
+        .delete(&format!("/v1/members/{member_id}"), &team.api_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/v1/me", &session).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(app.get("/v1/me", &key).await.0, StatusCode::UNAUTHORIZED);
+    let (_, keys) = app.get("/v1/api-keys", &team.api_key).await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_role_change_applies_to_the_members_session_and_keys_at_once() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (member_id, session) = app.add_member(&team, "admin").await;
+    let (_, created) = app
+        .post(
+            "/v1/api-keys",
+            &team.api_key,
+            json!({"name": "theirs", "user_id": member_id}),
+        )
+        .await;
+    let key = text(&created, "secret");
+    let (status, member) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{member_id}"),
+            Some(&team.api_key),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{member}");
+    assert_eq!(text(&member, "role"), "viewer");
+    for credential in [&session, &key] {
+        let (_, me) = app.get("/v1/me", credential).await;
+        assert_eq!(text(&me, "role"), "viewer");
+        let (status, _) = app
+            .post("/v1/projects", credential, json!({"name": "nope"}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
+
+#[tokio::test]
+async fn the_last_admin_can_be_neither_demoted_nor_removed() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let path = format!("/v1/members/{}", team.user_id);
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&team.api_key),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "last_admin");
+    let (status, body) = app.delete(&path, &team.api_key).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "last_admin");
+
+    let (second_admin, _) = app.add_member(&team, "admin").await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&team.api_key),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .delete(&format!("/v1/members/{second_admin}"), &team.token)
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the demoted admin's session lost admin: {body}"
+    );
+}
+
+#[tokio::test]
+async fn projects_are_created_once_per_name_and_found_by_id_or_name() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, project) = app
+        .post(
+            "/v1/projects",
+            &team.api_key,
+            json!({"name": "whales-2026"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{project}");
+    let id = text(&project, "id");
+    assert_eq!(text(&project, "created_by"), team.user_id);
+    let (status, body) = app
+        .post(
+            "/v1/projects",
+            &team.api_key,
+            json!({"name": "whales-2026"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(error_code(&body), "project_exists");
+    for bad in [
+        "",
+        "-leading-dash",
+        "has space",
+        "slash/y",
+        &"x".repeat(101),
+    ] {
+        let (status, body) = app
+            .post("/v1/projects", &team.api_key, json!({"name": bad}))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}");
+        assert_eq!(error_code(&body), "invalid_project_name");
+    }
+    for path in [
+        format!("/v1/projects/{id}"),
+        "/v1/projects/whales-2026".into(),
+    ] {
+        let (status, found) = app.get(&path, &team.api_key).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(text(&found, "id"), id);
+    }
+    let (_, listed) = app.get("/v1/projects", &team.api_key).await;
+    assert_eq!(listed["projects"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_whole_account_flow_works_on_dynamodb_and_s3() {
+    let app = TestApp::spawn_on_aws().await;
+    let team = app.signup().await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"email": team.email, "password": team.password})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (member_id, session) = app.add_member(&team, "member").await;
+    assert_eq!(app.get("/v1/me", &session).await.0, StatusCode::OK);
+    let (status, _) = app
+        .post("/v1/projects", &session, json!({"name": "on-aws"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = app
+        .post("/v1/projects", &team.api_key, json!({"name": "on-aws"}))
+        .await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::CONFLICT, "project_exists")
+    );
+    let (status, _) = app
+        .delete(&format!("/v1/members/{member_id}"), &team.api_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get("/v1/me", &session).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
