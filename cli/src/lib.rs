@@ -70,7 +70,7 @@ impl Application {
             Backend::Aws(aws) => aws.storage().await,
         };
         let keyring = Keyring::new(&secrets.jwt_keys()?)?;
-        let state = AppState::new(storage, keyring, Settings::new(base_url.clone()));
+        let state = AppState::new(storage, keyring, Settings::new(Some(base_url.clone())));
         let routes = sextant_api::routes().merge(sextant_ingest::routes());
         let router = http::with_observability(router.merge(http::api_service(routes, state)));
         Ok(Self {

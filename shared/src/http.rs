@@ -5,6 +5,7 @@
 use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +86,41 @@ async fn method_not_allowed() -> ApiError {
 
 fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
+}
+
+/// The service's public base URL: configured, or else the HTTPS origin the request
+/// was addressed to.
+#[derive(Debug, Clone)]
+pub struct PublicUrl(pub url::Url);
+
+impl FromRequestParts<AppState> for PublicUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(url) = &state.settings.public_url {
+            return Ok(Self(url.clone()));
+        }
+        parts
+            .headers
+            .get(header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| format!("https://{host}").parse().ok())
+            .map(Self)
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_request", "the request has no valid Host header")
+            })
+    }
+}
+
+impl PublicUrl {
+    /// The base URL with path segments appended, each percent-encoded.
+    pub fn join<'a>(&self, segments: impl IntoIterator<Item = &'a str>) -> String {
+        let mut url = self.0.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop_if_empty().extend(segments);
+        }
+        url.into()
+    }
 }
 
 pub async fn healthz() -> &'static str {

@@ -10,8 +10,9 @@ use crate::storage::{AwsStorageConfig, BlobStore, KvStore, Storage};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Where clients reach the service; used to build URLs handed out (invites).
-    pub public_url: url::Url,
+    /// Where clients reach the service, for URLs handed out (invites). Without it the
+    /// URL is taken from the request's host (API Gateway's default domain).
+    pub public_url: Option<url::Url>,
     pub session_ttl: time::Duration,
     pub access_token_ttl: time::Duration,
     pub invite_ttl: time::Duration,
@@ -21,7 +22,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(public_url: url::Url) -> Self {
+    pub fn new(public_url: Option<url::Url>) -> Self {
         Self {
             public_url,
             session_ttl: time::Duration::hours(12),
@@ -51,16 +52,16 @@ impl AppState {
     }
 
     /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
-    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`.
+    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL` if set.
     pub async fn from_env() -> anyhow::Result<Self> {
         let storage = AwsStorageConfig::from_env()?.storage().await;
         let keyring = Keyring::from_spec(
             &std::env::var("SEXTANT_JWT_KEYS").context("SEXTANT_JWT_KEYS is not set")?,
         )?;
         let public_url = std::env::var("SEXTANT_PUBLIC_URL")
-            .context("SEXTANT_PUBLIC_URL is not set")?
-            .parse()
-            .context("SEXTANT_PUBLIC_URL is not a URL")?;
+            .ok()
+            .map(|url| url.parse().context("SEXTANT_PUBLIC_URL is not a URL"))
+            .transpose()?;
         Ok(Self::new(storage, keyring, Settings::new(public_url)))
     }
 }

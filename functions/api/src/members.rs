@@ -5,7 +5,7 @@ use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member,
 use sextant_shared::auth::password::Password;
 use sextant_shared::auth::{Admin, Caller, Role};
 use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::Json;
+use sextant_shared::http::{Json, PublicUrl};
 use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
 use sextant_shared::state::AppState;
 
@@ -91,22 +91,15 @@ pub struct CreatedInvite {
 pub async fn create_invite(
     State(state): State<AppState>,
     Admin(caller): Admin,
+    public_url: PublicUrl,
     Json(request): Json<CreateInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedInvite>)> {
     let email = Email::parse(&request.email)?;
     let (invite, token) = accounts::create_invite(&state, &caller, email, request.role).await?;
-    let mut url = state.settings.public_url.clone();
-    url.path_segments_mut()
-        .map_err(|()| ApiError::internal(anyhow::anyhow!("public URL cannot be a base")))?
-        .pop_if_empty()
-        .extend(["v1", "invites", &token, "accept"]);
+    let url = public_url.join(["v1", "invites", &token, "accept"]);
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedInvite {
-            invite,
-            token,
-            url: url.into(),
-        }),
+        axum::Json(CreatedInvite { invite, token, url }),
     ))
 }
 
