@@ -152,7 +152,7 @@ async fn a_viewer_cannot_write_and_a_member_cannot_manage_the_team() {
     let w = world(TestApp::spawn().await).await;
     let viewer = w.app.key_with_role(&w.a, "viewer").await;
     let member = w.app.key_with_role(&w.a, "member").await;
-    let writes = vec![(
+    let writes = [(
         Method::POST,
         "/v1/projects".to_owned(),
         Some(json!({"name": "viewer-made"})),
