@@ -31,6 +31,7 @@ pub struct ServeConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub backend: Backend,
+    pub heartbeat_timeout: time::Duration,
 }
 
 /// A bound, ready-to-run server. Binding happens first so port 0 works and the URLs
@@ -70,7 +71,11 @@ impl Application {
             Backend::Aws(aws) => aws.storage().await,
         };
         let keyring = Keyring::new(&secrets.jwt_keys()?)?;
-        let state = AppState::new(storage, keyring, Settings::new(Some(base_url.clone())));
+        let settings = Settings {
+            heartbeat_timeout: config.heartbeat_timeout,
+            ..Settings::new(Some(base_url.clone()))
+        };
+        let state = AppState::new(storage, keyring, settings);
         let routes = sextant_api::routes().merge(sextant_ingest::routes());
         let router = http::with_observability(router.merge(http::api_service(routes, state)));
         Ok(Self {

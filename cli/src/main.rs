@@ -22,6 +22,9 @@ enum Command {
         /// Where runs, artifacts and server secrets are kept.
         #[arg(long, env = "SEXTANT_DATA_DIR", default_value = ".sextant")]
         data_dir: PathBuf,
+        /// Seconds without a heartbeat after which a running run reads as lost.
+        #[arg(long, env = "SEXTANT_HEARTBEAT_TIMEOUT_SECS", default_value_t = 600)]
+        heartbeat_timeout_secs: u32,
     },
 }
 
@@ -29,11 +32,16 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     sextant_shared::telemetry::init();
     match Cli::parse().command {
-        Command::Serve { addr, data_dir } => {
+        Command::Serve {
+            addr,
+            data_dir,
+            heartbeat_timeout_secs,
+        } => {
             let app = Application::build(ServeConfig {
                 addr,
                 data_dir: data_dir.clone(),
                 backend: Backend::Embedded,
+                heartbeat_timeout: time::Duration::seconds(heartbeat_timeout_secs.into()),
             })
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");

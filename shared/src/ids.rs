@@ -77,6 +77,7 @@ id_type!(
 );
 id_type!(InviteId, "inv", "invite");
 id_type!(ProjectId, "prj", "project");
+id_type!(RunId, "run", "run");
 
 #[cfg(test)]
 mod tests {

@@ -4,11 +4,15 @@
 pub mod accounts;
 pub mod auth;
 pub mod error;
+pub mod floats;
 pub mod http;
 pub mod ids;
 pub mod projects;
 pub mod records;
+pub mod runs;
+pub mod series;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod tenancy;
+pub mod usage;

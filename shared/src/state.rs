@@ -16,6 +16,9 @@ pub struct Settings {
     pub session_ttl: time::Duration,
     pub access_token_ttl: time::Duration,
     pub invite_ttl: time::Duration,
+    /// A running run not heard from for this long reads as `lost` (or `aborted`, when
+    /// an abort was requested and never confirmed).
+    pub heartbeat_timeout: time::Duration,
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
@@ -28,6 +31,7 @@ impl Settings {
             session_ttl: time::Duration::hours(12),
             access_token_ttl: time::Duration::minutes(15),
             invite_ttl: time::Duration::days(7),
+            heartbeat_timeout: time::Duration::minutes(10),
             body_limit: 6 * 1024 * 1024,
         }
     }
@@ -52,7 +56,8 @@ impl AppState {
     }
 
     /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
-    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL` if set.
+    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL` and
+    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` if set.
     pub async fn from_env() -> anyhow::Result<Self> {
         let storage = AwsStorageConfig::from_env()?.storage().await;
         let keyring = Keyring::from_spec(
@@ -62,6 +67,13 @@ impl AppState {
             .ok()
             .map(|url| url.parse().context("SEXTANT_PUBLIC_URL is not a URL"))
             .transpose()?;
-        Ok(Self::new(storage, keyring, Settings::new(public_url)))
+        let mut settings = Settings::new(public_url);
+        if let Ok(secs) = std::env::var("SEXTANT_HEARTBEAT_TIMEOUT_SECS") {
+            let secs: u32 = secs
+                .parse()
+                .context("SEXTANT_HEARTBEAT_TIMEOUT_SECS is not a number of seconds")?;
+            settings.heartbeat_timeout = time::Duration::seconds(secs.into());
+        }
+        Ok(Self::new(storage, keyring, settings))
     }
 }

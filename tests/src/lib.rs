@@ -103,12 +103,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend) -> Self {
+        Self::spawn_configured(backend, time::Duration::minutes(10)).await
+    }
+
+    /// With a heartbeat timeout of the test's choosing, to see runs go lost.
+    pub async fn spawn_configured(backend: Backend, heartbeat_timeout: time::Duration) -> Self {
         sextant_shared::telemetry::init();
         let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
         let app = Application::build(ServeConfig {
             addr: "127.0.0.1:0".parse().expect("loopback address"),
             data_dir: data_dir.path().to_owned(),
             backend,
+            heartbeat_timeout,
         })
         .await
         .expect("building the application");

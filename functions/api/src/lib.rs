@@ -1,8 +1,10 @@
-//! The control plane: sign-up and log-in, API keys, invites and members, projects.
+//! The control plane: sign-up and log-in, API keys, invites and members, projects,
+//! runs and reading their series.
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
 mod members;
 mod projects;
+mod runs;
 mod session;
 
 use axum::Router;
@@ -33,7 +35,23 @@ pub fn routes() -> Router<AppState> {
             patch(members::change_role).delete(members::remove_member),
         )
         .route("/v1/projects", post(projects::create).get(projects::list))
-        .route("/v1/projects/{project}", get(projects::get))
+        .route(
+            "/v1/projects/{project}",
+            get(projects::get).delete(projects::delete),
+        )
+        .route(
+            "/v1/projects/{project}/runs",
+            post(runs::create).get(runs::list),
+        )
+        .route(
+            "/v1/runs/{run}",
+            get(runs::get).patch(runs::patch).delete(runs::delete),
+        )
+        .route("/v1/runs/{run}/abort", post(runs::abort))
+        .route("/v1/runs/{run}/series", get(runs::list_series))
+        // Series names hold slashes (`train/loss`): the rest of the path is the name.
+        .route("/v1/runs/{run}/series/{*name}", get(runs::read_series))
+        .route("/v1/compare", get(runs::compare))
 }
 
 /// The service the Lambda function runs.

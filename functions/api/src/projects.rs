@@ -45,3 +45,14 @@ pub async fn get(
         projects::find(&state, &caller.tenant, &project).await?,
     ))
 }
+
+/// Deletes the project with all its runs and their data.
+pub async fn delete(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(project): Path<String>,
+) -> ApiResult<StatusCode> {
+    let project = projects::find(&state, &caller.tenant, &project).await?;
+    projects::delete(&state, &caller.tenant, &project).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,7 +1,8 @@
-//! The data plane: the hot path training code calls. For now it exchanges API keys
-//! for short-lived tokens that the rest of the data plane verifies without a
-//! database read.
+//! The data plane: the hot path training code calls. It exchanges API keys for
+//! short-lived tokens that it then verifies without a database read, and takes log
+//! batches: metric points, text lines, heartbeats.
 
+mod log;
 mod token;
 
 use axum::Router;
@@ -10,7 +11,9 @@ use sextant_shared::http;
 use sextant_shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/v1/auth/token", post(token::exchange))
+    Router::new()
+        .route("/v1/auth/token", post(token::exchange))
+        .route("/v1/runs/{run}/log", post(log::log))
 }
 
 /// The service the Lambda function runs.

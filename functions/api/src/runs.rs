@@ -1,0 +1,346 @@
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::floats::JsonF64s;
+use sextant_shared::http::{Json, Query};
+use sextant_shared::projects;
+use sextant_shared::runs::listing::{self, Filter, Sort};
+use sextant_shared::runs::{self, NewRun, RunChanges, RunRecord, Status};
+use sextant_shared::series::downsample;
+use sextant_shared::series::{
+    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesKind, StepRange, TextPoints,
+};
+use sextant_shared::state::AppState;
+use time::OffsetDateTime;
+
+type JsonResponse = ApiResult<axum::Json<Value>>;
+
+fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
+    serde_json::to_value(record.view(state, OffsetDateTime::now_utc())).map_err(ApiError::internal)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(project): Path<String>,
+    Json(new): Json<NewRun>,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let record = runs::create(&state, &caller, &project, new).await?;
+    Ok((StatusCode::CREATED, axum::Json(view(&state, &record)?)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run): Path<String>,
+) -> JsonResponse {
+    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    Ok(axum::Json(view(&state, &run.record)?))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(run): Path<String>,
+    Json(changes): Json<RunChanges>,
+) -> JsonResponse {
+    let record = runs::patch(&state, &caller.tenant, runs::parse_id(&run)?, changes).await?;
+    Ok(axum::Json(view(&state, &record)?))
+}
+
+pub async fn abort(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(run): Path<String>,
+) -> JsonResponse {
+    let record = runs::abort(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    Ok(axum::Json(view(&state, &record)?))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(run): Path<String>,
+) -> ApiResult<StatusCode> {
+    runs::delete(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    tag: Option<String>,
+    /// One status or several, comma-separated.
+    status: Option<String>,
+    name: Option<String>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    created_after: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    created_before: Option<OffsetDateTime>,
+    sort: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> JsonResponse {
+    let limit = params.limit.unwrap_or(listing::DEFAULT_LIMIT);
+    if !(1..=listing::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit is 1 to {}", listing::MAX_LIMIT),
+        ));
+    }
+    let sort = params
+        .sort
+        .as_deref()
+        .map(Sort::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let statuses = params
+        .status
+        .as_deref()
+        .map(|list| list.split(',').map(Status::parse).collect())
+        .transpose()?
+        .unwrap_or_default();
+    let filter = Filter {
+        tag: params.tag,
+        statuses,
+        name: params.name.map(|name| name.to_lowercase()),
+        created_after: params.created_after,
+        created_before: params.created_before,
+    };
+    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let all = runs::all_in_project(&state, &caller.tenant, project.id).await?;
+    let now = OffsetDateTime::now_utc();
+    let timeout = state.settings.heartbeat_timeout;
+    let page = listing::page(
+        &all,
+        &filter,
+        &sort,
+        limit,
+        params.cursor.as_deref(),
+        |run| run.status_at(now, timeout),
+    )?;
+    let rows: Vec<_> = page
+        .rows
+        .iter()
+        .map(|&i| all[i].view(&state, now))
+        .collect();
+    Ok(axum::Json(json!({
+        "runs": rows,
+        "next_cursor": page.next_cursor,
+        "total": page.total,
+    })))
+}
+
+pub async fn list_series(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(run): Path<String>,
+) -> JsonResponse {
+    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let series: BTreeMap<_, _> = run
+        .record
+        .series
+        .iter()
+        .map(|(name, summary)| (name, summary.info()))
+        .collect();
+    Ok(axum::Json(json!({ "series": series })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    from: Option<i64>,
+    to: Option<i64>,
+    after: Option<i64>,
+    max_points: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct NumericPage<'a> {
+    name: &'a str,
+    kind: SeriesKind,
+    steps: &'a [i64],
+    values: JsonF64s<'a>,
+    timestamps: &'a [f64],
+    next_after: Option<i64>,
+    downsampled: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct TextPage<'a> {
+    name: &'a str,
+    kind: SeriesKind,
+    steps: &'a [i64],
+    texts: &'a [String],
+    timestamps: &'a [f64],
+    next_after: Option<i64>,
+}
+
+/// Points of one series: exact (paged) or, with `max_points`, downsampled so that
+/// each bucket's extremes survive. Text series page with `max_points` as page size.
+pub async fn read_series(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((run, name)): Path<(String, String)>,
+    Query(params): Query<ReadParams>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+
+    if params
+        .max_points
+        .is_some_and(|max| !(2..=MAX_DOWNSAMPLED_POINTS).contains(&max))
+    {
+        return Err(ApiError::invalid(
+            "invalid_max_points",
+            format!("max_points is 2 to {MAX_DOWNSAMPLED_POINTS}"),
+        ));
+    }
+    let run_id = runs::parse_id(&run)?;
+    let run = runs::load(&state, &caller.tenant, run_id).await?;
+    let summary = run
+        .record
+        .series
+        .get(&name)
+        .ok_or_else(|| ApiError::not_found("series"))?;
+    let range = StepRange {
+        from: params.from,
+        to: params.to,
+        after: params.after,
+    };
+    let tenant = &caller.tenant;
+    match summary.kind {
+        SeriesKind::Numeric => {
+            let limit = params.max_points.is_none().then_some(EXACT_PAGE_POINTS);
+            let page = series::read::<Points>(&state, tenant, run_id, &name, summary, range, limit)
+                .await?;
+            let (points, downsampled) = match params.max_points {
+                Some(max) if page.points.len() > max => {
+                    (downsample::min_max(&page.points, max), true)
+                }
+                _ => (page.points, false),
+            };
+            Ok(axum::Json(NumericPage {
+                name: &name,
+                kind: summary.kind,
+                steps: &points.steps,
+                values: JsonF64s(&points.values),
+                timestamps: &points.timestamps,
+                next_after: page.next_after,
+                downsampled,
+            })
+            .into_response())
+        }
+        SeriesKind::Text => {
+            let limit = params
+                .max_points
+                .unwrap_or(EXACT_PAGE_POINTS)
+                .min(EXACT_PAGE_POINTS);
+            let page = series::read::<TextPoints>(
+                &state,
+                tenant,
+                run_id,
+                &name,
+                summary,
+                range,
+                Some(limit),
+            )
+            .await?;
+            Ok(axum::Json(TextPage {
+                name: &name,
+                kind: summary.kind,
+                steps: &page.points.steps,
+                texts: &page.points.texts,
+                timestamps: &page.points.timestamps,
+                next_after: page.next_after,
+            })
+            .into_response())
+        }
+    }
+}
+
+pub const MAX_COMPARED_RUNS: usize = 50;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareParams {
+    runs: String,
+}
+
+/// Runs side by side: every parameter with each run's value and whether they
+/// differ, and each run's summary of every series.
+pub async fn compare(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(params): Query<CompareParams>,
+) -> JsonResponse {
+    let mut ids = Vec::new();
+    for text in params.runs.split(',').filter(|id| !id.is_empty()) {
+        let id = runs::parse_id(text)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if !(1..=MAX_COMPARED_RUNS).contains(&ids.len()) {
+        return Err(ApiError::invalid(
+            "invalid_runs",
+            format!("compare 1 to {MAX_COMPARED_RUNS} runs, comma-separated ids"),
+        ));
+    }
+    let loaded =
+        futures::future::try_join_all(ids.iter().map(|&id| runs::load(&state, &caller.tenant, id)))
+            .await?;
+    let records: Vec<&RunRecord> = loaded.iter().map(|v| &v.record).collect();
+    let now = OffsetDateTime::now_utc();
+    let timeout = state.settings.heartbeat_timeout;
+
+    let param_names: BTreeSet<&String> = records.iter().flat_map(|r| r.params.keys()).collect();
+    let params: BTreeMap<&String, Value> = param_names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<_> = records.iter().map(|r| r.params.get(name)).collect();
+            let differs = values.windows(2).any(|w| w[0] != w[1]);
+            (name, json!({"values": values, "differs": differs}))
+        })
+        .collect();
+    let series_names: BTreeSet<&String> = records.iter().flat_map(|r| r.series.keys()).collect();
+    let series: BTreeMap<&String, Value> = series_names
+        .into_iter()
+        .map(|name| {
+            let summaries: Vec<_> = records
+                .iter()
+                .map(|r| r.series.get(name).map(|s| s.info()))
+                .collect();
+            (name, json!(summaries))
+        })
+        .collect();
+    let runs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id,
+                "name": r.name,
+                "project_id": r.project_id,
+                "status": r.status_at(now, timeout),
+                "tags": r.tags,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "runs": runs,
+        "params": params,
+        "series": series,
+    })))
+}

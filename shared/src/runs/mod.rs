@@ -1,0 +1,713 @@
+//! Runs: one execution of training code, with its parameters, tags, lifecycle and a
+//! summary of every series it logged.
+//!
+//! Storage, all under the team's tenant id:
+//! - `{tenant}` / `run#{run}`: the run's project (immutable), so a run is found by id;
+//! - `{tenant}#project#{project}` / `run#{run}`: the run record, with a `version` that
+//!   every change bumps. A project's runs are one partition, which the run table reads;
+//! - `{tenant}#run#{run}`: the run's data: series chunks, text chunks, batch records.
+//!
+//! Status lifecycle: `queued` → `running` → `succeeded` | `failed` | `aborted`. `lost`
+//! is a reading, not a state: a running run whose last heartbeat is older than the
+//! heartbeat timeout reads as `lost` (or as `aborted`, if an abort was requested and
+//! never confirmed), and logging to it again brings it back to `running`.
+
+pub mod listing;
+pub mod params;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::ids::{ProjectId, RunId, UserId};
+use crate::projects::Project;
+use crate::records::{doc_item, get_doc, read_doc};
+use crate::series::SeriesSummary;
+use crate::state::AppState;
+use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
+use crate::tenancy::Tenant;
+
+pub use params::ParamValue;
+
+pub const MAX_NAME_BYTES: usize = 250;
+pub const MAX_DESCRIPTION_BYTES: usize = 10_000;
+pub const MAX_TAG_BYTES: usize = 250;
+pub const MAX_TAGS: usize = 100;
+const VERSION: &str = "version";
+/// Optimistic-concurrency attempts before a change gives up with 409.
+const UPDATE_ATTEMPTS: usize = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Aborted,
+    /// Only ever read, never stored: a running run that stopped sending heartbeats.
+    Lost,
+}
+
+impl Status {
+    pub fn is_ended(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Aborted)
+    }
+
+    pub fn parse(text: &str) -> ApiResult<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
+            ApiError::invalid(
+                "invalid_status",
+                "status is one of queued, running, succeeded, failed, aborted, lost",
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct GitInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty: Option<bool>,
+}
+
+impl GitInfo {
+    fn validate(&self) -> ApiResult<()> {
+        let fields = [&self.commit, &self.branch, &self.remote, &self.message];
+        if fields
+            .iter()
+            .any(|f| f.as_ref().is_some_and(|s| s.len() > 1_000))
+        {
+            return Err(ApiError::invalid(
+                "invalid_git",
+                "git fields are at most 1,000 bytes each",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub project_id: ProjectId,
+    /// 1, 2, 3, ... within the project, for names people can say aloud.
+    pub number: u64,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    pub owner: UserId,
+    pub status: Status,
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitInfo>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub ended_at: Option<OffsetDateTime>,
+    /// The last log batch or heartbeat.
+    #[serde(with = "time::serde::rfc3339")]
+    pub heartbeat_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub abort_requested_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub series: BTreeMap<String, SeriesSummary>,
+    /// Bytes of series data stored for this run, released when it is deleted.
+    #[serde(default)]
+    pub stored_bytes: u64,
+    /// Set while the run's data is being deleted; such a run is already gone for readers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
+}
+
+impl RunRecord {
+    /// The status as of `now`, reading silence past the timeout as lost (or aborted).
+    pub fn status_at(&self, now: OffsetDateTime, heartbeat_timeout: time::Duration) -> Status {
+        if self.status == Status::Running && now - self.heartbeat_at > heartbeat_timeout {
+            if self.abort_requested_at.is_some() {
+                Status::Aborted
+            } else {
+                Status::Lost
+            }
+        } else {
+            self.status
+        }
+    }
+
+    pub fn view(&self, state: &AppState, now: OffsetDateTime) -> RunView<'_> {
+        let timeout = state.settings.heartbeat_timeout;
+        let status = self.status_at(now, timeout);
+        let ended_at = match (status, self.ended_at) {
+            (_, Some(ended)) => Some(ended),
+            // Aborted by silence: it ended when it was last heard from.
+            (Status::Aborted, None) => Some(self.heartbeat_at),
+            _ => None,
+        };
+        RunView {
+            id: self.id,
+            project_id: self.project_id,
+            number: self.number,
+            name: &self.name,
+            description: &self.description,
+            owner: self.owner,
+            status,
+            tags: &self.tags,
+            params: &self.params,
+            git: self.git.as_ref(),
+            created_at: self.created_at,
+            ended_at,
+            heartbeat_at: self.heartbeat_at,
+            abort_requested: self.abort_requested_at.is_some(),
+            series: self
+                .series
+                .iter()
+                .map(|(name, summary)| (name.as_str(), summary.info()))
+                .collect(),
+        }
+    }
+}
+
+/// A run as clients see it: the record with its status read as of now, without the
+/// bookkeeping fields.
+#[derive(Debug, Serialize)]
+pub struct RunView<'a> {
+    id: RunId,
+    project_id: ProjectId,
+    number: u64,
+    name: &'a str,
+    description: &'a str,
+    owner: UserId,
+    status: Status,
+    tags: &'a BTreeSet<String>,
+    params: &'a BTreeMap<String, ParamValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    git: Option<&'a GitInfo>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    ended_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    heartbeat_at: OffsetDateTime,
+    abort_requested: bool,
+    series: BTreeMap<&'a str, crate::series::SeriesInfo>,
+}
+
+/// Numbers a project's runs.
+pub fn counter_key(tenant: &Tenant, project: ProjectId) -> Key {
+    tenant.key(format!("run-counter#{project}"))
+}
+
+fn pointer_key(tenant: &Tenant, run: RunId) -> Key {
+    tenant.key(format!("run#{run}"))
+}
+
+pub fn project_partition(tenant: &Tenant, project: ProjectId) -> String {
+    tenant.partition(&format!("project#{project}"))
+}
+
+fn record_key(tenant: &Tenant, project: ProjectId, run: RunId) -> Key {
+    Key::new(project_partition(tenant, project), format!("run#{run}"))
+}
+
+/// The partition holding a run's series data.
+pub fn data_partition(tenant: &Tenant, run: RunId) -> String {
+    tenant.partition(&format!("run#{run}"))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RunPointer {
+    project_id: ProjectId,
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            format!("a run name is 1 to {MAX_NAME_BYTES} bytes without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_description(description: &str) -> ApiResult<()> {
+    if description.len() > MAX_DESCRIPTION_BYTES {
+        return Err(ApiError::invalid(
+            "invalid_description",
+            format!("a description is at most {MAX_DESCRIPTION_BYTES} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> ApiResult<()> {
+    for tag in tags {
+        if tag.is_empty() || tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "invalid_tag",
+                format!("a tag is 1 to {MAX_TAG_BYTES} bytes without control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_tag_count(tags: &BTreeSet<String>) -> ApiResult<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::invalid(
+            "invalid_tag",
+            format!("a run has at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRun {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    pub git: Option<GitInfo>,
+    /// `queued` for runs that wait for a worker; `running` otherwise.
+    pub status: Option<Status>,
+}
+
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    project: &Project,
+    new: NewRun,
+) -> ApiResult<RunRecord> {
+    if let Some(name) = &new.name {
+        check_name(name)?;
+    }
+    let description = new.description.unwrap_or_default();
+    check_description(&description)?;
+    check_tags(&new.tags)?;
+    let tags: BTreeSet<String> = new.tags.into_iter().collect();
+    check_tag_count(&tags)?;
+    let mut params = BTreeMap::new();
+    params::apply(&mut params, params::flatten(&new.params)?)?;
+    if let Some(git) = &new.git {
+        git.validate()?;
+    }
+    let status = match new.status.unwrap_or(Status::Running) {
+        status @ (Status::Queued | Status::Running) => status,
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_status",
+                "a new run is queued or running",
+            ));
+        }
+    };
+
+    let tenant = &caller.tenant;
+    let number = state
+        .kv
+        .add(
+            &tenant.key(format!("run-counter#{}", project.id)),
+            "runs",
+            1,
+        )
+        .await?;
+    let id = RunId::generate();
+    let now = OffsetDateTime::now_utc();
+    let record = RunRecord {
+        id,
+        project_id: project.id,
+        number: number as u64,
+        name: new
+            .name
+            .unwrap_or_else(|| format!("{}-{number}", project.name.as_str())),
+        description,
+        owner: caller.user,
+        status,
+        tags,
+        params,
+        git: new.git,
+        created_at: now,
+        ended_at: None,
+        heartbeat_at: now,
+        abort_requested_at: None,
+        series: BTreeMap::new(),
+        stored_bytes: 0,
+        deleting: false,
+    };
+    state
+        .kv
+        .transact(vec![
+            TxOp::Put(
+                doc_item(
+                    pointer_key(tenant, id),
+                    &RunPointer {
+                        project_id: project.id,
+                    },
+                )?,
+                Condition::NotExists,
+            ),
+            TxOp::Put(record_item(tenant, &record, 1)?, Condition::NotExists),
+        ])
+        .await?;
+    Ok(record)
+}
+
+fn record_item(tenant: &Tenant, record: &RunRecord, version: i64) -> ApiResult<Item> {
+    Ok(
+        doc_item(record_key(tenant, record.project_id, record.id), record)?
+            .with(VERSION, Value::N(version)),
+    )
+}
+
+/// A run record with the version it was read at.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub record: RunRecord,
+    pub version: i64,
+}
+
+impl Versioned {
+    /// The write that replaces this record, if nobody else changed it since.
+    pub fn replace(&self, tenant: &Tenant) -> ApiResult<TxOp> {
+        Ok(TxOp::Put(
+            record_item(tenant, &self.record, self.version + 1)?,
+            Condition::Equals(VERSION.into(), Value::N(self.version)),
+        ))
+    }
+}
+
+/// Parses a run id from a path; a malformed one is as absent as a missing one.
+pub fn parse_id(text: &str) -> ApiResult<RunId> {
+    text.parse().map_err(|_| ApiError::not_found("run"))
+}
+
+/// The run with its version; another team's run, a missing one and one being deleted
+/// all answer 404.
+pub async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
+    let versioned = load_any(state, tenant, run).await?;
+    if versioned.record.deleting {
+        return Err(ApiError::not_found("run"));
+    }
+    Ok(versioned)
+}
+
+async fn load_any(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
+    let not_found = || ApiError::not_found("run");
+    let pointer: RunPointer = get_doc(&*state.kv, &pointer_key(tenant, run))
+        .await?
+        .ok_or_else(not_found)?;
+    let item = state
+        .kv
+        .get(&record_key(tenant, pointer.project_id, run))
+        .await?
+        .ok_or_else(not_found)?;
+    Ok(Versioned {
+        record: read_doc(&item)?,
+        version: item
+            .n(VERSION)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run record without version")))?,
+    })
+}
+
+/// Applies `change` to the run and writes it back, retrying from a fresh read when a
+/// concurrent writer got there first. `change` may refuse by returning an error.
+pub async fn update<T>(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    mut change: impl FnMut(&mut RunRecord, OffsetDateTime) -> ApiResult<T>,
+) -> ApiResult<(RunRecord, T)> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let mut versioned = load(state, tenant, run).await?;
+        let now = OffsetDateTime::now_utc();
+        let outcome = change(&mut versioned.record, now)?;
+        match state.kv.transact(vec![versioned.replace(tenant)?]).await {
+            Ok(()) => return Ok((versioned.record, outcome)),
+            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(concurrent_update())
+}
+
+pub fn concurrent_update() -> ApiError {
+    ApiError::conflict(
+        "concurrent_update",
+        "the run changed many times while this request ran; retry it",
+    )
+}
+
+pub fn run_ended(status: Status) -> ApiError {
+    ApiError::conflict(
+        "run_ended",
+        format!("the run has ended ({status}); it takes no more changes or points"),
+    )
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = serde_json::to_value(self).map_err(|_| std::fmt::Error)?;
+        f.write_str(text.as_str().unwrap_or_default())
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TagChanges {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<Status>,
+    pub tags: Option<TagChanges>,
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    pub git: Option<GitInfo>,
+}
+
+pub async fn patch(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    changes: RunChanges,
+) -> ApiResult<RunRecord> {
+    if let Some(name) = &changes.name {
+        check_name(name)?;
+    }
+    if let Some(description) = &changes.description {
+        check_description(description)?;
+    }
+    if let Some(tags) = &changes.tags {
+        check_tags(tags.add.iter().chain(&tags.remove))?;
+    }
+    if let Some(git) = &changes.git {
+        git.validate()?;
+    }
+    let param_updates = changes.params.as_ref().map(params::flatten).transpose()?;
+    let timeout = state.settings.heartbeat_timeout;
+    let (record, ()) = update(state, tenant, run, |record, now| {
+        if let Some(status) = changes.status {
+            transition(record, status, now, timeout)?;
+        }
+        if let Some(name) = &changes.name {
+            record.name.clone_from(name);
+        }
+        if let Some(description) = &changes.description {
+            record.description.clone_from(description);
+        }
+        if let Some(tags) = &changes.tags {
+            record.tags.extend(tags.add.iter().cloned());
+            for tag in &tags.remove {
+                record.tags.remove(tag);
+            }
+            check_tag_count(&record.tags)?;
+        }
+        if let Some(updates) = &param_updates {
+            params::apply(&mut record.params, updates.clone())?;
+        }
+        if let Some(git) = &changes.git {
+            record.git = Some(git.clone());
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(record)
+}
+
+/// Moves a run to `target`. Ending a run twice with the same status is a no-op, so
+/// clients may retry; anything else on an ended run is 409.
+fn transition(
+    record: &mut RunRecord,
+    target: Status,
+    now: OffsetDateTime,
+    timeout: time::Duration,
+) -> ApiResult<()> {
+    let current = record.status_at(now, timeout);
+    if current.is_ended() {
+        return if current == target {
+            Ok(())
+        } else {
+            Err(run_ended(current))
+        };
+    }
+    match target {
+        Status::Lost => Err(ApiError::invalid(
+            "invalid_status",
+            "lost is read from missing heartbeats; it cannot be set",
+        )),
+        Status::Queued if record.status != Status::Queued => Err(ApiError::conflict(
+            "invalid_transition",
+            "a run that has started cannot be queued again",
+        )),
+        Status::Queued => Ok(()),
+        Status::Running => {
+            record.status = Status::Running;
+            record.heartbeat_at = now;
+            Ok(())
+        }
+        ended => {
+            record.status = ended;
+            record.ended_at = Some(now);
+            Ok(())
+        }
+    }
+}
+
+/// Asks the run to stop: its next log or heartbeat response says so and the client
+/// ends it as `aborted`. A queued run has no client yet and is aborted at once.
+pub async fn abort(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<RunRecord> {
+    let timeout = state.settings.heartbeat_timeout;
+    let (record, ()) = update(state, tenant, run, |record, now| {
+        match record.status_at(now, timeout) {
+            status if status.is_ended() => return Err(run_ended(status)),
+            Status::Queued => {
+                record.status = Status::Aborted;
+                record.ended_at = Some(now);
+            }
+            _ => {
+                record.abort_requested_at.get_or_insert(now);
+            }
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(record)
+}
+
+/// Records a heartbeat: the run is alive (and running, if it was queued).
+pub async fn heartbeat(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<RunRecord> {
+    let timeout = state.settings.heartbeat_timeout;
+    let (record, ()) = update(state, tenant, run, |record, now| {
+        accept_activity(record, now, timeout)
+    })
+    .await?;
+    Ok(record)
+}
+
+/// What any sign of life from the client does: refused once the run ended, otherwise
+/// it refreshes the heartbeat and starts a queued run.
+pub fn accept_activity(
+    record: &mut RunRecord,
+    now: OffsetDateTime,
+    timeout: time::Duration,
+) -> ApiResult<()> {
+    let status = record.status_at(now, timeout);
+    if status.is_ended() {
+        return Err(run_ended(status));
+    }
+    record.status = Status::Running;
+    record.heartbeat_at = now;
+    Ok(())
+}
+
+/// Deletes the run and all its data, releasing their storage. Safe to retry: a delete
+/// that stopped halfway leaves the run hidden and the next one finishes it.
+pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+    let mut versioned = load_any(state, tenant, run).await?;
+    if !versioned.record.deleting {
+        versioned.record.deleting = true;
+        match state.kv.transact(vec![versioned.replace(tenant)?]).await {
+            Ok(()) => versioned.version += 1,
+            // Someone changed it meanwhile: the client retries (and sees it gone, or not).
+            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => {
+                return Err(concurrent_update());
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    purge_partition(state, &data_partition(tenant, run)).await?;
+    let record = &versioned.record;
+    let ops = vec![
+        TxOp::Delete(
+            record_key(tenant, record.project_id, run),
+            Condition::Equals(VERSION.into(), Value::N(versioned.version)),
+        ),
+        TxOp::Delete(pointer_key(tenant, run), Condition::None),
+        crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),
+    ];
+    match state.kv.transact(ops).await {
+        Ok(()) => Ok(()),
+        // A concurrent delete finished first.
+        Err(StoreError::TransactionFailed(_)) => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn purge_partition(state: &AppState, partition: &str) -> ApiResult<()> {
+    loop {
+        // Always the first page: the previous one is gone.
+        let page = state
+            .kv
+            .query(Query::partition(partition).limit(500))
+            .await?;
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        let deletes = page
+            .items
+            .into_iter()
+            .map(|item| WriteOp::Delete(item.key))
+            .collect();
+        state.kv.batch_write(deletes).await?;
+    }
+}
+
+/// Every run of a project, oldest first, without the ones being deleted.
+pub async fn all_in_project(
+    state: &AppState,
+    tenant: &Tenant,
+    project: ProjectId,
+) -> ApiResult<Vec<RunRecord>> {
+    let mut query = Query::partition(project_partition(tenant, project)).prefix("run#");
+    let mut runs = Vec::new();
+    loop {
+        let page = state.kv.query(query.clone()).await?;
+        for item in &page.items {
+            let record: RunRecord = read_doc(item)?;
+            if !record.deleting {
+                runs.push(record);
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(runs),
+        }
+    }
+}
+
+/// Deletes every run of a project (a few at a time), for deleting the project.
+pub async fn delete_all_in_project(
+    state: &AppState,
+    tenant: &Tenant,
+    project: ProjectId,
+) -> ApiResult<()> {
+    let runs = all_in_project(state, tenant, project).await?;
+    futures::stream::iter(runs.into_iter().map(|run| delete(state, tenant, run.id)))
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
