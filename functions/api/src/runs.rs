@@ -248,7 +248,7 @@ pub async fn read_series(
                 .max_points
                 .unwrap_or(EXACT_PAGE_POINTS)
                 .min(EXACT_PAGE_POINTS);
-            let page = series::read::<TextPoints>(
+            let mut page = series::read::<TextPoints>(
                 &state,
                 tenant,
                 run_id,
@@ -258,6 +258,7 @@ pub async fn read_series(
                 Some(limit),
             )
             .await?;
+            page.limit_text_bytes();
             Ok(axum::Json(TextPage {
                 name: &name,
                 kind: summary.kind,

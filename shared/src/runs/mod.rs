@@ -28,7 +28,9 @@ use crate::projects::Project;
 use crate::records::{doc_item, get_doc, read_doc};
 use crate::series::SeriesSummary;
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
+use crate::storage::kv::{
+    Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
+};
 use crate::tenancy::Tenant;
 
 pub use params::ParamValue;
@@ -369,11 +371,22 @@ pub async fn create(
     Ok(record)
 }
 
+/// Room kept free in a run's item, so that marking it for deletion always fits.
+const RECORD_HEADROOM_BYTES: usize = 1_000;
+
 fn record_item(tenant: &Tenant, record: &RunRecord, version: i64) -> ApiResult<Item> {
-    Ok(
-        doc_item(record_key(tenant, record.project_id, record.id), record)?
-            .with(VERSION, Value::N(version)),
-    )
+    let item = doc_item(record_key(tenant, record.project_id, record.id), record)?
+        .with(VERSION, Value::N(version));
+    // Each limit (series, parameters, tags, description) holds on its own, but all of
+    // them at once can outgrow the one item a run's record lives in.
+    if !record.deleting && item.billed_size() + RECORD_HEADROOM_BYTES > MAX_ITEM_BYTES {
+        return Err(ApiError::invalid(
+            "run_too_large",
+            "the run's parameters, tags, description and series (names and summaries) \
+             would take more than a run can hold; use fewer or shorter ones",
+        ));
+    }
+    Ok(item)
 }
 
 /// A run record with the version it was read at.

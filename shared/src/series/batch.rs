@@ -20,7 +20,9 @@ use time::OffsetDateTime;
 
 use super::codec::{self, MAX_CHUNK_POINTS};
 use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
-use super::{ChunkFacts, DATA, Points, SeriesKind, TextPoints, check_name, chunk_sort_key};
+use super::{
+    ChunkFacts, DATA, Points, SeriesKind, TextPoints, WRITTEN, check_name, chunk_sort_key,
+};
 use crate::error::{ApiError, ApiResult};
 use crate::floats::JsonF64;
 use crate::ids::RunId;
@@ -150,6 +152,17 @@ fn prepare(
             ));
         }
     }
+    // Before the shortcut for batches without points: values without steps are an
+    // error, not a heartbeat.
+    for (name, columns) in &batch.series {
+        let n = columns.steps.len();
+        if columns.values.len() != n || columns.timestamps.as_ref().is_some_and(|t| t.len() != n) {
+            return Err(invalid(
+                "length_mismatch",
+                format!("{name}: steps, values and timestamps must have the same length"),
+            ));
+        }
+    }
     if total == 0 {
         return Ok(None);
     }
@@ -166,12 +179,6 @@ fn prepare(
     let mut encoded: Vec<(SeriesKind, String, i64, Vec<u8>, ChunkFacts)> = Vec::new();
     for (name, columns) in &batch.series {
         let n = columns.steps.len();
-        if columns.values.len() != n || columns.timestamps.as_ref().is_some_and(|t| t.len() != n) {
-            return Err(invalid(
-                "length_mismatch",
-                format!("{name}: steps, values and timestamps must have the same length"),
-            ));
-        }
         let mut points = Points::with_capacity(n);
         for i in 0..n {
             // JSON numbers are finite, so timestamps need no further check.
@@ -251,6 +258,7 @@ fn prepare(
     }
 
     let batch_key = format!("{batch_id}.{fingerprint}");
+    let written = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
 
     let partition = runs::data_partition(tenant, run);
     let mut items = Vec::with_capacity(encoded.len());
@@ -265,7 +273,9 @@ fn prepare(
             chunk_sort_key(kind, &name, first_step, &batch_key, *part),
         );
         *part += 1;
-        let item = Item::new(key).with(DATA, Value::B(Bytes::from(bytes)));
+        let item = Item::new(key)
+            .with(DATA, Value::B(Bytes::from(bytes)))
+            .with(WRITTEN, Value::N(written));
         stored_bytes += item.billed_size() as u64;
         accepted += chunk_facts.count;
         items.push(item);
@@ -391,9 +401,12 @@ pub async fn log(
     if let Some(done) = get_doc::<BatchRecord>(&*state.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
     }
-    // Refuse before writing anything: an ended run, or a name of the other kind.
-    runs::accept_activity(&mut versioned.record.clone(), now, timeout)?;
-    merge_into(&mut versioned.record.clone(), &prepared.facts)?;
+    // Refuse before writing anything: an ended run, a name of the other kind, or a
+    // run record that would outgrow its item.
+    let mut preview = versioned.clone();
+    runs::accept_activity(&mut preview.record, now, timeout)?;
+    merge_into(&mut preview.record, &prepared.facts)?;
+    preview.replace(tenant)?;
 
     let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
     state
@@ -409,19 +422,28 @@ pub async fn log(
     for _ in 0..COMMIT_ATTEMPTS {
         let now = OffsetDateTime::now_utc();
         let mut updated = versioned.clone();
-        let refused = runs::accept_activity(&mut updated.record, now, timeout)
-            .and_then(|()| merge_into(&mut updated.record, &prepared.facts));
-        if let Err(refusal) = refused {
-            forget_chunks(state, chunk_keys).await;
-            return Err(refusal);
-        }
         updated.record.stored_bytes += prepared.stored_bytes;
+        let replace = runs::accept_activity(&mut updated.record, now, timeout)
+            .and_then(|()| merge_into(&mut updated.record, &prepared.facts))
+            .and_then(|()| updated.replace(tenant));
+        let replace = match replace {
+            Ok(replace) => replace,
+            Err(refusal) => {
+                // A twin attempt of this batch may have committed these very chunks
+                // before the refusal arose; then they are its, and it answers.
+                if let Some(done) = get_doc::<BatchRecord>(&*state.kv, &record_key).await? {
+                    return replay(&done, &prepared.fingerprint, &versioned.record);
+                }
+                forget_chunks(state, chunk_keys).await;
+                return Err(refusal);
+            }
+        };
         let ops = vec![
             TxOp::Put(
                 doc_item(record_key.clone(), &batch_record)?,
                 Condition::NotExists,
             ),
-            updated.replace(tenant)?,
+            replace,
             usage::points_logged(tenant, now, prepared.accepted),
             usage::storage_change(tenant, prepared.stored_bytes as i64),
         ];

@@ -29,12 +29,19 @@ pub use codec::Points;
 pub use text::TextPoints;
 
 pub const MAX_NAME_BYTES: usize = 250;
-/// Most points an exact read returns in one response (a page stays well under
-/// Lambda's 6 MB response limit); `next_after` continues.
-pub const EXACT_PAGE_POINTS: usize = 100_000;
+/// Most points an exact read returns in one response: at worst about 64 bytes of
+/// JSON a point, a page stays well under Lambda's 6 MB response limit. `next_after`
+/// continues.
+pub const EXACT_PAGE_POINTS: usize = 50_000;
+/// Most text an exact read of a text series returns in one response (lines are up
+/// to 64 KiB each, so a page is cut by size as well as by count).
+pub const TEXT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_DOWNSAMPLED_POINTS: usize = 100_000;
 /// The attribute holding a chunk's bytes.
 const DATA: &str = "d";
+/// The attribute holding when a chunk's batch arrived (Unix nanoseconds): points
+/// equal in step and timestamp read back in the order they were logged.
+const WRITTEN: &str = "w";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -325,6 +332,12 @@ pub async fn read<T: SeriesData>(
     // later cannot hold anything that belongs on this page.
     let mut cutoff: Option<i64> = None;
     let mut more_beyond = false;
+    // The points in range of each chunk, with when the chunk was logged. Keys order
+    // chunks by first step and batch id, not by when they were logged; concatenating
+    // them in logged order lets the stable sort below keep points equal in step and
+    // timestamp in the order they were logged.
+    let mut chunks: Vec<(i64, T, std::ops::Range<usize>)> = Vec::new();
+    let mut gathered = 0;
     'pages: loop {
         let page = state.kv.query(query.clone()).await?;
         for item in &page.items {
@@ -339,20 +352,28 @@ pub async fn read<T: SeriesData>(
             let start = partition_point(&decoded, |step| step < lo);
             let end = partition_point(&decoded, |step| step <= hi);
             if start < end {
-                points.extend_from(&decoded, start..end);
+                gathered += end - start;
+                chunks.push((item.n(WRITTEN).unwrap_or(0), decoded, start..end));
             }
             if let Some(limit) = limit
                 && cutoff.is_none()
-                && points.len() >= limit
+                && gathered >= limit
             {
-                points.sort();
-                cutoff = Some(points.step(limit - 1));
+                let mut steps: Vec<i64> = chunks
+                    .iter()
+                    .flat_map(|(_, chunk, range)| range.clone().map(|i| chunk.step(i)))
+                    .collect();
+                cutoff = Some(*steps.select_nth_unstable(limit - 1).1);
             }
         }
         match page.next {
             Some(next) => query.after = Some(next),
             None => break,
         }
+    }
+    chunks.sort_by_key(|(written, _, _)| *written);
+    for (_, chunk, range) in chunks {
+        points.extend_from(&chunk, range);
     }
     points.sort();
     if let Some(cutoff) = cutoff {
@@ -370,6 +391,34 @@ pub async fn read<T: SeriesData>(
         points,
         next_after: None,
     })
+}
+
+impl SeriesPage<TextPoints> {
+    /// Cuts a page of text at a step boundary once it holds `TEXT_PAGE_BYTES` of text,
+    /// so huge lines page by size; a single step's lines are never split.
+    pub fn limit_text_bytes(&mut self) {
+        let texts = &self.points.texts;
+        let mut total = 0;
+        let Some(over) = texts.iter().position(|text| {
+            total += text.len();
+            total > TEXT_PAGE_BYTES
+        }) else {
+            return;
+        };
+        let steps = &self.points.steps;
+        let mut keep = over;
+        while keep > 0 && steps[keep - 1] == steps[over] {
+            keep -= 1;
+        }
+        if keep == 0 {
+            // One step alone is over the size: it is the page.
+            keep = steps.partition_point(|&step| step <= steps[over]);
+        }
+        if keep < steps.len() {
+            self.next_after = Some(steps[keep - 1]);
+            self.points.truncate(keep);
+        }
+    }
 }
 
 fn partition_point<T: SeriesData>(points: &T, before: impl Fn(i64) -> bool) -> usize {
@@ -412,6 +461,23 @@ mod tests {
         assert!(check_name("a#b").is_err());
         assert!(check_name("a~b").is_err());
         assert!(check_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn a_text_page_is_cut_by_size_between_steps() {
+        let mega = "x".repeat(1024 * 1024);
+        let mut points = TextPoints::default();
+        for step in [1, 2, 3, 3, 3, 4] {
+            points.push(step, mega.clone(), 0.0);
+        }
+        let mut page = SeriesPage {
+            points,
+            next_after: None,
+        };
+        page.limit_text_bytes();
+        // The fifth megabyte is in step 3, so the page ends with step 2.
+        assert_eq!(page.points.steps, vec![1, 2]);
+        assert_eq!(page.next_after, Some(2));
     }
 
     #[test]

@@ -1,0 +1,558 @@
+//! Figures for runs and series on the standard workload (`../shared/workloads/curves.py`):
+//! stored bytes per point, DynamoDB write units per million points, ingest throughput
+//! in process and over HTTP, reads of a 1,000,000-point series, and the run table over
+//! 10,000 runs. It prints its figures; run it with
+//!
+//! ```text
+//! cargo bench -p sextant-tests --bench series
+//! ```
+//!
+//! Write units are counted from the sizes of the items the ingest path writes through
+//! the key-value port, which are the items the DynamoDB adapter sends: one unit per
+//! started KiB of each item, doubled inside transactions, as DynamoDB bills them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::auth::Caller;
+use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::auth::password::Password;
+use sextant_shared::projects::{self, ProjectName};
+use sextant_shared::runs::listing::{self, Filter, Sort};
+use sextant_shared::runs::{self, NewRun};
+use sextant_shared::series::batch::{self, LogBatch};
+use sextant_shared::series::{self, Points, StepRange, downsample};
+use sextant_shared::state::{AppState, Settings};
+use sextant_shared::storage::Storage;
+use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_shared::storage::kv::{
+    Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp,
+};
+use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
+
+#[derive(Debug, Deserialize)]
+struct Series {
+    run: usize,
+    name: String,
+    steps: Vec<i64>,
+    values: Vec<f64>,
+    timestamps: Vec<f64>,
+}
+
+fn workload(runs: usize, steps: usize) -> Vec<Series> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/workloads/curves.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args([
+            "--runs",
+            &runs.to_string(),
+            "--steps",
+            &steps.to_string(),
+            "--seed",
+            "7",
+        ])
+        .output()
+        .expect("running curves.py");
+    assert!(output.status.success(), "curves.py failed");
+    output
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| serde_json::from_slice(line).expect("a workload line"))
+        .collect()
+}
+
+/// The key-value port with a meter: DynamoDB write units, from item sizes.
+#[derive(Debug)]
+struct Metered {
+    inner: Arc<dyn KvStore>,
+    write_units: AtomicU64,
+    /// The part of `write_units` spent in transactions (batch commits).
+    transaction_units: AtomicU64,
+    chunk_bytes: AtomicU64,
+}
+
+fn units(item: &Item) -> u64 {
+    item.billed_size().div_ceil(1024) as u64
+}
+
+impl Metered {
+    fn count(&self, item: &Item, factor: u64) {
+        self.write_units
+            .fetch_add(units(item) * factor, Ordering::Relaxed);
+        if let Some(data) = item.b("d") {
+            self.chunk_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait]
+impl KvStore for Metered {
+    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
+        self.inner.get(key).await
+    }
+
+    async fn put(&self, item: Item, condition: Condition) -> StoreResult<()> {
+        self.count(&item, 1);
+        self.inner.put(item, condition).await
+    }
+
+    async fn delete(&self, key: &Key, condition: Condition) -> StoreResult<()> {
+        self.write_units.fetch_add(1, Ordering::Relaxed);
+        self.inner.delete(key, condition).await
+    }
+
+    async fn add(&self, key: &Key, attr: &str, delta: i64) -> StoreResult<i64> {
+        self.write_units.fetch_add(1, Ordering::Relaxed);
+        self.inner.add(key, attr, delta).await
+    }
+
+    async fn query(&self, query: Query) -> StoreResult<Page> {
+        self.inner.query(query).await
+    }
+
+    async fn batch_write(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
+        for op in &ops {
+            match op {
+                WriteOp::Put(item) => self.count(item, 1),
+                WriteOp::Delete(_) => {
+                    self.write_units.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        self.inner.batch_write(ops).await
+    }
+
+    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
+        let before = self.write_units.load(Ordering::Relaxed);
+        for op in &ops {
+            match op {
+                TxOp::Put(item, _) => self.count(item, 2),
+                // Counters and deletes touch items well under a KiB.
+                TxOp::Add { .. } | TxOp::Delete(..) => {
+                    self.write_units.fetch_add(2, Ordering::Relaxed);
+                }
+                TxOp::Check(..) => {}
+            }
+        }
+        let spent = self.write_units.load(Ordering::Relaxed) - before;
+        self.transaction_units.fetch_add(spent, Ordering::Relaxed);
+        self.inner.transact(ops).await
+    }
+}
+
+struct Fixture {
+    state: AppState,
+    meter: Arc<Metered>,
+    caller: Caller,
+    /// A session token of the team, for requests over HTTP.
+    token: String,
+    project: projects::Project,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(in_memory: bool) -> Fixture {
+    let dir = if in_memory {
+        tempfile::tempdir_in("/dev/shm").expect("tmpfs directory")
+    } else {
+        tempfile::tempdir().expect("temporary directory")
+    };
+    let kv: Arc<dyn KvStore> =
+        Arc::new(EmbeddedKv::open(&dir.path().join("store.redb")).expect("store"));
+    let meter = Arc::new(Metered {
+        inner: kv,
+        write_units: AtomicU64::new(0),
+        transaction_units: AtomicU64::new(0),
+        chunk_bytes: AtomicU64::new(0),
+    });
+    let blobs = Arc::new(
+        LocalBlobs::open(
+            &dir.path().join("blobs"),
+            UrlSigner::new(&[9; 32]),
+            "http://127.0.0.1:1".parse().expect("url"),
+        )
+        .expect("blobs"),
+    );
+    let keyring = Keyring::new(&[("bench".to_owned(), vec![7; 32])]).expect("keyring");
+    let state = AppState::new(
+        Storage {
+            kv: meter.clone(),
+            blobs,
+        },
+        keyring,
+        Settings::new(None),
+    );
+    let signed_up = accounts::signup(
+        &state,
+        DisplayName::parse("team", "Bench").expect("name"),
+        Email::parse("bench@example.com").expect("email"),
+        Password::parse("correct horse battery staple".into()).expect("password"),
+    )
+    .await
+    .expect("signup");
+    let caller = accounts::authenticate(&state, &signed_up.api_key)
+        .await
+        .expect("authenticate");
+    let project = projects::create(&state, &caller, ProjectName::parse("bench").expect("name"))
+        .await
+        .expect("project");
+    Fixture {
+        state,
+        meter,
+        caller,
+        token: signed_up.session.token,
+        project,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Serves the fixture's state with the routes `sextant serve` mounts, on loopback.
+    async fn serve(&self) -> String {
+        let routes = sextant_api::routes().merge(sextant_ingest::routes());
+        let router = sextant_shared::http::api_service(routes, self.state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding loopback");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        base
+    }
+
+    async fn new_run(&self) -> sextant_shared::ids::RunId {
+        runs::create(&self.state, &self.caller, &self.project, NewRun::default())
+            .await
+            .expect("run")
+            .id
+    }
+}
+
+/// Log batches as the SDK sends them: every series of a run, `window` steps at a time.
+fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
+    let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
+    let last = series
+        .iter()
+        .flat_map(|s| s.steps.last())
+        .max()
+        .copied()
+        .unwrap_or(0);
+    let mut bodies = Vec::new();
+    let mut start = 0;
+    while start <= last {
+        let end = start + window;
+        let mut batch = serde_json::Map::new();
+        for s in &series {
+            let from = s.steps.partition_point(|&step| step < start);
+            let to = s.steps.partition_point(|&step| step < end);
+            if from < to {
+                batch.insert(
+                    s.name.clone(),
+                    json!({
+                        "steps": &s.steps[from..to],
+                        "values": &s.values[from..to],
+                        "timestamps": &s.timestamps[from..to],
+                    }),
+                );
+            }
+        }
+        bodies.push(
+            serde_json::to_vec(&json!({"batch_id": format!("r{run}-s{start}"), "series": batch}))
+                .expect("a batch serializes"),
+        );
+        start = end;
+    }
+    bodies
+}
+
+fn points_in(workload: &[Series]) -> u64 {
+    workload.iter().map(|s| s.steps.len() as u64).sum()
+}
+
+async fn ingest_in_process(fixture: &Fixture, run: sextant_shared::ids::RunId, bodies: &[Vec<u8>]) {
+    for body in bodies {
+        let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
+        batch::log(&fixture.state, &fixture.caller.tenant, run, batch)
+            .await
+            .expect("the batch is stored");
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn ms(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1000.0)
+}
+
+async fn storage_and_write_units(workload: &[Series], runs: usize) {
+    println!(
+        "\n## Stored bytes and DynamoDB write units ({} points, {runs} runs)",
+        points_in(workload)
+    );
+    println!(
+        "{:>12} {:>13} {:>12} {:>13} {:>18}",
+        "steps/batch", "points/batch", "bytes/point", "WRU/M points", "of which commits"
+    );
+    for window in [250, 2_500, 25_000] {
+        let fixture = fixture(true).await;
+        let mut batches_sent = 0;
+        let mut units = 0;
+        let mut commit_units = 0;
+        for run in 0..runs {
+            let id = fixture.new_run().await;
+            let bodies = batches(workload, run, window);
+            batches_sent += bodies.len();
+            // Only what logging writes: not the sign-up, project and run creation.
+            let before = fixture.meter.write_units.load(Ordering::Relaxed);
+            let commits_before = fixture.meter.transaction_units.load(Ordering::Relaxed);
+            ingest_in_process(&fixture, id, &bodies).await;
+            units += fixture.meter.write_units.load(Ordering::Relaxed) - before;
+            commit_units +=
+                fixture.meter.transaction_units.load(Ordering::Relaxed) - commits_before;
+        }
+        let points = points_in(workload) as f64;
+        println!(
+            "{:>12} {:>13.0} {:>12.3} {:>13.0} {:>18.0}",
+            window,
+            points / batches_sent as f64,
+            fixture.meter.chunk_bytes.load(Ordering::Relaxed) as f64 / points,
+            units as f64 / points * 1e6,
+            commit_units as f64 / points * 1e6,
+        );
+    }
+}
+
+async fn ingest_in_process_throughput(workload: &[Series], runs: usize) {
+    println!("\n## Ingest throughput (batches of 2,500 steps, about 10,000 points)");
+    let points = points_in(workload) as f64;
+    let bodies: Vec<Vec<Vec<u8>>> = (0..runs).map(|run| batches(workload, run, 2_500)).collect();
+
+    // In process, on one thread: JSON parsing, chunk encoding and the commit, on the
+    // embedded store on disk, as `sextant serve` runs it.
+    let fixture = fixture(false).await;
+    let ids = futures::future::join_all((0..runs).map(|_| fixture.new_run())).await;
+    let started = Instant::now();
+    for (run, id) in ids.iter().enumerate() {
+        ingest_in_process(&fixture, *id, &bodies[run]).await;
+    }
+    let in_process = started.elapsed();
+    println!(
+        "in process, one core: {:.0} points/s ({} for {points} points)",
+        points / in_process.as_secs_f64(),
+        ms(in_process)
+    );
+}
+
+async fn ingest_http_throughput(workload: &[Series], runs: usize) {
+    let points = points_in(workload) as f64;
+    let bodies: Vec<Vec<Vec<u8>>> = (0..runs).map(|run| batches(workload, run, 2_500)).collect();
+    // Over HTTP on `sextant serve`, one request at a time.
+    let app = sextant_tests::TestApp::spawn().await;
+    let team = app.signup().await;
+    app.post("/v1/projects", &team.api_key, json!({"name": "bench"}))
+        .await;
+    let mut run_ids = Vec::new();
+    for _ in 0..runs {
+        let (_, run) = app
+            .post("/v1/projects/bench/runs", &team.api_key, json!({}))
+            .await;
+        run_ids.push(sextant_tests::text(&run, "id"));
+    }
+    let token = team.token.clone();
+    let started = Instant::now();
+    for (run, id) in run_ids.iter().enumerate() {
+        for body in &bodies[run] {
+            let response = app
+                .client
+                .post(app.url(&format!("/v1/runs/{id}/log")))
+                .bearer_auth(&token)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await
+                .expect("the server answers");
+            assert!(response.status().is_success(), "{}", response.status());
+        }
+    }
+    let over_http = started.elapsed();
+    println!(
+        "over HTTP (client and server share the 2 cores): {:.0} points/s ({})",
+        points / over_http.as_secs_f64(),
+        ms(over_http)
+    );
+}
+
+async fn reads_of_a_million_points() {
+    println!("\n## Reading a 1,000,000-point series (train/loss of one 1,000,000-step run)");
+    let workload = workload(1, 1_000_000);
+    let fixture = fixture(false).await;
+    let run = fixture.new_run().await;
+    ingest_in_process(&fixture, run, &batches(&workload, 0, 25_000)).await;
+    let record = runs::load(&fixture.state, &fixture.caller.tenant, run)
+        .await
+        .expect("the run")
+        .record;
+    let summary = &record.series["train/loss"];
+    assert_eq!(summary.count, 1_000_000);
+
+    let read_all = || async {
+        series::read::<Points>(
+            &fixture.state,
+            &fixture.caller.tenant,
+            run,
+            "train/loss",
+            summary,
+            StepRange::default(),
+            None,
+        )
+        .await
+        .expect("a read")
+        .points
+    };
+    let mut exact = Vec::new();
+    let mut sampled = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let points = read_all().await;
+        exact.push(started.elapsed());
+        assert_eq!(points.len(), 1_000_000);
+        let started = Instant::now();
+        let points = downsample::min_max(&read_all().await, 1_000);
+        sampled.push(started.elapsed());
+        assert!(points.len() <= 1_000);
+    }
+    println!("in process, exact: median {}", ms(median(exact)));
+    println!(
+        "in process, downsampled to 1,000 points: median {}",
+        ms(median(sampled))
+    );
+
+    let base = fixture.serve().await;
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let request = client.get(url).bearer_auth(&fixture.token);
+        async move {
+            let response = request.send().await.expect("the server answers");
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<serde_json::Value>().await.expect("JSON")
+        }
+    };
+    let series_url = format!("{base}/v1/runs/{run}/series/train/loss");
+    let mut exact = Vec::new();
+    let mut sampled = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (mut points, mut after) = (0, None::<i64>);
+        loop {
+            let url = match after {
+                Some(step) => format!("{series_url}?after={step}"),
+                None => series_url.clone(),
+            };
+            let page = get(url).await;
+            points += page["steps"].as_array().expect("steps").len();
+            match page["next_after"].as_i64() {
+                Some(step) => after = Some(step),
+                None => break,
+            }
+        }
+        exact.push(started.elapsed());
+        assert_eq!(points, 1_000_000);
+        let started = Instant::now();
+        let page = get(format!("{series_url}?max_points=1000")).await;
+        sampled.push(started.elapsed());
+        assert!(page["steps"].as_array().expect("steps").len() <= 1_000);
+    }
+    println!(
+        "over HTTP, exact in pages of 100,000: median {}",
+        ms(median(exact))
+    );
+    println!(
+        "over HTTP, downsampled to 1,000 points: median {}",
+        ms(median(sampled))
+    );
+}
+
+async fn run_table_of_ten_thousand() {
+    println!("\n## The run table: 10,000 runs sorted by a metric");
+    let fixture = fixture(true).await;
+    for i in 0..10_000u32 {
+        let run = fixture.new_run().await;
+        let accuracy = f64::from((i * 7_919) % 10_000) / 10_000.0;
+        let batch: LogBatch = serde_json::from_value(json!({
+            "batch_id": "b",
+            "series": {
+                "val/acc": {"steps": [500, 1000], "values": [accuracy / 2.0, accuracy]},
+                "train/loss": {"steps": [999, 1000], "values": [1.0 - accuracy, 0.9 - accuracy]},
+            }
+        }))
+        .expect("a batch");
+        batch::log(&fixture.state, &fixture.caller.tenant, run, batch)
+            .await
+            .expect("stored");
+    }
+    let sort = Sort::parse("metric:val/acc:max:desc").expect("a sort");
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let all = runs::all_in_project(&fixture.state, &fixture.caller.tenant, fixture.project.id)
+            .await
+            .expect("runs");
+        let page = listing::page(&all, &Filter::default(), &sort, 50, None, |run| run.status)
+            .expect("a page");
+        samples.push(started.elapsed());
+        assert_eq!(page.total, 10_000);
+    }
+    println!(
+        "in process: read, sort and page 10,000 runs: median {}",
+        ms(median(samples))
+    );
+
+    let base = fixture.serve().await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/projects/bench/runs?sort=metric:val/acc:max:desc&limit=50");
+    let mut samples = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .bearer_auth(&fixture.token)
+            .send()
+            .await
+            .expect("the server answers");
+        let page: serde_json::Value = response.json().await.expect("JSON");
+        samples.push(started.elapsed());
+        assert_eq!(page["total"], 10_000);
+    }
+    println!(
+        "over HTTP: the first page of 50, sorted: median {}",
+        ms(median(samples))
+    );
+}
+
+fn main() {
+    // One thread where a figure is per core; the HTTP figure gets a server runtime.
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let runs = 4;
+    let workload = workload(runs, 100_000);
+    one_thread.block_on(storage_and_write_units(&workload, runs));
+    one_thread.block_on(ingest_in_process_throughput(&workload, runs));
+    drop(one_thread);
+    // HTTP figures are timed one request at a time; the runtime has threads for the
+    // server.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(ingest_http_throughput(&workload, runs));
+    runtime.block_on(reads_of_a_million_points());
+    runtime.block_on(run_table_of_ten_thousand());
+}
