@@ -331,6 +331,46 @@ async fn storage_and_write_units(workload: &[Series], runs: usize) {
     }
 }
 
+/// The yardstick the codec is measured against: zstd over delta-encoded columns
+/// (each column's 64-bit lanes minus the previous lane, as bytes), on the same
+/// per-series slices of 2,500 steps that the ingest path chunks.
+fn general_purpose_baseline(workload: &[Series]) {
+    let mut ours = 0;
+    let mut baseline = 0;
+    for s in workload {
+        for start in (0..s.steps.len()).step_by(2_500) {
+            let end = s.steps.len().min(start + 2_500);
+            let points = Points {
+                steps: s.steps[start..end].to_vec(),
+                values: s.values[start..end].to_vec(),
+                timestamps: s.timestamps[start..end].to_vec(),
+            };
+            ours += series::codec::encode(&points).len();
+            let mut columns = Vec::with_capacity(24 * points.len());
+            let lanes: [Vec<u64>; 3] = [
+                points.steps.iter().map(|&v| v as u64).collect(),
+                points.timestamps.iter().map(|v| v.to_bits()).collect(),
+                points.values.iter().map(|v| v.to_bits()).collect(),
+            ];
+            for lanes in lanes {
+                let mut previous = 0u64;
+                for lane in lanes {
+                    columns.extend_from_slice(&lane.wrapping_sub(previous).to_le_bytes());
+                    previous = lane;
+                }
+            }
+            baseline += zstd::bulk::compress(&columns, 19).expect("zstd").len();
+        }
+    }
+    let points = points_in(workload) as f64;
+    println!(
+        "codec alone: {:.3} bytes/point; zstd -19 over delta columns: {:.3} ({:.2}x ours)",
+        ours as f64 / points,
+        baseline as f64 / points,
+        baseline as f64 / ours as f64
+    );
+}
+
 async fn ingest_in_process_throughput(workload: &[Series], runs: usize) {
     println!("\n## Ingest throughput (batches of 2,500 steps, about 10,000 points)");
     let points = points_in(workload) as f64;
@@ -472,7 +512,8 @@ async fn reads_of_a_million_points() {
         assert!(page["steps"].as_array().expect("steps").len() <= 1_000);
     }
     println!(
-        "over HTTP, exact in pages of 100,000: median {}",
+        "over HTTP, exact in pages of {}: median {}",
+        series::EXACT_PAGE_POINTS,
         ms(median(exact))
     );
     println!(
@@ -547,6 +588,7 @@ fn main() {
     let runs = 4;
     let workload = workload(runs, 100_000);
     one_thread.block_on(storage_and_write_units(&workload, runs));
+    general_purpose_baseline(&workload);
     one_thread.block_on(ingest_in_process_throughput(&workload, runs));
     drop(one_thread);
     // HTTP figures are timed one request at a time; the runtime has threads for the
