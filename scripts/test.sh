@@ -4,8 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v moto_server >/dev/null 2>&1; then
-  python3 -m pip install --quiet 'moto[server]'
+# A pinned moto: 5.2.0 and 5.2.1 answer CompleteMultipartUpload with an XML root the
+# AWS SDK cannot parse (getmoto/moto#10055).
+moto_version=5.2.5
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null)" != "$moto_version" ] \
+  || ! command -v moto_server >/dev/null 2>&1; then
+  python3 -m pip install --quiet "moto[server]==$moto_version"
 fi
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest

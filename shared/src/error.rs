@@ -129,6 +129,7 @@ impl From<BlobError> for ApiError {
         match err {
             BlobError::NotFound => Self::not_found("object"),
             BlobError::InvalidKey(message) => Self::invalid("invalid_path", message),
+            BlobError::InvalidUpload(message) => Self::invalid("invalid_upload", message),
             BlobError::Throttled => Self::unavailable(err),
             BlobError::Unavailable(_) => Self::internal(err),
         }

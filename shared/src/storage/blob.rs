@@ -101,10 +101,28 @@ pub enum Presign {
     },
 }
 
+/// A part of a multipart upload, as the client reports it after uploading it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CompletedPart {
+    /// 1-based, ascending.
+    pub number: u32,
+    /// The `ETag` header the part's upload answered with.
+    pub etag: String,
+}
+
+/// S3's limits on multipart uploads, which every adapter keeps.
+pub const MAX_PARTS: u32 = 10_000;
+pub const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+pub const MAX_PART_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
     #[error("no such object")]
     NotFound,
+    /// Completing a multipart upload failed on the client's account: an unknown
+    /// upload, a missing part, a wrong ETag, parts out of order or too small.
+    #[error("invalid multipart upload: {0}")]
+    InvalidUpload(String),
     #[error("invalid object key: {0}")]
     InvalidKey(String),
     #[error("throttled by the blob store")]
@@ -146,6 +164,31 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// expires.
     async fn presign(&self, key: &BlobKey, op: Presign, expires_in: Duration)
     -> BlobResult<String>;
+
+    /// Starts a multipart upload to `key` and returns its id.
+    async fn start_multipart(&self, key: &BlobKey) -> BlobResult<String>;
+
+    /// A URL that uploads exactly `content_length` bytes as part `number` of an upload.
+    /// Its answer carries the part's `ETag`, which completing needs.
+    async fn presign_part(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        number: u32,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> BlobResult<String>;
+
+    /// Assembles the parts into the object; until then the object does not exist.
+    async fn complete_multipart(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BlobResult<()>;
+
+    /// Drops an unfinished upload and its parts. Aborting an unknown upload succeeds.
+    async fn abort_multipart(&self, key: &BlobKey, upload_id: &str) -> BlobResult<()>;
 }
 
 #[cfg(test)]

@@ -17,13 +17,14 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use super::blob::{
-    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, Presign,
+    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart,
+    MIN_PART_BYTES, Presign,
 };
 use crate::error::{ApiError, ApiResult};
 
@@ -49,32 +50,55 @@ impl UrlSigner {
         }
     }
 
-    fn mac(&self, key: &BlobKey, op: Presign, expires: i64) -> Hmac<Sha256> {
+    fn mac(&self, key: &BlobKey, op: &Signed<'_>, expires: i64) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret)
             .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        let (method, length) = match op {
-            Presign::Get => ("GET", String::new()),
-            Presign::Put { content_length } => ("PUT", content_length.to_string()),
+        let operation = match op {
+            Signed::Whole(Presign::Get) => "GET\n".to_owned(),
+            Signed::Whole(Presign::Put { content_length }) => format!("PUT\n{content_length}"),
+            Signed::Part {
+                upload_id,
+                number,
+                content_length,
+            } => format!("PART\n{content_length}\n{upload_id}\n{number}"),
         };
-        mac.update(format!("{method}\n{length}\n{expires}\n{}", key.as_str()).as_bytes());
+        mac.update(format!("{operation}\n{expires}\n{}", key.as_str()).as_bytes());
         mac
     }
 
     pub fn sign(&self, key: &BlobKey, op: Presign, expires: i64) -> String {
+        self.sign_operation(key, &Signed::Whole(op), expires)
+    }
+
+    fn sign_operation(&self, key: &BlobKey, op: &Signed<'_>, expires: i64) -> String {
         hex::encode(self.mac(key, op, expires).finalize().into_bytes())
     }
 
     /// Constant-time check of a signature.
-    fn verify(&self, key: &BlobKey, op: Presign, expires: i64, signature: &str) -> bool {
+    fn verify(&self, key: &BlobKey, op: &Signed<'_>, expires: i64, signature: &str) -> bool {
         hex::decode(signature)
             .is_ok_and(|signature| self.mac(key, op, expires).verify_slice(&signature).is_ok())
     }
+}
+
+/// What a signature covers: a whole object's download or upload, or one part of a
+/// multipart upload.
+#[derive(Debug, Clone, Copy)]
+enum Signed<'a> {
+    Whole(Presign),
+    Part {
+        upload_id: &'a str,
+        number: u32,
+        content_length: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
 pub struct LocalBlobs {
     objects: PathBuf,
     staging: PathBuf,
+    /// `{upload id}/key` names the object; `{upload id}/{n}` and `{n}.etag` are parts.
+    uploads: PathBuf,
     signer: UrlSigner,
     /// Base URL of the server that mounts `routes`, e.g. `http://127.0.0.1:8080`.
     base_url: url::Url,
@@ -84,11 +108,14 @@ impl LocalBlobs {
     pub fn open(root: &Path, signer: UrlSigner, base_url: url::Url) -> std::io::Result<Self> {
         let objects = root.join("objects");
         let staging = root.join("staging");
-        std::fs::create_dir_all(&objects)?;
-        std::fs::create_dir_all(&staging)?;
+        let uploads = root.join("uploads");
+        for dir in [&objects, &staging, &uploads] {
+            std::fs::create_dir_all(dir)?;
+        }
         Ok(Self {
             objects,
             staging,
+            uploads,
             signer,
             base_url,
         })
@@ -105,6 +132,10 @@ impl LocalBlobs {
 
     /// The presigned URL for an operation expiring at a given time.
     pub fn signed_url(&self, key: &BlobKey, op: Presign, expires: i64) -> String {
+        self.url_for(key, &Signed::Whole(op), expires)
+    }
+
+    fn url_for(&self, key: &BlobKey, op: &Signed<'_>, expires: i64) -> String {
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .map(|mut segments| {
@@ -117,50 +148,102 @@ impl LocalBlobs {
         {
             let mut query = url.query_pairs_mut();
             query.append_pair("expires", &expires.to_string());
-            if let Presign::Put { content_length } = op {
-                query.append_pair("length", &content_length.to_string());
+            match op {
+                Signed::Whole(Presign::Get) => {}
+                Signed::Whole(Presign::Put { content_length }) => {
+                    query.append_pair("length", &content_length.to_string());
+                }
+                Signed::Part {
+                    upload_id,
+                    number,
+                    content_length,
+                } => {
+                    query.append_pair("length", &content_length.to_string());
+                    query.append_pair("upload_id", upload_id);
+                    query.append_pair("part", &number.to_string());
+                }
             }
-            query.append_pair("signature", &self.signer.sign(key, op, expires));
+            query.append_pair("signature", &self.signer.sign_operation(key, op, expires));
         }
         url.into()
     }
 
-    /// Streams bytes into a staging file and moves it into place only once complete,
-    /// so a reader never sees half an object.
+    /// Streams bytes into a staging file and moves it to `target` only once complete,
+    /// so a reader never sees half an object. Answers the SHA-256 of what it wrote.
     async fn write_stream(
         &self,
-        key: &BlobKey,
+        target: &Path,
         stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
         expected_length: Option<u64>,
-    ) -> Result<u64, WriteError> {
+    ) -> Result<[u8; 32], WriteError> {
         let staged = self.staging.join(ulid::Ulid::generate().to_string());
         let result = async {
             let mut file = tokio::fs::File::create(&staged).await?;
             let mut written = 0u64;
+            let mut digest = Sha256::new();
             futures::pin_mut!(stream);
             while let Some(chunk) = stream.try_next().await? {
                 written += chunk.len() as u64;
                 if expected_length.is_some_and(|expected| written > expected) {
                     return Err(WriteError::LengthMismatch);
                 }
+                digest.update(&chunk);
                 file.write_all(&chunk).await?;
             }
             if expected_length.is_some_and(|expected| written != expected) {
                 return Err(WriteError::LengthMismatch);
             }
             file.sync_all().await?;
-            let target = self.path(key);
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
-            tokio::fs::rename(&staged, &target).await?;
-            Ok(written)
+            tokio::fs::rename(&staged, target).await?;
+            Ok(digest.finalize().into())
         }
         .await;
         if result.is_err() {
             let _ = tokio::fs::remove_file(&staged).await;
         }
         result
+    }
+
+    fn upload_dir(&self, upload_id: &str) -> BlobResult<PathBuf> {
+        // Upload ids are ULIDs we made; anything else names no upload.
+        if upload_id.len() != 26 || !upload_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(BlobError::InvalidUpload("NoSuchUpload".into()));
+        }
+        Ok(self.uploads.join(upload_id))
+    }
+
+    /// Checks that an upload exists and belongs to `key`.
+    async fn open_upload(&self, key: &BlobKey, upload_id: &str) -> BlobResult<PathBuf> {
+        let dir = self.upload_dir(upload_id)?;
+        match tokio::fs::read_to_string(dir.join("key")).await {
+            Ok(owner) if owner == key.as_str() => Ok(dir),
+            Ok(_) => Err(BlobError::InvalidUpload("NoSuchUpload".into())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Err(BlobError::InvalidUpload("NoSuchUpload".into()))
+            }
+            Err(err) => Err(BlobError::unavailable(err)),
+        }
+    }
+
+    /// Writes part `number` of an upload; answers its ETag.
+    async fn write_part(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        number: u32,
+        stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
+        content_length: u64,
+    ) -> Result<String, WriteError> {
+        let dir = self.open_upload(key, upload_id).await?;
+        let digest = self
+            .write_stream(&dir.join(number.to_string()), stream, Some(content_length))
+            .await?;
+        let etag = hex::encode(&digest[..16]);
+        tokio::fs::write(dir.join(format!("{number}.etag")), &etag).await?;
+        Ok(etag)
     }
 }
 
@@ -170,6 +253,8 @@ enum WriteError {
     LengthMismatch,
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
 }
 
 fn io_error(err: std::io::Error) -> BlobError {
@@ -218,7 +303,8 @@ fn walk(objects: &Path, dir: &Path, keys: &mut Vec<String>) -> std::io::Result<(
 impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: Bytes) -> BlobResult<BlobMeta> {
         let size = body.len() as u64;
-        self.write_stream(key, futures::stream::once(async { Ok(body) }), Some(size))
+        let stream = futures::stream::once(async { Ok(body) });
+        self.write_stream(&self.path(key), stream, Some(size))
             .await
             .map_err(BlobError::unavailable)?;
         self.head(key).await?.ok_or(BlobError::NotFound)
@@ -305,19 +391,109 @@ impl BlobStore for LocalBlobs {
             + i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
         Ok(self.signed_url(key, op, expires))
     }
+
+    async fn start_multipart(&self, key: &BlobKey) -> BlobResult<String> {
+        let upload_id = ulid::Ulid::generate().to_string().to_ascii_lowercase();
+        let dir = self.upload_dir(&upload_id)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(BlobError::unavailable)?;
+        tokio::fs::write(dir.join("key"), key.as_str())
+            .await
+            .map_err(BlobError::unavailable)?;
+        Ok(upload_id)
+    }
+
+    async fn presign_part(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        number: u32,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> BlobResult<String> {
+        self.open_upload(key, upload_id).await?;
+        let expires = OffsetDateTime::now_utc().unix_timestamp()
+            + i64::try_from(expires_in.as_secs()).unwrap_or(i64::MAX / 2);
+        let op = Signed::Part {
+            upload_id,
+            number,
+            content_length,
+        };
+        Ok(self.url_for(key, &op, expires))
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BlobResult<()> {
+        let dir = self.open_upload(key, upload_id).await?;
+        let invalid = |code: &str| Err(BlobError::InvalidUpload(code.into()));
+        if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
+            return invalid("InvalidPartOrder");
+        }
+        let mut files = Vec::with_capacity(parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            let stored = tokio::fs::read_to_string(dir.join(format!("{}.etag", part.number)))
+                .await
+                .ok();
+            if stored.as_deref() != Some(part.etag.trim_matches('"')) {
+                return invalid("InvalidPart");
+            }
+            let path = dir.join(part.number.to_string());
+            let size = tokio::fs::metadata(&path)
+                .await
+                .map_err(BlobError::unavailable)?
+                .len();
+            if index + 1 < parts.len() && size < MIN_PART_BYTES {
+                return invalid("EntityTooSmall");
+            }
+            files.push(path);
+        }
+        // The parts are joined in the upload's own directory, then moved into place.
+        let joined = dir.join("joined");
+        let assemble = async {
+            let mut out = tokio::fs::File::create(&joined).await?;
+            for path in files {
+                tokio::io::copy(&mut tokio::fs::File::open(path).await?, &mut out).await?;
+            }
+            out.sync_all().await?;
+            let target = self.path(key);
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            tokio::fs::rename(&joined, &target).await?;
+            tokio::fs::remove_dir_all(&dir).await
+        };
+        assemble.await.map_err(BlobError::unavailable)
+    }
+
+    async fn abort_multipart(&self, key: &BlobKey, upload_id: &str) -> BlobResult<()> {
+        match self.open_upload(key, upload_id).await {
+            Ok(dir) => tokio::fs::remove_dir_all(&dir)
+                .await
+                .map_err(BlobError::unavailable),
+            Err(BlobError::InvalidUpload(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 struct Signature {
     expires: i64,
     length: Option<u64>,
+    upload_id: Option<String>,
+    part: Option<u32>,
     signature: String,
 }
 
 fn authorize(
     blobs: &LocalBlobs,
     key: &str,
-    op: Presign,
+    op: &Signed<'_>,
     signature: &Signature,
 ) -> ApiResult<BlobKey> {
     let refused = || {
@@ -343,7 +519,7 @@ async fn download(
     UrlPath(key): UrlPath<String>,
     Query(signature): Query<Signature>,
 ) -> ApiResult<Response> {
-    let key = authorize(&blobs, &key, Presign::Get, &signature)?;
+    let key = authorize(&blobs, &key, &Signed::Whole(Presign::Get), &signature)?;
     let body = blobs.get(&key).await?;
     Ok((
         [
@@ -360,7 +536,7 @@ async fn upload(
     UrlPath(key): UrlPath<String>,
     Query(signature): Query<Signature>,
     body: Body,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<Response> {
     let content_length = signature.length.ok_or_else(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -368,14 +544,40 @@ async fn upload(
             "upload URL without a signed length",
         )
     })?;
-    let key = authorize(&blobs, &key, Presign::Put { content_length }, &signature)?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    match blobs.write_stream(&key, stream, Some(content_length)).await {
-        Ok(_) => Ok(StatusCode::OK),
+    let written = match (&signature.upload_id, signature.part) {
+        (Some(upload_id), Some(number)) => {
+            let op = Signed::Part {
+                upload_id,
+                number,
+                content_length,
+            };
+            let key = authorize(&blobs, &key, &op, &signature)?;
+            blobs
+                .write_part(&key, upload_id, number, stream, content_length)
+                .await
+                .map(Some)
+        }
+        _ => {
+            let op = Signed::Whole(Presign::Put { content_length });
+            let key = authorize(&blobs, &key, &op, &signature)?;
+            blobs
+                .write_stream(&blobs.path(&key), stream, Some(content_length))
+                .await
+                .map(|_| None)
+        }
+    };
+    match written {
+        // Quoted, as S3 sends it.
+        Ok(Some(etag)) => {
+            Ok((StatusCode::OK, [(header::ETAG, format!("\"{etag}\""))]).into_response())
+        }
+        Ok(None) => Ok(StatusCode::OK.into_response()),
         Err(WriteError::LengthMismatch) => Err(ApiError::invalid(
             "length_mismatch",
             format!("the body must be exactly {content_length} bytes"),
         )),
+        Err(WriteError::Blob(err)) => Err(err.into()),
         Err(WriteError::Io(err)) => Err(ApiError::internal(err)),
     }
 }

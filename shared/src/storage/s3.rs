@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
 use super::blob::{
-    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, Presign,
+    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart, Presign,
 };
 
 #[derive(Debug, Clone)]
@@ -50,6 +50,10 @@ where
     match err.code() {
         Some("NoSuchKey" | "NotFound") => BlobError::NotFound,
         Some("SlowDown" | "ThrottlingException" | "RequestLimitExceeded") => BlobError::Throttled,
+        Some(
+            code @ ("NoSuchUpload" | "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall"
+            | "MalformedXML"),
+        ) => BlobError::InvalidUpload(code.to_owned()),
         _ => BlobError::unavailable(err),
     }
 }
@@ -192,5 +196,89 @@ impl BlobStore for S3Blobs {
                 .map_err(map_error)?,
         };
         Ok(request.uri().to_owned())
+    }
+
+    async fn start_multipart(&self, key: &BlobKey) -> BlobResult<String> {
+        let output = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(map_error)?;
+        output
+            .upload_id
+            .ok_or_else(|| BlobError::unavailable(anyhow::anyhow!("S3 gave no upload id")))
+    }
+
+    async fn presign_part(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        number: u32,
+        content_length: u64,
+        expires_in: Duration,
+    ) -> BlobResult<String> {
+        let config = PresigningConfig::expires_in(expires_in).map_err(BlobError::unavailable)?;
+        let request = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .part_number(i32::try_from(number).map_err(BlobError::unavailable)?)
+            .content_length(i64::try_from(content_length).map_err(BlobError::unavailable)?)
+            .presigned(config)
+            .await
+            .map_err(map_error)?;
+        Ok(request.uri().to_owned())
+    }
+
+    async fn complete_multipart(
+        &self,
+        key: &BlobKey,
+        upload_id: &str,
+        parts: &[CompletedPart],
+    ) -> BlobResult<()> {
+        let parts = parts
+            .iter()
+            .map(|part| {
+                Ok(aws_sdk_s3::types::CompletedPart::builder()
+                    .part_number(i32::try_from(part.number).map_err(BlobError::unavailable)?)
+                    .e_tag(&part.etag)
+                    .build())
+            })
+            .collect::<BlobResult<Vec<_>>>()?;
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .multipart_upload(
+                aws_sdk_s3::types::CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(())
+    }
+
+    async fn abort_multipart(&self, key: &BlobKey, upload_id: &str) -> BlobResult<()> {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .send()
+            .await
+            .map_err(map_error)
+        {
+            Ok(_) | Err(BlobError::InvalidUpload(_)) => Ok(()),
+            Err(err) => Err(err),
+        }
     }
 }
