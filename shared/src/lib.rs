@@ -2,6 +2,7 @@
 //! their adapters, and the HTTP edge every function uses.
 
 pub mod accounts;
+pub mod artifacts;
 pub mod auth;
 pub mod error;
 pub mod floats;

@@ -2,6 +2,7 @@
 //! runs and reading their series.
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
+mod artifacts;
 mod members;
 mod projects;
 mod runs;
@@ -52,6 +53,18 @@ pub fn routes() -> Router<AppState> {
         // Series names hold slashes (`train/loss`): the rest of the path is the name.
         .route("/v1/runs/{run}/series/{*name}", get(runs::read_series))
         .route("/v1/compare", get(runs::compare))
+        .route(
+            "/v1/runs/{run}/artifacts",
+            post(artifacts::register).get(artifacts::list),
+        )
+        .route(
+            "/v1/runs/{run}/artifacts/complete",
+            post(artifacts::complete),
+        )
+        .route(
+            "/v1/runs/{run}/artifacts/{*path}",
+            get(artifacts::download).delete(artifacts::delete),
+        )
 }
 
 /// The service the Lambda function runs.

@@ -651,6 +651,8 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
             Err(err) => return Err(err.into()),
         }
     }
+    // Objects first: their records are how they are found.
+    crate::artifacts::delete_all(state, tenant, run).await?;
     purge_partition(state, &data_partition(tenant, run)).await?;
     let record = &versioned.record;
     let ops = vec![
