@@ -495,6 +495,17 @@ pub async fn list(
         .collect())
 }
 
+/// A sealed artifact of a run of the team; anything else is 404.
+pub async fn get(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<Artifact> {
+    let not_found = || ApiError::not_found("artifact");
+    let path = ArtifactPath::parse(path).map_err(|_| not_found())?;
+    runs::load(state, tenant, run).await?;
+    read(state, &record_key(tenant, run, &path))
+        .await?
+        .filter(Artifact::is_ready)
+        .ok_or_else(not_found)
+}
+
 /// A sealed artifact and a short-lived URL to download it.
 pub async fn download_url(
     state: &AppState,
@@ -502,17 +513,12 @@ pub async fn download_url(
     run: RunId,
     path: &str,
 ) -> ApiResult<(Artifact, String)> {
-    let not_found = || ApiError::not_found("artifact");
-    let path = ArtifactPath::parse(path).map_err(|_| not_found())?;
-    runs::load(state, tenant, run).await?;
-    let artifact = read(state, &record_key(tenant, run, &path))
-        .await?
-        .filter(Artifact::is_ready)
-        .ok_or_else(not_found)?;
+    let artifact = get(state, tenant, run, path).await?;
+    let path = &artifact.path;
     let url = state
         .blobs
         .presign(
-            &blob_key(tenant, run, &path)?,
+            &blob_key(tenant, run, path)?,
             Presign::Get,
             DOWNLOAD_URL_TTL,
         )

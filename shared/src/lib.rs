@@ -8,6 +8,8 @@ pub mod error;
 pub mod floats;
 pub mod http;
 pub mod ids;
+pub mod images;
+pub mod lineage;
 pub mod projects;
 pub mod records;
 pub mod runs;

@@ -3,6 +3,8 @@
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
 mod artifacts;
+mod images;
+mod lineage;
 mod members;
 mod projects;
 mod runs;
@@ -61,6 +63,14 @@ pub fn routes() -> Router<AppState> {
             "/v1/runs/{run}/artifacts/complete",
             post(artifacts::complete),
         )
+        .route(
+            "/v1/runs/{run}/inputs",
+            post(lineage::add_input).get(lineage::inputs),
+        )
+        .route("/v1/runs/{run}/lineage", get(lineage::graph))
+        .route("/v1/datasets/{hash}", get(lineage::dataset))
+        .route("/v1/runs/{run}/images", get(images::series))
+        .route("/v1/runs/{run}/images/{*series}", get(images::list))
         .route(
             "/v1/runs/{run}/artifacts/{*path}",
             get(artifacts::download).delete(artifacts::delete),

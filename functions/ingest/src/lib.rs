@@ -2,6 +2,7 @@
 //! short-lived tokens that it then verifies without a database read, and takes log
 //! batches: metric points, text lines, heartbeats.
 
+mod images;
 mod log;
 mod token;
 
@@ -14,6 +15,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/auth/token", post(token::exchange))
         .route("/v1/runs/{run}/log", post(log::log))
+        .route("/v1/runs/{run}/images", post(images::log))
 }
 
 /// The service the Lambda function runs.

@@ -653,6 +653,7 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
     }
     // Objects first: their records are how they are found.
     crate::artifacts::delete_all(state, tenant, run).await?;
+    crate::images::delete_all(state, tenant, run).await?;
     purge_partition(state, &data_partition(tenant, run)).await?;
     let record = &versioned.record;
     let ops = vec![

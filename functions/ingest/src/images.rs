@@ -1,0 +1,37 @@
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use bytes::Bytes;
+use serde::Deserialize;
+use sextant_shared::auth::Writer;
+use sextant_shared::error::ApiResult;
+use sextant_shared::http::Query;
+use sextant_shared::images::{self, Image};
+use sextant_shared::runs;
+use sextant_shared::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Where {
+    series: String,
+    step: i64,
+}
+
+/// `POST /v1/runs/{run}/images?series=&step=` with a PNG or JPEG body.
+pub async fn log(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(run): Path<String>,
+    Query(at): Query<Where>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<Image>)> {
+    let image = images::log(
+        &state,
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        &at.series,
+        at.step,
+        body,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(image)))
+}

@@ -1,0 +1,247 @@
+//! Image series: PNG or JPEG images logged at steps (samples, confusion matrices,
+//! attention maps). Each image is a blob; an index item per image keeps them in step
+//! order per series. An image counts as one logged point, and its bytes as storage.
+//!
+//! Storage: `{tenant}#run#{run}` / `i#{series}#{step}#{id}` indexes the image stored
+//! at `{tenant}/runs/{run}/images/{id}.{png|jpg}`.
+
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::artifacts::DOWNLOAD_URL_TTL;
+use crate::error::{ApiError, ApiResult};
+use crate::ids::RunId;
+use crate::records::{doc_item, query_docs};
+use crate::runs;
+use crate::series::{check_name, step_key};
+use crate::state::AppState;
+use crate::storage::blob::{BlobKey, Presign};
+use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp};
+use crate::tenancy::Tenant;
+use crate::usage;
+
+/// Images travel in the request body, under the API's body limit.
+pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
+/// Images one listing answers at most (each with its own URL).
+pub const MAX_LISTED: usize = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Format {
+    #[serde(rename = "image/png")]
+    Png,
+    #[serde(rename = "image/jpeg")]
+    Jpeg,
+}
+
+impl Format {
+    /// Recognises an image by its first bytes, whatever the request claims.
+    fn sniff(bytes: &[u8]) -> Option<Self> {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Some(Format::Png)
+        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Some(Format::Jpeg)
+        } else {
+            None
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpg",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Image {
+    pub id: String,
+    pub series: String,
+    pub step: i64,
+    pub content_type: Format,
+    pub size: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+fn index_key(tenant: &Tenant, run: RunId, image: &Image) -> Key {
+    Key::new(
+        runs::data_partition(tenant, run),
+        format!("i#{}#{}#{}", image.series, step_key(image.step), image.id),
+    )
+}
+
+fn blob_key(tenant: &Tenant, run: RunId, image: &Image) -> ApiResult<BlobKey> {
+    Ok(BlobKey::parse(format!(
+        "{}runs/{run}/images/{}.{}",
+        tenant.blob_prefix(),
+        image.id,
+        image.content_type.extension()
+    ))?)
+}
+
+/// Stores one image of a series at a step. Refused on an ended run, like points.
+pub async fn log(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    series: &str,
+    step: i64,
+    bytes: bytes::Bytes,
+) -> ApiResult<Image> {
+    check_name(series)?;
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            format!("an image is at most {MAX_IMAGE_BYTES} bytes"),
+        ));
+    }
+    let format = Format::sniff(&bytes).ok_or_else(|| {
+        ApiError::invalid("invalid_image", "send a PNG or JPEG image as the body")
+    })?;
+    let mut record = runs::load(state, tenant, run).await?.record;
+    let now = OffsetDateTime::now_utc();
+    runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
+
+    let image = Image {
+        id: ulid::Ulid::generate().to_string().to_ascii_lowercase(),
+        series: series.to_owned(),
+        step,
+        content_type: format,
+        size: bytes.len() as u64,
+        created_at: now,
+    };
+    let blob = blob_key(tenant, run, &image)?;
+    state.blobs.put(&blob, bytes).await?;
+    let committed = state
+        .kv
+        .transact(vec![
+            TxOp::Put(
+                doc_item(index_key(tenant, run, &image), &image)?,
+                Condition::NotExists,
+            ),
+            usage::points_logged(tenant, now, 1),
+            usage::storage_change(tenant, image.size as i64),
+        ])
+        .await;
+    if let Err(err) = committed {
+        // Unindexed, the object would be storage nobody can see or delete.
+        state.blobs.delete(&blob).await?;
+        return Err(err.into());
+    }
+    Ok(image)
+}
+
+/// An image and a short-lived URL to fetch it.
+#[derive(Debug, Serialize)]
+pub struct Listed {
+    #[serde(flatten)]
+    pub image: Image,
+    pub url: String,
+}
+
+/// Images of one series in step order, within `[from, to]`, with download URLs.
+pub async fn list(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    series: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> ApiResult<Vec<Listed>> {
+    check_name(series)?;
+    runs::load(state, tenant, run).await?;
+    let query = Query::partition(runs::data_partition(tenant, run))
+        .between(
+            format!("i#{series}#{}", step_key(from.unwrap_or(i64::MIN))),
+            format!("i#{series}#{}#~", step_key(to.unwrap_or(i64::MAX))),
+        )
+        .limit(MAX_LISTED);
+    let page = state.kv.query(query).await?;
+    let mut listed = Vec::with_capacity(page.items.len());
+    for item in &page.items {
+        let image: Image = crate::records::read_doc(item)?;
+        let url = state
+            .blobs
+            .presign(
+                &blob_key(tenant, run, &image)?,
+                Presign::Get,
+                DOWNLOAD_URL_TTL,
+            )
+            .await?;
+        listed.push(Listed { image, url });
+    }
+    Ok(listed)
+}
+
+/// A run's image series: how many images each holds and over which steps.
+#[derive(Debug, Serialize)]
+pub struct SeriesImages {
+    pub count: u64,
+    pub first_step: i64,
+    pub last_step: i64,
+}
+
+pub async fn series(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+) -> ApiResult<std::collections::BTreeMap<String, SeriesImages>> {
+    runs::load(state, tenant, run).await?;
+    let images: Vec<Image> = query_docs(
+        &*state.kv,
+        Query::partition(runs::data_partition(tenant, run)).prefix("i#"),
+    )
+    .await?;
+    let mut series = std::collections::BTreeMap::<String, SeriesImages>::new();
+    for image in images {
+        let entry = series.entry(image.series).or_insert(SeriesImages {
+            count: 0,
+            first_step: image.step,
+            last_step: image.step,
+        });
+        entry.count += 1;
+        entry.first_step = entry.first_step.min(image.step);
+        entry.last_step = entry.last_step.max(image.step);
+    }
+    Ok(series)
+}
+
+/// Deletes every image of a run, for deleting the run.
+pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+    let images: Vec<Image> = query_docs(
+        &*state.kv,
+        Query::partition(runs::data_partition(tenant, run)).prefix("i#"),
+    )
+    .await?;
+    for image in &images {
+        state.blobs.delete(&blob_key(tenant, run, image)?).await?;
+        match state
+            .kv
+            .transact(vec![
+                TxOp::Delete(index_key(tenant, run, image), Condition::Exists),
+                usage::storage_change(tenant, -(image.size as i64)),
+            ])
+            .await
+        {
+            Ok(()) | Err(StoreError::TransactionFailed(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn images_are_recognised_by_their_magic_bytes() {
+        assert_eq!(Format::sniff(b"\x89PNG\r\n\x1a\nrest"), Some(Format::Png));
+        assert_eq!(Format::sniff(&[0xFF, 0xD8, 0xFF, 0xE0]), Some(Format::Jpeg));
+        assert_eq!(Format::sniff(b"GIF89a"), None);
+        assert_eq!(Format::sniff(b""), None);
+    }
+}
