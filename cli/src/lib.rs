@@ -1,7 +1,11 @@
 //! The `sextant` command. `serve` runs every function's routes in one process over the
 //! embedded store and a local blob directory: the same handler code Lambda runs.
+//! `upload` and `download` move artifacts between this machine and a server.
 
+pub mod client;
 pub mod secrets;
+pub mod snapshot;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,8 +1,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
-use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal};
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use sextant_cli::client::Client;
+use sextant_cli::transfer::{self, UploadOptions};
+use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
 #[derive(Debug, Parser)]
@@ -26,6 +29,124 @@ enum Command {
         #[arg(long, env = "SEXTANT_HEARTBEAT_TIMEOUT_SECS", default_value_t = 600)]
         heartbeat_timeout_secs: u32,
     },
+    /// Upload files as artifacts of a run (multipart above 64 MiB; running the same
+    /// upload again after an interruption sends only the missing parts).
+    Upload {
+        #[command(flatten)]
+        server: Server,
+        /// The run's id.
+        run: String,
+        /// Files to upload; with `--code`, the repository to snapshot (default: here).
+        files: Vec<PathBuf>,
+        /// Store under this directory in the run (default: the file names alone).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// checkpoint, model, dataset, code or file.
+        #[arg(long)]
+        kind: Option<String>,
+        /// The step a checkpoint was taken at.
+        #[arg(long)]
+        step: Option<i64>,
+        /// Snapshot the git repository's tracked files (with uncommitted edits) and
+        /// record its commit, branch, remote and dirty flag on the run.
+        #[arg(long)]
+        code: bool,
+    },
+    /// Download an artifact of a run, checking its SHA-256.
+    Download {
+        #[command(flatten)]
+        server: Server,
+        /// The run's id.
+        run: String,
+        /// The artifact's path in the run (not with `--code`).
+        path: Option<String>,
+        /// Where to write it (a file; with `--code`, a directory).
+        #[arg(long)]
+        to: Option<PathBuf>,
+        /// Restore the run's code snapshot.
+        #[arg(long)]
+        code: bool,
+    },
+}
+
+/// Which server the client commands talk to, and as whom.
+#[derive(Debug, Args)]
+struct Server {
+    /// The Sextant server.
+    #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
+    url: url::Url,
+    /// An API key of your team.
+    #[arg(long, env = "SEXTANT_API_KEY", hide_env_values = true)]
+    api_key: String,
+}
+
+impl Server {
+    fn client(self) -> anyhow::Result<Client> {
+        Client::new(self.url, self.api_key)
+    }
+}
+
+async fn upload(
+    client: &Client,
+    run: &str,
+    files: Vec<PathBuf>,
+    prefix: Option<String>,
+    kind: Option<String>,
+    step: Option<i64>,
+) -> anyhow::Result<()> {
+    if files.is_empty() {
+        bail!("name at least one file to upload");
+    }
+    for file in files {
+        let name = file
+            .file_name()
+            .and_then(|name| name.to_str())
+            .with_context(|| format!("{} has no usable file name", file.display()))?;
+        let path = match &prefix {
+            Some(prefix) => format!("{}/{name}", prefix.trim_end_matches('/')),
+            None => name.to_owned(),
+        };
+        let options = UploadOptions {
+            path,
+            kind: kind.clone(),
+            step,
+            content_type: None,
+        };
+        let artifact = transfer::upload(client, run, &file, &options).await?;
+        println!("{}", serde_json::to_string(&artifact)?);
+    }
+    Ok(())
+}
+
+async fn upload_code(client: &Client, run: &str, dir: PathBuf) -> anyhow::Result<()> {
+    let archive = tempfile::NamedTempFile::new()?;
+    let file = archive.as_file().try_clone()?;
+    let git = tokio::task::spawn_blocking(move || snapshot::create(&dir, &file)).await??;
+    let options = UploadOptions {
+        path: snapshot::SNAPSHOT_PATH.to_owned(),
+        kind: Some("code".to_owned()),
+        step: None,
+        content_type: Some("application/gzip".to_owned()),
+    };
+    transfer::upload(client, run, archive.path(), &options).await?;
+    let _: serde_json::Value = client
+        .patch(
+            &format!("v1/runs/{run}"),
+            &serde_json::json!({ "git": git }),
+        )
+        .await?;
+    println!("{}", serde_json::to_string(&git)?);
+    Ok(())
+}
+
+async fn download_code(client: &Client, run: &str, to: Option<PathBuf>) -> anyhow::Result<()> {
+    let destination = to.unwrap_or_else(|| PathBuf::from(format!("{run}-code")));
+    let archive = tempfile::NamedTempFile::new()?;
+    transfer::download(client, run, snapshot::SNAPSHOT_PATH, archive.path()).await?;
+    let target = destination.clone();
+    tokio::task::spawn_blocking(move || snapshot::restore(archive.path(), &target)).await??;
+    println!("{}", destination.display());
+    Ok(())
 }
 
 #[tokio::main]
@@ -46,6 +167,50 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");
             app.run_until(shutdown_signal()).await
+        }
+        Command::Upload {
+            server,
+            run,
+            files,
+            prefix,
+            kind,
+            step,
+            code,
+        } => {
+            let client = server.client()?;
+            if code {
+                if files.len() > 1 {
+                    bail!("--code snapshots one repository");
+                }
+                let dir = files
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| PathBuf::from("."));
+                upload_code(&client, &run, dir).await
+            } else {
+                upload(&client, &run, files, prefix, kind, step).await
+            }
+        }
+        Command::Download {
+            server,
+            run,
+            path,
+            to,
+            code,
+        } => {
+            let client = server.client()?;
+            match (code, path) {
+                (true, None) => download_code(&client, &run, to).await,
+                (false, Some(path)) => {
+                    let destination = to
+                        .unwrap_or_else(|| PathBuf::from(path.rsplit('/').next().unwrap_or(&path)));
+                    transfer::download(&client, &run, &path, &destination).await?;
+                    println!("{}", destination.display());
+                    Ok(())
+                }
+                (true, Some(_)) => bail!("--code restores the snapshot; name no path with it"),
+                (false, None) => bail!("name the artifact's path, or pass --code"),
+            }
         }
     }
 }

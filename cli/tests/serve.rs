@@ -1,87 +1,13 @@
 //! The real `sextant serve` binary: answers health checks, keeps data across
 //! restarts, stops cleanly on SIGTERM, and stores no secret in plain text.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::{post, start, terminate};
 use serde_json::{Value, json};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on a free loopback port and waits for the line naming its URL.
-fn start(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting sextant serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("sextant serve exited before serving")
-            .expect("reading its log");
-        if let Some(url) = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("url=http://"))
-        {
-            break format!("http://{}", url.trim_end_matches('/'));
-        }
-    };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    Server { child, base }
-}
-
-fn terminate(server: &mut Server) -> std::process::ExitStatus {
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("sending SIGTERM");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = server.child.try_wait().expect("waiting for the server") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not stop after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-async fn post(
-    client: &reqwest::Client,
-    url: String,
-    credential: Option<&str>,
-    body: Value,
-) -> (u16, Value) {
-    let mut request = client.post(url).json(&body);
-    if let Some(credential) = credential {
-        request = request.bearer_auth(credential);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 #[tokio::test]
 async fn serve_answers_health_checks_and_exits_cleanly_on_sigterm() {

@@ -160,6 +160,9 @@ pub enum UploadPlan {
         upload: SingleUpload,
     },
     Multipart {
+        /// Stays the same when the same artifact is registered again, so a client
+        /// knows its uploaded parts still count.
+        upload_id: String,
         part_size: u64,
         parts: Vec<PartUpload>,
     },
@@ -273,7 +276,24 @@ pub async fn register(
                 format!("{} is already stored; delete it first", path.as_str()),
             ));
         }
-        Some(existing) if existing.size == new.size && existing.sha256 == sha256 => existing,
+        Some(mut existing) if existing.size == new.size && existing.sha256 == sha256 => {
+            // The same upload goes on; what the file is may be restated.
+            if (existing.kind, existing.step, &existing.content_type)
+                != (new.kind, new.step, &content_type)
+            {
+                existing.kind = new.kind;
+                existing.step = new.step;
+                existing.content_type = content_type;
+                state
+                    .kv
+                    .put(
+                        doc_item(key, &existing)?.with(READY, Value::Bool(false)),
+                        Condition::Equals(READY.into(), Value::Bool(false)),
+                    )
+                    .await?;
+            }
+            existing
+        }
         stale => {
             if let Some(Pending {
                 upload_id: Some(upload_id),
@@ -350,7 +370,11 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
             .await?;
         parts.push(PartUpload { number, size, url });
     }
-    Ok(UploadPlan::Multipart { part_size, parts })
+    Ok(UploadPlan::Multipart {
+        upload_id: upload_id.clone(),
+        part_size,
+        parts,
+    })
 }
 
 #[derive(Debug, Deserialize)]
