@@ -185,6 +185,24 @@ impl TestApp {
             .await
     }
 
+    /// Creates a project, returning its id.
+    pub async fn create_project(&self, credential: &str, name: &str) -> String {
+        let (status, body) = self
+            .post("/v1/projects", credential, json!({"name": name}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        text(&body, "id")
+    }
+
+    /// Creates a run in a project (by name or id), returning the run.
+    pub async fn create_run(&self, credential: &str, project: &str, body: Value) -> Value {
+        let (status, run) = self
+            .post(&format!("/v1/projects/{project}/runs"), credential, body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        run
+    }
+
     /// Signs up a new team with a random e-mail.
     pub async fn signup(&self) -> Team {
         let email = format!("{}@example.com", unique("user"));

@@ -1,0 +1,348 @@
+//! Images and lineage over the real HTTP surface: image series logged per step and
+//! fetched by URL, inputs declared between runs and datasets, and the lineage graph
+//! coming back whole across a small ensemble; another team sees none of it.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sextant_tests::{TestApp, error_code, text};
+use sha2::{Digest, Sha256};
+
+const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really a picture";
+
+async fn post_image(
+    app: &TestApp,
+    key: &str,
+    run: &str,
+    query: &str,
+    body: &[u8],
+) -> (StatusCode, Value) {
+    let response = app
+        .request(
+            reqwest::Method::POST,
+            &format!("/v1/runs/{run}/images?{query}"),
+            Some(key),
+        )
+        .header("content-type", "image/png")
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("the server answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Stores a small artifact through the real upload flow.
+async fn store_artifact(app: &TestApp, key: &str, run: &str, path: &str, bytes: &[u8]) {
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let (status, plan) = app
+        .post(
+            &format!("/v1/runs/{run}/artifacts"),
+            key,
+            json!({"path": path, "size": bytes.len(), "sha256": sha256, "kind": "model"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{plan}");
+    let url = plan["upload"]["url"].as_str().expect("a single upload");
+    let response = app
+        .client
+        .put(url)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success());
+    let (status, sealed) = app
+        .post(
+            &format!("/v1/runs/{run}/artifacts/complete"),
+            key,
+            json!({"path": path}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{sealed}");
+}
+
+fn node_ids(graph: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = graph["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|node| text(node, "id"))
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn edges(graph: &Value) -> Vec<(String, String)> {
+    graph["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| (text(edge, "from"), text(edge, "to")))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_lineage_of_an_ensemble_of_two_trainers_comes_back_whole() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "zoo").await;
+    let mut ids = Vec::new();
+    for name in ["trainer-a", "trainer-b", "ensemble"] {
+        ids.push(text(
+            &app.create_run(key, "zoo", json!({"name": name})).await,
+            "id",
+        ));
+    }
+    let [first, second, ensemble] = <[String; 3]>::try_from(ids).expect("three runs");
+    let dataset = json!({"dataset": {"uri": "s3://data/cifar10", "hash": "00112233445566778899aabbccddeeff", "name": "cifar10"}});
+    for trainer in [&first, &second] {
+        let (status, _) = app
+            .post(&format!("/v1/runs/{trainer}/inputs"), key, dataset.clone())
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+        store_artifact(&app, key, trainer, "model.pt", trainer.as_bytes()).await;
+        let (status, body) = app
+            .post(
+                &format!("/v1/runs/{ensemble}/inputs"),
+                key,
+                json!({"artifact": {"run": trainer, "path": "model.pt"}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    store_artifact(&app, key, &ensemble, "ensemble.pt", b"both").await;
+
+    let (status, graph) = app.get(&format!("/v1/runs/{ensemble}/lineage"), key).await;
+    assert_eq!(status, StatusCode::OK, "{graph}");
+    let data = "dataset:00112233445566778899aabbccddeeff".to_owned();
+    let artifact = |run: &str, path: &str| format!("{run}/{path}");
+    let mut expected = vec![
+        first.clone(),
+        second.clone(),
+        ensemble.clone(),
+        data.clone(),
+        artifact(&first, "model.pt"),
+        artifact(&second, "model.pt"),
+        artifact(&ensemble, "ensemble.pt"),
+    ];
+    expected.sort();
+    assert_eq!(node_ids(&graph), expected);
+    let edges = edges(&graph);
+    for (from, to) in [
+        (data.clone(), first.clone()),
+        (data.clone(), second.clone()),
+        (first.clone(), artifact(&first, "model.pt")),
+        (artifact(&first, "model.pt"), ensemble.clone()),
+        (second.clone(), artifact(&second, "model.pt")),
+        (artifact(&second, "model.pt"), ensemble.clone()),
+        (ensemble.clone(), artifact(&ensemble, "ensemble.pt")),
+    ] {
+        assert!(
+            edges.contains(&(from.clone(), to.clone())),
+            "missing {from} -> {to}"
+        );
+    }
+    assert_eq!(edges.len(), 7);
+    assert_eq!(graph["truncated"], false);
+
+    // From a trainer: the dataset upstream, the ensemble downstream.
+    let (_, from_trainer) = app.get(&format!("/v1/runs/{first}/lineage"), key).await;
+    let ids = node_ids(&from_trainer);
+    assert!(ids.contains(&data) && ids.contains(&ensemble), "{ids:?}");
+    assert!(
+        !ids.contains(&second),
+        "a sibling is neither upstream nor downstream"
+    );
+
+    let (status, used) = app
+        .get("/v1/datasets/00112233445566778899aabbccddeeff", key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{used}");
+    assert_eq!(used["dataset"]["uri"], "s3://data/cifar10");
+    let mut users: Vec<String> = used["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| text(r, "id"))
+        .collect();
+    users.sort();
+    let mut trainers = vec![first.clone(), second.clone()];
+    trainers.sort();
+    assert_eq!(users, trainers);
+}
+
+#[tokio::test]
+async fn inputs_must_name_something_that_exists() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "zoo").await;
+    let run = text(&app.create_run(key, "zoo", json!({})).await, "id");
+    for (input, status, code) in [
+        (
+            json!({"artifact": {"run": run, "path": "missing.pt"}}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            json!({"artifact": {"run": "run_00000000000000000000000000", "path": "m.pt"}}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            json!({"dataset": {"uri": "s3://x", "hash": "xyz"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_hash",
+        ),
+        (
+            json!({"dataset": {"uri": "", "hash": "00112233445566778899aabbccddeeff"}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_uri",
+        ),
+        (
+            json!({"model": {}}),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+        ),
+    ] {
+        let (got, body) = app
+            .post(&format!("/v1/runs/{run}/inputs"), key, input.clone())
+            .await;
+        assert_eq!(got, status, "{input}: {body}");
+        assert_eq!(error_code(&body), code, "{input}");
+    }
+}
+
+#[tokio::test]
+async fn images_are_logged_per_step_listed_in_order_and_fetched_by_url() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "zoo").await;
+    let run = text(&app.create_run(key, "zoo", json!({})).await, "id");
+    for step in [30, 10, 20] {
+        let mut image = PNG.to_vec();
+        image.push(step as u8);
+        let (status, body) = post_image(
+            &app,
+            key,
+            &run,
+            &format!("series=samples/val&step={step}"),
+            &image,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["content_type"], "image/png");
+    }
+    let (_, series) = app.get(&format!("/v1/runs/{run}/images"), key).await;
+    assert_eq!(
+        series["series"]["samples/val"],
+        json!({"count": 3, "first_step": 10, "last_step": 30})
+    );
+
+    let (status, listed) = app
+        .get(&format!("/v1/runs/{run}/images/samples/val?from=15"), key)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let images = listed["images"].as_array().unwrap();
+    let steps: Vec<i64> = images.iter().map(|i| i["step"].as_i64().unwrap()).collect();
+    assert_eq!(steps, [20, 30]);
+    let fetched = app
+        .client
+        .get(text(&images[0], "url"))
+        .send()
+        .await
+        .unwrap();
+    assert!(fetched.status().is_success());
+    assert_eq!(fetched.bytes().await.unwrap().last(), Some(&20));
+
+    let (_, one) = app
+        .get(&format!("/v1/runs/{run}/images/samples/val?step=10"), key)
+        .await;
+    assert_eq!(one["images"].as_array().unwrap().len(), 1);
+
+    let (status, body) =
+        post_image(&app, key, &run, "series=samples/val&step=1", b"GIF89a...").await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_image")
+    );
+    let (status, body) = post_image(&app, key, &run, "series=bad%23name&step=1", PNG).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "invalid_series_name")
+    );
+
+    // An ended run takes no more images, like points.
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/runs/{run}"),
+            Some(key),
+            Some(json!({"status": "succeeded"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = post_image(&app, key, &run, "series=samples/val&step=40", PNG).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::CONFLICT, "run_ended")
+    );
+
+    // Deleting the run deletes the images' objects.
+    let (status, _) = app.delete(&format!("/v1/runs/{run}"), key).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let gone = app
+        .client
+        .get(text(&images[0], "url"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn another_teams_images_inputs_lineage_and_datasets_answer_404() {
+    let app = TestApp::spawn().await;
+    let owner = app.signup().await;
+    let stranger = app.signup().await;
+    app.create_project(&owner.api_key, "zoo").await;
+    let run = text(
+        &app.create_run(&owner.api_key, "zoo", json!({})).await,
+        "id",
+    );
+    let (status, _) = post_image(&app, &owner.api_key, &run, "series=s&step=1", PNG).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let hash = "00112233445566778899aabbccddeeff";
+    let (status, _) = app
+        .post(
+            &format!("/v1/runs/{run}/inputs"),
+            &owner.api_key,
+            json!({"dataset": {"uri": "s3://d", "hash": hash}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    for path in [
+        format!("/v1/runs/{run}/images"),
+        format!("/v1/runs/{run}/images/s"),
+        format!("/v1/runs/{run}/inputs"),
+        format!("/v1/runs/{run}/lineage"),
+        format!("/v1/datasets/{hash}"),
+    ] {
+        let (status, body) = app.get(&path, &stranger.api_key).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(error_code(&body), "not_found");
+    }
+    let (status, _) = post_image(&app, &stranger.api_key, &run, "series=s&step=2", PNG).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = app
+        .post(
+            &format!("/v1/runs/{run}/inputs"),
+            &stranger.api_key,
+            json!({"dataset": {"uri": "s3://d", "hash": hash}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
