@@ -2,10 +2,12 @@
 //! directory (first start: secrets generated, store created) and on an existing one.
 //! `cargo bench -p sextant-cli --bench startup` prints the figures.
 
-use std::io::{BufRead, BufReader, Read, Write};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 20;
@@ -26,32 +28,12 @@ fn healthz_ok(addr: &str) -> bool {
 /// Starts the server and returns the time until /healthz first answers 200.
 fn time_to_first_ok(data_dir: &Path) -> Duration {
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting sextant serve");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("server exited").expect("log line");
-        if let Some(url) = line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("url=http://"))
-        {
-            break url.trim_end_matches('/').to_owned();
-        }
-    };
+    let server = common::start(data_dir);
+    let addr = server.base.trim_start_matches("http://").to_owned();
     while !healthz_ok(&addr) {
         std::thread::sleep(Duration::from_micros(200));
     }
-    let elapsed = started.elapsed();
-    child.kill().expect("stopping the server");
-    child.wait().expect("reaping the server");
-    elapsed
+    started.elapsed()
 }
 
 fn report(label: &str, mut samples: Vec<Duration>) {

@@ -248,6 +248,30 @@ impl Builder {
         })
     }
 
+    /// Adds `producer -> artifact -> consumer`, with the node of `newcomer` (one of
+    /// the two runs, the one not in the graph yet), unless that run is gone or the
+    /// graph is full. Answers whether the link is in the graph.
+    async fn link(
+        &mut self,
+        state: &AppState,
+        tenant: &Tenant,
+        producer: RunId,
+        path: &ArtifactPath,
+        consumer: RunId,
+        newcomer: RunId,
+    ) -> bool {
+        let Ok(record) = runs::load(state, tenant, newcomer).await else {
+            return false;
+        };
+        if !(self.artifact(producer, path) && self.run(state, &record.record)) {
+            return false;
+        }
+        let artifact = artifact_id(producer, path);
+        self.edge(&producer.to_string(), &artifact);
+        self.edge(&artifact, &consumer.to_string());
+        true
+    }
+
     fn artifact(&mut self, run: RunId, path: &ArtifactPath) -> bool {
         self.node(artifact_id(run, path), || Node::Artifact {
             id: artifact_id(run, path),
@@ -279,16 +303,11 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
                     run: producer,
                     path,
                 } => {
-                    let Ok(record) = runs::load(state, tenant, producer).await else {
-                        continue;
-                    };
-                    if !(graph.artifact(producer, &path) && graph.run(state, &record.record)) {
-                        continue;
-                    }
-                    let artifact = artifact_id(producer, &path);
-                    graph.edge(&producer.to_string(), &artifact);
-                    graph.edge(&artifact, &consumer.to_string());
-                    if seen.insert(producer) {
+                    if graph
+                        .link(state, tenant, producer, &path, consumer, producer)
+                        .await
+                        && seen.insert(producer)
+                    {
                         upstream.push_back(producer);
                     }
                 }
@@ -329,16 +348,11 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
             else {
                 continue;
             };
-            let Ok(record) = runs::load(state, tenant, consumer).await else {
-                continue;
-            };
-            if !(graph.artifact(producer, &path) && graph.run(state, &record.record)) {
-                continue;
-            }
-            let artifact = artifact_id(producer, &path);
-            graph.edge(&producer.to_string(), &artifact);
-            graph.edge(&artifact, &consumer.to_string());
-            if seen.insert(consumer) {
+            if graph
+                .link(state, tenant, producer, &path, consumer, consumer)
+                .await
+                && seen.insert(consumer)
+            {
                 downstream.push_back(consumer);
             }
         }
