@@ -25,7 +25,7 @@ use crate::records::{doc_item, read_doc};
 use crate::runs;
 use crate::series::step_key;
 use crate::state::AppState;
-use crate::storage::blob::{BlobKey, CompletedPart, MAX_PARTS, Presign};
+use crate::storage::blob::{BlobError, BlobKey, CompletedPart, MAX_PARTS, Presign};
 use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value};
 use crate::tenancy::Tenant;
 use crate::usage;
@@ -37,6 +37,7 @@ pub const MIN_PART_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_PLANNED_PARTS: u64 = 1_000;
 pub const MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
 pub const MAX_PATH_BYTES: usize = 512;
+pub const MAX_PATH_SEGMENTS: usize = 32;
 const UPLOAD_URL_TTL: Duration = Duration::from_secs(60 * 60);
 pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(5 * 60);
 const READY: &str = "ready";
@@ -66,7 +67,7 @@ impl Kind {
 }
 
 /// A path inside a run: relative, `/`-separated, no empty, `.` or `..` segments, at
-/// most 512 bytes. `complete` alone is reserved for the completion endpoint.
+/// most 512 bytes and 32 segments. `complete` alone is reserved for the completion endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ArtifactPath(String);
@@ -83,6 +84,9 @@ impl ArtifactPath {
         };
         if text.is_empty() || text.len() > MAX_PATH_BYTES {
             return refuse("length");
+        }
+        if text.split('/').count() > MAX_PATH_SEGMENTS {
+            return refuse("more than 32 segments");
         }
         if text == "complete" {
             return refuse("'complete' is reserved");
@@ -269,6 +273,9 @@ pub async fn register(
     let blob = blob_key(tenant, run, &path)?;
 
     let existing = read(state, &key).await?;
+    if existing.is_none() {
+        check_namespace(state, tenant, run, &path).await?;
+    }
     let artifact = match existing {
         Some(existing) if existing.is_ready() => {
             return Err(ApiError::conflict(
@@ -333,6 +340,47 @@ pub async fn register(
     };
     let plan = plan(state, &blob, &artifact).await?;
     Ok((artifact, plan))
+}
+
+/// Keeps a run's artifacts a tree, as in a file system (and in the local blob
+/// directory): a path cannot be both an artifact and a directory of others.
+async fn check_namespace(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    path: &ArtifactPath,
+) -> ApiResult<()> {
+    let conflict = |other: &str| {
+        Err(ApiError::conflict(
+            "path_conflict",
+            format!(
+                "{} and {other} cannot both be artifacts: one is a directory of the other",
+                path.as_str()
+            ),
+        ))
+    };
+    let text = path.as_str();
+    let ancestors = text.match_indices('/').map(|(at, _)| &text[..at]);
+    let found = futures::future::try_join_all(ancestors.map(|ancestor| async move {
+        let key = Key::new(runs::data_partition(tenant, run), format!("a#{ancestor}"));
+        state.kv.get(&key).await.map(|item| item.map(|_| ancestor))
+    }))
+    .await?;
+    if let Some(ancestor) = found.into_iter().flatten().next() {
+        return conflict(ancestor);
+    }
+    let below = state
+        .kv
+        .query(
+            Query::partition(runs::data_partition(tenant, run))
+                .prefix(format!("a#{text}/"))
+                .limit(1),
+        )
+        .await?;
+    if let Some(item) = below.items.first() {
+        return conflict(item.key.sk.trim_start_matches("a#"));
+    }
+    Ok(())
 }
 
 async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResult<UploadPlan> {
@@ -411,10 +459,19 @@ pub async fn complete(
                 "a multipart upload completes with its parts' numbers and ETags",
             ));
         }
-        state
+        if let Err(err) = state
             .blobs
             .complete_multipart(&blob, upload_id, &completion.parts)
-            .await?;
+            .await
+        {
+            // Another completion of this upload (a retry, or one at the same time)
+            // assembled it already: the object it made is checked like any other.
+            let assembled = matches!(err, BlobError::InvalidUpload(_))
+                && state.blobs.head(&blob).await?.is_some();
+            if !assembled {
+                return Err(err.into());
+            }
+        }
     }
     let stored = state.blobs.head(&blob).await?.ok_or_else(|| {
         ApiError::conflict(
@@ -440,6 +497,11 @@ pub async fn complete(
     };
     if let Some(refusal) = refusal {
         state.blobs.delete(&blob).await?;
+        if let Some(upload_id) = &pending.upload_id {
+            // Gone already, unless the object checked was a stale one left at this
+            // path by an earlier registration: its parts go too.
+            state.blobs.abort_multipart(&blob, upload_id).await?;
+        }
         state
             .kv
             .delete(&key, Condition::Equals(READY.into(), Value::Bool(false)))

@@ -22,6 +22,7 @@ use sextant_cli::Backend;
 use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::s3::S3Blobs;
 use sextant_tests::{TestApp, error_code, fresh_aws_storage, text, unique};
+use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
 /// Artifacts above this upload in parts.
@@ -385,7 +386,7 @@ async fn download_hash(client: &reqwest::Client, url: &str) -> (u64, String) {
         received += chunk.len() as u64;
         hasher.update(&chunk);
     }
-    (received, hasher.hex())
+    (received, hex::encode(hasher.finalize()))
 }
 
 // ---------------------------------------------------------------------------------
@@ -444,129 +445,17 @@ impl Content {
         tokio::task::spawn_blocking(move || {
             let mut hasher = Sha256::new();
             for chunk in self.chunks(0..self.size) {
-                hasher.update(&self.bytes(chunk));
+                hasher.update(self.bytes(chunk));
             }
-            hasher.hex()
+            hex::encode(hasher.finalize())
         })
         .await
         .expect("hashing finishes")
     }
 }
 
-/// SHA-256 (FIPS 180-4), written out here because the test crate has no hashing
-/// dependency; `the_test_sha256_matches_the_standard_vectors` checks it, and the
-/// server checks every upload against it.
-#[derive(Debug, Clone)]
-struct Sha256 {
-    state: [u32; 8],
-    block: [u8; 64],
-    filled: usize,
-    length: u64,
-}
-
-const SHA256_K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-impl Sha256 {
-    fn new() -> Self {
-        Self {
-            state: [
-                0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab,
-                0x5be0cd19,
-            ],
-            block: [0; 64],
-            filled: 0,
-            length: 0,
-        }
-    }
-
-    fn update(&mut self, mut data: &[u8]) {
-        self.length += data.len() as u64;
-        if self.filled > 0 {
-            let take = (64 - self.filled).min(data.len());
-            self.block[self.filled..self.filled + take].copy_from_slice(&data[..take]);
-            self.filled += take;
-            data = &data[take..];
-            if self.filled < 64 {
-                return;
-            }
-            let block = self.block;
-            Self::compress(&mut self.state, &block);
-            self.filled = 0;
-        }
-        let mut blocks = data.chunks_exact(64);
-        for block in &mut blocks {
-            Self::compress(&mut self.state, block);
-        }
-        let rest = blocks.remainder();
-        self.block[..rest.len()].copy_from_slice(rest);
-        self.filled = rest.len();
-    }
-
-    /// The digest as lowercase hex.
-    fn hex(mut self) -> String {
-        let bits = self.length.wrapping_mul(8);
-        self.update(&[0x80]);
-        while self.filled != 56 {
-            self.update(&[0]);
-        }
-        self.update(&bits.to_be_bytes());
-        self.state
-            .iter()
-            .map(|word| format!("{word:08x}"))
-            .collect()
-    }
-
-    fn compress(state: &mut [u32; 8], block: &[u8]) {
-        let mut w = [0u32; 64];
-        for (word, bytes) in w.iter_mut().zip(block.chunks_exact(4)) {
-            *word = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-        }
-        for i in 16..64 {
-            let (x, y) = (w[i - 15], w[i - 2]);
-            let s0 = x.rotate_right(7) ^ x.rotate_right(18) ^ (x >> 3);
-            let s1 = y.rotate_right(17) ^ y.rotate_right(19) ^ (y >> 10);
-            w[i] = w[i - 16]
-                .wrapping_add(s0)
-                .wrapping_add(w[i - 7])
-                .wrapping_add(s1);
-        }
-        let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-        for (k, w) in SHA256_K.iter().zip(w.iter()) {
-            let t1 = h
-                .wrapping_add(e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25))
-                .wrapping_add((e & f) ^ (!e & g))
-                .wrapping_add(*k)
-                .wrapping_add(*w);
-            let t2 = (a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22))
-                .wrapping_add((a & b) ^ (a & c) ^ (b & c));
-            h = g;
-            g = f;
-            f = e;
-            e = d.wrapping_add(t1);
-            d = c;
-            c = b;
-            b = a;
-            a = t1.wrapping_add(t2);
-        }
-        for (word, add) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-            *word = word.wrapping_add(add);
-        }
-    }
-}
-
 fn sha256_hex(bytes: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(bytes);
-    hasher.hex()
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// This process's resident memory (`VmRSS`), in bytes.
@@ -616,32 +505,6 @@ impl PeakResident {
         self.thread.join().expect("the sampler ends");
         self.peak.load(Ordering::Relaxed).max(resident_bytes())
     }
-}
-
-#[test]
-fn the_test_sha256_matches_the_standard_vectors() {
-    assert_eq!(
-        sha256_hex(b""),
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-    );
-    assert_eq!(
-        sha256_hex(b"abc"),
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    );
-    assert_eq!(
-        sha256_hex(b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
-    );
-    // A million bytes fed in uneven pieces, across block boundaries.
-    let mut hasher = Sha256::new();
-    let million = vec![b'a'; 1_000_000];
-    for piece in million.chunks(997) {
-        hasher.update(piece);
-    }
-    assert_eq!(
-        hasher.hex(),
-        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"
-    );
 }
 
 #[test]
@@ -1017,6 +880,7 @@ async fn an_interrupted_multipart_upload_resumes_with_the_parts_already_sent(fx:
     let second = register_ok(&fx.app, key, &run, registration.clone()).await;
     let second_parts = parts_of(&second);
     assert_eq!(second["part_size"], first["part_size"]);
+    assert_eq!(second["upload_id"], first["upload_id"]);
     assert_eq!(second_parts.len(), first_parts.len());
     for (old, new) in first_parts.iter().zip(&second_parts) {
         assert_eq!(old["number"], new["number"]);
@@ -1424,6 +1288,96 @@ async fn a_viewer_reads_artifacts_but_cannot_write_them(fx: Fixture) {
     assert_eq!(list(&fx.app, key, &run, "").await.len(), 1);
 }
 
+async fn a_path_cannot_be_both_an_artifact_and_a_directory_of_others(fx: Fixture) {
+    let team = fx.app.signup().await;
+    let key = &team.api_key;
+    let run = new_run(&fx.app, key).await;
+    store_small(&fx, key, &run, json!({ "path": "model" }), b"model").await;
+    store_small(&fx, key, &run, json!({ "path": "logs/train.txt" }), b"logs").await;
+    for path in ["model/weights.bin", "logs", "model/deeper/still.bin"] {
+        let (status, body) = fx
+            .app
+            .post(
+                &format!("/v1/runs/{run}/artifacts"),
+                key,
+                json!({"path": path, "size": 1, "sha256": "0".repeat(64)}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{path}: {body}");
+        assert_eq!(error_code(&body), "path_conflict", "{path}");
+    }
+    for path in ["model", "logs/train.txt"] {
+        let url = download_url(&fx, key, &run, path).await;
+        assert!(!fetch(&fx.app.client, &url).await.1.is_empty());
+    }
+}
+
+async fn a_512_byte_path_is_stored_whatever_its_segments(fx: Fixture) {
+    let team = fx.app.signup().await;
+    let key = &team.api_key;
+    let run = new_run(&fx.app, key).await;
+    let one_segment = "x".repeat(512);
+    let accented = format!("dir/{}", "é".repeat(254));
+    for path in [one_segment.as_str(), accented.as_str()] {
+        assert!(path.len() <= 512);
+        store_small(&fx, key, &run, json!({ "path": path }), b"long").await;
+        let url = download_url(&fx, key, &run, path).await;
+        assert_eq!(&fetch(&fx.app.client, &url).await.1[..], b"long");
+    }
+    assert_eq!(list(&fx.app, key, &run, "").await.len(), 2);
+}
+
+async fn two_completions_at_once_leave_the_artifact_ready(fx: Fixture) {
+    let team = fx.app.signup().await;
+    let key = &team.api_key;
+    let run = new_run(&fx.app, key).await;
+    let content = Content {
+        seed: 2,
+        size: SINGLE_UPLOAD_MAX + 8,
+    };
+    let sha256 = content.sha256().await;
+    let plan = register_ok(
+        &fx.app,
+        key,
+        &run,
+        json!({"path": "twice.bin", "size": content.size, "sha256": sha256}),
+    )
+    .await;
+    let mut completed = Vec::new();
+    for part in &parts_of(&plan) {
+        let etag = put_part(&fx, content, part).await;
+        completed.push(json!({"number": part["number"], "etag": etag}));
+    }
+    let body = json!({"path": "twice.bin", "parts": completed});
+    let (first, second) = tokio::join!(
+        complete(&fx.app, key, &run, body.clone()),
+        complete(&fx.app, key, &run, body.clone()),
+    );
+    // One assembles and seals; the other answers the same artifact or, while the
+    // parts are still being joined, that the upload is taken. Neither fails or
+    // undoes the other.
+    let mut sealed = Vec::new();
+    for (status, body) in [first, second] {
+        if status == StatusCode::OK {
+            sealed.push(body);
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(error_code(&body), "invalid_upload");
+        }
+    }
+    assert!(!sealed.is_empty(), "neither completion sealed it");
+    let (status, again) = complete(&fx.app, key, &run, body).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    for artifact in sealed {
+        assert_eq!(artifact, again);
+    }
+    let url = download_url(&fx, key, &run, "twice.bin").await;
+    assert_eq!(
+        download_hash(&fx.app.client, &url).await,
+        (content.size, sha256)
+    );
+}
+
 /// Runs every case against one way of starting the application, each its own test.
 macro_rules! cases {
     ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
@@ -1458,4 +1412,10 @@ on_both_backends!(
     another_teams_artifacts_are_not_found_and_their_urls_open_nothing_else,
     bad_paths_and_checksums_are_refused_before_anything_is_stored,
     a_viewer_reads_artifacts_but_cannot_write_them,
+    a_512_byte_path_is_stored_whatever_its_segments,
+    a_path_cannot_be_both_an_artifact_and_a_directory_of_others,
 );
+
+// Concurrency on the local store only: moto's transactions restore a snapshot of the
+// whole table when a condition fails, undoing writes other requests made meanwhile.
+cases!(local_only, super::local; two_completions_at_once_leave_the_artifact_ready);

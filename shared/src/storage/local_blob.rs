@@ -2,8 +2,9 @@
 //! the local server carrying an HMAC over the operation, object, size and expiry, so
 //! they behave like S3's: one object, one operation, until they expire.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -102,6 +103,35 @@ pub struct LocalBlobs {
     signer: UrlSigner,
     /// Base URL of the server that mounts `routes`, e.g. `http://127.0.0.1:8080`.
     base_url: url::Url,
+    /// Uploads whose parts are being joined. In memory: one server serves a data
+    /// directory, and a crash leaves nothing claimed.
+    completing: Arc<Mutex<HashSet<String>>>,
+}
+
+/// An upload claimed for completion until dropped.
+#[derive(Debug)]
+struct Claim<'a> {
+    claims: &'a Mutex<HashSet<String>>,
+    upload_id: String,
+}
+
+impl<'a> Claim<'a> {
+    fn take(claims: &'a Mutex<HashSet<String>>, upload_id: &str) -> Option<Self> {
+        let mut held = claims.lock().unwrap_or_else(PoisonError::into_inner);
+        held.insert(upload_id.to_owned()).then(|| Self {
+            claims,
+            upload_id: upload_id.to_owned(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.upload_id);
+    }
 }
 
 impl LocalBlobs {
@@ -118,12 +148,13 @@ impl LocalBlobs {
             uploads,
             signer,
             base_url,
+            completing: Arc::default(),
         })
     }
 
     fn path(&self, key: &BlobKey) -> PathBuf {
         // BlobKey rules out absolute paths and `..`, so this stays under `objects`.
-        self.objects.join(key.as_str())
+        on_disk(&self.objects, key.as_str())
     }
 
     pub fn signer(&self) -> &UrlSigner {
@@ -276,6 +307,29 @@ fn meta(key: &BlobKey, metadata: &std::fs::Metadata) -> BlobMeta {
     }
 }
 
+/// File names longer than this are refused by most filesystems, but not key segments.
+const MAX_FILE_NAME_BYTES: usize = 255;
+
+/// Where a key (or the directory part of a prefix) lives under `objects`: segment by
+/// segment, a segment too long for one file name continuing in subdirectories whose
+/// names start with a backslash, which keys never hold (nor can such a name be `.` or
+/// `..`). Shorter segments, nearly all of them, are stored as they are.
+fn on_disk(objects: &Path, key: &str) -> PathBuf {
+    let mut path = objects.to_owned();
+    for segment in key.split('/') {
+        let mut name = String::new();
+        for c in segment.chars() {
+            if name.len() + c.len_utf8() > MAX_FILE_NAME_BYTES {
+                path.push(&name);
+                name = "\\".to_owned();
+            }
+            name.push(c);
+        }
+        path.push(name);
+    }
+    path
+}
+
 /// Every object key under `dir`, relative to `objects`, found by a blocking walk.
 fn walk(objects: &Path, dir: &Path, keys: &mut Vec<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
@@ -293,7 +347,11 @@ fn walk(objects: &Path, dir: &Path, keys: &mut Vec<String>) -> std::io::Result<(
             .ok()
             .and_then(|relative| relative.to_str())
         {
-            keys.push(key.replace(std::path::MAIN_SEPARATOR, "/"));
+            // Continuation names (see `on_disk`) join their segment again.
+            keys.push(
+                key.replace(std::path::MAIN_SEPARATOR, "/")
+                    .replace("/\\", ""),
+            );
         }
     }
     Ok(())
@@ -340,7 +398,7 @@ impl BlobStore for LocalBlobs {
         let prefix = prefix.to_owned();
         // Only the directory the prefix names can hold matching keys.
         let start = match prefix.rfind('/') {
-            Some(slash) => objects.join(&prefix[..slash]),
+            Some(slash) => on_disk(&objects, &prefix[..slash]),
             None => objects.clone(),
         };
         let mut keys = tokio::task::spawn_blocking(move || {
@@ -429,6 +487,10 @@ impl BlobStore for LocalBlobs {
         upload_id: &str,
         parts: &[CompletedPart],
     ) -> BlobResult<()> {
+        // One completion at a time: another one meanwhile finds no upload, as on S3.
+        let Some(_claim) = Claim::take(&self.completing, upload_id) else {
+            return Err(BlobError::InvalidUpload("NoSuchUpload".into()));
+        };
         let dir = self.open_upload(key, upload_id).await?;
         let invalid = |code: &str| Err(BlobError::InvalidUpload(code.into()));
         if parts.is_empty() || parts.windows(2).any(|w| w[0].number >= w[1].number) {
@@ -591,4 +653,44 @@ pub fn routes(blobs: Arc<LocalBlobs>) -> Router {
             get(download).put(upload),
         )
         .with_state(blobs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_with_segments_longer_than_a_file_name_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = LocalBlobs::open(
+            dir.path(),
+            UrlSigner::new(&[1; 32]),
+            "http://127.0.0.1:1".parse().unwrap(),
+        )
+        .unwrap();
+        let keys = [
+            format!("t/{}", "x".repeat(600)),
+            // Cut inside neither a character nor into a `..` name.
+            format!("t/{}/f", "é".repeat(200)),
+            format!("t/{}..", "a".repeat(255)),
+            "t/short".to_owned(),
+        ];
+        for key in &keys {
+            let key = BlobKey::parse(key.as_str()).unwrap();
+            blobs.put(&key, Bytes::from(key.to_string())).await.unwrap();
+            let body = blobs.get(&key).await.unwrap().bytes().await.unwrap();
+            assert_eq!(body, key.as_str().as_bytes());
+        }
+        let listed: Vec<String> = blobs
+            .list("t/", None, 100)
+            .await
+            .unwrap()
+            .blobs
+            .into_iter()
+            .map(|blob| blob.key.to_string())
+            .collect();
+        let mut expected = keys.to_vec();
+        expected.sort();
+        assert_eq!(listed, expected);
+    }
 }
