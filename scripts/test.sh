@@ -35,3 +35,8 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 cargo nextest run --workspace --no-fail-fast "$@"
 # nextest does not run doctests.
 cargo test --workspace --doc --quiet
+
+# The Python SDK, tested against a real `sextant serve` that its fixtures start.
+cargo build --quiet -p sextant-cli
+python3 -m pip install --quiet ./sdk/python pytest
+SEXTANT_BIN=target/debug/sextant python3 -m pytest -q sdk/python/tests
