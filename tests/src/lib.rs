@@ -203,6 +203,16 @@ impl TestApp {
         run
     }
 
+    /// A run in a project of its own, returning the run's id.
+    pub async fn new_run(&self, credential: &str) -> String {
+        let project = unique("project");
+        self.create_project(credential, &project).await;
+        text(
+            &self.create_run(credential, &project, json!({})).await,
+            "id",
+        )
+    }
+
     /// Signs up a new team with a random e-mail.
     pub async fn signup(&self) -> Team {
         let email = format!("{}@example.com", unique("user"));

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::s3::S3Blobs;
-use sextant_tests::{TestApp, error_code, fresh_aws_storage, text, unique};
+use sextant_tests::{TestApp, error_code, fresh_aws_storage, text};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -185,20 +185,6 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 
 // ---------------------------------------------------------------------------------
 // Requests.
-
-/// A new project with one run; answers the run's id.
-async fn new_run(app: &TestApp, key: &str) -> String {
-    let project = unique("proj");
-    let (status, body) = app
-        .post("/v1/projects", key, json!({ "name": project }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, run) = app
-        .post(&format!("/v1/projects/{project}/runs"), key, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    text(&run, "id")
-}
 
 /// The API path of one artifact, its segments percent-encoded.
 fn artifact_path(run: &str, path: &str) -> String {
@@ -535,7 +521,7 @@ async fn a_200_mib_artifact_uploads_in_parts_and_downloads_unchanged_while_memor
     let round_trip = async {
         let team = fx.app.signup().await;
         let key = &team.api_key;
-        let run = new_run(&fx.app, key).await;
+        let run = fx.app.new_run(key).await;
         let content = Content {
             seed: 200,
             size: 200 * MIB,
@@ -604,7 +590,7 @@ async fn a_200_mib_artifact_uploads_in_parts_and_downloads_unchanged_while_memor
 async fn a_small_artifact_uploads_with_one_put_and_downloads_through_a_redirect(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     // Spaces, non-ASCII, '#' and '%' survive URLs in both directions.
     let path = "reports/step 100/résumé #1 (50%).txt";
     let bytes = b"loss went down, then up, then down again\n";
@@ -687,7 +673,7 @@ async fn a_small_artifact_uploads_with_one_put_and_downloads_through_a_redirect(
 async fn an_empty_file_is_an_artifact_too(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let artifact = store_small(&fx, key, &run, json!({"path": "empty/.keep"}), b"").await;
     assert_eq!(artifact["size"], 0);
     let url = download_url(&fx, key, &run, "empty/.keep").await;
@@ -699,7 +685,7 @@ async fn an_empty_file_is_an_artifact_too(fx: Fixture) {
 async fn a_wrong_checksum_is_refused_and_leaves_nothing_behind(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let path = "weights.bin";
     let bytes = b"the bytes that were really written";
     let plan = register_ok(
@@ -734,7 +720,7 @@ async fn a_wrong_checksum_is_refused_and_leaves_nothing_behind(fx: Fixture) {
 async fn a_size_mismatch_is_refused_and_leaves_nothing_behind(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let prefix = run_prefix(&team.tenant_id, &run);
 
     // Ten bytes uploaded, then the path registered again as twelve: the stored object
@@ -815,7 +801,7 @@ async fn a_size_mismatch_is_refused_and_leaves_nothing_behind(fx: Fixture) {
 async fn completing_before_uploading_says_nothing_was_uploaded(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let bytes = b"late";
     let plan = register_ok(
         &fx.app,
@@ -860,7 +846,7 @@ async fn completing_before_uploading_says_nothing_was_uploaded(fx: Fixture) {
 async fn an_interrupted_multipart_upload_resumes_with_the_parts_already_sent(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let content = Content {
         seed: 65,
         size: SINGLE_UPLOAD_MAX + 1000,
@@ -935,7 +921,7 @@ async fn an_interrupted_multipart_upload_resumes_with_the_parts_already_sent(fx:
 async fn a_checkpoint_is_found_by_kind_and_step(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     for (path, kind, step) in [
         ("ckpt/step-100.pt", "checkpoint", Some(100)),
         ("ckpt/step-200.pt", "checkpoint", Some(200)),
@@ -1019,8 +1005,8 @@ async fn a_checkpoint_is_found_by_kind_and_step(fx: Fixture) {
 async fn deleting_the_run_removes_its_artifacts_objects(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
-    let other_run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
+    let other_run = fx.app.new_run(key).await;
     let prefix = run_prefix(&team.tenant_id, &run);
 
     store_small(&fx, key, &run, json!({"path": "a.txt"}), b"sealed").await;
@@ -1081,8 +1067,8 @@ async fn deleting_the_run_removes_its_artifacts_objects(fx: Fixture) {
 async fn another_teams_artifacts_are_not_found_and_their_urls_open_nothing_else(fx: Fixture) {
     let alice = fx.app.signup().await;
     let bob = fx.app.signup().await;
-    let alice_run = new_run(&fx.app, &alice.api_key).await;
-    let bob_run = new_run(&fx.app, &bob.api_key).await;
+    let alice_run = fx.app.new_run(&alice.api_key).await;
+    let bob_run = fx.app.new_run(&bob.api_key).await;
     store_small(
         &fx,
         &alice.api_key,
@@ -1187,7 +1173,7 @@ async fn another_teams_artifacts_are_not_found_and_their_urls_open_nothing_else(
 async fn bad_paths_and_checksums_are_refused_before_anything_is_stored(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let sha256 = sha256_hex(b"x");
     let long = "x".repeat(513);
     for path in [
@@ -1262,7 +1248,7 @@ async fn bad_paths_and_checksums_are_refused_before_anything_is_stored(fx: Fixtu
 async fn a_viewer_reads_artifacts_but_cannot_write_them(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     store_small(&fx, key, &run, json!({"path": "seen.txt"}), b"seen").await;
     let viewer = fx.app.key_with_role(&team, "viewer").await;
 
@@ -1291,7 +1277,7 @@ async fn a_viewer_reads_artifacts_but_cannot_write_them(fx: Fixture) {
 async fn a_path_cannot_be_both_an_artifact_and_a_directory_of_others(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     store_small(&fx, key, &run, json!({ "path": "model" }), b"model").await;
     store_small(&fx, key, &run, json!({ "path": "logs/train.txt" }), b"logs").await;
     for path in ["model/weights.bin", "logs", "model/deeper/still.bin"] {
@@ -1315,7 +1301,7 @@ async fn a_path_cannot_be_both_an_artifact_and_a_directory_of_others(fx: Fixture
 async fn a_512_byte_path_is_stored_whatever_its_segments(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let one_segment = "x".repeat(512);
     let accented = format!("dir/{}", "é".repeat(254));
     for path in [one_segment.as_str(), accented.as_str()] {
@@ -1330,7 +1316,7 @@ async fn a_512_byte_path_is_stored_whatever_its_segments(fx: Fixture) {
 async fn two_completions_at_once_leave_the_artifact_ready(fx: Fixture) {
     let team = fx.app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&fx.app, key).await;
+    let run = fx.app.new_run(key).await;
     let content = Content {
         seed: 2,
         size: SINGLE_UPLOAD_MAX + 8,

@@ -11,20 +11,6 @@ use sextant_tests::{Team, TestApp, error_code, fresh_aws_storage, text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-async fn create_project(app: &TestApp, key: &str, name: &str) -> String {
-    let (status, body) = app.post("/v1/projects", key, json!({"name": name})).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    text(&body, "id")
-}
-
-async fn create_run(app: &TestApp, key: &str, project: &str, body: Value) -> Value {
-    let (status, run) = app
-        .post(&format!("/v1/projects/{project}/runs"), key, body)
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    run
-}
-
 async fn patch(app: &TestApp, key: &str, run: &str, body: Value) -> (StatusCode, Value) {
     app.call(
         Method::PATCH,
@@ -164,9 +150,9 @@ cases!(dynamodb_with_a_one_second_heartbeat_timeout, super::short_heartbeat_dyna
 async fn a_new_run_gets_a_number_a_default_name_and_flattened_params(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let project = create_project(&app, key, "whales").await;
+    let project = app.create_project(key, "whales").await;
 
-    let first = create_run(&app, key, "whales", json!({})).await;
+    let first = app.create_run(key, "whales", json!({})).await;
     assert!(id(&first).starts_with("run_"), "{first}");
     assert_eq!(first["project_id"], project.as_str());
     assert_eq!(first["number"], 1);
@@ -183,27 +169,27 @@ async fn a_new_run_gets_a_number_a_default_name_and_flattened_params(app: TestAp
     assert_eq!(first["heartbeat_at"], first["created_at"]);
 
     // By id as well as by name; numbers go on counting.
-    let second = create_run(
-        &app,
-        key,
-        &project,
-        json!({
-            "name": "baseline",
-            "description": "the first try",
-            "tags": ["b", "a", "a"],
-            "params": {
-                "optimizer": {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999]},
-                "epochs": 10,
-                "amp": true,
-                "seed": null,
-                "schedule/warmup": 0.1,
-            },
-            "git": {"commit": "abc123", "branch": "main", "remote": "git@example.com:w/w.git",
-                    "message": "try adam", "dirty": true},
-            "status": "queued",
-        }),
-    )
-    .await;
+    let second = app
+        .create_run(
+            key,
+            &project,
+            json!({
+                "name": "baseline",
+                "description": "the first try",
+                "tags": ["b", "a", "a"],
+                "params": {
+                    "optimizer": {"name": "adam", "lr": 0.001, "betas": [0.9, 0.999]},
+                    "epochs": 10,
+                    "amp": true,
+                    "seed": null,
+                    "schedule/warmup": 0.1,
+                },
+                "git": {"commit": "abc123", "branch": "main", "remote": "git@example.com:w/w.git",
+                        "message": "try adam", "dirty": true},
+                "status": "queued",
+            }),
+        )
+        .await;
     assert_eq!(second["number"], 2);
     assert_eq!(second["name"], "baseline");
     assert_eq!(second["description"], "the first try");
@@ -229,7 +215,9 @@ async fn a_new_run_gets_a_number_a_default_name_and_flattened_params(app: TestAp
     // Reading a run gives what creating it answered.
     assert_eq!(get_run(&app, key, &id(&first)).await, first);
     assert_eq!(get_run(&app, key, &id(&second)).await, second);
-    let third = create_run(&app, key, "whales", json!({"status": "running"})).await;
+    let third = app
+        .create_run(key, "whales", json!({"status": "running"}))
+        .await;
     assert_eq!(
         (third["number"].clone(), third["name"].clone()),
         (json!(3), json!("whales-3"))
@@ -239,7 +227,7 @@ async fn a_new_run_gets_a_number_a_default_name_and_flattened_params(app: TestAp
 async fn bad_new_runs_are_refused_with_clear_codes(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "strict").await;
+    app.create_project(key, "strict").await;
     let too_many_tags: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
     for (body, status, code) in [
         (json!({"status": "succeeded"}), 400, "invalid_status"),
@@ -290,22 +278,22 @@ async fn bad_new_runs_are_refused_with_clear_codes(app: TestApp) {
     // Nothing refused was created, and numbering did not skip.
     let table = list(&app, key, "strict", "").await;
     assert_eq!(table["total"], 0, "{table}");
-    let run = create_run(&app, key, "strict", json!({})).await;
+    let run = app.create_run(key, "strict", json!({})).await;
     assert_eq!(run["number"], 1);
 }
 
 async fn patching_changes_name_description_tags_params_and_git(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "tuning").await;
-    let run = create_run(
-        &app,
-        key,
-        "tuning",
-        json!({"tags": ["keep", "drop"], "params": {"lr": 0.1, "optimizer": {"name": "sgd"}},
+    app.create_project(key, "tuning").await;
+    let run = app
+        .create_run(
+            key,
+            "tuning",
+            json!({"tags": ["keep", "drop"], "params": {"lr": 0.1, "optimizer": {"name": "sgd"}},
                "git": {"commit": "abc"}}),
-    )
-    .await;
+        )
+        .await;
     let run_id = id(&run);
 
     let (status, patched) = patch(
@@ -376,8 +364,8 @@ async fn patching_changes_name_description_tags_params_and_git(app: TestApp) {
 async fn an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "ending").await;
-    let run_id = id(&create_run(&app, key, "ending", json!({})).await);
+    app.create_project(key, "ending").await;
+    let run_id = id(&app.create_run(key, "ending", json!({})).await);
     log_values(&app, key, &run_id, "loss", &[json!(1.0), json!(0.5)]).await;
 
     let (status, ended) = patch(&app, key, &run_id, json!({"status": "succeeded"})).await;
@@ -433,14 +421,16 @@ async fn an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status(
 
     // Each ending status sets ended_at.
     for status in ["failed", "aborted"] {
-        let other = id(&create_run(&app, key, "ending", json!({})).await);
+        let other = id(&app.create_run(key, "ending", json!({})).await);
         let (got, ended) = patch(&app, key, &other, json!({"status": status})).await;
         assert_eq!(got, StatusCode::OK, "{ended}");
         assert_eq!(ended["status"], status);
         assert!(ended["ended_at"].is_string(), "{ended}");
     }
     // A queued run may start, or end without starting.
-    let queued = id(&create_run(&app, key, "ending", json!({"status": "queued"})).await);
+    let queued = id(&app
+        .create_run(key, "ending", json!({"status": "queued"}))
+        .await);
     let (got, body) = patch(&app, key, &queued, json!({"status": "queued"})).await;
     assert_eq!(
         (got, body["status"].clone()),
@@ -457,9 +447,11 @@ async fn an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status(
 async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "aborts").await;
+    app.create_project(key, "aborts").await;
 
-    let queued = id(&create_run(&app, key, "aborts", json!({"status": "queued"})).await);
+    let queued = id(&app
+        .create_run(key, "aborts", json!({"status": "queued"}))
+        .await);
     let (status, aborted) = app
         .post(&format!("/v1/runs/{queued}/abort"), key, json!({}))
         .await;
@@ -472,8 +464,8 @@ async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app:
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert_eq!(error_code(&again), "run_ended");
 
-    let running = id(&create_run(&app, key, "aborts", json!({})).await);
-    let calm = id(&create_run(&app, key, "aborts", json!({})).await);
+    let running = id(&app.create_run(key, "aborts", json!({})).await);
+    let calm = id(&app.create_run(key, "aborts", json!({})).await);
     let batch =
         |id: &str| json!({"batch_id": id, "series": {"loss": {"steps": [0], "values": [1.0]}}});
     let (_, before) = log(&app, key, &running, batch("before")).await;
@@ -525,9 +517,13 @@ async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app:
 async fn a_queued_run_starts_running_when_it_first_logs(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "queue").await;
-    let by_heartbeat = id(&create_run(&app, key, "queue", json!({"status": "queued"})).await);
-    let by_points = id(&create_run(&app, key, "queue", json!({"status": "queued"})).await);
+    app.create_project(key, "queue").await;
+    let by_heartbeat = id(&app
+        .create_run(key, "queue", json!({"status": "queued"}))
+        .await);
+    let by_points = id(&app
+        .create_run(key, "queue", json!({"status": "queued"}))
+        .await);
     let (status, body) = log(&app, key, &by_heartbeat, json!({"heartbeat": true})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(get_run(&app, key, &by_heartbeat).await["status"], "running");
@@ -538,11 +534,13 @@ async fn a_queued_run_starts_running_when_it_first_logs(app: TestApp) {
 async fn a_silent_run_reads_as_lost_until_it_logs_again(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "silence").await;
-    let quiet = id(&create_run(&app, key, "silence", json!({})).await);
-    let ended_later = id(&create_run(&app, key, "silence", json!({})).await);
-    let queued = id(&create_run(&app, key, "silence", json!({"status": "queued"})).await);
-    let done = id(&create_run(&app, key, "silence", json!({})).await);
+    app.create_project(key, "silence").await;
+    let quiet = id(&app.create_run(key, "silence", json!({})).await);
+    let ended_later = id(&app.create_run(key, "silence", json!({})).await);
+    let queued = id(&app
+        .create_run(key, "silence", json!({"status": "queued"}))
+        .await);
+    let done = id(&app.create_run(key, "silence", json!({})).await);
     patch(&app, key, &done, json!({"status": "succeeded"})).await;
 
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
@@ -600,9 +598,9 @@ async fn a_silent_run_reads_as_lost_until_it_logs_again(app: TestApp) {
 async fn an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "stuck").await;
-    let run_id = id(&create_run(&app, key, "stuck", json!({})).await);
-    let lost_then_aborted = id(&create_run(&app, key, "stuck", json!({})).await);
+    app.create_project(key, "stuck").await;
+    let run_id = id(&app.create_run(key, "stuck", json!({})).await);
+    let lost_then_aborted = id(&app.create_run(key, "stuck", json!({})).await);
     let (status, asked) = app
         .post(&format!("/v1/runs/{run_id}/abort"), key, json!({}))
         .await;
@@ -664,7 +662,7 @@ async fn an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out(
 async fn the_run_table_filters_by_tag_status_name_and_creation_time(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let project = create_project(&app, key, "table").await;
+    let project = app.create_project(key, "table").await;
     let mut runs = Vec::new();
     for (name, tags, status) in [
         ("ResNet-50 baseline", json!(["vision", "baseline"]), None),
@@ -677,13 +675,13 @@ async fn the_run_table_filters_by_tag_status_name_and_creation_time(app: TestApp
         } else {
             "running"
         };
-        let run = create_run(
-            &app,
-            key,
-            "table",
-            json!({"name": name, "tags": tags, "status": create_status}),
-        )
-        .await;
+        let run = app
+            .create_run(
+                key,
+                "table",
+                json!({"name": name, "tags": tags, "status": create_status}),
+            )
+            .await;
         if let Some(end) = status.filter(|s| *s != "queued") {
             let (got, body) = patch(&app, key, &id(&run), json!({"status": end})).await;
             assert_eq!(got, StatusCode::OK, "{body}");
@@ -692,9 +690,8 @@ async fn the_run_table_filters_by_tag_status_name_and_creation_time(app: TestApp
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     // Another project's runs stay out of this table.
-    create_project(&app, key, "elsewhere").await;
-    create_run(
-        &app,
+    app.create_project(key, "elsewhere").await;
+    app.create_run(
         key,
         "elsewhere",
         json!({"name": "bert-elsewhere", "tags": ["nlp"]}),
@@ -755,12 +752,12 @@ async fn the_run_table_filters_by_tag_status_name_and_creation_time(app: TestApp
 async fn sorting_by_name_and_creation_time_goes_both_ways(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "names").await;
+    app.create_project(key, "names").await;
     let mut created = Vec::new();
     for name in ["charlie", "alpha", "bravo", "delta"] {
-        created.push(id(
-            &create_run(&app, key, "names", json!({"name": name})).await
-        ));
+        created.push(id(&app
+            .create_run(key, "names", json!({"name": name}))
+            .await));
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     let names = |table: &Value| -> Vec<String> {
@@ -803,7 +800,7 @@ async fn sorting_by_name_and_creation_time_goes_both_ways(app: TestApp) {
 async fn sorting_by_a_param_puts_runs_without_it_last_in_both_directions(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "params").await;
+    app.create_project(key, "params").await;
     for (name, params) in [
         (
             "lr-0.1",
@@ -822,7 +819,8 @@ async fn sorting_by_a_param_puts_runs_without_it_last_in_both_directions(app: Te
         ("no-lr-b", json!({})),
         ("lr-20", json!({"lr": 20})),
     ] {
-        create_run(&app, key, "params", json!({"name": name, "params": params})).await;
+        app.create_run(key, "params", json!({"name": name, "params": params}))
+            .await;
     }
     let names = |table: &Value| -> Vec<String> {
         table["runs"]
@@ -878,7 +876,7 @@ async fn sorting_by_a_param_puts_runs_without_it_last_in_both_directions(app: Te
 async fn sorting_by_a_metric_uses_last_min_or_max_and_puts_missing_values_last(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "metrics").await;
+    app.create_project(key, "metrics").await;
     let mut runs = std::collections::BTreeMap::new();
     for (name, loss) in [
         ("a", Some(vec![json!(3.0), json!(1.0), json!(2.0)])),
@@ -888,7 +886,7 @@ async fn sorting_by_a_metric_uses_last_min_or_max_and_puts_missing_values_last(a
         ("e", Some(vec![json!(5.0), json!(0.1)])),
         ("f", Some(vec![json!(-1.0), json!("Infinity")])),
     ] {
-        let run = id(&create_run(&app, key, "metrics", json!({"name": name})).await);
+        let run = id(&app.create_run(key, "metrics", json!({"name": name})).await);
         if let Some(values) = loss {
             log_values(&app, key, &run, "train/loss", &values).await;
         }
@@ -993,7 +991,7 @@ async fn sorting_by_a_metric_uses_last_min_or_max_and_puts_missing_values_last(a
 async fn runs_created_at_once_get_distinct_numbers(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "rush").await;
+    app.create_project(key, "rush").await;
     let created = futures::future::join_all(
         (0..12).map(|_| app.post("/v1/projects/rush/runs", key, json!({}))),
     )
@@ -1042,7 +1040,7 @@ async fn page_through(
 async fn cursor_paging_neither_repeats_nor_skips_a_run_in_any_sort_order(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "pages").await;
+    app.create_project(key, "pages").await;
     let mut all = BTreeSet::new();
     const RUNS: usize = 17;
     for i in 0..RUNS {
@@ -1050,14 +1048,14 @@ async fn cursor_paging_neither_repeats_nor_skips_a_run_in_any_sort_order(app: Te
         if i % 5 != 0 {
             params["group"] = json!(i % 4);
         }
-        let run = id(&create_run(
-            &app,
-            key,
-            "pages",
-            json!({"name": format!("run-{}", i % 7), "params": params,
+        let run = id(&app
+            .create_run(
+                key,
+                "pages",
+                json!({"name": format!("run-{}", i % 7), "params": params,
                    "tags": if i % 2 == 0 { json!(["even"]) } else { json!([]) }}),
-        )
-        .await);
+            )
+            .await);
         if i % 3 != 0 {
             // Ties on purpose: several runs share each value.
             log_values(&app, key, &run, "acc", &[json!((i % 4) as f64 / 4.0)]).await;
@@ -1096,7 +1094,7 @@ async fn cursor_paging_neither_repeats_nor_skips_a_run_in_any_sort_order(app: Te
     let first = list(&app, key, "pages", "sort=created:desc&limit=10").await;
     let mut seen = ids(&first);
     for _ in 0..3 {
-        create_run(&app, key, "pages", json!({})).await;
+        app.create_run(key, "pages", json!({})).await;
     }
     let mut cursor = text(&first, "next_cursor");
     loop {
@@ -1136,8 +1134,8 @@ async fn cursor_paging_neither_repeats_nor_skips_a_run_in_any_sort_order(app: Te
 async fn bad_table_queries_get_clear_codes(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "queries").await;
-    create_run(&app, key, "queries", json!({})).await;
+    app.create_project(key, "queries").await;
+    app.create_run(key, "queries", json!({})).await;
     for (query, status, code) in [
         ("sort=bogus", 400, "invalid_sort"),
         ("sort=metric:", 400, "invalid_sort"),
@@ -1182,31 +1180,31 @@ async fn bad_table_queries_get_clear_codes(app: TestApp) {
 async fn comparing_runs_lines_up_params_and_series_and_marks_differences(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "compare").await;
-    create_project(&app, key, "compare-too").await;
-    let a = create_run(
-        &app,
-        key,
-        "compare",
-        json!({"name": "a", "tags": ["x"],
+    app.create_project(key, "compare").await;
+    app.create_project(key, "compare-too").await;
+    let a = app
+        .create_run(
+            key,
+            "compare",
+            json!({"name": "a", "tags": ["x"],
                "params": {"lr": 0.1, "batch": 32, "optimizer": {"name": "adam"}, "flag": true}}),
-    )
-    .await;
-    let b = create_run(
-        &app,
-        key,
-        "compare",
-        json!({"name": "b", "params": {"lr": 0.01, "batch": 32, "flag": true}}),
-    )
-    .await;
-    let c = create_run(
-        &app,
-        key,
-        "compare-too",
-        json!({"name": "c", "params": {"lr": 0.1, "batch": 32, "optimizer": {"name": "adam"},
+        )
+        .await;
+    let b = app
+        .create_run(
+            key,
+            "compare",
+            json!({"name": "b", "params": {"lr": 0.01, "batch": 32, "flag": true}}),
+        )
+        .await;
+    let c = app
+        .create_run(
+            key,
+            "compare-too",
+            json!({"name": "c", "params": {"lr": 0.1, "batch": 32, "optimizer": {"name": "adam"},
                                        "extra": "yes", "flag": true}}),
-    )
-    .await;
+        )
+        .await;
     let [a_id, b_id, c_id] = [&a, &b, &c].map(id);
     log_values(&app, key, &a_id, "loss", &[json!(1.0), json!(0.25)]).await;
     log_values(&app, key, &a_id, "acc", &[json!(0.5)]).await;
@@ -1314,9 +1312,13 @@ async fn comparing_runs_lines_up_params_and_series_and_marks_differences(app: Te
 async fn deleting_a_run_removes_it_and_its_series(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "deleting").await;
-    let doomed = id(&create_run(&app, key, "deleting", json!({"name": "doomed"})).await);
-    let kept = id(&create_run(&app, key, "deleting", json!({"name": "kept"})).await);
+    app.create_project(key, "deleting").await;
+    let doomed = id(&app
+        .create_run(key, "deleting", json!({"name": "doomed"}))
+        .await);
+    let kept = id(&app
+        .create_run(key, "deleting", json!({"name": "kept"}))
+        .await);
     for run in [&doomed, &kept] {
         let values: Vec<Value> = (0..25_000).map(|i| json!(f64::from(i) * 0.5)).collect();
         log_values(&app, key, run, "train/loss", &values).await;
@@ -1393,15 +1395,15 @@ async fn deleting_a_run_removes_it_and_its_series(app: TestApp) {
 async fn deleting_a_project_deletes_its_runs_and_their_series(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    create_project(&app, key, "doomed").await;
-    create_project(&app, key, "survivor").await;
+    app.create_project(key, "doomed").await;
+    app.create_project(key, "survivor").await;
     let mut runs = Vec::new();
     for _ in 0..3 {
-        let run = id(&create_run(&app, key, "doomed", json!({})).await);
+        let run = id(&app.create_run(key, "doomed", json!({})).await);
         log_values(&app, key, &run, "loss", &[json!(1.0), json!(2.0)]).await;
         runs.push(run);
     }
-    let survivor = id(&create_run(&app, key, "survivor", json!({})).await);
+    let survivor = id(&app.create_run(key, "survivor", json!({})).await);
     log_values(&app, key, &survivor, "loss", &[json!(3.0)]).await;
 
     let (status, body) = app.delete("/v1/projects/doomed", key).await;
@@ -1428,9 +1430,9 @@ async fn deleting_a_project_deletes_its_runs_and_their_series(app: TestApp) {
         get_run(&app, key, &survivor).await["series"]["loss"]["count"],
         1
     );
-    create_project(&app, key, "doomed").await;
+    app.create_project(key, "doomed").await;
     assert_eq!(list(&app, key, "doomed", "").await["total"], 0);
-    let fresh = create_run(&app, key, "doomed", json!({})).await;
+    let fresh = app.create_run(key, "doomed", json!({})).await;
     assert_eq!(fresh["number"], 1);
     assert_eq!(fresh["name"], "doomed-1");
 }
@@ -1438,8 +1440,10 @@ async fn deleting_a_project_deletes_its_runs_and_their_series(app: TestApp) {
 async fn every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run(app: TestApp) {
     let a = app.signup().await;
     let b = app.signup().await;
-    let a_project = create_project(&app, &a.api_key, "secret").await;
-    let a_run = id(&create_run(&app, &a.api_key, "secret", json!({"name": "a's run"})).await);
+    let a_project = app.create_project(&a.api_key, "secret").await;
+    let a_run = id(&app
+        .create_run(&a.api_key, "secret", json!({"name": "a's run"}))
+        .await);
     log_values(
         &app,
         &a.api_key,
@@ -1458,8 +1462,8 @@ async fn every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run(ap
     assert_eq!(status, StatusCode::OK, "{body}");
     let a_before = get_run(&app, &a.api_key, &a_run).await;
 
-    create_project(&app, &b.api_key, "mine").await;
-    let b_run = id(&create_run(&app, &b.api_key, "mine", json!({})).await);
+    app.create_project(&b.api_key, "mine").await;
+    let b_run = id(&app.create_run(&b.api_key, "mine", json!({})).await);
     let ghost_run = ghost_run_id();
     let ghost_project = format!("prj_{}", ulid::Ulid::generate().to_string().to_lowercase());
 
@@ -1582,8 +1586,10 @@ async fn a_viewer_reads_runs_and_series_but_cannot_change_anything(app: TestApp)
     let team: Team = app.signup().await;
     let key = &team.api_key;
     let viewer = app.key_with_role(&team, "viewer").await;
-    create_project(&app, key, "watched").await;
-    let run = id(&create_run(&app, key, "watched", json!({"params": {"lr": 0.1}})).await);
+    app.create_project(key, "watched").await;
+    let run = id(&app
+        .create_run(key, "watched", json!({"params": {"lr": 0.1}}))
+        .await);
     log_values(&app, key, &run, "loss", &[json!(1.0)]).await;
     let before = get_run(&app, key, &run).await;
 

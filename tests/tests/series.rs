@@ -82,19 +82,6 @@ fn random_floats(n: usize, mut seed: u64) -> Vec<f64> {
     out
 }
 
-async fn new_run(app: &TestApp, key: &str) -> String {
-    let project = unique("p");
-    let (status, body) = app
-        .post("/v1/projects", key, json!({"name": project}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, run) = app
-        .post(&format!("/v1/projects/{project}/runs"), key, json!({}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{run}");
-    text(&run, "id")
-}
-
 async fn log(app: &TestApp, key: &str, run: &str, batch: Value) -> (StatusCode, Value) {
     app.post(&format!("/v1/runs/{run}/log"), key, batch).await
 }
@@ -214,7 +201,7 @@ async fn values_and_timestamps_round_trip_bit_for_bit_including_nan_infinities_a
 ) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
 
     let awkward = awkward_values();
     let f32_exact: Vec<f64> = [
@@ -458,7 +445,7 @@ async fn values_and_timestamps_round_trip_bit_for_bit_including_nan_infinities_a
 async fn a_retried_batch_is_stored_and_counted_once(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let batch = json!({
         "batch_id": "0b5e1c1e-5d2a-4c1b-9a53-3f1f0e1d2c3b",
         "series": {
@@ -535,7 +522,7 @@ async fn a_retried_batch_is_stored_and_counted_once(app: TestApp) {
 async fn concurrent_writers_to_one_run_lose_no_points_and_count_each_once(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     const WRITERS: i64 = 4;
     const BATCHES: i64 = 10;
     const POINTS: i64 = 100;
@@ -627,7 +614,7 @@ async fn concurrent_writers_to_one_run_lose_no_points_and_count_each_once(app: T
 async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_order(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let points = |id: &str, steps: Value, values: Value, timestamps: Value| json!({"batch_id": id, "series": {"loss": {"steps": steps, "values": values, "timestamps": timestamps}}});
     // Out of order within a batch; step 4 twice, at the same time.
     log_ok(
@@ -739,7 +726,7 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
 async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let notes = json!([
         {"step": 2, "text": "second", "timestamp": 2.5},
         {"step": 1, "text": "first, with ünïcode ✓ and emoji 🐋", "timestamp": 1.5},
@@ -845,7 +832,7 @@ async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
 async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     log_ok(
         &app,
         key,
@@ -896,7 +883,7 @@ async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: T
 async fn downsampling_keeps_every_spike_and_each_buckets_extremes(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let n = 50_000_i64;
     let mut values: Vec<f64> = (0..n).map(|i| (i as f64 * 0.01).sin()).collect();
     values[31_337] = 1e9;
@@ -1003,7 +990,7 @@ async fn downsampling_keeps_every_spike_and_each_buckets_extremes(app: TestApp) 
 async fn exact_reads_page_at_50000_points_and_next_after_resumes_without_gaps(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let n = 120_000_i64;
     let steps: Vec<i64> = (0..n).collect();
     let values: Vec<f64> = steps.iter().map(|&s| s as f64 * 0.5).collect();
@@ -1102,7 +1089,7 @@ async fn exact_reads_page_at_50000_points_and_next_after_resumes_without_gaps(ap
 async fn step_ranges_include_points_of_chunks_logged_out_of_order(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let steps: Vec<i64> = (500..600).collect();
     log_ok(
         &app,
@@ -1167,7 +1154,7 @@ async fn step_ranges_include_points_of_chunks_logged_out_of_order(app: TestApp) 
 async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let one = json!({"steps": [1], "values": [1.0]});
     let cases = [
         (json!({"series": {"loss": one}}), 400, "missing_batch_id"),
@@ -1430,7 +1417,7 @@ async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
 async fn oversized_batches_and_bodies_are_refused_with_413(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let zeros =
         |n: usize| json!({"steps": (0..n as i64).collect::<Vec<_>>(), "values": vec![0; n]});
 
@@ -1558,7 +1545,7 @@ async fn raw_post(
 async fn heartbeat_only_batches_accept_nothing_and_keep_the_run_alive(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let (_, before) = app.get(&format!("/v1/runs/{run}"), key).await;
     for batch in [
         json!({"heartbeat": true}),
@@ -1583,7 +1570,7 @@ async fn heartbeat_only_batches_accept_nothing_and_keep_the_run_alive(app: TestA
 async fn series_names_with_slashes_spaces_and_unicode_are_read_by_path(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
-    let run = new_run(&app, key).await;
+    let run = app.new_run(key).await;
     let names = [
         "train/loss",
         "train",
@@ -1623,7 +1610,7 @@ async fn series_names_with_slashes_spaces_and_unicode_are_read_by_path(app: Test
 
 async fn a_token_exchanged_for_the_api_key_logs_and_reads(app: TestApp) {
     let team = app.signup().await;
-    let run = new_run(&app, &team.api_key).await;
+    let run = app.new_run(&team.api_key).await;
     let (status, token) = app.post("/v1/auth/token", &team.api_key, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{token}");
     let token = text(&token, "token");
