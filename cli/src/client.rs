@@ -45,9 +45,13 @@ impl Client {
     }
 
     /// A GET whose answer the caller reads itself (a download, following redirects;
-    /// the API key is not sent on to another host).
-    pub async fn get_raw(&self, path: &str) -> anyhow::Result<Response> {
-        Ok(self.request(Method::GET, path)?.send().await?)
+    /// the API key is not sent on to another host), from byte `from` on if given.
+    pub async fn get_raw(&self, path: &str, from: Option<u64>) -> anyhow::Result<Response> {
+        let mut request = self.request(Method::GET, path)?;
+        if let Some(from) = from {
+            request = request.header(reqwest::header::RANGE, format!("bytes={from}-"));
+        }
+        Ok(request.send().await?)
     }
 
     pub async fn post<T: DeserializeOwned>(

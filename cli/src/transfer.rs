@@ -216,7 +216,8 @@ fn without_nulls(mut value: Value) -> Value {
 }
 
 /// Downloads a sealed artifact to `destination`, checking its SHA-256; the file
-/// appears only once complete and verified.
+/// appears only once complete and verified. An interrupted download resumes from the
+/// bytes already on disk (kept beside the destination, named after the checksum).
 pub async fn download(
     client: &Client,
     run: &str,
@@ -231,26 +232,59 @@ pub async fn download(
     let expected = artifact["sha256"].as_str().unwrap_or_default().to_owned();
     let size = artifact["size"].as_u64().unwrap_or(0);
 
-    // The API answers with a redirect to the blob store; the redirect is followed
-    // without the API key.
-    let response = client
-        .get_raw(&format!("v1/runs/{run}/artifacts/{path}"))
-        .await?;
-    let status = response.status();
-    if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
-        bail!("download refused: {}", describe_error(status, &body));
-    }
-    let partial = destination.with_extension("sextant-partial");
+    let mut partial_name = destination.as_os_str().to_owned();
+    partial_name.push(format!(
+        ".{}.sextant-partial",
+        &expected[..expected.len().min(12)]
+    ));
+    let partial = PathBuf::from(partial_name);
     if let Some(dir) = destination
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
     {
         tokio::fs::create_dir_all(dir).await?;
     }
-    let mut file = tokio::fs::File::create(&partial).await?;
-    let progress = bar(size, path.to_owned());
+    let mut have = tokio::fs::metadata(&partial).await.map_or(0, |m| m.len());
+    if have > size {
+        have = 0;
+    }
+
+    // The API answers with a redirect to the blob store; the redirect is followed
+    // without the API key, and the range goes along.
+    let response = client
+        .get_raw(
+            &format!("v1/runs/{run}/artifacts/{path}"),
+            (have > 0).then_some(have),
+        )
+        .await?;
+    let status = response.status();
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        bail!("download refused: {}", describe_error(status, &body));
+    }
     let mut digest = Sha256::new();
+    let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT;
+    let mut file = if resumed {
+        let mut existing = tokio::fs::File::open(&partial).await?;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = existing.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            digest.update(&buffer[..read]);
+        }
+        tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(&partial)
+            .await?
+    } else {
+        tokio::fs::File::create(&partial).await?
+    };
+    let progress = bar(size, path.to_owned());
+    if resumed {
+        progress.inc(have);
+    }
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.try_next().await? {
         digest.update(&chunk);

@@ -242,3 +242,34 @@ async fn a_code_snapshot_restores_the_exact_source_and_records_git_on_the_run() 
             .contains("+epochs = 30")
     );
 }
+
+#[tokio::test]
+async fn an_interrupted_download_resumes_from_the_bytes_on_disk() {
+    let w = world().await;
+    let work = tempfile::tempdir().unwrap();
+    let size = 3 * 1024 * 1024;
+    let sha256 = write_file(&work.path().join("weights.bin"), size);
+    check(&w.sextant(&["upload", &w.run, "weights.bin"], work.path()));
+
+    // What an interrupted download leaves: the first megabyte, beside the destination.
+    let whole = std::fs::read(work.path().join("weights.bin")).unwrap();
+    let partial = work
+        .path()
+        .join(format!("back.bin.{}.sextant-partial", &sha256[..12]));
+    std::fs::write(&partial, &whole[..1024 * 1024]).unwrap();
+
+    check(&w.sextant(
+        &["download", &w.run, "weights.bin", "--to", "back.bin"],
+        work.path(),
+    ));
+    assert_eq!(std::fs::read(work.path().join("back.bin")).unwrap(), whole);
+    assert!(!partial.exists());
+    let ranged = w
+        .server
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|line| line.contains("method=GET") && line.contains("status=206"));
+    assert!(ranged, "the rest was fetched as a range");
+}

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
@@ -576,21 +576,82 @@ fn authorize(
     Ok(key)
 }
 
+/// The one byte range of a `Range: bytes=START-[END]` header, as S3 honours it, so
+/// interrupted downloads resume. Other forms (several ranges, suffixes) are ignored
+/// and the whole object is sent, which HTTP allows.
+fn byte_range(headers: &HeaderMap, size: u64) -> Range {
+    let requested = || {
+        let spec = headers
+            .get(header::RANGE)?
+            .to_str()
+            .ok()?
+            .strip_prefix("bytes=")?;
+        let (start, end) = spec.split_once('-')?;
+        let start: u64 = start.trim().parse().ok()?;
+        let end = match end.trim() {
+            "" => size.checked_sub(1),
+            end => Some(end.parse::<u64>().ok()?.min(size.saturating_sub(1))),
+        };
+        Some(match end {
+            Some(end) if start <= end => Range::Bytes(start, end),
+            _ => Range::Unsatisfiable,
+        })
+    };
+    requested().unwrap_or(Range::Whole)
+}
+
+enum Range {
+    Whole,
+    /// First and last byte, inclusive.
+    Bytes(u64, u64),
+    Unsatisfiable,
+}
+
 async fn download(
     State(blobs): State<Arc<LocalBlobs>>,
     UrlPath(key): UrlPath<String>,
     Query(signature): Query<Signature>,
+    headers: HeaderMap,
 ) -> ApiResult<Response> {
     let key = authorize(&blobs, &key, &Signed::Whole(Presign::Get), &signature)?;
     let body = blobs.get(&key).await?;
-    Ok((
-        [
-            (header::CONTENT_LENGTH, body.size.to_string()),
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-        ],
-        Body::from_stream(body.stream),
-    )
-        .into_response())
+    let size = body.size;
+    match byte_range(&headers, size) {
+        Range::Whole => Ok((
+            [
+                (header::CONTENT_LENGTH, size.to_string()),
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::ACCEPT_RANGES, "bytes".to_owned()),
+            ],
+            Body::from_stream(body.stream),
+        )
+            .into_response()),
+        Range::Unsatisfiable => Ok((
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+        )
+            .into_response()),
+        Range::Bytes(start, end) => {
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            let mut file = tokio::fs::File::open(blobs.path(&key))
+                .await
+                .map_err(io_error)?;
+            file.seek(std::io::SeekFrom::Start(start))
+                .await
+                .map_err(io_error)?;
+            let length = end - start + 1;
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::CONTENT_LENGTH, length.to_string()),
+                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                ],
+                Body::from_stream(ReaderStream::new(file.take(length))),
+            )
+                .into_response())
+        }
+    }
 }
 
 async fn upload(
