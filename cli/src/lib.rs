@@ -14,11 +14,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::http;
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::embedded::EmbeddedKv;
 use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
 use sextant_shared::storage::{AwsStorageConfig, Storage};
+use sextant_shared::{http, metering};
 use tokio::net::TcpListener;
 
 /// Where `serve` keeps its data.
@@ -45,6 +45,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     base_url: url::Url,
+    state: AppState,
 }
 
 impl Application {
@@ -61,16 +62,9 @@ impl Application {
         let mut router = Router::new();
         let storage = match &config.backend {
             Backend::Embedded => {
-                let blobs = Arc::new(LocalBlobs::open(
-                    &config.data_dir.join("blobs"),
-                    UrlSigner::new(&secrets.url_signing_key()?),
-                    base_url.clone(),
-                )?);
-                router = router.merge(local_blob::routes(Arc::clone(&blobs)));
-                Storage {
-                    kv: Arc::new(open_store(&config.data_dir.join("store.redb"))?),
-                    blobs,
-                }
+                let storage = embedded_storage(&config.data_dir, &secrets, &base_url)?;
+                router = router.merge(local_blob::routes(Arc::clone(&storage.1)));
+                storage.0
             }
             Backend::Aws(aws) => aws.storage().await,
         };
@@ -81,11 +75,13 @@ impl Application {
         };
         let state = AppState::new(storage, keyring, settings);
         let routes = sextant_api::routes().merge(sextant_ingest::routes());
-        let router = http::with_observability(router.merge(http::api_service(routes, state)));
+        let router =
+            http::with_observability(router.merge(http::api_service(routes, state.clone())));
         Ok(Self {
             listener,
             router,
             base_url,
+            state,
         })
     }
 
@@ -93,15 +89,77 @@ impl Application {
         &self.base_url
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    /// Serves until `shutdown` completes, then lets in-flight requests finish. The
+    /// hourly metering runs in the same process meanwhile, as the schedule runs the
+    /// metering function in a deployment.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router)
+        let metering = tokio::spawn(meter_hourly(self.state));
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        metering.abort();
+        served
+    }
+}
+
+/// Rolls up each hour a minute after it ends, as the EventBridge schedule does.
+async fn meter_hourly(state: AppState) {
+    loop {
+        let now = time::OffsetDateTime::now_utc();
+        let next = metering::hour_of(now) + time::Duration::HOUR + time::Duration::MINUTE;
+        tokio::time::sleep((next - now).unsigned_abs()).await;
+        let ended = metering::hour_of(next) - time::Duration::HOUR;
+        if let Err(err) = metering::roll_up_through(&state, ended).await {
+            tracing::error!(error = %err, "metering run failed; the next one fills in");
+        }
+    }
+}
+
+/// The embedded store and blob directory of a data directory.
+fn embedded_storage(
+    data_dir: &Path,
+    secrets: &secrets::Secrets,
+    base_url: &url::Url,
+) -> anyhow::Result<(Storage, Arc<LocalBlobs>)> {
+    let blobs = Arc::new(LocalBlobs::open(
+        &data_dir.join("blobs"),
+        UrlSigner::new(&secrets.url_signing_key()?),
+        base_url.clone(),
+    )?);
+    let storage = Storage {
+        kv: Arc::new(open_store(&data_dir.join("store.redb"))?),
+        blobs: blobs.clone(),
+    };
+    Ok((storage, blobs))
+}
+
+/// What `sextant meter` does: the metering function's roll-up, on the embedded store of
+/// a data directory no server holds open. `through` rolls up every hour missed up to
+/// the hour that ended at or before `at`; otherwise only that hour.
+pub async fn meter(
+    data_dir: &Path,
+    at: time::OffsetDateTime,
+    through: bool,
+) -> anyhow::Result<Vec<time::OffsetDateTime>> {
+    let secrets = secrets::Secrets::load_or_create(&data_dir.join("secrets.json"))?;
+    // No server runs: URLs are never handed out.
+    let base_url: url::Url = "http://127.0.0.1:0".parse()?;
+    let (storage, _) = embedded_storage(data_dir, &secrets, &base_url)?;
+    let state = AppState::new(
+        storage,
+        Keyring::new(&secrets.jwt_keys()?)?,
+        Settings::new(None),
+    );
+    let hour = sextant_metering::MeteringHour::ending_at_or_before(at).start;
+    if through {
+        Ok(metering::roll_up_through(&state, hour).await?)
+    } else {
+        metering::roll_up_hour(&state, hour).await?;
+        Ok(vec![hour])
     }
 }
 

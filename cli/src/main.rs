@@ -29,6 +29,19 @@ enum Command {
         #[arg(long, env = "SEXTANT_HEARTBEAT_TIMEOUT_SECS", default_value_t = 600)]
         heartbeat_timeout_secs: u32,
     },
+    /// Roll up usage for an hour on a data directory no server holds open, exactly as
+    /// the hourly metering function does.
+    Meter {
+        #[arg(long, env = "SEXTANT_DATA_DIR", default_value = ".sextant")]
+        data_dir: PathBuf,
+        /// Roll up the hour that ended at or before this time (RFC 3339).
+        #[arg(long, conflicts_with = "through", value_parser = parse_time)]
+        at: Option<time::OffsetDateTime>,
+        /// Roll up every hour not yet rolled up, through the one that ended at or
+        /// before this time (RFC 3339).
+        #[arg(long, value_parser = parse_time)]
+        through: Option<time::OffsetDateTime>,
+    },
     /// Upload files as artifacts of a run (multipart above 64 MiB; running the same
     /// upload again after an interruption sends only the missing parts).
     Upload {
@@ -67,6 +80,11 @@ enum Command {
         #[arg(long)]
         code: bool,
     },
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|err| format!("expected an RFC 3339 time such as 2026-11-05T13:00:00Z: {err}"))
 }
 
 /// Which server the client commands talk to, and as whom.
@@ -167,6 +185,21 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");
             app.run_until(shutdown_signal()).await
+        }
+        Command::Meter {
+            data_dir,
+            at,
+            through,
+        } => {
+            let (time, all_missed) = match (at, through) {
+                (Some(at), None) => (at, false),
+                (None, Some(through)) => (through, true),
+                _ => bail!("give --at TIME or --through TIME"),
+            };
+            for hour in sextant_cli::meter(&data_dir, time, all_missed).await? {
+                println!("{hour}");
+            }
+            Ok(())
         }
         Command::Upload {
             server,

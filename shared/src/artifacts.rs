@@ -514,6 +514,7 @@ pub async fn complete(
     }
 
     artifact.pending = None;
+    crate::metering::mark_storer(state, tenant).await?;
     let mut ops = vec![
         TxOp::Put(
             doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),

@@ -114,6 +114,8 @@ pub async fn log(
         created_at: now,
     };
     let blob = blob_key(tenant, run, &image)?;
+    crate::metering::mark_active(state, tenant, now).await?;
+    crate::metering::mark_storer(state, tenant).await?;
     state.blobs.put(&blob, bytes).await?;
     let committed = state
         .kv

@@ -10,6 +10,7 @@ pub mod http;
 pub mod ids;
 pub mod images;
 pub mod lineage;
+pub mod metering;
 pub mod projects;
 pub mod records;
 pub mod runs;

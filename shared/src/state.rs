@@ -43,6 +43,8 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub keyring: Arc<Keyring>,
     pub settings: Arc<Settings>,
+    /// The metering marks this process has written.
+    pub marks: Arc<crate::metering::Marks>,
 }
 
 impl AppState {
@@ -52,6 +54,7 @@ impl AppState {
             blobs: storage.blobs,
             keyring: Arc::new(keyring),
             settings: Arc::new(settings),
+            marks: Arc::default(),
         }
     }
 

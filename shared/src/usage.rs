@@ -4,9 +4,11 @@
 //! - `{tenant}#usage` / `points#{YYYY-MM-DDTHH}`: points logged in that UTC hour;
 //! - `{tenant}#usage` / `storage`: bytes the team stores now (the hourly roll-up
 //!   samples it into GB-hours).
+//!
+//! Writers also mark the tenant for the roll-up (`metering::mark_active`,
+//! `metering::mark_storer`) before these writes.
 
 use time::OffsetDateTime;
-use time::macros::format_description;
 
 use crate::storage::kv::{Condition, Key, TxOp};
 use crate::tenancy::Tenant;
@@ -14,14 +16,12 @@ use crate::tenancy::Tenant;
 pub const POINTS: &str = "points";
 pub const BYTES: &str = "bytes";
 
-fn partition(tenant: &Tenant) -> String {
+pub(crate) fn partition(tenant: &Tenant) -> String {
     tenant.partition("usage")
 }
 
 pub fn points_key(tenant: &Tenant, at: OffsetDateTime) -> Key {
-    let hour = at
-        .format(format_description!("[year]-[month]-[day]T[hour]"))
-        .expect("formatting a UTC hour");
+    let hour = crate::metering::hour_label(crate::metering::hour_of(at));
     Key::new(partition(tenant), format!("points#{hour}"))
 }
 

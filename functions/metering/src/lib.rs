@@ -2,8 +2,8 @@
 //! accounts for from its event, never from the clock, so a late or repeated invocation
 //! accounts for the right hour and tests can drive simulated days.
 //!
-//! This crate holds the event contract; the usage roll-up it drives arrives with the
-//! metering issue.
+//! Each run rolls up the hour its event names and every hour missed before it
+//! (`sextant_shared::metering`); running an hour twice changes nothing.
 
 use serde::Deserialize;
 use time::OffsetDateTime;

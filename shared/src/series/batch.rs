@@ -419,6 +419,7 @@ pub async fn log(
         accepted: prepared.accepted,
         committed_at: now,
     };
+    crate::metering::mark_storer(state, tenant).await?;
     for _ in 0..COMMIT_ATTEMPTS {
         let now = OffsetDateTime::now_utc();
         let mut updated = versioned.clone();
@@ -438,6 +439,7 @@ pub async fn log(
                 return Err(refusal);
             }
         };
+        crate::metering::mark_active(state, tenant, now).await?;
         let ops = vec![
             TxOp::Put(
                 doc_item(record_key.clone(), &batch_record)?,

@@ -1,0 +1,235 @@
+//! The hourly usage roll-up: for each hour, each tenant's logged points and a sample
+//! of the bytes it stores, written once as an immutable hourly record.
+//!
+//! The roll-up's work scales with the tenants that matter for an hour, never with the
+//! items stored: writers mark a tenant active for the hour they count points in, and
+//! mark it as a storage holder the first time it stores bytes. Both marks live in
+//! global partitions whose sort keys are tenant ids (the design's global lookups):
+//! `metering#hour#{hour}` / `{tenant}` and `metering#storers` / `{tenant}`. A process
+//! remembers the marks it wrote, so a busy tenant costs one mark per hour per process.
+//!
+//! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes}`, written
+//! only if absent, so rolling an hour up twice changes nothing. `metering` / `cursor`
+//! remembers the last hour rolled up; a run fills in every hour missed since (up to
+//! `MAX_BACKFILL_HOURS`), sampling storage as it is when the run happens.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+use time::macros::format_description;
+use time::{Duration, OffsetDateTime};
+
+use crate::ids::TenantId;
+use crate::records::{doc_item, get_doc};
+use crate::state::AppState;
+use crate::storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult};
+use crate::tenancy::Tenant;
+use crate::usage;
+
+/// How far back a run fills in missed hours.
+pub const MAX_BACKFILL_HOURS: i64 = 24 * 31;
+
+/// The start of the UTC hour holding `at`.
+pub fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or_else(|_| unreachable!("0 is a valid minute, second and nanosecond"))
+}
+
+/// An hour as it appears in keys: `2026-11-05T13`.
+pub fn hour_label(hour: OffsetDateTime) -> String {
+    hour.format(format_description!("[year]-[month]-[day]T[hour]"))
+        .expect("formatting a UTC hour")
+}
+
+fn active_partition(hour: OffsetDateTime) -> String {
+    format!("metering#hour#{}", hour_label(hour))
+}
+
+const STORERS: &str = "metering#storers";
+
+/// The marks this process has written, so each is written once.
+#[derive(Debug, Default)]
+pub struct Marks {
+    written: Mutex<HashSet<(String, TenantId)>>,
+}
+
+impl Marks {
+    fn first_time(&self, partition: &str, tenant: TenantId) -> bool {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Old hours' marks are never needed again; keep the set small.
+        if written.len() > 100_000 {
+            written.clear();
+        }
+        written.insert((partition.to_owned(), tenant))
+    }
+}
+
+async fn mark(state: &AppState, partition: String, tenant: &Tenant) -> StoreResult<()> {
+    if !state.marks.first_time(&partition, tenant.id()) {
+        return Ok(());
+    }
+    let item = Item::new(Key::new(partition.clone(), tenant.id().to_string()));
+    if let Err(err) = state.kv.put(item, Condition::None).await {
+        // Forget it, so the next write tries again.
+        state
+            .marks
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(partition, tenant.id()));
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Marks the tenant as logging points in the hour holding `at`. Call before the write
+/// that counts them: a mark without points costs nothing, points without a mark would
+/// never be rolled up.
+pub async fn mark_active(state: &AppState, tenant: &Tenant, at: OffsetDateTime) -> StoreResult<()> {
+    mark(state, active_partition(hour_of(at)), tenant).await
+}
+
+/// Marks the tenant as storing bytes, so every hour samples it. Call before the write
+/// that grows its storage.
+pub async fn mark_storer(state: &AppState, tenant: &Tenant) -> StoreResult<()> {
+    mark(state, STORERS.to_owned(), tenant).await
+}
+
+/// One tenant's usage in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourlyUsage {
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub points: u64,
+    /// Bytes stored when the hour was rolled up.
+    pub storage_bytes: u64,
+}
+
+fn hourly_key(tenant: &Tenant, hour: OffsetDateTime) -> Key {
+    Key::new(
+        usage::partition(tenant),
+        format!("hour#{}", hour_label(hour)),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    #[serde(with = "time::serde::rfc3339")]
+    last_hour: OffsetDateTime,
+}
+
+fn cursor_key() -> Key {
+    Key::new("metering", "cursor")
+}
+
+async fn tenants_in(
+    state: &AppState,
+    partition: &str,
+    into: &mut BTreeSet<TenantId>,
+) -> StoreResult<()> {
+    let mut query = Query::partition(partition);
+    loop {
+        let page = state.kv.query(query.clone()).await?;
+        into.extend(
+            page.items
+                .iter()
+                .filter_map(|item| item.key.sk.parse::<TenantId>().ok()),
+        );
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
+    Ok(state
+        .kv
+        .get(key)
+        .await?
+        .and_then(|item| item.n(attr))
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Rolls up one hour: a record for every tenant active in it or storing bytes.
+/// Answers how many records it wrote (0 when the hour was rolled up already).
+pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> StoreResult<usize> {
+    let hour = hour_of(hour);
+    let mut tenants = BTreeSet::new();
+    tenants_in(state, &active_partition(hour), &mut tenants).await?;
+    tenants_in(state, STORERS, &mut tenants).await?;
+    let mut written = 0;
+    for tenant_id in tenants {
+        let tenant = Tenant::verified(tenant_id);
+        let record = HourlyUsage {
+            hour,
+            points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
+            storage_bytes: counter(state, &usage::storage_key(&tenant), usage::BYTES).await?,
+        };
+        match state
+            .kv
+            .put(
+                doc_item(hourly_key(&tenant, hour), &record)?,
+                Condition::NotExists,
+            )
+            .await
+        {
+            Ok(()) => written += 1,
+            Err(StoreError::ConditionFailed) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(written)
+}
+
+/// Rolls up `through` and every hour missed since the last run, oldest first.
+/// Answers the hours it rolled up.
+pub async fn roll_up_through(
+    state: &AppState,
+    through: OffsetDateTime,
+) -> StoreResult<Vec<OffsetDateTime>> {
+    let through = hour_of(through);
+    let cursor: Option<Cursor> = get_doc(&*state.kv, &cursor_key()).await?;
+    let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
+    let mut hour = cursor
+        .map(|c| c.last_hour + Duration::HOUR)
+        .unwrap_or(through)
+        .max(earliest);
+    let mut done = Vec::new();
+    while hour <= through {
+        roll_up_hour(state, hour).await?;
+        done.push(hour);
+        hour += Duration::HOUR;
+    }
+    if let Some(&last) = done.last() {
+        state
+            .kv
+            .put(
+                doc_item(cursor_key(), &Cursor { last_hour: last })?,
+                Condition::None,
+            )
+            .await?;
+    }
+    Ok(done)
+}
+
+/// A tenant's hourly records in `[from, to)`.
+pub async fn hourly(
+    state: &AppState,
+    tenant: &Tenant,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> StoreResult<Vec<HourlyUsage>> {
+    let query = Query::partition(usage::partition(tenant)).between(
+        format!("hour#{}", hour_label(hour_of(from))),
+        format!("hour#{}", hour_label(hour_of(to - Duration::NANOSECOND))),
+    );
+    crate::records::query_docs(&*state.kv, query).await
+}

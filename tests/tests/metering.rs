@@ -1,0 +1,169 @@
+//! The hourly roll-up on both stores: each tenant's points of an hour counted once
+//! (retried batches included), its storage sampled, rolling an hour up again changing
+//! nothing, missed hours filled in, and tenants kept apart.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::auth::Caller;
+use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::auth::password::Password;
+use sextant_shared::metering::{self, hour_of};
+use sextant_shared::projects::{self, ProjectName};
+use sextant_shared::runs::{self, NewRun};
+use sextant_shared::series::batch::{self, LogBatch};
+use sextant_shared::state::{AppState, Settings};
+use sextant_shared::storage::Storage;
+use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, unique};
+use time::{Duration, OffsetDateTime};
+
+async fn embedded() -> (AppState, Box<dyn std::any::Any>) {
+    let (blobs, dir) = local_blobs_with_routes().await;
+    let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("store");
+    (
+        state(Storage {
+            kv: Arc::new(kv),
+            blobs,
+        }),
+        Box::new(dir),
+    )
+}
+
+async fn aws() -> (AppState, Box<dyn std::any::Any>) {
+    let (_, kv, blobs) = fresh_aws_storage().await;
+    (
+        state(Storage {
+            kv: Arc::new(kv),
+            blobs: Arc::new(blobs),
+        }),
+        Box::new(()),
+    )
+}
+
+fn state(storage: Storage) -> AppState {
+    let keyring = Keyring::new(&[("test".to_owned(), vec![3; 32])]).expect("keyring");
+    AppState::new(storage, keyring, Settings::new(None))
+}
+
+async fn team(state: &AppState) -> Caller {
+    let signed_up = accounts::signup(
+        state,
+        DisplayName::parse("team", "Meters").unwrap(),
+        Email::parse(&format!("{}@example.com", unique("meter"))).unwrap(),
+        Password::parse("a long enough password".into()).unwrap(),
+    )
+    .await
+    .expect("signup");
+    accounts::authenticate(state, &signed_up.api_key)
+        .await
+        .expect("authenticate")
+}
+
+async fn log(
+    state: &AppState,
+    caller: &Caller,
+    run: sextant_shared::ids::RunId,
+    id: &str,
+    n: usize,
+) -> u64 {
+    let steps: Vec<usize> = (0..n).collect();
+    let batch: LogBatch = serde_json::from_value(json!({
+        "batch_id": id,
+        "series": {"loss": {"steps": steps, "values": vec![0.5; n]}},
+        "text": {"stdout": [{"step": 0, "text": "hello"}]},
+    }))
+    .unwrap();
+    batch::log(state, &caller.tenant, run, batch)
+        .await
+        .expect("logged")
+        .accepted
+}
+
+async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
+    (state, _keep): (AppState, Box<dyn std::any::Any>),
+) {
+    let first_hour = hour_of(OffsetDateTime::now_utc());
+    let (a, b) = (team(&state).await, team(&state).await);
+    let mut runs = Vec::new();
+    for caller in [&a, &b] {
+        let project = projects::create(&state, caller, ProjectName::parse("p").unwrap())
+            .await
+            .unwrap();
+        runs.push(
+            runs::create(&state, caller, &project, NewRun::default())
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let mut a_points = log(&state, &a, runs[0], "one", 1000).await;
+    a_points += log(&state, &a, runs[0], "two", 500).await;
+    // A retry stores and counts nothing.
+    assert_eq!(log(&state, &a, runs[0], "two", 500).await, 501);
+    let b_points = log(&state, &b, runs[1], "only", 10).await;
+    assert_eq!((a_points, b_points), (1502, 11));
+
+    // The test may straddle an hour: roll up every hour it touched.
+    let last_hour = hour_of(OffsetDateTime::now_utc());
+    let mut hour = first_hour;
+    while hour <= last_hour {
+        metering::roll_up_hour(&state, hour).await.unwrap();
+        hour += Duration::HOUR;
+    }
+    let window = (first_hour, last_hour + Duration::HOUR);
+    let usage = |caller: Caller| {
+        let state = state.clone();
+        async move {
+            metering::hourly(&state, &caller.tenant, window.0, window.1)
+                .await
+                .unwrap()
+        }
+    };
+    let a_usage = usage(a.clone()).await;
+    let b_usage = usage(b.clone()).await;
+    assert_eq!(a_usage.iter().map(|h| h.points).sum::<u64>(), 1502);
+    assert_eq!(b_usage.iter().map(|h| h.points).sum::<u64>(), 11);
+    let a_bytes = a_usage.last().unwrap().storage_bytes;
+    assert!(a_bytes > 0 && a_bytes > b_usage.last().unwrap().storage_bytes);
+
+    // Again: nothing is written, nothing changes.
+    assert_eq!(metering::roll_up_hour(&state, last_hour).await.unwrap(), 0);
+    assert_eq!(usage(a.clone()).await, a_usage);
+
+    // Deleting the run releases its storage; the next hour samples the smaller figure.
+    runs::delete(&state, &a.tenant, runs[0]).await.unwrap();
+    let next = last_hour + Duration::HOUR;
+    let rolled = metering::roll_up_through(&state, next).await.unwrap();
+    assert_eq!(
+        rolled,
+        vec![next],
+        "with no cursor yet, only the hour asked for"
+    );
+    let later = metering::hourly(&state, &a.tenant, next, next + Duration::HOUR)
+        .await
+        .unwrap();
+    assert_eq!(later.len(), 1, "a storer is sampled even in an idle hour");
+    assert_eq!((later[0].points, later[0].storage_bytes), (0, 0));
+
+    // Three hours later, the missed hours are filled in, each once.
+    let rolled = metering::roll_up_through(&state, next + Duration::hours(3))
+        .await
+        .unwrap();
+    assert_eq!(rolled.len(), 3);
+    let again = metering::roll_up_through(&state, next + Duration::hours(3))
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn the_roll_up_on_the_embedded_store() {
+    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(embedded().await).await;
+}
+
+#[tokio::test]
+async fn the_roll_up_on_dynamodb() {
+    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(aws().await).await;
+}
