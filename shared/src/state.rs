@@ -19,6 +19,7 @@ pub struct Settings {
     /// A running run not heard from for this long reads as `lost` (or `aborted`, when
     /// an abort was requested and never confirmed).
     pub heartbeat_timeout: time::Duration,
+    pub plan: crate::billing::PricePlan,
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
@@ -32,6 +33,7 @@ impl Settings {
             access_token_ttl: time::Duration::minutes(15),
             invite_ttl: time::Duration::days(7),
             heartbeat_timeout: time::Duration::minutes(10),
+            plan: crate::billing::PricePlan::default(),
             body_limit: 6 * 1024 * 1024,
         }
     }

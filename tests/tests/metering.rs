@@ -9,6 +9,7 @@ use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::password::Password;
+use sextant_shared::billing;
 use sextant_shared::metering::{self, hour_of};
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
@@ -128,6 +129,18 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     let a_bytes = a_usage.last().unwrap().storage_bytes;
     assert!(a_bytes > 0 && a_bytes > b_usage.last().unwrap().storage_bytes);
 
+    // The month's usage sums the hours; the other team's are not in it.
+    let month = billing::BillingMonth::of(first_hour);
+    let priced = billing::usage(&state, &a.tenant, month).await.unwrap();
+    if billing::BillingMonth::of(last_hour) == month {
+        assert_eq!(priced.points, 1502);
+        assert_eq!(
+            priced.total,
+            rust_decimal::Decimal::ZERO,
+            "inside the free allowance"
+        );
+    }
+
     // Again: nothing is written, nothing changes.
     assert_eq!(metering::roll_up_hour(&state, last_hour).await.unwrap(), 0);
     assert_eq!(usage(a.clone()).await, a_usage);
@@ -166,4 +179,19 @@ async fn the_roll_up_on_the_embedded_store() {
 #[tokio::test]
 async fn the_roll_up_on_dynamodb() {
     rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(aws().await).await;
+}
+
+#[tokio::test]
+async fn usage_over_http_starts_at_zero_and_refuses_a_malformed_month() {
+    let app = sextant_tests::TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, usage) = app.get("/v1/usage?month=2026-11", &team.api_key).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{usage}");
+    assert_eq!(usage["month"], "2026-11");
+    assert_eq!(usage["points"], 0);
+    assert_eq!(usage["total"], "0.00");
+    assert_eq!(usage["currency"], "USD");
+    let (status, body) = app.get("/v1/usage?month=2026-13", &team.api_key).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(sextant_tests::error_code(&body), "invalid_month");
 }

@@ -9,6 +9,7 @@ mod members;
 mod projects;
 mod runs;
 mod session;
+mod usage;
 
 use axum::Router;
 use axum::routing::{delete, get, patch, post};
@@ -69,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/runs/{run}/lineage", get(lineage::graph))
         .route("/v1/datasets/{hash}", get(lineage::dataset))
+        .route("/v1/usage", get(usage::usage))
         .route("/v1/runs/{run}/images", get(images::series))
         .route("/v1/runs/{run}/images/{*series}", get(images::list))
         .route(

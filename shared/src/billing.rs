@@ -1,0 +1,253 @@
+//! Pay-per-use pricing over the hourly usage records: logged points and storage
+//! GB-hours, each with a monthly free allowance. Money is exact decimals in the plan's
+//! currency, rounded to minor units per line item (half away from zero) and sent as
+//! strings, never floats.
+//!
+//! Storage is priced per GB-month and charged per GB-hour: a GB-month is 730 GB-hours
+//! (AWS's convention), and a GB is 10^9 bytes.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde::Serialize;
+use time::{Date, Month, OffsetDateTime, Time};
+
+use crate::error::{ApiError, ApiResult};
+use crate::metering::{self, HourlyUsage};
+use crate::state::AppState;
+use crate::tenancy::Tenant;
+
+pub const HOURS_PER_GB_MONTH: u32 = 730;
+const BYTES_PER_GB: u64 = 1_000_000_000;
+
+/// What a team pays. The defaults are the published plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PricePlan {
+    pub currency: String,
+    /// Digits after the decimal point of the currency's minor unit (2 for cents).
+    pub minor_digits: u32,
+    pub per_million_points: Decimal,
+    pub per_gb_month: Decimal,
+    /// Points free each month.
+    pub free_points: u64,
+    /// GB-months free each month.
+    pub free_gb_months: Decimal,
+}
+
+impl Default for PricePlan {
+    fn default() -> Self {
+        Self {
+            currency: "USD".into(),
+            minor_digits: 2,
+            // $0.50 per million points, $0.10 per GB-month.
+            per_million_points: Decimal::new(50, 2),
+            per_gb_month: Decimal::new(10, 2),
+            free_points: 10_000_000,
+            free_gb_months: Decimal::from(5),
+        }
+    }
+}
+
+/// A calendar month in UTC, written `YYYY-MM`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BillingMonth {
+    pub year: i32,
+    pub month: Month,
+}
+
+impl BillingMonth {
+    pub fn parse(text: &str) -> ApiResult<Self> {
+        let invalid = || ApiError::invalid("invalid_month", "month is YYYY-MM, e.g. 2026-11");
+        let (year, month) = text.split_once('-').ok_or_else(invalid)?;
+        let year: i32 = year
+            .parse()
+            .ok()
+            .filter(|y| (2000..=9999).contains(y))
+            .ok_or_else(invalid)?;
+        let month: u8 = month
+            .parse()
+            .ok()
+            .filter(|_| month.len() == 2)
+            .ok_or_else(invalid)?;
+        let month = Month::try_from(month).map_err(|_| invalid())?;
+        Ok(Self { year, month })
+    }
+
+    pub fn of(at: OffsetDateTime) -> Self {
+        let at = at.to_offset(time::UtcOffset::UTC);
+        Self {
+            year: at.year(),
+            month: at.month(),
+        }
+    }
+
+    pub fn start(&self) -> OffsetDateTime {
+        Date::from_calendar_date(self.year, self.month, 1)
+            .expect("the first of a month exists")
+            .with_time(Time::MIDNIGHT)
+            .assume_utc()
+    }
+
+    pub fn end(&self) -> OffsetDateTime {
+        let (year, month) = match self.month {
+            Month::December => (self.year + 1, Month::January),
+            month => (self.year, month.next()),
+        };
+        Self { year, month }.start()
+    }
+}
+
+impl std::fmt::Display for BillingMonth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, u8::from(self.month))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Day {
+    pub date: String,
+    pub points: u64,
+    pub gb_hours: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineItem {
+    pub description: &'static str,
+    pub quantity: Decimal,
+    pub unit: &'static str,
+    pub unit_price: Decimal,
+    pub free_allowance: Decimal,
+    pub amount: Decimal,
+}
+
+/// A tenant's usage in a month so far, priced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MonthUsage {
+    pub month: String,
+    pub points: u64,
+    pub gb_hours: Decimal,
+    pub days: Vec<Day>,
+    pub line_items: Vec<LineItem>,
+    pub total: Decimal,
+    pub currency: String,
+}
+
+fn gb_hours(bytes: u64) -> Decimal {
+    Decimal::from(bytes) / Decimal::from(BYTES_PER_GB)
+}
+
+impl PricePlan {
+    /// To minor units, shown with all their digits (`0.00`, not `0`).
+    fn round(&self, amount: Decimal) -> Decimal {
+        let mut rounded = amount
+            .round_dp_with_strategy(self.minor_digits, RoundingStrategy::MidpointAwayFromZero);
+        rounded.rescale(self.minor_digits);
+        rounded
+    }
+
+    /// Prices a month's points and GB-hours.
+    pub fn line_items(&self, points: u64, gb_hours: Decimal) -> Vec<LineItem> {
+        let free_points = Decimal::from(points.min(self.free_points));
+        let billed_points = Decimal::from(points) - free_points;
+        let per_point = self.per_million_points / Decimal::from(1_000_000);
+        let free_gb_hours = (self.free_gb_months * Decimal::from(HOURS_PER_GB_MONTH)).min(gb_hours);
+        let per_gb_hour = self.per_gb_month / Decimal::from(HOURS_PER_GB_MONTH);
+        vec![
+            LineItem {
+                description: "logged points",
+                quantity: Decimal::from(points),
+                unit: "point",
+                unit_price: per_point,
+                free_allowance: free_points,
+                amount: self.round(billed_points * per_point),
+            },
+            LineItem {
+                description: "storage",
+                quantity: gb_hours,
+                unit: "GB-hour",
+                unit_price: per_gb_hour,
+                free_allowance: free_gb_hours,
+                amount: self.round((gb_hours - free_gb_hours) * per_gb_hour),
+            },
+        ]
+    }
+
+    pub fn price(&self, month: BillingMonth, hours: &[HourlyUsage]) -> MonthUsage {
+        let mut days: Vec<Day> = Vec::new();
+        for hour in hours {
+            let date = hour.hour.date().to_string();
+            if days.last().is_none_or(|day| day.date != date) {
+                days.push(Day {
+                    date,
+                    points: 0,
+                    gb_hours: Decimal::ZERO,
+                });
+            }
+            let day = days.last_mut().expect("just pushed");
+            day.points += hour.points;
+            day.gb_hours += gb_hours(hour.storage_bytes);
+        }
+        let points = days.iter().map(|d| d.points).sum();
+        let gb_hours: Decimal = days.iter().map(|d| d.gb_hours).sum();
+        let line_items = self.line_items(points, gb_hours);
+        let total = self.round(line_items.iter().map(|item| item.amount).sum());
+        MonthUsage {
+            month: month.to_string(),
+            points,
+            gb_hours,
+            days,
+            line_items,
+            total,
+            currency: self.currency.clone(),
+        }
+    }
+}
+
+/// A tenant's month so far, from the hours rolled up.
+pub async fn usage(
+    state: &AppState,
+    tenant: &Tenant,
+    month: BillingMonth,
+) -> ApiResult<MonthUsage> {
+    let hours = metering::hourly(state, tenant, month.start(), month.end()).await?;
+    Ok(state.settings.plan.price(month, &hours))
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn months_parse_strictly_and_know_their_bounds() {
+        let month = BillingMonth::parse("2026-12").unwrap();
+        assert_eq!(month.start(), datetime!(2026-12-01 0:00 UTC));
+        assert_eq!(month.end(), datetime!(2027-01-01 0:00 UTC));
+        assert_eq!(month.to_string(), "2026-12");
+        for bad in ["2026-13", "2026-1", "26-11", "2026/11", ""] {
+            assert!(BillingMonth::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn free_allowances_come_off_before_pricing_and_amounts_round_to_cents() {
+        let plan = PricePlan::default();
+        let hour = |h: u8, points: u64, bytes: u64| HourlyUsage {
+            hour: datetime!(2026-11-01 0:00 UTC) + time::Duration::hours(h.into()),
+            points,
+            storage_bytes: bytes,
+        };
+        // 13,000,001 points, and 100 GB for 73 hours: 10 GB-months, 5 of them free.
+        let mut hours = vec![hour(0, 13_000_001, 0)];
+        hours.extend((1..=73).map(|h| hour(h, 0, 100 * BYTES_PER_GB)));
+        let usage = plan.price(BillingMonth::parse("2026-11").unwrap(), &hours);
+        assert_eq!(usage.points, 13_000_001);
+        assert_eq!(usage.gb_hours, Decimal::from(7300));
+        // 3,000,001 billed points at $0.50 per million: $1.5000005 -> $1.50.
+        assert_eq!(usage.line_items[0].amount, Decimal::new(150, 2));
+        // 3,650 billed GB-hours at $0.10 / 730: $0.50.
+        assert_eq!(usage.line_items[1].amount, Decimal::new(50, 2));
+        assert_eq!(usage.total, Decimal::new(200, 2));
+        assert_eq!(usage.days.len(), 4);
+        assert_eq!(usage.days[0].points, 13_000_001);
+    }
+}
