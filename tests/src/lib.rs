@@ -301,3 +301,19 @@ pub fn error_code(body: &Value) -> String {
     );
     text(&body["error"], "code")
 }
+
+/// Runs each case, an async fn taking what `$spawn` returns, as its own test in a
+/// module named `$module` (say, one module per storage backend).
+#[macro_export]
+macro_rules! cases {
+    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
+        mod $module {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case($spawn().await).await;
+                }
+            )+
+        }
+    };
+}

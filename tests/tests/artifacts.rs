@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::s3::S3Blobs;
-use sextant_tests::{TestApp, error_code, fresh_aws_storage, text};
+use sextant_tests::{TestApp, cases, error_code, fresh_aws_storage, text};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -1362,20 +1362,6 @@ async fn two_completions_at_once_leave_the_artifact_ready(fx: Fixture) {
         download_hash(&fx.app.client, &url).await,
         (content.size, sha256)
     );
-}
-
-/// Runs every case against one way of starting the application, each its own test.
-macro_rules! cases {
-    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($spawn().await).await;
-                }
-            )+
-        }
-    };
 }
 
 macro_rules! on_both_backends {

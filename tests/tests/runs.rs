@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_tests::{Team, TestApp, error_code, fresh_aws_storage, text};
+use sextant_tests::{Team, TestApp, cases, error_code, fresh_aws_storage, text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -77,20 +77,6 @@ fn timestamp(value: &Value) -> OffsetDateTime {
 /// A run id that is well formed but names no run.
 fn ghost_run_id() -> String {
     format!("run_{}", ulid::Ulid::generate().to_string().to_lowercase())
-}
-
-/// Runs every case against one way of starting the application, each its own test.
-macro_rules! cases {
-    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($spawn().await).await;
-                }
-            )+
-        }
-    };
 }
 
 async fn short_heartbeat_embedded() -> TestApp {

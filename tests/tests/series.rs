@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sextant_tests::{TestApp, error_code, text, unique};
+use sextant_tests::{TestApp, cases, error_code, text, unique};
 
 /// A float from a JSON value: a number or one of the strings for non-finite values.
 fn float(value: &Value) -> f64 {
@@ -105,19 +105,6 @@ async fn summaries(app: &TestApp, key: &str, run: &str) -> Value {
     let (status, body) = app.get(&format!("/v1/runs/{run}/series"), key).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body["series"].clone()
-}
-
-macro_rules! cases {
-    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
-        mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($spawn().await).await;
-                }
-            )+
-        }
-    };
 }
 
 macro_rules! on_both_backends {
