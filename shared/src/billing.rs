@@ -7,12 +7,16 @@
 //! (AWS's convention), and a GB is 10^9 bytes.
 
 use rust_decimal::{Decimal, RoundingStrategy};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime, Time};
 
 use crate::error::{ApiError, ApiResult};
+use crate::ids::TenantId;
 use crate::metering::{self, HourlyUsage};
+use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
+use crate::storage::blob::BlobKey;
+use crate::storage::kv::{Condition, Key, StoreError};
 use crate::tenancy::Tenant;
 
 pub const HOURS_PER_GB_MONTH: u32 = 730;
@@ -108,11 +112,11 @@ pub struct Day {
     pub gb_hours: Decimal,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LineItem {
-    pub description: &'static str,
+    pub description: String,
     pub quantity: Decimal,
-    pub unit: &'static str,
+    pub unit: String,
     pub unit_price: Decimal,
     pub free_allowance: Decimal,
     pub amount: Decimal,
@@ -152,17 +156,17 @@ impl PricePlan {
         let per_gb_hour = self.per_gb_month / Decimal::from(HOURS_PER_GB_MONTH);
         vec![
             LineItem {
-                description: "logged points",
+                description: "logged points".into(),
                 quantity: Decimal::from(points),
-                unit: "point",
+                unit: "point".into(),
                 unit_price: per_point,
                 free_allowance: free_points,
                 amount: self.round(billed_points * per_point),
             },
             LineItem {
-                description: "storage",
+                description: "storage".into(),
                 quantity: gb_hours,
-                unit: "GB-hour",
+                unit: "GB-hour".into(),
                 unit_price: per_gb_hour,
                 free_allowance: free_gb_hours,
                 amount: self.round((gb_hours - free_gb_hours) * per_gb_hour),
@@ -209,6 +213,148 @@ pub async fn usage(
 ) -> ApiResult<MonthUsage> {
     let hours = metering::hourly(state, tenant, month.start(), month.end()).await?;
     Ok(state.settings.plan.price(month, &hours))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportStatus {
+    /// The month is open (or not yet closed); the figures can still grow.
+    Draft,
+    /// Closed by the metering run after the month ended; never changes again.
+    Closed,
+}
+
+/// A tenant's bill for a month.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub tenant_id: TenantId,
+    pub month: String,
+    pub status: ReportStatus,
+    pub points: u64,
+    pub gb_hours: Decimal,
+    pub line_items: Vec<LineItem>,
+    pub total: Decimal,
+    pub currency: String,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub closed_at: Option<OffsetDateTime>,
+}
+
+impl Report {
+    fn from_usage(tenant: &Tenant, usage: MonthUsage) -> Self {
+        Self {
+            tenant_id: tenant.id(),
+            month: usage.month,
+            status: ReportStatus::Draft,
+            points: usage.points,
+            gb_hours: usage.gb_hours,
+            line_items: usage.line_items,
+            total: usage.total,
+            currency: usage.currency,
+            closed_at: None,
+        }
+    }
+
+    /// The line items as CSV, with a total row.
+    pub fn to_csv(&self) -> String {
+        let mut csv = String::from(
+            "month,status,description,quantity,unit,unit_price,free_allowance,amount,currency\n",
+        );
+        let status = match self.status {
+            ReportStatus::Draft => "draft",
+            ReportStatus::Closed => "closed",
+        };
+        for item in &self.line_items {
+            csv.push_str(&format!(
+                "{},{status},{},{},{},{},{},{},{}\n",
+                self.month,
+                item.description,
+                item.quantity,
+                item.unit,
+                item.unit_price,
+                item.free_allowance,
+                item.amount,
+                self.currency
+            ));
+        }
+        csv.push_str(&format!(
+            "{},{status},total,,,,,{},{}\n",
+            self.month, self.total, self.currency
+        ));
+        csv
+    }
+}
+
+/// The index of a closed report: it exists only once the report is stored.
+#[derive(Debug, Serialize, Deserialize)]
+struct Closed {
+    #[serde(with = "time::serde::rfc3339")]
+    closed_at: OffsetDateTime,
+}
+
+fn closed_key(tenant: &Tenant, month: BillingMonth) -> Key {
+    Key::new(crate::usage::partition(tenant), format!("report#{month}"))
+}
+
+fn report_blob(tenant: &Tenant, month: BillingMonth) -> ApiResult<BlobKey> {
+    Ok(BlobKey::parse(format!(
+        "{}billing/{month}.json",
+        tenant.blob_prefix()
+    ))?)
+}
+
+/// The month's report: the closed one if the month is closed, else a draft.
+pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> ApiResult<Report> {
+    if get_doc::<Closed>(&*state.kv, &closed_key(tenant, month))
+        .await?
+        .is_some()
+    {
+        let bytes = state
+            .blobs
+            .get(&report_blob(tenant, month)?)
+            .await?
+            .bytes()
+            .await?;
+        return serde_json::from_slice(&bytes).map_err(ApiError::internal);
+    }
+    Ok(Report::from_usage(
+        tenant,
+        usage(state, tenant, month).await?,
+    ))
+}
+
+/// Closes a month for every tenant billed in it: stores each report and then its
+/// index, once. Closing again changes nothing; the time a month closes is its end, so
+/// a report's bytes do not depend on when the run happened.
+pub async fn close_month(state: &AppState, month: BillingMonth) -> ApiResult<usize> {
+    let mut closed = 0;
+    for tenant_id in metering::billed_tenants(state, month).await? {
+        let tenant = Tenant::verified(tenant_id);
+        let key = closed_key(&tenant, month);
+        if state.kv.get(&key).await?.is_some() {
+            continue;
+        }
+        let mut report = Report::from_usage(&tenant, usage(state, &tenant, month).await?);
+        report.status = ReportStatus::Closed;
+        report.closed_at = Some(month.end());
+        let json = serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?;
+        state
+            .blobs
+            .put(&report_blob(&tenant, month)?, json.into())
+            .await?;
+        let index = Closed {
+            closed_at: month.end(),
+        };
+        match state
+            .kv
+            .put(doc_item(key, &index)?, Condition::NotExists)
+            .await
+        {
+            Ok(()) => closed += 1,
+            Err(StoreError::ConditionFailed) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(closed)
 }
 
 #[cfg(test)]

@@ -115,6 +115,13 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// So code outside the HTTP edge (the metering function, the CLI) can carry it on.
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause.as_ref().map(|cause| cause.as_ref() as _)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
+use crate::error::ApiResult;
 use crate::ids::TenantId;
 use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
@@ -158,9 +159,10 @@ async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
         .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
-/// Rolls up one hour: a record for every tenant active in it or storing bytes.
-/// Answers how many records it wrote (0 when the hour was rolled up already).
-pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> StoreResult<usize> {
+/// Rolls up one hour: a record for every tenant active in it or storing bytes; the
+/// last hour of a month also closes the month's reports. Answers how many records it
+/// wrote (0 when the hour was rolled up already).
+pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
     let hour = hour_of(hour);
     let mut tenants = BTreeSet::new();
     tenants_in(state, &active_partition(hour), &mut tenants).await?;
@@ -173,6 +175,15 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> StoreResult
             points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
             storage_bytes: counter(state, &usage::storage_key(&tenant), usage::BYTES).await?,
         };
+        // The month's bill will be made for every tenant with an hour in it.
+        let month = crate::billing::BillingMonth::of(hour);
+        state
+            .kv
+            .put(
+                Item::new(Key::new(month_partition(month), tenant_id.to_string())),
+                Condition::None,
+            )
+            .await?;
         match state
             .kv
             .put(
@@ -183,10 +194,28 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> StoreResult
         {
             Ok(()) => written += 1,
             Err(StoreError::ConditionFailed) => {}
-            Err(err) => return Err(err),
+            Err(err) => return Err(err.into()),
         }
     }
+    let month = crate::billing::BillingMonth::of(hour);
+    if hour + Duration::HOUR == month.end() {
+        crate::billing::close_month(state, month).await?;
+    }
     Ok(written)
+}
+
+fn month_partition(month: crate::billing::BillingMonth) -> String {
+    format!("metering#month#{month}")
+}
+
+/// Every tenant with at least one hour rolled up in the month.
+pub async fn billed_tenants(
+    state: &AppState,
+    month: crate::billing::BillingMonth,
+) -> StoreResult<BTreeSet<TenantId>> {
+    let mut tenants = BTreeSet::new();
+    tenants_in(state, &month_partition(month), &mut tenants).await?;
+    Ok(tenants)
 }
 
 /// Rolls up `through` and every hour missed since the last run, oldest first.
@@ -194,7 +223,7 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> StoreResult
 pub async fn roll_up_through(
     state: &AppState,
     through: OffsetDateTime,
-) -> StoreResult<Vec<OffsetDateTime>> {
+) -> ApiResult<Vec<OffsetDateTime>> {
     let through = hour_of(through);
     let cursor: Option<Cursor> = get_doc(&*state.kv, &cursor_key()).await?;
     let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);

@@ -169,6 +169,26 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
+
+    // Rolling up a month's last hour closes its reports, once and for good.
+    let last_of_month = month.end() - Duration::HOUR;
+    metering::roll_up_hour(&state, last_of_month).await.unwrap();
+    let closed = billing::report(&state, &b.tenant, month).await.unwrap();
+    assert_eq!(closed.status, billing::ReportStatus::Closed);
+    assert_eq!(closed.closed_at, Some(month.end()));
+    assert!(closed.to_csv().contains(",closed,logged points,"));
+    let project = projects::find(&state, &b.tenant, "p").await.unwrap();
+    let late_run = runs::create(&state, &b, &project, NewRun::default())
+        .await
+        .unwrap()
+        .id;
+    log(&state, &b, late_run, "late", 5).await;
+    metering::roll_up_hour(&state, last_of_month).await.unwrap();
+    assert_eq!(
+        billing::report(&state, &b.tenant, month).await.unwrap(),
+        closed,
+        "a closed report never changes"
+    );
 }
 
 #[tokio::test]
@@ -194,4 +214,33 @@ async fn usage_over_http_starts_at_zero_and_refuses_a_malformed_month() {
     let (status, body) = app.get("/v1/usage?month=2026-13", &team.api_key).await;
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
     assert_eq!(sextant_tests::error_code(&body), "invalid_month");
+}
+
+#[tokio::test]
+async fn a_months_report_is_a_draft_until_closed_and_comes_as_json_or_csv() {
+    let app = sextant_tests::TestApp::spawn().await;
+    let team = app.signup().await;
+    let (status, report) = app.get("/v1/billing/reports/2026-11", &team.api_key).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{report}");
+    assert_eq!(report["status"], "draft");
+    assert_eq!(report["tenant_id"], team.tenant_id.as_str());
+    assert_eq!(report["line_items"].as_array().unwrap().len(), 2);
+    let csv = app
+        .request(
+            reqwest::Method::GET,
+            "/v1/billing/reports/2026-11?format=csv",
+            Some(&team.api_key),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let text = csv.text().await.unwrap();
+    assert!(text.starts_with("month,status,description"), "{text}");
+    assert!(text.contains("2026-11,draft,total,"), "{text}");
+    let (status, body) = app
+        .get("/v1/billing/reports/2026-11?format=xml", &team.api_key)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
+    assert_eq!(sextant_tests::error_code(&body), "invalid_format");
 }

@@ -71,6 +71,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/runs/{run}/lineage", get(lineage::graph))
         .route("/v1/datasets/{hash}", get(lineage::dataset))
         .route("/v1/usage", get(usage::usage))
+        .route("/v1/billing/reports/{month}", get(usage::report))
         .route("/v1/runs/{run}/images", get(images::series))
         .route("/v1/runs/{run}/images/{*series}", get(images::list))
         .route(

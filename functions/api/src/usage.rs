@@ -1,8 +1,10 @@
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sextant_shared::auth::Caller;
 use sextant_shared::billing::{self, BillingMonth, MonthUsage};
-use sextant_shared::error::ApiResult;
+use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
 use time::OffsetDateTime;
@@ -27,4 +29,37 @@ pub async fn usage(
     Ok(axum::Json(
         billing::usage(&state, &caller.tenant, month).await?,
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
+}
+
+/// `GET /v1/billing/reports/{YYYY-MM}`: the month's report, closed or draft.
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(month): Path<String>,
+    Query(params): Query<ReportParams>,
+) -> ApiResult<Response> {
+    let month = BillingMonth::parse(&month)?;
+    let report = billing::report(&state, &caller.tenant, month).await?;
+    match params.format.as_deref() {
+        None | Some("json") => Ok(axum::Json(report).into_response()),
+        Some("csv") => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"sextant-{}.csv\"", report.month),
+                ),
+            ],
+            report.to_csv(),
+        )
+            .into_response()),
+        Some(_) => Err(ApiError::invalid("invalid_format", "format is json or csv")),
+    }
 }
