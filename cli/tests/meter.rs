@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{post, start, terminate};
+use common::{post, start, team_with_run, terminate};
 use serde_json::json;
 
 fn meter(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -21,36 +21,11 @@ fn meter(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 async fn meter_rolls_up_a_stopped_servers_hours_and_refuses_a_running_ones() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path());
+    let (key, run) = team_with_run(&server, "m").await;
     let client = reqwest::Client::new();
-    let (_, team) = post(
-        &client,
-        format!("{}/v1/signup", server.base),
-        None,
-        json!({"team": "Meter", "email": "meter@example.com", "password": "a long enough password"}),
-    )
-    .await;
-    let key = team["api_key"].as_str().unwrap().to_owned();
-    post(
-        &client,
-        format!("{}/v1/projects", server.base),
-        Some(&key),
-        json!({"name": "m"}),
-    )
-    .await;
-    let (_, run) = post(
-        &client,
-        format!("{}/v1/projects/m/runs", server.base),
-        Some(&key),
-        json!({}),
-    )
-    .await;
     let (status, logged) = post(
         &client,
-        format!(
-            "{}/v1/runs/{}/log",
-            server.base,
-            run["id"].as_str().unwrap()
-        ),
+        format!("{}/v1/runs/{run}/log", server.base),
         Some(&key),
         json!({"batch_id": "b", "series": {"loss": {"steps": [1, 2], "values": [0.5, 0.25]}}}),
     )

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Server, post, start};
+use common::{Server, post, start, team_with_run};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -22,37 +22,11 @@ struct World {
 async fn world() -> World {
     let data = tempfile::tempdir().unwrap();
     let server = start(data.path());
-    let client = reqwest::Client::new();
-    let (status, team) = post(
-        &client,
-        format!("{}/v1/signup", server.base),
-        None,
-        // Each test has a server of its own, so one e-mail serves them all.
-        json!({"team": "Cli", "email": "cli@example.com", "password": "a long enough password"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{team}");
-    let api_key = team["api_key"].as_str().unwrap().to_owned();
-    let (status, _) = post(
-        &client,
-        format!("{}/v1/projects", server.base),
-        Some(&api_key),
-        json!({"name": "cli"}),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let (status, run) = post(
-        &client,
-        format!("{}/v1/projects/cli/runs", server.base),
-        Some(&api_key),
-        json!({}),
-    )
-    .await;
-    assert_eq!(status, 201);
+    let (api_key, run) = team_with_run(&server, "cli").await;
     World {
         server,
         api_key,
-        run: run["id"].as_str().unwrap().to_owned(),
+        run,
         cache: tempfile::tempdir().unwrap(),
         _data: data,
     }

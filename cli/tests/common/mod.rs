@@ -92,3 +92,36 @@ pub async fn post(
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
+
+/// Signs up a team on the server and creates a project with one run; answers the
+/// team's API key and the run's id.
+pub async fn team_with_run(server: &Server, project: &str) -> (String, String) {
+    let client = reqwest::Client::new();
+    // Each test has a server of its own, so one e-mail serves them all.
+    let (status, team) = post(
+        &client,
+        format!("{}/v1/signup", server.base),
+        None,
+        serde_json::json!({"team": "Cli", "email": "cli@example.com", "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{team}");
+    let api_key = team["api_key"].as_str().unwrap().to_owned();
+    let (status, body) = post(
+        &client,
+        format!("{}/v1/projects", server.base),
+        Some(&api_key),
+        serde_json::json!({"name": project}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, run) = post(
+        &client,
+        format!("{}/v1/projects/{project}/runs", server.base),
+        Some(&api_key),
+        serde_json::json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    (api_key, run["id"].as_str().unwrap().to_owned())
+}
