@@ -322,7 +322,7 @@ pub async fn register(
                 content_type,
                 kind: new.kind,
                 step: new.step,
-                created_at: OffsetDateTime::now_utc(),
+                created_at: state.now(),
                 pending: Some(Pending {
                     upload_id,
                     part_size: part_size_for(new.size),

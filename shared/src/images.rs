@@ -102,7 +102,7 @@ pub async fn log(
         ApiError::invalid("invalid_image", "send a PNG or JPEG image as the body")
     })?;
     let mut record = runs::load(state, tenant, run).await?.record;
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
 
     let image = Image {

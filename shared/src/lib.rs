@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod auth;
 pub mod billing;
+pub mod clock;
 pub mod error;
 pub mod floats;
 pub mod http;

@@ -130,7 +130,7 @@ pub async fn add_input(
                 hash: hash.clone(),
                 uri,
                 name,
-                first_used_at: OffsetDateTime::now_utc(),
+                first_used_at: state.now(),
             };
             (Input::Dataset { hash }, Some(dataset))
         }
@@ -240,7 +240,7 @@ impl Builder {
     }
 
     fn run(&mut self, state: &AppState, record: &RunRecord) -> bool {
-        let status = record.status_at(OffsetDateTime::now_utc(), state.settings.heartbeat_timeout);
+        let status = record.status_at(state.now(), state.settings.heartbeat_timeout);
         self.node(record.id.to_string(), || Node::Run {
             id: record.id.to_string(),
             name: record.name.clone(),

@@ -71,7 +71,7 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
         id: ProjectId::generate(),
         name,
         created_by: caller.user,
-        created_at: OffsetDateTime::now_utc(),
+        created_at: state.now(),
     };
     let ops = vec![
         TxOp::Put(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::auth::jwt::Keyring;
+use crate::clock::{Clock, SystemClock};
 use crate::storage::{AwsStorageConfig, BlobStore, KvStore, Storage};
 
 #[derive(Debug, Clone)]
@@ -47,6 +48,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The metering marks this process has written.
     pub marks: Arc<crate::metering::Marks>,
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -57,7 +59,17 @@ impl AppState {
             keyring: Arc::new(keyring),
             settings: Arc::new(settings),
             marks: Arc::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same state reading time from `clock`.
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Self { clock, ..self }
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
     }
 
     /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,

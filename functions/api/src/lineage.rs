@@ -6,7 +6,6 @@ use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::state::AppState;
 use sextant_shared::{lineage, runs};
-use time::OffsetDateTime;
 
 /// `POST /v1/runs/{run}/inputs {artifact: {run, path}} | {dataset: {uri, hash, name?}}`.
 pub async fn add_input(
@@ -46,7 +45,7 @@ pub async fn dataset(
     Path(hash): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let (dataset, used_by) = lineage::dataset(&state, &caller.tenant, &hash).await?;
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     let runs: Vec<_> = used_by.iter().map(|run| run.view(&state, now)).collect();
     Ok(axum::Json(json!({ "dataset": dataset, "runs": runs })))
 }

@@ -21,7 +21,7 @@ use time::OffsetDateTime;
 type JsonResponse = ApiResult<axum::Json<Value>>;
 
 fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
-    serde_json::to_value(record.view(state, OffsetDateTime::now_utc())).map_err(ApiError::internal)
+    serde_json::to_value(record.view(state, state.now())).map_err(ApiError::internal)
 }
 
 pub async fn create(
@@ -122,7 +122,7 @@ pub async fn list(
     };
     let project = projects::find(&state, &caller.tenant, &project).await?;
     let all = runs::all_in_project(&state, &caller.tenant, project.id).await?;
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
     let page = listing::page(
         &all,
@@ -304,7 +304,7 @@ pub async fn compare(
         futures::future::try_join_all(ids.iter().map(|&id| runs::load(&state, &caller.tenant, id)))
             .await?;
     let records: Vec<&RunRecord> = loaded.iter().map(|v| &v.record).collect();
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
 
     let param_names: BTreeSet<&String> = records.iter().flat_map(|r| r.params.keys()).collect();

@@ -7,7 +7,6 @@ use sextant_shared::billing::{self, BillingMonth, MonthUsage};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
-use time::OffsetDateTime;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,7 +23,7 @@ pub async fn usage(
 ) -> ApiResult<axum::Json<MonthUsage>> {
     let month = match params.month {
         Some(text) => BillingMonth::parse(&text)?,
-        None => BillingMonth::of(OffsetDateTime::now_utc()),
+        None => BillingMonth::of(state.now()),
     };
     Ok(axum::Json(
         billing::usage(&state, &caller.tenant, month).await?,

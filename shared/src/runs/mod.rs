@@ -331,7 +331,7 @@ pub async fn create(
         )
         .await?;
     let id = RunId::generate();
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     let record = RunRecord {
         id,
         project_id: project.id,
@@ -449,7 +449,7 @@ pub async fn update<T>(
 ) -> ApiResult<(RunRecord, T)> {
     for _ in 0..UPDATE_ATTEMPTS {
         let mut versioned = load(state, tenant, run).await?;
-        let now = OffsetDateTime::now_utc();
+        let now = state.now();
         let outcome = change(&mut versioned.record, now)?;
         match state.kv.transact(vec![versioned.replace(tenant)?]).await {
             Ok(()) => return Ok((versioned.record, outcome)),

@@ -386,7 +386,7 @@ pub async fn log(
     run: RunId,
     batch: LogBatch,
 ) -> ApiResult<LogOutcome> {
-    let now = OffsetDateTime::now_utc();
+    let now = state.now();
     let Some(prepared) = prepare(tenant, run, batch, now)? else {
         let record = runs::heartbeat(state, tenant, run).await?;
         return Ok(LogOutcome {
@@ -421,7 +421,7 @@ pub async fn log(
     };
     crate::metering::mark_storer(state, tenant).await?;
     for _ in 0..COMMIT_ATTEMPTS {
-        let now = OffsetDateTime::now_utc();
+        let now = state.now();
         let mut updated = versioned.clone();
         updated.record.stored_bytes += prepared.stored_bytes;
         let replace = runs::accept_activity(&mut updated.record, now, timeout)
