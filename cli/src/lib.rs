@@ -1,6 +1,7 @@
 //! The `sextant` command. `serve` runs every function's routes in one process over the
 //! embedded store and a local blob directory: the same handler code Lambda runs.
-//! `upload` and `download` move artifacts between this machine and a server.
+//! `upload` and `download` move artifacts between this machine and a server. `meter`
+//! and `admin usage` work on a data directory's store directly.
 
 pub mod client;
 pub mod secrets;
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::auth::operator::OperatorTokenHash;
+use sextant_shared::billing::{self, BillingMonth, PricePlan, TenantTotals};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::embedded::EmbeddedKv;
 use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
@@ -36,6 +39,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub backend: Backend,
     pub heartbeat_timeout: time::Duration,
+    pub plan: PricePlan,
+    pub operator_token: Option<OperatorTokenHash>,
 }
 
 /// A bound, ready-to-run server. Binding happens first so port 0 works and the URLs
@@ -71,6 +76,8 @@ impl Application {
         let keyring = Keyring::new(&secrets.jwt_keys()?)?;
         let settings = Settings {
             heartbeat_timeout: config.heartbeat_timeout,
+            plan: config.plan,
+            operator_token: config.operator_token,
             ..Settings::new(Some(base_url.clone()))
         };
         let state = AppState::new(storage, keyring, settings);
@@ -137,23 +144,33 @@ fn embedded_storage(
     Ok((storage, blobs))
 }
 
+/// The state of a data directory no server holds open, for commands that work on
+/// the store directly. No server runs, so it hands out no URLs.
+fn offline_state(data_dir: &Path, plan: PricePlan) -> anyhow::Result<AppState> {
+    let secrets = secrets::Secrets::load_or_create(&data_dir.join("secrets.json"))?;
+    let base_url: url::Url = "http://127.0.0.1:0".parse()?;
+    let (storage, _) = embedded_storage(data_dir, &secrets, &base_url)?;
+    let settings = Settings {
+        plan,
+        ..Settings::new(None)
+    };
+    Ok(AppState::new(
+        storage,
+        Keyring::new(&secrets.jwt_keys()?)?,
+        settings,
+    ))
+}
+
 /// What `sextant meter` does: the metering function's roll-up, on the embedded store of
 /// a data directory no server holds open. `through` rolls up every hour missed up to
 /// the hour that ended at or before `at`; otherwise only that hour.
 pub async fn meter(
     data_dir: &Path,
+    plan: PricePlan,
     at: time::OffsetDateTime,
     through: bool,
 ) -> anyhow::Result<Vec<time::OffsetDateTime>> {
-    let secrets = secrets::Secrets::load_or_create(&data_dir.join("secrets.json"))?;
-    // No server runs: URLs are never handed out.
-    let base_url: url::Url = "http://127.0.0.1:0".parse()?;
-    let (storage, _) = embedded_storage(data_dir, &secrets, &base_url)?;
-    let state = AppState::new(
-        storage,
-        Keyring::new(&secrets.jwt_keys()?)?,
-        Settings::new(None),
-    );
+    let state = offline_state(data_dir, plan)?;
     let hour = sextant_metering::MeteringHour::ending_at_or_before(at).start;
     if through {
         Ok(metering::roll_up_through(&state, hour).await?)
@@ -161,6 +178,64 @@ pub async fn meter(
         metering::roll_up_hour(&state, hour).await?;
         Ok(vec![hour])
     }
+}
+
+/// Every tenant's totals for a month, read from a data directory no server holds open.
+pub async fn tenant_totals(
+    data_dir: &Path,
+    plan: PricePlan,
+    month: BillingMonth,
+) -> anyhow::Result<Vec<TenantTotals>> {
+    let state = offline_state(data_dir, plan)?;
+    Ok(billing::tenant_totals(&state, month).await?)
+}
+
+/// The operator's usage listing as an aligned table, one tenant a line.
+pub fn totals_table(totals: &[TenantTotals]) -> String {
+    let mut rows = vec![[
+        "TENANT".to_owned(),
+        "TEAM".to_owned(),
+        "STATUS".to_owned(),
+        "POINTS".to_owned(),
+        "GB-HOURS".to_owned(),
+        "TOTAL".to_owned(),
+    ]];
+    for tenant in totals {
+        rows.push([
+            tenant.tenant_id.to_string(),
+            tenant
+                .team
+                .clone()
+                .unwrap_or_else(|| "(deleted)".to_owned()),
+            serde_json::to_value(tenant.status)
+                .ok()
+                .and_then(|status| status.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            tenant.points.to_string(),
+            tenant.gb_hours.round_dp(6).normalize().to_string(),
+            format!("{} {}", tenant.total, tenant.currency),
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|column| {
+            rows.iter()
+                .map(|row| row[column].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut table = String::new();
+    for row in rows {
+        let line = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
 }
 
 fn open_store(path: &Path) -> anyhow::Result<EmbeddedKv> {

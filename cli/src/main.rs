@@ -6,6 +6,8 @@ use clap::{Args, Parser, Subcommand};
 use sextant_cli::client::Client;
 use sextant_cli::transfer::{self, UploadOptions};
 use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
+use sextant_shared::auth::operator;
+use sextant_shared::billing::{BillingMonth, PricePlan, TenantTotals};
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
 #[derive(Debug, Parser)]
@@ -41,6 +43,11 @@ enum Command {
         /// before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         through: Option<time::OffsetDateTime>,
+    },
+    /// Operator commands for the whole deployment.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
     },
     /// Upload files as artifacts of a run (multipart above 64 MiB; running the same
     /// upload again after an interruption sends only the missing parts).
@@ -80,6 +87,72 @@ enum Command {
         #[arg(long)]
         code: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Every tenant's points, GB-hours and total for a month: from a server with the
+    /// operator token, or with `--data-dir` from a data directory no server holds open.
+    Usage {
+        /// `YYYY-MM`; this month when absent.
+        #[arg(long)]
+        month: Option<String>,
+        /// Read this data directory's store instead of asking a server.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The Sextant server.
+        #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
+        url: url::Url,
+        /// The deployment's operator token (its SHA-256 is the server's
+        /// SEXTANT_OPERATOR_TOKEN_SHA256).
+        #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn admin_usage(
+    month: Option<String>,
+    data_dir: Option<PathBuf>,
+    url: url::Url,
+    operator_token: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let month = match month {
+        Some(text) => {
+            BillingMonth::parse(&text).map_err(|err| anyhow::anyhow!("--month: {err}"))?
+        }
+        None => BillingMonth::of(time::OffsetDateTime::now_utc()),
+    };
+    let tenants: Vec<TenantTotals> = match data_dir {
+        Some(dir) => sextant_cli::tenant_totals(&dir, PricePlan::from_env()?, month).await?,
+        None => {
+            let token = operator_token
+                .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
+            #[derive(serde::Deserialize)]
+            struct Listing {
+                tenants: Vec<TenantTotals>,
+            }
+            let listing: Listing = Client::new(url, token)?
+                .get(&format!("v1/admin/usage?month={month}"))
+                .await?;
+            listing.tenants
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "month": month.to_string(),
+                "tenants": tenants,
+            }))?
+        );
+    } else {
+        print!("{}", sextant_cli::totals_table(&tenants));
+    }
+    Ok(())
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
@@ -181,6 +254,8 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 backend: Backend::Embedded,
                 heartbeat_timeout: time::Duration::seconds(heartbeat_timeout_secs.into()),
+                plan: PricePlan::from_env()?,
+                operator_token: operator::from_env()?,
             })
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");
@@ -196,11 +271,23 @@ async fn main() -> anyhow::Result<()> {
                 (None, Some(through)) => (through, true),
                 _ => bail!("give --at TIME or --through TIME"),
             };
-            for hour in sextant_cli::meter(&data_dir, time, all_missed).await? {
+            for hour in
+                sextant_cli::meter(&data_dir, PricePlan::from_env()?, time, all_missed).await?
+            {
                 println!("{hour}");
             }
             Ok(())
         }
+        Command::Admin {
+            command:
+                AdminCommand::Usage {
+                    month,
+                    data_dir,
+                    url,
+                    operator_token,
+                    json,
+                },
+        } => admin_usage(month, data_dir, url, operator_token, json).await,
         Command::Upload {
             server,
             run,

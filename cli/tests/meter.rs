@@ -4,8 +4,24 @@ mod common;
 
 use std::process::Command;
 
-use common::{post, start, team_with_run, terminate};
+use common::{post, start, start_with_env, team_with_run, terminate};
 use serde_json::json;
+use sha2::Digest;
+
+fn sextant(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sextant"))
+        .args(args)
+        .env_remove("SEXTANT_OPERATOR_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .expect("running sextant")
+}
+
+fn an_hour_from_now() -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::HOUR)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
 
 fn meter(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_sextant"))
@@ -37,10 +53,7 @@ async fn meter_rolls_up_a_stopped_servers_hours_and_refuses_a_running_ones() {
     assert!(String::from_utf8_lossy(&held.stderr).contains("another `sextant serve`"));
 
     assert!(terminate(&mut server).success());
-    let in_an_hour = time::OffsetDateTime::now_utc() + time::Duration::HOUR;
-    let at = in_an_hour
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let at = an_hour_from_now();
     let first = meter(dir.path(), &["--through", &at]);
     assert!(
         first.status.success(),
@@ -55,4 +68,104 @@ async fn meter_rolls_up_a_stopped_servers_hours_and_refuses_a_running_ones() {
     let bad = meter(dir.path(), &["--at", "yesterday"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+}
+
+#[tokio::test]
+async fn the_operator_lists_every_tenants_month_from_the_store_or_from_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "operator-token-for-tests";
+    let token_hash = hex::encode(sha2::Sha256::digest(token));
+    let server_env = [("SEXTANT_OPERATOR_TOKEN_SHA256", token_hash.as_str())];
+    let mut server = start_with_env(dir.path(), &server_env);
+    let client = reqwest::Client::new();
+    for (team, points) in [("ants", 2), ("bees", 3)] {
+        let (key, run) = team_with_run(&server, team).await;
+        let steps: Vec<i64> = (0..points).collect();
+        let (status, logged) = post(
+            &client,
+            format!("{}/v1/runs/{run}/log", server.base),
+            Some(&key),
+            json!({"batch_id": "b", "series": {"loss": {"steps": steps, "values": vec![0.5; steps.len()]}}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{logged}");
+    }
+    assert!(terminate(&mut server).success());
+    assert!(
+        meter(dir.path(), &["--through", &an_hour_from_now()])
+            .status
+            .success()
+    );
+
+    let month = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year]-[month]"))
+        .unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let offline = sextant(
+        &[
+            "admin",
+            "usage",
+            "--month",
+            &month,
+            "--data-dir",
+            data_dir,
+            "--json",
+        ],
+        &[],
+    );
+    assert!(
+        offline.status.success(),
+        "{}",
+        String::from_utf8_lossy(&offline.stderr)
+    );
+    let listing: serde_json::Value = serde_json::from_slice(&offline.stdout).unwrap();
+    let mut points: Vec<(String, u64)> = listing["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["team"].as_str().unwrap().to_owned(),
+                t["points"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    points.sort();
+    assert_eq!(points, [("ants".to_owned(), 2), ("bees".to_owned(), 3)]);
+    let table = sextant(
+        &["admin", "usage", "--month", &month, "--data-dir", data_dir],
+        &[],
+    );
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.starts_with("TENANT"), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("bees") && line.contains("draft")),
+        "{table}"
+    );
+
+    let server = start_with_env(dir.path(), &server_env);
+    let ask = |token: &str| {
+        sextant(
+            &["admin", "usage", "--month", &month, "--json"],
+            &[
+                ("SEXTANT_URL", server.base.as_str()),
+                ("SEXTANT_OPERATOR_TOKEN", token),
+            ],
+        )
+    };
+    let online = ask(token);
+    assert!(
+        online.status.success(),
+        "{}",
+        String::from_utf8_lossy(&online.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&online.stdout).unwrap(),
+        listing
+    );
+    let refused = ask("not-the-token");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("operator_only"));
 }

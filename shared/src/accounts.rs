@@ -115,6 +115,13 @@ struct TeamRecord {
     created_at: OffsetDateTime,
 }
 
+/// The team's name, for operators' listings; `None` if the team is gone.
+pub async fn team_name(state: &AppState, tenant: &Tenant) -> ApiResult<Option<String>> {
+    Ok(get_doc::<TeamRecord>(&*state.kv, &tenant.key(TEAM))
+        .await?
+        .map(|team| team.name.0))
+}
+
 /// A member as others see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Member {

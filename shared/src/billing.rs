@@ -34,6 +34,8 @@ pub struct PricePlan {
     pub free_points: u64,
     /// GB-months free each month.
     pub free_gb_months: Decimal,
+    /// Most points a team may log in a month; past it, log calls are refused.
+    pub monthly_points_cap: Option<u64>,
 }
 
 impl Default for PricePlan {
@@ -46,7 +48,64 @@ impl Default for PricePlan {
             per_gb_month: Decimal::new(10, 2),
             free_points: 10_000_000,
             free_gb_months: Decimal::from(5),
+            monthly_points_cap: None,
         }
+    }
+}
+
+impl PricePlan {
+    /// The plan from `SEXTANT_PLAN_*` environment variables, each defaulting to the
+    /// published plan: `CURRENCY` (ISO 4217 code), `MINOR_DIGITS`,
+    /// `PRICE_PER_MILLION_POINTS`, `PRICE_PER_GB_MONTH` (decimals), `FREE_POINTS`,
+    /// `FREE_GB_MONTHS` and `MONTHLY_POINTS_CAP` (unset: no cap).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(|name| std::env::var(format!("SEXTANT_PLAN_{name}")).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        fn parsed<T: std::str::FromStr>(
+            var: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> anyhow::Result<Option<T>> {
+            var(name)
+                .map(|text| {
+                    text.trim().parse::<T>().map_err(|_| {
+                        anyhow::anyhow!("SEXTANT_PLAN_{name} is not a valid value: {text:?}")
+                    })
+                })
+                .transpose()
+        }
+        let defaults = Self::default();
+        let plan = Self {
+            currency: var("CURRENCY").unwrap_or(defaults.currency),
+            minor_digits: parsed(&var, "MINOR_DIGITS")?.unwrap_or(defaults.minor_digits),
+            per_million_points: parsed(&var, "PRICE_PER_MILLION_POINTS")?
+                .unwrap_or(defaults.per_million_points),
+            per_gb_month: parsed(&var, "PRICE_PER_GB_MONTH")?.unwrap_or(defaults.per_gb_month),
+            free_points: parsed(&var, "FREE_POINTS")?.unwrap_or(defaults.free_points),
+            free_gb_months: parsed(&var, "FREE_GB_MONTHS")?.unwrap_or(defaults.free_gb_months),
+            monthly_points_cap: parsed(&var, "MONTHLY_POINTS_CAP")?,
+        };
+        anyhow::ensure!(
+            plan.currency.len() == 3 && plan.currency.bytes().all(|b| b.is_ascii_uppercase()),
+            "SEXTANT_PLAN_CURRENCY is a three-letter code such as USD, not {:?}",
+            plan.currency
+        );
+        anyhow::ensure!(
+            plan.minor_digits <= 4,
+            "SEXTANT_PLAN_MINOR_DIGITS is at most 4"
+        );
+        for (name, amount) in [
+            ("PRICE_PER_MILLION_POINTS", plan.per_million_points),
+            ("PRICE_PER_GB_MONTH", plan.per_gb_month),
+            ("FREE_GB_MONTHS", plan.free_gb_months),
+        ] {
+            anyhow::ensure!(
+                !amount.is_sign_negative(),
+                "SEXTANT_PLAN_{name} is negative"
+            );
+        }
+        Ok(plan)
     }
 }
 
@@ -322,6 +381,38 @@ pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> A
     ))
 }
 
+/// One tenant's month, as the operator's listing shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantTotals {
+    pub tenant_id: TenantId,
+    /// `None` once the team is gone; its bill stays.
+    pub team: Option<String>,
+    pub status: ReportStatus,
+    pub points: u64,
+    pub gb_hours: Decimal,
+    pub total: Decimal,
+    pub currency: String,
+}
+
+/// Every tenant billed in the month (with an hour rolled up in it), by tenant id.
+pub async fn tenant_totals(state: &AppState, month: BillingMonth) -> ApiResult<Vec<TenantTotals>> {
+    let mut totals = Vec::new();
+    for tenant_id in metering::billed_tenants(state, month).await? {
+        let tenant = Tenant::verified(tenant_id);
+        let report = report(state, &tenant, month).await?;
+        totals.push(TenantTotals {
+            tenant_id,
+            team: crate::accounts::team_name(state, &tenant).await?,
+            status: report.status,
+            points: report.points,
+            gb_hours: report.gb_hours,
+            total: report.total,
+            currency: report.currency,
+        });
+    }
+    Ok(totals)
+}
+
 /// Closes a month for every tenant billed in it: stores each report and then its
 /// index, once. Closing again changes nothing; the time a month closes is its end, so
 /// a report's bytes do not depend on when the run happened.
@@ -371,6 +462,42 @@ mod tests {
         assert_eq!(month.to_string(), "2026-12");
         for bad in ["2026-13", "2026-1", "26-11", "2026/11", ""] {
             assert!(BillingMonth::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_plan_is_configured_by_variables_and_defaults_to_the_published_one() {
+        let vars = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(
+            PricePlan::from_vars(vars(&[])).unwrap(),
+            PricePlan::default()
+        );
+        let plan = PricePlan::from_vars(vars(&[
+            ("CURRENCY", "EUR"),
+            ("PRICE_PER_MILLION_POINTS", "0.45"),
+            ("FREE_POINTS", "0"),
+            ("MONTHLY_POINTS_CAP", "50000000"),
+        ]))
+        .unwrap();
+        assert_eq!(plan.currency, "EUR");
+        assert_eq!(plan.per_million_points, Decimal::new(45, 2));
+        assert_eq!(plan.free_points, 0);
+        assert_eq!(plan.monthly_points_cap, Some(50_000_000));
+        assert_eq!(plan.per_gb_month, PricePlan::default().per_gb_month);
+        for bad in [
+            &[("CURRENCY", "dollars")][..],
+            &[("PRICE_PER_GB_MONTH", "-1")],
+            &[("FREE_POINTS", "lots")],
+            &[("MONTHLY_POINTS_CAP", "-5")],
+        ] {
+            assert!(PricePlan::from_vars(vars(bad)).is_err(), "{bad:?}");
         }
     }
 

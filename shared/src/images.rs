@@ -114,24 +114,41 @@ pub async fn log(
         created_at: now,
     };
     let blob = blob_key(tenant, run, &image)?;
+    usage::check_quota(state, tenant, now, 1).await?;
     crate::metering::mark_active(state, tenant, now).await?;
     crate::metering::mark_storer(state, tenant).await?;
     state.blobs.put(&blob, bytes).await?;
-    let committed = state
-        .kv
-        .transact(vec![
-            TxOp::Put(
-                doc_item(index_key(tenant, run, &image), &image)?,
-                Condition::NotExists,
-            ),
-            usage::points_logged(tenant, now, 1),
-            usage::storage_change(tenant, image.size as i64),
-        ])
-        .await;
+    let index = index_key(tenant, run, &image);
+    let mut ops = vec![TxOp::Put(
+        doc_item(index.clone(), &image)?,
+        Condition::NotExists,
+    )];
+    let counters = ops.len();
+    ops.extend(usage::logged(state, tenant, now, 1, image.size));
+    let committed = state.kv.transact(ops).await;
     if let Err(err) = committed {
-        // Unindexed, the object would be storage nobody can see or delete.
-        state.blobs.delete(&blob).await?;
-        return Err(err.into());
+        // Unindexed, the object would be storage nobody can see or delete; but an
+        // error of unknown outcome may have indexed it after all.
+        let indexed = match &err {
+            StoreError::TransactionFailed(_) | StoreError::TransactionConflict => false,
+            _ => state
+                .kv
+                .get(&index)
+                .await
+                .map_or(true, |item| item.is_some()),
+        };
+        if !indexed {
+            state.blobs.delete(&blob).await?;
+        }
+        return Err(match err {
+            StoreError::TransactionFailed(failed)
+                if failed.contains(&(counters + usage::CAPPED_OP)) =>
+            {
+                let cap = state.settings.plan.monthly_points_cap.unwrap_or_default();
+                usage::quota_exceeded(cap, now)
+            }
+            err => err.into(),
+        });
     }
     Ok(image)
 }

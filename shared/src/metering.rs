@@ -173,7 +173,7 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<u
         let record = HourlyUsage {
             hour,
             points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
-            storage_bytes: counter(state, &usage::storage_key(&tenant), usage::BYTES).await?,
+            storage_bytes: counter(state, &usage::totals_key(&tenant), usage::BYTES).await?,
         };
         // The month's bill will be made for every tenant with an hour in it.
         let month = crate::billing::BillingMonth::of(hour);

@@ -21,6 +21,8 @@ pub struct Settings {
     /// an abort was requested and never confirmed).
     pub heartbeat_timeout: time::Duration,
     pub plan: crate::billing::PricePlan,
+    /// Who may see every tenant's usage; nobody when unset.
+    pub operator_token: Option<crate::auth::operator::OperatorTokenHash>,
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
@@ -35,6 +37,7 @@ impl Settings {
             invite_ttl: time::Duration::days(7),
             heartbeat_timeout: time::Duration::minutes(10),
             plan: crate::billing::PricePlan::default(),
+            operator_token: None,
             body_limit: 6 * 1024 * 1024,
         }
     }
@@ -73,8 +76,9 @@ impl AppState {
     }
 
     /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
-    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL` and
-    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` if set.
+    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`,
+    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` if set, the price plan
+    /// from `SEXTANT_PLAN_*` and the operator from `SEXTANT_OPERATOR_TOKEN_SHA256`.
     pub async fn from_env() -> anyhow::Result<Self> {
         let storage = AwsStorageConfig::from_env()?.storage().await;
         let keyring = Keyring::from_spec(
@@ -85,6 +89,8 @@ impl AppState {
             .map(|url| url.parse().context("SEXTANT_PUBLIC_URL is not a URL"))
             .transpose()?;
         let mut settings = Settings::new(public_url);
+        settings.plan = crate::billing::PricePlan::from_env()?;
+        settings.operator_token = crate::auth::operator::from_env()?;
         if let Ok(secs) = std::env::var("SEXTANT_HEARTBEAT_TIMEOUT_SECS") {
             let secs: u32 = secs
                 .parse()

@@ -1,11 +1,13 @@
 //! Helpers for tests over Sextant's real HTTP surface: start the real application on
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
+
 use std::sync::Arc;
 
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::{Application, Backend, ServeConfig};
+use sextant_shared::billing::PricePlan;
 use sextant_shared::storage::AwsStorageConfig;
 use sextant_shared::storage::dynamo::DynamoKv;
 use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
@@ -69,6 +71,9 @@ pub async fn local_blobs_with_routes() -> (Arc<LocalBlobs>, TempDir) {
 }
 
 /// The real application, serving on 127.0.0.1 on a port of its own until dropped.
+/// Enough of a PNG for the server to accept it as one.
+pub const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really a picture";
+
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
@@ -103,21 +108,34 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend) -> Self {
-        Self::spawn_configured(backend, time::Duration::minutes(10)).await
+        Self::spawn_adjusted(backend, |_| {}).await
     }
 
     /// With a heartbeat timeout of the test's choosing, to see runs go lost.
     pub async fn spawn_configured(backend: Backend, heartbeat_timeout: time::Duration) -> Self {
+        Self::spawn_adjusted(backend, |config| {
+            config.heartbeat_timeout = heartbeat_timeout
+        })
+        .await
+    }
+
+    /// With the defaults `sextant serve` has, adjusted by `adjust` (a price plan, an
+    /// operator token).
+    pub async fn spawn_adjusted(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
         sextant_shared::telemetry::init();
         let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
-        let app = Application::build(ServeConfig {
+        let mut config = ServeConfig {
             addr: "127.0.0.1:0".parse().expect("loopback address"),
             data_dir: data_dir.path().to_owned(),
             backend,
-            heartbeat_timeout,
-        })
-        .await
-        .expect("building the application");
+            heartbeat_timeout: time::Duration::minutes(10),
+            plan: PricePlan::default(),
+            operator_token: None,
+        };
+        adjust(&mut config);
+        let app = Application::build(config)
+            .await
+            .expect("building the application");
         let base = app.base_url().as_str().trim_end_matches('/').to_owned();
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(app.run_until(async {
@@ -178,6 +196,29 @@ impl TestApp {
     pub async fn post(&self, path: &str, credential: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(credential), Some(body))
             .await
+    }
+
+    /// Logs an image: `query` holds its series and step.
+    pub async fn post_image(
+        &self,
+        credential: &str,
+        run: &str,
+        query: &str,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        let response = self
+            .request(
+                Method::POST,
+                &format!("/v1/runs/{run}/images?{query}"),
+                Some(credential),
+            )
+            .header("content-type", "image/png")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn delete(&self, path: &str, credential: &str) -> (StatusCode, Value) {

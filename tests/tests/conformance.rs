@@ -251,8 +251,7 @@ mod cases {
             TxOp::Put(item("tx", "new"), Condition::NotExists),
             TxOp::Add {
                 key: Key::new("tx", "counter"),
-                attr: "n".into(),
-                delta: 5,
+                deltas: vec![("n".into(), 5)],
                 condition: Condition::None,
             },
             TxOp::Put(item("tx", "taken"), Condition::NotExists),
@@ -276,8 +275,7 @@ mod cases {
             TxOp::Check(Key::new("tx", "guard"), Condition::Exists),
             TxOp::Add {
                 key: Key::new("tx", "counter"),
-                attr: "n".into(),
-                delta: 3,
+                deltas: vec![("n".into(), 3), ("m".into(), -2)],
                 condition: Condition::None,
             },
         ];
@@ -285,7 +283,31 @@ mod cases {
         assert!(f.kv.get(&Key::new("tx", "new")).await.unwrap().is_some());
         assert_eq!(f.kv.get(&Key::new("tx", "old")).await.unwrap(), None);
         let counter = f.kv.get(&Key::new("tx", "counter")).await.unwrap().unwrap();
-        assert_eq!(counter.n("n"), Some(3));
+        assert_eq!((counter.n("n"), counter.n("m")), (Some(3), Some(-2)));
+    }
+
+    pub async fn a_capped_add_applies_until_the_counter_would_pass_its_cap(f: Fixture) {
+        // Adding 4 to a counter capped at 10 must find it at 6 or less.
+        let capped_add = |delta| {
+            vec![TxOp::Add {
+                key: Key::new("cap", "counter"),
+                deltas: vec![("n".into(), delta), ("other".into(), 1)],
+                condition: Condition::AtMost("n".into(), 10 - delta),
+            }]
+        };
+        f.kv.transact(capped_add(4)).await.unwrap();
+        f.kv.transact(capped_add(2)).await.unwrap();
+        match f.kv.transact(capped_add(5)).await {
+            Err(StoreError::TransactionFailed(failed)) => assert_eq!(failed, [0]),
+            other => panic!("expected the cap to refuse the add, got {other:?}"),
+        }
+        f.kv.transact(capped_add(4)).await.unwrap();
+        let counter =
+            f.kv.get(&Key::new("cap", "counter"))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!((counter.n("n"), counter.n("other")), (Some(10), Some(3)));
     }
 
     pub async fn oversized_items_and_transactions_are_refused_before_writing(f: Fixture) {
@@ -515,6 +537,7 @@ both!(
     a_batch_naming_an_item_twice_is_refused,
     a_transaction_with_a_failed_condition_writes_nothing,
     a_transaction_applies_puts_deletes_checks_and_adds_together,
+    a_capped_add_applies_until_the_counter_would_pass_its_cap,
     oversized_items_and_transactions_are_refused_before_writing,
     a_blob_round_trips_and_reports_its_size,
     a_missing_blob_is_none_on_head_and_not_found_on_get,

@@ -4,32 +4,8 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sextant_tests::{TestApp, error_code, text};
+use sextant_tests::{PNG, TestApp, error_code, text};
 use sha2::{Digest, Sha256};
-
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR not really a picture";
-
-async fn post_image(
-    app: &TestApp,
-    key: &str,
-    run: &str,
-    query: &str,
-    body: &[u8],
-) -> (StatusCode, Value) {
-    let response = app
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/runs/{run}/images?{query}"),
-            Some(key),
-        )
-        .header("content-type", "image/png")
-        .body(body.to_vec())
-        .send()
-        .await
-        .expect("the server answers");
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
 
 /// Stores a small artifact through the real upload flow.
 async fn store_artifact(app: &TestApp, key: &str, run: &str, path: &str, bytes: &[u8]) {
@@ -224,14 +200,14 @@ async fn images_are_logged_per_step_listed_in_order_and_fetched_by_url() {
     for step in [30, 10, 20] {
         let mut image = PNG.to_vec();
         image.push(step as u8);
-        let (status, body) = post_image(
-            &app,
-            key,
-            &run,
-            &format!("series=samples/val&step={step}"),
-            &image,
-        )
-        .await;
+        let (status, body) = app
+            .post_image(
+                key,
+                &run,
+                &format!("series=samples/val&step={step}"),
+                &image,
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["content_type"], "image/png");
     }
@@ -262,13 +238,16 @@ async fn images_are_logged_per_step_listed_in_order_and_fetched_by_url() {
         .await;
     assert_eq!(one["images"].as_array().unwrap().len(), 1);
 
-    let (status, body) =
-        post_image(&app, key, &run, "series=samples/val&step=1", b"GIF89a...").await;
+    let (status, body) = app
+        .post_image(key, &run, "series=samples/val&step=1", b"GIF89a...")
+        .await;
     assert_eq!(
         (status, error_code(&body).as_str()),
         (StatusCode::BAD_REQUEST, "invalid_image")
     );
-    let (status, body) = post_image(&app, key, &run, "series=bad%23name&step=1", PNG).await;
+    let (status, body) = app
+        .post_image(key, &run, "series=bad%23name&step=1", PNG)
+        .await;
     assert_eq!(
         (status, error_code(&body).as_str()),
         (StatusCode::BAD_REQUEST, "invalid_series_name")
@@ -284,7 +263,9 @@ async fn images_are_logged_per_step_listed_in_order_and_fetched_by_url() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, body) = post_image(&app, key, &run, "series=samples/val&step=40", PNG).await;
+    let (status, body) = app
+        .post_image(key, &run, "series=samples/val&step=40", PNG)
+        .await;
     assert_eq!(
         (status, error_code(&body).as_str()),
         (StatusCode::CONFLICT, "run_ended")
@@ -312,7 +293,9 @@ async fn another_teams_images_inputs_lineage_and_datasets_answer_404() {
         &app.create_run(&owner.api_key, "zoo", json!({})).await,
         "id",
     );
-    let (status, _) = post_image(&app, &owner.api_key, &run, "series=s&step=1", PNG).await;
+    let (status, _) = app
+        .post_image(&owner.api_key, &run, "series=s&step=1", PNG)
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let hash = "00112233445566778899aabbccddeeff";
     let (status, _) = app
@@ -335,7 +318,9 @@ async fn another_teams_images_inputs_lineage_and_datasets_answer_404() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
         assert_eq!(error_code(&body), "not_found");
     }
-    let (status, _) = post_image(&app, &stranger.api_key, &run, "series=s&step=2", PNG).await;
+    let (status, _) = app
+        .post_image(&stranger.api_key, &run, "series=s&step=2", PNG)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = app
         .post(

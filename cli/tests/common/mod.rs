@@ -26,9 +26,15 @@ impl Drop for Server {
 
 /// Starts the binary on a free loopback port and waits for the line naming its URL.
 pub fn start(data_dir: &Path) -> Server {
+    start_with_env(data_dir, &[])
+}
+
+/// `start`, with environment variables for the server (a price plan, an operator).
+pub fn start_with_env(data_dir: &Path, env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sextant"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -93,16 +99,20 @@ pub async fn post(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// Signs up a team on the server and creates a project with one run; answers the
-/// team's API key and the run's id.
+/// Signs up a team named after the project and creates the project with one run;
+/// answers the team's API key and the run's id.
 pub async fn team_with_run(server: &Server, project: &str) -> (String, String) {
     let client = reqwest::Client::new();
-    // Each test has a server of its own, so one e-mail serves them all.
+    // Each test has a server of its own: the project names the team apart in it.
     let (status, team) = post(
         &client,
         format!("{}/v1/signup", server.base),
         None,
-        serde_json::json!({"team": "Cli", "email": "cli@example.com", "password": "a long enough password"}),
+        serde_json::json!({
+            "team": project,
+            "email": format!("{project}@example.com"),
+            "password": "a long enough password",
+        }),
     )
     .await;
     assert_eq!(status, 201, "{team}");

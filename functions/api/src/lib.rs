@@ -72,6 +72,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/datasets/{hash}", get(lineage::dataset))
         .route("/v1/usage", get(usage::usage))
         .route("/v1/billing/reports/{month}", get(usage::report))
+        .route("/v1/admin/usage", get(usage::all_tenants))
         .route("/v1/runs/{run}/images", get(images::series))
         .route("/v1/runs/{run}/images/{*series}", get(images::list))
         .route(

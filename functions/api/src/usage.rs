@@ -1,9 +1,10 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sextant_shared::auth::Caller;
-use sextant_shared::billing::{self, BillingMonth, MonthUsage};
+use sextant_shared::auth::operator::Operator;
+use sextant_shared::billing::{self, BillingMonth, MonthUsage, TenantTotals};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
@@ -15,16 +16,22 @@ pub struct UsageParams {
     month: Option<String>,
 }
 
+impl UsageParams {
+    fn month(&self, state: &AppState) -> ApiResult<BillingMonth> {
+        match &self.month {
+            Some(text) => BillingMonth::parse(text),
+            None => Ok(BillingMonth::of(state.now())),
+        }
+    }
+}
+
 /// `GET /v1/usage?month=YYYY-MM`: the caller's team's usage and cost so far, by day.
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<UsageParams>,
 ) -> ApiResult<axum::Json<MonthUsage>> {
-    let month = match params.month {
-        Some(text) => BillingMonth::parse(&text)?,
-        None => BillingMonth::of(state.now()),
-    };
+    let month = params.month(&state)?;
     Ok(axum::Json(
         billing::usage(&state, &caller.tenant, month).await?,
     ))
@@ -61,4 +68,23 @@ pub async fn report(
             .into_response()),
         Some(_) => Err(ApiError::invalid("invalid_format", "format is json or csv")),
     }
+}
+
+#[derive(Debug, Serialize)]
+pub struct OperatorUsage {
+    month: String,
+    tenants: Vec<TenantTotals>,
+}
+
+/// `GET /v1/admin/usage?month=YYYY-MM`: every tenant's totals, for the operator.
+pub async fn all_tenants(
+    State(state): State<AppState>,
+    _: Operator,
+    Query(params): Query<UsageParams>,
+) -> ApiResult<axum::Json<OperatorUsage>> {
+    let month = params.month(&state)?;
+    Ok(axum::Json(OperatorUsage {
+        month: month.to_string(),
+        tenants: billing::tenant_totals(&state, month).await?,
+    }))
 }

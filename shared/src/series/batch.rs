@@ -1,14 +1,16 @@
 //! Log batches: what training code sends, a few hundred to a few hundred thousand
 //! points at a time, stored as sealed chunks and committed exactly once.
 //!
-//! A batch is written in two steps. First its chunks, under keys derived from the
-//! batch id and a fingerprint of the batch's content, so writing them again (a retry)
-//! rewrites the same items and two different batches never share one. Then one
-//! transaction commits it: the batch record (which must not exist yet), the run
-//! record with merged series summaries (which must be at the version read), and the
-//! usage counters. A retry of a committed batch finds its record and answers as the
-//! first attempt did, storing and counting nothing; concurrent writers to one run
-//! serialise on the run record's version and retry, so nothing is lost.
+//! A batch is written in three steps. First a marker naming the chunks this attempt is
+//! about to write (see `super::pending`: reads skip them until the commit), then the
+//! chunks, under keys holding the batch id and an id of the attempt, so concurrent or
+//! retried attempts never write the same item. Then one transaction commits it: the
+//! batch record (which must not exist yet), the run record with merged series
+//! summaries (which must be at the version read), the usage counters (refused past
+//! the plan's monthly cap), and the marker's deletion. Points become readable and
+//! billable in that one step. A retry of a committed batch finds its record and
+//! answers as the first attempt did, storing and counting nothing; concurrent writers
+//! to one run serialise on the run record's version and retry, so nothing is lost.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +23,7 @@ use time::OffsetDateTime;
 use super::codec::{self, MAX_CHUNK_POINTS};
 use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
 use super::{
-    ChunkFacts, DATA, Points, SeriesKind, TextPoints, WRITTEN, check_name, chunk_sort_key,
+    ChunkFacts, DATA, Points, SeriesKind, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::floats::JsonF64;
@@ -93,6 +95,8 @@ struct BatchRecord {
 #[derive(Debug)]
 struct Prepared {
     batch_id: String,
+    /// Names this attempt's chunks: unique per attempt.
+    attempt: String,
     fingerprint: String,
     items: Vec<Item>,
     /// Per series: its kind and what each of its chunks adds to its summary.
@@ -257,7 +261,7 @@ fn prepare(
         }
     }
 
-    let batch_key = format!("{batch_id}.{fingerprint}");
+    let attempt = format!("{batch_id}.{:016x}", rand::random::<u64>());
     let written = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
 
     let partition = runs::data_partition(tenant, run);
@@ -270,7 +274,7 @@ fn prepare(
         let part = parts.entry((kind, name.clone(), first_step)).or_default();
         let key = Key::new(
             partition.clone(),
-            chunk_sort_key(kind, &name, first_step, &batch_key, *part),
+            chunk_sort_key(kind, &name, first_step, &attempt, *part),
         );
         *part += 1;
         let item = Item::new(key)
@@ -287,6 +291,7 @@ fn prepare(
     }
     Ok(Some(Prepared {
         batch_id,
+        attempt,
         fingerprint,
         items,
         facts,
@@ -408,11 +413,24 @@ pub async fn log(
     merge_into(&mut preview.record, &prepared.facts)?;
     preview.replace(tenant)?;
 
+    usage::check_quota(state, tenant, now, prepared.accepted).await?;
+
     let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
+    let marker_key = pending::marker_key(tenant, run, &prepared.attempt);
+    state
+        .kv
+        .put(
+            pending::marker(marker_key.clone(), &chunk_keys, now)?,
+            Condition::None,
+        )
+        .await?;
     state
         .kv
         .batch_write(prepared.items.into_iter().map(WriteOp::Put).collect())
         .await?;
+    // Every way out below that is known not to have committed removes this attempt's
+    // chunks; an error of unknown outcome leaves them hidden behind the marker.
+    let forget = || pending::forget(state, marker_key.clone(), chunk_keys.clone());
 
     let batch_record = BatchRecord {
         fingerprint: prepared.fingerprint.clone(),
@@ -430,25 +448,32 @@ pub async fn log(
         let replace = match replace {
             Ok(replace) => replace,
             Err(refusal) => {
-                // A twin attempt of this batch may have committed these very chunks
-                // before the refusal arose; then they are its, and it answers.
+                forget().await;
+                // A twin attempt of this batch may have committed before the refusal
+                // arose; then it answers.
                 if let Some(done) = get_doc::<BatchRecord>(&*state.kv, &record_key).await? {
                     return replay(&done, &prepared.fingerprint, &versioned.record);
                 }
-                forget_chunks(state, chunk_keys).await;
                 return Err(refusal);
             }
         };
         crate::metering::mark_active(state, tenant, now).await?;
-        let ops = vec![
+        let mut ops = vec![
             TxOp::Put(
                 doc_item(record_key.clone(), &batch_record)?,
                 Condition::NotExists,
             ),
             replace,
-            usage::points_logged(tenant, now, prepared.accepted),
-            usage::storage_change(tenant, prepared.stored_bytes as i64),
+            TxOp::Delete(marker_key.clone(), Condition::None),
         ];
+        let counters = ops.len();
+        ops.extend(usage::logged(
+            state,
+            tenant,
+            now,
+            prepared.accepted,
+            prepared.stored_bytes,
+        ));
         match state.kv.transact(ops).await {
             Ok(()) => {
                 return Ok(LogOutcome {
@@ -458,11 +483,19 @@ pub async fn log(
             }
             Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
                 // A concurrent attempt of the same batch committed first.
+                forget().await;
                 let done = get_doc::<BatchRecord>(&*state.kv, &record_key)
                     .await?
                     .ok_or_else(runs::concurrent_update)?;
                 let run = runs::load(state, tenant, run).await?;
                 return replay(&done, &prepared.fingerprint, &run.record);
+            }
+            Err(StoreError::TransactionFailed(failed))
+                if failed.contains(&(counters + usage::CAPPED_OP)) =>
+            {
+                forget().await;
+                let cap = state.settings.plan.monthly_points_cap.unwrap_or_default();
+                return Err(usage::quota_exceeded(cap, now));
             }
             Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => {
                 versioned = runs::load(state, tenant, run).await?;
@@ -470,19 +503,8 @@ pub async fn log(
             Err(err) => return Err(err.into()),
         }
     }
+    forget().await;
     Err(runs::concurrent_update())
-}
-
-/// Removes the chunks of a batch that was refused after they were written. Best
-/// effort: a leftover chunk is only storage, and a retry rewrites the same keys.
-async fn forget_chunks(state: &AppState, keys: Vec<Key>) {
-    if let Err(err) = state
-        .kv
-        .batch_write(keys.into_iter().map(WriteOp::Delete).collect())
-        .await
-    {
-        tracing::warn!(error = %err, "could not remove the chunks of a refused batch");
-    }
 }
 
 #[cfg(test)]
@@ -499,7 +521,7 @@ mod tests {
     }
 
     #[test]
-    fn the_same_batch_prepares_the_same_keys_and_fingerprint() {
+    fn each_attempt_at_a_batch_writes_chunks_of_its_own_under_one_fingerprint() {
         let tenant = tenant();
         let run = RunId::generate();
         let body = serde_json::json!({
@@ -514,7 +536,8 @@ mod tests {
         let again = prepare(&tenant, run, batch(body), now).unwrap().unwrap();
         assert_eq!(first.fingerprint, again.fingerprint);
         let keys = |p: &Prepared| p.items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
-        assert_eq!(keys(&first), keys(&again));
+        assert_eq!(keys(&first).len(), keys(&again).len());
+        assert!(keys(&first).iter().all(|key| !keys(&again).contains(key)));
         assert_eq!(first.accepted, 4);
         let loss = &first.facts["loss"].1[0];
         assert_eq!(

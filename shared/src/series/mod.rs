@@ -15,6 +15,7 @@
 pub mod batch;
 pub mod codec;
 pub mod downsample;
+mod pending;
 pub mod text;
 
 use serde::{Deserialize, Serialize};
@@ -301,8 +302,9 @@ pub struct SeriesPage<T> {
     pub next_after: Option<i64>,
 }
 
-/// Reads the points of a series within `range`, in order. With `limit`, stops after
-/// at least `limit` points, at a step boundary (every point of the last step is
+/// Reads the points of a series within `range`, in order; only committed batches' points
+/// (see `pending`). With `limit`, stops after `limit` points (fewer if a batch's chunks
+/// were still being written), at a step boundary (every point of the last step is
 /// included, so `after` resumes without skipping any).
 pub async fn read<T: SeriesData>(
     state: &AppState,
@@ -336,7 +338,7 @@ pub async fn read<T: SeriesData>(
     // chunks by first step and batch id, not by when they were logged; concatenating
     // them in logged order lets the stable sort below keep points equal in step and
     // timestamp in the order they were logged.
-    let mut chunks: Vec<(i64, T, std::ops::Range<usize>)> = Vec::new();
+    let mut chunks: Vec<(i64, T, std::ops::Range<usize>, String)> = Vec::new();
     let mut gathered = 0;
     'pages: loop {
         let page = state.kv.query(query.clone()).await?;
@@ -353,7 +355,12 @@ pub async fn read<T: SeriesData>(
             let end = partition_point(&decoded, |step| step <= hi);
             if start < end {
                 gathered += end - start;
-                chunks.push((item.n(WRITTEN).unwrap_or(0), decoded, start..end));
+                chunks.push((
+                    item.n(WRITTEN).unwrap_or(0),
+                    decoded,
+                    start..end,
+                    item.key.sk.clone(),
+                ));
             }
             if let Some(limit) = limit
                 && cutoff.is_none()
@@ -361,7 +368,7 @@ pub async fn read<T: SeriesData>(
             {
                 let mut steps: Vec<i64> = chunks
                     .iter()
-                    .flat_map(|(_, chunk, range)| range.clone().map(|i| chunk.step(i)))
+                    .flat_map(|(_, chunk, range, _)| range.clone().map(|i| chunk.step(i)))
                     .collect();
                 cutoff = Some(*steps.select_nth_unstable(limit - 1).1);
             }
@@ -371,8 +378,15 @@ pub async fn read<T: SeriesData>(
             None => break,
         }
     }
-    chunks.sort_by_key(|(written, _, _)| *written);
-    for (_, chunk, range) in chunks {
+    // Markers are read after the chunks: a chunk seen above was written after its
+    // marker, so the marker is found here unless its batch has committed since (or the
+    // attempt was cleaned up in between, which deletes the chunk first).
+    if !chunks.is_empty() {
+        let uncommitted = pending::uncommitted(state, tenant, run).await?;
+        chunks.retain(|(.., key)| !uncommitted.contains(key));
+    }
+    chunks.sort_by_key(|(written, ..)| *written);
+    for (_, chunk, range, _) in chunks {
         points.extend_from(&chunk, range);
     }
     points.sort();

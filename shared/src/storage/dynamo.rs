@@ -148,6 +148,13 @@ impl Expression {
                     .values
                     .insert(":cond".into(), to_attribute(value));
             }
+            Condition::AtMost(name, limit) => {
+                expression.text = Some("attribute_not_exists(#cond) OR #cond <= :cond".into());
+                expression.names.insert("#cond".into(), name.clone());
+                expression
+                    .values
+                    .insert(":cond".into(), AttributeValue::N(limit.to_string()));
+            }
         }
         expression
     }
@@ -448,18 +455,22 @@ fn transact_item(table: &str, op: &TxOp) -> StoreResult<TransactWriteItem> {
                 .build()
                 .map_err(StoreError::unavailable)?,
         ),
-        TxOp::Add {
-            key, attr, delta, ..
-        } => {
-            expression.names.insert("#attr".into(), attr.clone());
-            expression
-                .values
-                .insert(":delta".into(), AttributeValue::N(delta.to_string()));
+        TxOp::Add { key, deltas, .. } => {
+            let mut adds = Vec::with_capacity(deltas.len());
+            for (index, (attr, delta)) in deltas.iter().enumerate() {
+                expression
+                    .names
+                    .insert(format!("#add{index}"), attr.clone());
+                expression
+                    .values
+                    .insert(format!(":add{index}"), AttributeValue::N(delta.to_string()));
+                adds.push(format!("#add{index} :add{index}"));
+            }
             item.update(
                 Update::builder()
                     .table_name(table)
                     .set_key(Some(key_map(key)))
-                    .update_expression("ADD #attr :delta")
+                    .update_expression(format!("ADD {}", adds.join(", ")))
                     .set_condition_expression(expression.text.clone())
                     .set_expression_attribute_names(expression.names())
                     .set_expression_attribute_values(expression.values())

@@ -118,8 +118,7 @@ fn apply(
     Ok(())
 }
 
-fn added(current: Option<Attrs>, attr: &str, delta: i64) -> StoreResult<(Attrs, i64)> {
-    let mut attrs = current.unwrap_or_default();
+fn add_to(attrs: &mut Attrs, attr: &str, delta: i64) -> StoreResult<i64> {
     let now = match attrs.get(attr) {
         None => delta,
         Some(Value::N(n)) => n
@@ -132,7 +131,7 @@ fn added(current: Option<Attrs>, attr: &str, delta: i64) -> StoreResult<(Attrs, 
         }
     };
     attrs.insert(attr.to_owned(), Value::N(now));
-    Ok((attrs, now))
+    Ok(now)
 }
 
 #[async_trait]
@@ -188,7 +187,8 @@ impl KvStore for EmbeddedKv {
             let txn = db.begin_write().map_err(StoreError::unavailable)?;
             let now = {
                 let mut table = txn.open_table(ITEMS).map_err(StoreError::unavailable)?;
-                let (attrs, now) = added(read_attrs(&table, &key)?, &attr, delta)?;
+                let mut attrs = read_attrs(&table, &key)?.unwrap_or_default();
+                let now = add_to(&mut attrs, &attr, delta)?;
                 Item {
                     key: key.clone(),
                     attrs: attrs.clone(),
@@ -293,10 +293,11 @@ impl KvStore for EmbeddedKv {
                         TxOp::Put(item, _) => writes.push((&item.key, Some(item.attrs.clone()))),
                         TxOp::Delete(key, _) => writes.push((key, None)),
                         TxOp::Check(..) => {}
-                        TxOp::Add {
-                            key, attr, delta, ..
-                        } => {
-                            let (attrs, _) = added(current, attr, *delta)?;
+                        TxOp::Add { key, deltas, .. } => {
+                            let mut attrs = current.unwrap_or_default();
+                            for (attr, delta) in deltas {
+                                add_to(&mut attrs, attr, *delta)?;
+                            }
                             Item {
                                 key: key.clone(),
                                 attrs: attrs.clone(),

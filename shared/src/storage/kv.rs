@@ -162,6 +162,9 @@ pub enum Condition {
     Exists,
     /// An item exists and its attribute equals the value (optimistic concurrency).
     Equals(String, Value),
+    /// The numeric attribute is at most the value; an absent item or attribute counts
+    /// as zero (a cap on a counter).
+    AtMost(String, i64),
 }
 
 impl Condition {
@@ -175,6 +178,11 @@ impl Condition {
             Condition::Equals(name, expected) => {
                 current.and_then(|attrs| attrs.get(name)) == Some(expected)
             }
+            Condition::AtMost(name, limit) => match current.and_then(|attrs| attrs.get(name)) {
+                None => 0 <= *limit,
+                Some(Value::N(n)) => n <= limit,
+                Some(_) => false,
+            },
         }
     }
 }
@@ -268,11 +276,10 @@ pub enum TxOp {
     Delete(Key, Condition),
     /// Fails the transaction unless the condition holds; writes nothing.
     Check(Key, Condition),
-    /// Adds to a numeric attribute, creating the item or attribute at zero first.
+    /// Adds to numeric attributes, creating the item or attributes at zero first.
     Add {
         key: Key,
-        attr: String,
-        delta: i64,
+        deltas: Vec<(String, i64)>,
         condition: Condition,
     },
 }
