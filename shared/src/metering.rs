@@ -7,6 +7,8 @@
 //! global partitions whose sort keys are tenant ids (the design's global lookups):
 //! `metering#hour#{hour}` / `{tenant}` and `metering#storers` / `{tenant}`. A process
 //! remembers the marks it wrote, so a busy tenant costs one mark per hour per process.
+//! A storer mark keeps when the tenant first stored, so an hour rolled up again (or
+//! late) never samples a tenant that started storing after the hour ended.
 //!
 //! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes}`, written
 //! only if absent, so rolling an hour up twice changes nothing. `metering` / `cursor`
@@ -24,7 +26,7 @@ use crate::error::ApiResult;
 use crate::ids::TenantId;
 use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult};
+use crate::storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
 use crate::tenancy::Tenant;
 use crate::usage;
 
@@ -72,35 +74,51 @@ impl Marks {
     }
 }
 
-async fn mark(state: &AppState, partition: String, tenant: &Tenant) -> StoreResult<()> {
+/// The attribute of a storer mark holding when the tenant first stored bytes (Unix
+/// seconds): hours that ended before then are not sampled for it, even when they are
+/// rolled up (again, or late) after it started storing.
+const SINCE: &str = "since";
+
+async fn mark(
+    state: &AppState,
+    partition: String,
+    tenant: &Tenant,
+    since: Option<OffsetDateTime>,
+) -> StoreResult<()> {
     if !state.marks.first_time(&partition, tenant.id()) {
         return Ok(());
     }
-    let item = Item::new(Key::new(partition.clone(), tenant.id().to_string()));
-    if let Err(err) = state.kv.put(item, Condition::None).await {
-        // Forget it, so the next write tries again.
-        state
-            .marks
-            .written
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&(partition, tenant.id()));
-        return Err(err);
+    let mut item = Item::new(Key::new(partition.clone(), tenant.id().to_string()));
+    if let Some(since) = since {
+        item = item.with(SINCE, Value::N(since.unix_timestamp()));
     }
-    Ok(())
+    // The first mark stays: later ones would move `since` forward.
+    match state.kv.put(item, Condition::NotExists).await {
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(err) => {
+            // Forget it, so the next write tries again.
+            state
+                .marks
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&(partition, tenant.id()));
+            Err(err)
+        }
+    }
 }
 
 /// Marks the tenant as logging points in the hour holding `at`. Call before the write
 /// that counts them: a mark without points costs nothing, points without a mark would
 /// never be rolled up.
 pub async fn mark_active(state: &AppState, tenant: &Tenant, at: OffsetDateTime) -> StoreResult<()> {
-    mark(state, active_partition(hour_of(at)), tenant).await
+    mark(state, active_partition(hour_of(at)), tenant, None).await
 }
 
-/// Marks the tenant as storing bytes, so every hour samples it. Call before the write
-/// that grows its storage.
+/// Marks the tenant as storing bytes, so every hour from now on samples it. Call
+/// before the write that grows its storage.
 pub async fn mark_storer(state: &AppState, tenant: &Tenant) -> StoreResult<()> {
-    mark(state, STORERS.to_owned(), tenant).await
+    mark(state, STORERS.to_owned(), tenant, Some(state.now())).await
 }
 
 /// One tenant's usage in one hour.
@@ -130,22 +148,25 @@ fn cursor_key() -> Key {
     Key::new("metering", "cursor")
 }
 
-async fn tenants_in(
+/// The tenants marked in a partition, with when each mark says they started.
+async fn marked(
     state: &AppState,
     partition: &str,
-    into: &mut BTreeSet<TenantId>,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<(TenantId, Option<OffsetDateTime>)>> {
     let mut query = Query::partition(partition);
+    let mut tenants = Vec::new();
     loop {
         let page = state.kv.query(query.clone()).await?;
-        into.extend(
-            page.items
-                .iter()
-                .filter_map(|item| item.key.sk.parse::<TenantId>().ok()),
-        );
+        tenants.extend(page.items.iter().filter_map(|item| {
+            let tenant = item.key.sk.parse::<TenantId>().ok()?;
+            let since = item
+                .n(SINCE)
+                .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+            Some((tenant, since))
+        }));
         match page.next {
             Some(next) => query.after = Some(next),
-            None => return Ok(()),
+            None => return Ok(tenants),
         }
     }
 }
@@ -164,9 +185,19 @@ async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
 /// wrote (0 when the hour was rolled up already).
 pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
     let hour = hour_of(hour);
-    let mut tenants = BTreeSet::new();
-    tenants_in(state, &active_partition(hour), &mut tenants).await?;
-    tenants_in(state, STORERS, &mut tenants).await?;
+    let end = hour + Duration::HOUR;
+    let mut tenants: BTreeSet<TenantId> = marked(state, &active_partition(hour))
+        .await?
+        .into_iter()
+        .map(|(tenant, _)| tenant)
+        .collect();
+    tenants.extend(
+        marked(state, STORERS)
+            .await?
+            .into_iter()
+            .filter(|(_, since)| since.is_none_or(|since| since < end))
+            .map(|(tenant, _)| tenant),
+    );
     let mut written = 0;
     for tenant_id in tenants {
         let tenant = Tenant::verified(tenant_id);
@@ -198,7 +229,7 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<u
         }
     }
     let month = crate::billing::BillingMonth::of(hour);
-    if hour + Duration::HOUR == month.end() {
+    if end == month.end() {
         crate::billing::close_month(state, month).await?;
     }
     Ok(written)
@@ -213,9 +244,11 @@ pub async fn billed_tenants(
     state: &AppState,
     month: crate::billing::BillingMonth,
 ) -> StoreResult<BTreeSet<TenantId>> {
-    let mut tenants = BTreeSet::new();
-    tenants_in(state, &month_partition(month), &mut tenants).await?;
-    Ok(tenants)
+    Ok(marked(state, &month_partition(month))
+        .await?
+        .into_iter()
+        .map(|(tenant, _)| tenant)
+        .collect())
 }
 
 /// Rolls up `through` and every hour missed since the last run, oldest first.

@@ -1,6 +1,7 @@
 //! Helpers for tests over Sextant's real HTTP surface: start the real application on
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
+pub mod faults;
 
 use std::sync::Arc;
 
@@ -357,4 +358,35 @@ macro_rules! cases {
             )+
         }
     };
+}
+
+/// An app state over `storage` as the domain tests use it: test signing keys and the
+/// default settings.
+pub fn state_on(storage: sextant_shared::storage::Storage) -> sextant_shared::state::AppState {
+    let keyring = sextant_shared::auth::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
+        .expect("keyring");
+    sextant_shared::state::AppState::new(
+        storage,
+        keyring,
+        sextant_shared::state::Settings::new(None),
+    )
+}
+
+/// Signs up a new team in `state` and answers its admin, as its first API key.
+pub async fn signed_up_caller(
+    state: &sextant_shared::state::AppState,
+) -> sextant_shared::auth::Caller {
+    use sextant_shared::accounts::{self, DisplayName, Email};
+    let signed_up = accounts::signup(
+        state,
+        DisplayName::parse("team", "Domain tests").expect("a team name"),
+        Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
+        sextant_shared::auth::password::Password::parse("a long enough password".into())
+            .expect("a password"),
+    )
+    .await
+    .expect("signup");
+    accounts::authenticate(state, &signed_up.api_key)
+        .await
+        .expect("authenticate")
 }

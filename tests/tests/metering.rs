@@ -5,26 +5,23 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::auth::Caller;
-use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::auth::password::Password;
 use sextant_shared::billing;
 use sextant_shared::metering::{self, hour_of};
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::state::{AppState, Settings};
+use sextant_shared::state::AppState;
 use sextant_shared::storage::Storage;
 use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, unique};
+use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, signed_up_caller, state_on};
 use time::{Duration, OffsetDateTime};
 
 async fn embedded() -> (AppState, Box<dyn std::any::Any>) {
     let (blobs, dir) = local_blobs_with_routes().await;
     let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("store");
     (
-        state(Storage {
+        state_on(Storage {
             kv: Arc::new(kv),
             blobs,
         }),
@@ -35,31 +32,12 @@ async fn embedded() -> (AppState, Box<dyn std::any::Any>) {
 async fn aws() -> (AppState, Box<dyn std::any::Any>) {
     let (_, kv, blobs) = fresh_aws_storage().await;
     (
-        state(Storage {
+        state_on(Storage {
             kv: Arc::new(kv),
             blobs: Arc::new(blobs),
         }),
         Box::new(()),
     )
-}
-
-fn state(storage: Storage) -> AppState {
-    let keyring = Keyring::new(&[("test".to_owned(), vec![3; 32])]).expect("keyring");
-    AppState::new(storage, keyring, Settings::new(None))
-}
-
-async fn team(state: &AppState) -> Caller {
-    let signed_up = accounts::signup(
-        state,
-        DisplayName::parse("team", "Meters").unwrap(),
-        Email::parse(&format!("{}@example.com", unique("meter"))).unwrap(),
-        Password::parse("a long enough password".into()).unwrap(),
-    )
-    .await
-    .expect("signup");
-    accounts::authenticate(state, &signed_up.api_key)
-        .await
-        .expect("authenticate")
 }
 
 async fn log(
@@ -86,7 +64,10 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     (state, _keep): (AppState, Box<dyn std::any::Any>),
 ) {
     let first_hour = hour_of(OffsetDateTime::now_utc());
-    let (a, b) = (team(&state).await, team(&state).await);
+    let (a, b) = (
+        signed_up_caller(&state).await,
+        signed_up_caller(&state).await,
+    );
     let mut runs = Vec::new();
     for caller in [&a, &b] {
         let project = projects::create(&state, caller, ProjectName::parse("p").unwrap())
