@@ -130,3 +130,65 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another `sextant serve`"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_share_token_reaches_neither_the_log_nor_the_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let (api_key, run) = common::team_with_run(&server, "shared").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (status, created) = post(
+        &client,
+        format!("{}/v1/runs/{run}/shares", server.base),
+        Some(&api_key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let token = created["token"].as_str().unwrap().to_owned();
+    let secret = token.trim_start_matches("sxt_share_").to_owned();
+    for (path, expected) in [
+        (format!("/v1/shared/{token}"), 200),
+        (
+            format!("/v1/shared/{token}/series/train/loss?max_points=10"),
+            404,
+        ),
+        (format!("/v1/shared/{token}/images/samples"), 200),
+        (format!("/v1/shared/{token}/artifacts/model.pt"), 403),
+        (format!("/v1/shared/{token}x"), 404),
+    ] {
+        let response = client
+            .get(format!("{}{path}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), expected, "{path}");
+    }
+    // The page, whatever it answers (a route of its own, or none yet).
+    client
+        .get(format!("{}/r/{token}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(terminate(&mut server).success());
+
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.contains("/v1/shared/{token}/series/{*name}"),
+        "requests are logged by their route template: {log}"
+    );
+    assert!(!log.contains(&secret), "the log holds a share token: {log}");
+    for file in walk(dir.path()) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !bytes
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
+            "{} holds a share token",
+            file.display()
+        );
+    }
+}

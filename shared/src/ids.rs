@@ -78,6 +78,10 @@ id_type!(
 id_type!(InviteId, "inv", "invite");
 id_type!(ProjectId, "prj", "project");
 id_type!(RunId, "run", "run");
+id_type!(
+    /// A shared run URL; the token that opens it is never stored.
+    ShareId, "shr", "share"
+);
 
 #[cfg(test)]
 mod tests {

@@ -117,7 +117,14 @@ pub async fn log(
     usage::check_quota(state, tenant, now, 1).await?;
     crate::metering::mark_active(state, tenant, now).await?;
     crate::metering::mark_storer(state, tenant).await?;
-    state.blobs.put(&blob, bytes).await?;
+    if let Err(err) = state.blobs.put(&blob, bytes).await {
+        // The put may have stored the object before failing; unindexed, nothing
+        // would ever find it to delete it.
+        if let Err(cleanup) = state.blobs.delete(&blob).await {
+            tracing::warn!(error = %cleanup, "could not remove an image whose upload failed");
+        }
+        return Err(err.into());
+    }
     let index = index_key(tenant, run, &image);
     let mut ops = vec![TxOp::Put(
         doc_item(index.clone(), &image)?,

@@ -17,6 +17,7 @@ pub mod projects;
 pub mod records;
 pub mod runs;
 pub mod series;
+pub mod shares;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

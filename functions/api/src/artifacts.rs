@@ -69,14 +69,19 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let (_, url) =
         artifacts::download_url(&state, &caller.tenant, runs::parse_id(&run)?, &path).await?;
-    Ok((
+    Ok(redirect(url))
+}
+
+/// The answer to a download: a redirect to its short-lived URL, never cached.
+pub(crate) fn redirect(url: String) -> Response {
+    (
         StatusCode::TEMPORARY_REDIRECT,
         [
             (header::LOCATION, url),
             (header::CACHE_CONTROL, "no-store".into()),
         ],
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn delete(

@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use sextant_shared::auth::Caller;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Query;
+use sextant_shared::ids::RunId;
 use sextant_shared::state::AppState;
+use sextant_shared::tenancy::Tenant;
 use sextant_shared::{images, runs};
 
 /// `GET /v1/runs/{run}/images`: the run's image series.
@@ -25,26 +27,36 @@ pub struct ImageRange {
     step: Option<i64>,
 }
 
-/// `GET /v1/runs/{run}/images/{series}?from=&to=` (or `?step=`): images in step order,
-/// each with a short-lived URL.
+/// `GET /v1/runs/{run}/images/{series}?from=&to=` (or `?step=`): see `images_of`.
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path((run, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
 ) -> ApiResult<axum::Json<Value>> {
-    let (from, to) = match range.step {
-        Some(step) => (Some(step), Some(step)),
-        None => (range.from, range.to),
-    };
-    let listed = images::list(
+    images_of(
         &state,
         &caller.tenant,
         runs::parse_id(&run)?,
         &series,
-        from,
-        to,
+        &range,
     )
-    .await?;
+    .await
+}
+
+/// Images of one series of a run the caller may read (its team's, or one shared with
+/// it), in step order, each with a short-lived URL.
+pub async fn images_of(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    series: &str,
+    range: &ImageRange,
+) -> ApiResult<axum::Json<Value>> {
+    let (from, to) = match range.step {
+        Some(step) => (Some(step), Some(step)),
+        None => (range.from, range.to),
+    };
+    let listed = images::list(state, tenant, run, series, from, to).await?;
     Ok(axum::Json(json!({ "series": series, "images": listed })))
 }

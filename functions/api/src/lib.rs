@@ -1,5 +1,5 @@
 //! The control plane: sign-up and log-in, API keys, invites and members, projects,
-//! runs and reading their series.
+//! runs and reading their series, and shared run URLs.
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
 mod artifacts;
@@ -9,6 +9,7 @@ mod members;
 mod projects;
 mod runs;
 mod session;
+mod shares;
 mod usage;
 
 use axum::Router;
@@ -79,6 +80,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/runs/{run}/artifacts/{*path}",
             get(artifacts::download).delete(artifacts::delete),
         )
+        .merge(shares::routes())
 }
 
 /// The service the Lambda function runs.

@@ -2,6 +2,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Writer};
@@ -16,11 +17,12 @@ use sextant_shared::series::{
     self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesKind, StepRange, TextPoints,
 };
 use sextant_shared::state::AppState;
+use sextant_shared::tenancy::Tenant;
 use time::OffsetDateTime;
 
 type JsonResponse = ApiResult<axum::Json<Value>>;
 
-fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
+pub(crate) fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
     serde_json::to_value(record.view(state, state.now())).map_err(ApiError::internal)
 }
 
@@ -189,43 +191,59 @@ struct TextPage<'a> {
     next_after: Option<i64>,
 }
 
-/// Points of one series: exact (paged) or, with `max_points`, downsampled so that
-/// each bucket's extremes survive. Text series page with `max_points` as page size.
+/// `GET /v1/runs/{run}/series/{name}`: see `series_points`.
 pub async fn read_series(
     State(state): State<AppState>,
     caller: Caller,
     Path((run, name)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
-) -> ApiResult<axum::response::Response> {
-    use axum::response::IntoResponse;
+) -> ApiResult<Response> {
+    params.check()?;
+    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    series_points(&state, &caller.tenant, &run.record, &name, &params).await
+}
 
-    if params
-        .max_points
-        .is_some_and(|max| !(2..=MAX_DOWNSAMPLED_POINTS).contains(&max))
-    {
-        return Err(ApiError::invalid(
-            "invalid_max_points",
-            format!("max_points is 2 to {MAX_DOWNSAMPLED_POINTS}"),
-        ));
+impl ReadParams {
+    /// Refuses what no run could answer, before anything is read.
+    pub fn check(&self) -> ApiResult<()> {
+        if self
+            .max_points
+            .is_some_and(|max| !(2..=MAX_DOWNSAMPLED_POINTS).contains(&max))
+        {
+            return Err(ApiError::invalid(
+                "invalid_max_points",
+                format!("max_points is 2 to {MAX_DOWNSAMPLED_POINTS}"),
+            ));
+        }
+        Ok(())
     }
-    let run_id = runs::parse_id(&run)?;
-    let run = runs::load(&state, &caller.tenant, run_id).await?;
+}
+
+/// Points of one series of a run the caller may read (its team's, or one shared with
+/// it): exact (paged) or, with `max_points`, downsampled so that each bucket's
+/// extremes survive. Text series page with `max_points` as page size.
+pub async fn series_points(
+    state: &AppState,
+    tenant: &Tenant,
+    run: &RunRecord,
+    name: &str,
+    params: &ReadParams,
+) -> ApiResult<Response> {
+    params.check()?;
     let summary = run
-        .record
         .series
-        .get(&name)
+        .get(name)
         .ok_or_else(|| ApiError::not_found("series"))?;
     let range = StepRange {
         from: params.from,
         to: params.to,
         after: params.after,
     };
-    let tenant = &caller.tenant;
     match summary.kind {
         SeriesKind::Numeric => {
             let limit = params.max_points.is_none().then_some(EXACT_PAGE_POINTS);
-            let page = series::read::<Points>(&state, tenant, run_id, &name, summary, range, limit)
-                .await?;
+            let page =
+                series::read::<Points>(state, tenant, run.id, name, summary, range, limit).await?;
             let (points, downsampled) = match params.max_points {
                 Some(max) if page.points.len() > max => {
                     (downsample::min_max(&page.points, max), true)
@@ -233,7 +251,7 @@ pub async fn read_series(
                 _ => (page.points, false),
             };
             Ok(axum::Json(NumericPage {
-                name: &name,
+                name,
                 kind: summary.kind,
                 steps: &points.steps,
                 values: JsonF64s(&points.values),
@@ -249,10 +267,10 @@ pub async fn read_series(
                 .unwrap_or(EXACT_PAGE_POINTS)
                 .min(EXACT_PAGE_POINTS);
             let mut page = series::read::<TextPoints>(
-                &state,
+                state,
                 tenant,
-                run_id,
-                &name,
+                run.id,
+                name,
                 summary,
                 range,
                 Some(limit),
@@ -260,7 +278,7 @@ pub async fn read_series(
             .await?;
             page.limit_text_bytes();
             Ok(axum::Json(TextPage {
-                name: &name,
+                name,
                 kind: summary.kind,
                 steps: &page.points.steps,
                 texts: &page.points.texts,

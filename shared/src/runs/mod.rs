@@ -654,6 +654,8 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
     // Objects first: their records are how they are found.
     crate::artifacts::delete_all(state, tenant, run).await?;
     crate::images::delete_all(state, tenant, run).await?;
+    // Shares open nothing once the run is hidden; these are their lookups going too.
+    crate::shares::delete_all(state, tenant, run).await?;
     purge_partition(state, &data_partition(tenant, run)).await?;
     let record = &versioned.record;
     let ops = vec![
