@@ -11,13 +11,11 @@
 //! the key-value port, which are the items the DynamoDB adapter sends: one unit per
 //! started KiB of each item, doubled inside transactions, as DynamoDB bills them.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use serde::Deserialize;
 use serde_json::json;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::auth::Caller;
@@ -35,38 +33,7 @@ use sextant_shared::storage::kv::{
     Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp,
 };
 use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
-
-#[derive(Debug, Deserialize)]
-struct Series {
-    run: usize,
-    name: String,
-    steps: Vec<i64>,
-    values: Vec<f64>,
-    timestamps: Vec<f64>,
-}
-
-fn workload(runs: usize, steps: usize) -> Vec<Series> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/workloads/curves.py");
-    let output = std::process::Command::new("python3")
-        .arg(&script)
-        .args([
-            "--runs",
-            &runs.to_string(),
-            "--steps",
-            &steps.to_string(),
-            "--seed",
-            "7",
-        ])
-        .output()
-        .expect("running curves.py");
-    assert!(output.status.success(), "curves.py failed");
-    output
-        .stdout
-        .split(|&b| b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| serde_json::from_slice(line).expect("a workload line"))
-        .collect()
-}
+use sextant_tests::workload::{Series, batches, points_in, workload};
 
 /// The key-value port with a meter: DynamoDB write units, from item sizes.
 #[derive(Debug)]
@@ -232,47 +199,6 @@ impl Fixture {
             .expect("run")
             .id
     }
-}
-
-/// Log batches as the SDK sends them: every series of a run, `window` steps at a time.
-fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
-    let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
-    let last = series
-        .iter()
-        .flat_map(|s| s.steps.last())
-        .max()
-        .copied()
-        .unwrap_or(0);
-    let mut bodies = Vec::new();
-    let mut start = 0;
-    while start <= last {
-        let end = start + window;
-        let mut batch = serde_json::Map::new();
-        for s in &series {
-            let from = s.steps.partition_point(|&step| step < start);
-            let to = s.steps.partition_point(|&step| step < end);
-            if from < to {
-                batch.insert(
-                    s.name.clone(),
-                    json!({
-                        "steps": &s.steps[from..to],
-                        "values": &s.values[from..to],
-                        "timestamps": &s.timestamps[from..to],
-                    }),
-                );
-            }
-        }
-        bodies.push(
-            serde_json::to_vec(&json!({"batch_id": format!("r{run}-s{start}"), "series": batch}))
-                .expect("a batch serializes"),
-        );
-        start = end;
-    }
-    bodies
-}
-
-fn points_in(workload: &[Series]) -> u64 {
-    workload.iter().map(|s| s.steps.len() as u64).sum()
 }
 
 async fn ingest_in_process(fixture: &Fixture, run: sextant_shared::ids::RunId, bodies: &[Vec<u8>]) {

@@ -2,6 +2,7 @@
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
 pub mod faults;
+pub mod workload;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! Storage ports and their adapters. Domain code sees only `KvStore` and `BlobStore`.
 
 pub mod blob;
+pub mod capacity;
 pub mod dynamo;
 pub mod embedded;
 pub mod kv;

@@ -1,0 +1,606 @@
+//! What Sextant costs on AWS, from the requests its code issues: the standard workload
+//! (`../shared/workloads/curves.py`, about a million points) logged through the real
+//! domain code at four batch sizes, a chart read and an exact read of one series,
+//! and an idle hour of metering, each counted in DynamoDB request units and requests
+//! by `sextant_shared::storage::capacity` (the pricing rules applied to item sizes),
+//! then priced at us-east-1 list prices beside the default plan. `docs/cost.md` says
+//! where every price comes from and which figures are estimates. Run it with
+//!
+//! ```text
+//! cargo bench -p sextant-tests --bench cost
+//! ```
+//!
+//! The store is the embedded one; the counts are what the DynamoDB adapter would be
+//! billed for the same calls (`tests/tests/request_units.rs` checks they are equal).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::Value;
+use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::auth::Caller;
+use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::auth::password::Password;
+use sextant_shared::billing::{BillingMonth, PricePlan};
+use sextant_shared::ids::RunId;
+use sextant_shared::projects::{self, ProjectName};
+use sextant_shared::runs::{self, NewRun};
+use sextant_shared::series::batch::{self, LogBatch};
+use sextant_shared::state::{AppState, Settings};
+use sextant_shared::storage::Storage;
+use sextant_shared::storage::capacity::{
+    BlobUsage, KvUsage, MeteredBlobs, MeteredKv, Operation, RequestClass,
+};
+use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_shared::storage::kv::{Item, KvStore, Query};
+use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
+use sextant_shared::{billing, metering};
+use sextant_tests::workload::{Series, batches, points_in, workload};
+
+/// us-east-1 list prices in USD; `docs/cost.md` cites each.
+mod price {
+    /// DynamoDB on-demand, after the November 2024 cut.
+    pub const WRITE_UNIT: f64 = 0.625e-6;
+    pub const READ_UNIT: f64 = 0.125e-6;
+    /// DynamoDB Standard table class storage, and continuous backups (PITR, which the
+    /// template enables) on the same bytes.
+    pub const DYNAMODB_GB_MONTH: f64 = 0.25;
+    pub const PITR_GB_MONTH: f64 = 0.20;
+    /// Lambda on arm64.
+    pub const LAMBDA_REQUEST: f64 = 0.20e-6;
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+    /// API Gateway HTTP API, first 300 million requests a month, metered per 512 KB.
+    pub const API_REQUEST: f64 = 1.00e-6;
+    pub const API_METER_BYTES: usize = 512 * 1024;
+    /// S3 Standard requests.
+    pub const S3_PUT_CLASS: f64 = 0.005e-3;
+    pub const S3_GET_CLASS: f64 = 0.0004e-3;
+}
+
+/// How long a log request runs on Lambda is estimated, not measured: the CPU time the
+/// domain code takes here, stretched to the CPU share of the template's 512 MB (Lambda
+/// gives one vCPU at 1,769 MB), plus one DynamoDB round trip per request it sends
+/// (`batch::log` sends them one after another).
+mod lambda {
+    pub const MEMORY_GB: f64 = 512.0 / 1024.0;
+    pub const CPU_SHARE: f64 = 512.0 / 1769.0;
+    pub const DYNAMODB_ROUND_TRIP: f64 = 0.010;
+}
+
+const RUNS: usize = 4;
+/// Four series log every step, so 62,500 steps a run make about a million points.
+const STEPS: usize = 62_500;
+/// Steps per batch: about 40, 100, 1,000 and 10,000 points. The SDK sends what
+/// waited a second (`flush_interval`), at most 10,000 points (`flush_points`): the
+/// workload's ten steps a second make the first, a fast loop the last.
+const WINDOWS: [i64; 4] = [10, 25, 250, 2_500];
+const MILLION: f64 = 1e6;
+
+struct Fixture {
+    state: AppState,
+    kv: Arc<MeteredKv>,
+    blobs: Arc<MeteredBlobs>,
+    /// The embedded store under the meter, to look at what was stored without counting.
+    raw: Arc<dyn KvStore>,
+    _dir: tempfile::TempDir,
+}
+
+struct Team {
+    caller: Caller,
+    /// A session token, as the web app reads with.
+    token: String,
+    project: projects::Project,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        // tmpfs where there is one: the figures are counts, not disk speed.
+        let dir = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .expect("temporary directory");
+        let raw: Arc<dyn KvStore> =
+            Arc::new(EmbeddedKv::open(&dir.path().join("store.redb")).expect("store"));
+        let kv = Arc::new(MeteredKv::new(Arc::clone(&raw)));
+        let local = LocalBlobs::open(
+            &dir.path().join("blobs"),
+            UrlSigner::new(&[9; 32]),
+            "http://127.0.0.1:1".parse().expect("url"),
+        )
+        .expect("blobs");
+        let blobs = Arc::new(MeteredBlobs::new(Arc::new(local)));
+        let keyring = Keyring::new(&[("bench".to_owned(), vec![7; 32])]).expect("keyring");
+        let state = AppState::new(
+            Storage {
+                kv: kv.clone(),
+                blobs: blobs.clone(),
+            },
+            keyring,
+            Settings::new(None),
+        );
+        Self {
+            state,
+            kv,
+            blobs,
+            raw,
+            _dir: dir,
+        }
+    }
+
+    async fn team(&self, n: usize) -> Team {
+        let signed_up = accounts::signup(
+            &self.state,
+            DisplayName::parse("team", "Cost").expect("name"),
+            Email::parse(&format!("cost{n}@example.com")).expect("email"),
+            Password::parse("correct horse battery staple".into()).expect("password"),
+        )
+        .await
+        .expect("signup");
+        let caller = accounts::authenticate(&self.state, &signed_up.api_key)
+            .await
+            .expect("authenticate");
+        let project = projects::create(&self.state, &caller, ProjectName::parse("cost").unwrap())
+            .await
+            .expect("project");
+        Team {
+            caller,
+            token: signed_up.session.token,
+            project,
+        }
+    }
+
+    async fn new_run(&self, team: &Team) -> RunId {
+        runs::create(&self.state, &team.caller, &team.project, NewRun::default())
+            .await
+            .expect("run")
+            .id
+    }
+
+    /// Serves the state with the routes `sextant serve` mounts, on loopback.
+    async fn serve(&self) -> String {
+        let routes = sextant_api::routes().merge(sextant_ingest::routes());
+        let router = sextant_shared::http::api_service(routes, self.state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding loopback");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        base
+    }
+
+    /// Items and billed bytes stored under a run, read past the meter.
+    async fn stored(&self, team: &Team, run: RunId) -> (u64, u64) {
+        let mut query =
+            Query::partition(runs::data_partition(&team.caller.tenant, run)).limit(1000);
+        let (mut items, mut bytes) = (0, 0);
+        loop {
+            let page = self.raw.query(query.clone()).await.expect("query");
+            items += page.items.len() as u64;
+            bytes += page.items.iter().map(Item::billed_size).sum::<usize>() as u64;
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return (items, bytes),
+            }
+        }
+    }
+}
+
+/// What one typical read cost.
+struct Read {
+    what: &'static str,
+    http_requests: u64,
+    kv: KvUsage,
+}
+
+/// What logging the workload at one batch size cost.
+struct Logged {
+    batches: u64,
+    points: u64,
+    body_bytes: u64,
+    /// Requests as API Gateway meters them: one per started 512 KB of body.
+    api_requests: u64,
+    kv: KvUsage,
+    blobs: BlobUsage,
+    elapsed: Duration,
+    stored_items: u64,
+    stored_bytes: u64,
+    reads: Vec<Read>,
+}
+
+impl Logged {
+    fn per_million(&self, n: u64) -> f64 {
+        n as f64 * MILLION / self.points as f64
+    }
+
+    fn per_batch(&self, n: u64) -> f64 {
+        n as f64 / self.batches as f64
+    }
+
+    /// The domain code's own time per batch: parsing, encoding, deciding.
+    fn cpu_per_batch(&self) -> Duration {
+        self.elapsed.saturating_sub(self.kv.store_time) / self.batches as u32
+    }
+
+    /// Estimated billed Lambda seconds per batch (see `lambda`).
+    fn lambda_seconds_per_batch(&self) -> f64 {
+        self.cpu_per_batch().as_secs_f64() / lambda::CPU_SHARE
+            + self.per_batch(self.kv.requests()) * lambda::DYNAMODB_ROUND_TRIP
+    }
+}
+
+async fn log_and_read(workload: &[Series], window: i64) -> Logged {
+    let fixture = Fixture::new();
+    let team = fixture.team(0).await;
+    let mut runs = Vec::new();
+    for run in 0..RUNS {
+        runs.push((fixture.new_run(&team).await, batches(workload, run, window)));
+    }
+    let (mut batches_sent, mut body_bytes, mut api_requests) = (0, 0, 0);
+    fixture.kv.take();
+    fixture.blobs.take();
+    let started = Instant::now();
+    for (run, bodies) in &runs {
+        for body in bodies {
+            let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
+            batch::log(&fixture.state, &team.caller.tenant, *run, batch)
+                .await
+                .expect("the batch is stored");
+            batches_sent += 1;
+            body_bytes += body.len() as u64;
+            api_requests += body.len().div_ceil(price::API_METER_BYTES) as u64;
+        }
+    }
+    let elapsed = started.elapsed();
+    let kv = fixture.kv.take();
+    let blobs = fixture.blobs.take();
+
+    let (mut stored_items, mut stored_bytes) = (0, 0);
+    for (run, _) in &runs {
+        let (items, bytes) = fixture.stored(&team, *run).await;
+        stored_items += items;
+        stored_bytes += bytes;
+    }
+    let reads = reads(&fixture, &team, runs[0].0).await;
+    Logged {
+        batches: batches_sent,
+        points: points_in(workload),
+        body_bytes,
+        api_requests,
+        kv,
+        blobs,
+        elapsed,
+        stored_items,
+        stored_bytes,
+        reads,
+    }
+}
+
+/// The reads a teammate makes of a run over HTTP, as the web app does: the run page,
+/// a chart of one series (downsampled to 1,000 points) and its exact points, paged.
+async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
+    let base = fixture.serve().await;
+    let client = reqwest::Client::new();
+    let get = |url: String| {
+        let request = client.get(url).bearer_auth(&team.token);
+        async move {
+            let response = request.send().await.expect("the server answers");
+            assert!(response.status().is_success(), "{}", response.status());
+            response.json::<Value>().await.expect("JSON")
+        }
+    };
+    let series = format!("{base}/v1/runs/{run}/series/train/loss");
+    let mut reads = Vec::new();
+
+    fixture.kv.take();
+    get(format!("{base}/v1/runs/{run}")).await;
+    reads.push(Read {
+        what: "run page",
+        http_requests: 1,
+        kv: fixture.kv.take(),
+    });
+
+    let chart = get(format!("{series}?max_points=1000")).await;
+    assert!(chart["steps"].as_array().expect("steps").len() <= 1000);
+    reads.push(Read {
+        what: "chart (1,000 of 62,500 points)",
+        http_requests: 1,
+        kv: fixture.kv.take(),
+    });
+
+    let (mut points, mut pages, mut after) = (0, 0, None::<i64>);
+    loop {
+        let url = match after {
+            Some(step) => format!("{series}?after={step}"),
+            None => series.clone(),
+        };
+        let page = get(url).await;
+        pages += 1;
+        points += page["steps"].as_array().expect("steps").len();
+        match page["next_after"].as_i64() {
+            Some(step) => after = Some(step),
+            None => break,
+        }
+    }
+    assert_eq!(points, STEPS);
+    reads.push(Read {
+        what: "exact (62,500 points)",
+        http_requests: pages,
+        kv: fixture.kv.take(),
+    });
+    reads
+}
+
+fn dollars(amount: f64) -> String {
+    if amount >= 0.01 {
+        format!("${amount:.3}")
+    } else {
+        format!("${amount:.5}")
+    }
+}
+
+fn print_logging(results: &[Logged]) {
+    let points = results[0].points;
+    println!(
+        "\n## Logging {points} points ({RUNS} runs of {STEPS} steps, 7 series), by batch size"
+    );
+    println!(
+        "{:>12} {:>8} {:>10} {:>10} {:>12} {:>12} {:>11} {:>12}",
+        "points/batch", "batches", "WRU", "RRU", "WRU/M pts", "RRU/M pts", "DDB req/b", "body KB/b"
+    );
+    for r in results {
+        println!(
+            "{:>12.0} {:>8} {:>10} {:>10} {:>12.0} {:>12.0} {:>11.2} {:>12.1}",
+            r.points as f64 / r.batches as f64,
+            r.batches,
+            r.kv.write_units(),
+            r.kv.read_units(),
+            r.per_million(r.kv.write_units()),
+            r.per_million(r.kv.read_units()),
+            r.per_batch(r.kv.requests()),
+            r.per_batch(r.body_bytes) / 1024.0,
+        );
+    }
+
+    println!("\nDynamoDB requests per batch, and WRU + RRU per million points, by operation:");
+    print!("{:>12}", "points/batch");
+    for op in Operation::ALL {
+        print!(" {:>20}", op.name());
+    }
+    println!();
+    for r in results {
+        print!("{:>12.0}", r.points as f64 / r.batches as f64);
+        for op in Operation::ALL {
+            let tally = r.kv.of(op);
+            let cell = format!(
+                "{:.2} ({:.0})",
+                r.per_batch(tally.requests),
+                r.per_million(tally.write_units + tally.read_units)
+            );
+            print!(" {cell:>20}");
+        }
+        println!();
+    }
+    for r in results {
+        let s3 = r.blobs.in_class(RequestClass::PutCopyPostList)
+            + r.blobs.in_class(RequestClass::GetAndOther);
+        assert_eq!(s3, 0, "numeric series never touch S3");
+    }
+}
+
+fn print_reads(results: &[Logged]) {
+    println!(
+        "\n## Reading train/loss of one run after logging at each batch size (HTTP, session token)"
+    );
+    println!(
+        "{:>12} {:<32} {:>6} {:>9} {:>8} {:>12}",
+        "points/batch", "read", "HTTP", "DDB req", "RRU", "cost"
+    );
+    for r in results {
+        for read in &r.reads {
+            println!(
+                "{:>12.0} {:<32} {:>6} {:>9} {:>8} {:>12}",
+                r.points as f64 / r.batches as f64,
+                read.what,
+                read.http_requests,
+                read.kv.requests(),
+                read.kv.read_units(),
+                dollars(
+                    read.kv.read_units() as f64 * price::READ_UNIT
+                        + read.http_requests as f64 * (price::API_REQUEST + price::LAMBDA_REQUEST)
+                ),
+            );
+        }
+    }
+}
+
+fn print_dollars(results: &[Logged]) {
+    let plan = PricePlan::default();
+    let plan_price = plan
+        .per_million_points
+        .to_f64()
+        .expect("a price in dollars");
+    println!(
+        "\n## AWS cost of 1,000,000 logged points at us-east-1 list prices, beside the default plan"
+    );
+    println!(
+        "{:>12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10}",
+        "points/batch",
+        "DDB write",
+        "DDB read",
+        "Lambda req",
+        "Lambda dur*",
+        "(ms/batch*)",
+        "API GW",
+        "total",
+        "plan",
+        "margin"
+    );
+    for r in results {
+        let scale = MILLION / r.points as f64;
+        let writes = r.kv.write_units() as f64 * scale * price::WRITE_UNIT;
+        let reads = r.kv.read_units() as f64 * scale * price::READ_UNIT;
+        let batches = r.batches as f64 * scale;
+        let lambda_requests = batches * price::LAMBDA_REQUEST;
+        let seconds = r.lambda_seconds_per_batch();
+        let lambda_duration = batches * seconds * lambda::MEMORY_GB * price::LAMBDA_GB_SECOND;
+        let api = r.api_requests as f64 * scale * price::API_REQUEST;
+        let total = writes + reads + lambda_requests + lambda_duration + api;
+        println!(
+            "{:>12.0} {:>10} {:>10} {:>10} {:>11} {:>11.1} {:>10} {:>10} {:>10} {:>9.0}%",
+            r.points as f64 / r.batches as f64,
+            dollars(writes),
+            dollars(reads),
+            dollars(lambda_requests),
+            dollars(lambda_duration),
+            seconds * 1000.0,
+            dollars(api),
+            dollars(total),
+            dollars(plan_price),
+            (plan_price - total) / plan_price * 100.0,
+        );
+    }
+    println!(
+        "* estimated: measured CPU time per batch ({}) / {:.3} CPU share at 512 MB, plus {} ms per DynamoDB request",
+        results
+            .iter()
+            .map(|r| format!("{:.2} ms", r.cpu_per_batch().as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        lambda::CPU_SHARE,
+        lambda::DYNAMODB_ROUND_TRIP * 1000.0,
+    );
+    println!(
+        "  plan: {} per million points after {} free a month; margin = (plan - AWS) / plan",
+        dollars(plan_price),
+        plan.free_points
+    );
+}
+
+fn print_storage(results: &[Logged]) {
+    let plan = PricePlan::default();
+    let plan_gb_month = plan.per_gb_month.to_f64().expect("a price");
+    println!("\n## Storing 1,000,000 points for a month");
+    println!(
+        "{:>12} {:>8} {:>12} {:>14} {:>16} {:>14}",
+        "points/batch", "items", "bytes/point", "+100 B/item", "AWS (DDB+PITR)", "plan charges"
+    );
+    for r in results {
+        let scale = MILLION / r.points as f64;
+        let billed = r.stored_bytes as f64 * scale;
+        let with_overhead = (r.stored_bytes + 100 * r.stored_items) as f64 * scale;
+        println!(
+            "{:>12.0} {:>8} {:>12.2} {:>14.2} {:>16} {:>14}",
+            r.points as f64 / r.batches as f64,
+            r.stored_items,
+            billed / MILLION,
+            with_overhead / MILLION,
+            dollars(with_overhead / 1e9 * (price::DYNAMODB_GB_MONTH + price::PITR_GB_MONTH)),
+            dollars(billed / 1e9 * plan_gb_month),
+        );
+    }
+    println!(
+        "  AWS: {}/GB-month DynamoDB + {}/GB-month PITR on item bytes plus 100 B an item; \
+         plan: {}/GB-month on the bytes it counts, after {} GB-months free",
+        dollars(price::DYNAMODB_GB_MONTH),
+        dollars(price::PITR_GB_MONTH),
+        dollars(plan_gb_month),
+        plan.free_gb_months
+    );
+}
+
+/// One idle hour of the metering function (no points logged) with `storers` teams that
+/// store data, and the close of a month: what a deployment pays when nobody uses it.
+async fn idle_metering() {
+    println!("\n## Metering when nobody logs: one hourly run, and the monthly close");
+    println!(
+        "{:>8} {:<14} {:>9} {:>6} {:>6} {:>8} {:>12}",
+        "storers", "run", "DDB req", "RRU", "WRU", "S3 PUT", "per month"
+    );
+    let first = time::macros::datetime!(2030-01-15 10:00 UTC);
+    for storers in [0, 1, 10] {
+        let fixture = Fixture::new();
+        for n in 0..storers {
+            let team = fixture.team(n).await;
+            let run = fixture.new_run(&team).await;
+            let batch: LogBatch = serde_json::from_value(serde_json::json!({
+                "batch_id": "b",
+                "series": {"loss": {"steps": [1, 2], "values": [0.5, 0.25]}}
+            }))
+            .expect("a batch");
+            batch::log(&fixture.state, &team.caller.tenant, run, batch)
+                .await
+                .expect("stored");
+        }
+        // The first run finds no cursor; from the next on, one run rolls up one hour.
+        metering::roll_up_through(&fixture.state, first)
+            .await
+            .expect("roll-up");
+        fixture.kv.take();
+        fixture.blobs.take();
+        let hours = metering::roll_up_through(&fixture.state, first + time::Duration::HOUR)
+            .await
+            .expect("roll-up");
+        assert_eq!(hours.len(), 1);
+        let hour = fixture.kv.take();
+        let monthly = |usage: &KvUsage, blobs: &BlobUsage, times: f64| {
+            times
+                * (usage.read_units() as f64 * price::READ_UNIT
+                    + usage.write_units() as f64 * price::WRITE_UNIT
+                    + blobs.in_class(RequestClass::PutCopyPostList) as f64 * price::S3_PUT_CLASS
+                    + blobs.in_class(RequestClass::GetAndOther) as f64 * price::S3_GET_CLASS)
+        };
+        let hour_blobs = fixture.blobs.take();
+        println!(
+            "{:>8} {:<14} {:>9} {:>6} {:>6} {:>8} {:>12}",
+            storers,
+            "hourly",
+            hour.requests(),
+            hour.read_units(),
+            hour.write_units(),
+            hour_blobs.in_class(RequestClass::PutCopyPostList),
+            dollars(monthly(
+                &hour,
+                &hour_blobs,
+                f64::from(billing::HOURS_PER_GB_MONTH)
+            )),
+        );
+        billing::close_month(&fixture.state, BillingMonth::of(first))
+            .await
+            .expect("close");
+        let close = fixture.kv.take();
+        let close_blobs = fixture.blobs.take();
+        println!(
+            "{:>8} {:<14} {:>9} {:>6} {:>6} {:>8} {:>12}",
+            storers,
+            "month close",
+            close.requests(),
+            close.read_units(),
+            close.write_units(),
+            close_blobs.in_class(RequestClass::PutCopyPostList),
+            dollars(monthly(&close, &close_blobs, 1.0)),
+        );
+    }
+    println!(
+        "  per month: DynamoDB and S3 requests only, {} hourly runs; the Lambda, scheduler \
+         and log costs of the runs are in docs/cost.md",
+        billing::HOURS_PER_GB_MONTH
+    );
+}
+
+fn main() {
+    // One thread: CPU time per batch is a per-core figure.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let workload = workload(RUNS, STEPS);
+    let results: Vec<Logged> = WINDOWS
+        .iter()
+        .map(|&window| runtime.block_on(log_and_read(&workload, window)))
+        .collect();
+    print_logging(&results);
+    print_reads(&results);
+    print_dollars(&results);
+    print_storage(&results);
+    runtime.block_on(idle_metering());
+}
