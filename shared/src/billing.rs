@@ -6,6 +6,7 @@
 //! Storage is priced per GB-month and charged per GB-hour: a GB-month is 730 GB-hours
 //! (AWS's convention), and a GB is 10^9 bytes.
 
+use futures::{StreamExt, TryStreamExt};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime, Time};
@@ -16,7 +17,7 @@ use crate::metering::{self, HourlyUsage};
 use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
 use crate::storage::blob::BlobKey;
-use crate::storage::kv::{Condition, Key, StoreError};
+use crate::storage::kv::{Condition, Key, Query, StoreError};
 use crate::tenancy::Tenant;
 
 pub const HOURS_PER_GB_MONTH: u32 = 730;
@@ -381,6 +382,25 @@ pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> A
     ))
 }
 
+/// The months whose report is closed for the tenant, newest first.
+pub async fn closed_months(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<BillingMonth>> {
+    let mut query = Query::partition(crate::usage::partition(tenant)).prefix("report#");
+    let mut months = Vec::new();
+    loop {
+        let page = state.kv.query(query.clone()).await?;
+        months.extend(page.items.iter().filter_map(|item| {
+            let month = item.key.sk.strip_prefix("report#")?;
+            BillingMonth::parse(month).ok()
+        }));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    months.sort_by_key(|month| std::cmp::Reverse((month.year, u8::from(month.month))));
+    Ok(months)
+}
+
 /// One tenant's month, as the operator's listing shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantTotals {
@@ -417,35 +437,41 @@ pub async fn tenant_totals(state: &AppState, month: BillingMonth) -> ApiResult<V
 /// index, once. Closing again changes nothing; the time a month closes is its end, so
 /// a report's bytes do not depend on when the run happened.
 pub async fn close_month(state: &AppState, month: BillingMonth) -> ApiResult<usize> {
-    let mut closed = 0;
-    for tenant_id in metering::billed_tenants(state, month).await? {
-        let tenant = Tenant::verified(tenant_id);
-        let key = closed_key(&tenant, month);
-        if state.kv.get(&key).await?.is_some() {
-            continue;
-        }
-        let mut report = Report::from_usage(&tenant, usage(state, &tenant, month).await?);
-        report.status = ReportStatus::Closed;
-        report.closed_at = Some(month.end());
-        let json = serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?;
-        state
-            .blobs
-            .put(&report_blob(&tenant, month)?, json.into())
-            .await?;
-        let index = Closed {
-            closed_at: month.end(),
-        };
-        match state
-            .kv
-            .put(doc_item(key, &index)?, Condition::NotExists)
-            .await
-        {
-            Ok(()) => closed += 1,
-            Err(StoreError::ConditionFailed) => {}
-            Err(err) => return Err(err.into()),
-        }
+    let closed: Vec<bool> = futures::stream::iter(metering::billed_tenants(state, month).await?)
+        .map(|tenant| close_report(state, Tenant::verified(tenant), month))
+        .buffer_unordered(metering::TENANTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(closed.into_iter().filter(|&closed| closed).count())
+}
+
+/// Stores and indexes one tenant's closed report unless it is closed already;
+/// answers whether this call closed it.
+async fn close_report(state: &AppState, tenant: Tenant, month: BillingMonth) -> ApiResult<bool> {
+    let key = closed_key(&tenant, month);
+    if state.kv.get(&key).await?.is_some() {
+        return Ok(false);
     }
-    Ok(closed)
+    let mut report = Report::from_usage(&tenant, usage(state, &tenant, month).await?);
+    report.status = ReportStatus::Closed;
+    report.closed_at = Some(month.end());
+    let json = serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?;
+    state
+        .blobs
+        .put(&report_blob(&tenant, month)?, json.into())
+        .await?;
+    let index = Closed {
+        closed_at: month.end(),
+    };
+    match state
+        .kv
+        .put(doc_item(key, &index)?, Condition::NotExists)
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
@@ -29,6 +30,10 @@ use crate::state::AppState;
 use crate::storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
 use crate::tenancy::Tenant;
 use crate::usage;
+
+/// Tenants whose records one roll-up writes at once: every storing tenant is sampled
+/// every hour, so a deployment with thousands of them must not visit them one by one.
+pub(crate) const TENANTS_AT_ONCE: usize = 16;
 
 /// How far back a run fills in missed hours.
 pub const MAX_BACKFILL_HOURS: i64 = 24 * 31;
@@ -186,6 +191,7 @@ async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
 pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
     let hour = hour_of(hour);
     let end = hour + Duration::HOUR;
+    let month = crate::billing::BillingMonth::of(hour);
     let mut tenants: BTreeSet<TenantId> = marked(state, &active_partition(hour))
         .await?
         .into_iter()
@@ -198,41 +204,50 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<u
             .filter(|(_, since)| since.is_none_or(|since| since < end))
             .map(|(tenant, _)| tenant),
     );
-    let mut written = 0;
-    for tenant_id in tenants {
-        let tenant = Tenant::verified(tenant_id);
-        let record = HourlyUsage {
-            hour,
-            points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
-            storage_bytes: counter(state, &usage::totals_key(&tenant), usage::BYTES).await?,
-        };
-        // The month's bill will be made for every tenant with an hour in it.
-        let month = crate::billing::BillingMonth::of(hour);
-        state
-            .kv
-            .put(
-                Item::new(Key::new(month_partition(month), tenant_id.to_string())),
-                Condition::None,
-            )
-            .await?;
-        match state
-            .kv
-            .put(
-                doc_item(hourly_key(&tenant, hour), &record)?,
-                Condition::NotExists,
-            )
-            .await
-        {
-            Ok(()) => written += 1,
-            Err(StoreError::ConditionFailed) => {}
-            Err(err) => return Err(err.into()),
-        }
-    }
-    let month = crate::billing::BillingMonth::of(hour);
+    let written: Vec<bool> = futures::stream::iter(tenants)
+        .map(|tenant| record_hour(state, Tenant::verified(tenant), hour, month))
+        .buffer_unordered(TENANTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let written = written.into_iter().filter(|&written| written).count();
     if end == month.end() {
         crate::billing::close_month(state, month).await?;
     }
     Ok(written)
+}
+
+/// One tenant's record for the hour, written if absent; answers whether it was.
+async fn record_hour(
+    state: &AppState,
+    tenant: Tenant,
+    hour: OffsetDateTime,
+    month: crate::billing::BillingMonth,
+) -> ApiResult<bool> {
+    let record = HourlyUsage {
+        hour,
+        points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
+        storage_bytes: counter(state, &usage::totals_key(&tenant), usage::BYTES).await?,
+    };
+    // The month's bill will be made for every tenant with an hour in it.
+    state
+        .kv
+        .put(
+            Item::new(Key::new(month_partition(month), tenant.id().to_string())),
+            Condition::None,
+        )
+        .await?;
+    match state
+        .kv
+        .put(
+            doc_item(hourly_key(&tenant, hour), &record)?,
+            Condition::NotExists,
+        )
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
 }
 
 fn month_partition(month: crate::billing::BillingMonth) -> String {
