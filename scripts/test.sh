@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs every test: installs what the tests need, starts moto's server on a free
-# loopback port for the DynamoDB/S3 adapter tests, runs the workspace tests, stops moto.
+# Runs every test: installs what the tests need (moto, Chromium and ChromeDriver, the
+# SAM CLI), validates the SAM template, starts moto's server on a free loopback port for
+# the DynamoDB/S3 adapter tests, runs the workspace tests, stops moto.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,21 @@ if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("moto"))' 2>
   || ! command -v moto_server >/dev/null 2>&1; then
   python3 -m pip install --quiet "moto[server]==$moto_version"
 fi
+# The browser test (cli/tests/browser.rs) drives Debian's Chromium through its ChromeDriver.
+if [ ! -x /usr/bin/chromedriver ] || [ ! -x /usr/bin/chromium ]; then
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends chromium chromium-driver
+fi
+export SEXTANT_CHROMIUM=/usr/bin/chromium SEXTANT_CHROMEDRIVER=/usr/bin/chromedriver
+sam_version=1.170.0
+if [ "$(python3 -c 'import importlib.metadata as m; print(m.version("aws-sam-cli"))' 2>/dev/null)" != "$sam_version" ]; then
+  python3 -m pip install --quiet "aws-sam-cli==$sam_version"
+fi
+# Lints with cfn-lint too; needs no AWS account.
+SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 sam validate --lint -t infra/template.yaml
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
