@@ -105,6 +105,10 @@ impl DisplayName {
         }
         Ok(Self(trimmed.to_owned()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

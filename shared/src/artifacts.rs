@@ -55,7 +55,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::File => "file",
             Kind::Checkpoint => "checkpoint",

@@ -107,6 +107,25 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// What the client is told: never internal detail (see `internal`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Logs the cause of a server-side failure; the edge does this for every response,
+    /// and so must any other rendering of the error (the web pages).
+    pub fn log(&self) {
+        if let Some(cause) = &self.cause
+            && self.status.is_server_error()
+        {
+            tracing::error!(
+                code = self.code,
+                error = format!("{cause:#}"),
+                "request failed"
+            );
+        }
+    }
 }
 
 impl std::fmt::Display for ApiError {
@@ -145,15 +164,7 @@ impl From<BlobError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Some(cause) = &self.cause
-            && self.status.is_server_error()
-        {
-            tracing::error!(
-                code = self.code,
-                error = format!("{cause:#}"),
-                "request failed"
-            );
-        }
+        self.log();
         let body = Envelope {
             error: Body {
                 code: self.code,

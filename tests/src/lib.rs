@@ -200,6 +200,43 @@ impl TestApp {
             .await
     }
 
+    /// Registers, uploads and completes a small artifact, of `kind` if given.
+    pub async fn store_artifact(
+        &self,
+        credential: &str,
+        run: &str,
+        path: &str,
+        bytes: &[u8],
+        kind: Option<&str>,
+    ) {
+        let mut body =
+            serde_json::json!({"path": path, "size": bytes.len(), "sha256": sha256_hex(bytes)});
+        if let Some(kind) = kind {
+            body["kind"] = kind.into();
+        }
+        let (status, plan) = self
+            .post(&format!("/v1/runs/{run}/artifacts"), credential, body)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{plan}");
+        let response = self
+            .client
+            .put(text(&plan["upload"], "url"))
+            .header(reqwest::header::CONTENT_LENGTH, bytes.len())
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("the upload reaches the blob store");
+        assert!(response.status().is_success(), "{}", response.status());
+        let (status, artifact) = self
+            .post(
+                &format!("/v1/runs/{run}/artifacts/complete"),
+                credential,
+                serde_json::json!({"path": path}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{artifact}");
+    }
+
     /// Logs an image: `query` holds its series and step.
     pub async fn post_image(
         &self,
@@ -390,4 +427,10 @@ pub async fn signed_up_caller(
     accounts::authenticate(state, &signed_up.api_key)
         .await
         .expect("authenticate")
+}
+
+/// SHA-256 in lowercase hex, as the artifact API takes it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }

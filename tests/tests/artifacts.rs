@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::s3::S3Blobs;
-use sextant_tests::{TestApp, cases, error_code, fresh_aws_storage, text};
+use sextant_tests::{TestApp, cases, error_code, fresh_aws_storage, sha256_hex, text};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -438,10 +438,6 @@ impl Content {
         .await
         .expect("hashing finishes")
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// This process's resident memory (`VmRSS`), in bytes.

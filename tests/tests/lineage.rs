@@ -5,38 +5,8 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sextant_tests::{PNG, TestApp, error_code, text};
-use sha2::{Digest, Sha256};
 
 /// Stores a small artifact through the real upload flow.
-async fn store_artifact(app: &TestApp, key: &str, run: &str, path: &str, bytes: &[u8]) {
-    let sha256 = hex::encode(Sha256::digest(bytes));
-    let (status, plan) = app
-        .post(
-            &format!("/v1/runs/{run}/artifacts"),
-            key,
-            json!({"path": path, "size": bytes.len(), "sha256": sha256, "kind": "model"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{plan}");
-    let url = plan["upload"]["url"].as_str().expect("a single upload");
-    let response = app
-        .client
-        .put(url)
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert!(response.status().is_success());
-    let (status, sealed) = app
-        .post(
-            &format!("/v1/runs/{run}/artifacts/complete"),
-            key,
-            json!({"path": path}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{sealed}");
-}
-
 fn node_ids(graph: &Value) -> Vec<String> {
     let mut ids: Vec<String> = graph["nodes"]
         .as_array()
@@ -77,7 +47,8 @@ async fn the_lineage_of_an_ensemble_of_two_trainers_comes_back_whole() {
             .post(&format!("/v1/runs/{trainer}/inputs"), key, dataset.clone())
             .await;
         assert_eq!(status, StatusCode::CREATED);
-        store_artifact(&app, key, trainer, "model.pt", trainer.as_bytes()).await;
+        app.store_artifact(key, trainer, "model.pt", trainer.as_bytes(), Some("model"))
+            .await;
         let (status, body) = app
             .post(
                 &format!("/v1/runs/{ensemble}/inputs"),
@@ -87,7 +58,8 @@ async fn the_lineage_of_an_ensemble_of_two_trainers_comes_back_whole() {
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    store_artifact(&app, key, &ensemble, "ensemble.pt", b"both").await;
+    app.store_artifact(key, &ensemble, "ensemble.pt", b"both", Some("model"))
+        .await;
 
     let (status, graph) = app.get(&format!("/v1/runs/{ensemble}/lineage"), key).await;
     assert_eq!(status, StatusCode::OK, "{graph}");

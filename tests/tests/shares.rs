@@ -107,40 +107,6 @@ async fn log(app: &TestApp, key: &str, run: &str, batch: Value) {
     assert_eq!(status, StatusCode::OK, "{body}");
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// Registers, uploads and completes a small artifact.
-async fn store_artifact(app: &TestApp, key: &str, run: &str, path: &str, bytes: &[u8]) {
-    let (status, plan) = app
-        .post(
-            &format!("/v1/runs/{run}/artifacts"),
-            key,
-            json!({"path": path, "size": bytes.len(), "sha256": sha256_hex(bytes)}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{plan}");
-    let response = app
-        .client
-        .put(text(&plan["upload"], "url"))
-        .header(header::CONTENT_LENGTH, bytes.len())
-        .body(bytes.to_vec())
-        .send()
-        .await
-        .expect("the upload reaches the blob store");
-    assert!(response.status().is_success(), "{}", response.status());
-    let (status, artifact) = app
-        .post(
-            &format!("/v1/runs/{run}/artifacts/complete"),
-            key,
-            json!({"path": path}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{artifact}");
-}
-
 /// A run with a bit of everything: params, tags, a numeric series, a text series, an
 /// image and an artifact, all under names starting with `label`.
 async fn full_run(app: &TestApp, key: &str, label: &str) -> String {
@@ -180,7 +146,8 @@ async fn full_run(app: &TestApp, key: &str, label: &str) -> String {
         .post_image(key, &run, &format!("series={label}-samples&step=3"), PNG)
         .await;
     assert_eq!(status, StatusCode::CREATED, "{image}");
-    store_artifact(app, key, &run, &format!("{label}/weights.bin"), b"weights").await;
+    app.store_artifact(key, &run, &format!("{label}/weights.bin"), b"weights", None)
+        .await;
     run
 }
 

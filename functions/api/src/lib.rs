@@ -1,11 +1,12 @@
 //! The control plane: sign-up and log-in, API keys, invites and members, projects,
-//! runs and reading their series, and shared run URLs.
+//! runs and reading their series, shared run URLs, and the web pages (`pages`).
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
 mod artifacts;
 mod images;
 mod lineage;
 mod members;
+pub mod pages;
 mod projects;
 mod runs;
 mod session;
@@ -81,6 +82,7 @@ pub fn routes() -> Router<AppState> {
             get(artifacts::download).delete(artifacts::delete),
         )
         .merge(shares::routes())
+        .merge(pages::routes())
 }
 
 /// The service the Lambda function runs.

@@ -9,12 +9,14 @@ use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::floats::JsonF64s;
 use sextant_shared::http::{Json, Query};
-use sextant_shared::projects;
+use sextant_shared::ids::RunId;
+use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::listing::{self, Filter, Sort};
-use sextant_shared::runs::{self, NewRun, RunChanges, RunRecord, Status};
+use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, Status};
 use sextant_shared::series::downsample;
 use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesKind, StepRange, TextPoints,
+    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesKind, SeriesSummary, StepRange,
+    TextPoints,
 };
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -74,28 +76,44 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    tag: Option<String>,
+    pub(crate) tag: Option<String>,
     /// One status or several, comma-separated.
-    status: Option<String>,
-    name: Option<String>,
+    pub(crate) status: Option<String>,
+    pub(crate) name: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
-    created_after: Option<OffsetDateTime>,
+    pub(crate) created_after: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
-    created_before: Option<OffsetDateTime>,
-    sort: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
+    pub(crate) created_before: Option<OffsetDateTime>,
+    pub(crate) sort: Option<String>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) cursor: Option<String>,
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(project): Path<String>,
-    Query(params): Query<ListParams>,
-) -> JsonResponse {
+/// One page of a project's run table: every run of the project, and which of them
+/// the page shows, in order.
+#[derive(Debug)]
+pub(crate) struct RunTable {
+    pub(crate) runs: Vec<RunRecord>,
+    pub(crate) page: listing::Page,
+}
+
+impl RunTable {
+    pub(crate) fn rows(&self) -> impl Iterator<Item = &RunRecord> {
+        self.page.rows.iter().map(|&i| &self.runs[i])
+    }
+}
+
+/// The run table of a project of the tenant, as `GET /v1/projects/{project}/runs`
+/// and the project page show it.
+pub(crate) async fn run_table(
+    state: &AppState,
+    tenant: &Tenant,
+    project: &Project,
+    params: &ListParams,
+) -> ApiResult<RunTable> {
     let limit = params.limit.unwrap_or(listing::DEFAULT_LIMIT);
     if !(1..=listing::MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid(
@@ -116,33 +134,40 @@ pub async fn list(
         .transpose()?
         .unwrap_or_default();
     let filter = Filter {
-        tag: params.tag,
+        tag: params.tag.clone(),
         statuses,
-        name: params.name.map(|name| name.to_lowercase()),
+        name: params.name.as_ref().map(|name| name.to_lowercase()),
         created_after: params.created_after,
         created_before: params.created_before,
     };
-    let project = projects::find(&state, &caller.tenant, &project).await?;
-    let all = runs::all_in_project(&state, &caller.tenant, project.id).await?;
+    let runs = runs::all_in_project(state, tenant, project.id).await?;
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
     let page = listing::page(
-        &all,
+        &runs,
         &filter,
         &sort,
         limit,
         params.cursor.as_deref(),
         |run| run.status_at(now, timeout),
     )?;
-    let rows: Vec<_> = page
-        .rows
-        .iter()
-        .map(|&i| all[i].view(&state, now))
-        .collect();
+    Ok(RunTable { runs, page })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Query(params): Query<ListParams>,
+) -> JsonResponse {
+    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let table = run_table(&state, &caller.tenant, &project, &params).await?;
+    let now = state.now();
+    let rows: Vec<_> = table.rows().map(|run| run.view(&state, now)).collect();
     Ok(axum::Json(json!({
         "runs": rows,
-        "next_cursor": page.next_cursor,
-        "total": page.total,
+        "next_cursor": table.page.next_cursor,
+        "total": table.page.total,
     })))
 }
 
@@ -241,23 +266,24 @@ pub async fn series_points(
     };
     match summary.kind {
         SeriesKind::Numeric => {
-            let limit = params.max_points.is_none().then_some(EXACT_PAGE_POINTS);
-            let page =
-                series::read::<Points>(state, tenant, run.id, name, summary, range, limit).await?;
-            let (points, downsampled) = match params.max_points {
-                Some(max) if page.points.len() > max => {
-                    (downsample::min_max(&page.points, max), true)
-                }
-                _ => (page.points, false),
-            };
+            let read = numeric_points(
+                state,
+                tenant,
+                run.id,
+                name,
+                summary,
+                range,
+                params.max_points,
+            )
+            .await?;
             Ok(axum::Json(NumericPage {
                 name,
                 kind: summary.kind,
-                steps: &points.steps,
-                values: JsonF64s(&points.values),
-                timestamps: &points.timestamps,
-                next_after: page.next_after,
-                downsampled,
+                steps: &read.points.steps,
+                values: JsonF64s(&read.points.values),
+                timestamps: &read.points.timestamps,
+                next_after: read.next_after,
+                downsampled: read.downsampled,
             })
             .into_response())
         }
@@ -290,7 +316,88 @@ pub async fn series_points(
     }
 }
 
+/// Points of a numeric series read for a chart or a client.
+#[derive(Debug)]
+pub(crate) struct NumericRead {
+    pub(crate) points: Points,
+    pub(crate) next_after: Option<i64>,
+    pub(crate) downsampled: bool,
+}
+
+/// The points of a numeric series in `range`: exact (a page of `EXACT_PAGE_POINTS`),
+/// or with `max_points` downsampled so every bucket's extremes (and first NaN) survive.
+/// Charts on the pages draw what `GET /v1/runs/{run}/series/{name}?max_points=` answers.
+pub(crate) async fn numeric_points(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+    summary: &SeriesSummary,
+    range: StepRange,
+    max_points: Option<usize>,
+) -> ApiResult<NumericRead> {
+    let limit = max_points.is_none().then_some(EXACT_PAGE_POINTS);
+    let page = series::read::<Points>(state, tenant, run, name, summary, range, limit).await?;
+    let (points, downsampled) = match max_points {
+        Some(max) if page.points.len() > max => (downsample::min_max(&page.points, max), true),
+        _ => (page.points, false),
+    };
+    Ok(NumericRead {
+        points,
+        next_after: page.next_after,
+        downsampled,
+    })
+}
+
 pub const MAX_COMPARED_RUNS: usize = 50;
+
+/// Parses the runs to compare: 1 to `MAX_COMPARED_RUNS` ids, repeats dropped.
+pub(crate) fn compared_ids<'a>(texts: impl IntoIterator<Item = &'a str>) -> ApiResult<Vec<RunId>> {
+    let mut ids = Vec::new();
+    for text in texts.into_iter().filter(|id| !id.is_empty()) {
+        let id = runs::parse_id(text)?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    if !(1..=MAX_COMPARED_RUNS).contains(&ids.len()) {
+        return Err(ApiError::invalid(
+            "invalid_runs",
+            format!("compare 1 to {MAX_COMPARED_RUNS} runs, comma-separated ids"),
+        ));
+    }
+    Ok(ids)
+}
+
+/// The tenant's runs of `ids`, in that order; any missing one is 404.
+pub(crate) async fn load_compared(
+    state: &AppState,
+    tenant: &Tenant,
+    ids: &[RunId],
+) -> ApiResult<Vec<RunRecord>> {
+    let loaded =
+        futures::future::try_join_all(ids.iter().map(|&id| runs::load(state, tenant, id))).await?;
+    Ok(loaded.into_iter().map(|v| v.record).collect())
+}
+
+/// One parameter across compared runs: each run's value, and whether they differ.
+pub(crate) struct ParamRow<'a> {
+    pub(crate) values: Vec<Option<&'a ParamValue>>,
+    pub(crate) differs: bool,
+}
+
+/// Every parameter of the compared runs, by name.
+pub(crate) fn param_rows<'a>(records: &[&'a RunRecord]) -> BTreeMap<&'a String, ParamRow<'a>> {
+    let names: BTreeSet<&String> = records.iter().flat_map(|r| r.params.keys()).collect();
+    names
+        .into_iter()
+        .map(|name| {
+            let values: Vec<_> = records.iter().map(|r| r.params.get(name)).collect();
+            let differs = values.windows(2).any(|w| w[0] != w[1]);
+            (name, ParamRow { values, differs })
+        })
+        .collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -305,34 +412,15 @@ pub async fn compare(
     caller: Caller,
     Query(params): Query<CompareParams>,
 ) -> JsonResponse {
-    let mut ids = Vec::new();
-    for text in params.runs.split(',').filter(|id| !id.is_empty()) {
-        let id = runs::parse_id(text)?;
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-    }
-    if !(1..=MAX_COMPARED_RUNS).contains(&ids.len()) {
-        return Err(ApiError::invalid(
-            "invalid_runs",
-            format!("compare 1 to {MAX_COMPARED_RUNS} runs, comma-separated ids"),
-        ));
-    }
-    let loaded =
-        futures::future::try_join_all(ids.iter().map(|&id| runs::load(&state, &caller.tenant, id)))
-            .await?;
-    let records: Vec<&RunRecord> = loaded.iter().map(|v| &v.record).collect();
+    let ids = compared_ids(params.runs.split(','))?;
+    let loaded = load_compared(&state, &caller.tenant, &ids).await?;
+    let records: Vec<&RunRecord> = loaded.iter().collect();
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
 
-    let param_names: BTreeSet<&String> = records.iter().flat_map(|r| r.params.keys()).collect();
-    let params: BTreeMap<&String, Value> = param_names
+    let params: BTreeMap<&String, Value> = param_rows(&records)
         .into_iter()
-        .map(|name| {
-            let values: Vec<_> = records.iter().map(|r| r.params.get(name)).collect();
-            let differs = values.windows(2).any(|w| w[0] != w[1]);
-            (name, json!({"values": values, "differs": differs}))
-        })
+        .map(|(name, row)| (name, json!({"values": row.values, "differs": row.differs})))
         .collect();
     let series_names: BTreeSet<&String> = records.iter().flat_map(|r| r.series.keys()).collect();
     let series: BTreeMap<&String, Value> = series_names

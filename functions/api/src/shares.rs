@@ -35,10 +35,14 @@ fn shared_routes() -> Router<AppState> {
         .route("/v1/shared/{token}/series/{*name}", get(read_series))
         .route("/v1/shared/{token}/images/{*series}", get(list_images))
         .route("/v1/shared/{token}/artifacts/{*path}", get(download))
-        .route_layer(middleware::map_response(keep_private))
+        .route_layer(middleware::map_response(|response: Response| async {
+            keep_private(response)
+        }))
 }
 
-async fn keep_private(mut response: Response) -> Response {
+/// A token travels in the path: answers about it are never cached and never named in
+/// a `Referer`.
+pub(crate) fn keep_private(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(

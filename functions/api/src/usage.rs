@@ -4,7 +4,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::operator::Operator;
-use sextant_shared::billing::{self, BillingMonth, MonthUsage, TenantTotals};
+use sextant_shared::billing::{self, BillingMonth, MonthUsage, Report, TenantTotals};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
@@ -53,7 +53,12 @@ pub async fn report(
 ) -> ApiResult<Response> {
     let month = BillingMonth::parse(&month)?;
     let report = billing::report(&state, &caller.tenant, month).await?;
-    match params.format.as_deref() {
+    report_response(report, params.format.as_deref())
+}
+
+/// A report as JSON (`None` or `json`) or as a CSV download (`csv`).
+pub(crate) fn report_response(report: Report, format: Option<&str>) -> ApiResult<Response> {
+    match format {
         None | Some("json") => Ok(axum::Json(report).into_response()),
         Some("csv") => Ok((
             [

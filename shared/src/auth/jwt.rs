@@ -55,6 +55,8 @@ pub enum KeyringError {
 pub struct Keyring {
     signing_kid: String,
     signing: EncodingKey,
+    /// The signing key's secret, only to derive other keys from (`derive`).
+    signing_secret: Vec<u8>,
     verifying: HashMap<String, DecodingKey>,
     validation: Validation,
 }
@@ -86,6 +88,7 @@ impl Keyring {
         Ok(Self {
             signing_kid: signing_kid.clone(),
             signing: EncodingKey::from_secret(signing_secret),
+            signing_secret: signing_secret.clone(),
             verifying: keys
                 .iter()
                 .map(|(kid, secret)| (kid.clone(), DecodingKey::from_secret(secret)))
@@ -114,6 +117,19 @@ impl Keyring {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::new(&keys)
+    }
+
+    /// A secret for another purpose (say, CSRF tokens), derived from the signing
+    /// secret under a label of its own: HMAC-SHA256(signing secret, label). Keys of
+    /// different labels are unrelated, and none reveals the signing secret. Rotating
+    /// the signing key rotates every derived key with it.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&self.signing_secret)
+            .expect("HMAC takes a key of any length");
+        mac.update(b"sextant derived key\0");
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
     }
 
     pub fn issue(
@@ -237,6 +253,15 @@ mod tests {
             old.verify(&fresh).is_none(),
             "old ring does not know the new kid"
         );
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label_and_by_signing_secret() {
+        let keys = keyring("k1", 1);
+        assert_eq!(keys.derive("csrf"), keyring("k1", 1).derive("csrf"));
+        assert_ne!(keys.derive("csrf"), keys.derive("other"));
+        assert_ne!(keys.derive("csrf"), keyring("k1", 2).derive("csrf"));
+        assert_ne!(keys.derive("csrf").to_vec(), vec![1u8; 32]);
     }
 
     #[test]

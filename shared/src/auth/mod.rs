@@ -2,6 +2,7 @@
 //! nowhere else: not the path, not the body.
 
 pub mod api_key;
+pub mod csrf;
 pub mod jwt;
 pub mod operator;
 pub mod password;

@@ -1,0 +1,523 @@
+//! End to end in a real browser: headless Chromium (Debian's `chromium`, driven over
+//! WebDriver by its `chromedriver`) against the real `sextant serve` binary. A team
+//! signs up through the form, creates a key on the settings page, logs a run through
+//! the API with that key, finds the run's chart with the logged extremes, aborts the
+//! run from its page and shares it; a fresh logged-out browser opens the share URL.
+//! Screenshots of the run page and the share page are written under
+//! `target/screenshots/`.
+//!
+//! `scripts/test.sh` installs Chromium and ChromeDriver and sets `SEXTANT_CHROMIUM` and
+//! `SEXTANT_CHROMEDRIVER`; without them this test fails rather than skips.
+
+mod common;
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Server, post, start};
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+/// How long any one thing may take to appear: a page, an element, a driver.
+const WAIT: Duration = Duration::from_secs(10);
+/// The whole test, however its steps add up.
+const WHOLE_TEST: Duration = Duration::from_secs(180);
+
+const SERIES: &str = "train/loss";
+/// The logged extremes: a spike up and a dip down inside a smooth curve.
+const MAX: f64 = 1234.5678;
+const MIN: f64 = -0.001953125;
+
+#[tokio::test]
+async fn a_team_signs_up_logs_a_run_aborts_and_shares_it_in_a_real_browser() {
+    tokio::time::timeout(WHOLE_TEST, scenario())
+        .await
+        .expect("the browser test took longer than its bound");
+}
+
+async fn scenario() {
+    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium");
+    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let data = tempfile::tempdir().expect("data directory");
+    let server = start(data.path());
+    let driver = ChromeDriver::start(&chromedriver).await;
+    let screenshots = screenshot_dir();
+    let api = reqwest::Client::new();
+
+    let browser = driver.session(&chromium).await;
+    let page = Page {
+        client: &browser,
+        server: &server,
+    };
+
+    // Sign up through the form, from the home page's link.
+    page.open("/").await;
+    page.wait_for("a#signup-link").await.click().await.unwrap();
+    let form = page.wait_for("form#signup").await;
+    let email = format!("browser-{}@example.com", std::process::id());
+    fill(&form, "team", "Browser Whales").await;
+    fill(&form, "email", &email).await;
+    fill(&form, "password", "a long enough password").await;
+    submit(&form).await;
+    let signup_key = page.wait_for("code#api-key").await.text().await.unwrap();
+    assert!(signup_key.starts_with("sxt_"), "an API key: {signup_key:?}");
+    let snippet = page.wait_for("pre#sdk-snippet").await.text().await.unwrap();
+    assert!(!snippet.is_empty(), "an SDK snippet after sign-up");
+    page.wait_for("form#logout").await;
+    page.wait_for("a#continue").await.click().await.unwrap();
+    page.wait_for_path("/projects").await;
+
+    // A key of its own for the training code, made on the settings page.
+    page.open("/settings/keys").await;
+    let form = page.wait_for("form#new-key").await;
+    fill(&form, "name", "trainer").await;
+    let role = form.find(Locator::Css("[name=role]")).await.unwrap();
+    if role
+        .tag_name()
+        .await
+        .unwrap()
+        .eq_ignore_ascii_case("select")
+    {
+        role.select_by_value("member").await.unwrap();
+    } else {
+        role.clear().await.unwrap();
+        role.send_keys("member").await.unwrap();
+    }
+    submit(&form).await;
+    let key = page
+        .wait_for("code#new-key-secret")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(key.starts_with("sxt_"), "a new API key: {key:?}");
+    assert_ne!(key, signup_key);
+
+    // Training code logs a run through the API with that key.
+    let (status, project) = post(
+        &api,
+        format!("{}/v1/projects", server.base),
+        Some(&key),
+        json!({"name": "browser"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    let run_name = "spiky-baseline";
+    let (status, run) = post(
+        &api,
+        format!("{}/v1/projects/browser/runs", server.base),
+        Some(&key),
+        json!({"name": run_name}),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    let run_id = run["id"].as_str().expect("a run id").to_owned();
+    let steps: Vec<i64> = (0..300).collect();
+    let values: Vec<f64> = steps
+        .iter()
+        .map(|&step| match step {
+            137 => MAX,
+            222 => MIN,
+            _ => 1.0 / (1.0 + step as f64 / 20.0),
+        })
+        .collect();
+    let (status, logged) = post(
+        &api,
+        format!("{}/v1/runs/{run_id}/log", server.base),
+        Some(&key),
+        json!({"batch_id": "browser-1", "series": {SERIES: {"steps": steps, "values": values}}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{logged}");
+    assert_eq!(logged["abort_requested"], false, "{logged}");
+
+    // The run page shows its chart with the logged extremes.
+    let run_path = format!("/runs/{run_id}");
+    page.open(&run_path).await;
+    assert_eq!(page.text("h1").await, run_name);
+    page.wait_for("form#logout").await;
+    page.assert_chart_shows_extremes().await;
+    let status_before = page.text("#run-status").await;
+    assert!(
+        status_before.to_lowercase().contains("running"),
+        "a run that is logging reads running: {status_before:?}"
+    );
+
+    // Abort it from the page: the run is asked to stop, and reads as the server
+    // reports it (still running, until its client ends it) with the request shown.
+    let form = page.wait_for("form#abort").await;
+    submit(&form).await;
+    page.until("the page to show the abort request", || async {
+        let body = page.find_text("body").await?;
+        body.to_lowercase()
+            .contains("abort requested")
+            .then_some(())
+    })
+    .await;
+    let api_run = get(&api, &format!("{}/v1/runs/{run_id}", server.base), &key).await;
+    assert_eq!(api_run["abort_requested"], true, "{api_run}");
+    let api_status = api_run["status"].as_str().expect("a status");
+    assert_eq!(page.text("#run-status").await.trim(), api_status);
+    // The training code's next batch is told to stop, and it ends the run as aborted
+    // (as the SDK does).
+    let (status, logged) = post(
+        &api,
+        format!("{}/v1/runs/{run_id}/log", server.base),
+        Some(&key),
+        json!({"batch_id": "browser-2", "heartbeat": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{logged}");
+    assert_eq!(logged["abort_requested"], true, "{logged}");
+    let response = api
+        .patch(format!("{}/v1/runs/{run_id}", server.base))
+        .bearer_auth(&key)
+        .json(&json!({"status": "aborted"}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "ending the run as aborted");
+    page.open(&run_path).await;
+    assert_eq!(page.text("#run-status").await.trim(), "aborted");
+    assert!(
+        page.find_all("form#abort").await.is_empty(),
+        "an aborted run offers no abort"
+    );
+
+    // Share it.
+    page.open(&run_path).await;
+    let form = page.wait_for("form#share").await;
+    form.find(Locator::Css("[name=expires_in]")).await.unwrap();
+    form.find(Locator::Css("[name=allow_downloads]"))
+        .await
+        .unwrap();
+    submit(&form).await;
+    let share_url = page
+        .wait_for("input#share-url")
+        .await
+        .prop("value")
+        .await
+        .unwrap()
+        .expect("the share URL as the input's value");
+    assert!(
+        share_url.starts_with(&format!("{}/r/", server.base)),
+        "a share URL on this server: {share_url}"
+    );
+    // Back on the run page: aborted, charted, with its share listed.
+    page.open(&run_path).await;
+    assert_eq!(page.text("h1").await, run_name);
+    page.screenshot(&screenshots.join("run-page.png")).await;
+
+    // A fresh browser, logged out, opens the share URL.
+    let stranger = driver.session(&chromium).await;
+    let shared = Page {
+        client: &stranger,
+        server: &server,
+    };
+    stranger.goto(&share_url).await.unwrap();
+    assert_eq!(shared.text("h1").await, run_name);
+    shared.assert_chart_shows_extremes().await;
+    for absent in ["form#abort", "form#logout", "form#share"] {
+        assert!(
+            shared.find_all(absent).await.is_empty(),
+            "the shared page has {absent}"
+        );
+    }
+    shared.screenshot(&screenshots.join("share-page.png")).await;
+
+    stranger.close().await.unwrap();
+    browser.close().await.unwrap();
+}
+
+/// The path of a tool the test needs, from the environment or its Debian location.
+fn tool(variable: &str, default: &str) -> PathBuf {
+    let path = PathBuf::from(std::env::var_os(variable).unwrap_or_else(|| default.into()));
+    assert!(
+        path.exists(),
+        "{} is missing: the browser test needs Debian's chromium and chromium-driver \
+         (scripts/test.sh installs them; or set {variable})",
+        path.display()
+    );
+    path
+}
+
+/// `target/screenshots` of the workspace, made if need be.
+fn screenshot_dir() -> PathBuf {
+    let dir = std::env::var_os("SEXTANT_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("target")
+                .join("screenshots")
+        });
+    std::fs::create_dir_all(&dir).expect("creating the screenshot directory");
+    dir.canonicalize().expect("the screenshot directory")
+}
+
+async fn fill(form: &Element, name: &str, value: &str) {
+    let field = form
+        .find(Locator::Css(&format!("[name={name}]")))
+        .await
+        .unwrap_or_else(|error| panic!("no field named {name} in the form: {error}"));
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+/// Clicks the form's submit button, as a person would.
+async fn submit(form: &Element) {
+    form.find(Locator::Css(
+        "button:not([type=button]):not([type=reset]), input[type=submit]",
+    ))
+    .await
+    .expect("a submit button in the form")
+    .click()
+    .await
+    .expect("clicking the submit button");
+}
+
+async fn get(client: &reqwest::Client, url: &str, credential: &str) -> Value {
+    let response = client
+        .get(url)
+        .bearer_auth(credential)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.json().await.expect("a JSON body")
+}
+
+/// One browser session on the server's pages.
+struct Page<'a> {
+    client: &'a Client,
+    server: &'a Server,
+}
+
+impl Page<'_> {
+    async fn open(&self, path: &str) {
+        let url = format!("{}{path}", self.server.base);
+        self.client
+            .goto(&url)
+            .await
+            .unwrap_or_else(|error| panic!("opening {url}: {error}"));
+    }
+
+    /// The first element `css` matches, once there is one.
+    async fn wait_for(&self, css: &str) -> Element {
+        match self
+            .client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(error) => self.fail(&format!("no {css} ({error})")).await,
+        }
+    }
+
+    async fn find_all(&self, css: &str) -> Vec<Element> {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .expect("finding elements")
+    }
+
+    /// The text of `css` if the page has it now.
+    async fn find_text(&self, css: &str) -> Option<String> {
+        let element = self.client.find(Locator::Css(css)).await.ok()?;
+        element.text().await.ok()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let element = self.wait_for(css).await;
+        element.text().await.expect("an element's text")
+    }
+
+    async fn wait_for_path(&self, path: &str) {
+        self.until(&format!("the page at {path}"), || async {
+            let url = self.client.current_url().await.ok()?;
+            (url.path() == path).then_some(())
+        })
+        .await;
+    }
+
+    /// Polls `probe` until it answers something, for at most `WAIT`.
+    async fn until<T, F, Fut>(&self, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Some(found) = probe().await {
+                return found;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.fail(&format!("waited {WAIT:?} for {what}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Fails with where the browser is and what it shows.
+    async fn fail(&self, problem: &str) -> ! {
+        let url = self.client.current_url().await.map(|url| url.to_string());
+        let source = self.client.source().await.unwrap_or_default();
+        let excerpt: String = source.chars().take(3000).collect();
+        panic!("{problem} at {url:?}; the page:\n{excerpt}");
+    }
+
+    /// A chart on the page has a line for the series with the logged extremes.
+    async fn assert_chart_shows_extremes(&self) {
+        self.wait_for("#charts figure.chart").await;
+        let lines = self.find_all("#charts figure.chart [data-series]").await;
+        let mut seen = Vec::new();
+        for line in &lines {
+            let series = line.attr("data-series").await.unwrap();
+            if series.as_deref() != Some(SERIES) {
+                seen.push(series);
+                continue;
+            }
+            let number = |value: Option<String>| -> f64 {
+                value
+                    .expect("data-min and data-max on the line")
+                    .parse()
+                    .expect("a number")
+            };
+            let min = number(line.attr("data-min").await.unwrap());
+            let max = number(line.attr("data-max").await.unwrap());
+            assert_eq!((min, max), (MIN, MAX), "the chart's extremes of {SERIES}");
+            assert!(line.is_displayed().await.unwrap(), "the line is drawn");
+            return;
+        }
+        self.fail(&format!(
+            "no chart line for {SERIES} among {} lines ({seen:?})",
+            lines.len()
+        ))
+        .await;
+    }
+
+    /// The whole page as a PNG: the window grown to the page's height first (twice, as
+    /// a wider or taller window can reflow the page).
+    async fn screenshot(&self, path: &Path) {
+        for _ in 0..2 {
+            let height = self
+                .client
+                .execute(
+                    "return Math.ceil(document.documentElement.scrollHeight);",
+                    vec![],
+                )
+                .await
+                .ok()
+                .and_then(|height| height.as_f64())
+                .unwrap_or(800.0)
+                .clamp(800.0, 4000.0);
+            // The window is a little taller than its viewport.
+            let _ = self.client.set_window_size(1280, height as u32 + 140).await;
+        }
+        let png = self.client.screenshot().await.expect("a screenshot");
+        std::fs::write(path, png).expect("writing the screenshot");
+        println!("screenshot: {}", path.display());
+    }
+}
+
+/// `chromedriver` on a free loopback port, killed with every browser it started when
+/// dropped.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    async fn start(binary: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let child = Command::new(binary)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group, so that dropping it also ends the browsers.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
+        let mut driver = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = client.get(format!("{}/status", driver.url)).send().await;
+            if let Ok(response) = status
+                && let Ok(body) = response.json::<Value>().await
+                && body["value"]["ready"] == true
+            {
+                return driver;
+            }
+            if let Some(status) = driver.child.try_wait().expect("checking chromedriver") {
+                panic!("chromedriver exited before it was ready: {status}");
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver was not ready within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A new browser session: its own profile, so no cookie of another session.
+    async fn session(&self, chromium: &Path) -> Client {
+        let capabilities = json!({
+            "browserName": "chrome",
+            "timeouts": {"pageLoad": WAIT.as_millis() as u64, "script": WAIT.as_millis() as u64},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--window-size=1280,800",
+                    "--disable-dev-shm-usage",
+                    // The machine has no network beyond loopback: no background calls.
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-quic",
+                ],
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!("an object")
+        };
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        tokio::time::timeout(
+            WAIT * 3,
+            ClientBuilder::new(connector)
+                .capabilities(capabilities)
+                .connect(&self.url),
+        )
+        .await
+        .expect("Chromium did not start in time")
+        .expect("a WebDriver session in Chromium")
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        // The whole group: chromedriver and the browsers it started.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

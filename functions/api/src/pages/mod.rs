@@ -1,0 +1,225 @@
+//! The web pages: server-rendered HTML (maud, which escapes everything it is given),
+//! a small stylesheet and a little JavaScript for live charts, all from the api
+//! function. Pages call the domain in `sextant_shared` directly, scoped to the signed-in
+//! member's tenant exactly as the JSON API is, and never the JSON API over HTTP.
+//!
+//! Routes:
+//! - `/`, `/signup`, `/login`, `/logout`: landing, sign-up, log-in and out;
+//! - `/projects`, `/projects/{project}`: projects and a project's run table;
+//! - `/runs/{run}` (with `/charts`, `/abort`, `/share`, `/artifacts/{path}`): a run;
+//! - `/compare?run=..&run=..`: runs side by side;
+//! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
+//! - `/r/{token}` (and `/r/{token}/charts`): a shared run, logged out;
+//! - `/static/app.js`, `/static/app.css`: cached for a year, versioned by content hash.
+
+pub mod chart;
+
+mod auth;
+mod compare;
+mod keys;
+mod layout;
+mod projects;
+mod runs;
+mod security;
+mod share;
+mod usage;
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sextant_shared::error::ApiError;
+use sextant_shared::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(auth::landing))
+        .route("/signup", get(auth::signup_form).post(auth::signup))
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/projects", get(projects::list).post(projects::create))
+        .route("/projects/{project}", get(projects::runs))
+        .route("/runs/{run}", get(runs::page))
+        .route("/runs/{run}/charts", get(runs::charts))
+        .route("/runs/{run}/abort", post(runs::abort))
+        .route("/runs/{run}/share", post(runs::share))
+        .route("/runs/{run}/artifacts/{*path}", get(runs::download))
+        .route("/shares/{id}/revoke", post(runs::revoke_share))
+        .route("/compare", get(compare::page))
+        .route("/settings/keys", get(keys::page).post(keys::create))
+        .route("/settings/keys/{id}/revoke", post(keys::revoke))
+        .route("/usage", get(usage::page))
+        .route("/usage/reports/{file}", get(usage::report))
+        .route("/r/{token}", get(share::page))
+        .route("/r/{token}/charts", get(share::charts))
+        .route("/static/app.js", get(app_js))
+        .route("/static/app.css", get(app_css))
+        .route_layer(middleware::map_response(security::headers))
+}
+
+/// Why a page could not be shown: a redirect (to log in), or a status with a message
+/// fit for the person reading it.
+#[derive(Debug)]
+pub enum PageError {
+    Redirect(String),
+    Status(StatusCode, String),
+}
+
+impl PageError {
+    pub fn not_found() -> Self {
+        Self::Status(StatusCode::NOT_FOUND, "There is nothing here.".into())
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(err: ApiError) -> Self {
+        err.log();
+        match err.status() {
+            StatusCode::NOT_FOUND => Self::not_found(),
+            status => Self::Status(status, err.message().to_owned()),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            PageError::Redirect(to) => security::see_other(&to),
+            PageError::Status(status, message) => {
+                (status, layout::error_page(status, &message)).into_response()
+            }
+        }
+    }
+}
+
+pub type PageResult<T = Response> = Result<T, PageError>;
+
+/// A static file with its content hash, for URLs that change whenever it does.
+struct Asset {
+    body: &'static str,
+    content_type: &'static str,
+    version: LazyLock<String>,
+}
+
+fn content_hash(body: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(body.as_bytes())[..6])
+}
+
+static APP_JS: Asset = Asset {
+    body: include_str!("static/app.js"),
+    content_type: "text/javascript; charset=utf-8",
+    version: LazyLock::new(|| content_hash(include_str!("static/app.js"))),
+};
+
+static APP_CSS: Asset = Asset {
+    body: include_str!("static/app.css"),
+    content_type: "text/css; charset=utf-8",
+    version: LazyLock::new(|| content_hash(include_str!("static/app.css"))),
+};
+
+impl Asset {
+    fn serve(&self) -> Response {
+        (
+            [
+                (header::CONTENT_TYPE, self.content_type),
+                // The URL names the content's hash: a new file is a new URL.
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+/// `/static/app.js?v={hash}`.
+pub fn app_js_url() -> String {
+    format!("/static/app.js?v={}", *APP_JS.version)
+}
+
+/// `/static/app.css?v={hash}`.
+pub fn app_css_url() -> String {
+    format!("/static/app.css?v={}", *APP_CSS.version)
+}
+
+async fn app_js() -> Response {
+    APP_JS.serve()
+}
+
+async fn app_css() -> Response {
+    APP_CSS.serve()
+}
+
+/// A number for a table cell: short, but never hiding its magnitude.
+pub fn number(value: f64) -> String {
+    if value.is_nan() {
+        return "NaN".into();
+    }
+    if value.is_infinite() {
+        return if value > 0.0 { "∞" } else { "-∞" }.into();
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-3..1e6).contains(&magnitude) {
+        return format!("{value:.3e}");
+    }
+    let text = format!("{value:.4}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
+/// A path of `/`-separated segments with each segment percent-encoded, for links to
+/// artifacts whose paths may hold anything but `/`.
+pub fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            url::form_urlencoded::byte_serialize(segment.as_bytes())
+                .collect::<String>()
+                // form encoding writes spaces as '+', which a path keeps literally.
+                .replace('+', "%20")
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A time as people read it in a table: `2026-11-05 13:04 UTC`.
+pub fn when(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_short_and_keep_their_magnitude() {
+        assert_eq!(number(0.25), "0.25");
+        assert_eq!(number(3.0), "3");
+        assert_eq!(number(1.0 / 3.0), "0.3333");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(-0.0), "0");
+        assert_eq!(number(1e-7), "1.000e-7");
+        assert_eq!(number(12_345_678.0), "1.235e7");
+        assert_eq!(number(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn artifact_paths_are_encoded_segment_by_segment() {
+        assert_eq!(encode_path("a/b c/d?e#f"), "a/b%20c/d%3Fe%23f");
+        assert_eq!(encode_path("x+y/z"), "x%2By/z");
+    }
+}

@@ -1,0 +1,63 @@
+//! `/r/{token}`: a shared run, for anyone holding the link. It shows the run and
+//! nothing beyond it: no team, project, other runs or lineage, no forms, and artifact
+//! links only when the share allows downloads. The token is in the path, so answers
+//! are never cached and never named in a `Referer`.
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use sextant_shared::shares;
+use sextant_shared::state::AppState;
+
+use axum::extract::State;
+
+use super::layout::{bare, error_page};
+use super::runs::{Viewer, charts_fragment, charts_markup, load, render};
+use super::{PageError, PageResult};
+use crate::shares::keep_private;
+
+/// Errors answer as pages too, and as privately as the page itself.
+fn private(result: PageResult) -> Response {
+    keep_private(match result {
+        Ok(response) => response,
+        Err(PageError::Status(status, _)) if status == StatusCode::NOT_FOUND => (
+            StatusCode::NOT_FOUND,
+            error_page(
+                StatusCode::NOT_FOUND,
+                "This link does not open anything: it may have expired or been revoked.",
+            ),
+        )
+            .into_response(),
+        Err(err) => err.into_response(),
+    })
+}
+
+/// `GET /r/{token}`.
+pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    private(
+        async {
+            let shared = shares::open(&state, &token).await?;
+            let allow_downloads = shared.share.allow_downloads;
+            let data = load(&state, &shared.tenant, shared.run, false).await?;
+            let viewer = Viewer::Shared {
+                token: &token,
+                allow_downloads,
+            };
+            let body = render(&state, &data, &viewer);
+            Ok(Html(bare(&data.record.name, body).into_string()).into_response())
+        }
+        .await,
+    )
+}
+
+/// `GET /r/{token}/charts`: the shared run's charts, for the live refresh.
+pub async fn charts(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+    private(
+        async {
+            let shared = shares::open(&state, &token).await?;
+            let charts = charts_markup(&state, &shared.tenant, &shared.run).await?;
+            Ok(charts_fragment(&state, &shared.run, charts))
+        }
+        .await,
+    )
+}

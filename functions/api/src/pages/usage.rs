@@ -1,0 +1,99 @@
+//! `/usage`: the team's usage and cost this month so far, and its past monthly reports
+//! as JSON or CSV (served here, under the session cookie, rather than by the API,
+//! which takes only bearer credentials).
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use maud::html;
+use sextant_shared::billing::{self, BillingMonth};
+
+use super::layout::{Section, respond};
+use super::security::SignedIn;
+use super::{PageError, PageResult};
+use crate::usage::report_response;
+
+/// `GET /usage`.
+pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
+    let tenant = &user.caller.tenant;
+    let month = BillingMonth::of(page.state.now());
+    let (usage, closed) = futures::try_join!(
+        billing::usage(&page.state, tenant, month),
+        billing::closed_months(&page.state, tenant),
+    )?;
+    let body = html! {
+        h1 { "Usage and billing" }
+        section #this-month {
+            h2 { (usage.month) " so far" }
+            dl.figures {
+                dt { "Logged points" } dd #usage-points { (usage.points) }
+                dt { "Storage" } dd #usage-gb-hours { (usage.gb_hours.round_dp(3)) " GB-hours" }
+                dt { "Total" } dd #usage-total { (usage.total) " " (usage.currency) }
+            }
+            p.muted { "Usage is added up every hour; the last hour shows once it has been rolled up." }
+            table.line-items {
+                thead { tr { th { "Item" } th { "Quantity" } th { "Unit price" } th { "Free" } th { "Amount" } } }
+                tbody {
+                    @for item in &usage.line_items {
+                        tr {
+                            td { (item.description) }
+                            td { (item.quantity) " " (item.unit) }
+                            td { (item.unit_price.normalize()) }
+                            td { (item.free_allowance) }
+                            td { (item.amount) " " (usage.currency) }
+                        }
+                    }
+                }
+            }
+            p {
+                "This month's draft report: "
+                a href={ "/usage/reports/" (usage.month) ".json" } { "JSON" } " · "
+                a href={ "/usage/reports/" (usage.month) ".csv" } { "CSV" }
+            }
+            @if !usage.days.is_empty() {
+                h3 { "By day" }
+                table.days {
+                    thead { tr { th { "Day" } th { "Points" } th { "GB-hours" } } }
+                    tbody {
+                        @for day in &usage.days {
+                            tr { td { (day.date) } td { (day.points) } td { (day.gb_hours.round_dp(3)) } }
+                        }
+                    }
+                }
+            }
+        }
+        section #reports {
+            h2 { "Past reports" }
+            @if closed.is_empty() {
+                p.empty { "No month has closed yet." }
+            } @else {
+                ul.reports {
+                    @for month in &closed {
+                        li.report data-month=(month) {
+                            (month) ": "
+                            a href={ "/usage/reports/" (month) ".json" } { "JSON" } " · "
+                            a href={ "/usage/reports/" (month) ".csv" } { "CSV" }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(respond(
+        &page,
+        StatusCode::OK,
+        Section::Usage,
+        "Usage",
+        body,
+    ))
+}
+
+/// `GET /usage/reports/{YYYY-MM}.csv` or `.json`: the month's report, closed or draft.
+pub async fn report(SignedIn(page, user): SignedIn, Path(file): Path<String>) -> PageResult {
+    let (month, format) = file.rsplit_once('.').ok_or_else(PageError::not_found)?;
+    if !matches!(format, "csv" | "json") {
+        return Err(PageError::not_found());
+    }
+    let month = BillingMonth::parse(month).map_err(|_| PageError::not_found())?;
+    let report = billing::report(&page.state, &user.caller.tenant, month).await?;
+    Ok(report_response(report, Some(format))?)
+}

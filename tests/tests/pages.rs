@@ -1,0 +1,1433 @@
+//! The web pages over real HTTP, as a browser uses them: a client that keeps cookies
+//! and does not follow redirects (so each 303 is seen), forms filled from the pages
+//! themselves (their CSRF field included), and the HTML read with CSS selectors.
+
+use std::sync::Arc;
+
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::{self, HeaderMap};
+use reqwest::{Method, StatusCode, redirect};
+use scraper::{Html, Selector};
+use serde_json::{Value, json};
+use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::billing::{self, BillingMonth};
+use sextant_shared::clock::ManualClock;
+use sextant_shared::metering;
+use sextant_shared::state::{AppState, Settings};
+use sextant_shared::storage::Storage;
+use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_tests::{PNG, Team, TestApp, local_blobs_with_routes, text, unique};
+
+const SCRIPT: &str = "<script>alert(1)</script>";
+const ESCAPED_SCRIPT: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
+
+/// A page as the browser got it.
+#[derive(Debug)]
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+fn selector(css: &str) -> Selector {
+    Selector::parse(css).unwrap_or_else(|err| panic!("selector {css:?}: {err}"))
+}
+
+impl Page {
+    fn doc(&self) -> Html {
+        Html::parse_document(&self.body)
+    }
+
+    fn count(&self, css: &str) -> usize {
+        self.doc().select(&selector(css)).count()
+    }
+
+    fn texts(&self, css: &str) -> Vec<String> {
+        self.doc()
+            .select(&selector(css))
+            .map(|element| element.text().collect::<String>())
+            .collect()
+    }
+
+    fn text(&self, css: &str) -> String {
+        self.texts(css)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {css} in {}", self.body))
+    }
+
+    fn attrs(&self, css: &str, name: &str) -> Vec<String> {
+        self.doc()
+            .select(&selector(css))
+            .filter_map(|element| element.value().attr(name).map(str::to_owned))
+            .collect()
+    }
+
+    fn attr(&self, css: &str, name: &str) -> String {
+        self.attrs(css, name)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("no {css}[{name}] in {}", self.body))
+    }
+
+    fn header(&self, name: header::HeaderName) -> String {
+        self.headers
+            .get(&name)
+            .map(|value| value.to_str().unwrap().to_owned())
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+
+    fn location(&self) -> String {
+        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
+        self.header(header::LOCATION)
+    }
+
+    fn set_cookie(&self, name: &str) -> String {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|value| value.to_str().unwrap().to_owned())
+            .find(|cookie| cookie.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no Set-Cookie for {name} in {:?}", self.headers))
+    }
+}
+
+/// A browser: keeps cookies, sends forms, does not follow redirects.
+struct Browser {
+    base: String,
+    client: reqwest::Client,
+    jar: Arc<Jar>,
+}
+
+impl Browser {
+    fn new(base: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let client = reqwest::Client::builder()
+            .cookie_provider(Arc::clone(&jar))
+            .redirect(redirect::Policy::none())
+            .build()
+            .expect("a client");
+        Self {
+            base: base.to_owned(),
+            client,
+            jar,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Page {
+        let response = request.send().await.expect("the server answers");
+        Page {
+            status: response.status(),
+            headers: response.headers().clone(),
+            body: response.text().await.unwrap_or_default(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.send(self.client.get(self.url(path))).await
+    }
+
+    fn form_request(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        self.client
+            .post(self.url(path))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body)
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        self.send(self.form_request(path, fields)).await
+    }
+
+    /// Opens `path`, fills in the form `form` (keeping its CSRF field) and sends it
+    /// where the form says.
+    async fn submit(&self, path: &str, form: &str, fields: &[(&str, &str)]) -> Page {
+        let page = self.get(path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        self.submit_on(&page, form, fields).await
+    }
+
+    async fn submit_on(&self, page: &Page, form: &str, fields: &[(&str, &str)]) -> Page {
+        assert_eq!(
+            page.attr(form, "method").to_lowercase(),
+            "post",
+            "{form} posts"
+        );
+        let action = page.attr(form, "action");
+        let csrf = page.attr(&format!("{form} input[name=csrf]"), "value");
+        let mut all = vec![("csrf", csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(&action, &all).await
+    }
+
+    fn cookie(&self, name: &str) -> Option<String> {
+        let cookies = self.jar.cookies(&self.base.parse().unwrap())?;
+        cookies
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_owned())
+    }
+
+    fn set_cookie(&self, name: &str, value: &str) {
+        self.jar.add_cookie_str(
+            &format!("{name}={value}; Path=/"),
+            &self.base.parse().unwrap(),
+        );
+    }
+}
+
+/// Signs a new team up through the form; answers the signed-in browser, the page it
+/// got, and the e-mail and password.
+async fn sign_up(base: &str) -> (Browser, Page, String, String) {
+    let browser = Browser::new(base);
+    let email = format!("{}@example.com", unique("page"));
+    let password = "correct horse battery staple".to_owned();
+    let page = browser
+        .submit(
+            "/signup",
+            "form#signup",
+            &[
+                ("team", "Whale Watchers"),
+                ("email", &email),
+                ("password", &password),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    (browser, page, email, password)
+}
+
+/// A browser logged in through the form as `team`'s admin.
+async fn logged_in(app: &TestApp, team: &Team) -> Browser {
+    let browser = Browser::new(&app.base);
+    let page = browser
+        .submit(
+            "/login",
+            "form#login",
+            &[("email", &team.email), ("password", &team.password)],
+        )
+        .await;
+    assert_eq!(page.location(), "/projects");
+    browser
+}
+
+async fn log(app: &TestApp, key: &str, run: &str, batch: Value) {
+    let (status, body) = app.post(&format!("/v1/runs/{run}/log"), key, batch).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A run with params, tags, two `loss` series with a spike and a dip among many
+/// points, 80 lines of text, an image and an artifact.
+async fn logged_run(app: &TestApp, key: &str, project: &str, name: &str) -> String {
+    let run = text(
+        &app.create_run(
+            key,
+            project,
+            json!({"name": name, "tags": ["baseline", "gpu"],
+                   "params": {"lr": 0.0003, "optimizer": {"name": "adam"}}}),
+        )
+        .await,
+        "id",
+    );
+    let steps: Vec<i64> = (0..20_000).collect();
+    let train: Vec<f64> = steps
+        .iter()
+        .map(|&step| match step {
+            12_345 => 1000.0,
+            777 => -3.0,
+            _ => 0.5 + (step % 7) as f64 / 100.0,
+        })
+        .collect();
+    let val: Vec<f64> = steps
+        .iter()
+        .map(|&step| 1.0 / (step as f64 + 1.0))
+        .collect();
+    let lines: Vec<Value> = (0..80)
+        .map(|i| json!({"step": i, "text": format!("line {i}")}))
+        .collect();
+    log(
+        app,
+        key,
+        &run,
+        json!({
+            "batch_id": unique("batch"),
+            "series": {
+                "train/loss": {"steps": steps, "values": train},
+                "val/loss": {"steps": steps, "values": val},
+                "lr": {"steps": [0, 1], "values": [0.0003, 0.0002]},
+            },
+            "text": {"stdout": lines},
+        }),
+    )
+    .await;
+    let (status, body) = app
+        .post_image(key, &run, "series=samples&step=3", PNG)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    app.store_artifact(key, &run, "checkpoints/last model.pt", b"weights", None)
+        .await;
+    run
+}
+
+async fn run_json(app: &TestApp, key: &str, run: &str) -> Value {
+    let (status, body) = app.get(&format!("/v1/runs/{run}"), key).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_landing_page_links_to_sign_up_and_log_in_and_sends_members_to_their_projects() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new(&app.base);
+    let landing = browser.get("/").await;
+    assert_eq!(landing.status, StatusCode::OK);
+    assert_eq!(landing.attr("a#signup-link", "href"), "/signup");
+    assert_eq!(landing.attr("a#login-link", "href"), "/login");
+    assert_eq!(landing.count("form#logout"), 0);
+
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    assert_eq!(browser.get("/").await.location(), "/projects");
+}
+
+#[tokio::test]
+async fn signing_up_through_the_form_shows_the_first_api_key_once_and_signs_the_team_in() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new(&app.base);
+    let form = browser.get("/signup").await;
+    assert_eq!(form.attr("form#signup", "action"), "/signup");
+    for field in ["team", "email", "password"] {
+        assert_eq!(form.count(&format!("form#signup input[name={field}]")), 1);
+    }
+    assert_eq!(form.attr("form#signup input[name=csrf]", "type"), "hidden");
+    assert_eq!(form.count("form#signup button[type=submit]"), 1);
+
+    let (browser, welcome, email, _) = sign_up(&app.base).await;
+    let key = welcome.text("code#api-key");
+    assert!(key.starts_with("sxt_key_"), "{key}");
+    let snippet = welcome.text("pre#sdk-snippet");
+    assert!(snippet.contains("import sextant"), "{snippet}");
+    assert!(snippet.contains(&key), "{snippet}");
+    assert!(snippet.contains(&app.base), "{snippet}");
+    assert_eq!(welcome.attr("a#continue", "href"), "/projects");
+    assert_eq!(welcome.count("form#logout"), 1);
+    assert!(welcome.header(header::CACHE_CONTROL).contains("no-store"));
+
+    // The key works with the API, for the member who signed up.
+    let (status, me) = app.get("/v1/me", &key).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/v1/login",
+            None,
+            Some(json!({"email": email, "password": "correct horse battery staple"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let session = welcome.set_cookie("sextant_session");
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=43200"] {
+        assert!(session.contains(flag), "{flag} in {session}");
+    }
+    assert!(!session.contains("Secure"), "plain HTTP: {session}");
+    let csrf = welcome.set_cookie("sextant_csrf");
+    assert!(
+        csrf.contains("HttpOnly") && csrf.contains("SameSite=Strict"),
+        "{csrf}"
+    );
+
+    let projects = browser.get("/projects").await;
+    assert_eq!(projects.status, StatusCode::OK, "{}", projects.body);
+    assert_eq!(projects.text("header .team"), "Whale Watchers");
+}
+
+#[tokio::test]
+async fn sign_up_errors_re_render_the_form_with_a_message_and_a_4xx() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::new(&app.base);
+    let weak = browser
+        .submit(
+            "/signup",
+            "form#signup",
+            &[
+                ("team", "T"),
+                ("email", "a@example.com"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::BAD_REQUEST);
+    assert!(weak.text("p.error").contains("12"), "{}", weak.body);
+    assert_eq!(
+        weak.attr("form#signup input[name=email]", "value"),
+        "a@example.com"
+    );
+    assert_eq!(weak.count("code#api-key"), 0);
+
+    let team = app.signup().await;
+    let taken = browser
+        .submit(
+            "/signup",
+            "form#signup",
+            &[
+                ("team", "T"),
+                ("email", &team.email),
+                ("password", "long enough password"),
+            ],
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    assert_eq!(taken.count("p.error"), 1);
+    assert!(browser.cookie("sextant_session").is_none());
+}
+
+#[tokio::test]
+async fn logging_in_and_out_through_the_forms_sets_and_clears_the_session_cookie() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = Browser::new(&app.base);
+
+    let wrong = browser
+        .submit(
+            "/login",
+            "form#login",
+            &[("email", &team.email), ("password", "not the password")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.count("p.error"), 1);
+    assert!(browser.cookie("sextant_session").is_none());
+
+    let ok = browser
+        .submit(
+            "/login",
+            "form#login",
+            &[("email", &team.email), ("password", &team.password)],
+        )
+        .await;
+    assert_eq!(ok.location(), "/projects");
+    let session = ok.set_cookie("sextant_session");
+    assert!(session.contains("HttpOnly") && session.contains("SameSite=Lax"));
+    assert!(browser.cookie("sextant_session").is_some());
+    let projects = browser.get("/projects").await;
+    assert_eq!(projects.status, StatusCode::OK);
+
+    let out = browser.submit_on(&projects, "form#logout", &[]).await;
+    assert_eq!(out.location(), "/");
+    assert!(out.set_cookie("sextant_session").contains("Max-Age=0"));
+    assert!(browser.cookie("sextant_session").is_none());
+    assert_eq!(browser.get("/projects").await.location(), "/login");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_when_the_browser_came_over_https() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = Browser::new(&app.base);
+    let form = browser.get("/login").await;
+    let csrf = form.attr("form#login input[name=csrf]", "value");
+    let response = browser
+        .send(
+            browser
+                .form_request(
+                    "/login",
+                    &[
+                        ("csrf", &csrf),
+                        ("email", &team.email),
+                        ("password", &team.password),
+                    ],
+                )
+                .header("x-forwarded-proto", "https"),
+        )
+        .await;
+    assert_eq!(response.location(), "/projects");
+    let session = response.set_cookie("sextant_session");
+    assert!(session.contains("; Secure"), "{session}");
+    assert!(response.set_cookie("sextant_csrf").contains("; Secure"));
+}
+
+#[tokio::test]
+async fn forms_without_a_valid_csrf_token_or_from_another_origin_are_refused() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    let projects = browser.get("/projects").await;
+    let csrf = projects.attr("form#new-project input[name=csrf]", "value");
+
+    let missing = browser.post("/projects", &[("name", "missing")]).await;
+    assert_eq!(missing.status, StatusCode::FORBIDDEN, "{}", missing.body);
+    let wrong = browser
+        .post(
+            "/projects",
+            &[("name", "wrong"), ("csrf", "AAAAAAAAAAAAAAAA")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong.count("p.error"), 1);
+    let foreign = browser
+        .send(
+            browser
+                .form_request("/projects", &[("name", "foreign"), ("csrf", &csrf)])
+                .header(header::ORIGIN, "https://evil.example"),
+        )
+        .await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    let null = browser
+        .send(
+            browser
+                .form_request("/projects", &[("name", "null-origin"), ("csrf", &csrf)])
+                .header(header::ORIGIN, "null"),
+        )
+        .await;
+    assert_eq!(null.status, StatusCode::FORBIDDEN);
+
+    // The token is bound to this browser's CSRF cookie: another browser's is no use.
+    let other = logged_in(&app, &team).await;
+    let stolen = other
+        .post("/projects", &[("name", "stolen"), ("csrf", &csrf)])
+        .await;
+    assert_eq!(stolen.status, StatusCode::FORBIDDEN);
+    // Logging out needs the token too.
+    assert_eq!(
+        browser.post("/logout", &[]).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let login = Browser::new(&app.base)
+        .post(
+            "/login",
+            &[("email", &team.email), ("password", &team.password)],
+        )
+        .await;
+    assert_eq!(login.status, StatusCode::FORBIDDEN);
+
+    let (_, listed) = app.get("/v1/projects", &team.api_key).await;
+    assert_eq!(listed["projects"], json!([]), "nothing was created");
+
+    // Same origin, valid token: it works.
+    let own = browser
+        .send(
+            browser
+                .form_request("/projects", &[("name", "mine"), ("csrf", &csrf)])
+                .header(header::ORIGIN, app.base.as_str()),
+        )
+        .await;
+    assert_eq!(own.location(), "/projects/mine");
+}
+
+#[tokio::test]
+async fn pages_that_need_a_member_redirect_to_log_in_when_logged_out() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let browser = Browser::new(&app.base);
+    for path in [
+        "/projects".to_owned(),
+        "/projects/anything".to_owned(),
+        format!("/runs/{run}"),
+        format!("/runs/{run}/charts"),
+        format!("/compare?run={run}"),
+        "/settings/keys".to_owned(),
+        "/usage".to_owned(),
+        "/usage/reports/2026-01.csv".to_owned(),
+    ] {
+        assert_eq!(browser.get(&path).await.location(), "/login", "{path}");
+    }
+    // A form sent logged out changes nothing either.
+    let login = browser.get("/login").await;
+    let csrf = login.attr("form#login input[name=csrf]", "value");
+    let abort = browser
+        .post(&format!("/runs/{run}/abort"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(abort.location(), "/login");
+    assert_eq!(
+        run_json(&app, &team.api_key, &run).await["abort_requested"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn the_session_cookie_never_authenticates_the_json_api_nor_an_api_key_the_pages() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    let session = browser.cookie("sextant_session").unwrap();
+    let api = browser.get("/v1/projects").await;
+    assert_eq!(api.status, StatusCode::UNAUTHORIZED, "{}", api.body);
+    let response = app
+        .client
+        .get(app.url("/v1/projects"))
+        .header(header::COOKIE, format!("sextant_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    let keyed = Browser::new(&app.base);
+    keyed.set_cookie("sextant_session", &team.api_key);
+    assert_eq!(keyed.get("/projects").await.location(), "/login");
+    keyed.set_cookie("sextant_session", "not-a-token");
+    assert_eq!(keyed.get("/projects").await.location(), "/login");
+}
+
+#[tokio::test]
+async fn every_page_carries_the_security_headers_and_the_script_is_cached_by_version() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    for path in [
+        "/",
+        "/login",
+        "/signup",
+        "/projects",
+        "/settings/keys",
+        "/usage",
+    ] {
+        let page = browser.get(path).await;
+        if page.status == StatusCode::SEE_OTHER {
+            continue;
+        }
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let csp = page.header(header::CONTENT_SECURITY_POLICY);
+        for directive in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+            "img-src 'self' data: https:",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline"), "{csp}");
+        assert_eq!(page.header(header::X_CONTENT_TYPE_OPTIONS), "nosniff");
+        assert_eq!(page.header(header::REFERRER_POLICY), "same-origin");
+        assert!(page.header(header::CONTENT_TYPE).starts_with("text/html"));
+        assert_eq!(
+            page.count("script:not([src])"),
+            0,
+            "{path}: no inline script"
+        );
+        assert_eq!(page.count("[style]"), 0, "{path}: no inline style");
+    }
+    let page = browser.get("/projects").await;
+    let script = page.attr("script[src]", "src");
+    assert!(script.starts_with("/static/app.js?v="), "{script}");
+    let js = browser.get(&script).await;
+    assert_eq!(js.status, StatusCode::OK);
+    assert!(js.header(header::CONTENT_TYPE).contains("javascript"));
+    assert!(
+        js.header(header::CACHE_CONTROL)
+            .contains("max-age=31536000")
+    );
+    let css = browser
+        .get(&page.attr("link[rel=stylesheet]", "href"))
+        .await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.header(header::CONTENT_TYPE).starts_with("text/css"));
+}
+
+#[tokio::test]
+async fn projects_are_created_and_listed_through_the_forms() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    let created = browser
+        .submit("/projects", "form#new-project", &[("name", "whales")])
+        .await;
+    assert_eq!(created.location(), "/projects/whales");
+    let project = browser.get("/projects/whales").await;
+    assert_eq!(project.status, StatusCode::OK);
+    assert_eq!(project.text("h1"), "whales");
+    assert_eq!(project.count("table#runs tbody tr"), 0);
+
+    let list = browser.get("/projects").await;
+    assert_eq!(list.attrs("a.project", "href"), vec!["/projects/whales"]);
+    let again = browser
+        .submit("/projects", "form#new-project", &[("name", "whales")])
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert_eq!(again.count("p.error"), 1);
+    let bad = browser
+        .submit("/projects", "form#new-project", &[("name", "no spaces")])
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // Another team's project is not there.
+    let other = app.signup().await;
+    app.create_project(&other.api_key, "secret-project").await;
+    assert_eq!(
+        browser.get("/projects/secret-project").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+fn row_ids(page: &Page) -> Vec<String> {
+    page.attrs("table#runs tbody tr", "data-run-id")
+}
+
+#[tokio::test]
+async fn the_run_table_filters_by_tag_status_and_name_and_sorts_by_metric_and_param_columns() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "table").await;
+    let mut ids = Vec::new();
+    for (name, lr, loss, tag) in [
+        ("alpha", 0.1, 0.3, "keep"),
+        ("beta", 0.3, 0.1, "keep"),
+        ("gamma", 0.2, 0.2, "drop"),
+    ] {
+        let run = text(
+            &app.create_run(
+                key,
+                "table",
+                json!({"name": name, "params": {"lr": lr}, "tags": [tag]}),
+            )
+            .await,
+            "id",
+        );
+        log(
+            &app,
+            key,
+            &run,
+            json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [loss]}}}),
+        )
+        .await;
+        ids.push(run);
+    }
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/runs/{}", ids[2]),
+            Some(key),
+            Some(json!({"status": "failed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let browser = logged_in(&app, &team).await;
+
+    let table = browser.get("/projects/table").await;
+    assert_eq!(table.status, StatusCode::OK, "{}", table.body);
+    // Newest first by default.
+    assert_eq!(
+        row_ids(&table),
+        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
+    for id in &ids {
+        assert_eq!(
+            table.attr(&format!("tr[data-run-id={id}] a.run-link"), "href"),
+            format!("/runs/{id}")
+        );
+        assert_eq!(
+            table.count(&format!("form#compare input[name=run][value={id}]")),
+            1
+        );
+    }
+    assert_eq!(table.attr("form#compare", "action"), "/compare");
+    assert_eq!(table.attr("form#filter", "method").to_lowercase(), "get");
+    let metric_sort = table.attr("th.metric a.sort", "href");
+    assert!(metric_sort.contains("sort=metric%3Aloss"), "{metric_sort}");
+    let param_sort = table.attr("th.param a.sort", "href");
+    assert!(param_sort.contains("sort=param%3Alr"), "{param_sort}");
+
+    let by_loss = browser
+        .get("/projects/table?sort=metric:loss&order=asc")
+        .await;
+    assert_eq!(
+        row_ids(&by_loss),
+        vec![ids[1].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    let by_lr = browser
+        .get(&format!(
+            "/projects/table?{}",
+            param_sort.split_once('?').unwrap().1
+        ))
+        .await;
+    assert_eq!(
+        row_ids(&by_lr),
+        vec![ids[1].clone(), ids[2].clone(), ids[0].clone()]
+    );
+    let by_name = browser.get("/projects/table?sort=name&order=desc").await;
+    assert_eq!(
+        row_ids(&by_name),
+        vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]
+    );
+
+    let tagged = browser.get("/projects/table?tag=keep&status=&name=").await;
+    assert_eq!(row_ids(&tagged), vec![ids[1].clone(), ids[0].clone()]);
+    let failed = browser.get("/projects/table?status=failed").await;
+    assert_eq!(row_ids(&failed), vec![ids[2].clone()]);
+    let named = browser.get("/projects/table?name=ALP").await;
+    assert_eq!(row_ids(&named), vec![ids[0].clone()]);
+    let sorted_and_filtered = browser
+        .get("/projects/table?tag=keep&sort=metric:loss&order=desc")
+        .await;
+    assert_eq!(
+        row_ids(&sorted_and_filtered),
+        vec![ids[0].clone(), ids[1].clone()]
+    );
+
+    let bad = browser.get("/projects/table?sort=bogus").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "vision").await;
+    let run = logged_run(&app, key, "vision", "resnet-50").await;
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.text("h1"), "resnet-50");
+    assert_eq!(page.text("#run-status"), "running");
+    assert_eq!(page.texts("#tags li"), vec!["baseline", "gpu"]);
+    let params = page.texts("table#params tbody th");
+    assert_eq!(params, vec!["lr", "optimizer/name"]);
+    assert_eq!(page.texts("table#params tbody td"), vec!["0.0003", "adam"]);
+    assert!(page.body.contains(&run), "the id is shown");
+
+    // train/loss and val/loss share a chart; lr has its own.
+    assert_eq!(page.count("#charts figure.chart"), 2);
+    assert_eq!(
+        page.texts("#charts figure.chart > figcaption"),
+        vec!["loss", "lr"]
+    );
+    let train = "#charts figure.chart path[data-series=\"train/loss\"]";
+    let min: f64 = page.attr(train, "data-min").parse().unwrap();
+    let max: f64 = page.attr(train, "data-max").parse().unwrap();
+    assert_eq!(
+        (min, max),
+        (-3.0, 1000.0),
+        "the spike and the dip survive downsampling"
+    );
+    let val = "#charts figure.chart path[data-series=\"val/loss\"]";
+    assert_eq!(page.attr(val, "data-max").parse::<f64>().unwrap(), 1.0);
+    assert_eq!(page.attr("#charts", "data-live"), "true");
+    assert_eq!(
+        page.attr("#charts", "data-src"),
+        format!("/runs/{run}/charts")
+    );
+
+    let tail = page.text("pre.log");
+    let lines: Vec<&str> = tail.lines().collect();
+    assert_eq!(lines.len(), 50, "{tail}");
+    assert_eq!(lines[0], "30 line 30");
+    assert_eq!(lines[49], "79 line 79");
+
+    let image = page.attr("#images img", "src");
+    let fetched = app.client.get(&image).send().await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), PNG);
+
+    let artifact = page.attr("a.artifact", "href");
+    assert_eq!(
+        artifact,
+        format!("/runs/{run}/artifacts/checkpoints/last%20model.pt")
+    );
+    let download = browser.get(&artifact).await;
+    assert_eq!(download.status, StatusCode::TEMPORARY_REDIRECT);
+    let bytes = app
+        .client
+        .get(download.header(header::LOCATION))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), b"weights");
+    assert_eq!(page.count("#lineage"), 1);
+    assert_eq!(page.count("form#abort"), 1);
+    assert_eq!(page.count("form#share"), 1);
+
+    // The fragment the page polls while the run runs: the same charts, and its status.
+    let fragment = browser.get(&format!("/runs/{run}/charts")).await;
+    assert_eq!(fragment.status, StatusCode::OK);
+    assert_eq!(
+        fragment.header(header::HeaderName::from_static("x-run-status")),
+        "running"
+    );
+    assert_eq!(fragment.count("figure.chart"), 2);
+    log(
+        &app,
+        key,
+        &run,
+        json!({"batch_id": unique("b"), "series": {"train/loss": {"steps": [20_000], "values": [2000.0]}}}),
+    )
+    .await;
+    let fresher = browser.get(&format!("/runs/{run}/charts")).await;
+    let max: f64 = fresher
+        .attr("path[data-series=\"train/loss\"]", "data-max")
+        .parse()
+        .unwrap();
+    assert_eq!(max, 2000.0);
+
+    // Another team's run is not there.
+    let other = app.signup().await;
+    let theirs = app.new_run(&other.api_key).await;
+    assert_eq!(
+        browser.get(&format!("/runs/{theirs}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        browser.get(&format!("/runs/{theirs}/charts")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        browser.get("/runs/not-a-run").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn aborting_through_the_form_asks_the_run_to_stop() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let browser = logged_in(&app, &team).await;
+    let aborted = browser
+        .submit(&format!("/runs/{run}"), "form#abort", &[])
+        .await;
+    assert_eq!(aborted.location(), format!("/runs/{run}"));
+    assert_eq!(
+        run_json(&app, &team.api_key, &run).await["abort_requested"],
+        true
+    );
+    let page = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(page.count("form#abort"), 0);
+    assert_eq!(page.count("#abort-requested"), 1);
+
+    // The client confirms: the run has ended, its charts stop refreshing.
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/runs/{run}"),
+            Some(&team.api_key),
+            Some(json!({"status": "aborted"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ended = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(ended.text("#run-status"), "aborted");
+    assert_eq!(ended.attr("#charts", "data-live"), "false");
+    assert_eq!(ended.count("form#abort"), 0);
+
+    // A queued run is aborted at once.
+    let project = unique("project");
+    app.create_project(&team.api_key, &project).await;
+    let queued = text(
+        &app.create_run(&team.api_key, &project, json!({"status": "queued"}))
+            .await,
+        "id",
+    );
+    browser
+        .submit(&format!("/runs/{queued}"), "form#abort", &[])
+        .await;
+    assert_eq!(
+        browser
+            .get(&format!("/runs/{queued}"))
+            .await
+            .text("#run-status"),
+        "aborted"
+    );
+}
+
+#[tokio::test]
+async fn a_viewer_sees_runs_but_no_forms_that_change_them_and_cannot_manage_keys() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let (_, token) = app.add_member(&team, "viewer").await;
+    let viewer = Browser::new(&app.base);
+    viewer.set_cookie("sextant_session", &token);
+    let page = viewer.get(&format!("/runs/{run}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.count("form#abort"), 0);
+    assert_eq!(page.count("form#share"), 0);
+    let csrf = page.attr("form#logout input[name=csrf]", "value");
+    let abort = viewer
+        .post(&format!("/runs/{run}/abort"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(abort.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        run_json(&app, &team.api_key, &run).await["abort_requested"],
+        false
+    );
+    assert_eq!(
+        viewer.get("/settings/keys").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn sharing_through_the_form_gives_a_link_that_opens_the_run_logged_out_until_revoked() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "secret-project").await;
+    let run = logged_run(&app, key, "secret-project", "shared-run").await;
+    let sibling = text(
+        &app.create_run(key, "secret-project", json!({"name": "sibling-run"}))
+            .await,
+        "id",
+    );
+    let browser = logged_in(&app, &team).await;
+
+    let run_page = browser.get(&format!("/runs/{run}")).await;
+    let options = run_page.attrs("form#share select[name=expires_in] option", "value");
+    assert!(options.contains(&"7".to_owned()), "{options:?}");
+    let shared = browser
+        .submit_on(&run_page, "form#share", &[("expires_in", "7")])
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "{}", shared.body);
+    let url = shared.attr("input#share-url", "value");
+    assert!(
+        url.starts_with(&format!("{}/r/sxt_share_", app.base)),
+        "{url}"
+    );
+    let path = url.strip_prefix(&app.base).unwrap().to_owned();
+
+    // Logged out, with nothing but the link.
+    let stranger = Browser::new(&app.base);
+    let page = stranger.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.header(header::REFERRER_POLICY), "no-referrer");
+    assert_eq!(page.header(header::CACHE_CONTROL), "no-store");
+    assert!(
+        page.header(header::CONTENT_SECURITY_POLICY)
+            .contains("default-src 'self'")
+    );
+    assert_eq!(page.text("h1"), "shared-run");
+    assert_eq!(page.text("#run-status"), "running");
+    assert_eq!(page.count("table#params tbody tr"), 2);
+    assert_eq!(page.count("figure.chart"), 2);
+    assert_eq!(page.count("pre.log"), 1);
+    assert_eq!(page.count("#images img"), 1);
+    assert_eq!(page.count("form"), 0, "no forms at all");
+    assert_eq!(page.count("a.artifact"), 0, "downloads were not allowed");
+    assert!(
+        page.body.contains("checkpoints/last model.pt"),
+        "the list is shown"
+    );
+    for hidden in [
+        "Whale Watchers",
+        "secret-project",
+        "sibling-run",
+        &sibling,
+        "/projects",
+    ] {
+        assert!(
+            !page.body.contains(hidden),
+            "{hidden} leaked: {}",
+            page.body
+        );
+    }
+    assert_eq!(page.count("#lineage"), 0);
+    let charts = stranger.get(&format!("{path}/charts")).await;
+    assert_eq!(charts.status, StatusCode::OK);
+    assert_eq!(charts.count("figure.chart"), 2);
+    assert_eq!(charts.header(header::REFERRER_POLICY), "no-referrer");
+
+    // A share that allows downloads links them.
+    let run_page = browser.get(&format!("/runs/{run}")).await;
+    let with_downloads = browser
+        .submit_on(
+            &run_page,
+            "form#share",
+            &[("expires_in", "1"), ("allow_downloads", "true")],
+        )
+        .await;
+    let open_path = with_downloads
+        .attr("input#share-url", "value")
+        .strip_prefix(&app.base)
+        .unwrap()
+        .to_owned();
+    let open = stranger.get(&open_path).await;
+    let link = open.attr("a.artifact", "href");
+    assert!(link.starts_with("/v1/shared/sxt_share_"), "{link}");
+    assert_eq!(
+        stranger.get(&link).await.status,
+        StatusCode::TEMPORARY_REDIRECT
+    );
+
+    // Revoking the first share through the run page closes it at once.
+    let run_page = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(run_page.count("form.revoke-share"), 2);
+    let revoked = browser
+        .submit_on(&run_page, "form.revoke-share", &[("run", &run)])
+        .await;
+    assert_eq!(revoked.location(), format!("/runs/{run}"));
+    let statuses = [
+        stranger.get(&path).await.status,
+        stranger.get(&open_path).await.status,
+    ];
+    // Shares list oldest first: the first one is gone, the second still opens.
+    assert_eq!(statuses, [StatusCode::NOT_FOUND, StatusCode::OK]);
+    let gone = stranger.get(&path).await;
+    assert!(gone.header(header::CONTENT_TYPE).starts_with("text/html"));
+    assert_eq!(gone.header(header::REFERRER_POLICY), "no-referrer");
+    assert_eq!(
+        stranger.get("/r/sxt_share_nonsense").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_compare_page_overlays_each_metric_and_marks_differing_params() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "cmp").await;
+    let mut ids = Vec::new();
+    for (name, lr) in [("small-lr", 0.001), ("large-lr", 0.1)] {
+        let run = text(
+            &app.create_run(
+                key,
+                "cmp",
+                json!({"name": name, "params": {"lr": lr, "seed": 7}}),
+            )
+            .await,
+            "id",
+        );
+        log(
+            &app,
+            key,
+            &run,
+            json!({"batch_id": unique("b"), "series": {"loss": {"steps": [0, 1, 2], "values": [lr, 1.0, 0.5]}}}),
+        )
+        .await;
+        ids.push(run);
+    }
+    let browser = logged_in(&app, &team).await;
+    // As the run table's compare form sends it.
+    let table = browser.get("/projects/cmp").await;
+    assert_eq!(table.attr("form#compare", "method").to_lowercase(), "get");
+    let page = browser
+        .get(&format!("/compare?run={}&run={}", ids[0], ids[1]))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.attrs("table#params tr.differs", "data-param"),
+        vec!["lr"]
+    );
+    assert_eq!(page.count("table#params tbody tr"), 2);
+    assert_eq!(page.count("figure.chart"), 1);
+    assert_eq!(
+        page.attrs("figure.chart path[data-series]", "data-series"),
+        vec!["small-lr", "large-lr"]
+    );
+    assert_eq!(
+        page.attr("path[data-series=\"large-lr\"]", "data-min")
+            .parse::<f64>()
+            .unwrap(),
+        0.1
+    );
+
+    let none = browser.get("/compare").await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
+    let other = app.signup().await;
+    let theirs = app.new_run(&other.api_key).await;
+    let foreign = browser
+        .get(&format!("/compare?run={}&run={theirs}", ids[0]))
+        .await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn api_keys_are_created_shown_once_and_revoked_through_the_keys_page() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let browser = logged_in(&app, &team).await;
+    let page = browser.get("/settings/keys").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.count("form.revoke-key"), 1, "the sign-up key");
+
+    let created = browser
+        .submit_on(&page, "form#new-key", &[("name", "ci"), ("role", "viewer")])
+        .await;
+    assert_eq!(created.status, StatusCode::OK, "{}", created.body);
+    let secret = created.text("code#new-key-secret");
+    let (status, me) = app.get("/v1/me", &secret).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["role"], "viewer");
+    let listed = browser.get("/settings/keys").await;
+    assert_eq!(listed.count("code#new-key-secret"), 0, "shown once");
+    assert!(!listed.body.contains(&secret));
+    assert_eq!(listed.count("form.revoke-key"), 2);
+
+    let key_id = text(&me, "api_key_id");
+    let revoke_form = format!("tr[data-key-id={key_id}] form.revoke-key");
+    let revoked = browser.submit_on(&listed, &revoke_form, &[]).await;
+    assert_eq!(revoked.location(), "/settings/keys");
+    assert_eq!(app.get("/v1/me", &secret).await.0, StatusCode::UNAUTHORIZED);
+
+    let bad = browser
+        .submit(
+            "/settings/keys",
+            "form#new-key",
+            &[("name", ""), ("role", "member")],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.count("p.error"), 1);
+}
+
+/// An application whose state the test holds, on a clock it sets: to roll up hours
+/// and close months as the metering schedule would.
+struct MeteredApp {
+    base: String,
+    state: AppState,
+    clock: Arc<ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+async fn metered_app(start: time::OffsetDateTime) -> MeteredApp {
+    sextant_shared::telemetry::init();
+    let (blobs, dir) = local_blobs_with_routes().await;
+    let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("store");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let keyring = Keyring::new(&[("test".to_owned(), vec![9; 32])]).unwrap();
+    let clock = Arc::new(ManualClock::starting_at(start));
+    let state = AppState::new(
+        Storage {
+            kv: Arc::new(kv),
+            blobs,
+        },
+        keyring,
+        Settings::new(Some(base.parse().unwrap())),
+    )
+    .with_clock(clock.clone());
+    let routes = sextant_api::routes().merge(sextant_ingest::routes());
+    let router = sextant_shared::http::api_service(routes, state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    MeteredApp {
+        base,
+        state,
+        clock,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv() {
+    let february = time::macros::datetime!(2026-02-10 09:30 UTC);
+    let app = metered_app(february).await;
+    let client = reqwest::Client::new();
+    let signup: Value = client
+        .post(format!("{}/v1/signup", app.base))
+        .json(&json!({"team": "Meters", "email": format!("{}@example.com", unique("u")), "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = text(&signup, "api_key");
+    let post = |path: String, body: Value| {
+        client
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    assert!(
+        post("/v1/projects".into(), json!({"name": "p"}))
+            .await
+            .unwrap()
+            .status()
+            .is_success()
+    );
+    let run: Value = post("/v1/projects/p/runs".into(), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = text(&run, "id");
+    let log_points = |count: usize| {
+        let steps: Vec<usize> = (0..count).collect();
+        let values: Vec<f64> = steps.iter().map(|&s| s as f64).collect();
+        post(
+            format!("/v1/runs/{run}/log"),
+            json!({"batch_id": unique("b"), "series": {format!("m{count}"): {"steps": steps, "values": values}}}),
+        )
+    };
+    assert!(log_points(1_000).await.unwrap().status().is_success());
+    metering::roll_up_hour(&app.state, metering::hour_of(february))
+        .await
+        .unwrap();
+    billing::close_month(&app.state, BillingMonth::of(february))
+        .await
+        .unwrap();
+
+    let march = time::macros::datetime!(2026-03-05 14:10 UTC);
+    app.clock.set(march);
+    assert!(log_points(250).await.unwrap().status().is_success());
+    metering::roll_up_hour(&app.state, metering::hour_of(march))
+        .await
+        .unwrap();
+
+    // Signed in with the session the sign-up answered.
+    let browser = Browser::new(&app.base);
+    browser.set_cookie("sextant_session", &text(&signup, "token"));
+
+    let page = browser.get("/usage").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.text("#usage-points"), "250");
+    assert_eq!(page.text("#usage-total"), "0.00 USD");
+    assert_eq!(page.attrs("li.report", "data-month"), vec!["2026-02"]);
+    let links = page.attrs("li.report a", "href");
+    assert_eq!(
+        links,
+        vec!["/usage/reports/2026-02.json", "/usage/reports/2026-02.csv"]
+    );
+
+    let json_report = browser.get(&links[0]).await;
+    assert_eq!(json_report.status, StatusCode::OK);
+    let report: Value = serde_json::from_str(&json_report.body).unwrap();
+    assert_eq!(report["status"], "closed");
+    assert_eq!(report["points"], 1_000);
+    let csv = browser.get(&links[1]).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.header(header::CONTENT_TYPE).starts_with("text/csv"));
+    assert!(csv.body.starts_with("month,status,"), "{}", csv.body);
+    assert!(
+        csv.body.contains("2026-02,closed,logged points,1000,"),
+        "{}",
+        csv.body
+    );
+    assert_eq!(
+        browser.get("/usage/reports/2026-02.xml").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        browser.get("/usage/reports/garbage.csv").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // The API's own report endpoint takes bearer credentials only, not the cookie.
+    assert_eq!(
+        browser
+            .get("/v1/billing/reports/2026-02?format=csv")
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn user_supplied_names_render_as_text_on_every_page_that_shows_them() {
+    let app = TestApp::spawn().await;
+    let email = format!("{}@example.com", unique("xss"));
+    let (status, signup) = app
+        .call(
+            Method::POST,
+            "/v1/signup",
+            None,
+            Some(json!({"team": SCRIPT, "email": email, "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{signup}");
+    let key = text(&signup, "api_key");
+    // Project and series names cannot hold markup at all: they are refused.
+    let (status, _) = app
+        .post("/v1/projects", &key, json!({"name": SCRIPT}))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.create_project(&key, "xss").await;
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let run = text(
+            &app.create_run(
+                &key,
+                "xss",
+                json!({"name": SCRIPT, "description": SCRIPT, "tags": [SCRIPT],
+                       "params": {SCRIPT: SCRIPT}}),
+            )
+            .await,
+            "id",
+        );
+        let (status, _) = app
+            .post(
+                &format!("/v1/runs/{run}/log"),
+                &key,
+                json!({"batch_id": unique("b"), "series": {SCRIPT: {"steps": [1], "values": [1.0]}}}),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "series names refuse markup"
+        );
+        log(
+            &app,
+            &key,
+            &run,
+            json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [1.0]}},
+                   "text": {"stdout": [{"step": 1, "text": SCRIPT}]}}),
+        )
+        .await;
+        runs.push(run);
+    }
+    let (status, _) = app
+        .post(
+            "/v1/api-keys",
+            &key,
+            json!({"name": SCRIPT, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, share) = app
+        .post(&format!("/v1/runs/{}/shares", runs[0]), &key, json!({}))
+        .await;
+    let share_path = text(&share, "url")
+        .strip_prefix(&app.base)
+        .unwrap()
+        .to_owned();
+
+    let browser = Browser::new(&app.base);
+    browser.set_cookie("sextant_session", &text(&signup, "token"));
+    for path in [
+        "/projects".to_owned(),
+        "/projects/xss".to_owned(),
+        format!("/runs/{}", runs[0]),
+        format!("/compare?run={}&run={}", runs[0], runs[1]),
+        "/settings/keys".to_owned(),
+        "/usage".to_owned(),
+        share_path,
+    ] {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+        assert!(
+            !page.body.contains(SCRIPT),
+            "{path} renders markup: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains(ESCAPED_SCRIPT),
+            "{path} shows the name as text"
+        );
+        assert_eq!(page.count("script:not([src])"), 0, "{path}");
+    }
+    let run_page = browser.get(&format!("/runs/{}", runs[0])).await;
+    assert_eq!(run_page.text("h1"), SCRIPT, "the name reads as text");
+    assert_eq!(run_page.texts("#tags li"), vec![SCRIPT]);
+    assert_eq!(run_page.text("table#params tbody th"), SCRIPT);
+    assert!(run_page.text("pre.log").contains(SCRIPT));
+}
