@@ -24,7 +24,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::records::{TTL, doc_item, get_doc, query_docs, read_doc};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value, WriteOp};
+use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
 use crate::tenancy::Tenant;
 
 const TEAM: &str = "team";
@@ -52,6 +52,11 @@ fn email_lookup(email: &Email) -> Key {
 
 fn key_lookup(id: ApiKeyId) -> Key {
     Key::new(format!("~key#{id}"), "_")
+}
+
+/// Marks a session ended (logged out) until the token would have expired anyway.
+fn ended_session(sid: u64) -> Key {
+    Key::new(format!("~session#{sid:016x}"), "_")
 }
 
 fn invite_lookup(token_hash: &str) -> Key {
@@ -227,7 +232,10 @@ fn session(state: &AppState, tenant: TenantId, user: &Member) -> ApiResult<Sessi
         .issue(
             tenant,
             user.role,
-            Subject::Session { user: user.id },
+            Subject::Session {
+                user: user.id,
+                sid: Some(rand::random()),
+            },
             state.settings.session_ttl,
         )
         .map_err(ApiError::internal)?;
@@ -355,6 +363,20 @@ pub async fn login(state: &AppState, email: &str, password: String) -> ApiResult
     }
 }
 
+/// Logs a session out: its token is refused from now on, though it has not expired.
+/// Anything but a live session token is left alone.
+pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
+    let Some(claims) = state.keyring.verify(token) else {
+        return Ok(());
+    };
+    let Subject::Session { sid: Some(sid), .. } = claims.subject else {
+        return Ok(());
+    };
+    let item = Item::new(ended_session(sid)).with(TTL, Value::N(claims.exp));
+    state.kv.put(item, Condition::None).await?;
+    Ok(())
+}
+
 /// Resolves a bearer credential (API key, access token or session token) to a caller.
 pub async fn authenticate(state: &AppState, bearer: &str) -> ApiResult<Caller> {
     if ApiKeySecret::looks_like_key(bearer) {
@@ -378,10 +400,17 @@ pub async fn authenticate(state: &AppState, bearer: &str) -> ApiResult<Caller> {
     let claims = state.keyring.verify(bearer).ok_or_else(unauthorized)?;
     let tenant = Tenant::verified(claims.tid);
     match claims.subject {
-        Subject::Session { user } => {
-            let user = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(user)))
-                .await?
-                .ok_or_else(unauthorized)?;
+        Subject::Session { user, sid } => {
+            let member_key = tenant.key(user_sk(user));
+            let member = get_doc::<UserRecord>(&*state.kv, &member_key);
+            let ended = async {
+                match sid {
+                    Some(sid) => state.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
+                    None => Ok(false),
+                }
+            };
+            let (user, ended) = futures::try_join!(member, ended)?;
+            let user = user.filter(|_| !ended).ok_or_else(unauthorized)?;
             Ok(Caller {
                 tenant,
                 user: user.member.id,

@@ -137,6 +137,7 @@ async fn forged_expired_and_unsigned_tokens_are_refused() {
     let tenant = team.tenant_id.parse().unwrap();
     let subject = Subject::Session {
         user: team.user_id.parse().unwrap(),
+        sid: None,
     };
     let (expired, _) = keyring
         .issue(tenant, Role::Admin, subject, time::Duration::minutes(-10))

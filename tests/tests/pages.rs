@@ -425,12 +425,16 @@ async fn logging_in_and_out_through_the_forms_sets_and_clears_the_session_cookie
     assert!(browser.cookie("sextant_session").is_some());
     let projects = browser.get("/projects").await;
     assert_eq!(projects.status, StatusCode::OK);
+    let token = browser.cookie("sextant_session").expect("a session");
+    assert_eq!(app.get("/v1/me", &token).await.0, StatusCode::OK);
 
     let out = browser.submit_on(&projects, "form#logout", &[]).await;
     assert_eq!(out.location(), "/");
     assert!(out.set_cookie("sextant_session").contains("Max-Age=0"));
     assert!(browser.cookie("sextant_session").is_none());
     assert_eq!(browser.get("/projects").await.location(), "/login");
+    // The session itself is over, not only the cookie: a copy of the token is refused.
+    assert_eq!(app.get("/v1/me", &token).await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]

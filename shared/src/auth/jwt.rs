@@ -24,8 +24,13 @@ const MIN_SECRET_BYTES: usize = 32;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Subject {
     /// A signed-in member (sign-up, log-in, invite acceptance). Each request also checks
-    /// the member still exists, so removal and role changes apply at once.
-    Session { user: UserId },
+    /// the member still exists and the session was not ended (by `sid`), so removal,
+    /// role changes and log-out apply at once.
+    Session {
+        user: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sid: Option<u64>,
+    },
     /// Exchanged for an API key. Verified by signature alone on the hot ingest path;
     /// lives only minutes, which bounds how long a revoked key's tokens still work.
     Access { key: ApiKeyId, owner: UserId },
@@ -186,6 +191,7 @@ mod tests {
             TenantId::generate(),
             Subject::Session {
                 user: UserId::generate(),
+                sid: Some(7),
             },
         )
     }

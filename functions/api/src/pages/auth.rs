@@ -167,9 +167,9 @@ pub async fn login(mut page: Page, form: CsrfForm) -> PageResult {
 }
 
 /// `POST /logout`: the session cookie goes, and the browser is back on the landing page.
-pub async fn logout(mut page: Page, _: CsrfForm) -> Response {
+pub async fn logout(mut page: Page, _: CsrfForm) -> PageResult {
     page.rotate_csrf();
     let mut response = page.finish(see_other("/"));
-    page.end_session(&mut response);
-    response
+    page.end_session(&mut response).await?;
+    Ok(response)
 }

@@ -87,6 +87,8 @@ impl User {
 pub struct Page {
     pub state: AppState,
     pub user: Option<User>,
+    /// The session cookie's token, so log-out can end the session itself.
+    session: Option<String>,
     csrf_cookie: String,
     /// The CSRF cookie was made for this response and has to be set.
     set_csrf: bool,
@@ -102,13 +104,15 @@ impl FromRequestParts<AppState> for Page {
             .map(str::to_owned);
         let set_csrf = existing.is_none();
         let csrf_cookie = existing.unwrap_or_else(CsrfKey::new_cookie_value);
-        let user = match cookie(&parts.headers, SESSION_COOKIE) {
+        let session = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned);
+        let user = match &session {
             Some(token) => signed_in(state, token).await?,
             None => None,
         };
         Ok(Self {
             state: state.clone(),
             user,
+            session,
             csrf_cookie,
             set_csrf,
             secure: over_https(state, &parts.headers),
@@ -171,12 +175,17 @@ impl Page {
         );
     }
 
-    /// Signs the browser out: the session cookie is emptied and expires at once.
-    pub fn end_session(&self, response: &mut Response) {
+    /// Signs the browser out: the session's token is refused from now on (a copy of
+    /// the cookie is worth nothing), and the cookie is emptied and expires at once.
+    pub async fn end_session(&self, response: &mut Response) -> Result<(), PageError> {
+        if let Some(token) = &self.session {
+            accounts::end_session(&self.state, token).await?;
+        }
         response.headers_mut().append(
             header::SET_COOKIE,
             set_cookie(SESSION_COOKIE, "", "Lax", Some(0), self.secure),
         );
+        Ok(())
     }
 }
 
