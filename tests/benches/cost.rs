@@ -156,18 +156,6 @@ impl Fixture {
             .id
     }
 
-    /// Serves the state with the routes `sextant serve` mounts, on loopback.
-    async fn serve(&self) -> String {
-        let routes = sextant_api::routes().merge(sextant_ingest::routes());
-        let router = sextant_shared::http::api_service(routes, self.state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding loopback");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        base
-    }
-
     /// Items and billed bytes stored under a run, read past the meter.
     async fn stored(&self, team: &Team, run: RunId) -> (u64, u64) {
         let mut query =
@@ -278,7 +266,7 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
 /// The reads a teammate makes of a run over HTTP, as the web app does: the run page,
 /// a chart of one series (downsampled to 1,000 points) and its exact points, paged.
 async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
-    let base = fixture.serve().await;
+    let base = sextant_tests::serve_state(fixture.state.clone()).await;
     let client = reqwest::Client::new();
     let get = |url: String| {
         let request = client.get(url).bearer_auth(&team.token);

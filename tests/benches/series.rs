@@ -181,18 +181,6 @@ async fn fixture(in_memory: bool) -> Fixture {
 }
 
 impl Fixture {
-    /// Serves the fixture's state with the routes `sextant serve` mounts, on loopback.
-    async fn serve(&self) -> String {
-        let routes = sextant_api::routes().merge(sextant_ingest::routes());
-        let router = sextant_shared::http::api_service(routes, self.state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding loopback");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        base
-    }
-
     async fn new_run(&self) -> sextant_shared::ids::RunId {
         runs::create(&self.state, &self.caller, &self.project, NewRun::default())
             .await
@@ -402,7 +390,7 @@ async fn reads_of_a_million_points() {
         ms(median(sampled))
     );
 
-    let base = fixture.serve().await;
+    let base = sextant_tests::serve_state(fixture.state.clone()).await;
     let client = reqwest::Client::new();
     let get = |url: String| {
         let request = client.get(url).bearer_auth(&fixture.token);
@@ -483,7 +471,7 @@ async fn run_table_of_ten_thousand() {
         ms(median(samples))
     );
 
-    let base = fixture.serve().await;
+    let base = sextant_tests::serve_state(fixture.state.clone()).await;
     let client = reqwest::Client::new();
     let url = format!("{base}/v1/projects/bench/runs?sort=metric:val/acc:max:desc&limit=50");
     let mut samples = Vec::new();

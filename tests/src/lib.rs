@@ -434,3 +434,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// Serves `state` on `listener` with the routes `sextant serve` mounts (blobs are
+/// whatever the state's store hands out URLs for), until the test ends.
+pub fn serve_on(listener: tokio::net::TcpListener, state: sextant_shared::state::AppState) {
+    let routes = sextant_api::routes().merge(sextant_ingest::routes());
+    let router = sextant_shared::http::api_service(routes, state);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+}
+
+/// `serve_on` a fresh loopback port; answers the base URL.
+pub async fn serve_state(state: sextant_shared::state::AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding loopback");
+    let base = format!("http://{}", listener.local_addr().expect("address"));
+    serve_on(listener, state);
+    base
+}

@@ -1218,9 +1218,7 @@ async fn metered_app(start: time::OffsetDateTime) -> MeteredApp {
         Settings::new(Some(base.parse().unwrap())),
     )
     .with_clock(clock.clone());
-    let routes = sextant_api::routes().merge(sextant_ingest::routes());
-    let router = sextant_shared::http::api_service(routes, state.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    sextant_tests::serve_on(listener, state.clone());
     MeteredApp {
         base,
         state,
