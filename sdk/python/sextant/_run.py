@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import posixpath
+import signal
 import sys
 import threading
 import time
@@ -80,6 +81,31 @@ def _install_hooks() -> None:
 
     sys.excepthook = excepthook
     atexit.register(_finish_all_at_exit)
+    _let_aborts_interrupt()
+
+
+# Set by a run asked to stop, just before it interrupts the main thread.
+_abort_interrupt_pending = False
+
+
+def _let_aborts_interrupt() -> None:
+    """Background jobs of shell scripts (``python train.py &``, under nohup too) start
+    with SIGINT ignored, and then ``_thread.interrupt_main`` does nothing: an abort from
+    the server could not stop the run. Where SIGINT is ignored, a handler takes its
+    place that still ignores SIGINT from outside but raises KeyboardInterrupt for an
+    abort."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        return
+
+    def interrupt_on_abort_only(signum: int, frame: Any) -> None:
+        global _abort_interrupt_pending
+        if _abort_interrupt_pending:
+            _abort_interrupt_pending = False
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt_on_abort_only)
 
 
 def _finish_all_at_exit() -> None:
@@ -475,6 +501,8 @@ class Run:
         callback = self._on_abort_callback
         if callback is None:
             if not self._finishing:
+                global _abort_interrupt_pending
+                _abort_interrupt_pending = True
                 _thread.interrupt_main()
         else:
             threading.Thread(

@@ -1,19 +1,27 @@
 """The examples run against a real server; an abort from the API stops the live one."""
 
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO_ROOT, Account, sdk_env, wait_for
 
 EXAMPLES = REPO_ROOT / "examples"
 
 
-def test_abort_from_the_api_stops_a_running_example(account: Account, spool_dir: Path) -> None:
+# Started from a terminal, or as a shell script's background job (`python train.py &`),
+# which starts with SIGINT ignored.
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["foreground", "background"])
+def test_abort_from_the_api_stops_a_running_example(
+    account: Account, spool_dir: Path, sigint: signal.Handlers
+) -> None:
     child = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "sine_cosine.py"), "--sampling-rate", "50", "--amplitude", "2"],
         env=sdk_env(account, spool_dir),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
