@@ -200,6 +200,19 @@ impl TestApp {
             .await
     }
 
+    /// `POST /v1/runs/{run}/log`.
+    pub async fn log(&self, credential: &str, run: &str, batch: Value) -> (StatusCode, Value) {
+        self.post(&format!("/v1/runs/{run}/log"), credential, batch)
+            .await
+    }
+
+    /// `log`, asserting the batch is accepted; answers the outcome.
+    pub async fn log_ok(&self, credential: &str, run: &str, batch: Value) -> Value {
+        let (status, body) = self.log(credential, run, batch).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
     /// Registers, uploads and completes a small artifact, of `kind` if given.
     pub async fn store_artifact(
         &self,
@@ -451,4 +464,22 @@ pub async fn serve_state(state: sextant_shared::state::AppState) -> String {
     let base = format!("http://{}", listener.local_addr().expect("address"));
     serve_on(listener, state);
     base
+}
+
+/// Every item of a test table on the emulator, as DynamoDB stores it.
+pub async fn scan_table(
+    config: &AwsStorageConfig,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(config.endpoint_url.clone().expect("an emulator endpoint"))
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
+        .scan()
+        .table_name(&config.table)
+        .send()
+        .await
+        .expect("scanning the table")
+        .items
+        .unwrap_or_default()
 }

@@ -224,11 +224,6 @@ async fn logged_in(app: &TestApp, team: &Team) -> Browser {
     browser
 }
 
-async fn log(app: &TestApp, key: &str, run: &str, batch: Value) {
-    let (status, body) = app.post(&format!("/v1/runs/{run}/log"), key, batch).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 /// A run with params, tags, two `loss` series with a spike and a dip among many
 /// points, 80 lines of text, an image and an artifact.
 async fn logged_run(app: &TestApp, key: &str, project: &str, name: &str) -> String {
@@ -258,8 +253,7 @@ async fn logged_run(app: &TestApp, key: &str, project: &str, name: &str) -> Stri
     let lines: Vec<Value> = (0..80)
         .map(|i| json!({"step": i, "text": format!("line {i}")}))
         .collect();
-    log(
-        app,
+    app.log_ok(
         key,
         &run,
         json!({
@@ -702,8 +696,7 @@ async fn the_run_table_filters_by_tag_status_and_name_and_sorts_by_metric_and_pa
             .await,
             "id",
         );
-        log(
-            &app,
+        app.log_ok(
             key,
             &run,
             json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [loss]}}}),
@@ -868,9 +861,7 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
         "running"
     );
     assert_eq!(fragment.count("figure.chart"), 2);
-    log(
-        &app,
-        key,
+    app.log_ok(key,
         &run,
         json!({"batch_id": unique("b"), "series": {"train/loss": {"steps": [20_000], "values": [2000.0]}}}),
     )
@@ -1109,9 +1100,7 @@ async fn the_compare_page_overlays_each_metric_and_marks_differing_params() {
             .await,
             "id",
         );
-        log(
-            &app,
-            key,
+        app.log_ok(key,
             &run,
             json!({"batch_id": unique("b"), "series": {"loss": {"steps": [0, 1, 2], "values": [lr, 1.0, 0.5]}}}),
         )
@@ -1377,8 +1366,7 @@ async fn user_supplied_names_render_as_text_on_every_page_that_shows_them() {
             StatusCode::BAD_REQUEST,
             "series names refuse markup"
         );
-        log(
-            &app,
+        app.log_ok(
             &key,
             &run,
             json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [1.0]}},

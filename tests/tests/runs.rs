@@ -27,23 +27,19 @@ async fn get_run(app: &TestApp, key: &str, run: &str) -> Value {
     body
 }
 
-async fn log(app: &TestApp, key: &str, run: &str, batch: Value) -> (StatusCode, Value) {
-    app.post(&format!("/v1/runs/{run}/log"), key, batch).await
-}
-
 /// Logs `values` to series `name` at steps 0, 1, 2, ..., asserting it is accepted.
 async fn log_values(app: &TestApp, key: &str, run: &str, name: &str, values: &[Value]) {
     let steps: Vec<usize> = (0..values.len()).collect();
-    let (status, body) = log(
-        app,
-        key,
-        run,
-        json!({
-            "batch_id": sextant_tests::unique("batch"),
-            "series": {name: {"steps": steps, "values": values}},
-        }),
-    )
-    .await;
+    let (status, body) = app
+        .log(
+            key,
+            run,
+            json!({
+                "batch_id": sextant_tests::unique("batch"),
+                "series": {name: {"steps": steps, "values": values}},
+            }),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["accepted"], values.len(), "{body}");
 }
@@ -372,16 +368,16 @@ async fn an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status(
     }
     let (got, response) = patch(&app, key, &run_id, json!({"status": "lost"})).await;
     assert_eq!(got, StatusCode::CONFLICT, "{response}");
-    let (got, response) = log(
-        &app,
-        key,
-        &run_id,
-        json!({"batch_id": "late", "series": {"loss": {"steps": [2], "values": [0.1]}}}),
-    )
-    .await;
+    let (got, response) = app
+        .log(
+            key,
+            &run_id,
+            json!({"batch_id": "late", "series": {"loss": {"steps": [2], "values": [0.1]}}}),
+        )
+        .await;
     assert_eq!(got, StatusCode::CONFLICT, "{response}");
     assert_eq!(error_code(&response), "run_ended");
-    let (got, response) = log(&app, key, &run_id, json!({"heartbeat": true})).await;
+    let (got, response) = app.log(key, &run_id, json!({"heartbeat": true})).await;
     assert_eq!(got, StatusCode::CONFLICT, "{response}");
     assert_eq!(error_code(&response), "run_ended");
     let (got, response) = app
@@ -454,7 +450,7 @@ async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app:
     let calm = id(&app.create_run(key, "aborts", json!({})).await);
     let batch =
         |id: &str| json!({"batch_id": id, "series": {"loss": {"steps": [0], "values": [1.0]}}});
-    let (_, before) = log(&app, key, &running, batch("before")).await;
+    let (_, before) = app.log(key, &running, batch("before")).await;
     assert_eq!(before, json!({"accepted": 1, "abort_requested": false}));
 
     let (status, asked) = app
@@ -471,13 +467,13 @@ async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app:
     assert_eq!(status, StatusCode::OK);
 
     // The very next log response, and heartbeat, carry the request.
-    let (status, next) = log(&app, key, &running, batch("after")).await;
+    let (status, next) = app.log(key, &running, batch("after")).await;
     assert_eq!(status, StatusCode::OK, "{next}");
     assert_eq!(next, json!({"accepted": 1, "abort_requested": true}));
-    let (_, beat) = log(&app, key, &running, json!({"heartbeat": true})).await;
+    let (_, beat) = app.log(key, &running, json!({"heartbeat": true})).await;
     assert_eq!(beat, json!({"accepted": 0, "abort_requested": true}));
     // Another run is not affected.
-    let (_, other) = log(&app, key, &calm, batch("calm")).await;
+    let (_, other) = app.log(key, &calm, batch("calm")).await;
     assert_eq!(other, json!({"accepted": 1, "abort_requested": false}));
 
     // The client confirms by ending the run as aborted.
@@ -486,7 +482,7 @@ async fn a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop(app:
     assert_eq!(confirmed["status"], "aborted");
     assert!(confirmed["ended_at"].is_string());
     assert_eq!(confirmed["series"]["loss"]["count"], 2);
-    let (status, refused) = log(&app, key, &running, batch("too-late")).await;
+    let (status, refused) = app.log(key, &running, batch("too-late")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert_eq!(error_code(&refused), "run_ended");
 
@@ -510,7 +506,9 @@ async fn a_queued_run_starts_running_when_it_first_logs(app: TestApp) {
     let by_points = id(&app
         .create_run(key, "queue", json!({"status": "queued"}))
         .await);
-    let (status, body) = log(&app, key, &by_heartbeat, json!({"heartbeat": true})).await;
+    let (status, body) = app
+        .log(key, &by_heartbeat, json!({"heartbeat": true}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(get_run(&app, key, &by_heartbeat).await["status"], "running");
     log_values(&app, key, &by_points, "loss", &[json!(1.0)]).await;
@@ -557,7 +555,7 @@ async fn a_silent_run_reads_as_lost_until_it_logs_again(app: TestApp) {
     assert_eq!(error_code(&body), "invalid_status");
 
     // A heartbeat brings it back; so do points.
-    let (status, beat) = log(&app, key, &quiet, json!({"heartbeat": true})).await;
+    let (status, beat) = app.log(key, &quiet, json!({"heartbeat": true})).await;
     assert_eq!(status, StatusCode::OK, "{beat}");
     assert_eq!(beat, json!({"accepted": 0, "abort_requested": false}));
     let back = get_run(&app, key, &quiet).await;
@@ -591,7 +589,7 @@ async fn an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out(
         .post(&format!("/v1/runs/{run_id}/abort"), key, json!({}))
         .await;
     assert_eq!(status, StatusCode::OK, "{asked}");
-    let (_, beat) = log(&app, key, &run_id, json!({"heartbeat": true})).await;
+    let (_, beat) = app.log(key, &run_id, json!({"heartbeat": true})).await;
     assert_eq!(beat["abort_requested"], true);
     let last_heard = get_run(&app, key, &run_id).await["heartbeat_at"].clone();
 
@@ -611,7 +609,7 @@ async fn an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out(
         json!({"heartbeat": true}),
         json!({"batch_id": "b", "series": {"loss": {"steps": [1], "values": [1.0]}}}),
     ] {
-        let (status, body) = log(&app, key, &run_id, batch).await;
+        let (status, body) = app.log(key, &run_id, batch).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(error_code(&body), "run_ended");
     }
@@ -1308,13 +1306,13 @@ async fn deleting_a_run_removes_it_and_its_series(app: TestApp) {
     for run in [&doomed, &kept] {
         let values: Vec<Value> = (0..25_000).map(|i| json!(f64::from(i) * 0.5)).collect();
         log_values(&app, key, run, "train/loss", &values).await;
-        let (status, body) = log(
-            &app,
-            key,
-            run,
-            json!({"batch_id": "notes", "text": {"notes": [{"step": 0, "text": "hello"}]}}),
-        )
-        .await;
+        let (status, body) = app
+            .log(
+                key,
+                run,
+                json!({"batch_id": "notes", "text": {"notes": [{"step": 0, "text": "hello"}]}}),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
@@ -1438,13 +1436,13 @@ async fn every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run(ap
         &[json!(1.0), json!(2.0)],
     )
     .await;
-    let (status, body) = log(
-        &app,
-        &a.api_key,
-        &a_run,
-        json!({"batch_id": "t", "text": {"notes": [{"step": 1, "text": "private"}]}}),
-    )
-    .await;
+    let (status, body) = app
+        .log(
+            &a.api_key,
+            &a_run,
+            json!({"batch_id": "t", "text": {"notes": [{"step": 1, "text": "private"}]}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let a_before = get_run(&app, &a.api_key, &a_run).await;
 
@@ -1547,13 +1545,9 @@ async fn every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run(ap
     }
     // The exchanged token is no key to A's runs either.
     let (_, token) = app.post("/v1/auth/token", &b.api_key, json!({})).await;
-    let (status, _) = log(
-        &app,
-        &text(&token, "token"),
-        &a_run,
-        json!({"heartbeat": true}),
-    )
-    .await;
+    let (status, _) = app
+        .log(&text(&token, "token"), &a_run, json!({"heartbeat": true}))
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
     // A's run, series and project are as they were.

@@ -34,19 +34,7 @@ async fn the_table_holds_no_secret_in_plain_text() {
         text(&invite, "token"),
     ];
 
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(config.endpoint_url.clone().unwrap())
-        .load()
-        .await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let items = client
-        .scan()
-        .table_name(&config.table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
+    let items = sextant_tests::scan_table(&config).await;
     assert!(
         items.len() >= 8,
         "expected the team's items, found {}",

@@ -82,16 +82,6 @@ fn random_floats(n: usize, mut seed: u64) -> Vec<f64> {
     out
 }
 
-async fn log(app: &TestApp, key: &str, run: &str, batch: Value) -> (StatusCode, Value) {
-    app.post(&format!("/v1/runs/{run}/log"), key, batch).await
-}
-
-async fn log_ok(app: &TestApp, key: &str, run: &str, batch: Value) -> Value {
-    let (status, body) = log(app, key, run, batch).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
 /// `GET /v1/runs/{run}/series/{name_and_query}`, asserting 200.
 async fn read(app: &TestApp, key: &str, run: &str, name_and_query: &str) -> Value {
     let (status, body) = app
@@ -337,13 +327,9 @@ async fn values_and_timestamps_round_trip_bit_for_bit_including_nan_infinities_a
     );
     total += 4;
     let before = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-    let accepted = log_ok(
-        &app,
-        key,
-        &run,
-        json!({"batch_id": "round-trip", "series": body}),
-    )
-    .await;
+    let accepted = app
+        .log_ok(key, &run, json!({"batch_id": "round-trip", "series": body}))
+        .await;
     let after = time::OffsetDateTime::now_utc().unix_timestamp() as f64 + 1.0;
     assert_eq!(
         accepted,
@@ -414,9 +400,7 @@ async fn values_and_timestamps_round_trip_bit_for_bit_including_nan_infinities_a
     let (_, run_view) = app.get(&format!("/v1/runs/{run}"), key).await;
     assert_eq!(run_view["series"], listed);
     // A series of only NaNs has no min or max, and NaN as its last value.
-    log_ok(
-        &app,
-        key,
+    app.log_ok(key,
         &run,
         json!({"batch_id": "nans", "series": {"diverged": {"steps": [0, 1], "values": ["NaN", "NaN"]}}}),
     )
@@ -442,13 +426,13 @@ async fn a_retried_batch_is_stored_and_counted_once(app: TestApp) {
         },
         "text": {"log": [{"step": 0, "text": "epoch 0"}]},
     });
-    let first = log_ok(&app, key, &run, batch.clone()).await;
+    let first = app.log_ok(key, &run, batch.clone()).await;
     assert_eq!(first, json!({"accepted": 7, "abort_requested": false}));
     let counted = summaries(&app, key, &run).await;
     let acc_before = read(&app, key, &run, "acc").await;
     for _ in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        assert_eq!(log_ok(&app, key, &run, batch.clone()).await, first);
+        assert_eq!(app.log_ok(key, &run, batch.clone()).await, first);
     }
     assert_eq!(summaries(&app, key, &run).await, counted);
     assert_eq!(counted["loss"]["count"], 3);
@@ -479,27 +463,27 @@ async fn a_retried_batch_is_stored_and_counted_once(app: TestApp) {
     let mut other_step = batch.clone();
     other_step["series"]["loss"]["steps"][0] = json!(-1);
     for changed in [other_values, other_text, fewer, with_times, other_step] {
-        let (status, body) = log(&app, key, &run, changed).await;
+        let (status, body) = app.log(key, &run, changed).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
         assert_eq!(error_code(&body), "batch_id_reused");
     }
     assert_eq!(summaries(&app, key, &run).await, counted);
     // Even -0.0 and 0.0 are different content.
     let zeros = |zero: f64| json!({"batch_id": "zeros", "series": {"zero": {"steps": [0], "values": [zero]}}});
-    log_ok(&app, key, &run, zeros(-0.0)).await;
-    let (status, body) = log(&app, key, &run, zeros(0.0)).await;
+    app.log_ok(key, &run, zeros(-0.0)).await;
+    let (status, body) = app.log(key, &run, zeros(0.0)).await;
     assert_eq!(
         (status, error_code(&body)),
         (StatusCode::CONFLICT, "batch_id_reused".into())
     );
-    assert_eq!(log_ok(&app, key, &run, zeros(-0.0)).await["accepted"], 1);
+    assert_eq!(app.log_ok(key, &run, zeros(-0.0)).await["accepted"], 1);
     let zero = read(&app, key, &run, "zero").await;
     assert_eq!(bits(&floats(&zero["values"])), bits(&[-0.0]));
 
     // Another id with the same content is another batch.
     let mut again = batch.clone();
     again["batch_id"] = json!("second-time");
-    assert_eq!(log_ok(&app, key, &run, again).await, first);
+    assert_eq!(app.log_ok(key, &run, again).await, first);
     let twice = summaries(&app, key, &run).await;
     assert_eq!(twice["loss"]["count"], 6);
     assert_eq!(twice["acc"]["count"], 6);
@@ -536,14 +520,14 @@ async fn concurrent_writers_to_one_run_lose_no_points_and_count_each_once(app: T
                 if b == 3 {
                     // A retry sent while the first attempt is still in flight.
                     let (one, two) = futures::join!(
-                        log(app, key, run, batch(writer, b)),
-                        log(app, key, run, batch(writer, b))
+                        app.log(key, run, batch(writer, b)),
+                        app.log(key, run, batch(writer, b))
                     );
                     assert_eq!(one.0, StatusCode::OK, "{}", one.1);
                     assert_eq!(one, two);
                     accepted += one.1["accepted"].as_i64().expect("accepted");
                 } else {
-                    let body = log_ok(app, key, run, batch(writer, b)).await;
+                    let body = app.log_ok(key, run, batch(writer, b)).await;
                     accepted += body["accepted"].as_i64().expect("accepted");
                 }
             }
@@ -586,7 +570,7 @@ async fn concurrent_writers_to_one_run_lose_no_points_and_count_each_once(app: T
     let burst = json!({"batch_id": "burst", "series": {"burst": {"steps": (0..500).collect::<Vec<_>>(),
                                                                  "values": vec![1.5; 500]}}});
     let answers =
-        futures::future::join_all((0..6).map(|_| log(&app, key, &run, burst.clone()))).await;
+        futures::future::join_all((0..6).map(|_| app.log(key, &run, burst.clone()))).await;
     for (status, body) in answers {
         assert_eq!(status, StatusCode::OK, "{body}");
         assert_eq!(body, json!({"accepted": 500, "abort_requested": false}));
@@ -604,8 +588,7 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
     let run = app.new_run(key).await;
     let points = |id: &str, steps: Value, values: Value, timestamps: Value| json!({"batch_id": id, "series": {"loss": {"steps": steps, "values": values, "timestamps": timestamps}}});
     // Out of order within a batch; step 4 twice, at the same time.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points(
@@ -617,8 +600,7 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
     )
     .await;
     // Logged later, starting at an earlier step, again at step 4 and the same time.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points(
@@ -630,24 +612,21 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
     )
     .await;
     // At step 4 with an earlier timestamp: timestamp order comes before logged order.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points("m-third", json!([4]), json!([39]), json!([99])),
     )
     .await;
     // Step order comes before timestamp order.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points("b-fourth", json!([6, 2]), json!([60, 20]), json!([50, 200])),
     )
     .await;
     // The same step and time again, logged last.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points("0-fifth", json!([4]), json!([43]), json!([100])),
@@ -681,8 +660,7 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
     assert_eq!(floats(&middle["values"]), [39.0, 40.0, 41.0, 42.0, 43.0]);
 
     // The latest point is `last`, even when its step was logged earlier.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         points("late", json!([6]), json!([61]), json!([50])),
@@ -694,8 +672,7 @@ async fn points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_ord
 
     // With the server's clock, batches logged one after another keep their order.
     for (i, id) in ["s-1", "r-2", "q-3"].iter().enumerate() {
-        log_ok(
-            &app,
+        app.log_ok(
             key,
             &run,
             json!({"batch_id": id, "series": {"served": {"steps": [7], "values": [i]}}}),
@@ -724,12 +701,12 @@ async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
         .map(|i| json!({"step": i, "text": format!("line {i}: {}", "ü".repeat(i % 50))}))
         .collect();
     let batch = json!({"batch_id": "text-1", "text": {"notes/log": notes, "stdout": stdout}});
-    let accepted = log_ok(&app, key, &run, batch.clone()).await;
+    let accepted = app.log_ok(key, &run, batch.clone()).await;
     assert_eq!(
         accepted,
         json!({"accepted": 5_004, "abort_requested": false})
     );
-    assert_eq!(log_ok(&app, key, &run, batch).await, accepted, "a retry");
+    assert_eq!(app.log_ok(key, &run, batch).await, accepted, "a retry");
 
     let page = read(&app, key, &run, "notes/log").await;
     assert_eq!(page["name"], "notes/log");
@@ -794,17 +771,14 @@ async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
 
     // The longest line fits; one byte more does not.
     let longest = "x".repeat(64 * 1024);
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         json!({"batch_id": "long", "text": {"long": [{"step": 0, "text": longest}]}}),
     )
     .await;
     assert_eq!(read(&app, key, &run, "long").await["texts"][0], longest);
-    let (status, body) = log(
-        &app,
-        key,
+    let (status, body) = app.log(key,
         &run,
         json!({"batch_id": "longer", "text": {"long": [{"step": 1, "text": "x".repeat(64 * 1024 + 1)}]}}),
     )
@@ -820,8 +794,7 @@ async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: T
     let team = app.signup().await;
     let key = &team.api_key;
     let run = app.new_run(key).await;
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         json!({"batch_id": "n", "series": {"loss": {"steps": [0], "values": [1.0]}},
@@ -835,18 +808,18 @@ async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: T
         json!({"batch_id": "v", "series": {"notes": {"steps": [1], "values": [2.0]},
                                            "fresh": {"steps": [1], "values": [2.0]}}}),
     ] {
-        let (status, body) = log(&app, key, &run, batch.clone()).await;
+        let (status, body) = app.log(key, &run, batch.clone()).await;
         assert_eq!(status, StatusCode::CONFLICT, "{batch}: {body}");
         assert_eq!(error_code(&body), "series_kind_mismatch");
     }
-    let (status, body) = log(
-        &app,
-        key,
-        &run,
-        json!({"batch_id": "w", "series": {"both": {"steps": [1], "values": [2.0]}},
+    let (status, body) = app
+        .log(
+            key,
+            &run,
+            json!({"batch_id": "w", "series": {"both": {"steps": [1], "values": [2.0]}},
                "text": {"both": [{"step": 1, "text": "two"}]}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(error_code(&body), "series_kind_mismatch");
 
@@ -857,8 +830,7 @@ async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: T
     assert_eq!(read(&app, key, &run, "notes").await["texts"], json!(["hi"]));
     assert_eq!(ints(&read(&app, key, &run, "loss").await["steps"]), [0]);
     // A refused batch id is not used up.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         json!({"batch_id": "v", "series": {"loss": {"steps": [1], "values": [2.0]}}}),
@@ -877,9 +849,7 @@ async fn downsampling_keeps_every_spike_and_each_buckets_extremes(app: TestApp) 
     values[12_345] = -1e9;
     values[40_000] = f64::NAN;
     let steps: Vec<i64> = (0..n).collect();
-    log_ok(
-        &app,
-        key,
+    app.log_ok(key,
         &run,
         json!({"batch_id": "wave", "series": {
             "wave": {"steps": steps, "values": column(&values)},
@@ -981,8 +951,7 @@ async fn exact_reads_page_at_50000_points_and_next_after_resumes_without_gaps(ap
     let n = 120_000_i64;
     let steps: Vec<i64> = (0..n).collect();
     let values: Vec<f64> = steps.iter().map(|&s| s as f64 * 0.5).collect();
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         json!({"batch_id": "long", "series": {"long": {"steps": steps, "values": values}}}),
@@ -1025,9 +994,7 @@ async fn exact_reads_page_at_50000_points_and_next_after_resumes_without_gaps(ap
 
     // A late batch adds points at early, boundary and final steps; pages still end on
     // whole steps, and paging visits every point once.
-    log_ok(
-        &app,
-        key,
+    app.log_ok(key,
         &run,
         json!({"batch_id": "late", "series": {"long": {"steps": [5, 99_999, 119_999], "values": [-1, -2, -3]}}}),
     )
@@ -1078,17 +1045,14 @@ async fn step_ranges_include_points_of_chunks_logged_out_of_order(app: TestApp) 
     let key = &team.api_key;
     let run = app.new_run(key).await;
     let steps: Vec<i64> = (500..600).collect();
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &run,
         json!({"batch_id": "middle", "series": {"s": {"steps": steps, "values": vec![1.0; 100]}}}),
     )
     .await;
     // One chunk spanning everything, logged later.
-    log_ok(
-        &app,
-        key,
+    app.log_ok(key,
         &run,
         json!({"batch_id": "wide", "series": {"s": {"steps": [0, 550, 750, 1_000], "values": [2.0, 2.0, 2.0, 2.0]}}}),
     )
@@ -1318,7 +1282,7 @@ async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
         ),
     ];
     for (batch, status, code) in cases {
-        let (got, body) = log(&app, key, &run, batch.clone()).await;
+        let (got, body) = app.log(key, &run, batch.clone()).await;
         assert_eq!(got.as_u16(), status, "{batch}: {body}");
         assert_eq!(error_code(&body), code, "{batch}");
     }
@@ -1361,7 +1325,7 @@ async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
             json!({"batch_id": "b", "series": {"loss": one}}),
             json!({"heartbeat": true}),
         ] {
-            let (status, body) = log(&app, key, run, batch).await;
+            let (status, body) = app.log(key, run, batch).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{run}: {body}");
             assert_eq!(error_code(&body), "not_found");
         }
@@ -1391,13 +1355,8 @@ async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
     let (_, view) = app.get(&format!("/v1/runs/{run}"), key).await;
     assert_eq!(view["status"], "running");
     // Every refused batch id is still free.
-    log_ok(
-        &app,
-        key,
-        &run,
-        json!({"batch_id": "b", "series": {"loss": one}}),
-    )
-    .await;
+    app.log_ok(key, &run, json!({"batch_id": "b", "series": {"loss": one}}))
+        .await;
     assert_eq!(summaries(&app, key, &run).await["loss"]["count"], 1);
 }
 
@@ -1415,20 +1374,20 @@ async fn oversized_batches_and_bodies_are_refused_with_413(app: TestApp) {
         json!({"batch_id": "big", "series": {"a": zeros(249_999)},
                "text": {"t": [{"step": 0, "text": "x"}, {"step": 1, "text": "y"}]}}),
     ] {
-        let (status, body) = log(&app, key, &run, batch).await;
+        let (status, body) = app.log(key, &run, batch).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert_eq!(error_code(&body), "batch_too_large");
     }
     assert_eq!(summaries(&app, key, &run).await, json!({}));
 
     // The largest batch is fine.
-    let body = log_ok(
-        &app,
-        key,
-        &run,
-        json!({"batch_id": "big", "series": {"a": zeros(200_000), "b": zeros(50_000)}}),
-    )
-    .await;
+    let body = app
+        .log_ok(
+            key,
+            &run,
+            json!({"batch_id": "big", "series": {"a": zeros(200_000), "b": zeros(50_000)}}),
+        )
+        .await;
     assert_eq!(body["accepted"], 250_000);
     let listed = summaries(&app, key, &run).await;
     assert_eq!(
@@ -1542,7 +1501,7 @@ async fn heartbeat_only_batches_accept_nothing_and_keep_the_run_alive(app: TestA
         json!({"batch_id": "empty", "series": {"loss": {"steps": [], "values": []}}}),
     ] {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        let body = log_ok(&app, key, &run, batch).await;
+        let body = app.log_ok(key, &run, batch).await;
         assert_eq!(body, json!({"accepted": 0, "abort_requested": false}));
     }
     let (_, after) = app.get(&format!("/v1/runs/{run}"), key).await;
@@ -1570,13 +1529,8 @@ async fn series_names_with_slashes_spaces_and_unicode_are_read_by_path(app: Test
     for (i, name) in names.iter().enumerate() {
         series.insert((*name).to_owned(), json!({"steps": [i], "values": [i]}));
     }
-    log_ok(
-        &app,
-        key,
-        &run,
-        json!({"batch_id": "names", "series": series}),
-    )
-    .await;
+    app.log_ok(key, &run, json!({"batch_id": "names", "series": series}))
+        .await;
     let listed = summaries(&app, key, &run).await;
     assert_eq!(listed.as_object().expect("series").len(), names.len());
     for (i, name) in names.iter().enumerate() {
@@ -1601,9 +1555,7 @@ async fn a_token_exchanged_for_the_api_key_logs_and_reads(app: TestApp) {
     let (status, token) = app.post("/v1/auth/token", &team.api_key, json!({})).await;
     assert_eq!(status, StatusCode::OK, "{token}");
     let token = text(&token, "token");
-    let body = log_ok(
-        &app,
-        &token,
+    let body = app.log_ok(&token,
         &run,
         json!({"batch_id": "jwt", "series": {"loss": {"steps": [0, 1], "values": [0.5, 0.25]}}}),
     )
@@ -1618,7 +1570,9 @@ async fn a_token_exchanged_for_the_api_key_logs_and_reads(app: TestApp) {
     let (_, viewer_token) = app.post("/v1/auth/token", &viewer, json!({})).await;
     let viewer_token = text(&viewer_token, "token");
     read(&app, &viewer_token, &run, "loss").await;
-    let (status, body) = log(&app, &viewer_token, &run, json!({"heartbeat": true})).await;
+    let (status, body) = app
+        .log(&viewer_token, &run, json!({"heartbeat": true}))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(error_code(&body), "forbidden");
 }
@@ -1661,34 +1615,33 @@ async fn a_run_too_full_for_more_series_or_params_says_so_and_stores_nothing(app
     };
 
     // Every limit holds on its own, but not all at once: a clear 400, nothing stored.
-    let (status, body) = log(
-        &app,
-        key,
-        &full,
-        json!({"batch_id": "a", "series": wide(0..1_000, 0)}),
-    )
-    .await;
+    let (status, body) = app
+        .log(
+            key,
+            &full,
+            json!({"batch_id": "a", "series": wide(0..1_000, 0)}),
+        )
+        .await;
     too_large(status, &body);
     assert_eq!(summaries(&app, key, &full).await, json!({}));
-    let body = log_ok(
-        &app,
-        key,
-        &full,
-        json!({"batch_id": "a", "series": wide(0..600, 0)}),
-    )
-    .await;
+    let body = app
+        .log_ok(
+            key,
+            &full,
+            json!({"batch_id": "a", "series": wide(0..600, 0)}),
+        )
+        .await;
     assert_eq!(body["accepted"], 600);
-    let (status, body) = log(
-        &app,
-        key,
-        &full,
-        json!({"batch_id": "b", "series": wide(600..900, 0)}),
-    )
-    .await;
+    let (status, body) = app
+        .log(
+            key,
+            &full,
+            json!({"batch_id": "b", "series": wide(600..900, 0)}),
+        )
+        .await;
     too_large(status, &body);
     // Points for the series it has are still welcome.
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &full,
         json!({"batch_id": "c", "series": wide(0..600, 1)}),
@@ -1712,8 +1665,7 @@ async fn a_run_too_full_for_more_series_or_params_says_so_and_stores_nothing(app
         .await;
     assert_eq!(status, StatusCode::CREATED, "{run}");
     let busy = text(&run, "id");
-    log_ok(
-        &app,
+    app.log_ok(
         key,
         &busy,
         json!({"batch_id": "a", "series": wide(0..900, 0)}),

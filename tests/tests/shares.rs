@@ -102,11 +102,6 @@ async fn member_read(app: &TestApp, key: &str, path: &str) -> Value {
     body
 }
 
-async fn log(app: &TestApp, key: &str, run: &str, batch: Value) {
-    let (status, body) = app.post(&format!("/v1/runs/{run}/log"), key, batch).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-}
-
 /// A run with a bit of everything: params, tags, a numeric series, a text series, an
 /// image and an artifact, all under names starting with `label`.
 async fn full_run(app: &TestApp, key: &str, label: &str) -> String {
@@ -128,8 +123,7 @@ async fn full_run(app: &TestApp, key: &str, label: &str) -> String {
     );
     let steps: Vec<i64> = (0..200).collect();
     let values: Vec<f64> = steps.iter().map(|&s| 1.0 / (s as f64 + 1.0)).collect();
-    log(
-        app,
+    app.log_ok(
         key,
         &run,
         json!({
@@ -808,18 +802,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 /// Every item of the table, as attribute maps.
 async fn scan(config: &sextant_shared::storage::AwsStorageConfig) -> Vec<Value> {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(config.endpoint_url.clone().unwrap())
-        .load()
-        .await;
-    let items = aws_sdk_dynamodb::Client::new(&sdk)
-        .scan()
-        .table_name(&config.table)
-        .send()
-        .await
-        .unwrap()
-        .items
-        .unwrap_or_default();
+    let items = sextant_tests::scan_table(config).await;
     items
         .into_iter()
         .map(|item| {
