@@ -51,8 +51,21 @@ unset AWS_PROFILE AWS_SESSION_TOKEN
 cargo nextest run --workspace --no-fail-fast "$@"
 # nextest does not run doctests.
 cargo test --workspace --doc --quiet
+# The log-batch parser and the chunk decoder under libFuzzer, briefly.
+scripts/fuzz.sh 20
 
 # The Python SDK, tested against a real `sextant serve` that its fixtures start.
 cargo build --quiet -p sextant-cli
 python3 -m pip install --quiet ./sdk/python pytest
 SEXTANT_BIN=target/debug/sextant python3 -m pytest -q sdk/python/tests
+
+# The stock MLflow client (and, for the import tests, a real `mlflow server`) against
+# `sextant serve`. MLflow lives in its own virtual environment: its pins would clash
+# with the SAM CLI's in the system interpreter.
+mlflow_version=3.17.2
+mlflow_env=target/mlflow-venv
+if [ "$("$mlflow_env/bin/python" -c 'import importlib.metadata as m; print(m.version("mlflow"))' 2>/dev/null)" != "$mlflow_version" ]; then
+  python3 -m venv "$mlflow_env"
+  "$mlflow_env/bin/python" -m pip install --quiet "mlflow==$mlflow_version" pytest
+fi
+SEXTANT_BIN=target/debug/sextant "$mlflow_env/bin/python" -m pytest -q tests/mlflow

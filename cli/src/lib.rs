@@ -1,9 +1,14 @@
 //! The `sextant` command. `serve` runs every function's routes in one process over the
 //! embedded store and a local blob directory: the same handler code Lambda runs.
-//! `upload` and `download` move artifacts between this machine and a server. `meter`
+//! `upload` and `download` move artifacts between this machine and a server;
+//! `enqueue` puts jobs on a queue and `agent` runs them; `import mlflow` brings runs
+//! over from MLflow. `meter`
 //! and `admin usage` work on a data directory's store directly.
 
+pub mod agent;
 pub mod client;
+pub mod enqueue;
+pub mod import_mlflow;
 pub mod secrets;
 pub mod snapshot;
 pub mod transfer;
@@ -39,8 +44,11 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub backend: Backend,
     pub heartbeat_timeout: time::Duration,
+    /// How long an agent's claim on a queued job lasts without a heartbeat.
+    pub job_lease: time::Duration,
     pub plan: PricePlan,
     pub operator_token: Option<OperatorTokenHash>,
+    pub rate_limits: sextant_shared::rate_limit::RateLimits,
 }
 
 /// A bound, ready-to-run server. Binding happens first so port 0 works and the URLs
@@ -76,8 +84,10 @@ impl Application {
         let keyring = Keyring::new(&secrets.jwt_keys()?)?;
         let settings = Settings {
             heartbeat_timeout: config.heartbeat_timeout,
+            job_lease: config.job_lease,
             plan: config.plan,
             operator_token: config.operator_token,
+            rate_limits: config.rate_limits,
             ..Settings::new(Some(base_url.clone()))
         };
         let state = AppState::new(storage, keyring, settings);

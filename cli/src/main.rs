@@ -3,11 +3,15 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use sextant_cli::agent::{self, AgentOptions};
 use sextant_cli::client::Client;
+use sextant_cli::enqueue::{self, Enqueue};
+use sextant_cli::import_mlflow;
 use sextant_cli::transfer::{self, UploadOptions};
 use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
 use sextant_shared::auth::operator;
 use sextant_shared::billing::{BillingMonth, PricePlan, TenantTotals};
+use sextant_shared::rate_limit::RateLimits;
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
 #[derive(Debug, Parser)]
@@ -30,6 +34,10 @@ enum Command {
         /// Seconds without a heartbeat after which a running run reads as lost.
         #[arg(long, env = "SEXTANT_HEARTBEAT_TIMEOUT_SECS", default_value_t = 600)]
         heartbeat_timeout_secs: u32,
+        /// Seconds an agent's claim on a queued job lasts without a heartbeat, after
+        /// which the job goes back to the queue.
+        #[arg(long, env = "SEXTANT_JOB_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+        job_lease_secs: u32,
     },
     /// Roll up usage for an hour on a data directory no server holds open, exactly as
     /// the hourly metering function does.
@@ -86,6 +94,95 @@ enum Command {
         /// Restore the run's code snapshot.
         #[arg(long)]
         code: bool,
+    },
+    /// Put a command on a project's queue for an agent to run, with a snapshot of this
+    /// git repository's code; prints the job's run id.
+    Enqueue {
+        #[command(flatten)]
+        server: Server,
+        /// The project (name or id).
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// A param of the run, NAME=VALUE (numbers and true/false kept as such); the
+        /// agent passes each to the command as `--NAME VALUE`. Repeatable.
+        #[arg(long = "param", value_name = "NAME=VALUE", value_parser = enqueue::parse_param)]
+        params: Vec<(String, serde_json::Value)>,
+        /// A label an agent must have to run the job (`gpu`). Repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// The run's name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Claims of the job before it fails when its agents stop answering (default 3).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// The git repository to snapshot.
+        #[arg(long, default_value = ".", conflicts_with = "no_code")]
+        code_dir: PathBuf,
+        /// Run the command in an empty directory instead of a code snapshot.
+        #[arg(long)]
+        no_code: bool,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a queue's jobs on this machine, one at a time.
+    Agent {
+        #[command(flatten)]
+        server: Server,
+        /// The project (name or id).
+        #[arg(long)]
+        project: String,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        /// What this machine has; only jobs needing none other are taken.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// How jobs name this agent (default: host:pid).
+        #[arg(long)]
+        name: Option<String>,
+        /// Exit once no job this agent could run is waiting or running.
+        #[arg(long)]
+        exit_when_idle: bool,
+        /// Seconds between asks while nothing is claimable.
+        #[arg(long, default_value_t = 5.0)]
+        poll_secs: f64,
+        /// Seconds a stopped job has between SIGTERM and SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        grace_secs: f64,
+    },
+    /// Copy runs from another tracker into a Sextant project.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Copy experiments' runs (params, tags, every metric point, dataset inputs,
+    /// artifacts, status and times) from an MLflow tracking server or an mlruns
+    /// directory. Running it again skips runs already imported and redoes any an
+    /// interruption left incomplete.
+    Mlflow {
+        #[command(flatten)]
+        server: Server,
+        /// The MLflow tracking server (http:// or https://, credentials from
+        /// MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME and _PASSWORD), or an
+        /// mlruns directory (a path or file: URI).
+        #[arg(long, value_name = "URI")]
+        from: String,
+        /// The Sextant project to import into (made if missing).
+        #[arg(long)]
+        project: String,
+        /// An experiment to import, by name or id (default: all). Repeatable.
+        #[arg(long = "experiment", value_name = "NAME_OR_ID")]
+        experiments: Vec<String>,
+        /// Also import what is in MLflow's trash (into Sextant's).
+        #[arg(long)]
+        include_deleted: bool,
     },
 }
 
@@ -155,6 +252,11 @@ async fn admin_usage(
     Ok(())
 }
 
+fn seconds(flag: &str, secs: f64) -> anyhow::Result<std::time::Duration> {
+    std::time::Duration::try_from_secs_f64(secs)
+        .with_context(|| format!("{flag} is a number of seconds, not {secs}"))
+}
+
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .map_err(|err| format!("expected an RFC 3339 time such as 2026-11-05T13:00:00Z: {err}"))
@@ -209,33 +311,27 @@ async fn upload(
     Ok(())
 }
 
+async fn import_mlflow(client: &Client, options: import_mlflow::Options) -> anyhow::Result<()> {
+    let summary = import_mlflow::import(client, &options).await?;
+    print!("{summary}");
+    if summary.runs_failed > 0 {
+        bail!(
+            "could not import {} of the runs (see above); running the import again retries them",
+            summary.runs_failed
+        );
+    }
+    Ok(())
+}
+
 async fn upload_code(client: &Client, run: &str, dir: PathBuf) -> anyhow::Result<()> {
-    let archive = tempfile::NamedTempFile::new()?;
-    let file = archive.as_file().try_clone()?;
-    let git = tokio::task::spawn_blocking(move || snapshot::create(&dir, &file)).await??;
-    let options = UploadOptions {
-        path: snapshot::SNAPSHOT_PATH.to_owned(),
-        kind: Some("code".to_owned()),
-        step: None,
-        content_type: Some("application/gzip".to_owned()),
-    };
-    transfer::upload(client, run, archive.path(), &options).await?;
-    let _: serde_json::Value = client
-        .patch(
-            &format!("v1/runs/{run}"),
-            &serde_json::json!({ "git": git }),
-        )
-        .await?;
+    let git = snapshot::upload(client, run, dir).await?;
     println!("{}", serde_json::to_string(&git)?);
     Ok(())
 }
 
 async fn download_code(client: &Client, run: &str, to: Option<PathBuf>) -> anyhow::Result<()> {
     let destination = to.unwrap_or_else(|| PathBuf::from(format!("{run}-code")));
-    let archive = tempfile::NamedTempFile::new()?;
-    transfer::download(client, run, snapshot::SNAPSHOT_PATH, archive.path()).await?;
-    let target = destination.clone();
-    tokio::task::spawn_blocking(move || snapshot::restore(archive.path(), &target)).await??;
+    snapshot::download(client, run, snapshot::SNAPSHOT_PATH, &destination).await?;
     println!("{}", destination.display());
     Ok(())
 }
@@ -248,14 +344,17 @@ async fn main() -> anyhow::Result<()> {
             addr,
             data_dir,
             heartbeat_timeout_secs,
+            job_lease_secs,
         } => {
             let app = Application::build(ServeConfig {
                 addr,
                 data_dir: data_dir.clone(),
                 backend: Backend::Embedded,
                 heartbeat_timeout: time::Duration::seconds(heartbeat_timeout_secs.into()),
+                job_lease: time::Duration::seconds(job_lease_secs.into()),
                 plan: PricePlan::from_env()?,
                 operator_token: operator::from_env()?,
+                rate_limits: RateLimits::from_env()?,
             })
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");
@@ -331,6 +430,77 @@ async fn main() -> anyhow::Result<()> {
                 (true, Some(_)) => bail!("--code restores the snapshot; name no path with it"),
                 (false, None) => bail!("name the artifact's path, or pass --code"),
             }
+        }
+        Command::Enqueue {
+            server,
+            project,
+            queue,
+            params,
+            labels,
+            name,
+            max_attempts,
+            code_dir,
+            no_code,
+            command,
+        } => {
+            let job = Enqueue {
+                project,
+                queue,
+                params: params.into_iter().collect(),
+                labels,
+                name,
+                max_attempts,
+                code: (!no_code).then_some(code_dir),
+                command,
+            };
+            let job = enqueue::enqueue(&server.client()?, job).await?;
+            println!("{}", job["run_id"].as_str().unwrap_or_default());
+            Ok(())
+        }
+        Command::Agent {
+            server,
+            project,
+            queue,
+            labels,
+            name,
+            exit_when_idle,
+            poll_secs,
+            grace_secs,
+        } => {
+            let options = AgentOptions {
+                project,
+                queue,
+                labels: labels.into_iter().collect(),
+                name: name.unwrap_or_else(agent::default_name),
+                exit_when_idle,
+                poll: seconds("--poll-secs", poll_secs)?,
+                grace: seconds("--grace-secs", grace_secs)?,
+            };
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stop.cancel();
+            });
+            agent::run(&server.client()?, &options, shutdown).await
+        }
+        Command::Import {
+            command:
+                ImportCommand::Mlflow {
+                    server,
+                    from,
+                    project,
+                    experiments,
+                    include_deleted,
+                },
+        } => {
+            let options = import_mlflow::Options {
+                from,
+                project,
+                experiments,
+                include_deleted,
+            };
+            import_mlflow(&server.client()?, options).await
         }
     }
 }

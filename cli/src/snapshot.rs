@@ -12,6 +12,9 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use serde::Serialize;
 
+use crate::client::Client;
+use crate::transfer::{self, UploadOptions};
+
 /// The artifact path snapshots are stored under.
 pub const SNAPSHOT_PATH: &str = "code/source.tar.gz";
 
@@ -93,6 +96,41 @@ pub fn restore(snapshot: &Path, destination: &Path) -> anyhow::Result<()> {
     tar::Archive::new(GzDecoder::new(file))
         .unpack(destination)
         .with_context(|| format!("unpacking into {}", destination.display()))
+}
+
+/// Snapshots the repository at `dir` as the run's code artifact and records its git
+/// state on the run.
+pub async fn upload(client: &Client, run: &str, dir: PathBuf) -> anyhow::Result<GitInfo> {
+    let archive = tempfile::NamedTempFile::new()?;
+    let file = archive.as_file().try_clone()?;
+    let git = tokio::task::spawn_blocking(move || create(&dir, &file)).await??;
+    let options = UploadOptions {
+        path: SNAPSHOT_PATH.to_owned(),
+        kind: Some("code".to_owned()),
+        step: None,
+        content_type: Some("application/gzip".to_owned()),
+    };
+    transfer::upload(client, run, archive.path(), &options).await?;
+    let _: serde_json::Value = client
+        .patch(
+            &format!("v1/runs/{run}"),
+            &serde_json::json!({ "git": git }),
+        )
+        .await?;
+    Ok(git)
+}
+
+/// Restores the snapshot stored as the run's artifact `path` into `destination`.
+pub async fn download(
+    client: &Client,
+    run: &str,
+    path: &str,
+    destination: &Path,
+) -> anyhow::Result<()> {
+    let archive = tempfile::NamedTempFile::new()?;
+    transfer::download(client, run, path, archive.path()).await?;
+    let target = destination.to_owned();
+    tokio::task::spawn_blocking(move || restore(archive.path(), &target)).await?
 }
 
 #[cfg(test)]

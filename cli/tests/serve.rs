@@ -1,5 +1,6 @@
 //! The real `sextant serve` binary: answers health checks, keeps data across
-//! restarts, stops cleanly on SIGTERM, and stores no secret in plain text.
+//! restarts, stops cleanly on SIGTERM, and neither stores nor logs a secret in plain
+//! text.
 
 mod common;
 
@@ -190,5 +191,138 @@ async fn a_share_token_reaches_neither_the_log_nor_the_disk() {
             "{} holds a share token",
             file.display()
         );
+    }
+}
+
+/// Every kind of secret a session handles, sent every way a client sends them, with
+/// the server logging at debug: none of them may reach the log.
+#[tokio::test]
+async fn a_full_session_leaves_no_secret_in_the_log_even_at_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = common::start_with_env(dir.path(), &[("RUST_LOG", "debug")]);
+    let client = reqwest::Client::new();
+    let base = server.base.clone();
+    let password = "a password nobody should read";
+    let (status, team) = post(
+        &client,
+        format!("{base}/v1/signup"),
+        None,
+        json!({"team": "Secretive", "email": "s@example.com", "password": password}),
+    )
+    .await;
+    assert_eq!(status, 201, "{team}");
+    let api_key = team["api_key"].as_str().unwrap().to_owned();
+    let session = team["token"].as_str().unwrap().to_owned();
+    let (_, login) = post(
+        &client,
+        format!("{base}/v1/login"),
+        None,
+        json!({"email": "s@example.com", "password": password}),
+    )
+    .await;
+    let login_token = login["token"].as_str().unwrap().to_owned();
+    let (_, second_key) = post(
+        &client,
+        format!("{base}/v1/api-keys"),
+        Some(&session),
+        json!({"name": "ci"}),
+    )
+    .await;
+    let second_key = second_key["secret"].as_str().unwrap().to_owned();
+    let (_, exchanged) = post(
+        &client,
+        format!("{base}/v1/auth/token"),
+        Some(&api_key),
+        json!({}),
+    )
+    .await;
+    let access_token = exchanged["token"].as_str().unwrap().to_owned();
+    let (_, invite) = post(
+        &client,
+        format!("{base}/v1/invites"),
+        Some(&access_token),
+        json!({"email": "new@example.com"}),
+    )
+    .await;
+    let invite_token = invite["token"].as_str().unwrap().to_owned();
+    let invitee_password = "the invitee's own password";
+    let (status, _) = post(
+        &client,
+        format!("{base}/v1/invites/{invite_token}/accept"),
+        None,
+        json!({"password": invitee_password}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (_, run) = post(
+        &client,
+        format!("{base}/api/2.0/mlflow/runs/create"),
+        Some(&second_key),
+        json!({}),
+    )
+    .await;
+    let run_id = run["run"]["info"]["run_id"].as_str().unwrap().to_owned();
+    let (_, share) = post(
+        &client,
+        format!("{base}/v1/runs/{run_id}/shares"),
+        Some(&api_key),
+        json!({}),
+    )
+    .await;
+    let share_token = share["token"].as_str().unwrap().to_owned();
+    client
+        .get(format!("{base}/v1/shared/{share_token}"))
+        .send()
+        .await
+        .unwrap();
+    // MLflow's basic auth, a wrong key, a wrong password, a cookie.
+    let basic = client
+        .get(format!(
+            "{base}/api/2.0/mlflow/experiments/get?experiment_id=0"
+        ))
+        .basic_auth("someone", Some(&api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), 200);
+    let wrong_key = format!("{}x", api_key);
+    client
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(&wrong_key)
+        .send()
+        .await
+        .unwrap();
+    post(
+        &client,
+        format!("{base}/v1/login"),
+        None,
+        json!({"email": "s@example.com", "password": "not the password at all"}),
+    )
+    .await;
+    client
+        .get(format!("{base}/projects"))
+        .header("cookie", format!("sextant_session={login_token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(terminate(&mut server).success());
+
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(log.contains("DEBUG"), "the server logged at debug");
+    let secret_half = |credential: &str| credential.rsplit('_').next().unwrap().to_owned();
+    for (what, secret) in [
+        ("password", password.to_owned()),
+        ("invitee's password", invitee_password.to_owned()),
+        ("wrong password", "not the password at all".to_owned()),
+        ("API key", secret_half(&api_key)),
+        ("second API key", secret_half(&second_key)),
+        ("wrong API key", secret_half(&wrong_key)),
+        ("session token", session.clone()),
+        ("log-in token", login_token.clone()),
+        ("access token", access_token.clone()),
+        ("invite token", invite_token.clone()),
+        ("share token", secret_half(&share_token)),
+    ] {
+        assert!(!log.contains(&secret), "the log holds the {what}");
     }
 }

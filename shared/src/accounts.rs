@@ -377,8 +377,17 @@ pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Resolves a bearer credential (API key, access token or session token) to a caller.
+/// Resolves a bearer credential (API key, access token or session token) to a caller,
+/// and counts the request against the caller's rate limits (see `rate_limit`).
 pub async fn authenticate(state: &AppState, bearer: &str) -> ApiResult<Caller> {
+    let caller = resolve(state, bearer).await?;
+    state
+        .limiter
+        .check(caller.tenant.id(), &caller.credential)?;
+    Ok(caller)
+}
+
+async fn resolve(state: &AppState, bearer: &str) -> ApiResult<Caller> {
     if ApiKeySecret::looks_like_key(bearer) {
         let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
         let lookup = get_doc::<KeyLookup>(&*state.kv, &key_lookup(secret.id))

@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -109,6 +110,10 @@ struct Pending {
     /// The multipart upload, for artifacts above the single-upload size.
     upload_id: Option<String>,
     part_size: u64,
+    /// Size and checksum are unknown until the upload completes, and are then taken
+    /// from the object (MLflow's proxied multipart uploads state neither).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    measured: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,6 +331,7 @@ pub async fn register(
                 pending: Some(Pending {
                     upload_id,
                     part_size: part_size_for(new.size),
+                    measured: false,
                 }),
             };
             state
@@ -414,7 +420,7 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
         let size = part_size.min(artifact.size - index * part_size);
         let url = state
             .blobs
-            .presign_part(blob, upload_id, number, size, UPLOAD_URL_TTL)
+            .presign_part(blob, upload_id, number, Some(size), UPLOAD_URL_TTL)
             .await?;
         parts.push(PartUpload { number, size, url });
     }
@@ -479,7 +485,13 @@ pub async fn complete(
             "nothing has been uploaded for this artifact yet",
         )
     })?;
-    let refusal = if stored.size != artifact.size {
+    if pending.measured {
+        artifact.size = stored.size;
+        artifact.sha256 = sha256_of(state, &blob).await?;
+    }
+    let refusal = if pending.measured {
+        None
+    } else if stored.size != artifact.size {
         Some(ApiError::conflict(
             "size_mismatch",
             format!(
@@ -540,6 +552,111 @@ pub async fn complete(
             .ok_or_else(|| ApiError::not_found("artifact")),
         Err(err) => Err(err.into()),
     }
+}
+
+/// Starts a multipart upload of a file whose size and checksum are not known (MLflow's
+/// proxied multipart uploads give only the number of parts); `complete` takes both
+/// from the assembled object. An artifact already at the path is replaced, as MLflow
+/// overwrites. Answers the upload id and a URL for each part.
+pub async fn register_measured(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    path: &str,
+    parts: u32,
+) -> ApiResult<(String, Vec<String>)> {
+    let path = ArtifactPath::parse(path)?;
+    if !(1..=MAX_PARTS).contains(&parts) {
+        return Err(ApiError::invalid(
+            "invalid_parts",
+            format!("an upload has 1 to {MAX_PARTS} parts"),
+        ));
+    }
+    runs::load(state, tenant, run).await?;
+    let key = record_key(tenant, run, &path);
+    match read(state, &key).await? {
+        Some(existing) => remove(state, tenant, run, &existing).await?,
+        None => check_namespace(state, tenant, run, &path).await?,
+    }
+    let blob = blob_key(tenant, run, &path)?;
+    let upload_id = state.blobs.start_multipart(&blob).await?;
+    let artifact = Artifact {
+        path,
+        size: 0,
+        sha256: String::new(),
+        content_type: "application/octet-stream".to_owned(),
+        kind: Kind::File,
+        step: None,
+        created_at: state.now(),
+        pending: Some(Pending {
+            upload_id: Some(upload_id.clone()),
+            part_size: 0,
+            measured: true,
+        }),
+    };
+    state
+        .kv
+        .put(
+            doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
+            Condition::None,
+        )
+        .await?;
+    let mut urls = Vec::with_capacity(parts as usize);
+    for number in 1..=parts {
+        urls.push(
+            state
+                .blobs
+                .presign_part(&blob, &upload_id, number, None, UPLOAD_URL_TTL)
+                .await?,
+        );
+    }
+    Ok((upload_id, urls))
+}
+
+/// Stores bytes the server received itself (MLflow's artifact proxy uploads) as a
+/// sealed artifact, through the same steps a client takes: register, upload, complete.
+/// An artifact already at the path is replaced, as MLflow overwrites; the same bytes
+/// again change nothing.
+pub async fn store(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    path: &str,
+    body: bytes::Bytes,
+    content_type: Option<String>,
+) -> ApiResult<Artifact> {
+    let size = body.len() as u64;
+    if size > SINGLE_UPLOAD_MAX_BYTES {
+        return Err(ApiError::invalid(
+            "artifact_too_large",
+            format!("files above {SINGLE_UPLOAD_MAX_BYTES} bytes upload in parts"),
+        ));
+    }
+    let sha256 = hex::encode(Sha256::digest(&body));
+    match get(state, tenant, run, path).await {
+        Ok(existing) if existing.size == size && existing.sha256 == sha256 => return Ok(existing),
+        Ok(_) => delete(state, tenant, run, path).await?,
+        Err(err) if err.status() == StatusCode::NOT_FOUND => {}
+        Err(err) => return Err(err),
+    }
+    let new = NewArtifact {
+        path: path.to_owned(),
+        size,
+        sha256,
+        content_type,
+        kind: Kind::File,
+        step: None,
+    };
+    let (artifact, _) = register(state, tenant, run, new).await?;
+    state
+        .blobs
+        .put(&blob_key(tenant, run, &artifact.path)?, body)
+        .await?;
+    let completion = Completion {
+        path: artifact.path.as_str().to_owned(),
+        parts: Vec::new(),
+    };
+    complete(state, tenant, run, completion).await
 }
 
 /// The SHA-256 of a stored object, read as a stream.
@@ -621,6 +738,22 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -
         .await?
         .ok_or_else(|| ApiError::not_found("artifact"))?;
     remove(state, tenant, run, &artifact).await
+}
+
+/// Drops an unfinished upload and its registration; a sealed artifact at the path is
+/// left alone, and nothing there is no error (the abort may be a retry).
+pub async fn abort_upload(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    path: &str,
+) -> ApiResult<()> {
+    let path = ArtifactPath::parse(path)?;
+    runs::load(state, tenant, run).await?;
+    match read(state, &record_key(tenant, run, &path)).await? {
+        Some(artifact) if !artifact.is_ready() => remove(state, tenant, run, &artifact).await,
+        _ => Ok(()),
+    }
 }
 
 async fn remove(

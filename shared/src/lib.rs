@@ -14,6 +14,8 @@ pub mod images;
 pub mod lineage;
 pub mod metering;
 pub mod projects;
+pub mod queue;
+pub mod rate_limit;
 pub mod records;
 pub mod runs;
 pub mod series;

@@ -1,6 +1,8 @@
 //! Projects: a team's named collections of runs. Names are unique within a team and
 //! safe in URLs, so clients may address a project by name or by id.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -9,10 +11,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::{ProjectId, UserId};
 use crate::records::{doc_item, get_doc, query_docs};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Query, StoreError, TxOp};
+use crate::storage::kv::{Condition, Query, StoreError, TxOp, Value};
 use crate::tenancy::Tenant;
 
 pub const MAX_PROJECT_NAME_CHARS: usize = 100;
+pub const MAX_TAGS: usize = 100;
+pub const MAX_TAG_KEY_BYTES: usize = 250;
+pub const MAX_TAG_VALUE_BYTES: usize = 5_000;
+const VERSION: &str = "version";
+/// Optimistic-concurrency attempts before a change gives up with 409.
+const UPDATE_ATTEMPTS: usize = 20;
 
 /// 1 to 100 characters of letters, digits, `-`, `_` and `.`, starting with a letter or
 /// digit: usable verbatim in URLs and shell commands.
@@ -50,6 +58,24 @@ pub struct Project {
     pub created_by: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Key-value tags (MLflow's experiment tags).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// When the project last changed (renamed, tagged, trashed or restored).
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updated_at: Option<OffsetDateTime>,
+    /// When the project was moved to the trash (MLflow's experiment delete): it keeps
+    /// its name and runs until restored, and leaves the project list meanwhile.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trashed_at: Option<OffsetDateTime>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +98,9 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
         name,
         created_by: caller.user,
         created_at: state.now(),
+        tags: BTreeMap::new(),
+        updated_at: None,
+        trashed_at: None,
     };
     let ops = vec![
         TxOp::Put(
@@ -89,21 +118,134 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
     match state.kv.transact(ops).await {
         Ok(()) => Ok(project),
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
-            Err(ApiError::conflict(
-                "project_exists",
-                format!("a project named {:?} already exists", project.name.as_str()),
-            ))
+            Err(name_taken(&project.name))
         }
         Err(err) => Err(err.into()),
     }
 }
 
+/// The team's projects, without the ones in the trash.
 pub async fn list(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> {
+    let mut projects = list_all(state, tenant).await?;
+    projects.retain(|project| project.trashed_at.is_none());
+    Ok(projects)
+}
+
+/// The team's projects, including the ones in the trash.
+pub async fn list_all(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> {
     Ok(query_docs(
         &*state.kv,
         Query::partition(tenant.root()).prefix("project#"),
     )
     .await?)
+}
+
+/// A change to a project's name, tags or place in the trash.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectChange {
+    pub name: Option<ProjectName>,
+    pub set_tags: BTreeMap<String, String>,
+    pub remove_tags: Vec<String>,
+    pub trashed: Option<bool>,
+}
+
+fn check_tag(key: &str, value: &str) -> ApiResult<()> {
+    if key.is_empty()
+        || key.len() > MAX_TAG_KEY_BYTES
+        || value.len() > MAX_TAG_VALUE_BYTES
+        || key.chars().chain(value.chars()).any(char::is_control)
+    {
+        return Err(ApiError::invalid(
+            "invalid_tag",
+            format!(
+                "a project tag's key is 1 to {MAX_TAG_KEY_BYTES} bytes and its value at most \
+                 {MAX_TAG_VALUE_BYTES}, without control characters"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Applies `change` to the project, retrying from a fresh read when another change
+/// got there first. A new name must be free: its lookup moves in the same transaction.
+pub async fn update(
+    state: &AppState,
+    tenant: &Tenant,
+    id: ProjectId,
+    change: &ProjectChange,
+) -> ApiResult<Project> {
+    for (key, value) in &change.set_tags {
+        check_tag(key, value)?;
+    }
+    let key = tenant.key(project_sk(id));
+    for _ in 0..UPDATE_ATTEMPTS {
+        let item = state
+            .kv
+            .get(&key)
+            .await?
+            .ok_or_else(|| ApiError::not_found("project"))?;
+        // Projects written before they had a version read as version 0.
+        let version = item.n(VERSION).unwrap_or(0);
+        let mut project: Project = crate::records::read_doc(&item)?;
+        let old_name = project.name.clone();
+        if let Some(name) = &change.name {
+            project.name = name.clone();
+        }
+        project.tags.extend(change.set_tags.clone());
+        for tag in &change.remove_tags {
+            project.tags.remove(tag);
+        }
+        if project.tags.len() > MAX_TAGS {
+            return Err(ApiError::invalid(
+                "invalid_tag",
+                format!("a project has at most {MAX_TAGS} tags"),
+            ));
+        }
+        match change.trashed {
+            Some(true) if project.trashed_at.is_none() => project.trashed_at = Some(state.now()),
+            Some(false) => project.trashed_at = None,
+            _ => {}
+        }
+        project.updated_at = Some(state.now());
+        // Versions only grow, so "at most the version read" means "unchanged since".
+        let mut ops = vec![TxOp::Put(
+            doc_item(key.clone(), &project)?.with(VERSION, Value::N(version + 1)),
+            Condition::AtMost(VERSION.into(), version),
+        )];
+        let renamed = project.name != old_name;
+        if renamed {
+            ops.push(TxOp::Put(
+                doc_item(
+                    tenant.key(name_sk(&project.name)),
+                    &NameRecord { id: project.id },
+                )?,
+                Condition::NotExists,
+            ));
+            ops.push(TxOp::Delete(
+                tenant.key(name_sk(&old_name)),
+                Condition::None,
+            ));
+        }
+        match state.kv.transact(ops).await {
+            Ok(()) => return Ok(project),
+            Err(StoreError::TransactionFailed(failed)) if renamed && failed.contains(&1) => {
+                return Err(name_taken(&project.name));
+            }
+            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_update",
+        "the project changed many times while this request ran; retry it",
+    ))
+}
+
+fn name_taken(name: &ProjectName) -> ApiError {
+    ApiError::conflict(
+        "project_exists",
+        format!("a project named {:?} already exists", name.as_str()),
+    )
 }
 
 /// Finds a project by id (`prj_...`) or by name; a foreign or missing one is 404.

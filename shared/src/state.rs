@@ -20,12 +20,17 @@ pub struct Settings {
     /// A running run not heard from for this long reads as `lost` (or `aborted`, when
     /// an abort was requested and never confirmed).
     pub heartbeat_timeout: time::Duration,
+    /// How long an agent's claim on a queued job lasts without a heartbeat; after that
+    /// the job may go to another agent.
+    pub job_lease: time::Duration,
     pub plan: crate::billing::PricePlan,
     /// Who may see every tenant's usage; nobody when unset.
     pub operator_token: Option<crate::auth::operator::OperatorTokenHash>,
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
+    /// Requests per team and per credential (see `rate_limit`).
+    pub rate_limits: crate::rate_limit::RateLimits,
 }
 
 impl Settings {
@@ -36,9 +41,11 @@ impl Settings {
             access_token_ttl: time::Duration::minutes(15),
             invite_ttl: time::Duration::days(7),
             heartbeat_timeout: time::Duration::minutes(10),
+            job_lease: time::Duration::minutes(1),
             plan: crate::billing::PricePlan::default(),
             operator_token: None,
             body_limit: 6 * 1024 * 1024,
+            rate_limits: crate::rate_limit::RateLimits::default(),
         }
     }
 }
@@ -48,6 +55,7 @@ pub struct AppState {
     pub kv: Arc<dyn KvStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub keyring: Arc<Keyring>,
+    pub limiter: Arc<crate::rate_limit::RateLimiter>,
     pub settings: Arc<Settings>,
     /// The metering marks this process has written.
     pub marks: Arc<crate::metering::Marks>,
@@ -60,6 +68,7 @@ impl AppState {
             kv: storage.kv,
             blobs: storage.blobs,
             keyring: Arc::new(keyring),
+            limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limits)),
             settings: Arc::new(settings),
             marks: Arc::default(),
             clock: Arc::new(SystemClock),
@@ -77,7 +86,8 @@ impl AppState {
 
     /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
     /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`,
-    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` if set, the price plan
+    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` and the job lease from
+    /// `SEXTANT_JOB_LEASE_SECS` if set, the price plan
     /// from `SEXTANT_PLAN_*` and the operator from `SEXTANT_OPERATOR_TOKEN_SHA256`.
     pub async fn from_env() -> anyhow::Result<Self> {
         let storage = AwsStorageConfig::from_env()?.storage().await;
@@ -91,11 +101,20 @@ impl AppState {
         let mut settings = Settings::new(public_url);
         settings.plan = crate::billing::PricePlan::from_env()?;
         settings.operator_token = crate::auth::operator::from_env()?;
+        settings.rate_limits = crate::rate_limit::RateLimits::from_env()?;
         if let Ok(secs) = std::env::var("SEXTANT_HEARTBEAT_TIMEOUT_SECS") {
             let secs: u32 = secs
                 .parse()
                 .context("SEXTANT_HEARTBEAT_TIMEOUT_SECS is not a number of seconds")?;
             settings.heartbeat_timeout = time::Duration::seconds(secs.into());
+        }
+        if let Ok(secs) = std::env::var("SEXTANT_JOB_LEASE_SECS") {
+            let secs: u32 = secs
+                .parse()
+                .ok()
+                .filter(|&secs| secs > 0)
+                .context("SEXTANT_JOB_LEASE_SECS is not a positive number of seconds")?;
+            settings.job_lease = time::Duration::seconds(secs.into());
         }
         Ok(Self::new(storage, keyring, settings))
     }

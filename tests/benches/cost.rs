@@ -1,5 +1,5 @@
 //! What Sextant costs on AWS, from the requests its code issues: the standard workload
-//! (`../shared/workloads/curves.py`, about a million points) logged through the real
+//! (`tests/workloads/curves.py`, about a million points) logged through the real
 //! domain code at four batch sizes, a chart read and an exact read of one series,
 //! and an idle hour of metering, each counted in DynamoDB request units and requests
 //! by `sextant_shared::storage::capacity` (the pricing rules applied to item sizes),

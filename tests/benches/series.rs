@@ -1,4 +1,4 @@
-//! Figures for runs and series on the standard workload (`../shared/workloads/curves.py`):
+//! Figures for runs and series on the standard workload (`tests/workloads/curves.py`):
 //! stored bytes per point, DynamoDB write units per million points, ingest throughput
 //! in process and over HTTP, reads of a 1,000,000-point series, and the run table over
 //! 10,000 runs. It prints its figures; run it with

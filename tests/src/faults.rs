@@ -362,7 +362,7 @@ impl BlobStore for FaultyBlobs {
         key: &BlobKey,
         upload_id: &str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> BlobResult<String> {
         self.faults

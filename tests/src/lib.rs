@@ -131,8 +131,10 @@ impl TestApp {
             data_dir: data_dir.path().to_owned(),
             backend,
             heartbeat_timeout: time::Duration::minutes(10),
+            job_lease: time::Duration::minutes(1),
             plan: PricePlan::default(),
             operator_token: None,
+            rate_limits: sextant_shared::rate_limit::RateLimits::default(),
         };
         adjust(&mut config);
         let app = Application::build(config)
@@ -421,6 +423,36 @@ pub fn state_on(storage: sextant_shared::storage::Storage) -> sextant_shared::st
         keyring,
         sextant_shared::state::Settings::new(None),
     )
+}
+
+/// A state for domain tests on the embedded store and a local blob directory, and the
+/// directory, which must outlive it.
+pub async fn embedded_state() -> (
+    sextant_shared::state::AppState,
+    Box<dyn std::any::Any + Send>,
+) {
+    let (blobs, dir) = local_blobs_with_routes().await;
+    let kv = sextant_shared::storage::embedded::EmbeddedKv::open(&dir.path().join("store.redb"))
+        .expect("opening the store");
+    let storage = sextant_shared::storage::Storage {
+        kv: Arc::new(kv),
+        blobs,
+    };
+    (state_on(storage), Box::new(dir))
+}
+
+/// A state for domain tests on a fresh table and bucket of the emulator (nothing to
+/// keep alive; the second half matches `embedded_state`).
+pub async fn aws_state() -> (
+    sextant_shared::state::AppState,
+    Box<dyn std::any::Any + Send>,
+) {
+    let (_, kv, blobs) = fresh_aws_storage().await;
+    let storage = sextant_shared::storage::Storage {
+        kv: Arc::new(kv),
+        blobs: Arc::new(blobs),
+    };
+    (state_on(storage), Box::new(()))
 }
 
 /// Signs up a new team in `state` and answers its admin, as its first API key.

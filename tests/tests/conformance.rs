@@ -423,6 +423,7 @@ mod cases {
         target: &BlobKey,
         upload_id: &str,
         parts: &[Bytes],
+        sized: bool,
     ) -> Vec<CompletedPart> {
         let client = reqwest::Client::new();
         let mut completed = Vec::new();
@@ -433,7 +434,7 @@ mod cases {
                     target,
                     upload_id,
                     number,
-                    body.len() as u64,
+                    sized.then_some(body.len() as u64),
                     Duration::from_secs(60),
                 )
                 .await
@@ -459,7 +460,7 @@ mod cases {
         let target = key("ten_x/run/big.bin");
         let upload_id = f.blobs.start_multipart(&target).await.unwrap();
         let parts = parts();
-        let completed = upload_parts(&*f.blobs, &target, &upload_id, &parts).await;
+        let completed = upload_parts(&*f.blobs, &target, &upload_id, &parts, true).await;
         assert_eq!(
             f.blobs.head(&target).await.unwrap(),
             None,
@@ -477,10 +478,26 @@ mod cases {
         assert_eq!(stored.bytes().await.unwrap(), parts.concat());
     }
 
+    /// MLflow's proxied uploads know only how many parts there are, not their sizes.
+    pub async fn parts_presigned_without_a_length_take_the_size_the_client_sends(f: Fixture) {
+        let target = key("ten_x/run/unsized.bin");
+        let upload_id = f.blobs.start_multipart(&target).await.unwrap();
+        let parts = parts();
+        let completed = upload_parts(&*f.blobs, &target, &upload_id, &parts, false).await;
+        f.blobs
+            .complete_multipart(&target, &upload_id, &completed)
+            .await
+            .unwrap();
+        assert_eq!(
+            f.blobs.get(&target).await.unwrap().bytes().await.unwrap(),
+            parts.concat()
+        );
+    }
+
     pub async fn a_multipart_upload_with_a_wrong_etag_or_after_abort_does_not_complete(f: Fixture) {
         let target = key("ten_x/run/bad.bin");
         let upload_id = f.blobs.start_multipart(&target).await.unwrap();
-        let mut completed = upload_parts(&*f.blobs, &target, &upload_id, &parts()).await;
+        let mut completed = upload_parts(&*f.blobs, &target, &upload_id, &parts(), true).await;
         completed[1].etag = "\"0123456789abcdef0123456789abcdef\"".into();
         assert!(matches!(
             f.blobs
@@ -545,5 +562,6 @@ both!(
     deleting_a_blob_is_idempotent,
     presigned_urls_upload_and_download_one_object,
     a_multipart_upload_through_presigned_part_urls_assembles_the_object,
+    parts_presigned_without_a_length_take_the_size_the_client_sends,
     a_multipart_upload_with_a_wrong_etag_or_after_abort_does_not_complete,
 );

@@ -2,8 +2,6 @@
 //! (retried batches included), its storage sampled, rolling an hour up again changing
 //! nothing, missed hours filled in, and tenants kept apart.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use sextant_shared::auth::Caller;
 use sextant_shared::billing;
@@ -12,33 +10,8 @@ use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
 use sextant_shared::state::AppState;
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, signed_up_caller, state_on};
+use sextant_tests::{aws_state, embedded_state, signed_up_caller};
 use time::{Duration, OffsetDateTime};
-
-async fn embedded() -> (AppState, Box<dyn std::any::Any>) {
-    let (blobs, dir) = local_blobs_with_routes().await;
-    let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("store");
-    (
-        state_on(Storage {
-            kv: Arc::new(kv),
-            blobs,
-        }),
-        Box::new(dir),
-    )
-}
-
-async fn aws() -> (AppState, Box<dyn std::any::Any>) {
-    let (_, kv, blobs) = fresh_aws_storage().await;
-    (
-        state_on(Storage {
-            kv: Arc::new(kv),
-            blobs: Arc::new(blobs),
-        }),
-        Box::new(()),
-    )
-}
 
 async fn log(
     state: &AppState,
@@ -61,7 +34,7 @@ async fn log(
 }
 
 async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
-    (state, _keep): (AppState, Box<dyn std::any::Any>),
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
     let first_hour = hour_of(OffsetDateTime::now_utc());
     let (a, b) = (
@@ -174,12 +147,13 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
 
 #[tokio::test]
 async fn the_roll_up_on_the_embedded_store() {
-    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(embedded().await).await;
+    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(embedded_state().await)
+        .await;
 }
 
 #[tokio::test]
 async fn the_roll_up_on_dynamodb() {
-    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(aws().await).await;
+    rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(aws_state().await).await;
 }
 
 #[tokio::test]

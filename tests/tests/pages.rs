@@ -1421,3 +1421,41 @@ async fn user_supplied_names_render_as_text_on_every_page_that_shows_them() {
     assert_eq!(run_page.text("table#params tbody th"), SCRIPT);
     assert!(run_page.text("pre.log").contains(SCRIPT));
 }
+
+#[tokio::test]
+async fn a_run_logged_through_mlflow_shows_on_its_page_like_any_other() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let mlflow = |path: &str, body: Value| {
+        let (app, key) = (&app, team.api_key.clone());
+        let path = format!("/api/2.0/mlflow/{path}");
+        async move {
+            let (status, answer) = app.post(&path, &key, body).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {answer}");
+            answer
+        }
+    };
+    let created = mlflow("runs/create", json!({"run_name": "from-mlflow"})).await;
+    let run = text(&created["run"]["info"], "run_id");
+    mlflow(
+        "runs/log-batch",
+        json!({
+            "run_id": run,
+            "params": [{"key": "lr", "value": "1e-05"}],
+            "tags": [{"key": "team", "value": "vision"}],
+            "metrics": [{"key": "val/loss", "value": 0.5, "timestamp": 0, "step": 3}],
+        }),
+    )
+    .await;
+    let browser = logged_in(&app, &team).await;
+    let page = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.text("h1").trim(), "from-mlflow");
+    for shown in [
+        "<th scope=\"row\">lr</th><td>0.00001</td>",
+        "team=vision",
+        "val/loss",
+    ] {
+        assert!(page.body.contains(shown), "{shown} on the run page");
+    }
+}

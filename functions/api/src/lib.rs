@@ -6,8 +6,10 @@ mod artifacts;
 mod images;
 mod lineage;
 mod members;
+mod mlflow;
 pub mod pages;
 mod projects;
+mod queues;
 mod runs;
 mod session;
 mod shares;
@@ -54,6 +56,18 @@ pub fn routes() -> Router<AppState> {
             get(runs::get).patch(runs::patch).delete(runs::delete),
         )
         .route("/v1/runs/{run}/abort", post(runs::abort))
+        .route(
+            "/v1/projects/{project}/queues/{queue}/jobs",
+            post(queues::enqueue).get(queues::list),
+        )
+        .route(
+            "/v1/projects/{project}/queues/{queue}/claim",
+            post(queues::claim),
+        )
+        .route("/v1/jobs/{run}", get(queues::get))
+        .route("/v1/jobs/{run}/cancel", post(queues::cancel))
+        .route("/v1/jobs/{run}/heartbeat", post(queues::heartbeat))
+        .route("/v1/jobs/{run}/finish", post(queues::finish))
         .route("/v1/runs/{run}/series", get(runs::list_series))
         // Series names hold slashes (`train/loss`): the rest of the path is the name.
         .route("/v1/runs/{run}/series/{*name}", get(runs::read_series))
@@ -82,6 +96,7 @@ pub fn routes() -> Router<AppState> {
             get(artifacts::download).delete(artifacts::delete),
         )
         .merge(shares::routes())
+        .merge(mlflow::routes())
         .merge(pages::routes())
 }
 

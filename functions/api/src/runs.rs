@@ -90,6 +90,9 @@ pub struct ListParams {
     pub(crate) sort: Option<String>,
     pub(crate) limit: Option<usize>,
     pub(crate) cursor: Option<String>,
+    /// `true` lists the runs in the trash (deleted through MLflow) instead.
+    #[serde(default)]
+    pub(crate) trashed: bool,
 }
 
 /// One page of a project's run table: every run of the project, and which of them
@@ -139,6 +142,7 @@ pub(crate) async fn run_table(
         name: params.name.as_ref().map(|name| name.to_lowercase()),
         created_after: params.created_after,
         created_before: params.created_before,
+        trashed: params.trashed,
     };
     let runs = runs::all_in_project(state, tenant, project.id).await?;
     let now = state.now();

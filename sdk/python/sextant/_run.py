@@ -201,6 +201,8 @@ class Run:
         system_step: int = 0,
         max_batch_points: int = 50_000,
         durable: bool = True,
+        params: Optional[Dict[str, Any]] = None,
+        ends_run: bool = True,
     ) -> None:
         self._spool = spool
         self._client = client
@@ -222,6 +224,8 @@ class Run:
         self._closed = False
         self._warned_closed = False
 
+        self._params = dict(params or {})
+        self._ends_run = ends_run
         self._console_steps = dict(console_steps or {})
         self._system_step = system_step
         self._abort_requested = False
@@ -260,6 +264,12 @@ class Run:
     def spool_dir(self) -> Path:
         """Where this run's data waits until the server acknowledges it."""
         return self._spool.path
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        """The run's params, nested names flattened (``model/depth``): under an agent,
+        the queued job's, with those given to ``init`` filling in what it lacks."""
+        return dict(self._params)
 
     @property
     def abort_requested(self) -> bool:
@@ -515,6 +525,8 @@ class Run:
         ``timeout`` seconds (default ``finish_timeout`` of ``init``); what could not be
         sent stays in the spool for ``python -m sextant sync`` or the next ``init``.
         Answers whether everything reached the server. Calling it again does nothing.
+        Under ``sextant agent`` the run is not ended here: the agent ends it from the
+        command's exit status.
         """
         with self._finish_lock:
             if self._finished or self._finishing:
@@ -537,7 +549,11 @@ class Run:
                 self._snapshot_thread.join(max(0.0, deadline - time.monotonic()))
             with self._lock:
                 self._closed = True
-            self._spool.set_finish(status)
+            # Under an agent the agent ends the run from the exit status, once it has
+            # stored every line printed, the traceback after the end of a failed run
+            # included.
+            if self._ends_run:
+                self._spool.set_finish(status)
             ok = self._deliver(deadline)
         finally:
             self._finished = True
@@ -597,6 +613,18 @@ class Run:
         self.finish(status)
 
 
+def _flat_params(params: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Params with nested names joined by ``/``, as the server stores them."""
+    flat: Dict[str, Any] = {}
+    for key, value in params.items():
+        name = prefix + str(key)
+        if isinstance(value, Mapping):
+            flat.update(_flat_params(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat
+
+
 def init(
     project: Optional[str] = None,
     name: Optional[str] = None,
@@ -610,11 +638,11 @@ def init(
     mode: Optional[str] = None,
     spool_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
     on_abort: Optional[AbortCallback] = None,
-    capture_output: bool = True,
+    capture_output: Optional[bool] = None,
     system_metrics: bool = True,
     system_interval: float = 5.0,
-    git: bool = True,
-    code: bool = True,
+    git: Optional[bool] = None,
+    code: Optional[bool] = None,
     flush_interval: float = 1.0,
     flush_points: int = 10_000,
     heartbeat_interval: float = 15.0,
@@ -640,12 +668,30 @@ def init(
     seconds), ``git`` (commit, branch, remote, dirty) and ``code`` (a snapshot of the
     tracked files, uploaded as ``code/source.tar.gz``).
 
+    Under ``sextant agent`` (``SEXTANT_RUN_ID`` set, and no ``run_id``), the run is
+    the queued job's: ``init`` attaches to it instead of creating one, its params win
+    over ``params`` (which only fill in names the job lacks; read them back from
+    ``run.params``), its name stays, ``capture_output``, ``git`` and ``code`` default to
+    off, since the agent already streams the output and the job has its snapshot, and
+    the run is left for the agent to end from the command's exit status.
+
     Batches are sent every ``flush_interval`` seconds, or as soon as ``flush_points``
     points wait; a heartbeat goes out after ``heartbeat_interval`` quiet seconds.
     """
     mode = (mode or os.environ.get("SEXTANT_MODE") or "online").lower()
     if mode not in ("online", "offline"):
         raise ConfigError('mode is "online" or "offline", not {!r}'.format(mode))
+    job_run = None if run_id is not None else os.environ.get("SEXTANT_RUN_ID") or None
+    if job_run is not None:
+        if mode == "offline":
+            raise ConfigError(
+                'SEXTANT_RUN_ID names a queued job\'s run to attach to, which needs mode="online"'
+            )
+        run_id = job_run
+    under_agent = job_run is not None
+    capture_output = not under_agent if capture_output is None else capture_output
+    git = not under_agent if git is None else git
+    code = not under_agent if code is None else code
     project = project or os.environ.get("SEXTANT_PROJECT")
     if not project and run_id is None:
         raise ConfigError("sextant.init needs a project (project=... or SEXTANT_PROJECT)")
@@ -717,9 +763,15 @@ def init(
                     )
                 )
             changes: Dict[str, Any] = {}
-            for field in ("name", "description", "params", "git"):
+            # A queued job's run keeps what it was enqueued with.
+            for field in ("git",) if under_agent else ("name", "description", "params", "git"):
                 if field in body:
                     changes[field] = body[field]
+            if under_agent:
+                given = run.get("params") or {}
+                defaults = {k: v for k, v in _flat_params(params).items() if k not in given}
+                if defaults:
+                    changes["params"] = defaults
             if tag_list:
                 changes["tags"] = {"add": tag_list}
             if changes:
@@ -741,9 +793,11 @@ def init(
                     leftover.unlock()
         run_id = str(run["id"])
         name = str(run.get("name", name))
+        run_params = run.get("params") or {}
         meta.update(run_id=run_id, name=name, project=project or run.get("project_id"))
         key = "{}.{}".format(run_id, session)
     else:
+        run_params = _flat_params(params)
         meta["create"] = {"project": project, "body": body}
         key = "offline-{}-{}".format(time.strftime("%Y%m%d-%H%M%S"), session)
 
@@ -767,6 +821,8 @@ def init(
         console_steps=console_steps,
         system_step=system_step,
         durable=durable,
+        params=run_params,
+        ends_run=not under_agent,
     )
     result._start(capture_output, system_metrics, system_interval, info, code)
     if client is not None and sync_leftovers_on_init:

@@ -213,7 +213,14 @@ def spool_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(autouse=True)
 def _no_ambient_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SEXTANT_URL", "SEXTANT_API_KEY", "SEXTANT_PROJECT", "SEXTANT_MODE"):
+    for name in (
+        "SEXTANT_URL",
+        "SEXTANT_API_KEY",
+        "SEXTANT_PROJECT",
+        "SEXTANT_MODE",
+        "SEXTANT_RUN_ID",
+        "SEXTANT_PARAMS",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -11,6 +11,8 @@ mod role;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 
 pub use role::Role;
 
@@ -53,7 +55,10 @@ impl Caller {
     }
 }
 
-fn bearer(parts: &Parts) -> ApiResult<&str> {
+/// The credential in `Authorization`: a bearer token, or HTTP Basic with the credential
+/// as the password (what the MLflow client sends given `MLFLOW_TRACKING_USERNAME` and
+/// `MLFLOW_TRACKING_PASSWORD`; the user name is not checked, the key alone decides).
+fn credential(parts: &Parts) -> ApiResult<String> {
     let header = parts
         .headers
         .get(AUTHORIZATION)
@@ -63,7 +68,16 @@ fn bearer(parts: &Parts) -> ApiResult<&str> {
         .ok()
         .and_then(|value| {
             let (scheme, token) = value.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            let token = token.trim();
+            if scheme.eq_ignore_ascii_case("bearer") {
+                Some(token.to_owned())
+            } else if scheme.eq_ignore_ascii_case("basic") {
+                let decoded = STANDARD.decode(token).ok()?;
+                let (_user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+                Some(password.to_owned())
+            } else {
+                None
+            }
         })
         .filter(|token| !token.is_empty())
         .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <credential>"))
@@ -73,7 +87,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        accounts::authenticate(state, bearer(parts)?).await
+        accounts::authenticate(state, &credential(parts)?).await
     }
 }
 

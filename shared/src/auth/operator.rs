@@ -48,12 +48,12 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = super::bearer(parts)?;
+        let token = super::credential(parts)?;
         let allowed = state
             .settings
             .operator_token
             .as_ref()
-            .is_some_and(|hash| hash.matches(token));
+            .is_some_and(|hash| hash.matches(&token));
         if allowed {
             Ok(Operator)
         } else {

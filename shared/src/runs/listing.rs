@@ -185,11 +185,14 @@ pub struct Filter {
     pub name: Option<String>,
     pub created_after: Option<OffsetDateTime>,
     pub created_before: Option<OffsetDateTime>,
+    /// The runs in the trash instead of the others.
+    pub trashed: bool,
 }
 
 impl Filter {
     fn keeps(&self, run: &RunRecord, status: Status) -> bool {
-        self.tag.as_ref().is_none_or(|tag| run.tags.contains(tag))
+        run.trashed_at.is_some() == self.trashed
+            && self.tag.as_ref().is_none_or(|tag| run.tags.contains(tag))
             && (self.statuses.is_empty() || self.statuses.contains(&status))
             && self
                 .name

@@ -38,6 +38,8 @@ pub use params::ParamValue;
 pub const MAX_NAME_BYTES: usize = 250;
 pub const MAX_DESCRIPTION_BYTES: usize = 10_000;
 pub const MAX_TAG_BYTES: usize = 250;
+/// A `key=value` tag (MLflow's key-value tags) may carry a value as long as MLflow allows.
+pub const MAX_TAG_VALUE_BYTES: usize = 8_000;
 pub const MAX_TAGS: usize = 100;
 const VERSION: &str = "version";
 /// Optimistic-concurrency attempts before a change gives up with 409.
@@ -85,7 +87,7 @@ pub struct GitInfo {
 }
 
 impl GitInfo {
-    fn validate(&self) -> ApiResult<()> {
+    pub fn validate(&self) -> ApiResult<()> {
         let fields = [&self.commit, &self.branch, &self.remote, &self.message];
         if fields
             .iter()
@@ -135,6 +137,14 @@ pub struct RunRecord {
     /// Set while the run's data is being deleted; such a run is already gone for readers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// When the run was moved to the trash (MLflow's soft delete): hidden from the run
+    /// table, kept with all its data until restored or deleted for good.
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub trashed_at: Option<OffsetDateTime>,
 }
 
 impl RunRecord {
@@ -175,6 +185,7 @@ impl RunRecord {
             ended_at,
             heartbeat_at: self.heartbeat_at,
             abort_requested: self.abort_requested_at.is_some(),
+            trashed_at: self.trashed_at,
             series: self
                 .series
                 .iter()
@@ -206,6 +217,11 @@ pub struct RunView<'a> {
     #[serde(with = "time::serde::rfc3339")]
     heartbeat_at: OffsetDateTime,
     abort_requested: bool,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trashed_at: Option<OffsetDateTime>,
     series: BTreeMap<&'a str, crate::series::SeriesInfo>,
 }
 
@@ -236,7 +252,7 @@ struct RunPointer {
     project_id: ProjectId,
 }
 
-fn check_name(name: &str) -> ApiResult<()> {
+pub fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
         return Err(ApiError::invalid(
             "invalid_name",
@@ -246,7 +262,7 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_description(description: &str) -> ApiResult<()> {
+pub fn check_description(description: &str) -> ApiResult<()> {
     if description.len() > MAX_DESCRIPTION_BYTES {
         return Err(ApiError::invalid(
             "invalid_description",
@@ -256,19 +272,30 @@ fn check_description(description: &str) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> ApiResult<()> {
+/// A tag is a label (`baseline`) or a key and value (`dataset=imagenet`), which is how
+/// MLflow's key-value tags are kept.
+pub fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> ApiResult<()> {
     for tag in tags {
-        if tag.is_empty() || tag.len() > MAX_TAG_BYTES || tag.chars().any(char::is_control) {
+        let (label, value) = tag.split_once('=').unwrap_or((tag, ""));
+        if label.is_empty()
+            || label.len() > MAX_TAG_BYTES
+            || value.len() > MAX_TAG_VALUE_BYTES
+            || tag.chars().any(char::is_control)
+        {
             return Err(ApiError::invalid(
                 "invalid_tag",
-                format!("a tag is 1 to {MAX_TAG_BYTES} bytes without control characters"),
+                format!(
+                    "a tag is a label of 1 to {MAX_TAG_BYTES} bytes, optionally followed by \
+                     `=` and a value of at most {MAX_TAG_VALUE_BYTES} bytes, without control \
+                     characters"
+                ),
             ));
         }
     }
     Ok(())
 }
 
-fn check_tag_count(tags: &BTreeSet<String>) -> ApiResult<()> {
+pub fn check_tag_count(tags: &BTreeSet<String>) -> ApiResult<()> {
     if tags.len() > MAX_TAGS {
         return Err(ApiError::invalid(
             "invalid_tag",
@@ -290,6 +317,9 @@ pub struct NewRun {
     pub git: Option<GitInfo>,
     /// `queued` for runs that wait for a worker; `running` otherwise.
     pub status: Option<Status>,
+    /// When the run started, if before now: runs imported from elsewhere keep theirs.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
 }
 
 pub async fn create(
@@ -321,6 +351,17 @@ pub async fn create(
         }
     };
 
+    let now = state.now();
+    let created_at = match new.created_at {
+        Some(at) if at > now => {
+            return Err(ApiError::invalid(
+                "invalid_created_at",
+                "created_at is a time in the past",
+            ));
+        }
+        Some(at) => at,
+        None => now,
+    };
     let tenant = &caller.tenant;
     let number = state
         .kv
@@ -331,7 +372,6 @@ pub async fn create(
         )
         .await?;
     let id = RunId::generate();
-    let now = state.now();
     let record = RunRecord {
         id,
         project_id: project.id,
@@ -345,13 +385,14 @@ pub async fn create(
         tags,
         params,
         git: new.git,
-        created_at: now,
+        created_at,
         ended_at: None,
         heartbeat_at: now,
         abort_requested_at: None,
         series: BTreeMap::new(),
         stored_bytes: 0,
         deleting: false,
+        trashed_at: None,
     };
     state
         .kv
@@ -499,6 +540,9 @@ pub struct RunChanges {
     pub tags: Option<TagChanges>,
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
     pub git: Option<GitInfo>,
+    /// With an ending `status`: when the run ended, if not now (an imported run's end).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
 }
 
 pub async fn patch(
@@ -520,10 +564,23 @@ pub async fn patch(
         git.validate()?;
     }
     let param_updates = changes.params.as_ref().map(params::flatten).transpose()?;
+    let ending = changes.status.is_some_and(Status::is_ended);
+    if changes.ended_at.is_some() && !ending {
+        return Err(ApiError::invalid(
+            "invalid_ended_at",
+            "ended_at goes with a status that ends the run",
+        ));
+    }
     let timeout = state.settings.heartbeat_timeout;
     let (record, ()) = update(state, tenant, run, |record, now| {
         if let Some(status) = changes.status {
+            let was_ended = record.status_at(now, timeout).is_ended();
             transition(record, status, now, timeout)?;
+            if let Some(ended_at) = changes.ended_at
+                && !was_ended
+            {
+                record.ended_at = Some(ended_at.clamp(record.created_at, now));
+            }
         }
         if let Some(name) = &changes.name {
             record.name.clone_from(name);
@@ -610,6 +667,25 @@ pub async fn abort(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<R
     Ok(record)
 }
 
+/// Moves the run to the trash or takes it out again; doing either twice is harmless.
+pub async fn set_trashed(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    trashed: bool,
+) -> ApiResult<RunRecord> {
+    let (record, ()) = update(state, tenant, run, |record, now| {
+        match (trashed, record.trashed_at) {
+            (true, None) => record.trashed_at = Some(now),
+            (false, Some(_)) => record.trashed_at = None,
+            _ => {}
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(record)
+}
+
 /// Records a heartbeat: the run is alive (and running, if it was queued).
 pub async fn heartbeat(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<RunRecord> {
     let timeout = state.settings.heartbeat_timeout;
@@ -656,6 +732,7 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
     crate::images::delete_all(state, tenant, run).await?;
     // Shares open nothing once the run is hidden; these are their lookups going too.
     crate::shares::delete_all(state, tenant, run).await?;
+    crate::queue::delete_for_run(state, tenant, run).await?;
     purge_partition(state, &data_partition(tenant, run)).await?;
     let record = &versioned.record;
     let ops = vec![

@@ -50,6 +50,37 @@ impl ParamValue {
         }
     }
 
+    /// The value as text, the way MLflow holds every parameter: numbers and booleans as
+    /// Python prints them (`0.001`, `1e-05`, `True`), since MLflow's clients are Python.
+    pub fn to_text(&self) -> String {
+        match self {
+            ParamValue::Bool(true) => "True".into(),
+            ParamValue::Bool(false) => "False".into(),
+            ParamValue::Int(i) => i.to_string(),
+            ParamValue::Float(f) => python_float_repr(*f),
+            ParamValue::String(s) => s.clone(),
+        }
+    }
+
+    /// A parameter sent as text (MLflow's only kind): a number or boolean when the text
+    /// is exactly how that value prints, so `lr` sorts by value in the run table and
+    /// reads back as the same text; any other text stays text.
+    pub fn from_text(text: &str) -> Self {
+        let typed = match text {
+            "True" => Some(ParamValue::Bool(true)),
+            "False" => Some(ParamValue::Bool(false)),
+            _ => text.parse::<i64>().map(ParamValue::Int).ok().or_else(|| {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(ParamValue::Float)
+            }),
+        };
+        typed
+            .filter(|value| value.to_text() == text)
+            .unwrap_or_else(|| ParamValue::String(text.to_owned()))
+    }
+
     fn as_f64(&self) -> Option<f64> {
         match self {
             ParamValue::Int(i) => Some(*i as f64),
@@ -156,6 +187,52 @@ pub fn apply(
     Ok(())
 }
 
+/// Python's `repr` of a float: the shortest digits that read back as the same value,
+/// positional from 1e-4 up to 1e16 (always with a fraction, `3.0`), scientific with a
+/// signed two-digit exponent outside that (`1e-05`, `1.5e+16`).
+fn python_float_repr(value: f64) -> String {
+    // Rust's `{:e}` gives the same shortest digits: `-1.5e-5`, `3e0`.
+    let scientific = format!("{value:e}");
+    let (mantissa, exponent) = scientific
+        .split_once('e')
+        .expect("`{:e}` always writes an exponent");
+    let exponent: i32 = exponent.parse().expect("`{:e}` writes an integer exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", mantissa),
+    };
+    let digits = mantissa.replace('.', "");
+    if (-4..16).contains(&exponent) {
+        let point = exponent + 1;
+        if point <= 0 {
+            format!(
+                "{sign}0.{}{digits}",
+                "0".repeat(point.unsigned_abs() as usize)
+            )
+        } else if point as usize >= digits.len() {
+            format!(
+                "{sign}{digits}{}.0",
+                "0".repeat(point as usize - digits.len())
+            )
+        } else {
+            let (whole, fraction) = digits.split_at(point as usize);
+            format!("{sign}{whole}.{fraction}")
+        }
+    } else {
+        let (first, rest) = digits.split_at(1);
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exponent_sign = if exponent < 0 { '-' } else { '+' };
+        format!(
+            "{sign}{first}{fraction}e{exponent_sign}{:02}",
+            exponent.unsigned_abs()
+        )
+    }
+}
+
 fn truncate(name: &str) -> String {
     name.chars().take(60).collect()
 }
@@ -210,6 +287,49 @@ mod tests {
             .map(|i| (format!("p{i}"), Some(ParamValue::Int(1))))
             .collect();
         assert!(apply(&mut params, many).is_err());
+    }
+
+    #[test]
+    fn floats_print_as_python_repr_does() {
+        let cases = [
+            (0.001, "0.001"),
+            (0.0001, "0.0001"),
+            (1e-5, "1e-05"),
+            (3e-4, "0.0003"),
+            (1.0, "1.0"),
+            (-0.0, "-0.0"),
+            (0.0, "0.0"),
+            (123456789012345.0, "123456789012345.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (-2.5e-7, "-2.5e-07"),
+            (1e100, "1e+100"),
+            (0.1 + 0.2, "0.30000000000000004"),
+            (12.5, "12.5"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(python_float_repr(value), text, "{value:e}");
+        }
+    }
+
+    #[test]
+    fn text_parameters_become_typed_only_when_they_print_back_the_same() {
+        assert_eq!(ParamValue::from_text("32"), ParamValue::Int(32));
+        assert_eq!(ParamValue::from_text("1e-05"), ParamValue::Float(1e-5));
+        assert_eq!(ParamValue::from_text("0.001"), ParamValue::Float(0.001));
+        assert_eq!(ParamValue::from_text("True"), ParamValue::Bool(true));
+        for kept in [
+            "007", "+5", "1e-5", "0.0010", "true", "nan", "inf", "adam", "", " 1",
+        ] {
+            assert_eq!(
+                ParamValue::from_text(kept),
+                ParamValue::String(kept.into()),
+                "{kept:?}"
+            );
+        }
+        for text in ["-3", "2.5", "1e+16", "False", "[1, 2]"] {
+            assert_eq!(ParamValue::from_text(text).to_text(), text);
+        }
     }
 
     #[test]

@@ -384,6 +384,42 @@ fn replay(record: &BatchRecord, fingerprint: &str, run: &RunRecord) -> ApiResult
     })
 }
 
+/// What the log-batch fuzz target (`fuzz/fuzz_targets/log_batch.rs`) drives: a body
+/// parsed as the ingest function parses it, then checked and cut into chunks as `log`
+/// does before writing anything, and every chunk read back: no input may panic, and
+/// the chunks hold exactly the points the batch says it accepted. Built only by
+/// cargo-fuzz, which sets `cfg(fuzzing)`.
+#[cfg(fuzzing)]
+pub fn fuzz_log_batch(body: &[u8]) {
+    use super::SeriesData;
+    let Ok(batch) = serde_json::from_slice::<LogBatch>(body) else {
+        return;
+    };
+    let tenant = Tenant::verified(crate::ids::TenantId::generate());
+    let Ok(Some(prepared)) = prepare(
+        &tenant,
+        RunId::generate(),
+        batch,
+        OffsetDateTime::UNIX_EPOCH,
+    ) else {
+        return;
+    };
+    let mut stored = 0;
+    for item in &prepared.items {
+        let chunk = super::chunk_bytes(item).expect("every chunk item holds its bytes");
+        stored += if item.key.sk.starts_with("t#") {
+            TextPoints::decode(chunk)
+                .expect("a text chunk reads back")
+                .len()
+        } else {
+            Points::decode(chunk)
+                .expect("a numeric chunk reads back")
+                .len()
+        };
+    }
+    assert_eq!(stored as u64, prepared.accepted);
+}
+
 /// Stores a log batch for a run of the caller's team.
 pub async fn log(
     state: &AppState,

@@ -60,15 +60,20 @@ impl SeriesKind {
     }
 }
 
-/// Checks a series name: 1 to 250 bytes of letters, digits, `_ - . / :` and spaces
-/// (MLflow's rule), which keeps `#` free to separate the parts of chunk keys.
-pub fn check_name(name: &str) -> ApiResult<()> {
-    let valid = !name.is_empty()
+/// Whether `name` is 1 to 250 bytes of letters, digits, `_ - . / :` and spaces: MLflow's
+/// rule for metric, param and tag keys, which series names follow too.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_NAME_BYTES
         && name
             .chars()
-            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | ' '));
-    if valid {
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | ' '))
+}
+
+/// Checks a series name: 1 to 250 bytes of letters, digits, `_ - . / :` and spaces
+/// (MLflow's rule), which keeps `#` free to separate the parts of chunk keys.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    if is_key_name(name) {
         Ok(())
     } else {
         Err(ApiError::invalid(

@@ -168,14 +168,16 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Starts a multipart upload to `key` and returns its id.
     async fn start_multipart(&self, key: &BlobKey) -> BlobResult<String>;
 
-    /// A URL that uploads exactly `content_length` bytes as part `number` of an upload.
-    /// Its answer carries the part's `ETag`, which completing needs.
+    /// A URL that uploads part `number` of an upload: exactly `content_length` bytes
+    /// when given (Sextant's clients plan their parts), any size up to `MAX_PART_BYTES`
+    /// otherwise (MLflow's proxy protocol tells only how many parts there are). Its
+    /// answer carries the part's `ETag`, which completing needs.
     async fn presign_part(
         &self,
         key: &BlobKey,
         upload_id: &str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> BlobResult<String>;
 

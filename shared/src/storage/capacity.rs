@@ -519,7 +519,7 @@ impl BlobStore for MeteredBlobs {
         key: &BlobKey,
         upload_id: &str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> BlobResult<String> {
         let result = self

@@ -25,7 +25,7 @@ use tokio_util::io::ReaderStream;
 
 use super::blob::{
     BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart,
-    MIN_PART_BYTES, Presign,
+    MAX_PART_BYTES, MIN_PART_BYTES, Presign,
 };
 use crate::error::{ApiError, ApiResult};
 
@@ -61,7 +61,11 @@ impl UrlSigner {
                 upload_id,
                 number,
                 content_length,
-            } => format!("PART\n{content_length}\n{upload_id}\n{number}"),
+            } => {
+                // `*`: a part of any size, which a signed length can never spell.
+                let length = content_length.map_or("*".to_owned(), |length| length.to_string());
+                format!("PART\n{length}\n{upload_id}\n{number}")
+            }
         };
         mac.update(format!("{operation}\n{expires}\n{}", key.as_str()).as_bytes());
         mac
@@ -90,7 +94,7 @@ enum Signed<'a> {
     Part {
         upload_id: &'a str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
     },
 }
 
@@ -189,7 +193,9 @@ impl LocalBlobs {
                     number,
                     content_length,
                 } => {
-                    query.append_pair("length", &content_length.to_string());
+                    if let Some(length) = content_length {
+                        query.append_pair("length", &length.to_string());
+                    }
                     query.append_pair("upload_id", upload_id);
                     query.append_pair("part", &number.to_string());
                 }
@@ -215,7 +221,8 @@ impl LocalBlobs {
             futures::pin_mut!(stream);
             while let Some(chunk) = stream.try_next().await? {
                 written += chunk.len() as u64;
-                if expected_length.is_some_and(|expected| written > expected) {
+                // Without a signed length, no more than S3 takes in one part.
+                if written > expected_length.unwrap_or(MAX_PART_BYTES) {
                     return Err(WriteError::LengthMismatch);
                 }
                 digest.update(&chunk);
@@ -266,11 +273,11 @@ impl LocalBlobs {
         upload_id: &str,
         number: u32,
         stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
-        content_length: u64,
+        content_length: Option<u64>,
     ) -> Result<String, WriteError> {
         let dir = self.open_upload(key, upload_id).await?;
         let digest = self
-            .write_stream(&dir.join(number.to_string()), stream, Some(content_length))
+            .write_stream(&dir.join(number.to_string()), stream, content_length)
             .await?;
         let etag = hex::encode(&digest[..16]);
         tokio::fs::write(dir.join(format!("{number}.etag")), &etag).await?;
@@ -467,7 +474,7 @@ impl BlobStore for LocalBlobs {
         key: &BlobKey,
         upload_id: &str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> BlobResult<String> {
         self.open_upload(key, upload_id).await?;
@@ -660,28 +667,29 @@ async fn upload(
     Query(signature): Query<Signature>,
     body: Body,
 ) -> ApiResult<Response> {
-    let content_length = signature.length.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
-            "upload URL without a signed length",
-        )
-    })?;
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let written = match (&signature.upload_id, signature.part) {
         (Some(upload_id), Some(number)) => {
             let op = Signed::Part {
                 upload_id,
                 number,
-                content_length,
+                content_length: signature.length,
             };
             let key = authorize(&blobs, &key, &op, &signature)?;
             blobs
-                .write_part(&key, upload_id, number, stream, content_length)
+                .write_part(&key, upload_id, number, stream, signature.length)
                 .await
                 .map(Some)
         }
         _ => {
+            // A whole object is always uploaded at the length it was registered with.
+            let content_length = signature.length.ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_signature",
+                    "upload URL without a signed length",
+                )
+            })?;
             let op = Signed::Whole(Presign::Put { content_length });
             let key = authorize(&blobs, &key, &op, &signature)?;
             blobs
@@ -698,7 +706,10 @@ async fn upload(
         Ok(None) => Ok(StatusCode::OK.into_response()),
         Err(WriteError::LengthMismatch) => Err(ApiError::invalid(
             "length_mismatch",
-            format!("the body must be exactly {content_length} bytes"),
+            match signature.length {
+                Some(length) => format!("the body must be exactly {length} bytes"),
+                None => format!("a part is at most {MAX_PART_BYTES} bytes"),
+            },
         )),
         Err(WriteError::Blob(err)) => Err(err.into()),
         Err(WriteError::Io(err)) => Err(ApiError::internal(err)),

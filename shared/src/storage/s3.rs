@@ -217,10 +217,14 @@ impl BlobStore for S3Blobs {
         key: &BlobKey,
         upload_id: &str,
         number: u32,
-        content_length: u64,
+        content_length: Option<u64>,
         expires_in: Duration,
     ) -> BlobResult<String> {
         let config = PresigningConfig::expires_in(expires_in).map_err(BlobError::unavailable)?;
+        let content_length = content_length
+            .map(i64::try_from)
+            .transpose()
+            .map_err(BlobError::unavailable)?;
         let request = self
             .client
             .upload_part()
@@ -228,7 +232,7 @@ impl BlobStore for S3Blobs {
             .key(key.as_str())
             .upload_id(upload_id)
             .part_number(i32::try_from(number).map_err(BlobError::unavailable)?)
-            .content_length(i64::try_from(content_length).map_err(BlobError::unavailable)?)
+            .set_content_length(content_length)
             .presigned(config)
             .await
             .map_err(map_error)?;
