@@ -20,13 +20,18 @@ pub struct ApiError {
     cause: Option<anyhow::Error>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
+/// Every error a client sees: a stable snake_case `code` to branch on, and a message
+/// for people.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub(crate) struct Envelope<'a> {
     error: Body<'a>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorBody)]
+pub(crate) struct Body<'a> {
+    #[schema(example = "not_found")]
     code: &'a str,
     message: &'a str,
 }

@@ -12,6 +12,23 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct JsonF64(pub f64);
 
+impl utoipa::PartialSchema for JsonF64 {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["NaN", "Infinity", "-Infinity"])),
+            )
+            .description(Some("A number, or NaN and ±Infinity spelled as strings."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JsonF64 {}
+
 impl Serialize for JsonF64 {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let value = self.0;

@@ -26,7 +26,7 @@ pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
 /// Images one listing answers at most (each with its own URL).
 pub const MAX_LISTED: usize = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum Format {
     #[serde(rename = "image/png")]
     Png,
@@ -54,7 +54,7 @@ impl Format {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Image {
     pub id: String,
     pub series: String,

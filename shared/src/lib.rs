@@ -13,6 +13,7 @@ pub mod ids;
 pub mod images;
 pub mod lineage;
 pub mod metering;
+pub mod openapi;
 pub mod projects;
 pub mod queue;
 pub mod rate_limit;

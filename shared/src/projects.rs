@@ -51,7 +51,19 @@ impl ProjectName {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+impl utoipa::PartialSchema for ProjectName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"))
+            .examples(["resnet-sweeps"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProjectName {}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Project {
     pub id: ProjectId,
     pub name: ProjectName,

@@ -1,6 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::artifacts::{self, Completion, Kind, NewArtifact};
@@ -9,6 +10,20 @@ use sextant_shared::error::ApiResult;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::runs;
 use sextant_shared::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route(
+            "/v1/runs/{run}/artifacts",
+            routing::post(register).get(list),
+        )
+        .route("/v1/runs/{run}/artifacts/complete", routing::post(complete))
+        .route(
+            "/v1/runs/{run}/artifacts/{*path}",
+            routing::get(download).delete(delete),
+        )
+}
 
 /// `POST /v1/runs/{run}/artifacts`: registers a file and answers where to upload it.
 pub async fn register(

@@ -1,4 +1,5 @@
 use axum::extract::{Path, State};
+use axum::routing::get;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::auth::Caller;
@@ -8,6 +9,13 @@ use sextant_shared::ids::RunId;
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 use sextant_shared::{images, runs};
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/v1/runs/{run}/images", get(series))
+        .route("/v1/runs/{run}/images/{*series}", get(list))
+}
 
 /// `GET /v1/runs/{run}/images`: the run's image series.
 pub async fn series(

@@ -15,89 +15,53 @@ mod session;
 mod shares;
 mod usage;
 
+use std::sync::LazyLock;
+
 use axum::Router;
-use axum::routing::{delete, get, patch, post};
-use sextant_shared::http;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use sextant_shared::state::AppState;
+use sextant_shared::{http, openapi};
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
 pub fn routes() -> Router<AppState> {
+    let (v1, _) = v1().split_for_parts();
     Router::new()
         .route("/healthz", get(http::healthz))
-        .route("/v1/signup", post(session::signup))
-        .route("/v1/login", post(session::login))
-        .route("/v1/me", get(session::me))
-        .route(
-            "/v1/api-keys",
-            post(members::create_api_key).get(members::list_api_keys),
-        )
-        .route("/v1/api-keys/{id}", delete(members::revoke_api_key))
-        .route(
-            "/v1/invites",
-            post(members::create_invite).get(members::list_invites),
-        )
-        .route("/v1/invites/{id}", delete(members::revoke_invite))
-        .route("/v1/invites/{token}/accept", post(members::accept_invite))
-        .route("/v1/members", get(members::list_members))
-        .route(
-            "/v1/members/{id}",
-            patch(members::change_role).delete(members::remove_member),
-        )
-        .route("/v1/projects", post(projects::create).get(projects::list))
-        .route(
-            "/v1/projects/{project}",
-            get(projects::get).delete(projects::delete),
-        )
-        .route(
-            "/v1/projects/{project}/runs",
-            post(runs::create).get(runs::list),
-        )
-        .route(
-            "/v1/runs/{run}",
-            get(runs::get).patch(runs::patch).delete(runs::delete),
-        )
-        .route("/v1/runs/{run}/abort", post(runs::abort))
-        .route(
-            "/v1/projects/{project}/queues/{queue}/jobs",
-            post(queues::enqueue).get(queues::list),
-        )
-        .route(
-            "/v1/projects/{project}/queues/{queue}/claim",
-            post(queues::claim),
-        )
-        .route("/v1/jobs/{run}", get(queues::get))
-        .route("/v1/jobs/{run}/cancel", post(queues::cancel))
-        .route("/v1/jobs/{run}/heartbeat", post(queues::heartbeat))
-        .route("/v1/jobs/{run}/finish", post(queues::finish))
-        .route("/v1/runs/{run}/series", get(runs::list_series))
-        // Series names hold slashes (`train/loss`): the rest of the path is the name.
-        .route("/v1/runs/{run}/series/{*name}", get(runs::read_series))
-        .route("/v1/compare", get(runs::compare))
-        .route(
-            "/v1/runs/{run}/artifacts",
-            post(artifacts::register).get(artifacts::list),
-        )
-        .route(
-            "/v1/runs/{run}/artifacts/complete",
-            post(artifacts::complete),
-        )
-        .route(
-            "/v1/runs/{run}/inputs",
-            post(lineage::add_input).get(lineage::inputs),
-        )
-        .route("/v1/runs/{run}/lineage", get(lineage::graph))
-        .route("/v1/datasets/{hash}", get(lineage::dataset))
-        .route("/v1/usage", get(usage::usage))
-        .route("/v1/billing/reports/{month}", get(usage::report))
-        .route("/v1/admin/usage", get(usage::all_tenants))
-        .route("/v1/runs/{run}/images", get(images::series))
-        .route("/v1/runs/{run}/images/{*series}", get(images::list))
-        .route(
-            "/v1/runs/{run}/artifacts/{*path}",
-            get(artifacts::download).delete(artifacts::delete),
-        )
-        .merge(shares::routes())
+        .route("/openapi.json", get(serve_openapi))
+        .merge(v1)
         .merge(mlflow::routes())
         .merge(pages::routes())
+}
+
+/// The `/v1` API of this function and of the ingest function, as published at
+/// `/openapi.json` and checked in at `docs/openapi.json`.
+pub fn openapi() -> OpenApi {
+    let (_, mut paths) = v1().split_for_parts();
+    paths.merge(sextant_ingest::openapi_paths());
+    openapi::document("Sextant", paths)
+}
+
+async fn serve_openapi() -> impl IntoResponse {
+    static JSON: LazyLock<String> = LazyLock::new(|| openapi::to_json(&openapi()));
+    ([(header::CONTENT_TYPE, "application/json")], JSON.as_str())
+}
+
+/// Every `/v1` route, each declared with its OpenAPI operation.
+fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(session::routes())
+        .merge(members::routes())
+        .merge(projects::routes())
+        .merge(runs::routes())
+        .merge(queues::routes())
+        .merge(artifacts::routes())
+        .merge(lineage::routes())
+        .merge(usage::routes())
+        .merge(images::routes())
+        .merge(shares::routes())
 }
 
 /// The service the Lambda function runs.

@@ -1,11 +1,20 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::state::AppState;
 use sextant_shared::{lineage, runs};
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/v1/runs/{run}/inputs", post(add_input).get(inputs))
+        .route("/v1/runs/{run}/lineage", get(graph))
+        .route("/v1/datasets/{hash}", get(dataset))
+}
 
 /// `POST /v1/runs/{run}/inputs {artifact: {run, path}} | {dataset: {uri, hash, name?}}`.
 pub async fn add_input(

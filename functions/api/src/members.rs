@@ -1,5 +1,6 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member, Session};
 use sextant_shared::auth::password::Password;
@@ -8,6 +9,18 @@ use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, PublicUrl};
 use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
 use sextant_shared::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/v1/api-keys", post(create_api_key).get(list_api_keys))
+        .route("/v1/api-keys/{id}", delete(revoke_api_key))
+        .route("/v1/invites", post(create_invite).get(list_invites))
+        .route("/v1/invites/{id}", delete(revoke_invite))
+        .route("/v1/invites/{token}/accept", post(accept_invite))
+        .route("/v1/members", get(list_members))
+        .route("/v1/members/{id}", patch(change_role).delete(remove_member))
+}
 
 /// Ids in paths that do not parse name nothing, so they answer like missing ones.
 fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {

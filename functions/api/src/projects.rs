@@ -5,13 +5,37 @@ use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::projects::{self, Project, ProjectName};
-use sextant_shared::state::AppState;
 
-#[derive(Debug, Deserialize)]
+use sextant_shared::state::AppState;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get, delete))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateProject {
+    #[schema(value_type = ProjectName)]
     name: String,
 }
 
+/// Creates a project; its name is unique within the team.
+#[utoipa::path(
+    post,
+    path = "/v1/projects",
+    operation_id = "create_project",
+    tag = "projects",
+    security(("bearer" = ["write"])),
+    request_body = CreateProject,
+    responses(
+        (status = CREATED, body = Project),
+        (status = CONFLICT, description = "The team has a project of that name."),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -22,11 +46,20 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(project)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Projects {
     projects: Vec<Project>,
 }
 
+/// The team's projects, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/projects",
+    operation_id = "list_projects",
+    tag = "projects",
+    security(("bearer" = ["read"])),
+    responses((status = OK, body = Projects))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -35,7 +68,16 @@ pub async fn list(
     Ok(axum::Json(Projects { projects }))
 }
 
-/// By id or by name.
+/// A project, by id or by name.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}",
+    operation_id = "get_project",
+    tag = "projects",
+    security(("bearer" = ["read"])),
+    params(("project" = String, Path, description = "The project's id or name.")),
+    responses((status = OK, body = Project))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -47,6 +89,15 @@ pub async fn get(
 }
 
 /// Deletes the project with all its runs and their data.
+#[utoipa::path(
+    delete,
+    path = "/v1/projects/{project}",
+    operation_id = "delete_project",
+    tag = "projects",
+    security(("bearer" = ["write"])),
+    params(("project" = String, Path, description = "The project's id or name.")),
+    responses((status = NO_CONTENT, description = "Deleted."))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Writer(caller): Writer,

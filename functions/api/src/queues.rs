@@ -4,6 +4,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Writer};
@@ -14,6 +15,23 @@ use sextant_shared::projects;
 use sextant_shared::queue::{self, Finish, Job, JobState, NewJob, QueueName};
 use sextant_shared::runs::{self, listing};
 use sextant_shared::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route(
+            "/v1/projects/{project}/queues/{queue}/jobs",
+            routing::post(enqueue).get(list),
+        )
+        .route(
+            "/v1/projects/{project}/queues/{queue}/claim",
+            routing::post(claim),
+        )
+        .route("/v1/jobs/{run}", routing::get(get))
+        .route("/v1/jobs/{run}/cancel", routing::post(cancel))
+        .route("/v1/jobs/{run}/heartbeat", routing::post(heartbeat))
+        .route("/v1/jobs/{run}/finish", routing::post(finish))
+}
 
 fn view(state: &AppState, job: &Job) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(job.view(state)?))

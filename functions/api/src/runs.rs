@@ -3,6 +3,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Writer};
@@ -21,6 +22,24 @@ use sextant_shared::series::{
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route(
+            "/v1/projects/{project}/runs",
+            routing::post(create).get(list),
+        )
+        .route(
+            "/v1/runs/{run}",
+            routing::get(get).patch(patch).delete(delete),
+        )
+        .route("/v1/runs/{run}/abort", routing::post(abort))
+        .route("/v1/runs/{run}/series", routing::get(list_series))
+        // Series names hold slashes (`train/loss`): the rest of the path is the name.
+        .route("/v1/runs/{run}/series/{*name}", routing::get(read_series))
+        .route("/v1/compare", routing::get(compare))
+}
 
 type JsonResponse = ApiResult<axum::Json<Value>>;
 

@@ -1,5 +1,6 @@
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, DisplayName, Email, Session, SignedUp};
 use sextant_shared::auth::password::Password;
@@ -8,6 +9,14 @@ use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::ids::{ApiKeyId, TenantId, UserId};
 use sextant_shared::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/v1/signup", post(signup))
+        .route("/v1/login", post(login))
+        .route("/v1/me", get(me))
+}
 
 #[derive(Debug, Deserialize)]
 pub struct SignupRequest {

@@ -1,7 +1,6 @@
 //! Shared run URLs: the team creates, lists and revokes them; anyone holding one reads
 //! that run, and only that run, without logging in.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
@@ -16,12 +15,13 @@ use sextant_shared::ids::ShareId;
 use sextant_shared::shares::{self, NewShare, Share};
 use sextant_shared::state::AppState;
 use sextant_shared::{artifacts, images, runs};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::images::ImageRange;
 use crate::runs::ReadParams;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/v1/runs/{run}/shares", post(create).get(list))
         .route("/v1/shares/{id}", delete(revoke))
         .merge(shared_routes())
@@ -29,8 +29,8 @@ pub fn routes() -> Router<AppState> {
 
 /// The logged-out routes a share token opens. The token travels in their paths, so
 /// their answers are neither cached nor named in the `Referer` of links followed.
-fn shared_routes() -> Router<AppState> {
-    Router::new()
+fn shared_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .route("/v1/shared/{token}", get(view))
         .route("/v1/shared/{token}/series/{*name}", get(read_series))
         .route("/v1/shared/{token}/images/{*series}", get(list_images))

@@ -1,6 +1,7 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::operator::Operator;
@@ -8,6 +9,14 @@ use sextant_shared::billing::{self, BillingMonth, MonthUsage, Report, TenantTota
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .route("/v1/usage", get(usage))
+        .route("/v1/billing/reports/{month}", get(report))
+        .route("/v1/admin/usage", get(all_tenants))
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

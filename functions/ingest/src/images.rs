@@ -9,14 +9,25 @@ use sextant_shared::images::{self, Image};
 use sextant_shared::runs;
 use sextant_shared::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Where {
     series: String,
     step: i64,
 }
 
-/// `POST /v1/runs/{run}/images?series=&step=` with a PNG or JPEG body.
+/// Logs one image (PNG or JPEG, recognised by its bytes) at a step of an image series.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/images",
+    operation_id = "log_image",
+    tag = "ingest",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id."), Where),
+    request_body(content = Vec<u8>, content_type = "image/png"),
+    responses((status = CREATED, body = Image))
+)]
 pub async fn log(
     State(state): State<AppState>,
     Writer(caller): Writer,

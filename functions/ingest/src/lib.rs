@@ -7,15 +7,26 @@ mod log;
 mod token;
 
 use axum::Router;
-use axum::routing::post;
 use sextant_shared::http;
 use sextant_shared::state::AppState;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/auth/token", post(token::exchange))
-        .route("/v1/runs/{run}/log", post(log::log))
-        .route("/v1/runs/{run}/images", post(images::log))
+    v1().split_for_parts().0
+}
+
+/// This function's operations, for the document the api function publishes.
+pub fn openapi_paths() -> OpenApi {
+    v1().split_for_parts().1
+}
+
+fn v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(token::exchange))
+        .routes(routes!(log::log))
+        .routes(routes!(images::log))
 }
 
 /// The service the Lambda function runs.

@@ -6,7 +6,18 @@ use sextant_shared::runs;
 use sextant_shared::series::batch::{self, LogBatch, LogOutcome};
 use sextant_shared::state::AppState;
 
-/// `POST /v1/runs/{run}/log`: a batch of points, text lines and/or a heartbeat.
+/// Logs a batch of metric points, text lines and/or a heartbeat. The batch id makes a
+/// retry idempotent: a batch is stored once however often it is sent.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/log",
+    operation_id = "log_batch",
+    tag = "ingest",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = LogBatch,
+    responses((status = OK, body = LogOutcome))
+)]
 pub async fn log(
     State(state): State<AppState>,
     Writer(caller): Writer,

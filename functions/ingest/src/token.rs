@@ -6,14 +6,23 @@ use sextant_shared::error::ApiResult;
 use sextant_shared::state::AppState;
 use time::OffsetDateTime;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Token {
     token: String,
     #[serde(with = "time::serde::rfc3339")]
     expires_at: OffsetDateTime,
 }
 
-/// `POST /v1/auth/token` with an API key as the bearer credential.
+/// Exchanges the API key sent as the bearer credential for a short-lived token that
+/// the ingest path verifies without a database read.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/token",
+    operation_id = "exchange_api_key",
+    tag = "ingest",
+    security(("bearer" = ["read"])),
+    responses((status = OK, body = Token))
+)]
 pub async fn exchange(
     State(state): State<AppState>,
     caller: Caller,

@@ -41,10 +41,11 @@ pub const MAX_SERIES_PER_RUN: usize = 1_000;
 pub const MAX_BATCH_ID_BYTES: usize = 64;
 const COMMIT_ATTEMPTS: usize = 50;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogBatch {
     /// Required when the batch carries points: makes a retry harmless.
+    #[schema(max_length = 64)]
     pub batch_id: Option<String>,
     #[serde(default)]
     pub series: BTreeMap<String, SeriesColumns>,
@@ -56,7 +57,8 @@ pub struct LogBatch {
     pub heartbeat: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// Parallel columns: `values[i]` was logged at `steps[i]`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeriesColumns {
     pub steps: Vec<i64>,
@@ -66,7 +68,7 @@ pub struct SeriesColumns {
     pub timestamps: Option<Vec<f64>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextLine {
     pub step: i64,
@@ -75,7 +77,7 @@ pub struct TextLine {
     pub timestamp: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct LogOutcome {
     pub accepted: u64,
     /// The run was asked to stop: the client should end it as `aborted`.
