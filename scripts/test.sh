@@ -54,6 +54,9 @@ cargo test --workspace --doc --quiet
 # The log-batch parser and the chunk decoder under libFuzzer, briefly.
 scripts/fuzz.sh 20
 
+# The HTTP contract, fuzzed from the OpenAPI document against a real `sextant serve`.
+scripts/contract.sh
+
 # The Python SDK, tested against a real `sextant serve` that its fixtures start.
 cargo build --quiet -p sextant-cli
 python3 -m pip install --quiet ./sdk/python pytest

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{Server, post, start_with_env, team_with_run, terminate};
 use serde_json::{Value, json};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, Time};
 use tokio::sync::Notify;
 
 /// Concurrent writers, one run each.
@@ -208,19 +211,42 @@ async fn stored_per_batch(
     per_batch
 }
 
+/// Rolls up every hour the test logged in (two, should it straddle the turn of one),
+/// as the hourly metering does once an hour has ended.
+fn roll_up_hours(dir: &Path, since: OffsetDateTime) {
+    let hour_of = |at: OffsetDateTime| at.replace_time(Time::from_hms(at.hour(), 0, 0).unwrap());
+    let hours: BTreeSet<OffsetDateTime> =
+        [hour_of(since), hour_of(OffsetDateTime::now_utc())].into();
+    for hour in hours {
+        let ended = (hour + time::Duration::HOUR).format(&Rfc3339).unwrap();
+        let meter = Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .arg("meter")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--at", &ended])
+            .output()
+            .expect("running sextant meter");
+        assert!(
+            meter.status.success(),
+            "{}",
+            String::from_utf8_lossy(&meter.stderr)
+        );
+    }
+}
+
 /// The team's billed points in the months since `since` (two, should the test
 /// straddle the turn of a month), once the hours are rolled up.
 async fn billed_points(
     client: &reqwest::Client,
     server: &Server,
     key: &str,
-    since: time::OffsetDateTime,
+    since: OffsetDateTime,
 ) -> u64 {
-    let month = |at: time::OffsetDateTime| {
+    let month = |at: OffsetDateTime| {
         at.format(time::macros::format_description!("[year]-[month]"))
             .unwrap()
     };
-    let months: BTreeSet<String> = [month(since), month(time::OffsetDateTime::now_utc())].into();
+    let months: BTreeSet<String> = [month(since), month(OffsetDateTime::now_utc())].into();
     let mut points = 0;
     for month in months {
         let (status, usage) = get(
@@ -238,7 +264,7 @@ async fn billed_points(
 #[tokio::test]
 async fn a_server_killed_mid_ingest_restarts_with_every_acknowledged_batch_intact() {
     let started = Instant::now();
-    let began = time::OffsetDateTime::now_utc();
+    let began = OffsetDateTime::now_utc();
     let dir = tempfile::tempdir().unwrap();
     let client = reqwest::Client::builder()
         .timeout(PATIENCE)
@@ -351,21 +377,7 @@ async fn a_server_killed_mid_ingest_restarts_with_every_acknowledged_batch_intac
     // Billing counts each batch once too: the counters commit with the batch, and a
     // retry of a stored batch counts nothing.
     assert!(terminate(&mut restarted).success());
-    let an_hour_from_now = (time::OffsetDateTime::now_utc() + time::Duration::HOUR)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    let meter = Command::new(env!("CARGO_BIN_EXE_sextant"))
-        .arg("meter")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--through", &an_hour_from_now])
-        .output()
-        .expect("running sextant meter");
-    assert!(
-        meter.status.success(),
-        "{}",
-        String::from_utf8_lossy(&meter.stderr)
-    );
+    roll_up_hours(dir.path(), began);
     let metered = start_with_env(dir.path(), &UNLIMITED);
     assert_eq!(
         billed_points(&client, &metered, &key, began).await,

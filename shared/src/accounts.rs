@@ -91,6 +91,24 @@ impl Email {
     }
 }
 
+impl utoipa::PartialSchema for Email {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .max_length(Some(MAX_EMAIL_BYTES))
+            .description(Some(
+                "An e-mail address, unique across the service; compared and shown lower-cased.",
+            ))
+            .examples(["ada@example.com"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Email {}
+
 /// A display name (team, API key): trimmed, 1 to 100 characters, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -116,6 +134,22 @@ impl DisplayName {
     }
 }
 
+impl utoipa::PartialSchema for DisplayName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_NAME_CHARS))
+            .description(Some(
+                "1 to 100 characters without control characters, trimmed of surrounding spaces.",
+            ))
+            .examples(["Vision team"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DisplayName {}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TeamRecord {
     id: TenantId,
@@ -132,7 +166,7 @@ pub async fn team_name(state: &AppState, tenant: &Tenant) -> ApiResult<Option<St
 }
 
 /// A member as others see it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub id: UserId,
     pub email: Email,
@@ -155,7 +189,7 @@ struct EmailRecord {
 }
 
 /// An API key's metadata; the secret is never stored or shown again.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: ApiKeyId,
     pub name: DisplayName,
@@ -175,7 +209,8 @@ struct KeyLookup {
     owner: UserId,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An invitation to join the team, pending until accepted, revoked or expired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invite {
     pub id: InviteId,
     pub email: Email,
@@ -201,16 +236,18 @@ struct InviteLookup {
 }
 
 /// A session for a member who just signed in.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub tenant_id: TenantId,
     pub user_id: UserId,
+    /// A bearer credential for the member, until it expires or they log out.
     pub token: String,
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A new team's first session, and its first API key.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SignedUp {
     #[serde(flatten)]
     pub session: Session,

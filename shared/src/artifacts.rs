@@ -43,7 +43,8 @@ const UPLOAD_URL_TTL: Duration = Duration::from_secs(60 * 60);
 pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(5 * 60);
 const READY: &str = "ready";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// What an artifact is, for finding it again (`file` unless said otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     #[default]
@@ -69,7 +70,7 @@ impl Kind {
 
 /// A path inside a run: relative, `/`-separated, no empty, `.` or `..` segments, at
 /// most 512 bytes and 32 segments. `complete` alone is reserved for the completion endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct ArtifactPath(String);
 
@@ -138,31 +139,76 @@ impl Artifact {
     }
 
     /// The artifact as clients see it: `status` instead of the upload's internals.
-    pub fn view(&self) -> serde_json::Value {
-        let mut view = serde_json::to_value(self).unwrap_or_default();
-        if let Some(fields) = view.as_object_mut() {
-            fields.remove("pending");
-            let status = if self.is_ready() { "ready" } else { "pending" };
-            fields.insert("status".into(), status.into());
+    pub fn into_view(self) -> ArtifactView {
+        let status = if self.is_ready() {
+            ArtifactStatus::Ready
+        } else {
+            ArtifactStatus::Pending
+        };
+        ArtifactView {
+            path: self.path,
+            size: self.size,
+            sha256: self.sha256,
+            content_type: self.content_type,
+            kind: self.kind,
+            step: self.step,
+            created_at: self.created_at,
+            status,
         }
-        view
+    }
+
+    /// `into_view` as JSON, for answers assembled by hand.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::to_value(self.clone().into_view()).unwrap_or_default()
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// An artifact as clients see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ArtifactView {
+    pub path: ArtifactPath,
+    /// Bytes.
+    pub size: u64,
+    /// The content's SHA-256, lowercase hex.
+    pub sha256: String,
+    pub content_type: String,
+    pub kind: Kind,
+    /// The step the artifact was taken at (a checkpoint's), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    pub status: ArtifactStatus,
+}
+
+/// `pending` from registration until the upload is completed and checked; only `ready`
+/// artifacts are listed and downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactStatus {
+    Pending,
+    Ready,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewArtifact {
+    #[schema(value_type = ArtifactPath)]
     pub path: String,
+    /// Bytes.
     pub size: u64,
+    /// The content's SHA-256 as 64 hex digits, checked when the upload completes.
     pub sha256: String,
+    /// `application/octet-stream` when absent.
     pub content_type: Option<String>,
     #[serde(default)]
     pub kind: Kind,
+    /// The step the artifact was taken at (a checkpoint's), to find it by kind and step.
     pub step: Option<i64>,
 }
 
 /// Where the client sends the bytes.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum UploadPlan {
     Single {
@@ -172,19 +218,24 @@ pub enum UploadPlan {
         /// Stays the same when the same artifact is registered again, so a client
         /// knows its uploaded parts still count.
         upload_id: String,
+        /// Bytes of every part but the last.
         part_size: u64,
         parts: Vec<PartUpload>,
     },
 }
 
-#[derive(Debug, Serialize)]
+/// One request uploads the whole file.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SingleUpload {
+    /// `PUT`.
     method: &'static str,
     url: String,
 }
 
-#[derive(Debug, Serialize)]
+/// One part of a multipart upload; its answer's `ETag` goes into the completion.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PartUpload {
+    /// 1-based.
     number: u32,
     size: u64,
     url: String,
@@ -431,10 +482,12 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Completion {
+    #[schema(value_type = ArtifactPath)]
     pub path: String,
+    /// Every uploaded part of a multipart upload; none for a single upload.
     #[serde(default)]
     pub parts: Vec<CompletedPart>,
 }

@@ -165,32 +165,52 @@ impl std::fmt::Display for BillingMonth {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A day's usage (UTC).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Day {
+    /// `YYYY-MM-DD`.
+    #[schema(format = Date)]
     pub date: String,
     pub points: u64,
+    #[schema(value_type = String, format = "decimal", example = "26.4")]
     pub gb_hours: Decimal,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One priced quantity. Decimals are strings, exact; amounts are rounded to the
+/// currency's minor unit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineItem {
+    /// `logged points` or `storage`.
     pub description: String,
+    #[schema(value_type = String, format = "decimal", example = "13000001")]
     pub quantity: Decimal,
+    /// `point` or `GB-hour`.
     pub unit: String,
+    #[schema(value_type = String, format = "decimal", example = "0.0000005")]
     pub unit_price: Decimal,
+    /// How much of the quantity is free this month.
+    #[schema(value_type = String, format = "decimal", example = "10000000")]
     pub free_allowance: Decimal,
+    #[schema(value_type = String, format = "decimal", example = "1.50")]
     pub amount: Decimal,
 }
 
 /// A tenant's usage in a month so far, priced.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct MonthUsage {
+    /// `YYYY-MM`.
+    #[schema(example = "2026-11")]
     pub month: String,
     pub points: u64,
+    #[schema(value_type = String, format = "decimal", example = "7300")]
     pub gb_hours: Decimal,
+    /// The days with usage, in order.
     pub days: Vec<Day>,
     pub line_items: Vec<LineItem>,
+    #[schema(value_type = String, format = "decimal", example = "2.00")]
     pub total: Decimal,
+    /// The ISO 4217 code of the amounts.
+    #[schema(example = "USD")]
     pub currency: String,
 }
 
@@ -275,7 +295,7 @@ pub async fn usage(
     Ok(state.settings.plan.price(month, &hours))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportStatus {
     /// The month is open (or not yet closed); the figures can still grow.
@@ -285,17 +305,25 @@ pub enum ReportStatus {
 }
 
 /// A tenant's bill for a month.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Report {
     pub tenant_id: TenantId,
+    /// `YYYY-MM`.
+    #[schema(example = "2026-11")]
     pub month: String,
     pub status: ReportStatus,
     pub points: u64,
+    #[schema(value_type = String, format = "decimal", example = "7300")]
     pub gb_hours: Decimal,
     pub line_items: Vec<LineItem>,
+    #[schema(value_type = String, format = "decimal", example = "2.00")]
     pub total: Decimal,
+    /// The ISO 4217 code of the amounts.
+    #[schema(example = "USD")]
     pub currency: String,
+    /// When the month closed; null for a draft.
     #[serde(with = "time::serde::rfc3339::option", default)]
+    #[schema(required = true)]
     pub closed_at: Option<OffsetDateTime>,
 }
 
@@ -402,15 +430,20 @@ pub async fn closed_months(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<B
 }
 
 /// One tenant's month, as the operator's listing shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TenantTotals {
     pub tenant_id: TenantId,
-    /// `None` once the team is gone; its bill stays.
+    /// The team's name; null once the team is gone (its bill stays).
+    #[schema(required = true)]
     pub team: Option<String>,
     pub status: ReportStatus,
     pub points: u64,
+    #[schema(value_type = String, format = "decimal", example = "7300")]
     pub gb_hours: Decimal,
+    #[schema(value_type = String, format = "decimal", example = "2.00")]
     pub total: Decimal,
+    /// The ISO 4217 code of the total.
+    #[schema(example = "USD")]
     pub currency: String,
 }
 

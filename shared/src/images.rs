@@ -161,10 +161,11 @@ pub async fn log(
 }
 
 /// An image and a short-lived URL to fetch it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Listed {
     #[serde(flatten)]
     pub image: Image,
+    /// Fetches the image for the next five minutes.
     pub url: String,
 }
 
@@ -203,7 +204,7 @@ pub async fn list(
 }
 
 /// A run's image series: how many images each holds and over which steps.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesImages {
     pub count: u64,
     pub first_step: i64,

@@ -25,29 +25,38 @@ use crate::tenancy::Tenant;
 pub const MAX_NODES: usize = 500;
 pub const MAX_URI_BYTES: usize = 2_048;
 
-#[derive(Debug, Deserialize)]
+/// An input a run declares: a sealed artifact of a run of the team, or a dataset
+/// version.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewInput {
     Artifact {
+        /// The id of the run that produced it.
         run: String,
+        #[schema(value_type = ArtifactPath)]
         path: String,
     },
     Dataset {
+        /// Where the data lives (`s3://...`), 1 to 2,048 bytes.
         uri: String,
+        /// The content's hash (MD5 or SHA-256), 16 to 128 hex digits.
         hash: String,
         name: Option<String>,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An input of a run: another run's artifact or a dataset version, by its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Input {
     Artifact { run: RunId, path: ArtifactPath },
     Dataset { hash: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A dataset version, as first declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dataset {
+    /// Lowercase hex.
     pub hash: String,
     pub uri: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,20 +178,24 @@ pub async fn inputs(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
     .await?)
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A node of a lineage graph; `id` is what edges name.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Node {
     Run {
+        /// The run's id.
         id: String,
         name: String,
         status: runs::Status,
     },
     Artifact {
+        /// `{run}/{path}`.
         id: String,
         run: RunId,
         path: ArtifactPath,
     },
     Dataset {
+        /// `dataset:{hash}`.
         id: String,
         hash: String,
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,13 +203,16 @@ pub enum Node {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// `from` was used by, or produced, `to`: node ids.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 pub struct Edge {
     pub from: String,
     pub to: String,
 }
 
-#[derive(Debug, Default, Serialize)]
+/// A run's lineage: upstream, the inputs it used and the runs that made them (and
+/// theirs); downstream, the runs that used its artifacts (and theirs).
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub edges: Vec<Edge>,

@@ -31,7 +31,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
 use crate::records::{doc_item, get_doc, read_doc};
-use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, Status};
+use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
 use crate::series::batch::{self, LogBatch, TextLine};
 use crate::state::AppState;
 use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
@@ -80,6 +80,22 @@ impl QueueName {
         &self.0
     }
 }
+
+impl utoipa::PartialSchema for QueueName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"))
+            .description(Some(
+                "Any valid name is a queue: 1 to 100 letters, digits, '-', '_' or '.', \
+                 starting with a letter or digit.",
+            ))
+            .examples(["gpu"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for QueueName {}
 
 /// Labels name what an agent's machine has (`gpu`, `a100`); the same rules as names.
 pub fn parse_labels<'a>(
@@ -139,7 +155,10 @@ fn check_agent(agent: &str) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a job is: `waiting`, `claimed` by an agent, or `done`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// On the queue, for the next agent with its labels.
@@ -159,7 +178,7 @@ impl JobState {
 }
 
 /// A job as stored (and, with its run, as clients see it).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobRecord {
     pub run_id: RunId,
     pub project_id: ProjectId,
@@ -167,6 +186,7 @@ pub struct JobRecord {
     pub command: Vec<String>,
     pub labels: BTreeSet<String>,
     /// The artifact of the run holding the code snapshot to run the command in.
+    #[schema(required = true)]
     pub code: Option<ArtifactPath>,
     pub max_attempts: u32,
     pub state: JobState,
@@ -174,22 +194,30 @@ pub struct JobRecord {
     /// and finish, so a lapsed claim cannot act once another agent holds the job.
     pub attempts: u32,
     /// The agent of the latest claim.
+    #[schema(required = true)]
     pub agent: Option<String>,
     pub enqueued_by: UserId,
     #[serde(with = "time::serde::rfc3339")]
     pub enqueued_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub claimed_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub lease_expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     pub finished_at: Option<OffsetDateTime>,
+    #[schema(required = true)]
     pub exit_code: Option<i32>,
     /// The signal that ended the command, when one did.
+    #[schema(required = true)]
     pub signal: Option<i32>,
     /// How the run ended, once the job is done.
+    #[schema(required = true)]
     pub result: Option<Status>,
     /// Why the job ended as it did, when its exit status does not say.
+    #[schema(required = true)]
     pub reason: Option<String>,
 }
 
@@ -242,25 +270,35 @@ pub struct Job {
 impl Job {
     /// The job as clients see it: the record, how long a claim's lease lasts and
     /// whether the current one lapsed, and the run as `GET /v1/runs/{run}` shows it.
-    pub fn view(&self, state: &AppState) -> ApiResult<serde_json::Value> {
+    pub fn view(&self, state: &AppState) -> JobView<'_> {
         let now = state.now();
-        let mut view = serde_json::to_value(&self.record).map_err(ApiError::internal)?;
         let claimed = self.record.state == JobState::Claimed;
-        view["lease_secs"] = claimed
-            .then(|| state.settings.job_lease.whole_seconds())
-            .into();
-        view["lease_expired"] = (claimed
-            && self
-                .record
-                .lease_expires_at
-                .is_some_and(|until| until <= now))
-        .into();
-        view["run"] = match &self.run {
-            Some(run) => serde_json::to_value(run.view(state, now)).map_err(ApiError::internal)?,
-            None => serde_json::Value::Null,
-        };
-        Ok(view)
+        JobView {
+            record: &self.record,
+            lease_secs: claimed.then(|| state.settings.job_lease.whole_seconds()),
+            lease_expired: claimed
+                && self
+                    .record
+                    .lease_expires_at
+                    .is_some_and(|until| until <= now),
+            run: self.run.as_ref().map(|run| run.view(state, now)),
+        }
     }
+}
+
+/// A job as clients see it: its record, its lease, and its run.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView<'a> {
+    #[serde(flatten)]
+    record: &'a JobRecord,
+    /// How long a claim's lease lasts, in seconds; `null` unless the job is claimed.
+    #[schema(required = true)]
+    lease_secs: Option<i64>,
+    /// The current claim's lease lapsed: another agent may claim the job.
+    lease_expired: bool,
+    /// The run as `GET /v1/runs/{run}` shows it; `null` once the run is deleted.
+    #[schema(required = true)]
+    run: Option<RunView<'a>>,
 }
 
 /// Where a job is, from its run's id.
@@ -382,7 +420,7 @@ pub async fn get(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job
     Ok(job)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
     /// The program and its arguments; the agent appends the run's params as
@@ -393,7 +431,10 @@ pub struct NewJob {
     pub labels: Vec<String>,
     /// An artifact of the run holding the code snapshot (only with `run`, whose
     /// artifacts exist before it is enqueued).
+    #[schema(value_type = Option<ArtifactPath>)]
     pub code: Option<String>,
+    /// Claims the job gets in all before it fails: 1 to 100, 3 by default.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
     /// A queued run of the project to enqueue; without it a new run is made from the
     /// fields below, as `POST /v1/projects/{project}/runs` makes one.
@@ -402,7 +443,9 @@ pub struct NewJob {
     pub description: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The new run's parameters, as `POST /v1/projects/{project}/runs` takes them.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: serde_json::Map<String, serde_json::Value>,
     pub git: Option<GitInfo>,
 }
@@ -768,15 +811,17 @@ pub async fn heartbeat(
     Err(runs::concurrent_update())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Finish {
     /// The claim that ran the command.
     pub attempt: u32,
     /// The command's exit status; none if it never ran or a signal ended it.
     pub exit_code: Option<i32>,
+    /// The signal that ended the command, if one did.
     pub signal: Option<i32>,
-    /// Why, when the status alone does not say (the code could not be restored, say).
+    /// Why, when the status alone does not say (the code could not be restored, say);
+    /// at most 1,000 bytes.
     pub reason: Option<String>,
 }
 

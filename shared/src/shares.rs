@@ -78,7 +78,7 @@ impl ShareToken {
 }
 
 /// A share as its team sees it; the token is not part of it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Share {
     pub id: ShareId,
     pub run_id: RunId,
@@ -98,7 +98,7 @@ impl Share {
 }
 
 /// What the holder of a share URL is told about the share itself.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct Terms {
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
@@ -133,11 +133,13 @@ fn lookup_key(token_hash: &str) -> Key {
     Key::new(format!("~share#{token_hash}"), "_")
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewShare {
     /// Seconds until the share expires: 60 to 365 days' worth, 30 days by default.
+    #[schema(minimum = 60, maximum = 31_536_000)]
     pub expires_in: Option<i64>,
+    /// Whether the share's holders may download the run's artifacts; `false` by default.
     #[serde(default)]
     pub allow_downloads: bool,
 }

@@ -3,7 +3,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sextant_tests::{Team, TestApp, error_code, text, unique};
+use sextant_tests::{PNG, Team, TestApp, error_code, text, unique};
 
 /// Team A with one of everything, and team B, whose admin probes A's ids.
 struct World {
@@ -244,4 +244,319 @@ async fn every_non_public_route_needs_a_credential() {
             "{method} {path}: {response}"
         );
     }
+}
+
+/// Team A's resources, one of each kind an operation can name, for the sweep.
+struct Named {
+    project: String,
+    run: String,
+    job: String,
+    share: String,
+    dataset: String,
+    month: String,
+}
+
+async fn one_of_everything(w: &World) -> Named {
+    let key = &w.a.api_key;
+    let project = w.a_project_id.clone();
+    let run = text(&w.app.create_run(key, &project, json!({})).await, "id");
+    w.app
+        .log_ok(
+            key,
+            &run,
+            json!({
+                "batch_id": unique("batch"),
+                "series": {"loss": {"steps": [0, 1], "values": [1.0, 0.5]}},
+                "text": {"stdout": [{"step": 0, "text": "hello"}]},
+            }),
+        )
+        .await;
+    let (status, image) = w
+        .app
+        .post_image(key, &run, "series=samples&step=3", PNG)
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{image}");
+    w.app
+        .store_artifact(key, &run, "weights.bin", b"weights", None)
+        .await;
+    let dataset = "00112233445566778899aabbccddeeff".to_owned();
+    let (status, input) = w
+        .app
+        .post(
+            &format!("/v1/runs/{run}/inputs"),
+            key,
+            json!({"dataset": {"uri": "s3://data/a", "hash": dataset, "name": "a"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{input}");
+    let (status, share) = w
+        .app
+        .post(&format!("/v1/runs/{run}/shares"), key, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{share}");
+    let (status, job) = w
+        .app
+        .post(
+            &format!("/v1/projects/{project}/queues/default/jobs"),
+            key,
+            json!({"command": ["true"]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    let month = time::OffsetDateTime::now_utc();
+    Named {
+        project,
+        run,
+        job: text(&job, "run_id"),
+        share: text(&share, "id"),
+        dataset,
+        month: format!("{:04}-{:02}", month.year(), u8::from(month.month())),
+    }
+}
+
+/// One documented operation, with its parameters filled in from team A's resources.
+struct Probe {
+    method: Method,
+    template: String,
+    path: String,
+    scopes: Option<Vec<String>>,
+    operator: bool,
+    /// Whether the operation names one of A's resources (in its path or query), so
+    /// another team must be told it does not exist.
+    names_a_resource: bool,
+    json_body: bool,
+}
+
+impl Probe {
+    fn what(&self) -> String {
+        format!("{} {}", self.method, self.template)
+    }
+}
+
+fn path_value(template: &str, param: &str, named: &Named, w: &World) -> String {
+    match param {
+        "project" => named.project.clone(),
+        "run" if template.starts_with("/v1/jobs/") => named.job.clone(),
+        "run" => named.run.clone(),
+        "queue" => "default".to_owned(),
+        "id" if template.starts_with("/v1/api-keys/") => w.a_key_id.clone(),
+        "id" if template.starts_with("/v1/invites/") => w.a_invite_id.clone(),
+        "id" if template.starts_with("/v1/members/") => w.a_member_id.clone(),
+        "id" if template.starts_with("/v1/shares/") => named.share.clone(),
+        "hash" => named.dataset.clone(),
+        "name" => "loss".to_owned(),
+        "series" => "samples".to_owned(),
+        "path" => "weights.bin".to_owned(),
+        "month" => named.month.clone(),
+        other => panic!(
+            "the sweep knows no value for the path parameter {other:?} of {template}; \
+             teach `path_value` one so the new route is swept"
+        ),
+    }
+}
+
+fn query_value(template: &str, param: &str, named: &Named) -> String {
+    match param {
+        "runs" => named.run.clone(),
+        "series" => "samples".to_owned(),
+        "step" => "4".to_owned(),
+        other => panic!(
+            "the sweep knows no value for the required query parameter {other:?} of \
+             {template}; teach `query_value` one so the route is swept"
+        ),
+    }
+}
+
+/// Bodies that pass validation, so what answers is the tenant and role check and not
+/// the body's; everything else is sent `{}`.
+fn valid_body(method: &Method, template: &str) -> Value {
+    match (method.as_str(), template) {
+        ("POST", "/v1/projects") => json!({"name": "swept"}),
+        ("POST", "/v1/api-keys") => json!({"name": "swept"}),
+        ("POST", "/v1/invites") => json!({"email": "swept@example.com"}),
+        ("PATCH", "/v1/members/{id}") => json!({"role": "viewer"}),
+        ("POST", "/v1/projects/{project}/queues/{queue}/jobs") => json!({"command": ["true"]}),
+        ("POST", "/v1/projects/{project}/queues/{queue}/claim") => json!({"agent": "sweeper"}),
+        ("POST", "/v1/jobs/{run}/heartbeat") => json!({"attempt": 1}),
+        ("POST", "/v1/jobs/{run}/finish") => json!({"attempt": 1, "exit_code": 0}),
+        ("POST", "/v1/runs/{run}/artifacts") => {
+            json!({"path": "stolen.bin", "size": 1, "sha256": sextant_tests::sha256_hex(b"x")})
+        }
+        ("POST", "/v1/runs/{run}/artifacts/complete") => json!({"path": "weights.bin"}),
+        ("POST", "/v1/runs/{run}/inputs") => {
+            json!({"dataset": {"uri": "s3://data/b", "hash": "ffeeddccbbaa99887766554433221100"}})
+        }
+        _ => json!({}),
+    }
+}
+
+fn probes(named: &Named, w: &World) -> Vec<Probe> {
+    let document = serde_json::to_value(sextant_api::openapi()).expect("the document");
+    let mut probes = Vec::new();
+    for (template, item) in document["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            let method: Method = method.to_uppercase().parse().expect("an HTTP method");
+            let security = operation["security"].as_array().expect("security");
+            let requirement = security.first().and_then(Value::as_object);
+            let scopes: Option<Vec<String>> = requirement
+                .and_then(|requirement| requirement.get("bearer"))
+                .map(|scopes| {
+                    scopes
+                        .as_array()
+                        .expect("scopes")
+                        .iter()
+                        .map(|scope| scope.as_str().expect("a scope").to_owned())
+                        .collect()
+                });
+            let operator = requirement.is_some_and(|r| r.contains_key("operator"));
+            let mut path = template.clone();
+            let mut query = Vec::new();
+            let mut names_a_resource = false;
+            // A public operation's credential is in its path (a share or invite
+            // token), tested where those are made; there is nothing of A's to fill in.
+            let parameters = if scopes.is_some() || operator {
+                operation["parameters"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            for parameter in &parameters {
+                let name = parameter["name"].as_str().expect("a parameter name");
+                match parameter["in"].as_str() {
+                    Some("path") => {
+                        let value = path_value(template, name, named, w);
+                        names_a_resource |= matches!(name, "project" | "run" | "id" | "hash");
+                        path = path.replace(&format!("{{{name}}}"), &value);
+                    }
+                    Some("query") if parameter["required"] == true => {
+                        names_a_resource |= name == "runs";
+                        query.push(format!("{name}={}", query_value(template, name, named)));
+                    }
+                    _ => {}
+                }
+            }
+            if !query.is_empty() {
+                path = format!("{path}?{}", query.join("&"));
+            }
+            let json_body = operation["requestBody"]["content"]
+                .as_object()
+                .is_none_or(|content| content.contains_key("application/json"));
+            probes.push(Probe {
+                method,
+                template: template.clone(),
+                path,
+                scopes,
+                operator,
+                names_a_resource,
+                json_body,
+            });
+        }
+    }
+    probes
+}
+
+async fn send(app: &TestApp, probe: &Probe, credential: Option<&str>) -> (StatusCode, Value) {
+    let mut request = app
+        .request(probe.method.clone(), &probe.path, credential)
+        .header("accept", "application/json");
+    if probe.method != Method::GET && probe.method != Method::DELETE {
+        request = if probe.json_body {
+            request.json(&valid_body(&probe.method, &probe.template))
+        } else {
+            request.header("content-type", "image/png").body(PNG)
+        };
+    }
+    let response = request.send().await.expect("the server answers");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Walks every operation in the published OpenAPI document, so a new endpoint is held
+/// to tenancy and roles the moment it is declared: without a credential it answers
+/// 401; pointed at team A's resources by team B's admin it answers 404 `not_found`;
+/// a viewer's writes and a member's administration answer 403; a viewer's reads go
+/// through. A stays whole throughout.
+#[tokio::test]
+async fn every_documented_operation_holds_its_tenant_and_its_role() {
+    let w = world(TestApp::spawn().await).await;
+    let named = one_of_everything(&w).await;
+    let viewer = w.app.key_with_role(&w.a, "viewer").await;
+    let member = w.app.key_with_role(&w.a, "member").await;
+    let probes = probes(&named, &w);
+    let (mut public, mut foreign, mut refused, mut read) = (0, 0, 0, 0);
+    for probe in &probes {
+        let what = probe.what();
+        if probe.operator {
+            let (status, body) = send(&w.app, probe, Some(&w.a.api_key)).await;
+            assert!(
+                matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{what} with a team's key: {status} {body}"
+            );
+            continue;
+        }
+        let Some(scopes) = &probe.scopes else {
+            public += 1;
+            continue;
+        };
+        let (status, body) = send(&w.app, probe, None).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{what} without a credential: {body}"
+        );
+
+        if probe.names_a_resource {
+            let (status, body) = send(&w.app, probe, Some(&w.b.api_key)).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{what} from team B: {body}");
+            assert_eq!(error_code(&body), "not_found", "{what} from team B");
+            foreign += 1;
+        }
+
+        let needs = |scope: &str| scopes.iter().any(|s| s == scope);
+        if needs("write") || needs("admin") {
+            let (status, body) = send(&w.app, probe, Some(&viewer)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{what} by a viewer: {body}");
+            assert_eq!(error_code(&body), "forbidden");
+            refused += 1;
+        }
+        if needs("admin") {
+            let (status, body) = send(&w.app, probe, Some(&member)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{what} by a member: {body}");
+        }
+        if needs("read") {
+            let (status, body) = send(&w.app, probe, Some(&viewer)).await;
+            assert!(
+                status.is_success() || status.is_redirection(),
+                "{what} by a viewer: {status} {body}"
+            );
+            read += 1;
+        }
+    }
+    eprintln!(
+        "swept {} operations: {foreign} refused to another team, {refused} refused to a \
+         viewer, {read} read by a viewer, {public} public",
+        probes.len()
+    );
+    assert!(foreign > 30, "only {foreign} operations name a resource");
+
+    // Nothing of A's was touched by the refused calls.
+    let key = &w.a.api_key;
+    for path in [
+        format!("/v1/runs/{}", named.run),
+        format!("/v1/projects/{}", named.project),
+        format!("/v1/jobs/{}", named.job),
+        format!("/v1/runs/{}/series/loss", named.run),
+        format!("/v1/datasets/{}", named.dataset),
+    ] {
+        assert_eq!(w.app.get(&path, key).await.0, StatusCode::OK, "{path}");
+    }
+    let (_, keys) = w.app.get("/v1/api-keys", key).await;
+    assert_eq!(keys["api_keys"].as_array().expect("keys").len(), 4);
+    let (_, artifacts) = w
+        .app
+        .get(&format!("/v1/runs/{}/artifacts", named.run), key)
+        .await;
+    assert!(!artifacts.to_string().contains("stolen.bin"), "{artifacts}");
 }

@@ -1,69 +1,123 @@
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing;
-use serde::Deserialize;
-use serde_json::{Value, json};
-use sextant_shared::artifacts::{self, Completion, Kind, NewArtifact};
+use serde::{Deserialize, Serialize};
+use sextant_shared::artifacts::{self, ArtifactView, Completion, Kind, NewArtifact, UploadPlan};
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::runs;
 use sextant_shared::state::AppState;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route(
-            "/v1/runs/{run}/artifacts",
-            routing::post(register).get(list),
-        )
-        .route("/v1/runs/{run}/artifacts/complete", routing::post(complete))
-        .route(
-            "/v1/runs/{run}/artifacts/{*path}",
-            routing::get(download).delete(delete),
-        )
+        .routes(routes!(register, list))
+        .routes(routes!(complete))
+        .routes(routes!(download, delete))
 }
 
-/// `POST /v1/runs/{run}/artifacts`: registers a file and answers where to upload it.
+/// A registered artifact and where to upload its bytes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    #[serde(flatten)]
+    plan: UploadPlan,
+    artifact: ArtifactView,
+}
+
+/// Registers a file of the run and answers where to upload it, in one request or in
+/// parts. Registering the same path, size and checksum again before completing answers
+/// fresh URLs for the same upload, so an interrupted client resumes.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/artifacts",
+    operation_id = "register_artifact",
+    tag = "artifacts",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = NewArtifact,
+    responses(
+        (status = CREATED, body = Registered),
+        (status = CONFLICT, description = "An artifact is stored at that path \
+            (`artifact_exists`); delete it first."),
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(run): Path<String>,
     Json(new): Json<NewArtifact>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<(StatusCode, axum::Json<Registered>)> {
     let (artifact, plan) =
         artifacts::register(&state, &caller.tenant, runs::parse_id(&run)?, new).await?;
-    let mut body = serde_json::to_value(plan).map_err(sextant_shared::error::ApiError::internal)?;
-    body["artifact"] = artifact.view();
-    Ok((StatusCode::CREATED, axum::Json(body)))
+    let registered = Registered {
+        plan,
+        artifact: artifact.into_view(),
+    };
+    Ok((StatusCode::CREATED, axum::Json(registered)))
 }
 
-/// `POST /v1/runs/{run}/artifacts/complete`: checks the upload and seals it.
+/// Checks an upload's size and SHA-256 and seals the artifact; a mismatch removes the
+/// upload and the registration. Completing a sealed artifact again answers it unchanged.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/artifacts/complete",
+    operation_id = "complete_artifact",
+    tag = "artifacts",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = Completion,
+    responses(
+        (status = OK, body = ArtifactView),
+        (status = CONFLICT, description = "Nothing was uploaded yet (`upload_missing`), or \
+            the upload's size or SHA-256 differs from the registered one (`size_mismatch`, \
+            `checksum_mismatch`: the registration is gone; register and upload again)."),
+    )
+)]
 pub async fn complete(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(run): Path<String>,
     Json(completion): Json<Completion>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ArtifactView>> {
     let artifact =
         artifacts::complete(&state, &caller.tenant, runs::parse_id(&run)?, completion).await?;
-    Ok(axum::Json(artifact.view()))
+    Ok(axum::Json(artifact.into_view()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Only artifacts of this kind.
     kind: Option<Kind>,
+    /// Only artifacts taken at this step.
     step: Option<i64>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Artifacts {
+    artifacts: Vec<ArtifactView>,
+}
+
+/// The run's sealed artifacts, by path.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/artifacts",
+    operation_id = "list_artifacts",
+    tag = "artifacts",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id."), ListParams),
+    responses((status = OK, body = Artifacts))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
     Query(params): Query<ListParams>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Artifacts>> {
     let artifacts = artifacts::list(
         &state,
         &caller.tenant,
@@ -72,11 +126,31 @@ pub async fn list(
         params.step,
     )
     .await?;
-    let artifacts: Vec<Value> = artifacts.iter().map(|a| a.view()).collect();
-    Ok(axum::Json(json!({ "artifacts": artifacts })))
+    let artifacts = artifacts.into_iter().map(|a| a.into_view()).collect();
+    Ok(axum::Json(Artifacts { artifacts }))
 }
 
-/// `GET /v1/runs/{run}/artifacts/{path}`: a redirect to a short-lived download URL.
+/// Downloads a sealed artifact: a redirect to a short-lived URL of its bytes.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/artifacts/{*path}",
+    operation_id = "download_artifact",
+    tag = "artifacts",
+    security(("bearer" = ["read"])),
+    params(
+        ("run" = String, Path, description = "The run's id."),
+        ("path" = String, Path, description = "The artifact's path in the run; it may \
+            hold slashes."),
+    ),
+    responses((
+        status = TEMPORARY_REDIRECT,
+        description = "The bytes are at `Location` for the next five minutes.",
+        headers(
+            ("Location" = String, description = "A short-lived URL of the artifact's bytes."),
+            ("Cache-Control" = String, description = "`no-store`."),
+        )
+    ))
+)]
 pub async fn download(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,6 +173,20 @@ pub(crate) fn redirect(url: String) -> Response {
         .into_response()
 }
 
+/// Deletes an artifact, sealed or still uploading, with its bytes.
+#[utoipa::path(
+    delete,
+    path = "/v1/runs/{run}/artifacts/{*path}",
+    operation_id = "delete_artifact",
+    tag = "artifacts",
+    security(("bearer" = ["write"])),
+    params(
+        ("run" = String, Path, description = "The run's id."),
+        ("path" = String, Path, description = "The artifact's path in the run; it may \
+            hold slashes."),
+    ),
+    responses((status = NO_CONTENT, description = "Deleted."))
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Writer(caller): Writer,

@@ -1,41 +1,86 @@
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
-use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sextant_shared::auth::Caller;
-use sextant_shared::error::ApiResult;
+use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
+use sextant_shared::images::{Listed, SeriesImages};
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 use sextant_shared::{images, runs};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/runs/{run}/images", get(series))
-        .route("/v1/runs/{run}/images/{*series}", get(list))
+        .routes(routes!(series))
+        .routes(routes!(list))
 }
 
-/// `GET /v1/runs/{run}/images`: the run's image series.
+/// A run's image series, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImageSeries {
+    series: BTreeMap<String, SeriesImages>,
+}
+
+/// The run's image series: how many images each holds and over which steps.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/images",
+    operation_id = "list_image_series",
+    tag = "images",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = ImageSeries))
+)]
 pub async fn series(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<ImageSeries>> {
     let series = images::series(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    Ok(axum::Json(json!({ "series": series })))
+    Ok(axum::Json(ImageSeries { series }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImageRange {
+    /// The first step to list.
     from: Option<i64>,
+    /// The last step to list.
     to: Option<i64>,
+    /// Only the images at this step (instead of `from` and `to`).
     step: Option<i64>,
 }
 
-/// `GET /v1/runs/{run}/images/{series}?from=&to=` (or `?step=`): see `images_of`.
+/// Images of one series, in step order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Images<'a> {
+    series: &'a str,
+    /// At most 1,000.
+    images: Vec<Listed>,
+}
+
+/// Images of one series of the run in a step range, each with a short-lived URL.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/images/{*series}",
+    operation_id = "list_images",
+    tag = "images",
+    security(("bearer" = ["read"])),
+    params(
+        ("run" = String, Path, description = "The run's id."),
+        ("series" = String, Path, description = "The image series' name; it may hold \
+            slashes."),
+        ImageRange,
+    ),
+    responses((status = OK, body = Images))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -65,6 +110,9 @@ pub async fn images_of(
         Some(step) => (Some(step), Some(step)),
         None => (range.from, range.to),
     };
-    let listed = images::list(state, tenant, run, series, from, to).await?;
-    Ok(axum::Json(json!({ "series": series, "images": listed })))
+    let images = images::list(state, tenant, run, series, from, to).await?;
+    let page = Images { series, images };
+    Ok(axum::Json(
+        serde_json::to_value(page).map_err(ApiError::internal)?,
+    ))
 }

@@ -1,60 +1,119 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use serde_json::{Value, json};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
+use sextant_shared::lineage::{Dataset, Graph, Input, NewInput};
+use sextant_shared::runs::RunView;
 use sextant_shared::state::AppState;
 use sextant_shared::{lineage, runs};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/runs/{run}/inputs", post(add_input).get(inputs))
-        .route("/v1/runs/{run}/lineage", get(graph))
-        .route("/v1/datasets/{hash}", get(dataset))
+        .routes(routes!(add_input, inputs))
+        .routes(routes!(graph))
+        .routes(routes!(dataset))
 }
 
-/// `POST /v1/runs/{run}/inputs {artifact: {run, path}} | {dataset: {uri, hash, name?}}`.
+/// Records that the run used an input: another run's sealed artifact, or a dataset
+/// version. Declaring the same input again is harmless.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/inputs",
+    operation_id = "add_run_input",
+    tag = "lineage",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = NewInput,
+    responses((status = CREATED, body = Input))
+)]
 pub async fn add_input(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(run): Path<String>,
-    Json(input): Json<lineage::NewInput>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    Json(input): Json<NewInput>,
+) -> ApiResult<(StatusCode, axum::Json<Input>)> {
     let input = lineage::add_input(&state, &caller.tenant, runs::parse_id(&run)?, input).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!(input))))
+    Ok((StatusCode::CREATED, axum::Json(input)))
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Inputs {
+    inputs: Vec<Input>,
+}
+
+/// The inputs the run declared.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/inputs",
+    operation_id = "list_run_inputs",
+    tag = "lineage",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = Inputs))
+)]
 pub async fn inputs(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Inputs>> {
     let run = runs::parse_id(&run)?;
     runs::load(&state, &caller.tenant, run).await?;
     let inputs = lineage::inputs(&state, &caller.tenant, run).await?;
-    Ok(axum::Json(json!({ "inputs": inputs })))
+    Ok(axum::Json(Inputs { inputs }))
 }
 
+/// The run's lineage both ways: the data and runs upstream of it, the runs downstream
+/// that used its artifacts.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/lineage",
+    operation_id = "get_run_lineage",
+    tag = "lineage",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = Graph))
+)]
 pub async fn graph(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<lineage::Graph>> {
+) -> ApiResult<axum::Json<Graph>> {
     Ok(axum::Json(
         lineage::graph(&state, &caller.tenant, runs::parse_id(&run)?).await?,
     ))
 }
 
+/// A dataset version and the runs that used it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DatasetUse<'a> {
+    dataset: Dataset,
+    runs: Vec<RunView<'a>>,
+}
+
+/// A dataset version, by its hash, with every run of the team that used it.
+#[utoipa::path(
+    get,
+    path = "/v1/datasets/{hash}",
+    operation_id = "get_dataset",
+    tag = "lineage",
+    security(("bearer" = ["read"])),
+    params(("hash" = String, Path, description = "The dataset version's content hash, \
+        in hex.")),
+    responses((status = OK, body = DatasetUse))
+)]
 pub async fn dataset(
     State(state): State<AppState>,
     caller: Caller,
     Path(hash): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let (dataset, used_by) = lineage::dataset(&state, &caller.tenant, &hash).await?;
     let now = state.now();
-    let runs: Vec<_> = used_by.iter().map(|run| run.view(&state, now)).collect();
-    Ok(axum::Json(json!({ "dataset": dataset, "runs": runs })))
+    let runs = used_by.iter().map(|run| run.view(&state, now)).collect();
+    Ok(axum::Json(DatasetUse { dataset, runs }).into_response())
 }

@@ -1,6 +1,5 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member, Session};
 use sextant_shared::auth::password::Password;
@@ -9,17 +8,19 @@ use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, PublicUrl};
 use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
 use sextant_shared::state::AppState;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/api-keys", post(create_api_key).get(list_api_keys))
-        .route("/v1/api-keys/{id}", delete(revoke_api_key))
-        .route("/v1/invites", post(create_invite).get(list_invites))
-        .route("/v1/invites/{id}", delete(revoke_invite))
-        .route("/v1/invites/{token}/accept", post(accept_invite))
-        .route("/v1/members", get(list_members))
-        .route("/v1/members/{id}", patch(change_role).delete(remove_member))
+        .routes(routes!(create_api_key, list_api_keys))
+        .routes(routes!(revoke_api_key))
+        .routes(routes!(create_invite, list_invites))
+        .routes(routes!(revoke_invite))
+        .routes(routes!(accept_invite))
+        .routes(routes!(list_members))
+        .routes(routes!(change_role, remove_member))
 }
 
 /// Ids in paths that do not parse name nothing, so they answer like missing ones.
@@ -27,15 +28,17 @@ fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {
     text.parse().map_err(|_| ApiError::not_found(what))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateApiKey {
+    #[schema(value_type = DisplayName)]
     name: String,
+    /// The owner's role by default; never more than the owner's.
     role: Option<Role>,
     /// The member the key acts for; the caller by default.
     user_id: Option<UserId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedApiKey {
     #[serde(flatten)]
     key: ApiKey,
@@ -43,6 +46,17 @@ pub struct CreatedApiKey {
     secret: String,
 }
 
+/// Creates an API key acting for a member of the team; its secret is shown only in
+/// this answer.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "create_api_key",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    request_body = CreateApiKey,
+    responses((status = CREATED, body = CreatedApiKey))
+)]
 pub async fn create_api_key(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -57,11 +71,20 @@ pub async fn create_api_key(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeys {
     api_keys: Vec<ApiKey>,
 }
 
+/// The team's API keys, without their secrets.
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "list_api_keys",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    responses((status = OK, body = ApiKeys))
+)]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -70,6 +93,16 @@ pub async fn list_api_keys(
     Ok(axum::Json(ApiKeys { api_keys }))
 }
 
+/// Revokes an API key: it authenticates nothing from now on.
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revoke_api_key",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The key's id (`key_...`).")),
+    responses((status = NO_CONTENT, description = "Revoked."))
+)]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -80,10 +113,13 @@ pub async fn revoke_api_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateInvite {
+    #[schema(value_type = Email)]
     email: String,
+    /// The role the invitee joins with; `member` by default.
     #[serde(default = "default_invite_role")]
+    #[schema(default = "member")]
     role: Role,
 }
 
@@ -91,7 +127,7 @@ fn default_invite_role() -> Role {
     Role::Member
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedInvite {
     #[serde(flatten)]
     invite: Invite,
@@ -101,6 +137,20 @@ pub struct CreatedInvite {
     url: String,
 }
 
+/// Invites someone by e-mail to join the team; the answer carries the single-use
+/// token and the URL to accept it, which the admin passes on.
+#[utoipa::path(
+    post,
+    path = "/v1/invites",
+    operation_id = "create_invite",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    request_body = CreateInvite,
+    responses(
+        (status = CREATED, body = CreatedInvite),
+        (status = CONFLICT, description = "An account with this e-mail exists (`email_taken`)."),
+    )
+)]
 pub async fn create_invite(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -116,11 +166,20 @@ pub async fn create_invite(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Invites {
     invites: Vec<Invite>,
 }
 
+/// The team's pending invites, without their tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/invites",
+    operation_id = "list_invites",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    responses((status = OK, body = Invites))
+)]
 pub async fn list_invites(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -129,6 +188,16 @@ pub async fn list_invites(
     Ok(axum::Json(Invites { invites }))
 }
 
+/// Revokes a pending invite: its token opens nothing from now on.
+#[utoipa::path(
+    delete,
+    path = "/v1/invites/{id}",
+    operation_id = "revoke_invite",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The invite's id (`inv_...`).")),
+    responses((status = NO_CONTENT, description = "Revoked."))
+)]
 pub async fn revoke_invite(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -139,12 +208,29 @@ pub async fn revoke_invite(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct AcceptInvite {
+    /// The new member's password.
+    #[schema(value_type = Password)]
     password: String,
 }
 
-/// Public: the token is the credential.
+/// Joins the inviting team with the invite's e-mail and role, for a session. Public:
+/// the token is the credential, and works once.
+#[utoipa::path(
+    post,
+    path = "/v1/invites/{token}/accept",
+    operation_id = "accept_invite",
+    tag = "members",
+    security(()),
+    params(("token" = String, Path, description = "The invite's single-use token.")),
+    request_body = AcceptInvite,
+    responses(
+        (status = CREATED, body = Session),
+        (status = NOT_FOUND, description = "No such invite: unknown, used, revoked or expired."),
+        (status = CONFLICT, description = "An account with this e-mail exists (`email_taken`)."),
+    )
+)]
 pub async fn accept_invite(
     State(state): State<AppState>,
     Path(token): Path<String>,
@@ -155,11 +241,20 @@ pub async fn accept_invite(
     Ok((StatusCode::CREATED, axum::Json(session)))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Members {
     members: Vec<Member>,
 }
 
+/// The team's members, with their roles.
+#[utoipa::path(
+    get,
+    path = "/v1/members",
+    operation_id = "list_members",
+    tag = "members",
+    security(("bearer" = ["read"])),
+    responses((status = OK, body = Members))
+)]
 pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,11 +263,29 @@ pub async fn list_members(
     Ok(axum::Json(Members { members }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangeRole {
     role: Role,
 }
 
+/// Changes a member's role; a team keeps at least one admin.
+#[utoipa::path(
+    patch,
+    path = "/v1/members/{id}",
+    operation_id = "change_member_role",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The member's user id (`usr_...`).")),
+    request_body = ChangeRole,
+    responses(
+        (status = OK, body = Member),
+        (
+            status = CONFLICT,
+            description = "It would leave the team without an admin (`last_admin`), or the \
+                           team changed meanwhile (`concurrent_update`).",
+        ),
+    )
+)]
 pub async fn change_role(
     State(state): State<AppState>,
     Admin(caller): Admin,
@@ -184,6 +297,24 @@ pub async fn change_role(
     Ok(axum::Json(member))
 }
 
+/// Removes a member from the team, with the API keys acting for them; a team keeps
+/// at least one admin.
+#[utoipa::path(
+    delete,
+    path = "/v1/members/{id}",
+    operation_id = "remove_member",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The member's user id (`usr_...`).")),
+    responses(
+        (status = NO_CONTENT, description = "Removed."),
+        (
+            status = CONFLICT,
+            description = "It would leave the team without an admin (`last_admin`), or the \
+                           team changed meanwhile (`concurrent_update`).",
+        ),
+    )
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Admin(caller): Admin,

@@ -4,40 +4,60 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
 use sextant_shared::projects;
-use sextant_shared::queue::{self, Finish, Job, JobState, NewJob, QueueName};
+use sextant_shared::queue::{self, Finish, Job, JobState, JobView, NewJob, QueueName};
 use sextant_shared::runs::{self, listing};
 use sextant_shared::state::AppState;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route(
-            "/v1/projects/{project}/queues/{queue}/jobs",
-            routing::post(enqueue).get(list),
-        )
-        .route(
-            "/v1/projects/{project}/queues/{queue}/claim",
-            routing::post(claim),
-        )
-        .route("/v1/jobs/{run}", routing::get(get))
-        .route("/v1/jobs/{run}/cancel", routing::post(cancel))
-        .route("/v1/jobs/{run}/heartbeat", routing::post(heartbeat))
-        .route("/v1/jobs/{run}/finish", routing::post(finish))
+        .routes(routes!(enqueue, list))
+        .routes(routes!(claim))
+        .routes(routes!(get))
+        .routes(routes!(cancel))
+        .routes(routes!(heartbeat))
+        .routes(routes!(finish))
 }
 
+/// A job as clients see it (a `JobView`, which borrows the job, so it is serialized
+/// before the handler returns).
 fn view(state: &AppState, job: &Job) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(job.view(state)?))
+    serde_json::to_value(job.view(state))
+        .map(axum::Json)
+        .map_err(ApiError::internal)
 }
 
-/// `POST /v1/projects/{project}/queues/{queue}/jobs`: 201 with the job and its run.
+/// Puts a job on a project's queue, for a new run created queued or for an existing
+/// queued run of the project (`run`), and answers it with its run.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/queues/{queue}/jobs",
+    operation_id = "enqueue_job",
+    tag = "queues",
+    security(("bearer" = ["write"])),
+    params(
+        ("project" = String, Path, description = "The project's id or name."),
+        ("queue" = QueueName, Path, description = "The queue; any valid name is one."),
+    ),
+    request_body = NewJob,
+    responses(
+        (status = CREATED, body = JobView),
+        (
+            status = CONFLICT,
+            description = "The run is on a queue already (`job_exists`), or is not queued \
+                           (`run_not_queued`).",
+        ),
+    )
+)]
 pub async fn enqueue(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -50,16 +70,44 @@ pub async fn enqueue(
     Ok((StatusCode::CREATED, view(&state, &job)?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
-    /// One state or several, comma-separated.
+    /// One state or several, comma-separated (`waiting,claimed`); every state when
+    /// absent.
+    #[param(example = "waiting,claimed")]
     state: Option<String>,
+    /// Jobs per page: 1 to 500, 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
-/// `GET /v1/projects/{project}/queues/{queue}/jobs`: oldest first.
+/// A page of a queue's jobs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Jobs<'a> {
+    jobs: Vec<JobView<'a>>,
+    /// Where the next page starts; `null` on the last page.
+    #[schema(required = true)]
+    next_cursor: Option<RunId>,
+}
+
+/// A queue's jobs, oldest first, each with its run.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/queues/{queue}/jobs",
+    operation_id = "list_jobs",
+    tag = "queues",
+    security(("bearer" = ["read"])),
+    params(
+        ("project" = String, Path, description = "The project's id or name."),
+        ("queue" = QueueName, Path, description = "The queue."),
+        ListParams,
+    ),
+    responses((status = OK, body = Jobs))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,29 +148,48 @@ pub async fn list(
         cursor,
     )
     .await?;
-    let jobs = page
-        .jobs
-        .iter()
-        .map(|job| job.view(&state))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(axum::Json(json!({
-        "jobs": jobs,
-        "next_cursor": page.next_cursor,
-    })))
+    let jobs = Jobs {
+        jobs: page.jobs.iter().map(|job| job.view(&state)).collect(),
+        next_cursor: page.next_cursor,
+    };
+    serde_json::to_value(jobs)
+        .map(axum::Json)
+        .map_err(ApiError::internal)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// Who claims, as the job will show it.
+    /// Who claims, as the job will show it: 1 to 100 bytes without control characters.
     agent: String,
     /// What the agent's machine has; it takes only jobs needing no other labels.
     #[serde(default)]
     labels: Vec<String>,
 }
 
-/// `POST /v1/projects/{project}/queues/{queue}/claim`: 200 with the job and its run
-/// (its `attempts` is the claim's number), or 204 when nothing is claimable.
+/// Claims the oldest job of the queue the agent's labels allow, waiting or with a
+/// lapsed lease, for an agent to run.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/queues/{queue}/claim",
+    operation_id = "claim_job",
+    tag = "queues",
+    security(("bearer" = ["write"])),
+    params(
+        ("project" = String, Path, description = "The project's id or name."),
+        ("queue" = QueueName, Path, description = "The queue."),
+    ),
+    request_body = ClaimRequest,
+    responses(
+        (
+            status = OK,
+            body = JobView,
+            description = "The job claimed, with its run; its `attempts` is the claim's \
+                           number, which heartbeats and finishing name.",
+        ),
+        (status = NO_CONTENT, description = "Nothing on the queue is claimable now."),
+    )
+)]
 pub async fn claim(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -147,7 +214,16 @@ pub async fn claim(
     })
 }
 
-/// `GET /v1/jobs/{run}`.
+/// A job, by its run's id, with its run.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{run}",
+    operation_id = "get_job",
+    tag = "queues",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The id of the job's run.")),
+    responses((status = OK, body = JobView))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -157,7 +233,21 @@ pub async fn get(
     view(&state, &job)
 }
 
-/// `POST /v1/jobs/{run}/cancel`.
+/// Takes a job off its queue: a waiting job ends at once with its run aborted; a
+/// claimed job's run is asked to stop, which its agent does on its next heartbeat.
+/// Cancelling a cancelled job again answers the same.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{run}/cancel",
+    operation_id = "cancel_job",
+    tag = "queues",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The id of the job's run.")),
+    responses(
+        (status = OK, body = JobView),
+        (status = CONFLICT, description = "The job is done otherwise (`job_ended`)."),
+    )
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -167,14 +257,31 @@ pub async fn cancel(
     view(&state, &job)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
+    /// The claim's number (the job's `attempts` when it was claimed).
     attempt: u32,
 }
 
-/// `POST /v1/jobs/{run}/heartbeat {attempt}`: renews the lease; the run in the answer
-/// says whether it was asked to stop. 409 `lease_lost` once the claim is gone.
+/// Renews the lease of an agent's claim and keeps the run alive; the run in the answer
+/// says whether it was asked to stop.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{run}/heartbeat",
+    operation_id = "heartbeat_job",
+    tag = "queues",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The id of the job's run.")),
+    request_body = Heartbeat,
+    responses(
+        (status = OK, body = JobView),
+        (
+            status = CONFLICT,
+            description = "The claim no longer holds the job (`lease_lost`): stop running it.",
+        ),
+    )
+)]
 pub async fn heartbeat(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -185,7 +292,24 @@ pub async fn heartbeat(
     view(&state, &job)
 }
 
-/// `POST /v1/jobs/{run}/finish {attempt, exit_code?, signal?, reason?}`.
+/// Reports how an agent's command ended, which ends the job and its run (unless the
+/// run ended already); finishing again answers the same.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{run}/finish",
+    operation_id = "finish_job",
+    tag = "queues",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The id of the job's run.")),
+    request_body = Finish,
+    responses(
+        (status = OK, body = JobView),
+        (
+            status = CONFLICT,
+            description = "The claim no longer holds the job (`lease_lost`).",
+        ),
+    )
+)]
 pub async fn finish(
     State(state): State<AppState>,
     Writer(caller): Writer,

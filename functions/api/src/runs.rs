@@ -3,42 +3,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::floats::JsonF64s;
+use sextant_shared::floats::{JsonF64, JsonF64s};
 use sextant_shared::http::{Json, Query};
-use sextant_shared::ids::RunId;
+use sextant_shared::ids::{ProjectId, RunId};
 use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::listing::{self, Filter, Sort};
-use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, Status};
+use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
 use sextant_shared::series::downsample;
 use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesKind, SeriesSummary, StepRange,
-    TextPoints,
+    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesInfo, SeriesKind, SeriesSummary,
+    StepRange, TextPoints,
 };
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route(
-            "/v1/projects/{project}/runs",
-            routing::post(create).get(list),
-        )
-        .route(
-            "/v1/runs/{run}",
-            routing::get(get).patch(patch).delete(delete),
-        )
-        .route("/v1/runs/{run}/abort", routing::post(abort))
-        .route("/v1/runs/{run}/series", routing::get(list_series))
+        .routes(routes!(create, list))
+        .routes(routes!(get, patch, delete))
+        .routes(routes!(abort))
+        .routes(routes!(list_series))
         // Series names hold slashes (`train/loss`): the rest of the path is the name.
-        .route("/v1/runs/{run}/series/{*name}", routing::get(read_series))
-        .route("/v1/compare", routing::get(compare))
+        .routes(routes!(read_series))
+        .routes(routes!(compare))
 }
 
 type JsonResponse = ApiResult<axum::Json<Value>>;
@@ -47,6 +42,17 @@ pub(crate) fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
     serde_json::to_value(record.view(state, state.now())).map_err(ApiError::internal)
 }
 
+/// Starts a run in the project: `running`, or `queued` for one that waits for a worker.
+#[utoipa::path(
+    post,
+    path = "/v1/projects/{project}/runs",
+    operation_id = "create_run",
+    tag = "runs",
+    security(("bearer" = ["write"])),
+    params(("project" = String, Path, description = "The project's id or name.")),
+    request_body = NewRun,
+    responses((status = CREATED, body = RunView))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -58,6 +64,16 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(view(&state, &record)?)))
 }
 
+/// A run, its status read as of now.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}",
+    operation_id = "get_run",
+    tag = "runs",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = RunView))
+)]
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,6 +83,23 @@ pub async fn get(
     Ok(axum::Json(view(&state, &run.record)?))
 }
 
+/// Renames, describes, retags or re-parameterises a run, or moves it on in its
+/// lifecycle (ending it, with when it ended for an imported run).
+#[utoipa::path(
+    patch,
+    path = "/v1/runs/{run}",
+    operation_id = "update_run",
+    tag = "runs",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = RunChanges,
+    responses(
+        (status = OK, body = RunView),
+        (status = CONFLICT, description = "The run has ended (`run_ended`), a started run \
+            cannot be queued again (`invalid_transition`), or it kept changing meanwhile \
+            (`concurrent_update`)."),
+    )
+)]
 pub async fn patch(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -77,6 +110,20 @@ pub async fn patch(
     Ok(axum::Json(view(&state, &record)?))
 }
 
+/// Asks the run to stop: its client learns it from its next log or heartbeat answer and
+/// ends it as `aborted`; a queued run is aborted at once.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/abort",
+    operation_id = "abort_run",
+    tag = "runs",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses(
+        (status = OK, body = RunView),
+        (status = CONFLICT, description = "The run has ended (`run_ended`)."),
+    )
+)]
 pub async fn abort(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -86,6 +133,20 @@ pub async fn abort(
     Ok(axum::Json(view(&state, &record)?))
 }
 
+/// Deletes the run with all its series, artifacts, images and shares.
+#[utoipa::path(
+    delete,
+    path = "/v1/runs/{run}",
+    operation_id = "delete_run",
+    tag = "runs",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses(
+        (status = NO_CONTENT, description = "Deleted."),
+        (status = CONFLICT, description = "The run changed while it was being marked for \
+            deletion (`concurrent_update`); retry."),
+    )
+)]
 pub async fn delete(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -95,19 +156,27 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
+    /// Only runs with this tag.
     pub(crate) tag: Option<String>,
     /// One status or several, comma-separated.
     pub(crate) status: Option<String>,
+    /// Only runs whose name contains this, in any case.
     pub(crate) name: Option<String>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(crate) created_after: Option<OffsetDateTime>,
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(crate) created_before: Option<OffsetDateTime>,
+    /// `created` (the default, newest first), `name`, `param:NAME` or
+    /// `metric:NAME[:last|min|max]`, optionally followed by `:asc` or `:desc`.
     pub(crate) sort: Option<String>,
+    /// Runs a page holds: 1 to 500, 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     pub(crate) limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     pub(crate) cursor: Option<String>,
     /// `true` lists the runs in the trash (deleted through MLflow) instead.
     #[serde(default)]
@@ -177,69 +246,149 @@ pub(crate) async fn run_table(
     Ok(RunTable { runs, page })
 }
 
+/// One page of a project's run table.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunPage<'a> {
+    runs: Vec<RunView<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
+    /// Runs that pass the filter, on all pages.
+    total: usize,
+}
+
+/// A page of the project's runs, filtered and sorted by any column of the run table.
+#[utoipa::path(
+    get,
+    path = "/v1/projects/{project}/runs",
+    operation_id = "list_runs",
+    tag = "runs",
+    security(("bearer" = ["read"])),
+    params(("project" = String, Path, description = "The project's id or name."), ListParams),
+    responses((status = OK, body = RunPage))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
     Query(params): Query<ListParams>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let project = projects::find(&state, &caller.tenant, &project).await?;
     let table = run_table(&state, &caller.tenant, &project, &params).await?;
     let now = state.now();
-    let rows: Vec<_> = table.rows().map(|run| run.view(&state, now)).collect();
-    Ok(axum::Json(json!({
-        "runs": rows,
-        "next_cursor": table.page.next_cursor,
-        "total": table.page.total,
-    })))
+    Ok(axum::Json(RunPage {
+        runs: table.rows().map(|run| run.view(&state, now)).collect(),
+        next_cursor: table.page.next_cursor.clone(),
+        total: table.page.total,
+    })
+    .into_response())
 }
 
+/// The series a run logged, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunSeries<'a> {
+    series: BTreeMap<&'a str, SeriesInfo>,
+}
+
+/// The run's series, each with its summary.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/series",
+    operation_id = "list_series",
+    tag = "series",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = RunSeries))
+)]
 pub async fn list_series(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    let series: BTreeMap<_, _> = run
+    let series = run
         .record
         .series
         .iter()
-        .map(|(name, summary)| (name, summary.info()))
+        .map(|(name, summary)| (name.as_str(), summary.info()))
         .collect();
-    Ok(axum::Json(json!({ "series": series })))
+    Ok(axum::Json(RunSeries { series }).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReadParams {
+    /// The first step to read.
     from: Option<i64>,
+    /// The last step to read.
     to: Option<i64>,
+    /// Only steps after this one: a page's `next_after`, or the last step a live chart
+    /// has.
     after: Option<i64>,
+    /// Downsample a numeric series to at most this many points, keeping each bucket's
+    /// extremes (2 to 100,000); for a text series, the page size (at most 50,000).
+    #[param(minimum = 2, maximum = 100_000)]
     max_points: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
-struct NumericPage<'a> {
+/// Points of a series, in step order: `values` for a numeric one, `texts` for text.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SeriesPoints<'a> {
+    Numeric(NumericPage<'a>),
+    Text(TextPage<'a>),
+}
+
+/// Points of a numeric series: `values[i]` was logged at `steps[i]`, at
+/// `timestamps[i]` (Unix seconds).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NumericPage<'a> {
     name: &'a str,
+    /// `numeric`.
     kind: SeriesKind,
     steps: &'a [i64],
+    #[schema(value_type = Vec<JsonF64>)]
     values: JsonF64s<'a>,
     timestamps: &'a [f64],
+    /// Pass as `after` to read the next page; `null` when the range is exhausted.
+    #[schema(required = true)]
     next_after: Option<i64>,
+    /// The points were downsampled to `max_points`.
     downsampled: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct TextPage<'a> {
+/// Lines of a text series: `texts[i]` was logged at `steps[i]`, at `timestamps[i]`
+/// (Unix seconds).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextPage<'a> {
     name: &'a str,
+    /// `text`.
     kind: SeriesKind,
     steps: &'a [i64],
     texts: &'a [String],
     timestamps: &'a [f64],
+    /// Pass as `after` to read the next page; `null` when the range is exhausted.
+    #[schema(required = true)]
     next_after: Option<i64>,
 }
 
-/// `GET /v1/runs/{run}/series/{name}`: see `series_points`.
+/// Points of one series of the run: exact and paged, or downsampled with `max_points`
+/// so that every bucket's extremes survive.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/series/{*name}",
+    operation_id = "read_series",
+    tag = "series",
+    security(("bearer" = ["read"])),
+    params(
+        ("run" = String, Path, description = "The run's id."),
+        ("name" = String, Path, description = "The series' name; it may hold slashes \
+            (`train/loss`)."),
+        ReadParams,
+    ),
+    responses((status = OK, body = SeriesPoints))
+)]
 pub async fn read_series(
     State(state): State<AppState>,
     caller: Caller,
@@ -299,7 +448,7 @@ pub async fn series_points(
                 params.max_points,
             )
             .await?;
-            Ok(axum::Json(NumericPage {
+            Ok(axum::Json(SeriesPoints::Numeric(NumericPage {
                 name,
                 kind: summary.kind,
                 steps: &read.points.steps,
@@ -307,7 +456,7 @@ pub async fn series_points(
                 timestamps: &read.points.timestamps,
                 next_after: read.next_after,
                 downsampled: read.downsampled,
-            })
+            }))
             .into_response())
         }
         SeriesKind::Text => {
@@ -326,14 +475,14 @@ pub async fn series_points(
             )
             .await?;
             page.limit_text_bytes();
-            Ok(axum::Json(TextPage {
+            Ok(axum::Json(SeriesPoints::Text(TextPage {
                 name,
                 kind: summary.kind,
                 steps: &page.points.steps,
                 texts: &page.points.texts,
                 timestamps: &page.points.timestamps,
                 next_after: page.next_after,
-            })
+            }))
             .into_response())
         }
     }
@@ -422,55 +571,99 @@ pub(crate) fn param_rows<'a>(records: &[&'a RunRecord]) -> BTreeMap<&'a String, 
         .collect()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CompareParams {
+    /// The runs' ids, comma-separated: 1 to 50 of them, of any projects of the team.
     runs: String,
+}
+
+/// Runs side by side. `params` and `series` give one entry per run, in the order of
+/// `runs`, `null` where that run has none.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Comparison<'a> {
+    runs: Vec<ComparedRun<'a>>,
+    /// Every parameter of any of the runs, by name.
+    params: BTreeMap<&'a str, ComparedParam<'a>>,
+    /// Every series of any of the runs, by name: each run's summary of it.
+    series: BTreeMap<&'a str, Vec<Option<SeriesInfo>>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComparedRun<'a> {
+    id: RunId,
+    name: &'a str,
+    project_id: ProjectId,
+    status: Status,
+    tags: &'a BTreeSet<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ComparedParam<'a> {
+    /// Each run's value.
+    values: Vec<Option<&'a ParamValue>>,
+    /// Not every run has the same value.
+    differs: bool,
 }
 
 /// Runs side by side: every parameter with each run's value and whether they
 /// differ, and each run's summary of every series.
+#[utoipa::path(
+    get,
+    path = "/v1/compare",
+    operation_id = "compare_runs",
+    tag = "runs",
+    security(("bearer" = ["read"])),
+    params(CompareParams),
+    responses((status = OK, body = Comparison))
+)]
 pub async fn compare(
     State(state): State<AppState>,
     caller: Caller,
     Query(params): Query<CompareParams>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let ids = compared_ids(params.runs.split(','))?;
     let loaded = load_compared(&state, &caller.tenant, &ids).await?;
     let records: Vec<&RunRecord> = loaded.iter().collect();
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
 
-    let params: BTreeMap<&String, Value> = param_rows(&records)
+    let params = param_rows(&records)
         .into_iter()
-        .map(|(name, row)| (name, json!({"values": row.values, "differs": row.differs})))
+        .map(|(name, row)| {
+            let param = ComparedParam {
+                values: row.values,
+                differs: row.differs,
+            };
+            (name.as_str(), param)
+        })
         .collect();
     let series_names: BTreeSet<&String> = records.iter().flat_map(|r| r.series.keys()).collect();
-    let series: BTreeMap<&String, Value> = series_names
+    let series = series_names
         .into_iter()
         .map(|name| {
-            let summaries: Vec<_> = records
+            let summaries = records
                 .iter()
                 .map(|r| r.series.get(name).map(|s| s.info()))
                 .collect();
-            (name, json!(summaries))
+            (name.as_str(), summaries)
         })
         .collect();
-    let runs: Vec<Value> = records
+    let runs = records
         .iter()
-        .map(|r| {
-            json!({
-                "id": r.id,
-                "name": r.name,
-                "project_id": r.project_id,
-                "status": r.status_at(now, timeout),
-                "tags": r.tags,
-            })
+        .map(|r| ComparedRun {
+            id: r.id,
+            name: &r.name,
+            project_id: r.project_id,
+            status: r.status_at(now, timeout),
+            tags: &r.tags,
         })
         .collect();
-    Ok(axum::Json(json!({
-        "runs": runs,
-        "params": params,
-        "series": series,
-    })))
+    Ok(axum::Json(Comparison {
+        runs,
+        params,
+        series,
+    })
+    .into_response())
 }

@@ -1,6 +1,5 @@
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, DisplayName, Email, Session, SignedUp};
 use sextant_shared::auth::password::Password;
@@ -9,22 +8,43 @@ use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::ids::{ApiKeyId, TenantId, UserId};
 use sextant_shared::state::AppState;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/signup", post(signup))
-        .route("/v1/login", post(login))
-        .route("/v1/me", get(me))
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(me))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct SignupRequest {
+    /// The new team's name.
+    #[schema(value_type = DisplayName)]
     team: String,
+    /// The first member's e-mail, who becomes the team's admin.
+    #[schema(value_type = Email)]
     email: String,
+    #[schema(value_type = Password)]
     password: String,
 }
 
+/// Creates a team with its first member, an admin, and answers a session and the
+/// team's first API key.
+#[utoipa::path(
+    post,
+    path = "/v1/signup",
+    operation_id = "sign_up",
+    tag = "session",
+    security(()),
+    request_body = SignupRequest,
+    responses(
+        (status = CREATED, body = SignedUp),
+        (status = CONFLICT, description = "An account with this e-mail exists (`email_taken`)."),
+    )
+)]
 pub async fn signup(
     State(state): State<AppState>,
     Json(request): Json<SignupRequest>,
@@ -36,12 +56,26 @@ pub async fn signup(
     Ok((StatusCode::CREATED, axum::Json(signed_up)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct LoginRequest {
     email: String,
+    #[schema(format = Password)]
     password: String,
 }
 
+/// Logs a member in with e-mail and password, for a session token.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    operation_id = "log_in",
+    tag = "session",
+    security(()),
+    request_body = LoginRequest,
+    responses(
+        (status = OK, body = Session),
+        (status = UNAUTHORIZED, description = "The e-mail or the password is wrong."),
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     Json(request): Json<LoginRequest>,
@@ -51,16 +85,27 @@ pub async fn login(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Me {
     tenant_id: TenantId,
     user_id: UserId,
+    /// The credential's effective role: a key's own, capped by its owner's.
     role: Role,
-    /// The API key the request used, if any.
+    /// The API key the request used (itself or exchanged for a token); `null` for a
+    /// session.
+    #[schema(required = true)]
     api_key_id: Option<ApiKeyId>,
 }
 
 /// Who the credential belongs to: lets clients check a key before they rely on it.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "get_me",
+    tag = "session",
+    security(("bearer" = ["read"])),
+    responses((status = OK, body = Me))
+)]
 pub async fn me(caller: Caller) -> axum::Json<Me> {
     let api_key_id = match caller.credential {
         Credential::Session => None,

@@ -1,29 +1,34 @@
 //! Shared run URLs: the team creates, lists and revokes them; anyone holding one reads
 //! that run, and only that run, without logging in.
 
+use std::collections::BTreeMap;
+
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::response::Response;
-use axum::routing::{delete, get, post};
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
+use sextant_shared::artifacts::ArtifactView;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, PublicUrl, Query};
 use sextant_shared::ids::ShareId;
-use sextant_shared::shares::{self, NewShare, Share};
+use sextant_shared::images::SeriesImages;
+use sextant_shared::runs::RunView;
+use sextant_shared::shares::{self, NewShare, Share, Terms};
 use sextant_shared::state::AppState;
 use sextant_shared::{artifacts, images, runs};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::images::ImageRange;
-use crate::runs::ReadParams;
+use crate::images::{ImageRange, Images};
+use crate::runs::{ReadParams, SeriesPoints};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/runs/{run}/shares", post(create).get(list))
-        .route("/v1/shares/{id}", delete(revoke))
+        .routes(routes!(create, list))
+        .routes(routes!(revoke))
         .merge(shared_routes())
 }
 
@@ -31,10 +36,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// their answers are neither cached nor named in the `Referer` of links followed.
 fn shared_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/shared/{token}", get(view))
-        .route("/v1/shared/{token}/series/{*name}", get(read_series))
-        .route("/v1/shared/{token}/images/{*series}", get(list_images))
-        .route("/v1/shared/{token}/artifacts/{*path}", get(download))
+        .routes(routes!(view))
+        .routes(routes!(read_series))
+        .routes(routes!(list_images))
+        .routes(routes!(download))
         .route_layer(middleware::map_response(|response: Response| async {
             keep_private(response)
         }))
@@ -52,7 +57,7 @@ pub(crate) fn keep_private(mut response: Response) -> Response {
     response
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedShare {
     #[serde(flatten)]
     share: Share,
@@ -62,7 +67,22 @@ pub struct CreatedShare {
     url: String,
 }
 
-/// `POST /v1/runs/{run}/shares {expires_in?, allow_downloads?}`.
+/// Shares a run: anyone with the URL in the answer reads it without logging in, until
+/// the share expires or is revoked. The token is shown only in this answer.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{run}/shares",
+    operation_id = "create_share",
+    tag = "shares",
+    security(("bearer" = ["write"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    request_body = NewShare,
+    responses((
+        status = CREATED,
+        body = CreatedShare,
+        headers(("Cache-Control" = String, description = "`no-store`: the answer holds the token.")),
+    ))
+)]
 pub async fn create(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -87,17 +107,40 @@ pub async fn create(
     ))
 }
 
-/// `GET /v1/runs/{run}/shares`: the run's live shares, without their tokens.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Shares {
+    shares: Vec<Share>,
+}
+
+/// The run's live shares, without their tokens.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{run}/shares",
+    operation_id = "list_shares",
+    tag = "shares",
+    security(("bearer" = ["read"])),
+    params(("run" = String, Path, description = "The run's id.")),
+    responses((status = OK, body = Shares))
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Shares>> {
     let shares = shares::list(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    Ok(axum::Json(json!({ "shares": shares })))
+    Ok(axum::Json(Shares { shares }))
 }
 
-/// `DELETE /v1/shares/{id}`: the share opens nothing from now on.
+/// Revokes a share: its URL opens nothing from now on.
+#[utoipa::path(
+    delete,
+    path = "/v1/shares/{id}",
+    operation_id = "revoke_share",
+    tag = "shares",
+    security(("bearer" = ["write"])),
+    params(("id" = String, Path, description = "The share's id (`shr_...`).")),
+    responses((status = NO_CONTENT, description = "Revoked."))
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -108,27 +151,79 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /v1/shared/{token}`: the run as its team sees it, its sealed artifacts and
-/// its image series.
-pub async fn view(
-    State(state): State<AppState>,
-    Path(token): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+/// A shared run, as the holder of its token reads it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SharedRunView<'a> {
+    share: Terms,
+    run: RunView<'a>,
+    /// The run's artifacts.
+    artifacts: Vec<ArtifactView>,
+    /// The run's image series, by name.
+    images: BTreeMap<String, SeriesImages>,
+}
+
+/// The run a share token opens, as its team sees it, with its artifacts and its image
+/// series. Public: the token is the credential.
+#[utoipa::path(
+    get,
+    path = "/v1/shared/{token}",
+    operation_id = "get_shared_run",
+    tag = "shares",
+    security(()),
+    params(("token" = String, Path, description = "The share's token (`sxt_share_...`).")),
+    responses(
+        (
+            status = OK,
+            body = SharedRunView,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("Referrer-Policy" = String, description = "`no-referrer`."),
+            ),
+        ),
+        (status = NOT_FOUND, description = "The token opens nothing: unknown, revoked or expired, or its run was deleted."),
+    )
+)]
+pub async fn view(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
     let shared = shares::open(&state, &token).await?;
     let (artifacts, images) = futures::try_join!(
         artifacts::list(&state, &shared.tenant, shared.run.id, None, None),
         images::series(&state, &shared.tenant, shared.run.id),
     )?;
-    let artifacts: Vec<Value> = artifacts.iter().map(|a| a.view()).collect();
-    Ok(axum::Json(json!({
-        "share": shared.terms(),
-        "run": crate::runs::view(&state, &shared.run)?,
-        "artifacts": artifacts,
-        "images": images,
-    })))
+    Ok(axum::Json(SharedRunView {
+        share: shared.terms(),
+        run: shared.run.view(&state, state.now()),
+        artifacts: artifacts.into_iter().map(|a| a.into_view()).collect(),
+        images,
+    })
+    .into_response())
 }
 
-/// `GET /v1/shared/{token}/series/{name}`: as `GET /v1/runs/{run}/series/{name}`.
+/// Points of one series of a shared run, as `GET /v1/runs/{run}/series/{name}` reads
+/// them. Public: the token is the credential.
+#[utoipa::path(
+    get,
+    path = "/v1/shared/{token}/series/{*name}",
+    operation_id = "read_shared_series",
+    tag = "shares",
+    security(()),
+    params(
+        ("token" = String, Path, description = "The share's token (`sxt_share_...`)."),
+        ("name" = String, Path, description = "The series' name; it may hold slashes \
+            (`train/loss`)."),
+        ReadParams,
+    ),
+    responses(
+        (
+            status = OK,
+            body = SeriesPoints,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("Referrer-Policy" = String, description = "`no-referrer`."),
+            ),
+        ),
+        (status = NOT_FOUND, description = "The token opens nothing, or the run has no such series."),
+    )
+)]
 pub async fn read_series(
     State(state): State<AppState>,
     Path((token, name)): Path<(String, String)>,
@@ -138,18 +233,71 @@ pub async fn read_series(
     crate::runs::series_points(&state, &shared.tenant, &shared.run, &name, &params).await
 }
 
-/// `GET /v1/shared/{token}/images/{series}`: as `GET /v1/runs/{run}/images/{series}`.
+/// Images of one image series of a shared run, as `GET /v1/runs/{run}/images/{series}`
+/// lists them. Public: the token is the credential.
+#[utoipa::path(
+    get,
+    path = "/v1/shared/{token}/images/{*series}",
+    operation_id = "list_shared_images",
+    tag = "shares",
+    security(()),
+    params(
+        ("token" = String, Path, description = "The share's token (`sxt_share_...`)."),
+        ("series" = String, Path, description = "The image series' name; it may hold \
+            slashes."),
+        ImageRange,
+    ),
+    responses(
+        (
+            status = OK,
+            body = Images,
+            headers(
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("Referrer-Policy" = String, description = "`no-referrer`."),
+            ),
+        ),
+        (status = NOT_FOUND, description = "The token opens nothing: unknown, revoked or expired, or its run was deleted."),
+    )
+)]
 pub async fn list_images(
     State(state): State<AppState>,
     Path((token, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<serde_json::Value>> {
     let shared = shares::open(&state, &token).await?;
     crate::images::images_of(&state, &shared.tenant, shared.run.id, &series, &range).await
 }
 
-/// `GET /v1/shared/{token}/artifacts/{path}`: a redirect to the download, if the
-/// sharer allowed downloads.
+/// Downloads an artifact of a shared run, if the sharer allowed downloads: a redirect
+/// to its bytes. Public: the token is the credential.
+#[utoipa::path(
+    get,
+    path = "/v1/shared/{token}/artifacts/{*path}",
+    operation_id = "download_shared_artifact",
+    tag = "shares",
+    security(()),
+    params(
+        ("token" = String, Path, description = "The share's token (`sxt_share_...`)."),
+        ("path" = String, Path, description = "The artifact's path in the run; it may \
+            hold slashes."),
+    ),
+    responses(
+        (
+            status = TEMPORARY_REDIRECT,
+            description = "The bytes are at `Location` for the next five minutes.",
+            headers(
+                ("Location" = String, description = "A short-lived URL of the artifact's bytes."),
+                ("Cache-Control" = String, description = "`no-store`."),
+                ("Referrer-Policy" = String, description = "`no-referrer`."),
+            ),
+        ),
+        (
+            status = FORBIDDEN,
+            description = "The share does not allow downloads (`downloads_not_shared`).",
+        ),
+        (status = NOT_FOUND, description = "The token opens nothing, or the run has no such artifact."),
+    )
+)]
 pub async fn download(
     State(state): State<AppState>,
     Path((token, path)): Path<(String, String)>,

@@ -1,7 +1,6 @@
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::operator::Operator;
@@ -9,19 +8,25 @@ use sextant_shared::billing::{self, BillingMonth, MonthUsage, Report, TenantTota
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .route("/v1/usage", get(usage))
-        .route("/v1/billing/reports/{month}", get(report))
-        .route("/v1/admin/usage", get(all_tenants))
+        .routes(routes!(usage))
+        .routes(routes!(report))
+        .routes(routes!(all_tenants))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageParams {
-    /// `YYYY-MM`; this month when absent.
+    /// `YYYY-MM` (UTC); this month when absent.
+    #[param(example = "2026-11")]
     month: Option<String>,
 }
 
@@ -34,7 +39,16 @@ impl UsageParams {
     }
 }
 
-/// `GET /v1/usage?month=YYYY-MM`: the caller's team's usage and cost so far, by day.
+/// The caller's team's usage in a month and its cost so far, by day.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    operation_id = "get_usage",
+    tag = "billing",
+    security(("bearer" = ["read"])),
+    params(UsageParams),
+    responses((status = OK, body = MonthUsage))
+)]
 pub async fn usage(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,14 +60,47 @@ pub async fn usage(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportParams {
     /// `json` (the default) or `csv`.
+    #[param(schema_with = report_format)]
     format: Option<String>,
 }
 
-/// `GET /v1/billing/reports/{YYYY-MM}`: the month's report, closed or draft.
+fn report_format() -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("`json` (the default) or `csv`."))
+        .enum_values(Some(["json", "csv"]))
+        .default(Some("json".into()))
+        .into()
+}
+
+/// The team's bill for a month: the closed report once the month is closed, else a
+/// draft of it so far; as JSON, or as a CSV download.
+#[utoipa::path(
+    get,
+    path = "/v1/billing/reports/{month}",
+    operation_id = "get_billing_report",
+    tag = "billing",
+    security(("bearer" = ["read"])),
+    params(
+        ("month" = String, Path, description = "`YYYY-MM` (UTC).", example = "2026-11"),
+        ReportParams,
+    ),
+    responses((
+        status = OK,
+        description = "The report: JSON by default; with `format=csv`, its line items and \
+                       a total row as an attachment (`Content-Disposition: attachment; \
+                       filename=\"sextant-YYYY-MM.csv\"`).",
+        content(
+            (Report = "application/json"),
+            (String = "text/csv; charset=utf-8"),
+        ),
+    ))
+)]
 pub async fn report(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,13 +131,25 @@ pub(crate) fn report_response(report: Report, format: Option<&str>) -> ApiResult
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct OperatorUsage {
+    /// `YYYY-MM`.
+    #[schema(example = "2026-11")]
     month: String,
+    /// Every tenant billed in the month, by tenant id.
     tenants: Vec<TenantTotals>,
 }
 
-/// `GET /v1/admin/usage?month=YYYY-MM`: every tenant's totals, for the operator.
+/// Every team's totals for a month, for the deployment's operator.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/usage",
+    operation_id = "list_tenant_usage",
+    tag = "billing",
+    security(("operator" = [])),
+    params(UsageParams),
+    responses((status = OK, body = OperatorUsage))
+)]
 pub async fn all_tenants(
     State(state): State<AppState>,
     _: Operator,

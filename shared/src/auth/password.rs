@@ -22,6 +22,21 @@ impl std::fmt::Debug for Password {
     }
 }
 
+impl utoipa::PartialSchema for Password {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Password,
+            )))
+            .min_length(Some(MIN_PASSWORD_CHARS))
+            .description(Some("At least 12 characters, at most 1,024 bytes."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Password {}
+
 impl Password {
     pub fn parse(password: String) -> Result<Self, ApiError> {
         if password.chars().count() < MIN_PASSWORD_CHARS {

@@ -45,7 +45,10 @@ const VERSION: &str = "version";
 /// Optimistic-concurrency attempts before a change gives up with 409.
 const UPDATE_ATTEMPTS: usize = 50;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// Where a run is in its lifecycle, as of when it is read.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Queued,
@@ -72,7 +75,8 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+/// The source a run executed, as git describes it; each field at most 1,000 bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct GitInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -197,31 +201,40 @@ impl RunRecord {
 
 /// A run as clients see it: the record with its status read as of now, without the
 /// bookkeeping fields.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunView<'a> {
     id: RunId,
     project_id: ProjectId,
+    /// 1, 2, 3, ... within the project.
     number: u64,
     name: &'a str,
     description: &'a str,
     owner: UserId,
     status: Status,
+    /// Labels (`baseline`) and key-value tags (`dataset=imagenet`).
     tags: &'a BTreeSet<String>,
+    /// Parameters by their flat `a/b/c` names.
     params: &'a BTreeMap<String, ParamValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     git: Option<&'a GitInfo>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    /// `null` until the run ends.
     #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(required = true)]
     ended_at: Option<OffsetDateTime>,
+    /// The last log batch or heartbeat.
     #[serde(with = "time::serde::rfc3339")]
     heartbeat_at: OffsetDateTime,
+    /// An abort was asked for and the run has not yet ended.
     abort_requested: bool,
+    /// When the run was moved to the trash; absent for runs that are not in it.
     #[serde(
         with = "time::serde::rfc3339::option",
         skip_serializing_if = "Option::is_none"
     )]
     trashed_at: Option<OffsetDateTime>,
+    /// A summary of every series the run logged, by name.
     series: BTreeMap<&'a str, crate::series::SeriesInfo>,
 }
 
@@ -305,14 +318,19 @@ pub fn check_tag_count(tags: &BTreeSet<String>) -> ApiResult<()> {
     Ok(())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRun {
+    /// 1 to 250 bytes; `{project}-{number}` when absent.
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Labels (`baseline`) and key-value tags (`dataset=imagenet`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Parameters: booleans, integers, floats, strings (arrays are kept as their JSON
+    /// text); nested objects flatten into `a/b/c` names.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub params: serde_json::Map<String, serde_json::Value>,
     pub git: Option<GitInfo>,
     /// `queued` for runs that wait for a worker; `running` otherwise.
@@ -522,7 +540,7 @@ impl std::fmt::Display for Status {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagChanges {
     #[serde(default)]
@@ -531,13 +549,17 @@ pub struct TagChanges {
     pub remove: Vec<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunChanges {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// `running`, or a status that ends the run (`succeeded`, `failed`, `aborted`);
+    /// ending a run again with the status it ended with is a no-op.
     pub status: Option<Status>,
     pub tags: Option<TagChanges>,
+    /// Parameters to set, as in a new run's; a `null` value removes that name.
+    #[schema(value_type = Option<Object>)]
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
     pub git: Option<GitInfo>,
     /// With an ending `status`: when the run ended, if not now (an imported run's end).

@@ -20,7 +20,8 @@ pub const MAX_STRING_BYTES: usize = 6_000;
 pub const MAX_PARAMS: usize = 1_000;
 pub const MAX_TOTAL_BYTES: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A parameter's value: a boolean, a 64-bit integer, a finite float or a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum ParamValue {
     Bool(bool),

@@ -44,7 +44,10 @@ const DATA: &str = "d";
 /// equal in step and timestamp read back in the order they were logged.
 const WRITTEN: &str = "w";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// What a series holds: numbers (metrics) or lines of text.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SeriesKind {
     Numeric,
@@ -106,18 +109,26 @@ pub struct SeriesSummary {
 }
 
 /// A series' summary as clients see it.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct SeriesInfo {
     pub kind: SeriesKind,
+    /// Points logged.
     pub count: u64,
     pub first_step: i64,
     pub last_step: i64,
+    /// Unix seconds of the last point.
     pub last_timestamp: f64,
+    /// The smallest non-NaN value: `null` while every value was NaN, and for text.
     #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
     pub min: Option<f64>,
+    /// The largest non-NaN value: `null` while every value was NaN, and for text.
     #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
     pub max: Option<f64>,
+    /// The value of the point last in step order; `null` for text.
     #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
     pub last: Option<f64>,
 }
 

@@ -102,7 +102,7 @@ pub enum Presign {
 }
 
 /// A part of a multipart upload, as the client reports it after uploading it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct CompletedPart {
     /// 1-based, ascending.
     pub number: u32,
