@@ -24,7 +24,7 @@ report=$(mktemp -d)
 # the handlers', not the rate limiter's (tests/tests/rate_limits.rs covers that).
 SEXTANT_RATE_KEY_PER_MINUTE=1000000 SEXTANT_RATE_KEY_BURST=100000 \
   SEXTANT_RATE_TEAM_PER_MINUTE=1000000 SEXTANT_RATE_TEAM_BURST=100000 \
-  RUST_LOG=warn target/debug/sextant serve --addr 127.0.0.1:0 --data-dir "$data" 2>"$log" &
+  RUST_LOG=info target/debug/sextant serve --addr 127.0.0.1:0 --data-dir "$data" 2>"$log" &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$data" "$log" "$report"' EXIT
 
@@ -37,25 +37,50 @@ for _ in $(seq 1 100); do
 done
 if [ -z "$base" ]; then cat "$log"; echo "sextant serve never said where it serves" >&2; exit 1; fi
 
-key=$(curl -sf -X POST "$base/v1/signup" -H 'content-type: application/json' \
-  -d '{"email": "contract@example.com", "password": "correct horse battery staple", "team": "contract"}' |
-  python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
+api() {
+  curl -sf -X POST "$base$1" -H 'content-type: application/json' ${key:+-H "authorization: Bearer $key"} -d "$2"
+}
+field() { python3 -c "import json, sys; print(json.load(sys.stdin)['$1'])"; }
+key=""
+key=$(api /v1/signup '{"email": "contract@example.com", "password": "correct horse battery staple", "team": "contract"}' | field api_key)
+# A project and a run with a series, so generated requests reach the handlers' logic
+# instead of stopping at 404.
+project=$(api /v1/projects '{"name": "contract"}' | field id)
+run=$(api "/v1/projects/$project/runs" '{"name": "fuzzed"}' | field id)
+api "/v1/runs/$run/log" '{"batch_id": "b1", "series": {"loss": {"steps": [0, 1], "values": [1.0, 0.5]}}}' >/dev/null
+cat >"$report/schemathesis.toml" <<TOML
+[parameters]
+"path.project" = "$project"
+"path.run" = "$run"
+"path.name" = "loss"
+TOML
 
-# Every check schemathesis has, except those that need what a single key cannot give:
-# use_after_free and ensure_resource_availability follow OpenAPI links, which the
-# document does not declare; object_level_authorization needs a second tenant, which
-# the isolation sweep (tests/tests/isolation.rs) covers against every operation.
+# The checks of the issue's goal: no 5xx; only documented statuses, content types and
+# headers; every body, errors included, matching its schema; credentials required
+# where the document says so; unsupported methods refused. Left out:
+# positive_data_acceptance and negative_data_rejection, because the document gives the
+# shape of each body and not every rule the server checks (series and tag names,
+# parameter nesting, byte limits, timestamps), so schema-valid bodies are refused and
+# the other way round by design; use_after_free and ensure_resource_availability,
+# which follow OpenAPI links the document does not declare; object_level_authorization,
+# which needs a second tenant: the isolation sweep (tests/tests/isolation.rs) holds
+# every operation to that.
+# Three operations are not fuzzed: revoking API keys (the fuzzer finds its own key's
+# id in the key list, revokes it and meets only 401s from then on), and deleting the
+# project or the run above (every later case would meet 404). tests/tests cover them.
 status=0
-"$env/bin/st" run "$base/openapi.json" \
+timeout 900 "$env/bin/st" --config-file "$report/schemathesis.toml" run "$base/openapi.json" \
   --header "Authorization: Bearer $key" \
   --checks all \
-  --exclude-checks use_after_free,ensure_resource_availability,object_level_authorization \
+  --exclude-checks positive_data_acceptance,negative_data_rejection,use_after_free,ensure_resource_availability,object_level_authorization \
+  --exclude-operation-id revoke_api_key \
+  --exclude-operation-id delete_project \
+  --exclude-operation-id delete_run \
   --max-examples "$examples" \
-  --max-time 600 \
   --seed 20261204 \
   --workers 2 \
   --request-timeout 30 \
-  --report junit --report-dir "$report" \
+  --report junit --report-junit-path "$report/junit.xml" \
   --output-truncate true || status=$?
 python3 - "$report/junit.xml" <<'EOF'
 import sys, xml.etree.ElementTree as ET

@@ -140,6 +140,7 @@ impl utoipa::PartialSchema for DisplayName {
             .schema_type(utoipa::openapi::Type::String)
             .min_length(Some(1))
             .max_length(Some(MAX_NAME_CHARS))
+            .pattern(Some(crate::openapi::PRINTABLE_NAME))
             .description(Some(
                 "1 to 100 characters without control characters, trimmed of surrounding spaces.",
             ))

@@ -20,6 +20,10 @@ use utoipa::openapi::{
 
 use crate::error::{Body, Envelope};
 
+/// The pattern of a name people type: no control characters (Unicode's Cc, as
+/// `char::is_control` sees them), and something besides spaces.
+pub const PRINTABLE_NAME: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u001f\\u007f-\\u009f\\s][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
 /// The security scheme for API keys and the tokens exchanged for them.
 pub const BEARER: &str = "bearer";
 /// The operator's token, for the cross-tenant usage report.

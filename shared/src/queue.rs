@@ -42,7 +42,7 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const MAX_LABELS: usize = 32;
 pub const MAX_COMMAND_ARGS: usize = 1_000;
 pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
-pub const MAX_AGENT_NAME_BYTES: usize = 100;
+pub const MAX_AGENT_NAME_CHARS: usize = 100;
 pub const MAX_REASON_BYTES: usize = 1_000;
 /// The text series where the queue and agents say what happened to a job's run
 /// (claims, retries, exit statuses), beside the command's own `stdout` and `stderr`.
@@ -122,6 +122,26 @@ pub fn parse_labels<'a>(
     Ok(parsed)
 }
 
+/// What `check_command` accepts, but for the total size, which a schema cannot say.
+fn command_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::{ArrayBuilder, ObjectBuilder, Type};
+    let argument = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[^\\u0000]*$"))
+    };
+    ArrayBuilder::new()
+        .prefix_items([argument().min_length(Some(1)).build()])
+        .items(argument())
+        .min_items(Some(1))
+        .max_items(Some(MAX_COMMAND_ARGS))
+        .description(Some(format!(
+            "The program, then its arguments: at most {MAX_COMMAND_ARGS} strings without NUL, \
+             {MAX_COMMAND_BYTES} bytes in all."
+        )))
+        .build()
+}
+
 fn check_command(command: &[String]) -> ApiResult<()> {
     let total: usize = command.iter().map(String::len).sum();
     let valid = (1..=MAX_COMMAND_ARGS).contains(&command.len())
@@ -140,15 +160,25 @@ fn check_command(command: &[String]) -> ApiResult<()> {
     Ok(())
 }
 
+/// What `check_agent` accepts.
+pub fn agent_name_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_AGENT_NAME_CHARS))
+        .pattern(Some(crate::openapi::PRINTABLE_NAME))
+        .build()
+}
+
 fn check_agent(agent: &str) -> ApiResult<()> {
     if agent.trim().is_empty()
-        || agent.len() > MAX_AGENT_NAME_BYTES
+        || agent.chars().count() > MAX_AGENT_NAME_CHARS
         || agent.chars().any(char::is_control)
     {
         return Err(ApiError::invalid(
             "invalid_agent",
             format!(
-                "an agent's name is 1 to {MAX_AGENT_NAME_BYTES} bytes without control characters"
+                "an agent's name is 1 to {MAX_AGENT_NAME_CHARS} characters without control characters"
             ),
         ));
     }
@@ -425,6 +455,7 @@ pub async fn get(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job
 pub struct NewJob {
     /// The program and its arguments; the agent appends the run's params as
     /// `--name value`.
+    #[schema(schema_with = command_schema)]
     pub command: Vec<String>,
     /// What an agent must have to take the job.
     #[serde(default)]

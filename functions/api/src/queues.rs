@@ -160,7 +160,9 @@ pub async fn list(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
-    /// Who claims, as the job will show it: 1 to 100 bytes without control characters.
+    /// Who claims, as the job will show it: 1 to 100 characters without control
+    /// characters.
+    #[schema(schema_with = queue::agent_name_schema)]
     agent: String,
     /// What the agent's machine has; it takes only jobs needing no other labels.
     #[serde(default)]

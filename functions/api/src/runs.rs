@@ -576,6 +576,7 @@ pub(crate) fn param_rows<'a>(records: &[&'a RunRecord]) -> BTreeMap<&'a String, 
 #[serde(deny_unknown_fields)]
 pub struct CompareParams {
     /// The runs' ids, comma-separated: 1 to 50 of them, of any projects of the team.
+    #[param(pattern = "^run_[0-9a-hjkmnp-tv-z]{26}(,run_[0-9a-hjkmnp-tv-z]{26}){0,49}$")]
     runs: String,
 }
 

@@ -26,7 +26,10 @@ pub struct Where {
     security(("bearer" = ["write"])),
     params(("run" = String, Path, description = "The run's id."), Where),
     request_body(content = Vec<u8>, content_type = "image/png"),
-    responses((status = CREATED, body = Image))
+    responses(
+        (status = CREATED, body = Image),
+        (status = CONFLICT, description = "The run has ended (`run_ended`)."),
+    )
 )]
 pub async fn log(
     State(state): State<AppState>,

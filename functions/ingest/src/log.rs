@@ -16,7 +16,15 @@ use sextant_shared::state::AppState;
     security(("bearer" = ["write"])),
     params(("run" = String, Path, description = "The run's id.")),
     request_body = LogBatch,
-    responses((status = OK, body = LogOutcome))
+    responses(
+        (status = OK, body = LogOutcome),
+        (
+            status = CONFLICT,
+            description = "The run has ended (`run_ended`), a series holds the other kind of \
+                           points (`series_kind_mismatch`), or the batch id was used for other \
+                           points (`batch_id_reused`)."
+        ),
+    )
 )]
 pub async fn log(
     State(state): State<AppState>,
