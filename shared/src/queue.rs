@@ -739,56 +739,10 @@ async fn try_claim(
     run: RunId,
     agent: &str,
 ) -> ApiResult<Option<Job>> {
-    let Some(item) = state.kv.get(&job_key(tenant, project, queue, run)).await? else {
+    let claimed = take_if_free(state, tenant, project, queue, run, agent).await?;
+    let Some((mut job, record, lapsed)) = claimed else {
         return Ok(None);
     };
-    let mut job = read_job(&item)?;
-    let now = state.now();
-    let lapsed = match job.record.state {
-        JobState::Waiting => None,
-        JobState::Claimed if job.record.lease_expires_at.is_none_or(|until| until <= now) => {
-            Some((
-                job.record.attempts,
-                job.record.agent.clone().unwrap_or_default(),
-            ))
-        }
-        JobState::Claimed | JobState::Done => return Ok(None),
-    };
-    // Whether there is anything left to run is the run's to say.
-    let Some(record) = load_run(state, tenant, run).await? else {
-        forget(state, tenant, &job.record).await?;
-        return Ok(None);
-    };
-    let timeout = state.settings.heartbeat_timeout;
-    if record.status_at(now, timeout).is_ended() || record.abort_requested_at.is_some() {
-        let reason = match &lapsed {
-            None => "the run ended or was aborted before an agent took the job".to_owned(),
-            Some((attempt, previous)) => format!(
-                "attempt {attempt} (agent {previous}) stopped answering after the run ended or was aborted"
-            ),
-        };
-        close(state, tenant, &mut job, Status::Aborted, reason).await?;
-        return Ok(None);
-    }
-    if let Some((attempt, previous)) = &lapsed
-        && job.record.attempts >= job.record.max_attempts
-    {
-        let reason = format!(
-            "gave up after {attempt} attempts: the lease of attempt {attempt} (agent {previous}) \
-             expired without a heartbeat"
-        );
-        close(state, tenant, &mut job, Status::Failed, reason).await?;
-        return Ok(None);
-    }
-    job.record.state = JobState::Claimed;
-    job.record.attempts += 1;
-    job.record.agent = Some(agent.to_owned());
-    job.record.claimed_at = Some(now);
-    job.record.lease_expires_at = Some(now + state.settings.job_lease);
-    if !save(state, tenant, &mut job).await? {
-        // Another agent got there first.
-        return Ok(None);
-    }
     if let Some((attempt, previous)) = lapsed {
         let text = format!(
             "attempt {attempt} (agent {previous}) stopped renewing its lease; attempt {} runs on agent {agent}",
@@ -814,6 +768,72 @@ async fn try_claim(
         }
         Err(err) => Err(err),
     }
+}
+
+/// Takes the job if it is free, re-reading it after every lost write: a lost write is
+/// not proof that another agent holds the job, since on DynamoDB a transaction conflict
+/// cancels every contender. Answers the claimed job with its run and, for a lapsed
+/// claim, the attempt and agent it takes over from.
+async fn take_if_free(
+    state: &AppState,
+    tenant: &Tenant,
+    project: ProjectId,
+    queue: &QueueName,
+    run: RunId,
+    agent: &str,
+) -> ApiResult<Option<(Job, RunRecord, Option<(u32, String)>)>> {
+    for _ in 0..UPDATE_ATTEMPTS {
+        let Some(item) = state.kv.get(&job_key(tenant, project, queue, run)).await? else {
+            return Ok(None);
+        };
+        let mut job = read_job(&item)?;
+        let now = state.now();
+        let lapsed = match job.record.state {
+            JobState::Waiting => None,
+            JobState::Claimed if job.record.lease_expires_at.is_none_or(|until| until <= now) => {
+                Some((
+                    job.record.attempts,
+                    job.record.agent.clone().unwrap_or_default(),
+                ))
+            }
+            JobState::Claimed | JobState::Done => return Ok(None),
+        };
+        // Whether there is anything left to run is the run's to say.
+        let Some(record) = load_run(state, tenant, run).await? else {
+            forget(state, tenant, &job.record).await?;
+            return Ok(None);
+        };
+        let timeout = state.settings.heartbeat_timeout;
+        if record.status_at(now, timeout).is_ended() || record.abort_requested_at.is_some() {
+            let reason = match &lapsed {
+                None => "the run ended or was aborted before an agent took the job".to_owned(),
+                Some((attempt, previous)) => format!(
+                    "attempt {attempt} (agent {previous}) stopped answering after the run ended or was aborted"
+                ),
+            };
+            close(state, tenant, &mut job, Status::Aborted, reason).await?;
+            return Ok(None);
+        }
+        if let Some((attempt, previous)) = &lapsed
+            && job.record.attempts >= job.record.max_attempts
+        {
+            let reason = format!(
+                "gave up after {attempt} attempts: the lease of attempt {attempt} (agent {previous}) \
+                 expired without a heartbeat"
+            );
+            close(state, tenant, &mut job, Status::Failed, reason).await?;
+            return Ok(None);
+        }
+        job.record.state = JobState::Claimed;
+        job.record.attempts += 1;
+        job.record.agent = Some(agent.to_owned());
+        job.record.claimed_at = Some(now);
+        job.record.lease_expires_at = Some(now + state.settings.job_lease);
+        if save(state, tenant, &mut job).await? {
+            return Ok(Some((job, record, lapsed)));
+        }
+    }
+    Err(runs::concurrent_update())
 }
 
 /// Renews the lease of claim `attempt` and keeps the run alive; the run in the answer

@@ -190,6 +190,10 @@ pub struct ClaimRequest {
                            number, which heartbeats and finishing name.",
         ),
         (status = NO_CONTENT, description = "Nothing on the queue is claimable now."),
+        (
+            status = CONFLICT,
+            description = "Agents kept colliding on one job (`concurrent_update`); retry."
+        ),
     )
 )]
 pub async fn claim(
