@@ -541,6 +541,9 @@ fn write_varint(out: &mut Vec<u8>, mut value: u64) {
 }
 
 #[cfg(test)]
+mod properties;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -552,7 +555,7 @@ mod tests {
         }
     }
 
-    fn bits(points: &Points) -> Vec<(i64, u64, u64)> {
+    pub(super) fn bits(points: &Points) -> Vec<(i64, u64, u64)> {
         (0..points.len())
             .map(|i| {
                 (

@@ -3,8 +3,10 @@
 //! the header's summary matches the points, and no byte string makes decoding panic.
 
 use proptest::prelude::*;
-use sextant_shared::series::Points;
-use sextant_shared::series::codec::{self, ChunkSummary, MAX_CHUNK_POINTS};
+
+use super::tests::bits;
+use crate::series::Points;
+use crate::series::codec::{self, ChunkSummary, MAX_CHUNK_POINTS};
 
 /// Any f64 by its bits, so every NaN payload and sign is covered, mixed with the
 /// special values training produces more often than chance would.
@@ -62,18 +64,6 @@ fn any_points(max: usize) -> impl Strategy<Value = Points> {
                 timestamps,
             })
     })
-}
-
-fn bits(points: &Points) -> Vec<(i64, u64, u64)> {
-    (0..points.len())
-        .map(|i| {
-            (
-                points.steps[i],
-                points.values[i].to_bits(),
-                points.timestamps[i].to_bits(),
-            )
-        })
-        .collect()
 }
 
 proptest! {
