@@ -156,11 +156,6 @@ impl Artifact {
             status,
         }
     }
-
-    /// `into_view` as JSON, for answers assembled by hand.
-    pub fn view(&self) -> serde_json::Value {
-        serde_json::to_value(self.clone().into_view()).unwrap_or_default()
-    }
 }
 
 /// An artifact as clients see it.

@@ -1,10 +1,10 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sextant_shared::auth::Caller;
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::ApiResult;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
 use sextant_shared::images::{Listed, SeriesImages};
@@ -86,7 +86,7 @@ pub async fn list(
     caller: Caller,
     Path((run, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     images_of(
         &state,
         &caller.tenant,
@@ -105,14 +105,12 @@ pub async fn images_of(
     run: RunId,
     series: &str,
     range: &ImageRange,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let (from, to) = match range.step {
         Some(step) => (Some(step), Some(step)),
         None => (range.from, range.to),
     };
     let images = images::list(state, tenant, run, series, from, to).await?;
     let page = Images { series, images };
-    Ok(axum::Json(
-        serde_json::to_value(page).map_err(ApiError::internal)?,
-    ))
+    Ok(axum::Json(page).into_response())
 }

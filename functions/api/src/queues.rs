@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, Query};
@@ -30,10 +29,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// A job as clients see it (a `JobView`, which borrows the job, so it is serialized
 /// before the handler returns).
-fn view(state: &AppState, job: &Job) -> ApiResult<axum::Json<Value>> {
-    serde_json::to_value(job.view(state))
-        .map(axum::Json)
-        .map_err(ApiError::internal)
+fn view(state: &AppState, job: &Job) -> Response {
+    axum::Json(job.view(state)).into_response()
 }
 
 /// Puts a job on a project's queue, for a new run created queued or for an existing
@@ -63,11 +60,11 @@ pub async fn enqueue(
     Writer(caller): Writer,
     Path((project, queue)): Path<(String, String)>,
     Json(new): Json<NewJob>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<(StatusCode, Response)> {
     let queue = QueueName::parse(&queue)?;
     let project = projects::find(&state, &caller.tenant, &project).await?;
     let job = queue::enqueue(&state, &caller, &project, queue, new).await?;
-    Ok((StatusCode::CREATED, view(&state, &job)?))
+    Ok((StatusCode::CREATED, view(&state, &job)))
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -113,7 +110,7 @@ pub async fn list(
     caller: Caller,
     Path((project, queue)): Path<(String, String)>,
     Query(params): Query<ListParams>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let queue = QueueName::parse(&queue)?;
     let limit = params.limit.unwrap_or(listing::DEFAULT_LIMIT);
     if !(1..=listing::MAX_LIMIT).contains(&limit) {
@@ -152,9 +149,7 @@ pub async fn list(
         jobs: page.jobs.iter().map(|job| job.view(&state)).collect(),
         next_cursor: page.next_cursor,
     };
-    serde_json::to_value(jobs)
-        .map(axum::Json)
-        .map_err(ApiError::internal)
+    Ok(axum::Json(jobs).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -215,7 +210,7 @@ pub async fn claim(
     )
     .await?;
     Ok(match claimed {
-        Some(job) => view(&state, &job)?.into_response(),
+        Some(job) => view(&state, &job),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
@@ -234,9 +229,9 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let job = queue::get(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    view(&state, &job)
+    Ok(view(&state, &job))
 }
 
 /// Takes a job off its queue: a waiting job ends at once with its run aborted; a
@@ -258,9 +253,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(run): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let job = queue::cancel(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    view(&state, &job)
+    Ok(view(&state, &job))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -293,9 +288,9 @@ pub async fn heartbeat(
     Writer(caller): Writer,
     Path(run): Path<String>,
     Json(beat): Json<Heartbeat>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let job = queue::heartbeat(&state, &caller.tenant, runs::parse_id(&run)?, beat.attempt).await?;
-    view(&state, &job)
+    Ok(view(&state, &job))
 }
 
 /// Reports how an agent's command ended, which ends the job and its run (unless the
@@ -321,7 +316,7 @@ pub async fn finish(
     Writer(caller): Writer,
     Path(run): Path<String>,
     Json(finish): Json<Finish>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<Response> {
     let job = queue::finish(&state, &caller.tenant, runs::parse_id(&run)?, finish).await?;
-    view(&state, &job)
+    Ok(view(&state, &job))
 }

@@ -4,7 +4,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::floats::{JsonF64, JsonF64s};
@@ -36,10 +35,9 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(compare))
 }
 
-type JsonResponse = ApiResult<axum::Json<Value>>;
-
-pub(crate) fn view(state: &AppState, record: &RunRecord) -> ApiResult<Value> {
-    serde_json::to_value(record.view(state, state.now())).map_err(ApiError::internal)
+/// The run as clients see it, serialized straight from the borrowed view.
+fn view(state: &AppState, record: &RunRecord) -> Response {
+    axum::Json(record.view(state, state.now())).into_response()
 }
 
 /// Starts a run in the project: `running`, or `queued` for one that waits for a worker.
@@ -58,10 +56,10 @@ pub async fn create(
     Writer(caller): Writer,
     Path(project): Path<String>,
     Json(new): Json<NewRun>,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<(StatusCode, Response)> {
     let project = projects::find(&state, &caller.tenant, &project).await?;
     let record = runs::create(&state, &caller, &project, new).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&state, &record)?)))
+    Ok((StatusCode::CREATED, view(&state, &record)))
 }
 
 /// A run, its status read as of now.
@@ -78,9 +76,9 @@ pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(run): Path<String>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    Ok(axum::Json(view(&state, &run.record)?))
+    Ok(view(&state, &run.record))
 }
 
 /// Renames, describes, retags or re-parameterises a run, or moves it on in its
@@ -105,9 +103,9 @@ pub async fn patch(
     Writer(caller): Writer,
     Path(run): Path<String>,
     Json(changes): Json<RunChanges>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let record = runs::patch(&state, &caller.tenant, runs::parse_id(&run)?, changes).await?;
-    Ok(axum::Json(view(&state, &record)?))
+    Ok(view(&state, &record))
 }
 
 /// Asks the run to stop: its client learns it from its next log or heartbeat answer and
@@ -128,9 +126,9 @@ pub async fn abort(
     State(state): State<AppState>,
     Writer(caller): Writer,
     Path(run): Path<String>,
-) -> JsonResponse {
+) -> ApiResult<Response> {
     let record = runs::abort(&state, &caller.tenant, runs::parse_id(&run)?).await?;
-    Ok(axum::Json(view(&state, &record)?))
+    Ok(view(&state, &record))
 }
 
 /// Deletes the run with all its series, artifacts, images and shares.

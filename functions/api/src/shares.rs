@@ -263,7 +263,7 @@ pub async fn list_images(
     State(state): State<AppState>,
     Path((token, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+) -> ApiResult<Response> {
     let shared = shares::open(&state, &token).await?;
     crate::images::images_of(&state, &shared.tenant, shared.run.id, &series, &range).await
 }
