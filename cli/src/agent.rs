@@ -177,6 +177,8 @@ impl Report {
 struct Claimed {
     run: String,
     attempt: u64,
+    /// What the command authenticates with: its run's credential, never the agent's key.
+    token: String,
     lease: Duration,
     argv: Vec<String>,
     params: serde_json::Map<String, Value>,
@@ -205,6 +207,10 @@ impl Claimed {
                 .context("a job without run_id")?
                 .to_owned(),
             attempt: job["attempts"].as_u64().context("a job without attempts")?,
+            token: job["job_token"]
+                .as_str()
+                .context("a claimed job without its job_token")?
+                .to_owned(),
             lease: Duration::from_secs_f64(job["lease_secs"].as_f64().unwrap_or(60.0).max(1.0)),
             argv,
             params,
@@ -266,7 +272,7 @@ async fn execute(
         .args(&job.argv[1..])
         .current_dir(workdir)
         .env("SEXTANT_URL", client.base().as_str())
-        .env("SEXTANT_API_KEY", client.api_key())
+        .env("SEXTANT_API_KEY", &job.token)
         .env("SEXTANT_RUN_ID", &job.run)
         .env(
             "SEXTANT_PARAMS",
@@ -616,6 +622,7 @@ mod tests {
         let job = json!({
             "run_id": "run_x",
             "attempts": 2,
+            "job_token": "token-of-the-run",
             "lease_secs": 30,
             "command": ["python", "train.py"],
             "code": null,
@@ -629,6 +636,7 @@ mod tests {
             ]
         );
         assert_eq!(claimed.attempt, 2);
+        assert_eq!(claimed.token, "token-of-the-run");
         assert_eq!(claimed.lease, Duration::from_secs(30));
         assert_eq!(claimed.code, None);
     }

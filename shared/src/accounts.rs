@@ -17,11 +17,11 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use crate::auth::api_key::ApiKeySecret;
-use crate::auth::jwt::Subject;
+use crate::auth::jwt::{Scope, Subject};
 use crate::auth::password::{self, Password};
-use crate::auth::{Caller, Credential, Role};
+use crate::auth::{Caller, Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
+use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
 use crate::records::{TTL, doc_item, get_doc, query_docs, read_doc};
 use crate::state::AppState;
 use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
@@ -415,26 +415,37 @@ pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Resolves a bearer credential (API key, access token or session token) to a caller,
-/// and counts the request against the caller's rate limits (see `rate_limit`).
-pub async fn authenticate(state: &AppState, bearer: &str) -> ApiResult<Caller> {
-    let caller = resolve(state, bearer).await?;
+/// Resolves a bearer credential (API key, access token, job token or session token) to
+/// a caller on `plane`, and counts the request against the caller's rate limits (see
+/// `rate_limit`).
+pub async fn authenticate(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
+    let caller = resolve(state, bearer, plane).await?;
     state
         .limiter
         .check(caller.tenant.id(), &caller.credential)?;
     Ok(caller)
 }
 
-async fn resolve(state: &AppState, bearer: &str) -> ApiResult<Caller> {
+/// A live API key: its lookup, and the member it acts for as they are now. `None` once
+/// the key is revoked or its member removed.
+async fn live_key(
+    state: &AppState,
+    id: ApiKeyId,
+) -> ApiResult<Option<(KeyLookup, Tenant, UserRecord)>> {
+    let Some(lookup) = get_doc::<KeyLookup>(&*state.kv, &key_lookup(id)).await? else {
+        return Ok(None);
+    };
+    let tenant = Tenant::verified(lookup.tenant);
+    let owner = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.owner))).await?;
+    Ok(owner.map(|owner| (lookup, tenant, owner)))
+}
+
+async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
     if ApiKeySecret::looks_like_key(bearer) {
         let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
-        let lookup = get_doc::<KeyLookup>(&*state.kv, &key_lookup(secret.id))
+        let (lookup, tenant, owner) = live_key(state, secret.id)
             .await?
-            .filter(|lookup| secret.matches(&lookup.hash))
-            .ok_or_else(unauthorized)?;
-        let tenant = Tenant::verified(lookup.tenant);
-        let owner = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.owner)))
-            .await?
+            .filter(|(lookup, ..)| secret.matches(&lookup.hash))
             .ok_or_else(unauthorized)?;
         return Ok(Caller {
             tenant,
@@ -446,6 +457,7 @@ async fn resolve(state: &AppState, bearer: &str) -> ApiResult<Caller> {
     }
     let claims = state.keyring.verify(bearer).ok_or_else(unauthorized)?;
     let tenant = Tenant::verified(claims.tid);
+    let on_signature_alone = plane == Plane::Data && claims.scope == Some(Scope::Data);
     match claims.subject {
         Subject::Session { user, sid } => {
             let member_key = tenant.key(user_sk(user));
@@ -465,18 +477,65 @@ async fn resolve(state: &AppState, bearer: &str) -> ApiResult<Caller> {
                 credential: Credential::Session,
             })
         }
-        Subject::Access { key, owner } => Ok(Caller {
-            tenant,
-            user: owner,
-            role: claims.role,
-            credential: Credential::AccessToken(key),
-        }),
+        Subject::Access { key, owner } => {
+            let role = if on_signature_alone {
+                claims.role
+            } else {
+                live_role(state, &tenant, key, claims.role).await?
+            };
+            Ok(Caller {
+                tenant,
+                user: owner,
+                role,
+                credential: Credential::AccessToken(key),
+            })
+        }
+        Subject::Job {
+            key,
+            owner,
+            run,
+            attempt,
+        } => {
+            let role = if on_signature_alone {
+                claims.role
+            } else {
+                let (role, holds) = futures::try_join!(
+                    live_role(state, &tenant, key, claims.role),
+                    crate::queue::claim_holds(state, &tenant, run, attempt),
+                )?;
+                if !holds {
+                    return Err(unauthorized());
+                }
+                role
+            };
+            Ok(Caller {
+                tenant,
+                user: owner,
+                role,
+                credential: Credential::Job { run, key },
+            })
+        }
     }
 }
 
+/// The role a token derived from API key `key` has now: no more than it was minted
+/// with, its key's, or its member's. 401 once the key is revoked or its member removed.
+async fn live_role(
+    state: &AppState,
+    tenant: &Tenant,
+    key: ApiKeyId,
+    minted: Role,
+) -> ApiResult<Role> {
+    let (lookup, key_tenant, owner) = live_key(state, key).await?.ok_or_else(unauthorized)?;
+    if key_tenant != *tenant {
+        return Err(unauthorized());
+    }
+    Ok(minted.min(lookup.role).min(owner.member.role))
+}
+
 /// Trades an API key for a short-lived access token that authenticates without a
-/// database read. Only the key itself may be exchanged, so a token cannot renew itself
-/// past its key's revocation.
+/// database read on the data plane. Only the key itself may be exchanged, so a token
+/// cannot renew itself past its key's revocation.
 pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String, OffsetDateTime)> {
     let Credential::ApiKey(key) = caller.credential else {
         return Err(ApiError::new(
@@ -495,6 +554,44 @@ pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String,
                 owner: caller.user,
             },
             state.settings.access_token_ttl,
+        )
+        .map_err(ApiError::internal)
+}
+
+/// The API key an agent claims jobs with (sent as is, or exchanged for a token): its
+/// jobs' credentials derive from it and die with it.
+pub fn agent_key(caller: &Caller) -> ApiResult<ApiKeyId> {
+    match caller.credential {
+        Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
+        Credential::Session | Credential::Job { .. } => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "api_key_required",
+            "agents claim jobs with an API key",
+        )),
+    }
+}
+
+/// A credential for the command of a job that `caller` claimed with API key `key`
+/// (`agent_key`): good only for the job's run, and only while that claim holds the job.
+pub fn job_token(
+    state: &AppState,
+    caller: &Caller,
+    key: ApiKeyId,
+    run: RunId,
+    attempt: u32,
+) -> ApiResult<(String, OffsetDateTime)> {
+    state
+        .keyring
+        .issue(
+            caller.tenant.id(),
+            caller.role.min(Role::Member),
+            Subject::Job {
+                key,
+                owner: caller.user,
+                run,
+                attempt,
+            },
+            state.settings.job_token_ttl,
         )
         .map_err(ApiError::internal)
 }
@@ -773,12 +870,37 @@ fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> ApiResult<()> {
     Ok(())
 }
 
+/// The deletes that take back the pending invites `id` sent: an invite is a grant of
+/// its sender's, and goes when the sender is removed or stops being an admin.
+async fn invites_sent_by(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<Vec<WriteOp>> {
+    let records: Vec<InviteRecord> = query_docs(
+        &*state.kv,
+        Query::partition(tenant.root()).prefix("invite#"),
+    )
+    .await?;
+    Ok(records
+        .into_iter()
+        .filter(|record| record.invite.invited_by == id)
+        .flat_map(|record| {
+            [
+                WriteOp::Delete(invite_lookup(&record.token_hash)),
+                WriteOp::Delete(tenant.key(invite_sk(record.invite.id))),
+            ]
+        })
+        .collect())
+}
+
 pub async fn change_role(
     state: &AppState,
     tenant: &Tenant,
     id: UserId,
     role: Role,
 ) -> ApiResult<Member> {
+    let invites = if role == Role::Admin {
+        Vec::new()
+    } else {
+        invites_sent_by(state, tenant, id).await?
+    };
     change_membership(state, tenant, |users| {
         let user = find(users, id)?;
         if user.member.role == Role::Admin && role != Role::Admin {
@@ -791,7 +913,7 @@ pub async fn change_role(
                 doc_item(tenant.key(user_sk(id)), &updated)?,
                 Condition::Exists,
             )],
-            before: Vec::new(),
+            before: invites.clone(),
         })
     })
     .await?;
@@ -804,6 +926,7 @@ pub async fn remove_member(state: &AppState, tenant: &Tenant, id: UserId) -> Api
         .into_iter()
         .filter(|key| key.owner == id)
         .collect();
+    let invites = invites_sent_by(state, tenant, id).await?;
     change_membership(state, tenant, |users| {
         let user = find(users, id)?;
         ensure_admin_remains(users, id)?;
@@ -822,6 +945,7 @@ pub async fn remove_member(state: &AppState, tenant: &Tenant, id: UserId) -> Api
         let before = overflow
             .into_iter()
             .map(|op| WriteOp::Delete(op.key().clone()))
+            .chain(invites.iter().cloned())
             .collect();
         let mut ops = vec![
             TxOp::Delete(tenant.key(user_sk(id)), Condition::Exists),

@@ -9,6 +9,11 @@
 //! Roles are the scopes of the `bearer` requirement: `read` for any member of the team,
 //! `write` for members and admins, `admin` for admins only. The isolation sweep
 //! (tests/tests/isolation.rs) walks the document and holds every operation to them.
+//!
+//! Two extensions say what else a credential may do, and the sweep holds them too:
+//! `x-sextant-plane: "data"` marks the data plane, where access and job tokens are
+//! trusted on their signature alone (`auth::Plane`), and `x-sextant-job: true` the
+//! operations a job's credential may call on its own run; it can call nothing else.
 
 use utoipa::PartialSchema;
 use utoipa::openapi::path::Operation;

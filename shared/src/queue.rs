@@ -435,6 +435,21 @@ async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
     read_job(&item)
 }
 
+/// Whether claim `attempt` still holds the job of `run`: what a job's credential needs
+/// to act beyond the data plane.
+pub async fn claim_holds(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    attempt: u32,
+) -> ApiResult<bool> {
+    match load(state, tenant, run).await {
+        Ok(job) => Ok(job.record.check_claim(attempt).is_ok()),
+        Err(err) if err.status() == StatusCode::NOT_FOUND => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 async fn load_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Option<RunRecord>> {
     match runs::load(state, tenant, run).await {
         Ok(versioned) => Ok(Some(versioned.record)),

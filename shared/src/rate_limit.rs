@@ -114,7 +114,9 @@ impl RateLimiter {
             self.credentials.retain_recent();
         }
         let credential_key = match credential {
-            Credential::ApiKey(id) | Credential::AccessToken(id) => id.to_string(),
+            Credential::ApiKey(id)
+            | Credential::AccessToken(id)
+            | Credential::Job { key: id, .. } => id.to_string(),
             // Sessions share their member's browser; the team's bucket bounds them.
             Credential::Session => format!("session#{tenant}"),
         };

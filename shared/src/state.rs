@@ -16,6 +16,9 @@ pub struct Settings {
     pub public_url: Option<url::Url>,
     pub session_ttl: time::Duration,
     pub access_token_ttl: time::Duration,
+    /// How long a job's credential can live; its claim ending ends it sooner (on the
+    /// data plane, its run ending does).
+    pub job_token_ttl: time::Duration,
     pub invite_ttl: time::Duration,
     /// A running run not heard from for this long reads as `lost` (or `aborted`, when
     /// an abort was requested and never confirmed).
@@ -39,6 +42,7 @@ impl Settings {
             public_url,
             session_ttl: time::Duration::hours(12),
             access_token_ttl: time::Duration::minutes(15),
+            job_token_ttl: time::Duration::days(30),
             invite_ttl: time::Duration::days(7),
             heartbeat_timeout: time::Duration::minutes(10),
             job_lease: time::Duration::minutes(1),

@@ -136,9 +136,13 @@ impl Fixture {
         )
         .await
         .expect("signup");
-        let caller = accounts::authenticate(&self.state, &signed_up.api_key)
-            .await
-            .expect("authenticate");
+        let caller = accounts::authenticate(
+            &self.state,
+            &signed_up.api_key,
+            sextant_shared::auth::Plane::Control,
+        )
+        .await
+        .expect("authenticate");
         let project = projects::create(&self.state, &caller, ProjectName::parse("cost").unwrap())
             .await
             .expect("project");

@@ -164,9 +164,13 @@ async fn fixture(in_memory: bool) -> Fixture {
     )
     .await
     .expect("signup");
-    let caller = accounts::authenticate(&state, &signed_up.api_key)
-        .await
-        .expect("authenticate");
+    let caller = accounts::authenticate(
+        &state,
+        &signed_up.api_key,
+        sextant_shared::auth::Plane::Control,
+    )
+    .await
+    .expect("authenticate");
     let project = projects::create(&state, &caller, ProjectName::parse("bench").expect("name"))
         .await
         .expect("project");

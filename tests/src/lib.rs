@@ -469,9 +469,13 @@ pub async fn signed_up_caller(
     )
     .await
     .expect("signup");
-    accounts::authenticate(state, &signed_up.api_key)
-        .await
-        .expect("authenticate")
+    accounts::authenticate(
+        state,
+        &signed_up.api_key,
+        sextant_shared::auth::Plane::Control,
+    )
+    .await
+    .expect("authenticate")
 }
 
 /// SHA-256 in lowercase hex, as the artifact API takes it.

@@ -408,6 +408,63 @@ async fn a_role_change_applies_to_the_members_session_and_keys_at_once() {
     }
 }
 
+/// An invite is a grant of the admin who sent it: it goes with their admin role, so a
+/// leaked admin credential cannot leave an invite behind that outlives its removal.
+async fn invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted(app: TestApp) {
+    let team = app.signup().await;
+    for (ending, change) in [("removed", None), ("demoted", Some("member"))] {
+        let (admin, session) = app.add_member(&team, "admin").await;
+        let (status, invite) = app
+            .post(
+                "/v1/invites",
+                &session,
+                json!({"email": format!("{}@example.com", unique("friend")), "role": "admin"}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{invite}");
+        let (status, kept) = app
+            .post(
+                "/v1/invites",
+                &team.api_key,
+                json!({"email": format!("{}@example.com", unique("kept"))}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{kept}");
+        let (status, body) = match change {
+            None => {
+                app.delete(&format!("/v1/members/{admin}"), &team.api_key)
+                    .await
+            }
+            Some(role) => {
+                app.call(
+                    Method::PATCH,
+                    &format!("/v1/members/{admin}"),
+                    Some(&team.api_key),
+                    Some(json!({"role": role})),
+                )
+                .await
+            }
+        };
+        assert!(status.is_success(), "{ending}: {status} {body}");
+        let (status, body) = app
+            .call(
+                Method::POST,
+                &format!("/v1/invites/{}/accept", text(&invite, "token")),
+                None,
+                Some(json!({"password": "a password long enough"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{ending}: {body}");
+        let (_, invites) = app.get("/v1/invites", &team.api_key).await;
+        let listed = invites.to_string();
+        assert!(!listed.contains(&text(&invite, "id")), "{ending}: {listed}");
+        assert!(listed.contains(&text(&kept, "id")), "{ending}: {listed}");
+    }
+}
+
+sextant_tests::cases!(embedded, sextant_tests::TestApp::spawn; invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted);
+sextant_tests::cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws; invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted);
+
 #[tokio::test]
 async fn the_last_admin_can_be_neither_demoted_nor_removed() {
     let app = TestApp::spawn().await;

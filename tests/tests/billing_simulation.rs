@@ -418,9 +418,13 @@ impl Sim {
         )
         .await
         .expect("signup");
-        accounts::authenticate(&self.state, &signed_up.api_key)
-            .await
-            .expect("authenticate")
+        accounts::authenticate(
+            &self.state,
+            &signed_up.api_key,
+            sextant_shared::auth::Plane::Control,
+        )
+        .await
+        .expect("authenticate")
     }
 
     fn bump(&mut self, stat: impl Into<String>) {

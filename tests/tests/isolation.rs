@@ -325,6 +325,10 @@ struct Probe {
     /// another team must be told it does not exist.
     names_a_resource: bool,
     json_body: bool,
+    /// On the data plane, where access and job tokens are trusted on their signature.
+    data_plane: bool,
+    /// A job's credential may call it on its own run.
+    for_jobs: bool,
 }
 
 impl Probe {
@@ -451,6 +455,8 @@ fn probes(named: &Named, w: &World) -> Vec<Probe> {
                 operator,
                 names_a_resource,
                 json_body,
+                data_plane: operation["x-sextant-plane"] == "data",
+                for_jobs: operation["x-sextant-job"] == true,
             });
         }
     }
@@ -559,4 +565,279 @@ async fn every_documented_operation_holds_its_tenant_and_its_role() {
         .get(&format!("/v1/runs/{}/artifacts", named.run), key)
         .await;
     assert!(!artifacts.to_string().contains("stolen.bin"), "{artifacts}");
+}
+
+/// A credential that outlived its grant, and what it may still do.
+struct Ended {
+    what: &'static str,
+    credential: String,
+    /// The role its member has now; `None` once the grant is gone altogether.
+    role_now: Option<&'static str>,
+    /// A token trusted on its signature on the data plane until it expires.
+    signed_token: bool,
+}
+
+/// Exchanges an API key for an access token.
+async fn access_token(app: &TestApp, key: &str) -> String {
+    let (status, body) = app
+        .call(Method::POST, "/v1/auth/token", Some(key), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    text(&body, "token")
+}
+
+/// An API key for member `user` with `role`, and its id.
+async fn key_for(app: &TestApp, team: &Team, user: &str, role: &str) -> (String, String) {
+    let (status, key) = app
+        .post(
+            "/v1/api-keys",
+            &team.api_key,
+            json!({"name": "theirs", "user_id": user, "role": role}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    (text(&key, "secret"), text(&key, "id"))
+}
+
+/// Walks every documented operation with credentials whose grant was revoked, removed
+/// or demoted after they were issued. Once the revoke, removal or role change has
+/// answered, none of them does anything beyond what the grant allows now: a revoked
+/// key's access token, a removed member's session, key and access token answer 401,
+/// and a demoted admin's session, key and access token act as the viewer they now
+/// are. The only exception is the data plane (`x-sextant-plane: data`), where access
+/// tokens are trusted on their signature alone until they expire.
+#[tokio::test]
+async fn a_revoked_removed_or_demoted_grant_stops_at_once_on_every_documented_operation() {
+    let w = world(TestApp::spawn().await).await;
+    let named = one_of_everything(&w).await;
+    let app = &w.app;
+
+    let leaked = w.app.key_with_role(&w.a, "admin").await;
+    let leaked_token = access_token(app, &leaked).await;
+    let (_, me) = app.get("/v1/me", &leaked).await;
+    let (status, _) = app
+        .delete(
+            &format!("/v1/api-keys/{}", text(&me, "api_key_id")),
+            &w.a.api_key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (removed, removed_session) = app.add_member(&w.a, "admin").await;
+    let (removed_key, _) = key_for(app, &w.a, &removed, "admin").await;
+    let removed_token = access_token(app, &removed_key).await;
+    let (status, _) = app
+        .delete(&format!("/v1/members/{removed}"), &w.a.api_key)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let (demoted, demoted_session) = app.add_member(&w.a, "admin").await;
+    let (demoted_key, _) = key_for(app, &w.a, &demoted, "admin").await;
+    let demoted_token = access_token(app, &demoted_key).await;
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/members/{demoted}"),
+            Some(&w.a.api_key),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let ended = [
+        Ended {
+            what: "a revoked key's access token",
+            credential: leaked_token,
+            role_now: None,
+            signed_token: true,
+        },
+        Ended {
+            what: "a removed member's session",
+            credential: removed_session,
+            role_now: None,
+            signed_token: false,
+        },
+        Ended {
+            what: "a removed member's key",
+            credential: removed_key,
+            role_now: None,
+            signed_token: false,
+        },
+        Ended {
+            what: "a removed member's access token",
+            credential: removed_token,
+            role_now: None,
+            signed_token: true,
+        },
+        Ended {
+            what: "a demoted admin's session",
+            credential: demoted_session,
+            role_now: Some("viewer"),
+            signed_token: false,
+        },
+        Ended {
+            what: "a demoted admin's key",
+            credential: demoted_key,
+            role_now: Some("viewer"),
+            signed_token: false,
+        },
+        Ended {
+            what: "a demoted admin's access token",
+            credential: demoted_token,
+            role_now: Some("viewer"),
+            signed_token: true,
+        },
+    ];
+    let probes = probes(&named, &w);
+    let mut checked = 0;
+    for probe in probes
+        .iter()
+        .filter(|probe| probe.scopes.is_some() || probe.operator)
+    {
+        for credential in &ended {
+            let (status, body) = send(app, probe, Some(&credential.credential)).await;
+            let what = format!("{} with {}", probe.what(), credential.what);
+            if probe.operator {
+                assert!(
+                    matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                    "{what}: {status} {body}"
+                );
+                continue;
+            }
+            checked += 1;
+            if probe.data_plane && credential.signed_token {
+                assert!(
+                    !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                    "{what}: the data plane trusts the token's signature, yet {status} {body}"
+                );
+                continue;
+            }
+            let scopes = probe.scopes.as_deref().unwrap_or_default();
+            match credential.role_now {
+                None => {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}");
+                    assert_eq!(error_code(&body), "unauthorized", "{what}");
+                }
+                Some(_viewer) if scopes.iter().any(|s| s == "write" || s == "admin") => {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+                    assert_eq!(error_code(&body), "forbidden", "{what}");
+                }
+                // Only a key itself is exchanged for a token.
+                Some(_viewer)
+                    if status == StatusCode::UNAUTHORIZED
+                        && !credential.credential.starts_with("sxt_key_") =>
+                {
+                    assert_eq!(error_code(&body), "api_key_required", "{what}");
+                }
+                Some(_viewer) => assert!(
+                    status.is_success() || status.is_redirection(),
+                    "{what}: {status} {body}"
+                ),
+            }
+        }
+    }
+    eprintln!(
+        "swept {} operations with {} ended grants: {checked} answers checked",
+        probes.len(),
+        ended.len()
+    );
+
+    // The team is as it was: no key, invite or member came of the ended grants.
+    let (_, keys) = app.get("/v1/api-keys", &w.a.api_key).await;
+    let names: Vec<&str> = keys["api_keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|key| key["name"].as_str())
+        .collect();
+    assert!(!names.contains(&"swept"), "{names:?}");
+    let (_, invites) = app.get("/v1/invites", &w.a.api_key).await;
+    assert!(
+        !invites.to_string().contains("swept@example.com"),
+        "{invites}"
+    );
+    let (_, members) = app.get("/v1/members", &w.a.api_key).await;
+    assert!(!members.to_string().contains(&removed), "{members}");
+    assert!(members.to_string().contains("\"viewer\""), "{members}");
+}
+
+/// Walks every documented operation with the credential an agent hands a job's
+/// command: it acts on its own run through the operations marked `x-sextant-job`, and
+/// is refused (403) by every other operation and on every other run.
+#[tokio::test]
+async fn a_jobs_credential_reaches_its_run_and_nothing_else_on_every_documented_operation() {
+    let w = world(TestApp::spawn().await).await;
+    let named = one_of_everything(&w).await;
+    let (status, claimed) = w
+        .app
+        .post(
+            &format!("/v1/projects/{}/queues/default/claim", named.project),
+            &w.a.api_key,
+            json!({"agent": "sweeper"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{claimed}");
+    assert_eq!(text(&claimed, "run_id"), named.job);
+    let job_token = text(&claimed, "job_token");
+    assert_ne!(job_token, w.a.api_key);
+
+    let (mut allowed, mut refused) = (0, 0);
+    for probe in probes(&named, &w) {
+        if probe.scopes.is_none() && !probe.operator {
+            continue;
+        }
+        let (status, body) = send(&w.app, &probe, Some(&job_token)).await;
+        let what = format!("{} with a job's credential", probe.what());
+        if probe.operator {
+            assert!(
+                matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{what}: {status} {body}"
+            );
+            continue;
+        }
+        // Another run than the job's, or no run at all: refused.
+        assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}");
+        assert_eq!(error_code(&body), "forbidden", "{what}");
+        refused += 1;
+        if probe.for_jobs {
+            let own = Probe {
+                path: probe.path.replace(&named.run, &named.job),
+                ..probe
+            };
+            let (status, body) = send(&w.app, &own, Some(&job_token)).await;
+            assert!(
+                !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{} on the job's own run: {status} {body}",
+                own.what()
+            );
+            allowed += 1;
+        }
+    }
+    eprintln!("a job's credential: {allowed} operations on its run, {refused} refusals");
+    assert!(
+        allowed >= 7,
+        "only {allowed} operations take a job's credential"
+    );
+
+    // Once the job is done, its credential is refused beyond the data plane.
+    let (status, body) = w
+        .app
+        .post(
+            &format!("/v1/jobs/{}/finish", named.job),
+            &w.a.api_key,
+            json!({"attempt": text_u64(&claimed, "attempts"), "exit_code": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w
+        .app
+        .get(&format!("/v1/runs/{}", named.job), &job_token)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+}
+
+fn text_u64(body: &Value, field: &str) -> u64 {
+    body[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no number {field:?} in {body}"))
 }

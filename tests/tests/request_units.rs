@@ -107,9 +107,13 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     )
     .await
     .expect("signup");
-    let caller = accounts::authenticate(&state, &signed_up.api_key)
-        .await
-        .expect("authenticate");
+    let caller = accounts::authenticate(
+        &state,
+        &signed_up.api_key,
+        sextant_shared::auth::Plane::Control,
+    )
+    .await
+    .expect("authenticate");
     let project = projects::create(&state, &caller, ProjectName::parse("units").unwrap())
         .await
         .expect("project");

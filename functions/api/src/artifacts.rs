@@ -3,7 +3,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::artifacts::{self, ArtifactView, Completion, Kind, NewArtifact, UploadPlan};
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::runs;
@@ -42,11 +42,12 @@ pub struct Registered {
         (status = CREATED, body = Registered),
         (status = CONFLICT, description = "An artifact is stored at that path \
             (`artifact_exists`); delete it first."),
-    )
+    ),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn register(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    RunWriter(caller): RunWriter,
     Path(run): Path<String>,
     Json(new): Json<NewArtifact>,
 ) -> ApiResult<(StatusCode, axum::Json<Registered>)> {
@@ -74,11 +75,12 @@ pub async fn register(
         (status = CONFLICT, description = "Nothing was uploaded yet (`upload_missing`), or \
             the upload's size or SHA-256 differs from the registered one (`size_mismatch`, \
             `checksum_mismatch`: the registration is gone; register and upload again)."),
-    )
+    ),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn complete(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    RunWriter(caller): RunWriter,
     Path(run): Path<String>,
     Json(completion): Json<Completion>,
 ) -> ApiResult<axum::Json<ArtifactView>> {
@@ -110,11 +112,12 @@ pub struct Artifacts {
     tag = "artifacts",
     security(("bearer" = ["read"])),
     params(("run" = String, Path, description = "The run's id."), ListParams),
-    responses((status = OK, body = Artifacts))
+    responses((status = OK, body = Artifacts)),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    RunCaller(caller): RunCaller,
     Path(run): Path<String>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Artifacts>> {

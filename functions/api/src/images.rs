@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::Caller;
+use sextant_shared::auth::{Caller, RunCaller};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
@@ -79,11 +79,12 @@ pub struct Images<'a> {
             slashes."),
         ImageRange,
     ),
-    responses((status = OK, body = Images))
+    responses((status = OK, body = Images)),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    RunCaller(caller): RunCaller,
     Path((run, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
 ) -> ApiResult<Response> {

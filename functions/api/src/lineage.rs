@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::{Caller, RunWriter};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::lineage::{Dataset, Graph, Input, NewInput};
@@ -30,11 +30,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     security(("bearer" = ["write"])),
     params(("run" = String, Path, description = "The run's id.")),
     request_body = NewInput,
-    responses((status = CREATED, body = Input))
+    responses((status = CREATED, body = Input)),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn add_input(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    RunWriter(caller): RunWriter,
     Path(run): Path<String>,
     Json(input): Json<NewInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Input>)> {

@@ -9,10 +9,10 @@ use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
-use sextant_shared::projects;
 use sextant_shared::queue::{self, Finish, Job, JobState, JobView, NewJob, QueueName};
 use sextant_shared::runs::{self, listing};
 use sextant_shared::state::AppState;
+use sextant_shared::{accounts, projects};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,6 +31,18 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// before the handler returns).
 fn view(state: &AppState, job: &Job) -> Response {
     axum::Json(job.view(state)).into_response()
+}
+
+/// A job just claimed, and the credential its command runs with.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimedJob<'a> {
+    #[serde(flatten)]
+    job: JobView<'a>,
+    /// For the command, in place of the agent's own key: it reads, logs to, uploads to
+    /// and ends the job's run and nothing else, and only while this claim holds the job.
+    job_token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    job_token_expires_at: time::OffsetDateTime,
 }
 
 /// Puts a job on a project's queue, for a new run created queued or for an existing
@@ -180,9 +192,9 @@ pub struct ClaimRequest {
     responses(
         (
             status = OK,
-            body = JobView,
-            description = "The job claimed, with its run; its `attempts` is the claim's \
-                           number, which heartbeats and finishing name.",
+            body = ClaimedJob,
+            description = "The job claimed, with its run and its command's credential; its \
+                           `attempts` is the claim's number, which heartbeats and finishing name.",
         ),
         (status = NO_CONTENT, description = "Nothing on the queue is claimable now."),
         (
@@ -197,6 +209,7 @@ pub async fn claim(
     Path((project, queue)): Path<(String, String)>,
     Json(request): Json<ClaimRequest>,
 ) -> ApiResult<Response> {
+    let agent_key = accounts::agent_key(&caller)?;
     let queue = QueueName::parse(&queue)?;
     let labels = queue::parse_labels(&request.labels)?;
     let project = projects::find(&state, &caller.tenant, &project).await?;
@@ -209,10 +222,22 @@ pub async fn claim(
         &labels,
     )
     .await?;
-    Ok(match claimed {
-        Some(job) => view(&state, &job),
-        None => StatusCode::NO_CONTENT.into_response(),
+    let Some(job) = claimed else {
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    };
+    let (job_token, job_token_expires_at) = accounts::job_token(
+        &state,
+        &caller,
+        agent_key,
+        job.record.run_id,
+        job.record.attempts,
+    )?;
+    Ok(axum::Json(ClaimedJob {
+        job: job.view(&state),
+        job_token,
+        job_token_expires_at,
     })
+    .into_response())
 }
 
 /// A job, by its run's id, with its run.

@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::floats::{JsonF64, JsonF64s};
 use sextant_shared::http::{Json, Query};
@@ -70,11 +70,12 @@ pub async fn create(
     tag = "runs",
     security(("bearer" = ["read"])),
     params(("run" = String, Path, description = "The run's id.")),
-    responses((status = OK, body = RunView))
+    responses((status = OK, body = RunView)),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
+    RunCaller(caller): RunCaller,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
     let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
@@ -96,11 +97,12 @@ pub async fn get(
         (status = CONFLICT, description = "The run has ended (`run_ended`), a started run \
             cannot be queued again (`invalid_transition`), or it kept changing meanwhile \
             (`concurrent_update`)."),
-    )
+    ),
+    extensions(("x-sextant-job" = json!(true)))
 )]
 pub async fn patch(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    RunWriter(caller): RunWriter,
     Path(run): Path<String>,
     Json(changes): Json<RunChanges>,
 ) -> ApiResult<Response> {

@@ -109,7 +109,9 @@ pub struct Me {
 pub async fn me(caller: Caller) -> axum::Json<Me> {
     let api_key_id = match caller.credential {
         Credential::Session => None,
-        Credential::ApiKey(key) | Credential::AccessToken(key) => Some(key),
+        Credential::ApiKey(key) | Credential::AccessToken(key) | Credential::Job { key, .. } => {
+            Some(key)
+        }
     };
     axum::Json(Me {
         tenant_id: caller.tenant.id(),

@@ -2,7 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Deserialize;
-use sextant_shared::auth::Writer;
+use sextant_shared::auth::DataWriter;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Query;
 use sextant_shared::images::{self, Image};
@@ -29,11 +29,12 @@ pub struct Where {
     responses(
         (status = CREATED, body = Image),
         (status = CONFLICT, description = "The run has ended (`run_ended`)."),
-    )
+    ),
+    extensions(("x-sextant-job" = json!(true)), ("x-sextant-plane" = json!("data")))
 )]
 pub async fn log(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    DataWriter(caller): DataWriter,
     Path(run): Path<String>,
     Query(at): Query<Where>,
     body: Bytes,

@@ -1,5 +1,5 @@
 use axum::extract::{Path, State};
-use sextant_shared::auth::Writer;
+use sextant_shared::auth::DataWriter;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::runs;
@@ -24,11 +24,12 @@ use sextant_shared::state::AppState;
                            points (`series_kind_mismatch`), or the batch id was used for other \
                            points (`batch_id_reused`)."
         ),
-    )
+    ),
+    extensions(("x-sextant-job" = json!(true)), ("x-sextant-plane" = json!("data")))
 )]
 pub async fn log(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    DataWriter(caller): DataWriter,
     Path(run): Path<String>,
     Json(batch): Json<LogBatch>,
 ) -> ApiResult<axum::Json<LogOutcome>> {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::Role;
-use crate::ids::{ApiKeyId, TenantId, UserId};
+use crate::ids::{ApiKeyId, RunId, TenantId, UserId};
 
 const ALGORITHM: Algorithm = Algorithm::HS256;
 pub const ISSUER: &str = "sextant";
@@ -31,9 +31,28 @@ pub enum Subject {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sid: Option<u64>,
     },
-    /// Exchanged for an API key. Verified by signature alone on the hot ingest path;
-    /// lives only minutes, which bounds how long a revoked key's tokens still work.
+    /// Exchanged for an API key. Its `scope` says where its signature alone is
+    /// enough; anywhere else it is checked against its key as the key itself is.
     Access { key: ApiKeyId, owner: UserId },
+    /// A queued job's command: only its run, only while the claim `attempt` (made
+    /// with the agent's `key`) holds the job.
+    Job {
+        key: ApiKeyId,
+        owner: UserId,
+        run: RunId,
+        attempt: u32,
+    },
+}
+
+/// Where a token is trusted on its signature alone, without a read of the grant it was
+/// derived from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The data plane: log batches (with their heartbeats) and images, where a read per
+    /// request would double the cost of the hot path. Revoking the grant stops such a
+    /// token there only when it expires (minutes); everywhere else at once.
+    Data,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +63,9 @@ pub struct Claims {
     pub exp: i64,
     pub tid: TenantId,
     pub role: Role,
+    /// Absent: the token is checked against its grant on every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
     #[serde(flatten)]
     pub subject: Subject,
 }
@@ -146,6 +168,12 @@ impl Keyring {
     ) -> jsonwebtoken::errors::Result<(String, OffsetDateTime)> {
         let now = OffsetDateTime::now_utc();
         let expires = now + ttl;
+        // Sessions are always checked against the member; access and job tokens are
+        // trusted on their signature on the data plane only.
+        let scope = match subject {
+            Subject::Session { .. } => None,
+            Subject::Access { .. } | Subject::Job { .. } => Some(Scope::Data),
+        };
         let claims = Claims {
             iss: ISSUER.into(),
             aud: AUDIENCE.into(),
@@ -153,6 +181,7 @@ impl Keyring {
             exp: expires.unix_timestamp(),
             tid: tenant,
             role,
+            scope,
             subject,
         };
         let mut header = Header::new(ALGORITHM);

@@ -18,7 +18,7 @@ pub use role::Role;
 
 use crate::accounts;
 use crate::error::{ApiError, ApiResult};
-use crate::ids::{ApiKeyId, UserId};
+use crate::ids::{ApiKeyId, RunId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 
@@ -31,6 +31,19 @@ pub enum Credential {
     ApiKey(ApiKeyId),
     /// An access token exchanged for an API key.
     AccessToken(ApiKeyId),
+    /// The credential an agent hands the command of the job of `run`, claimed with
+    /// API key `key`.
+    Job { run: RunId, key: ApiKeyId },
+}
+
+/// Which side of the service a request is on. Tokens whose claims say so are trusted
+/// on their signature alone on the data plane (`jwt::Scope`); on the control plane
+/// every credential is checked against the grant it derives from, so a revoke, a
+/// removal or a role change bites at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plane {
+    Control,
+    Data,
 }
 
 /// An authenticated caller: its team, the member it acts for, and its effective role.
@@ -83,11 +96,92 @@ fn credential(parts: &Parts) -> ApiResult<String> {
         .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <credential>"))
 }
 
+async fn caller(parts: &Parts, state: &AppState, plane: Plane) -> ApiResult<Caller> {
+    accounts::authenticate(state, &credential(parts)?, plane).await
+}
+
+fn outside_the_job(run: RunId) -> ApiError {
+    ApiError::forbidden(format!(
+        "a job's credential works only for logging to, uploading to and ending its run {run}"
+    ))
+}
+
+/// A job's credential acts only on its own run: the `run` of the path.
+async fn check_job_scope(parts: &mut Parts, state: &AppState, caller: &Caller) -> ApiResult<()> {
+    let Credential::Job { run, .. } = caller.credential else {
+        return Ok(());
+    };
+    let params = axum::extract::RawPathParams::from_request_parts(parts, state)
+        .await
+        .map_err(|_| outside_the_job(run))?;
+    let named = params
+        .iter()
+        .find(|(name, _)| *name == "run")
+        .and_then(|(_, value)| value.parse::<RunId>().ok());
+    if named == Some(run) {
+        Ok(())
+    } else {
+        Err(outside_the_job(run))
+    }
+}
+
+/// Any credential of the team, checked against its grant; not a job's, which only
+/// the operations of its run take (`RunCaller`, `RunWriter`, `DataWriter`).
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        accounts::authenticate(state, &credential(parts)?).await
+        let caller = caller(parts, state, Plane::Control).await?;
+        if let Credential::Job { run, .. } = caller.credential {
+            return Err(outside_the_job(run));
+        }
+        Ok(caller)
+    }
+}
+
+/// A caller reading the run named in the path: any of the team's credentials, or the
+/// job credential of that run.
+#[derive(Debug, Clone)]
+pub struct RunCaller(pub Caller);
+
+impl FromRequestParts<AppState> for RunCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let caller = caller(parts, state, Plane::Control).await?;
+        check_job_scope(parts, state, &caller).await?;
+        Ok(Self(caller))
+    }
+}
+
+/// A caller writing to the run named in the path: a member's or admin's credential, or
+/// the job credential of that run.
+#[derive(Debug, Clone)]
+pub struct RunWriter(pub Caller);
+
+impl FromRequestParts<AppState> for RunWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let RunCaller(caller) = RunCaller::from_request_parts(parts, state).await?;
+        caller.require(Role::Member)?;
+        Ok(Self(caller))
+    }
+}
+
+/// A writer on the data plane (log batches, images): like `RunWriter`, except that
+/// access and job tokens are trusted on their signature alone (`Plane`).
+#[derive(Debug, Clone)]
+pub struct DataWriter(pub Caller);
+
+impl FromRequestParts<AppState> for DataWriter {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        let caller = caller(parts, state, Plane::Data).await?;
+        check_job_scope(parts, state, &caller).await?;
+        caller.require(Role::Member)?;
+        Ok(Self(caller))
     }
 }
 

@@ -4,6 +4,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::auth::Plane;
 use sextant_shared::auth::password::Password;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::PublicUrl;
@@ -101,7 +102,8 @@ pub async fn signup(mut page: Page, public_url: PublicUrl, form: CsrfForm) -> Pa
     };
     page.rotate_csrf();
     page.user = Some(super::security::User {
-        caller: accounts::authenticate(&page.state, &signed_up.session.token).await?,
+        caller: accounts::authenticate(&page.state, &signed_up.session.token, Plane::Control)
+            .await?,
         team: team.trim().to_owned(),
     });
     let url = public_url.0.as_str().trim_end_matches('/').to_owned();

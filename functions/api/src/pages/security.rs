@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sextant_shared::accounts;
 use sextant_shared::auth::csrf::CsrfKey;
-use sextant_shared::auth::{Caller, Credential, Role};
+use sextant_shared::auth::{Caller, Credential, Plane, Role};
 use sextant_shared::state::AppState;
 
 use super::PageError;
@@ -123,7 +123,7 @@ impl FromRequestParts<AppState> for Page {
 /// The member a session token names; `None` for anything that is not a live session
 /// token (an API key in the cookie does not sign anyone in).
 async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageError> {
-    let caller = match accounts::authenticate(state, token).await {
+    let caller = match accounts::authenticate(state, token, Plane::Control).await {
         Ok(caller) if caller.credential == Credential::Session => caller,
         Ok(_) => return Ok(None),
         Err(err) if err.status() == StatusCode::UNAUTHORIZED => return Ok(None),
