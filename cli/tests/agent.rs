@@ -372,3 +372,50 @@ async fn a_killed_agents_job_is_run_again_by_the_other_agent_once_its_lease_laps
         "{agent_lines:?}"
     );
 }
+
+const LEAK: &str = r#"
+printf '%s' "$SEXTANT_API_KEY" > "$MARKS/credential"
+"#;
+
+/// Whoever can enqueue a job must not learn the agent's key through it: the command
+/// gets a credential of its own run, which logs to that run, reaches nothing else, and
+/// stops working beyond the data plane once the job is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_command_gets_a_credential_for_its_run_and_not_the_agents_key() {
+    let w = world(&[], &[("leak.sh", LEAK)]).await;
+    let run = w.enqueue(&[], &["sh", "leak.sh"]);
+    w.agent("agent", &["--exit-when-idle"]).exits().await;
+    let credential = std::fs::read_to_string(w.mark("credential")).expect("the command ran");
+    assert!(!credential.is_empty());
+    assert_ne!(
+        credential, w.api_key,
+        "the command was handed the agent's key"
+    );
+
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str| {
+        client
+            .request(method, format!("{}{path}", w.server.base))
+            .bearer_auth(&credential)
+    };
+    let logged = call(reqwest::Method::POST, &format!("/v1/runs/{run}/log"))
+        .json(
+            &json!({"batch_id": "from-the-job", "series": {"x": {"steps": [1], "values": [1.0]}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    // The job is done and its run ended, which the data plane says in its own words.
+    assert_eq!(logged.status(), 409, "{}", logged.text().await.unwrap());
+    for (method, path) in [
+        (reqwest::Method::GET, "/v1/projects".to_owned()),
+        (reqwest::Method::GET, "/v1/api-keys".to_owned()),
+        (reqwest::Method::GET, format!("/v1/runs/{run}")),
+    ] {
+        let status = call(method.clone(), &path).send().await.unwrap().status();
+        assert!(
+            status == 401 || status == 403,
+            "{method} {path} with the job's credential: {status}"
+        );
+    }
+}
