@@ -183,6 +183,13 @@ async fn a_code_snapshot_restores_the_exact_source_and_records_git_on_the_run() 
     std::fs::write(repo.path().join("train.py"), "epochs = 3\n").unwrap();
     git(&["add", "train.py"]);
     git(&["commit", "-q", "-m", "train"]);
+    // How CI checkouts configure their remote: a token in the URL.
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://x-access-token:ghp_sekrit@github.com/whales/w.git",
+    ]);
     std::fs::write(repo.path().join("train.py"), "epochs = 30\n").unwrap();
 
     let uploaded = w.sextant(&["upload", &w.run, "--code"], repo.path());
@@ -199,6 +206,7 @@ async fn a_code_snapshot_restores_the_exact_source_and_records_git_on_the_run() 
     assert_eq!(run["git"]["branch"], "trunk");
     assert_eq!(run["git"]["dirty"], true);
     assert_eq!(run["git"]["commit"].as_str().unwrap().len(), 40);
+    assert_eq!(run["git"]["remote"], "https://github.com/whales/w.git");
 
     let elsewhere = tempfile::tempdir().unwrap();
     check(&w.sextant(
@@ -215,6 +223,8 @@ async fn a_code_snapshot_restores_the_exact_source_and_records_git_on_the_run() 
             .unwrap()
             .contains("+epochs = 30")
     );
+    let recorded = std::fs::read_to_string(restored.join("sextant-snapshot.json")).unwrap();
+    assert!(!recorded.contains("ghp_sekrit"), "{recorded}");
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ async fn short_heartbeat_dynamodb() -> TestApp {
 
 cases!(embedded, sextant_tests::TestApp::spawn;
     a_new_run_gets_a_number_a_default_name_and_flattened_params,
+    a_remote_url_loses_its_credentials_on_every_way_in,
     bad_new_runs_are_refused_with_clear_codes,
     patching_changes_name_description_tags_params_and_git,
     an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status,
@@ -107,6 +108,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
 
 cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     a_new_run_gets_a_number_a_default_name_and_flattened_params,
+    a_remote_url_loses_its_credentials_on_every_way_in,
     patching_changes_name_description_tags_params_and_git,
     an_ended_run_refuses_other_statuses_and_points_but_not_the_same_status,
     a_queued_run_is_aborted_at_once_and_a_running_one_is_asked_to_stop,
@@ -204,6 +206,65 @@ async fn a_new_run_gets_a_number_a_default_name_and_flattened_params(app: TestAp
         (third["number"].clone(), third["name"].clone()),
         (json!(3), json!("whales-3"))
     );
+}
+
+/// CI clones put tokens in the remote's URL; a run shown to anyone with a share link
+/// must not carry them, whichever way the git fields came in.
+async fn a_remote_url_loses_its_credentials_on_every_way_in(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let project = app.create_project(key, "ci").await;
+    let leaky = "https://x-access-token:ghp_sekrit@github.com/whales/w.git";
+    let clean = "https://github.com/whales/w.git";
+    let created = app
+        .create_run(key, &project, json!({"git": {"remote": leaky}}))
+        .await;
+    assert_eq!(created["git"]["remote"], clean);
+    let (status, patched) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/runs/{}", id(&created)),
+            Some(key),
+            Some(json!({"git": {"remote": leaky.replace("w.git", "v.git")}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{patched}");
+    assert_eq!(patched["git"]["remote"], clean.replace("w.git", "v.git"));
+    let (status, job) = app
+        .post(
+            &format!("/v1/projects/{project}/queues/default/jobs"),
+            key,
+            json!({"command": ["true"], "git": {"remote": leaky}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{job}");
+    assert_eq!(job["run"]["git"]["remote"], clean);
+    let run = id(&created);
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/api/2.0/mlflow/runs/set-tag",
+            Some(key),
+            Some(json!({"run_id": run, "key": "mlflow.source.git.repoURL", "value": leaky})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read = get_run(&app, key, &run).await;
+    assert_eq!(read["git"]["remote"], clean);
+    let (status, share) = app
+        .post(&format!("/v1/runs/{run}/shares"), key, json!({}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{share}");
+    let (status, shared) = app
+        .call(
+            Method::GET,
+            &format!("/v1/shared/{}", text(&share, "token")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{shared}");
+    assert!(!shared.to_string().contains("ghp_sekrit"), "{shared}");
 }
 
 async fn bad_new_runs_are_refused_with_clear_codes(app: TestApp) {

@@ -387,3 +387,18 @@ def test_system_sampler_reads_cpu_memory_and_nvidia_smi(tmp_path: Path) -> None:
     if Path("/proc/meminfo").exists():
         assert 0.0 < sample["system/memory_percent"] < 100.0
         assert "system/cpu_percent" in sample and sample["system/process_memory_mb"] > 1
+
+
+# Git ---------------------------------------------------------------------------
+
+
+def test_a_remote_url_loses_its_credentials_before_it_leaves_the_machine() -> None:
+    from sextant._git import strip_credentials
+
+    assert (
+        strip_credentials("https://x-access-token:ghp_abc@github.com/o/r.git")
+        == "https://github.com/o/r.git"
+    )
+    assert strip_credentials("https://ghp_abc@github.com/o/r") == "https://github.com/o/r"
+    assert strip_credentials("git@github.com:o/r.git") == "git@github.com:o/r.git"
+    assert strip_credentials("https://github.com/o/r.git") == "https://github.com/o/r.git"

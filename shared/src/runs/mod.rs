@@ -82,12 +82,41 @@ pub struct GitInfo {
     pub commit: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The remote's URL, without any user name or password it was configured with
+    /// (CI clones carry tokens there): they are dropped on the way in, and from runs
+    /// stored before that rule, on the way out.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "remote_without_credentials"
+    )]
     pub remote: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dirty: Option<bool>,
+}
+
+/// A remote URL without the user name and password a URL may carry
+/// (`https://x-access-token:ghp_...@github.com/o/r`); scp-like remotes
+/// (`git@github.com:o/r.git`) name a login, never a secret, and stay as they are.
+pub fn without_credentials(remote: &str) -> String {
+    match url::Url::parse(remote) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            // Only a URL with a host has a user to drop, and then both setters succeed.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.into()
+        }
+        _ => remote.to_owned(),
+    }
+}
+
+fn remote_without_credentials<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let remote = Option::<String>::deserialize(deserializer)?;
+    Ok(remote.as_deref().map(without_credentials))
 }
 
 impl GitInfo {
@@ -827,4 +856,40 @@ pub async fn delete_all_in_project(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remote_url_loses_its_user_and_password_and_nothing_else() {
+        for (remote, kept) in [
+            (
+                "https://x-access-token:ghp_abc123@github.com/o/r.git",
+                "https://github.com/o/r.git",
+            ),
+            (
+                "https://ghp_abc123@github.com/o/r",
+                "https://github.com/o/r",
+            ),
+            (
+                "ssh://git:secret@example.com:2222/r.git",
+                "ssh://example.com:2222/r.git",
+            ),
+            ("https://github.com/o/r.git", "https://github.com/o/r.git"),
+            ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+            ("/srv/git/r.git", "/srv/git/r.git"),
+        ] {
+            assert_eq!(without_credentials(remote), kept, "{remote}");
+        }
+    }
+
+    #[test]
+    fn a_remote_stored_with_credentials_reads_back_without_them() {
+        let stored = serde_json::json!({"commit": "abc", "remote": "https://u:tok@h.example/r"});
+        let git: GitInfo = serde_json::from_value(stored).unwrap();
+        assert_eq!(git.remote.as_deref(), Some("https://h.example/r"));
+        assert_eq!(git.commit.as_deref(), Some("abc"));
+    }
 }

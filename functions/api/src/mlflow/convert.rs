@@ -115,7 +115,11 @@ pub fn set_tag(record: &mut RunRecord, key: &str, value: &str) -> ApiResult<()> 
         GIT_COMMIT_TAG | GIT_BRANCH_TAG | GIT_REPO_TAG => {
             let mut git = record.git.clone().unwrap_or_default();
             if let Some(field) = git_field(&mut git, key) {
-                *field = Some(value);
+                *field = Some(if key == GIT_REPO_TAG {
+                    runs::without_credentials(&value)
+                } else {
+                    value
+                });
             }
             git.validate()?;
             record.git = Some(git);
