@@ -432,30 +432,65 @@ async fn logging_in_and_out_through_the_forms_sets_and_clears_the_session_cookie
 }
 
 #[tokio::test]
-async fn the_session_cookie_is_secure_when_the_browser_came_over_https() {
+async fn over_https_the_cookies_are_secure_and_bound_to_the_host() {
     let app = TestApp::spawn().await;
     let team = app.signup().await;
-    let browser = Browser::new(&app.base);
-    let form = browser.get("/login").await;
+    // A browser that came over HTTPS, as the proxy in front says; by hand, since a
+    // cookie jar keeps no `Secure` cookie of a plain-HTTP test server.
+    let client = reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .expect("a client");
+    let https = |request: reqwest::RequestBuilder| request.header("x-forwarded-proto", "https");
+    let form = https(client.get(format!("{}/login", app.base)))
+        .send()
+        .await
+        .unwrap();
+    let form = Page {
+        status: form.status(),
+        headers: form.headers().clone(),
+        body: form.text().await.unwrap(),
+    };
+    let csrf_cookie = form.set_cookie("__Host-sextant_csrf");
+    assert!(
+        form.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .all(|value| { !value.to_str().unwrap().starts_with("sextant_") })
+    );
     let csrf = form.attr("form#login input[name=csrf]", "value");
-    let response = browser
-        .send(
-            browser
-                .form_request(
-                    "/login",
-                    &[
-                        ("csrf", &csrf),
-                        ("email", &team.email),
-                        ("password", &team.password),
-                    ],
-                )
-                .header("x-forwarded-proto", "https"),
-        )
-        .await;
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("csrf", csrf.as_str()),
+            ("email", &team.email),
+            ("password", &team.password),
+        ])
+        .finish();
+    let cookie_value = csrf_cookie.split(';').next().unwrap().to_owned();
+    let login = |cookie: String| {
+        https(client.post(format!("{}/login", app.base)))
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::COOKIE, cookie)
+            .body(body.clone())
+            .send()
+    };
+    // The plain name, which a sibling subdomain could have set, is not the CSRF cookie
+    // over HTTPS.
+    let planted = login(cookie_value.replace("__Host-", "")).await.unwrap();
+    assert_eq!(planted.status(), StatusCode::FORBIDDEN);
+    let response = login(cookie_value).await.unwrap();
+    let response = Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: String::new(),
+    };
     assert_eq!(response.location(), "/projects");
-    let session = response.set_cookie("sextant_session");
-    assert!(session.contains("; Secure"), "{session}");
-    assert!(response.set_cookie("sextant_csrf").contains("; Secure"));
+    for name in ["__Host-sextant_session", "__Host-sextant_csrf"] {
+        let cookie = response.set_cookie(name);
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("; Path=/"), "{cookie}");
+        assert!(!cookie.to_lowercase().contains("domain="), "{cookie}");
+    }
 }
 
 #[tokio::test]

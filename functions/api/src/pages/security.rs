@@ -18,8 +18,24 @@ use sextant_shared::state::AppState;
 
 use super::PageError;
 
-pub const SESSION_COOKIE: &str = "sextant_session";
-pub const CSRF_COOKIE: &str = "sextant_csrf";
+/// The cookies of a browser over plain HTTP, which can only be `sextant serve` on a
+/// developer's machine.
+const SESSION_COOKIE: &str = "sextant_session";
+const CSRF_COOKIE: &str = "sextant_csrf";
+/// Over HTTPS: the `__Host-` prefix makes the browser refuse these names unless they
+/// were set by this very host, `Secure`, on `/` and without a `Domain`, so a sibling
+/// subdomain can neither plant a session nor fix the CSRF value.
+const SECURE_SESSION_COOKIE: &str = "__Host-sextant_session";
+const SECURE_CSRF_COOKIE: &str = "__Host-sextant_csrf";
+
+/// The session and CSRF cookie names for a request that came over HTTPS or not.
+fn cookie_names(secure: bool) -> (&'static str, &'static str) {
+    if secure {
+        (SECURE_SESSION_COOKIE, SECURE_CSRF_COOKIE)
+    } else {
+        (SESSION_COOKIE, CSRF_COOKIE)
+    }
+}
 /// The hidden field of every form that changes state.
 pub const CSRF_FIELD: &str = "csrf";
 
@@ -99,12 +115,14 @@ impl FromRequestParts<AppState> for Page {
     type Rejection = PageError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, PageError> {
-        let existing = cookie(&parts.headers, CSRF_COOKIE)
+        let secure = over_https(state, &parts.headers);
+        let (session_name, csrf_name) = cookie_names(secure);
+        let existing = cookie(&parts.headers, csrf_name)
             .filter(|value| CsrfKey::is_cookie_value(value))
             .map(str::to_owned);
         let set_csrf = existing.is_none();
         let csrf_cookie = existing.unwrap_or_else(CsrfKey::new_cookie_value);
-        let session = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned);
+        let session = cookie(&parts.headers, session_name).map(str::to_owned);
         let user = match &session {
             Some(token) => signed_in(state, token).await?,
             None => None,
@@ -115,7 +133,7 @@ impl FromRequestParts<AppState> for Page {
             session,
             csrf_cookie,
             set_csrf,
-            secure: over_https(state, &parts.headers),
+            secure,
         })
     }
 }
@@ -160,7 +178,13 @@ impl Page {
         if self.set_csrf {
             response.headers_mut().append(
                 header::SET_COOKIE,
-                set_cookie(CSRF_COOKIE, &self.csrf_cookie, "Strict", None, self.secure),
+                set_cookie(
+                    cookie_names(self.secure).1,
+                    &self.csrf_cookie,
+                    "Strict",
+                    None,
+                    self.secure,
+                ),
             );
         }
         response
@@ -171,7 +195,13 @@ impl Page {
         let ttl = self.state.settings.session_ttl.whole_seconds();
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(SESSION_COOKIE, token, "Lax", Some(ttl), self.secure),
+            set_cookie(
+                cookie_names(self.secure).0,
+                token,
+                "Lax",
+                Some(ttl),
+                self.secure,
+            ),
         );
     }
 
@@ -183,7 +213,7 @@ impl Page {
         }
         response.headers_mut().append(
             header::SET_COOKIE,
-            set_cookie(SESSION_COOKIE, "", "Lax", Some(0), self.secure),
+            set_cookie(cookie_names(self.secure).0, "", "Lax", Some(0), self.secure),
         );
         Ok(())
     }
@@ -229,7 +259,8 @@ impl FromRequest<AppState> for CsrfForm {
                 "This form was sent from another site, so it was refused.",
             ));
         }
-        let cookie_value = cookie(request.headers(), CSRF_COOKIE).map(str::to_owned);
+        let csrf_name = cookie_names(over_https(state, request.headers())).1;
+        let cookie_value = cookie(request.headers(), csrf_name).map(str::to_owned);
         let body = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| PageError::Status(rejection.status(), rejection.body_text()))?;
