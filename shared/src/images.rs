@@ -81,7 +81,26 @@ fn blob_key(tenant: &Tenant, run: RunId, image: &Image) -> ApiResult<BlobKey> {
     ))?)
 }
 
-/// Stores one image of a series at a step. Refused on an ended run, like points.
+/// An image's id: a digest of where it goes and of its bytes, so an upload retried
+/// after a lost answer lands on the image the first attempt stored. 26 hex digits, the
+/// length of the ULIDs images were named by before.
+fn image_id(series: &str, step: i64, bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(series.as_bytes());
+    digest.update([0]);
+    digest.update(step.to_be_bytes());
+    digest.update(bytes);
+    hex::encode(digest.finalize())[..26].to_owned()
+}
+
+async fn existing(state: &AppState, index: &Key) -> ApiResult<Option<Image>> {
+    Ok(crate::records::get_doc(&*state.kv, index).await?)
+}
+
+/// Stores one image of a series at a step, once: the same bytes sent again to the same
+/// series and step answer the image already stored, and are neither stored nor counted
+/// again. Refused on an ended run, like points.
 pub async fn log(
     state: &AppState,
     tenant: &Tenant,
@@ -103,16 +122,20 @@ pub async fn log(
     })?;
     let mut record = runs::load(state, tenant, run).await?.record;
     let now = state.now();
-    runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
-
     let image = Image {
-        id: ulid::Ulid::generate().to_string().to_ascii_lowercase(),
+        id: image_id(series, step, &bytes),
         series: series.to_owned(),
         step,
         content_type: format,
         size: bytes.len() as u64,
         created_at: now,
     };
+    let index = index_key(tenant, run, &image);
+    // A retry is answered as the first attempt was, even once the run has ended.
+    if let Some(stored) = existing(state, &index).await? {
+        return Ok(stored);
+    }
+    runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
     let blob = blob_key(tenant, run, &image)?;
     usage::check_quota(state, tenant, now, 1).await?;
     crate::metering::mark_active(state, tenant, now).await?;
@@ -125,7 +148,6 @@ pub async fn log(
         }
         return Err(err.into());
     }
-    let index = index_key(tenant, run, &image);
     let mut ops = vec![TxOp::Put(
         doc_item(index.clone(), &image)?,
         Condition::NotExists,
@@ -133,6 +155,13 @@ pub async fn log(
     let counters = ops.len();
     ops.extend(usage::logged(state, tenant, now, 1, image.size));
     let committed = state.kv.transact(ops).await;
+    if let Err(StoreError::TransactionFailed(failed)) = &committed
+        && failed.contains(&0)
+        && let Some(stored) = existing(state, &index).await?
+    {
+        // A twin of this upload indexed the same bytes first; the object is theirs.
+        return Ok(stored);
+    }
     if let Err(err) = committed {
         // Unindexed, the object would be storage nobody can see or delete; but an
         // error of unknown outcome may have indexed it after all.

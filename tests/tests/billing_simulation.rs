@@ -775,18 +775,20 @@ impl Sim {
             sim.images.push((series.to_owned(), step, size as u64));
         }
         if outcome.is_err() && self.rng.random_bool(0.5) {
-            // Images carry no id a retry could be recognised by: sent again, the image
-            // is stored (and counted) again.
+            // An image is named by its series, step and bytes: sent again, it is stored
+            // (and counted) only if the first attempt did not store it.
             if stored {
                 self.bump("images sent again after a commit the client did not hear of");
             }
             let again = images::log(&self.state, &tenant, run, series, step, Bytes::from(bytes))
                 .await
                 .unwrap_or_else(|err| panic!("seed {:#x}: image retry: {err:?}", self.seed));
-            let tenant = &mut self.tenants[t];
-            *tenant.points.entry(hour).or_default() += 1;
-            let sim = tenant.run_mut(run).unwrap();
-            sim.images.push((series.to_owned(), step, again.size));
+            if !stored {
+                let tenant = &mut self.tenants[t];
+                *tenant.points.entry(hour).or_default() += 1;
+                let sim = tenant.run_mut(run).unwrap();
+                sim.images.push((series.to_owned(), step, again.size));
+            }
             self.bump("images sent again");
         }
     }

@@ -303,3 +303,49 @@ async fn another_teams_images_inputs_lineage_and_datasets_answer_404() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+/// An upload whose answer was lost is sent again by the client; the image must be
+/// stored, and counted as a logged point, once.
+#[tokio::test]
+async fn an_image_sent_again_is_stored_and_counted_once() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "zoo").await;
+    let run = text(&app.create_run(key, "zoo", json!({})).await, "id");
+    let mut other = PNG.to_vec();
+    other.push(7);
+    let (status, first) = app.post_image(key, &run, "series=s&step=1", PNG).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let (status, again) = app.post_image(key, &run, "series=s&step=1", PNG).await;
+    assert_eq!(status, StatusCode::CREATED, "{again}");
+    assert_eq!(again, first);
+    // Other bytes at the same step, or the same bytes at another step, are new images.
+    for query in ["series=s&step=1", "series=s&step=2"] {
+        let body = if query.ends_with('1') {
+            &other[..]
+        } else {
+            PNG
+        };
+        let (status, image) = app.post_image(key, &run, query, body).await;
+        assert_eq!(status, StatusCode::CREATED, "{image}");
+        assert_ne!(image["id"], first["id"]);
+    }
+    // A retry of an image stored before the run ended is answered as it was.
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/runs/{run}"),
+            Some(key),
+            Some(json!({"status": "succeeded"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, late) = app.post_image(key, &run, "series=s&step=1", PNG).await;
+    assert_eq!(status, StatusCode::CREATED, "{late}");
+    assert_eq!(late, first);
+    let (_, series) = app.get(&format!("/v1/runs/{run}/images"), key).await;
+    assert_eq!(series["series"]["s"]["count"], 3, "{series}");
+    let (_, listed) = app.get(&format!("/v1/runs/{run}/images/s"), key).await;
+    assert_eq!(listed["images"].as_array().unwrap().len(), 3, "{listed}");
+}

@@ -438,14 +438,59 @@ async fn a_proxied_multipart_upload_is_measured_when_it_completes(app: TestApp) 
     assert_eq!(listed["artifacts"].as_array().unwrap().len(), 1);
 }
 
+/// The stock client retries a request whose answer it lost; MLflow itself keeps
+/// identical metric rows once. Either way a retried request must not store (and bill)
+/// its points twice.
+async fn a_retried_metric_request_stores_its_points_once(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let run = post_ok(&app, key, "runs/create", json!({})).await;
+    let run_id = text(&run["run"]["info"], "run_id");
+    let batch = json!({"run_id": run_id, "metrics": [
+        {"key": "loss", "value": 0.5, "timestamp": 1_700_000_000_000_i64, "step": 1},
+        {"key": "loss", "value": 0.25, "timestamp": 1_700_000_001_000_i64, "step": 2},
+        // No timestamp: the server times it, and a retry must still match.
+        {"key": "lr", "value": 0.1, "step": 1},
+    ]});
+    for _ in 0..3 {
+        post_ok(&app, key, "runs/log-batch", batch.clone()).await;
+    }
+    let metric = json!({"run_id": run_id, "key": "acc", "value": 0.9, "timestamp": 1, "step": 7});
+    let untimed = json!({"run_id": run_id, "key": "acc", "value": 0.95, "step": 8});
+    for _ in 0..2 {
+        post_ok(&app, key, "runs/log-metric", metric.clone()).await;
+        post_ok(&app, key, "runs/log-metric", untimed.clone()).await;
+    }
+    // Another value at the same step is a point of its own.
+    let changed = json!({"run_id": run_id, "key": "acc", "value": 0.8, "timestamp": 1, "step": 7});
+    post_ok(&app, key, "runs/log-metric", changed).await;
+    let (_, read) = app.get(&format!("/v1/runs/{run_id}"), key).await;
+    assert_eq!(read["series"]["loss"]["count"], 2, "{read}");
+    assert_eq!(read["series"]["lr"]["count"], 1, "{read}");
+    assert_eq!(read["series"]["acc"]["count"], 3, "{read}");
+    let history = get_ok(
+        &app,
+        key,
+        &format!("metrics/get-history?run_id={run_id}&metric_key=acc"),
+    )
+    .await;
+    assert_eq!(
+        history["metrics"].as_array().expect("metrics").len(),
+        3,
+        "{history}"
+    );
+}
+
 cases!(embedded, sextant_tests::TestApp::spawn;
     a_run_logged_through_mlflow_reads_back_through_both_apis,
+    a_retried_metric_request_stores_its_points_once,
     another_teams_experiments_and_runs_answer_as_missing,
     a_viewer_reads_but_cannot_write,
     a_proxied_multipart_upload_is_measured_when_it_completes,
 );
 cases!(on_aws, sextant_tests::TestApp::spawn_on_aws;
     a_run_logged_through_mlflow_reads_back_through_both_apis,
+    a_retried_metric_request_stores_its_points_once,
     another_teams_experiments_and_runs_answer_as_missing,
     a_proxied_multipart_upload_is_measured_when_it_completes,
 );

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use serde::Serialize;
 use sextant_shared::accounts;
-use sextant_shared::auth::Caller;
+use sextant_shared::auth::AnyCaller;
 use sextant_shared::error::ApiResult;
 use sextant_shared::state::AppState;
 use time::OffsetDateTime;
@@ -25,7 +25,7 @@ pub struct Token {
 )]
 pub async fn exchange(
     State(state): State<AppState>,
-    caller: Caller,
+    AnyCaller(caller): AnyCaller,
 ) -> ApiResult<axum::Json<Token>> {
     let (token, expires_at) = accounts::exchange_api_key(&state, &caller)?;
     Ok(axum::Json(Token { token, expires_at }))

@@ -247,20 +247,9 @@ class Uploader:
 
     def _send_image(self, path: Path, payload: Dict[str, Any]) -> None:
         series, step = payload["series"], int(payload["step"])
+        # The server names an image by its series, step and bytes, so sending it again
+        # after an attempt that got no answer stores and counts nothing twice.
         data = self.spool.op_file(payload).read_bytes()
-        if payload.get("attempted"):
-            # Images have no idempotency key: after an attempt that got no answer, look
-            # whether it was stored before sending it again.
-            listed = self.client.call(
-                "GET",
-                self._run_path("/images/" + quote_name(series)),
-                query={"step": step},
-            )
-            if any(int(image.get("size", -1)) == len(data) for image in listed.get("images", [])):
-                return
-        else:
-            payload["attempted"] = True
-            self.spool.update_op(path, payload)
         self.client.request(
             "POST",
             self._run_path("/images"),

@@ -139,6 +139,20 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Whoever the credential stands for, a job's included: for the one operation that
+/// only tells them what the credential is good for (`POST /v1/auth/token`, which
+/// answers anything but a key with `api_key_required`, the SDK's cue to use it as is).
+#[derive(Debug, Clone)]
+pub struct AnyCaller(pub Caller);
+
+impl FromRequestParts<AppState> for AnyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        Ok(Self(caller(parts, state, Plane::Control).await?))
+    }
+}
+
 /// A caller reading the run named in the path: any of the team's credentials, or the
 /// job credential of that run.
 #[derive(Debug, Clone)]

@@ -767,11 +767,19 @@ pub fn accept_activity(
 /// that stopped halfway leaves the run hidden and the next one finishes it.
 pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let mut versioned = load_any(state, tenant, run).await?;
-    if !versioned.record.deleting {
+    let mut attempts = 0;
+    while !versioned.record.deleting {
         versioned.record.deleting = true;
         match state.kv.transact(vec![versioned.replace(tenant)?]).await {
             Ok(()) => versioned.version += 1,
-            // Someone changed it meanwhile: the client retries (and sees it gone, or not).
+            // Changed meanwhile (by a log batch, or by another delete that marked it
+            // first): look again.
+            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict)
+                if attempts < UPDATE_ATTEMPTS =>
+            {
+                attempts += 1;
+                versioned = load_any(state, tenant, run).await?;
+            }
             Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => {
                 return Err(concurrent_update());
             }
@@ -827,15 +835,23 @@ pub async fn all_in_project(
     tenant: &Tenant,
     project: ProjectId,
 ) -> ApiResult<Vec<RunRecord>> {
+    let mut runs = every_record_in_project(state, tenant, project).await?;
+    runs.retain(|record| !record.deleting);
+    Ok(runs)
+}
+
+/// Every run record of a project, those being deleted too.
+async fn every_record_in_project(
+    state: &AppState,
+    tenant: &Tenant,
+    project: ProjectId,
+) -> ApiResult<Vec<RunRecord>> {
     let mut query = Query::partition(project_partition(tenant, project)).prefix("run#");
     let mut runs = Vec::new();
     loop {
         let page = state.kv.query(query.clone()).await?;
         for item in &page.items {
-            let record: RunRecord = read_doc(item)?;
-            if !record.deleting {
-                runs.push(record);
-            }
+            runs.push(read_doc(item)?);
         }
         match page.next {
             Some(next) => query.after = Some(next),
@@ -844,13 +860,14 @@ pub async fn all_in_project(
     }
 }
 
-/// Deletes every run of a project (a few at a time), for deleting the project.
+/// Deletes every run of a project (a few at a time), for deleting the project. Runs a
+/// stopped delete left half-deleted are finished too, so a retry leaves nothing stored.
 pub async fn delete_all_in_project(
     state: &AppState,
     tenant: &Tenant,
     project: ProjectId,
 ) -> ApiResult<()> {
-    let runs = all_in_project(state, tenant, project).await?;
+    let runs = every_record_in_project(state, tenant, project).await?;
     futures::stream::iter(runs.into_iter().map(|run| delete(state, tenant, run.id)))
         .buffer_unordered(8)
         .try_collect::<Vec<()>>()

@@ -206,27 +206,83 @@ pub struct Metric {
     step: Option<i64>,
 }
 
+/// The batch id of a request's metrics: a digest of the run and of the metrics as the
+/// client sent them (before a missing timestamp is filled in), so the client's own retry
+/// after a lost answer is the same batch and stores nothing twice. MLflow has no
+/// idempotency key; it keeps identical metric rows once, which this matches for rows
+/// sent together.
+fn metric_batch_id(run: RunId, metrics: &[Metric]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut rows: Vec<(&str, u64, Option<i64>, Option<i64>)> = metrics
+        .iter()
+        .map(|metric| {
+            (
+                metric.key.as_str(),
+                metric.value.0.to_bits(),
+                metric.timestamp,
+                metric.step,
+            )
+        })
+        .collect();
+    rows.sort_unstable();
+    let mut digest = Sha256::new();
+    digest.update(run.to_string().as_bytes());
+    for (key, value, timestamp, step) in rows {
+        digest.update([0]);
+        digest.update(key.as_bytes());
+        digest.update([0]);
+        digest.update(value.to_be_bytes());
+        for field in [timestamp, step] {
+            match field {
+                Some(number) => {
+                    digest.update([1]);
+                    digest.update(number.to_be_bytes());
+                }
+                None => digest.update([0]),
+            }
+        }
+    }
+    // 7 + 48 characters: within the 64 a batch id may have.
+    format!("mlflow-{}", &hex::encode(digest.finalize())[..48])
+}
+
 /// Metrics as one log batch: each key a series, steps and timestamps as given (MLflow's
-/// default step is 0), under a fresh batch id since MLflow has no idempotency key.
-fn metric_batch(metrics: Vec<Metric>, now: f64) -> ApiResult<LogBatch> {
-    let mut columns: BTreeMap<String, SeriesColumns> = BTreeMap::new();
+/// default step is 0), under a batch id made of their content (`metric_batch_id`). A
+/// series sent without any timestamp is left to the batch to time, which keeps a retry
+/// identical to the first attempt; one with some missing gets `now` for those.
+fn metric_batch(run: RunId, metrics: Vec<Metric>, now: f64) -> ApiResult<LogBatch> {
+    let batch_id = metric_batch_id(run, &metrics);
+    let mut columns: BTreeMap<String, (SeriesColumns, Vec<Option<i64>>)> = BTreeMap::new();
     for metric in metrics {
         series::check_name(&metric.key)?;
-        let column = columns.entry(metric.key).or_insert_with(|| SeriesColumns {
-            steps: Vec::new(),
-            values: Vec::new(),
-            timestamps: Some(Vec::new()),
+        let (column, timestamps) = columns.entry(metric.key).or_insert_with(|| {
+            let column = SeriesColumns {
+                steps: Vec::new(),
+                values: Vec::new(),
+                timestamps: None,
+            };
+            (column, Vec::new())
         });
         column.steps.push(metric.step.unwrap_or(0));
         column.values.push(metric.value);
-        let timestamp = metric.timestamp.map_or(now, |ms| ms as f64 / 1000.0);
-        column
-            .timestamps
-            .get_or_insert_with(Vec::new)
-            .push(timestamp);
+        timestamps.push(metric.timestamp);
     }
+    let columns = columns
+        .into_iter()
+        .map(|(name, (mut column, timestamps))| {
+            if timestamps.iter().any(Option::is_some) {
+                column.timestamps = Some(
+                    timestamps
+                        .into_iter()
+                        .map(|ms| ms.map_or(now, |ms| ms as f64 / 1000.0))
+                        .collect(),
+                );
+            }
+            (name, column)
+        })
+        .collect();
     Ok(LogBatch {
-        batch_id: Some(format!("mlflow-{:032x}", rand::random::<u128>())),
+        batch_id: Some(batch_id),
         series: columns,
         ..LogBatch::default()
     })
@@ -245,7 +301,7 @@ async fn log_metrics(
     if metrics.is_empty() {
         return Ok(());
     }
-    let batch = metric_batch(metrics, unix_seconds(state))?;
+    let batch = metric_batch(run, metrics, unix_seconds(state))?;
     batch::log(state, &caller.tenant, run, batch).await?;
     Ok(())
 }

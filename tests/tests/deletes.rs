@@ -1,0 +1,98 @@
+//! Deletes that stop halfway (a crash, a timeout, a store that fails) finish when they
+//! are retried: nothing the first attempt meant to delete stays stored or billed.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sextant_shared::images;
+use sextant_shared::projects::{self, ProjectName};
+use sextant_shared::runs::{self, NewRun};
+use sextant_shared::series::batch::{self, LogBatch};
+use sextant_shared::storage::Storage;
+use sextant_shared::storage::blob::BlobStore;
+use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_shared::storage::kv::{KvStore, Query};
+use sextant_shared::usage;
+use sextant_tests::faults::{Faults, Op, Timing};
+use sextant_tests::{PNG, local_blobs_with_routes, signed_up_caller, state_on};
+
+fn batch(id: &str) -> LogBatch {
+    serde_json::from_value(json!({
+        "batch_id": id,
+        "series": {"loss": {"steps": [0, 1, 2], "values": [0.5, 0.25, 0.125]}},
+    }))
+    .expect("a valid batch")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_retried() {
+    let (blobs, dir) = local_blobs_with_routes().await;
+    let kv: Arc<dyn KvStore> =
+        Arc::new(EmbeddedKv::open(&dir.path().join("store.redb")).expect("store"));
+    let faults = Faults::new();
+    let state = state_on(Storage {
+        kv: faults.kv(Arc::clone(&kv)),
+        blobs: Arc::clone(&blobs) as Arc<dyn BlobStore>,
+    });
+    let caller = signed_up_caller(&state).await;
+    let tenant = &caller.tenant;
+    let project = projects::create(&state, &caller, ProjectName::parse("doomed").unwrap())
+        .await
+        .unwrap();
+    let mut runs = Vec::new();
+    for n in 0..4 {
+        let run = runs::create(&state, &caller, &project, NewRun::default())
+            .await
+            .unwrap()
+            .id;
+        batch::log(&state, tenant, run, batch(&format!("b{n}")))
+            .await
+            .expect("a batch");
+        let mut image = PNG.to_vec();
+        image.push(n);
+        images::log(&state, tenant, run, "samples", 1, image.into())
+            .await
+            .expect("an image");
+        runs.push(run);
+    }
+    let stored = |kv: Arc<dyn KvStore>| async move {
+        kv.get(&usage::totals_key(tenant))
+            .await
+            .unwrap()
+            .and_then(|item| item.n(usage::BYTES))
+            .unwrap_or(0)
+    };
+    assert!(stored(Arc::clone(&kv)).await > 0);
+
+    // Each run's delete marks it deleting, deletes its data, then drops its record:
+    // two transactions. The 5th from now leaves a run marked but not gone.
+    faults.fail(Op::Transact, 5, Timing::Before);
+    assert!(projects::delete(&state, tenant, &project).await.is_err());
+    assert_eq!(faults.take_fired().len(), 1, "the fault struck");
+    projects::delete(&state, tenant, &project)
+        .await
+        .expect("the retry finishes the delete");
+
+    for run in &runs {
+        let data = kv
+            .query(Query::partition(runs::data_partition(tenant, *run)))
+            .await
+            .unwrap();
+        assert!(data.items.is_empty(), "run {run} keeps {:?}", data.items);
+        assert!(runs::load(&state, tenant, *run).await.is_err());
+    }
+    let objects = blobs
+        .list(&tenant.blob_prefix(), None, 1_000)
+        .await
+        .expect("a listing");
+    assert!(
+        objects.blobs.is_empty(),
+        "objects left: {:?}",
+        objects.blobs
+    );
+    assert_eq!(
+        stored(Arc::clone(&kv)).await,
+        0,
+        "bytes still billed after the delete"
+    );
+}
