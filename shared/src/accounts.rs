@@ -9,6 +9,8 @@
 //!
 //! Secrets (passwords, key secrets, invite tokens) are stored only as hashes.
 
+use std::net::IpAddr;
+
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +21,7 @@ use time::OffsetDateTime;
 use crate::auth::api_key::ApiKeySecret;
 use crate::auth::jwt::{Scope, Subject};
 use crate::auth::password::{self, Password};
+use crate::auth::throttle;
 use crate::auth::{Caller, Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
@@ -308,8 +311,10 @@ pub async fn signup(
     team: DisplayName,
     email: Email,
     password: Password,
+    client: IpAddr,
 ) -> ApiResult<SignedUp> {
-    let password_hash = password::hash(password).await.map_err(ApiError::internal)?;
+    let _place = password::place_for(client)?;
+    let password_hash = password::hash(password).await?;
     let now = OffsetDateTime::now_utc();
     let tenant = Tenant::verified(TenantId::generate());
     let member = Member {
@@ -376,8 +381,16 @@ pub async fn signup(
     })
 }
 
-pub async fn login(state: &AppState, email: &str, password: String) -> ApiResult<Session> {
+/// Signs a member in from `client`; failed attempts back off (`throttle`).
+pub async fn login(
+    state: &AppState,
+    email: &str,
+    password: String,
+    client: IpAddr,
+) -> ApiResult<Session> {
     let invalid = || ApiError::unauthorized("e-mail or password is wrong");
+    let _place = password::place_for(client)?;
+    let attempt = throttle::admit(&*state.kv, state.now(), Some(email), client).await?;
     let found = match Email::parse(email) {
         Ok(email) => match get_doc::<EmailRecord>(&*state.kv, &email_lookup(&email)).await? {
             Some(lookup) => {
@@ -392,11 +405,12 @@ pub async fn login(state: &AppState, email: &str, password: String) -> ApiResult
     };
     let stored_hash = found.as_ref().map(|(_, user)| user.password_hash.clone());
     // Verify even when there is no account, so timing does not reveal which e-mails exist.
-    let matches = password::verify(password, stored_hash)
-        .await
-        .map_err(ApiError::internal)?;
+    let matches = password::verify(password, stored_hash).await?;
     match found {
-        Some((tenant, user)) if matches => session(state, tenant, &user.member),
+        Some((tenant, user)) if matches => {
+            attempt.succeeded(&*state.kv).await;
+            session(state, tenant, &user.member)
+        }
         _ => Err(invalid()),
     }
 }
@@ -735,8 +749,12 @@ pub async fn accept_invite(
     state: &AppState,
     token: &str,
     password: Password,
+    client: IpAddr,
 ) -> ApiResult<Session> {
     let gone = || ApiError::not_found("invite");
+    // Tokens are too long to guess, but each try may cost a password hash.
+    let _place = password::place_for(client)?;
+    let attempt = throttle::admit(&*state.kv, state.now(), None, client).await?;
     let token_hash = hash_token(token);
     let lookup = get_doc::<InviteLookup>(&*state.kv, &invite_lookup(&token_hash))
         .await?
@@ -749,7 +767,7 @@ pub async fn accept_invite(
     if record.invite.expires_at < OffsetDateTime::now_utc() {
         return Err(gone());
     }
-    let password_hash = password::hash(password).await.map_err(ApiError::internal)?;
+    let password_hash = password::hash(password).await?;
     let member = Member {
         id: UserId::generate(),
         email: record.invite.email.clone(),
@@ -791,6 +809,7 @@ pub async fn accept_invite(
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
         Err(err) => return Err(err.into()),
     }
+    attempt.succeeded(&*state.kv).await;
     tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
     session(state, tenant.id(), &member)
 }

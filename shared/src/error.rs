@@ -101,6 +101,15 @@ impl ApiError {
         }
     }
 
+    /// The service is at a capacity of its own making (not a failure): 503 with
+    /// `Retry-After`.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
     fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             retry_after_secs: Some(1),

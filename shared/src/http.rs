@@ -123,22 +123,72 @@ impl PublicUrl {
     }
 }
 
+/// The address a request came from: the peer of the connection under `sextant serve`
+/// (served with `ConnectInfo`), or what the runtime in front vouches for, set as this
+/// extension (API Gateway's `sourceIp` on Lambda). Headers a client can write
+/// (`X-Forwarded-For`) are never read. Without either, every request counts as one
+/// unknown address, which throttles them together rather than not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        if let Some(addr) = parts.extensions.get::<ClientAddr>() {
+            return Ok(*addr);
+        }
+        Ok(Self(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |info| {
+                    info.0.ip().to_canonical()
+                }),
+        ))
+    }
+}
+
 pub async fn healthz() -> &'static str {
     "ok"
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Answers 408 `request_timeout` for a request not done within `deadline`, body and
+/// handling included. The handler is dropped where it stands, which every handler
+/// survives as it survives a crash: whatever it had not committed is not committed.
+async fn within_deadline(
+    State(deadline): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request took more than {} s (a slow upload or a busy store); retry it",
+                deadline.as_secs()
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Turns API routes into the service a function (or `sextant serve`) runs: state,
-/// body cap, JSON fallbacks and panic containment.
+/// body cap, deadline, JSON fallbacks and panic containment.
 pub fn api_service(routes: Router<AppState>, state: AppState) -> Router {
     let limit = state.settings.body_limit;
+    let deadline = state.settings.request_deadline;
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
         .layer(middleware::from_fn_with_state(limit, refuse_oversized))
+        .layer(middleware::from_fn_with_state(deadline, within_deadline))
         .layer(CatchPanicLayer::custom(panicked))
 }
 

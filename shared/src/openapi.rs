@@ -35,8 +35,12 @@ pub const BEARER: &str = "bearer";
 pub const OPERATOR: &str = "operator";
 
 /// The error answers any operation may give, beyond those its handler documents.
-const EDGE_ERRORS: [(&str, &str); 6] = [
+const EDGE_ERRORS: [(&str, &str); 7] = [
     ("400", "The request is malformed or fails validation."),
+    (
+        "408",
+        "The request, its body included, took longer than 30 s (`request_timeout`).",
+    ),
     (
         "413",
         "The request body exceeds the limit of the function that takes it.",

@@ -32,6 +32,9 @@ pub struct Settings {
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
+    /// Longest an API request may take, its body included, so a slow client cannot
+    /// hold a handler (API Gateway gives up at 30 s too).
+    pub request_deadline: std::time::Duration,
     /// Requests per team and per credential (see `rate_limit`).
     pub rate_limits: crate::rate_limit::RateLimits,
 }
@@ -49,6 +52,7 @@ impl Settings {
             plan: crate::billing::PricePlan::default(),
             operator_token: None,
             body_limit: 6 * 1024 * 1024,
+            request_deadline: std::time::Duration::from_secs(30),
             rate_limits: crate::rate_limit::RateLimits::default(),
         }
     }

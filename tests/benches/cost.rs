@@ -133,6 +133,7 @@ impl Fixture {
             DisplayName::parse("team", "Cost").expect("name"),
             Email::parse(&format!("cost{n}@example.com")).expect("email"),
             Password::parse("correct horse battery staple".into()).expect("password"),
+            std::net::Ipv4Addr::LOCALHOST.into(),
         )
         .await
         .expect("signup");

@@ -161,6 +161,7 @@ async fn fixture(in_memory: bool) -> Fixture {
         DisplayName::parse("team", "Bench").expect("name"),
         Email::parse("bench@example.com").expect("email"),
         Password::parse("correct horse battery staple".into()).expect("password"),
+        std::net::Ipv4Addr::LOCALHOST.into(),
     )
     .await
     .expect("signup");

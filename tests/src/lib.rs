@@ -466,6 +466,7 @@ pub async fn signed_up_caller(
         Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
         sextant_shared::auth::password::Password::parse("a long enough password".into())
             .expect("a password"),
+        std::net::Ipv4Addr::LOCALHOST.into(),
     )
     .await
     .expect("signup");
@@ -489,7 +490,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 pub fn serve_on(listener: tokio::net::TcpListener, state: sextant_shared::state::AppState) {
     let routes = sextant_api::routes().merge(sextant_ingest::routes());
     let router = sextant_shared::http::api_service(routes, state);
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
 }
 
 /// `serve_on` a fresh loopback port; answers the base URL.

@@ -5,7 +5,12 @@ use serde_json::json;
 use sextant_cli::secrets::Secrets;
 use sextant_shared::auth::Role;
 use sextant_shared::auth::jwt::{Keyring, Subject};
-use sextant_tests::{TestApp, error_code, text, unique};
+use std::sync::Arc;
+
+use sextant_shared::clock::ManualClock;
+use sextant_shared::state::AppState;
+use sextant_tests::{TestApp, error_code, serve_state, text, unique};
+use time::OffsetDateTime;
 
 fn keyring_of(app: &TestApp) -> Keyring {
     let secrets = Secrets::load_or_create(&app.data_dir.path().join("secrets.json")).unwrap();
@@ -105,6 +110,147 @@ async fn login_answers_a_token_for_the_right_password_and_401_otherwise() {
         assert_eq!(error_code(&body), "unauthorized");
     }
 }
+
+/// A client whose requests leave from `address` (any of 127/8 reaches the server).
+fn client_at(address: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(address.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// The app over `state` on a clock the test moves, answering its base URL.
+async fn on_a_stopped_clock(state: AppState) -> (String, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::starting_at(OffsetDateTime::now_utc()));
+    let base = serve_state(state.with_clock(clock.clone())).await;
+    (base, clock)
+}
+
+/// Signs a team up; answers its e-mail (the password is `PASSWORD`).
+async fn sign_up(base: &str) -> String {
+    let email = format!("{}@example.com", unique("owner"));
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/signup"))
+        .json(&json!({"team": "Throttled", "email": email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    email
+}
+
+const PASSWORD: &str = "the one true password";
+
+/// Logs in from `client`, answering the status, the error code (if any) and
+/// `Retry-After` (if any).
+async fn log_in(
+    base: &str,
+    client: &reqwest::Client,
+    email: &str,
+    password: &str,
+) -> (StatusCode, Option<String>, Option<u64>) {
+    let response = client
+        .post(format!("{base}/v1/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().parse().unwrap());
+    let body: serde_json::Value = response.json().await.unwrap();
+    let code = body["error"]["code"].as_str().map(str::to_owned);
+    (status, code, retry_after)
+}
+
+/// Guessing a password from one address soon waits, longer after each guess; the
+/// account's owner, logging in from another address, is not held back by it. Guesses
+/// spread over many addresses slow the account down for everyone, but never by more
+/// than a minute.
+async fn failed_log_ins_back_off_without_locking_the_owner_out((state, _dir): StateAndStore) {
+    let (base, clock) = on_a_stopped_clock(state).await;
+    let email = sign_up(&base).await;
+    let guesser = client_at("127.0.0.1");
+    for _ in 0..5 {
+        let (status, code, _) = log_in(&base, &guesser, &email, "a wrong guess!!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(code.as_deref(), Some("unauthorized"));
+    }
+    for wait in [1, 2, 4] {
+        let (status, code, retry) = log_in(&base, &guesser, &email, "a wrong guess!!").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(code.as_deref(), Some("rate_limited"));
+        assert_eq!(retry, Some(wait));
+        // Even the right password waits at the guesser's address...
+        let (status, _, _) = log_in(&base, &guesser, &email, PASSWORD).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        clock.advance(time::Duration::seconds(wait as i64));
+        let (status, _, _) = log_in(&base, &guesser, &email, "a wrong guess!!").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "after waiting {wait} s");
+    }
+    // ...but not at the owner's.
+    let owner = client_at("127.0.0.2");
+    let (status, code, _) = log_in(&base, &owner, &email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "{code:?}");
+
+    // Guesses from many addresses: the account waits, for everyone, at most a minute.
+    let mut refused = None;
+    for host in 3..=40 {
+        let client = client_at(&format!("127.0.0.{host}"));
+        let (status, _, retry) = log_in(&base, &client, &email, "a wrong guess!!").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            refused = retry;
+            clock.advance(time::Duration::seconds(retry.unwrap() as i64));
+        }
+    }
+    assert!(refused.is_some_and(|secs| secs == 60), "{refused:?}");
+    let (status, _, retry) = log_in(&base, &owner, &email, PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(retry.is_some_and(|secs| secs <= 60), "{retry:?}");
+    clock.advance(time::Duration::seconds(60));
+    let (status, _, _) = log_in(&base, &owner, &email, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK, "the owner gets in a minute later");
+    // Another account is untouched by all of it.
+    let other = sign_up(&base).await;
+    let (status, _, _) = log_in(&base, &client_at("127.0.0.99"), &other, PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// Invite tokens cannot be guessed, but every try may cost a password hash: an address
+/// that keeps sending unknown tokens is made to wait.
+async fn an_address_sending_unknown_invite_tokens_is_made_to_wait((state, _dir): StateAndStore) {
+    let (base, _clock) = on_a_stopped_clock(state).await;
+    let client = client_at("127.0.0.5");
+    let mut statuses = Vec::new();
+    for n in 0..31 {
+        let response = client
+            .post(format!("{base}/v1/invites/no-such-token-{n}/accept"))
+            .json(&json!({"password": "a password long enough"}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert!(
+        statuses[..30].iter().all(|&status| status == 404),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[30], 429, "{statuses:?}");
+}
+
+/// A state, and what its store needs kept alive.
+type StateAndStore = (AppState, Box<dyn std::any::Any + Send>);
+
+sextant_tests::cases!(throttled_on_the_embedded_store, sextant_tests::embedded_state;
+    failed_log_ins_back_off_without_locking_the_owner_out,
+    an_address_sending_unknown_invite_tokens_is_made_to_wait,
+);
+sextant_tests::cases!(throttled_on_dynamodb, sextant_tests::aws_state;
+    failed_log_ins_back_off_without_locking_the_owner_out,
+    an_address_sending_unknown_invite_tokens_is_made_to_wait,
+);
 
 #[tokio::test]
 async fn an_api_key_exchanges_for_a_token_that_cannot_exchange_itself() {

@@ -104,6 +104,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         DisplayName::parse("team", "Units").unwrap(),
         Email::parse(&format!("{}@example.com", unique("units"))).unwrap(),
         Password::parse("a long enough password".into()).unwrap(),
+        std::net::Ipv4Addr::LOCALHOST.into(),
     )
     .await
     .expect("signup");

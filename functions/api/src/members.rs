@@ -5,7 +5,7 @@ use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member,
 use sextant_shared::auth::password::Password;
 use sextant_shared::auth::{Admin, Caller, Role};
 use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::{Json, PublicUrl};
+use sextant_shared::http::{ClientAddr, Json, PublicUrl};
 use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
 use sextant_shared::state::AppState;
 use utoipa::ToSchema;
@@ -233,11 +233,12 @@ pub struct AcceptInvite {
 )]
 pub async fn accept_invite(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Path(token): Path<String>,
     Json(request): Json<AcceptInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<Session>)> {
     let password = Password::parse(request.password)?;
-    let session = accounts::accept_invite(&state, &token, password).await?;
+    let session = accounts::accept_invite(&state, &token, password, client).await?;
     Ok((StatusCode::CREATED, axum::Json(session)))
 }
 

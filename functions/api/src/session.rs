@@ -5,7 +5,7 @@ use sextant_shared::accounts::{self, DisplayName, Email, Session, SignedUp};
 use sextant_shared::auth::password::Password;
 use sextant_shared::auth::{Caller, Credential, Role};
 use sextant_shared::error::ApiResult;
-use sextant_shared::http::Json;
+use sextant_shared::http::{ClientAddr, Json};
 use sextant_shared::ids::{ApiKeyId, TenantId, UserId};
 use sextant_shared::state::AppState;
 use utoipa::ToSchema;
@@ -47,12 +47,13 @@ pub struct SignupRequest {
 )]
 pub async fn signup(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Json(request): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<SignedUp>)> {
     let team = DisplayName::parse("team", &request.team)?;
     let email = Email::parse(&request.email)?;
     let password = Password::parse(request.password)?;
-    let signed_up = accounts::signup(&state, team, email, password).await?;
+    let signed_up = accounts::signup(&state, team, email, password, client).await?;
     Ok((StatusCode::CREATED, axum::Json(signed_up)))
 }
 
@@ -74,14 +75,20 @@ pub struct LoginRequest {
     responses(
         (status = OK, body = Session),
         (status = UNAUTHORIZED, description = "The e-mail or the password is wrong."),
+        (
+            status = TOO_MANY_REQUESTS,
+            description = "Too many failed log-ins for this account or from this address \
+                           (`rate_limited`); `Retry-After` says when to try again."
+        ),
     )
 )]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Json(request): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<Session>> {
     Ok(axum::Json(
-        accounts::login(&state, &request.email, request.password).await?,
+        accounts::login(&state, &request.email, request.password, client).await?,
     ))
 }
 

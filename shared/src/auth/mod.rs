@@ -7,6 +7,7 @@ pub mod jwt;
 pub mod operator;
 pub mod password;
 mod role;
+pub mod throttle;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

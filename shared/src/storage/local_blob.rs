@@ -667,7 +667,11 @@ async fn upload(
     Query(signature): Query<Signature>,
     body: Body,
 ) -> ApiResult<Response> {
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    // A body that fails to arrive (its client stalled past the idle timeout, or went
+    // away) is told apart from a failure of ours by this kind.
+    let stream = body
+        .into_data_stream()
+        .map_err(|err| std::io::Error::new(std::io::ErrorKind::TimedOut, err));
     let written = match (&signature.upload_id, signature.part) {
         (Some(upload_id), Some(number)) => {
             let op = Signed::Part {
@@ -712,24 +716,84 @@ async fn upload(
             },
         )),
         Err(WriteError::Blob(err)) => Err(err.into()),
+        Err(WriteError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the upload stopped arriving for {} s",
+                    BODY_IDLE_TIMEOUT.as_secs()
+                ),
+            ))
+        }
         Err(WriteError::Io(err)) => Err(ApiError::internal(err)),
     }
 }
 
+/// How long an upload's body may pause. Uploads take as long as their size needs, so
+/// they have no deadline, only this.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The routes that serve presigned URLs; mounted without the API body limit because
 /// objects may be far larger than any API request.
 pub fn routes(blobs: Arc<LocalBlobs>) -> Router {
+    routes_pausing_at_most(blobs, BODY_IDLE_TIMEOUT)
+}
+
+fn routes_pausing_at_most(blobs: Arc<LocalBlobs>, idle: Duration) -> Router {
     Router::new()
         .route(
             &format!("{ROUTE_PREFIX}/{{*key}}"),
             get(download).put(upload),
         )
         .with_state(blobs)
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A client that starts an upload and then stops sending holds nothing for long:
+    /// the upload answers 408 once the body has paused for the idle timeout, and
+    /// leaves no object behind.
+    #[tokio::test]
+    async fn an_upload_that_stops_arriving_is_cut_off() {
+        use tower::ServiceExt;
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Arc::new(
+            LocalBlobs::open(
+                dir.path(),
+                UrlSigner::new(&[1; 32]),
+                "http://127.0.0.1:1".parse().unwrap(),
+            )
+            .unwrap(),
+        );
+        let key = BlobKey::parse("t/stalled").unwrap();
+        let url: url::Url = blobs
+            .presign(
+                &key,
+                Presign::Put { content_length: 10 },
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .parse()
+            .unwrap();
+        let first = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("12345"))]);
+        let body = Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()));
+        let request = http::Request::put(format!("{}?{}", url.path(), url.query().unwrap()))
+            .body(body)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let response = routes_pausing_at_most(Arc::clone(&blobs), Duration::from_millis(200))
+            .oneshot(request)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(blobs.head(&key).await.unwrap().is_none());
+    }
 
     #[tokio::test]
     async fn keys_with_segments_longer_than_a_file_name_round_trip() {

@@ -7,7 +7,7 @@ use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::auth::Plane;
 use sextant_shared::auth::password::Password;
 use sextant_shared::error::ApiResult;
-use sextant_shared::http::PublicUrl;
+use sextant_shared::http::{ClientAddr, PublicUrl};
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, see_other};
@@ -83,13 +83,18 @@ fn sdk_snippet(url: &str, api_key: &str) -> String {
 
 /// `POST /signup`: creates the team, signs its first admin in and shows the team's
 /// first API key, this once.
-pub async fn signup(mut page: Page, public_url: PublicUrl, form: CsrfForm) -> PageResult {
+pub async fn signup(
+    mut page: Page,
+    ClientAddr(client): ClientAddr,
+    public_url: PublicUrl,
+    form: CsrfForm,
+) -> PageResult {
     let (team, email) = (form.get("team"), form.get("email"));
     let attempt: ApiResult<_> = async {
         let team = DisplayName::parse("team", team)?;
         let email = Email::parse(email)?;
         let password = Password::parse(form.get("password").to_owned())?;
-        accounts::signup(&page.state, team, email, password).await
+        accounts::signup(&page.state, team, email, password, client).await
     }
     .await;
     let signed_up = match attempt {
@@ -151,9 +156,10 @@ pub async fn login_form(page: Page) -> Response {
 }
 
 /// `POST /login`: a session cookie and the projects, or the form again with 401.
-pub async fn login(mut page: Page, form: CsrfForm) -> PageResult {
+pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfForm) -> PageResult {
     let email = form.get("email");
-    match accounts::login(&page.state, email, form.get("password").to_owned()).await {
+    let password = form.get("password").to_owned();
+    match accounts::login(&page.state, email, password, client).await {
         Ok(session) => {
             page.rotate_csrf();
             let mut response = page.finish(see_other("/projects"));
