@@ -126,15 +126,17 @@ impl Application {
     }
 }
 
-/// Rolls up each hour a minute after it ends, as the EventBridge schedule does.
+/// Runs the metering function's hourly run a minute after each hour ends, as the
+/// EventBridge schedule does.
 async fn meter_hourly(state: AppState) {
     loop {
         let now = time::OffsetDateTime::now_utc();
         let next = metering::hour_of(now) + time::Duration::HOUR + time::Duration::MINUTE;
         tokio::time::sleep((next - now).unsigned_abs()).await;
-        let ended = metering::hour_of(next) - time::Duration::HOUR;
-        if let Err(err) = metering::roll_up_through(&state, ended).await {
-            tracing::error!(error = %err, "metering run failed; the next one fills in");
+        let hour = sextant_metering::MeteringHour::ending_at_or_before(next);
+        match sextant_metering::run(&state, hour).await {
+            Ok(report) => tracing::info!(?report, "metering run"),
+            Err(err) => tracing::error!(error = %err, "metering run failed; the next one fills in"),
         }
     }
 }
@@ -184,13 +186,20 @@ pub async fn meter(
     through: bool,
 ) -> anyhow::Result<Vec<time::OffsetDateTime>> {
     let state = offline_state(data_dir, plan)?;
-    let hour = sextant_metering::MeteringHour::ending_at_or_before(at).start;
-    if through {
-        Ok(metering::roll_up_through(&state, hour).await?)
+    let hour = sextant_metering::MeteringHour::ending_at_or_before(at);
+    let hours = if through {
+        metering::roll_up_through(&state, hour.start).await?
     } else {
-        metering::roll_up_hour(&state, hour).await?;
-        Ok(vec![hour])
-    }
+        metering::roll_up_hour(&state, hour.start).await?;
+        vec![hour.start]
+    };
+    let swept = sextant_metering::sweep_due(&state, hour.end()).await?;
+    tracing::info!(
+        notes = swept.notes,
+        bytes_deleted = swept.bytes_deleted,
+        "swept"
+    );
+    Ok(hours)
 }
 
 /// Every tenant's totals for a month, read from a data directory no server holds open.

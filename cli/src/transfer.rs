@@ -91,11 +91,15 @@ async fn save_state(path: &Path, state: &ResumeState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends `length` bytes of `file` from `offset` to a presigned URL; answers the
-/// response's ETag.
+/// Upload URLs live 15 minutes: a multipart upload asks for fresh ones after 10.
+const URL_REFRESH: std::time::Duration = std::time::Duration::from_secs(10 * 60);
+
+/// Sends `length` bytes of `file` from `offset` to a presigned URL, with the headers
+/// its plan names (`If-None-Match: *` for a whole file); answers the response's ETag.
 async fn put_range(
     client: &Client,
     url: &str,
+    headers: &serde_json::Map<String, Value>,
     file: &Path,
     offset: u64,
     length: u64,
@@ -106,10 +110,14 @@ async fn put_range(
     let progress = progress.clone();
     let stream = ReaderStream::with_capacity(reader.take(length), 1 << 20)
         .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
-    let response = client
+    let mut request = client
         .http()
         .put(url)
-        .header(reqwest::header::CONTENT_LENGTH, length)
+        .header(reqwest::header::CONTENT_LENGTH, length);
+    for (name, value) in headers {
+        request = request.header(name, value.as_str().context("a header that is no string")?);
+    }
+    let response = request
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await
@@ -147,17 +155,20 @@ pub async fn upload(
         "step": options.step,
         "content_type": options.content_type,
     });
-    let plan: Value = client
-        .post(
-            &format!("v1/runs/{run}/artifacts"),
-            &without_nulls(registration),
-        )
-        .await?;
+    let registration = without_nulls(registration);
+    let artifacts = format!("v1/runs/{run}/artifacts");
+    let register = || client.post::<Value>(&artifacts, &registration);
+    let mut plan = register().await?;
+    let mut planned_at = std::time::Instant::now();
     let progress = bar(size, options.path.clone());
     let mut completion = json!({ "path": options.path });
 
     if let Some(url) = plan["upload"]["url"].as_str() {
-        put_range(client, url, file, 0, size, &progress).await?;
+        let headers = plan["upload"]["headers"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        put_range(client, url, &headers, file, 0, size, &progress).await?;
     } else {
         let upload_id = plan["upload_id"]
             .as_str()
@@ -173,7 +184,8 @@ pub async fn upload(
                 etags: BTreeMap::new(),
             };
         }
-        for part in plan["parts"].as_array().context("no parts")? {
+        let parts = plan["parts"].as_array().context("no parts")?.clone();
+        for (index, part) in parts.iter().enumerate() {
             let number = part["number"].as_u64().context("part without a number")? as u32;
             let length = part["size"].as_u64().context("part without a size")?;
             let offset = u64::from(number - 1) * part_size;
@@ -181,10 +193,25 @@ pub async fn upload(
                 progress.inc(length);
                 continue;
             }
-            let url = part["url"].as_str().context("part without a URL")?;
-            let etag = put_range(client, url, file, offset, length, &progress)
-                .await?
-                .context("the blob store answered a part without an ETag")?;
+            if planned_at.elapsed() > URL_REFRESH {
+                // The same registration answers fresh URLs for the same upload.
+                plan = register().await?;
+                planned_at = std::time::Instant::now();
+            }
+            let url = plan["parts"][index]["url"]
+                .as_str()
+                .context("part without a URL")?;
+            let etag = put_range(
+                client,
+                url,
+                &Default::default(),
+                file,
+                offset,
+                length,
+                &progress,
+            )
+            .await?
+            .context("the blob store answered a part without an ETag")?;
             state.etags.insert(number, etag);
             save_state(&state_path, &state).await?;
         }
@@ -193,9 +220,7 @@ pub async fn upload(
             .iter()
             .map(|(number, etag)| json!({"number": number, "etag": etag}))
             .collect();
-        let sealed = client
-            .post(&format!("v1/runs/{run}/artifacts/complete"), &completion)
-            .await;
+        let sealed = complete(client, run, &completion).await;
         if sealed.is_ok() {
             let _ = tokio::fs::remove_file(&state_path).await;
         }
@@ -203,9 +228,20 @@ pub async fn upload(
         return sealed;
     }
     progress.finish_and_clear();
-    client
-        .post(&format!("v1/runs/{run}/artifacts/complete"), &completion)
-        .await
+    complete(client, run, &completion).await
+}
+
+/// Completes an upload: the server checks a large one a slice per call, answering
+/// `verifying` until it has sealed it.
+async fn complete(client: &Client, run: &str, completion: &Value) -> anyhow::Result<Value> {
+    loop {
+        let answer: Value = client
+            .post(&format!("v1/runs/{run}/artifacts/complete"), completion)
+            .await?;
+        if answer["status"] != "verifying" {
+            return Ok(answer);
+        }
+    }
 }
 
 fn without_nulls(mut value: Value) -> Value {

@@ -3,20 +3,36 @@
 //! Bytes never pass through a function. Registering an artifact answers presigned
 //! URLs, one `PUT` up to `SINGLE_UPLOAD_MAX_BYTES` and a multipart plan above it; the
 //! client uploads straight to the blob store and then completes, and only then does the
-//! server check the stored size and SHA-256 (streaming the object, so memory stays
-//! flat whatever its size) and seal the artifact. A mismatch removes the object and
-//! the registration, so nothing half-registered stays behind.
+//! server check the stored size and SHA-256 and seal the artifact. A mismatch removes
+//! the object and the registration, so nothing half-registered stays behind.
+//!
+//! Upload URLs live `UPLOAD_URL_TTL` and only ever create their object (`CREATE_ONLY`;
+//! an assembled multipart upload likewise), so a sealed artifact's bytes never change.
+//! Each URL handed out is first noted in the sweep ledger (`crate::sweep`): once it has
+//! expired, an upload never completed, or an object written after its artifact was
+//! deleted, is removed (`settle`).
+//!
+//! The checksum is read from the object in slices of `Settings::verify_slice_bytes`,
+//! one per completion call, the SHA-256 state kept in the record between them: the
+//! completion answers `verifying` until the last slice, so no single request (a
+//! function with a 10 s timeout) reads a multi-gigabyte object whole. Objects uploaded
+//! through MLflow's proxy state no checksum; they are sealed with their size, and the
+//! hourly run computes theirs the same way, a slice at a time.
 //!
 //! Storage: `{tenant}#run#{run}` / `a#{path}` holds the record (with a `ready` flag
 //! that makes sealing happen once); `k#{kind}#{step}#{path}` indexes artifacts taken at
 //! a step, so "the checkpoint for step 12,000" is one query. Objects live at
 //! `{tenant}/runs/{run}/artifacts/{path}`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
+use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -26,8 +42,9 @@ use crate::records::{doc_item, read_doc};
 use crate::runs;
 use crate::series::step_key;
 use crate::state::AppState;
-use crate::storage::blob::{BlobError, BlobKey, CompletedPart, MAX_PARTS, Presign};
+use crate::storage::blob::{BlobError, BlobKey, CREATE_ONLY, CompletedPart, MAX_PARTS, Presign};
 use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value};
+use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
 
@@ -39,7 +56,14 @@ pub const MAX_PLANNED_PARTS: u64 = 1_000;
 pub const MAX_ARTIFACT_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
 pub const MAX_PATH_BYTES: usize = 512;
 pub const MAX_PATH_SEGMENTS: usize = 32;
-const UPLOAD_URL_TTL: Duration = Duration::from_secs(60 * 60);
+/// Long enough to send a part of any planned size; an upload that takes longer
+/// registers again for fresh URLs, as interrupted ones do.
+const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
+/// How long the hourly run spends on one artifact's checksum before leaving the rest
+/// to the next run (the metering function has five minutes for everything).
+const BACKGROUND_HASHING: Duration = Duration::from_secs(20);
+/// What upload URLs lived before records kept their expiry.
+const LEGACY_UPLOAD_URL_TTL: time::Duration = time::Duration::HOUR;
 pub const DOWNLOAD_URL_TTL: Duration = Duration::from_secs(5 * 60);
 const READY: &str = "ready";
 
@@ -115,6 +139,79 @@ struct Pending {
     /// from the object (MLflow's proxied multipart uploads state neither).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     measured: bool,
+    /// When the latest URLs handed out for the upload expire; until then the sweep
+    /// leaves it alone. Absent in records from before: `LEGACY_UPLOAD_URL_TTL` after
+    /// `created_at`.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    urls_until: Option<OffsetDateTime>,
+    /// How far the completion has checked the uploaded object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    verified: Option<Progress>,
+}
+
+/// A SHA-256 computed a slice of an object at a time: the bytes hashed so far and the
+/// hash's state after them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Progress {
+    bytes: u64,
+    /// The serialized SHA-256 state, base64; empty before the first byte.
+    #[serde(default)]
+    state: String,
+}
+
+impl Progress {
+    fn hasher(&self) -> ApiResult<Sha256> {
+        if self.state.is_empty() {
+            return Ok(Sha256::new());
+        }
+        let corrupt = || ApiError::internal(anyhow::anyhow!("a stored SHA-256 state is corrupt"));
+        let bytes = STANDARD.decode(&self.state).map_err(|_| corrupt())?;
+        let state = bytes.as_slice().try_into().map_err(|_| corrupt())?;
+        Sha256::deserialize(state).map_err(|_| corrupt())
+    }
+
+    fn after(bytes: u64, hasher: &Sha256) -> Self {
+        Self {
+            bytes,
+            state: STANDARD.encode(hasher.serialize()),
+        }
+    }
+}
+
+/// Hashes the next slice of `blob` (at most `slice` bytes of its `size`) on from
+/// `progress`; answers the progress after it, and the digest once the object is done.
+async fn hash_slice(
+    state: &AppState,
+    blob: &BlobKey,
+    progress: &Progress,
+    size: u64,
+    slice: u64,
+) -> ApiResult<(Progress, Option<String>)> {
+    let mut hasher = progress.hasher()?;
+    let end = progress.bytes.saturating_add(slice.max(1)).min(size);
+    let body = state.blobs.get_range(blob, progress.bytes..end).await?;
+    let mut hashed = progress.bytes;
+    let mut stream = body.stream;
+    while let Some(chunk) = stream.try_next().await.map_err(ApiError::internal)? {
+        hashed += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    if hashed != end {
+        // The object changed size under the check; only a vanished one can.
+        return Err(ApiError::conflict(
+            "upload_missing",
+            "the uploaded object changed while it was checked; register and upload again",
+        ));
+    }
+    if hashed == size {
+        Ok((Progress::default(), Some(hex::encode(hasher.finalize()))))
+    } else {
+        Ok((Progress::after(hashed, &hasher), None))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -131,6 +228,10 @@ pub struct Artifact {
     pub created_at: OffsetDateTime,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<Pending>,
+    /// A sealed artifact whose checksum is still being computed (one uploaded through
+    /// MLflow's proxy): how far; `sha256` is empty meanwhile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hashing: Option<Progress>,
 }
 
 impl Artifact {
@@ -140,10 +241,11 @@ impl Artifact {
 
     /// The artifact as clients see it: `status` instead of the upload's internals.
     pub fn into_view(self) -> ArtifactView {
-        let status = if self.is_ready() {
-            ArtifactStatus::Ready
-        } else {
-            ArtifactStatus::Pending
+        let verified = self.pending.as_ref().and_then(|p| p.verified.as_ref());
+        let (status, verified_bytes) = match (&self.pending, verified) {
+            (None, _) => (ArtifactStatus::Ready, None),
+            (Some(_), Some(progress)) => (ArtifactStatus::Verifying, Some(progress.bytes)),
+            (Some(_), None) => (ArtifactStatus::Pending, None),
         };
         ArtifactView {
             path: self.path,
@@ -154,7 +256,17 @@ impl Artifact {
             step: self.step,
             created_at: self.created_at,
             status,
+            verified_bytes,
         }
+    }
+
+    /// When the sweep may take the upload for abandoned: its latest URLs have expired.
+    fn urls_until(&self) -> Option<OffsetDateTime> {
+        self.pending.as_ref().map(|pending| {
+            pending
+                .urls_until
+                .unwrap_or(self.created_at + LEGACY_UPLOAD_URL_TTL)
+        })
     }
 }
 
@@ -164,7 +276,8 @@ pub struct ArtifactView {
     pub path: ArtifactPath,
     /// Bytes.
     pub size: u64,
-    /// The content's SHA-256, lowercase hex.
+    /// The content's SHA-256, lowercase hex; empty for a file uploaded in parts through
+    /// MLflow's proxy until the server has computed it (within the hour).
     pub sha256: String,
     pub content_type: String,
     pub kind: Kind,
@@ -174,14 +287,19 @@ pub struct ArtifactView {
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     pub status: ArtifactStatus,
+    /// While `verifying`: the bytes checked so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_bytes: Option<u64>,
 }
 
-/// `pending` from registration until the upload is completed and checked; only `ready`
+/// `pending` from registration until the upload is completed, `verifying` while the
+/// completion checks a large upload a slice per call, `ready` once sealed; only `ready`
 /// artifacts are listed and downloaded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactStatus {
     Pending,
+    Verifying,
     Ready,
 }
 
@@ -225,6 +343,9 @@ pub struct SingleUpload {
     /// `PUT`.
     method: &'static str,
     url: String,
+    /// Headers the request must carry: `If-None-Match: *`, which the URL signs, so it
+    /// can create the object and never replace it.
+    headers: BTreeMap<&'static str, &'static str>,
 }
 
 /// One part of a multipart upload; its answer's `ETag` goes into the completion.
@@ -327,41 +448,29 @@ pub async fn register(
     if existing.is_none() {
         check_namespace(state, tenant, run, &path).await?;
     }
-    let artifact = match existing {
-        Some(existing) if existing.is_ready() => {
-            return Err(ApiError::conflict(
-                "artifact_exists",
-                format!("{} is already stored; delete it first", path.as_str()),
-            ));
-        }
+    let sealed = || {
+        ApiError::conflict(
+            "artifact_exists",
+            format!("{} is already stored; delete it first", path.as_str()),
+        )
+    };
+    let (mut artifact, condition) = match existing {
+        Some(existing) if existing.is_ready() => return Err(sealed()),
         Some(mut existing) if existing.size == new.size && existing.sha256 == sha256 => {
             // The same upload goes on; what the file is may be restated.
-            if (existing.kind, existing.step, &existing.content_type)
-                != (new.kind, new.step, &content_type)
-            {
-                existing.kind = new.kind;
-                existing.step = new.step;
-                existing.content_type = content_type;
-                state
-                    .kv
-                    .put(
-                        doc_item(key, &existing)?.with(READY, Value::Bool(false)),
-                        Condition::Equals(READY.into(), Value::Bool(false)),
-                    )
-                    .await?;
-            }
-            existing
+            existing.kind = new.kind;
+            existing.step = new.step;
+            existing.content_type = content_type;
+            (
+                existing,
+                Condition::Equals(READY.into(), Value::Bool(false)),
+            )
         }
         stale => {
-            if let Some(Pending {
-                upload_id: Some(upload_id),
-                ..
-            }) = stale.and_then(|stale| stale.pending)
-            {
-                state.blobs.abort_multipart(&blob, &upload_id).await?;
+            if let Some(stale) = stale {
+                drop_upload(state, &blob, &stale).await?;
             }
-            let multipart = new.size > SINGLE_UPLOAD_MAX_BYTES;
-            let upload_id = if multipart {
+            let upload_id = if new.size > SINGLE_UPLOAD_MAX_BYTES {
                 Some(state.blobs.start_multipart(&blob).await?)
             } else {
                 None
@@ -378,20 +487,82 @@ pub async fn register(
                     upload_id,
                     part_size: part_size_for(new.size),
                     measured: false,
+                    urls_until: None,
+                    verified: None,
                 }),
+                hashing: None,
             };
-            state
-                .kv
-                .put(
-                    doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
-                    Condition::None,
-                )
-                .await?;
-            artifact
+            (artifact, Condition::None)
         }
     };
+    let urls_until = state.now() + UPLOAD_URL_TTL;
+    if let Some(pending) = &mut artifact.pending {
+        pending.urls_until = Some(urls_until);
+    }
+    note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
+    match state
+        .kv
+        .put(
+            doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
+            condition,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(StoreError::ConditionFailed) => return Err(sealed()),
+        Err(err) => return Err(err.into()),
+    }
     let plan = plan(state, &blob, &artifact).await?;
     Ok((artifact, plan))
+}
+
+/// Notes, before any URL for it goes out, the upload the URLs will write, so the sweep
+/// settles it once they have expired. A multipart upload started for it is aborted if
+/// the note cannot be written.
+async fn note_upload(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    blob: &BlobKey,
+    artifact: &Artifact,
+    urls_until: OffsetDateTime,
+) -> ApiResult<()> {
+    let upload_id = artifact
+        .pending
+        .as_ref()
+        .and_then(|pending| pending.upload_id.clone());
+    let note = Note {
+        tenant: tenant.id(),
+        blob: blob.to_string(),
+        upload_id: upload_id.clone(),
+        claimant: Claimant::Artifact {
+            run,
+            path: artifact.path.as_str().to_owned(),
+        },
+    };
+    if let Err(err) = sweep::expect(&*state.kv, &note, urls_until).await {
+        if let Some(upload_id) = upload_id
+            && let Err(abort) = state.blobs.abort_multipart(blob, &upload_id).await
+        {
+            tracing::warn!(error = %abort, "could not abort an upload nobody will finish");
+        }
+        return Err(err);
+    }
+    Ok(())
+}
+
+/// Drops the bytes of an unfinished upload: its parts, or the object a single upload
+/// left without completing.
+async fn drop_upload(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResult<()> {
+    match artifact
+        .pending
+        .as_ref()
+        .and_then(|pending| pending.upload_id.as_ref())
+    {
+        Some(upload_id) => state.blobs.abort_multipart(blob, upload_id).await?,
+        None => state.blobs.delete(blob).await?,
+    }
+    Ok(())
 }
 
 /// Keeps a run's artifacts a tree, as in a file system (and in the local blob
@@ -452,7 +623,11 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
             )
             .await?;
         return Ok(UploadPlan::Single {
-            upload: SingleUpload { method: "PUT", url },
+            upload: SingleUpload {
+                method: "PUT",
+                url,
+                headers: BTreeMap::from([CREATE_ONLY]),
+            },
         });
     };
     let part_size = pending.part_size;
@@ -487,15 +662,26 @@ pub struct Completion {
     pub parts: Vec<CompletedPart>,
 }
 
-/// Seals an uploaded artifact after checking its size and SHA-256; a mismatch
-/// removes the object and the registration. Completing a sealed artifact again
-/// answers it unchanged.
+/// Where a completion got to.
+#[derive(Debug)]
+pub enum Completed {
+    /// Checked and sealed (or sealed before).
+    Sealed(Artifact),
+    /// Checked up to `verified_bytes` of its view; complete again to go on.
+    Verifying(Artifact),
+}
+
+/// Checks an uploaded artifact's size and SHA-256, one slice of the object per call
+/// (`Settings::verify_slice_bytes`), and seals it after the last; a mismatch removes
+/// the object and the registration. Completing a sealed artifact again answers it
+/// unchanged. An upload through MLflow's proxy, which states no size or checksum, is
+/// sealed at once with its object's size, its checksum computed afterwards.
 pub async fn complete(
     state: &AppState,
     tenant: &Tenant,
     run: RunId,
     completion: Completion,
-) -> ApiResult<Artifact> {
+) -> ApiResult<Completed> {
     let path = ArtifactPath::parse(&completion.path)?;
     runs::load(state, tenant, run).await?;
     let key = record_key(tenant, run, &path);
@@ -503,10 +689,11 @@ pub async fn complete(
         .await?
         .ok_or_else(|| ApiError::not_found("artifact"))?;
     let Some(pending) = artifact.pending.clone() else {
-        return Ok(artifact);
+        return Ok(Completed::Sealed(artifact));
     };
     let blob = blob_key(tenant, run, &path)?;
-    if let Some(upload_id) = &pending.upload_id {
+    // A check under way means the upload was assembled by an earlier call.
+    if let (Some(upload_id), None) = (&pending.upload_id, &pending.verified) {
         if completion.parts.is_empty() {
             return Err(ApiError::invalid(
                 "missing_parts",
@@ -534,46 +721,110 @@ pub async fn complete(
         )
     })?;
     if pending.measured {
+        if stored.size > MAX_ARTIFACT_BYTES {
+            refuse(state, &key, &blob, &pending).await?;
+            return Err(ApiError::invalid(
+                "artifact_too_large",
+                format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
+            ));
+        }
         artifact.size = stored.size;
-        artifact.sha256 = sha256_of(state, &blob).await?;
+        artifact.hashing = Some(Progress::default());
+        let sealed = seal(state, tenant, run, artifact).await?;
+        // Its checksum, a slice at a time: the first now, the rest in the hourly run.
+        let note = Note {
+            tenant: tenant.id(),
+            blob: blob.to_string(),
+            upload_id: None,
+            claimant: Claimant::Artifact {
+                run,
+                path: path.as_str().to_owned(),
+            },
+        };
+        sweep::expect(&*state.kv, &note, state.now()).await?;
+        return Ok(Completed::Sealed(
+            continue_hashing(state, tenant, run, &path)
+                .await?
+                .unwrap_or(sealed),
+        ));
     }
-    let refusal = if pending.measured {
-        None
-    } else if stored.size != artifact.size {
-        Some(ApiError::conflict(
+    if stored.size != artifact.size {
+        refuse(state, &key, &blob, &pending).await?;
+        return Err(ApiError::conflict(
             "size_mismatch",
             format!(
                 "{} bytes were uploaded, {} registered; register and upload again",
                 stored.size, artifact.size
             ),
-        ))
-    } else if sha256_of(state, &blob).await? != artifact.sha256 {
-        Some(ApiError::conflict(
-            "checksum_mismatch",
-            "the uploaded bytes' SHA-256 differs from the registered one; register and upload again",
-        ))
-    } else {
-        None
-    };
-    if let Some(refusal) = refusal {
-        state.blobs.delete(&blob).await?;
-        if let Some(upload_id) = &pending.upload_id {
-            // Gone already, unless the object checked was a stale one left at this
-            // path by an earlier registration: its parts go too.
-            state.blobs.abort_multipart(&blob, upload_id).await?;
-        }
-        state
-            .kv
-            .delete(&key, Condition::Equals(READY.into(), Value::Bool(false)))
-            .await
-            .or_else(|err| match err {
-                StoreError::ConditionFailed => Ok(()),
-                err => Err(err),
-            })?;
-        return Err(refusal);
+        ));
     }
+    let progress = pending.verified.clone().unwrap_or_default();
+    let slice = state.settings.verify_slice_bytes;
+    match hash_slice(state, &blob, &progress, stored.size, slice).await? {
+        (progress, None) => {
+            if let Some(pending) = &mut artifact.pending {
+                pending.verified = Some(progress);
+            }
+            match state
+                .kv
+                .put(
+                    doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
+                    Condition::Equals(READY.into(), Value::Bool(false)),
+                )
+                .await
+            {
+                Ok(()) => Ok(Completed::Verifying(artifact)),
+                // A concurrent completion sealed it meanwhile.
+                Err(StoreError::ConditionFailed) => read(state, &record_key(tenant, run, &path))
+                    .await?
+                    .filter(Artifact::is_ready)
+                    .map(Completed::Sealed)
+                    .ok_or_else(|| ApiError::not_found("artifact")),
+                Err(err) => Err(err.into()),
+            }
+        }
+        (_, Some(sha256)) if sha256 == artifact.sha256 => {
+            Ok(Completed::Sealed(seal(state, tenant, run, artifact).await?))
+        }
+        (_, Some(_)) => {
+            refuse(state, &key, &blob, &pending).await?;
+            Err(ApiError::conflict(
+                "checksum_mismatch",
+                "the uploaded bytes' SHA-256 differs from the registered one; register and upload again",
+            ))
+        }
+    }
+}
 
+/// Removes an upload that failed its check, and its registration.
+async fn refuse(state: &AppState, key: &Key, blob: &BlobKey, pending: &Pending) -> ApiResult<()> {
+    state.blobs.delete(blob).await?;
+    if let Some(upload_id) = &pending.upload_id {
+        // Gone already, unless the object checked was a stale one left at this
+        // path by an earlier registration: its parts go too.
+        state.blobs.abort_multipart(blob, upload_id).await?;
+    }
+    state
+        .kv
+        .delete(key, Condition::Equals(READY.into(), Value::Bool(false)))
+        .await
+        .or_else(|err| match err {
+            StoreError::ConditionFailed => Ok(()),
+            err => Err(err),
+        })?;
+    Ok(())
+}
+
+/// Seals a checked artifact and bills its bytes, once: a concurrent completion that
+/// sealed it first answers what it sealed.
+async fn seal(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    mut artifact: Artifact,
+) -> ApiResult<Artifact> {
     artifact.pending = None;
+    let key = record_key(tenant, run, &artifact.path);
     crate::metering::mark_storer(state, tenant).await?;
     let mut ops = vec![
         TxOp::Put(
@@ -585,7 +836,7 @@ pub async fn complete(
     if let Some(step) = artifact.step {
         ops.push(TxOp::Put(
             doc_item(
-                index_key(tenant, run, artifact.kind, step, &path),
+                index_key(tenant, run, artifact.kind, step, &artifact.path),
                 &artifact,
             )?,
             Condition::None,
@@ -593,11 +844,54 @@ pub async fn complete(
     }
     match state.kv.transact(ops).await {
         Ok(()) => Ok(artifact),
-        // A concurrent completion sealed it first.
         Err(StoreError::TransactionFailed(_)) => read(state, &key)
             .await?
             .filter(Artifact::is_ready)
             .ok_or_else(|| ApiError::not_found("artifact")),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Hashes the next slice of a sealed artifact whose checksum is still being computed
+/// (`Artifact::hashing`); answers it as it is after, `None` if there is no such
+/// artifact (deleted, or its checksum known).
+pub async fn continue_hashing(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    path: &ArtifactPath,
+) -> ApiResult<Option<Artifact>> {
+    let key = record_key(tenant, run, path);
+    let Some(mut artifact) = read(state, &key).await?.filter(Artifact::is_ready) else {
+        return Ok(None);
+    };
+    let Some(progress) = artifact.hashing.clone() else {
+        return Ok(None);
+    };
+    let blob = blob_key(tenant, run, path)?;
+    let slice = state.settings.verify_slice_bytes;
+    let (progress, digest) = hash_slice(state, &blob, &progress, artifact.size, slice).await?;
+    match digest {
+        Some(sha256) => {
+            artifact.sha256 = sha256;
+            artifact.hashing = None;
+        }
+        None => artifact.hashing = Some(progress),
+    }
+    let mut ops = vec![TxOp::Put(
+        doc_item(key, &artifact)?.with(READY, Value::Bool(true)),
+        Condition::Equals(READY.into(), Value::Bool(true)),
+    )];
+    if let Some(step) = artifact.step {
+        ops.push(TxOp::Put(
+            doc_item(index_key(tenant, run, artifact.kind, step, path), &artifact)?,
+            Condition::None,
+        ));
+    }
+    match state.kv.transact(ops).await {
+        Ok(()) => Ok(Some(artifact)),
+        // Deleted meanwhile.
+        Err(StoreError::TransactionFailed(_)) => Ok(None),
         Err(err) => Err(err.into()),
     }
 }
@@ -628,6 +922,7 @@ pub async fn register_measured(
     }
     let blob = blob_key(tenant, run, &path)?;
     let upload_id = state.blobs.start_multipart(&blob).await?;
+    let urls_until = state.now() + UPLOAD_URL_TTL;
     let artifact = Artifact {
         path,
         size: 0,
@@ -640,8 +935,12 @@ pub async fn register_measured(
             upload_id: Some(upload_id.clone()),
             part_size: 0,
             measured: true,
+            urls_until: Some(urls_until),
+            verified: None,
         }),
+        hashing: None,
     };
+    note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
     state
         .kv
         .put(
@@ -700,25 +999,88 @@ pub async fn store(
         .blobs
         .put(&blob_key(tenant, run, &artifact.path)?, body)
         .await?;
-    let completion = Completion {
-        path: artifact.path.as_str().to_owned(),
-        parts: Vec::new(),
-    };
-    complete(state, tenant, run, completion).await
+    // The bytes came in one request, under the body limit: checking them all here
+    // takes no longer than receiving them did.
+    loop {
+        let completion = Completion {
+            path: artifact.path.as_str().to_owned(),
+            parts: Vec::new(),
+        };
+        if let Completed::Sealed(artifact) = complete(state, tenant, run, completion).await? {
+            return Ok(artifact);
+        }
+    }
 }
 
-/// The SHA-256 of a stored object, read as a stream.
-async fn sha256_of(state: &AppState, blob: &BlobKey) -> ApiResult<String> {
-    let body = state.blobs.get(blob).await?;
-    let digest = body
-        .stream
-        .try_fold(Sha256::new(), |mut digest, chunk| async move {
-            digest.update(&chunk);
-            Ok(digest)
-        })
-        .await
-        .map_err(ApiError::internal)?;
-    Ok(hex::encode(digest.finalize()))
+/// Settles a sweep note on an artifact's object, once the URLs that could write it
+/// have expired: a sealed artifact keeps its object (and has the next slice of its
+/// checksum computed, if that is still under way); an upload still unfinished is
+/// abandoned, so its bytes and its registration go; an object no artifact claims (one
+/// written through an old URL after its artifact was deleted) is deleted. Answers
+/// the bytes deleted, and whether the note is to be settled again later.
+pub async fn settle(
+    state: &AppState,
+    note: &Note,
+    run: RunId,
+    path: &str,
+) -> ApiResult<(u64, bool)> {
+    let tenant = Tenant::verified(note.tenant);
+    let blob = BlobKey::parse(note.blob.as_str())?;
+    let record = match ArtifactPath::parse(path) {
+        Ok(path) => read(state, &record_key(&tenant, run, &path)).await?,
+        Err(_) => None,
+    };
+    let current_upload = record
+        .as_ref()
+        .and_then(|artifact| artifact.pending.as_ref())
+        .and_then(|pending| pending.upload_id.as_ref());
+    if let Some(upload_id) = &note.upload_id
+        && Some(upload_id) != current_upload
+    {
+        // Completed (and gone) or replaced by a later registration: nothing to keep.
+        state.blobs.abort_multipart(&blob, upload_id).await?;
+    }
+    match record {
+        Some(artifact) if artifact.is_ready() => {
+            let started = std::time::Instant::now();
+            let mut hashing = artifact.hashing.is_some();
+            while hashing && started.elapsed() < BACKGROUND_HASHING {
+                hashing = continue_hashing(state, &tenant, run, &artifact.path)
+                    .await?
+                    .is_some_and(|artifact| artifact.hashing.is_some());
+            }
+            Ok((0, hashing))
+        }
+        Some(artifact) if artifact.urls_until() > Some(state.now()) => Ok((0, false)),
+        Some(artifact) => {
+            // The registration goes first: a completion that seals it meanwhile keeps
+            // its object, and one that comes after finds nothing to complete.
+            match state
+                .kv
+                .delete(
+                    &record_key(&tenant, run, &artifact.path),
+                    Condition::Equals(READY.into(), Value::Bool(false)),
+                )
+                .await
+            {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => return Ok((0, false)),
+                Err(err) => return Err(err.into()),
+            }
+            let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+            drop_upload(state, &blob, &artifact).await?;
+            tracing::info!(tenant = %tenant.id(), run = %run, path, size, "abandoned upload removed");
+            Ok((size, false))
+        }
+        None => {
+            let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+            if size > 0 {
+                state.blobs.delete(&blob).await?;
+                tracing::info!(tenant = %tenant.id(), run = %run, path, size, "unclaimed object removed");
+            }
+            Ok((size, false))
+        }
+    }
 }
 
 /// Sealed artifacts of a run, by path; with `kind` and `step`, only the ones taken at

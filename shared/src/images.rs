@@ -18,6 +18,7 @@ use crate::series::{check_name, step_key};
 use crate::state::AppState;
 use crate::storage::blob::{BlobKey, Presign};
 use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp};
+use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
 
@@ -140,6 +141,18 @@ pub async fn log(
     usage::check_quota(state, tenant, now, 1).await?;
     crate::metering::mark_active(state, tenant, now).await?;
     crate::metering::mark_storer(state, tenant).await?;
+    // Should this process die between storing the object and indexing it, the sweep
+    // finds the object unclaimed and deletes it.
+    let note = Note {
+        tenant: tenant.id(),
+        blob: blob.to_string(),
+        upload_id: None,
+        claimant: Claimant::Image {
+            run,
+            index: index.sk.clone(),
+        },
+    };
+    sweep::expect(&*state.kv, &note, now).await?;
     if let Err(err) = state.blobs.put(&blob, bytes).await {
         // The put may have stored the object before failing; unindexed, nothing
         // would ever find it to delete it.
@@ -187,6 +200,23 @@ pub async fn log(
         });
     }
     Ok(image)
+}
+
+/// Settles a sweep note on an image's object: kept while its index claims it, else
+/// deleted (its process died before indexing it). Answers the bytes deleted.
+pub async fn settle(state: &AppState, note: &Note, run: RunId, index: &str) -> ApiResult<u64> {
+    let tenant = Tenant::verified(note.tenant);
+    let key = Key::new(runs::data_partition(&tenant, run), index);
+    if state.kv.get(&key).await?.is_some() {
+        return Ok(0);
+    }
+    let blob = BlobKey::parse(note.blob.as_str())?;
+    let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+    state.blobs.delete(&blob).await?;
+    if size > 0 {
+        tracing::info!(tenant = %tenant.id(), run = %run, size, "unindexed image removed");
+    }
+    Ok(size)
 }
 
 /// An image and a short-lived URL to fetch it.

@@ -23,6 +23,7 @@ pub mod series;
 pub mod shares;
 pub mod state;
 pub mod storage;
+pub mod sweep;
 pub mod telemetry;
 pub mod tenancy;
 pub mod usage;

@@ -35,6 +35,9 @@ pub struct Settings {
     /// Longest an API request may take, its body included, so a slow client cannot
     /// hold a handler (API Gateway gives up at 30 s too).
     pub request_deadline: std::time::Duration,
+    /// Bytes of an uploaded artifact one completion call checks (a few seconds of
+    /// reading on Lambda); a larger one takes a call per slice.
+    pub verify_slice_bytes: u64,
     /// Requests per team and per credential (see `rate_limit`).
     pub rate_limits: crate::rate_limit::RateLimits,
 }
@@ -53,6 +56,7 @@ impl Settings {
             operator_token: None,
             body_limit: 6 * 1024 * 1024,
             request_deadline: std::time::Duration::from_secs(30),
+            verify_slice_bytes: 256 * 1024 * 1024,
             rate_limits: crate::rate_limit::RateLimits::default(),
         }
     }

@@ -301,6 +301,16 @@ impl BlobStore for FaultyBlobs {
             .await
     }
 
+    async fn get_range(&self, key: &BlobKey, range: std::ops::Range<u64>) -> BlobResult<BlobBody> {
+        self.faults
+            .guard(
+                Op::BlobGet,
+                self.inner.get_range(key, range),
+                BlobError::Unavailable,
+            )
+            .await
+    }
+
     async fn head(&self, key: &BlobKey) -> BlobResult<Option<BlobMeta>> {
         self.faults
             .guard(Op::BlobHead, self.inner.head(key), BlobError::Unavailable)

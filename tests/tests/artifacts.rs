@@ -719,8 +719,9 @@ async fn a_size_mismatch_is_refused_and_leaves_nothing_behind(fx: Fixture) {
     let run = fx.app.new_run(key).await;
     let prefix = run_prefix(&team.tenant_id, &run);
 
-    // Ten bytes uploaded, then the path registered again as twelve: the stored object
-    // no longer fits the registration.
+    // Ten bytes uploaded, then the path registered again as twelve: the earlier
+    // upload's bytes go with its registration, so the new upload URL (which only
+    // creates) can write, and nothing is there to complete until it has.
     let ten = b"0123456789";
     let plan = register_ok(
         &fx.app,
@@ -738,9 +739,12 @@ async fn a_size_mismatch_is_refused_and_leaves_nothing_behind(fx: Fixture) {
         json!({"path": "data.csv", "size": 12, "sha256": sha256_hex(twelve)}),
     )
     .await;
+    assert_eq!(fx.stored_under(&prefix).await, Vec::<String>::new());
     let (status, body) = complete(&fx.app, key, &run, json!({"path": "data.csv"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(error_code(&body), "size_mismatch");
+    assert_eq!(error_code(&body), "upload_missing");
+    let (status, _) = fx.app.delete(&artifact_path(&run, "data.csv"), key).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, _) = fx.app.get(&artifact_path(&run, "data.csv"), key).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(list(&fx.app, key, &run, "").await.is_empty());

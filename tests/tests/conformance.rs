@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sextant_shared::storage::blob::{
-    BlobError, BlobKey, BlobStore, CompletedPart, MIN_PART_BYTES, Presign,
+    BlobError, BlobKey, BlobStore, CREATE_ONLY, CompletedPart, MIN_PART_BYTES, Presign,
 };
 use sextant_shared::storage::embedded::EmbeddedKv;
 use sextant_shared::storage::kv::{
@@ -418,6 +418,69 @@ mod cases {
         assert_eq!(fetched.bytes().await.unwrap(), body);
     }
 
+    pub async fn a_range_of_a_blob_reads_just_those_bytes_cut_at_its_end(f: Fixture) {
+        let target = key("t/ranged");
+        let body: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        f.blobs
+            .put(&target, Bytes::from(body.clone()))
+            .await
+            .unwrap();
+        for range in [0..10, 100..5_000, 9_990..10_000, 9_000..20_000] {
+            let read = f.blobs.get_range(&target, range.clone()).await.unwrap();
+            let end = range.end.min(10_000) as usize;
+            assert_eq!(read.size, (end - range.start as usize) as u64);
+            assert_eq!(
+                read.bytes().await.unwrap(),
+                body[range.start as usize..end],
+                "{range:?}"
+            );
+        }
+    }
+
+    /// An upload URL creates its object and never replaces one, however long it lives:
+    /// a sealed artifact's bytes cannot be changed through the URL that uploaded them.
+    pub async fn an_upload_url_creates_its_object_and_never_replaces_it(f: Fixture) {
+        let target = key("ten_x/run/sealed.bin");
+        let url = f
+            .blobs
+            .presign(
+                &target,
+                Presign::Put { content_length: 5 },
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let client = reqwest::Client::new();
+        let put = |body: &'static [u8]| {
+            client
+                .put(&url)
+                .header(CREATE_ONLY.0, CREATE_ONLY.1)
+                .body(body)
+                .send()
+        };
+        assert!(put(b"first").await.unwrap().status().is_success());
+        let again = put(b"other").await.unwrap();
+        assert_eq!(again.status().as_u16(), 412, "{:?}", again.text().await);
+        assert_eq!(
+            f.blobs.get(&target).await.unwrap().bytes().await.unwrap(),
+            Bytes::from_static(b"first")
+        );
+        // Nor does an assembled multipart upload replace it.
+        let upload_id = f.blobs.start_multipart(&target).await.unwrap();
+        let completed = upload_parts(&*f.blobs, &target, &upload_id, &parts(), true).await;
+        assert!(matches!(
+            f.blobs
+                .complete_multipart(&target, &upload_id, &completed)
+                .await,
+            Err(BlobError::InvalidUpload(_))
+        ));
+        assert_eq!(
+            f.blobs.get(&target).await.unwrap().bytes().await.unwrap(),
+            Bytes::from_static(b"first")
+        );
+        f.blobs.abort_multipart(&target, &upload_id).await.unwrap();
+    }
+
     async fn upload_parts(
         blobs: &dyn BlobStore,
         target: &BlobKey,
@@ -564,4 +627,6 @@ both!(
     a_multipart_upload_through_presigned_part_urls_assembles_the_object,
     parts_presigned_without_a_length_take_the_size_the_client_sends,
     a_multipart_upload_with_a_wrong_etag_or_after_abort_does_not_complete,
+    a_range_of_a_blob_reads_just_those_bytes_cut_at_its_end,
+    an_upload_url_creates_its_object_and_never_replaces_it,
 );

@@ -2,7 +2,9 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::artifacts::{self, ArtifactView, Completion, Kind, NewArtifact, UploadPlan};
+use sextant_shared::artifacts::{
+    self, ArtifactView, Completed, Completion, Kind, NewArtifact, UploadPlan,
+};
 use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::{Json, Query};
@@ -61,7 +63,9 @@ pub async fn register(
 }
 
 /// Checks an upload's size and SHA-256 and seals the artifact; a mismatch removes the
-/// upload and the registration. Completing a sealed artifact again answers it unchanged.
+/// upload and the registration. A large upload is checked a slice per call: the answer
+/// is 202 with `status: verifying` and `verified_bytes` until the last slice, and the
+/// client completes again. Completing a sealed artifact again answers it unchanged.
 #[utoipa::path(
     post,
     path = "/v1/runs/{run}/artifacts/complete",
@@ -71,7 +75,9 @@ pub async fn register(
     params(("run" = String, Path, description = "The run's id.")),
     request_body = Completion,
     responses(
-        (status = OK, body = ArtifactView),
+        (status = OK, body = ArtifactView, description = "Checked and sealed: `ready`."),
+        (status = ACCEPTED, body = ArtifactView, description = "Checked up to \
+            `verified_bytes` (`verifying`); complete again to go on."),
         (status = CONFLICT, description = "Nothing was uploaded yet (`upload_missing`), or \
             the upload's size or SHA-256 differs from the registered one (`size_mismatch`, \
             `checksum_mismatch`: the registration is gone; register and upload again)."),
@@ -83,10 +89,13 @@ pub async fn complete(
     RunWriter(caller): RunWriter,
     Path(run): Path<String>,
     Json(completion): Json<Completion>,
-) -> ApiResult<axum::Json<ArtifactView>> {
-    let artifact =
+) -> ApiResult<(StatusCode, axum::Json<ArtifactView>)> {
+    let completed =
         artifacts::complete(&state, &caller.tenant, runs::parse_id(&run)?, completion).await?;
-    Ok(axum::Json(artifact.into_view()))
+    Ok(match completed {
+        Completed::Sealed(artifact) => (StatusCode::OK, axum::Json(artifact.into_view())),
+        Completed::Verifying(artifact) => (StatusCode::ACCEPTED, axum::Json(artifact.into_view())),
+    })
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

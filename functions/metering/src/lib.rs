@@ -3,10 +3,63 @@
 //! accounts for the right hour and tests can drive simulated days.
 //!
 //! Each run rolls up the hour its event names and every hour missed before it
-//! (`sextant_shared::metering`); running an hour twice changes nothing.
+//! (`sextant_shared::metering`), then settles the sweep's notes that have fallen due
+//! (`sextant_shared::sweep`), so that every byte stored is billed or gone; running an
+//! hour twice changes nothing.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use sextant_shared::error::ApiResult;
+use sextant_shared::state::AppState;
+use sextant_shared::sweep::{self, Claimant};
+use sextant_shared::{artifacts, images, metering};
 use time::OffsetDateTime;
+
+/// What one run did.
+#[derive(Debug, Default, Serialize)]
+pub struct RunReport {
+    /// Hours rolled up.
+    pub hours: usize,
+    /// Sweep notes settled, and the bytes their settling deleted.
+    pub notes: usize,
+    pub bytes_deleted: u64,
+}
+
+/// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
+/// sweep of every note due by then.
+pub async fn run(state: &AppState, hour: MeteringHour) -> ApiResult<RunReport> {
+    let hours = metering::roll_up_through(state, hour.start).await?;
+    let mut report = sweep_due(state, hour.end()).await?;
+    report.hours = hours.len();
+    Ok(report)
+}
+
+/// Settles every sweep note due at `now`, hour by hour, forgetting each once settled
+/// and moving the cursor past each hour once all of its notes are; a note to be looked
+/// at again (a checksum still being computed) is noted anew for the next hour.
+pub async fn sweep_due(state: &AppState, now: OffsetDateTime) -> ApiResult<RunReport> {
+    let kv = &*state.kv;
+    let mut report = RunReport::default();
+    for hour in sweep::due_hours(kv, now).await? {
+        for (key, note) in sweep::notes(kv, hour).await? {
+            let (deleted, again) = match &note.claimant {
+                Claimant::Artifact { run, path } => {
+                    artifacts::settle(state, &note, *run, path).await?
+                }
+                Claimant::Image { run, index } => {
+                    (images::settle(state, &note, *run, index).await?, false)
+                }
+            };
+            if again {
+                sweep::expect(kv, &note, now).await?;
+            }
+            sweep::forget(kv, &key).await?;
+            report.notes += 1;
+            report.bytes_deleted += deleted;
+        }
+        sweep::settled_through(kv, hour).await?;
+    }
+    Ok(report)
+}
 
 /// An EventBridge scheduled event; only its `time` matters here.
 #[derive(Debug, Deserialize)]

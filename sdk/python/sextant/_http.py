@@ -418,16 +418,19 @@ class Client:
         return self.request(method, path, body, query).json()
 
     def put_file(
-        self, url: str, file: IO[bytes], offset: int, length: int
+        self,
+        url: str,
+        file: IO[bytes],
+        offset: int,
+        length: int,
+        headers: Optional[Mapping[str, str]] = None,
     ) -> Optional[str]:
         """Uploads ``length`` bytes of ``file`` from ``offset`` to a presigned URL
-        (without credentials); answers the ``ETag``."""
-        response = self.raw(
-            "PUT",
-            url,
-            _RangeReader(file, offset, length),
-            {"Content-Length": str(length), "Content-Type": "application/octet-stream"},
-        )
+        (without credentials) with the ``headers`` its plan names; answers the
+        ``ETag``."""
+        all_headers = {"Content-Length": str(length), "Content-Type": "application/octet-stream"}
+        all_headers.update(headers or {})
+        response = self.raw("PUT", url, _RangeReader(file, offset, length), all_headers)
         if response.status >= 400:
             raise _error_from(response, url.split("?")[0])
         return response.headers.get("etag")

@@ -30,6 +30,9 @@ from ._spool import RunSpool
 
 log = logging.getLogger("sextant")
 
+# Upload URLs live 15 minutes; a multipart upload asks for fresh ones after 10.
+URL_REFRESH_SECS = 10 * 60
+
 
 def _rfc3339(unix: float) -> str:
     return datetime.datetime.fromtimestamp(unix, datetime.timezone.utc).strftime(
@@ -279,22 +282,35 @@ class Uploader:
             if error.code == "artifact_exists" and self._artifact_stored(payload):
                 return  # an earlier attempt sealed it
             raise
+        planned_at = time.monotonic()
         completion: Dict[str, Any] = {"path": payload["path"]}
         with open(source, "rb") as file:
             if "upload" in plan:
-                self.client.put_file(plan["upload"]["url"], file, 0, int(payload["size"]))
+                upload = plan["upload"]
+                self.client.put_file(
+                    upload["url"], file, 0, int(payload["size"]), upload.get("headers")
+                )
             else:
                 if payload.get("upload_id") != plan["upload_id"]:
                     payload["upload_id"] = plan["upload_id"]
                     payload["etags"] = {}
                 etags: Dict[str, str] = payload.setdefault("etags", {})
                 part_size = int(plan["part_size"])
+                urls = {str(part["number"]): part["url"] for part in plan["parts"]}
                 for part in plan["parts"]:
                     number = str(part["number"])
                     if number in etags:
                         continue
+                    if time.monotonic() - planned_at > URL_REFRESH_SECS:
+                        # Upload URLs live minutes: registering again answers fresh
+                        # ones for the same upload.
+                        plan = self.client.call(
+                            "POST", self._run_path("/artifacts"), registration
+                        )
+                        planned_at = time.monotonic()
+                        urls = {str(p["number"]): p["url"] for p in plan["parts"]}
                     etag = self.client.put_file(
-                        part["url"], file, (int(number) - 1) * part_size, int(part["size"])
+                        urls[number], file, (int(number) - 1) * part_size, int(part["size"])
                     )
                     if not etag:
                         raise TransientError("the blob store answered a part without an ETag")
@@ -304,7 +320,11 @@ class Uploader:
                     {"number": int(n), "etag": e}
                     for n, e in sorted(etags.items(), key=lambda item: int(item[0]))
                 ]
-        self.client.call("POST", self._run_path("/artifacts/complete"), completion)
+        # A large upload is checked a slice per call: complete until it is sealed.
+        while True:
+            sealed = self.client.call("POST", self._run_path("/artifacts/complete"), completion)
+            if sealed.get("status") != "verifying":
+                return
 
     def _artifact_stored(self, payload: Dict[str, Any]) -> bool:
         listed = self.client.call("GET", self._run_path("/artifacts"))

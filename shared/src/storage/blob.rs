@@ -95,11 +95,16 @@ impl BlobBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presign {
     Get,
-    /// Upload exactly this many bytes.
+    /// Create the object with exactly this many bytes; never replace one. (On S3 the
+    /// URL signs `If-None-Match: *`, which its holder must send, `CREATE_ONLY`.)
     Put {
         content_length: u64,
     },
 }
+
+/// The header an upload through a `Presign::Put` URL must carry: the URL creates its
+/// object and can never overwrite one, however long it lives.
+pub const CREATE_ONLY: (&str, &str) = ("if-none-match", "*");
 
 /// A part of a multipart upload, as the client reports it after uploading it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -146,6 +151,10 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     async fn put(&self, key: &BlobKey, body: Bytes) -> BlobResult<BlobMeta>;
 
     async fn get(&self, key: &BlobKey) -> BlobResult<BlobBody>;
+
+    /// The bytes of `range` of an object (cut at its end), for reading a large object
+    /// a slice at a time.
+    async fn get_range(&self, key: &BlobKey, range: std::ops::Range<u64>) -> BlobResult<BlobBody>;
 
     async fn head(&self, key: &BlobKey) -> BlobResult<Option<BlobMeta>>;
 

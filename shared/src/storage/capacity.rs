@@ -468,6 +468,12 @@ impl BlobStore for MeteredBlobs {
         result
     }
 
+    async fn get_range(&self, key: &BlobKey, range: std::ops::Range<u64>) -> BlobResult<BlobBody> {
+        let result = self.inner.get_range(key, range).await;
+        self.count(BlobRequest::GetObject, &result);
+        result
+    }
+
     async fn head(&self, key: &BlobKey) -> BlobResult<Option<BlobMeta>> {
         let result = self.inner.head(key).await;
         self.count(BlobRequest::HeadObject, &result);

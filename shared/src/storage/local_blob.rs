@@ -206,12 +206,14 @@ impl LocalBlobs {
     }
 
     /// Streams bytes into a staging file and moves it to `target` only once complete,
-    /// so a reader never sees half an object. Answers the SHA-256 of what it wrote.
+    /// so a reader never sees half an object; `Placing::Create` refuses (`Exists`) to
+    /// replace a file already there. Answers the SHA-256 of what it wrote.
     async fn write_stream(
         &self,
         target: &Path,
         stream: impl futures::Stream<Item = std::io::Result<Bytes>>,
         expected_length: Option<u64>,
+        placing: Placing,
     ) -> Result<[u8; 32], WriteError> {
         let staged = self.staging.join(ulid::Ulid::generate().to_string());
         let result = async {
@@ -232,10 +234,7 @@ impl LocalBlobs {
                 return Err(WriteError::LengthMismatch);
             }
             file.sync_all().await?;
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            tokio::fs::rename(&staged, target).await?;
+            place(&staged, target, placing).await?;
             Ok(digest.finalize().into())
         }
         .await;
@@ -277,11 +276,41 @@ impl LocalBlobs {
     ) -> Result<String, WriteError> {
         let dir = self.open_upload(key, upload_id).await?;
         let digest = self
-            .write_stream(&dir.join(number.to_string()), stream, content_length)
+            .write_stream(
+                &dir.join(number.to_string()),
+                stream,
+                content_length,
+                Placing::Replace,
+            )
             .await?;
         let etag = hex::encode(&digest[..16]);
         tokio::fs::write(dir.join(format!("{number}.etag")), &etag).await?;
         Ok(etag)
+    }
+}
+
+/// Whether a finished file may replace one at its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placing {
+    /// An object through an upload URL, or an assembled multipart upload: S3's
+    /// `If-None-Match: *`.
+    Create,
+    /// A part sent again replaces the earlier attempt, as on S3.
+    Replace,
+}
+
+/// Moves a finished staging file to `target`. Creating links it there, which fails
+/// atomically (`AlreadyExists`) when the target exists, then drops the staging name.
+async fn place(staged: &Path, target: &Path, placing: Placing) -> std::io::Result<()> {
+    if let Some(parent) = target.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    match placing {
+        Placing::Replace => tokio::fs::rename(staged, target).await,
+        Placing::Create => {
+            tokio::fs::hard_link(staged, target).await?;
+            tokio::fs::remove_file(staged).await
+        }
     }
 }
 
@@ -369,7 +398,8 @@ impl BlobStore for LocalBlobs {
     async fn put(&self, key: &BlobKey, body: Bytes) -> BlobResult<BlobMeta> {
         let size = body.len() as u64;
         let stream = futures::stream::once(async { Ok(body) });
-        self.write_stream(&self.path(key), stream, Some(size))
+        // The service's own writes replace, as S3's plain PUT does.
+        self.write_stream(&self.path(key), stream, Some(size), Placing::Replace)
             .await
             .map_err(BlobError::unavailable)?;
         self.head(key).await?.ok_or(BlobError::NotFound)
@@ -383,6 +413,23 @@ impl BlobStore for LocalBlobs {
         Ok(BlobBody {
             size,
             stream: Box::pin(ReaderStream::new(file)),
+        })
+    }
+
+    async fn get_range(&self, key: &BlobKey, range: std::ops::Range<u64>) -> BlobResult<BlobBody> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(io_error)?;
+        let total = file.metadata().await.map_err(io_error)?.len();
+        let start = range.start.min(total);
+        let size = range.end.min(total).saturating_sub(start);
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(io_error)?;
+        Ok(BlobBody {
+            size,
+            stream: Box::pin(ReaderStream::new(file.take(size))),
         })
     }
 
@@ -529,14 +576,17 @@ impl BlobStore for LocalBlobs {
                 tokio::io::copy(&mut tokio::fs::File::open(path).await?, &mut out).await?;
             }
             out.sync_all().await?;
-            let target = self.path(key);
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            tokio::fs::rename(&joined, &target).await?;
+            place(&joined, &self.path(key), Placing::Create).await?;
             tokio::fs::remove_dir_all(&dir).await
         };
-        assemble.await.map_err(BlobError::unavailable)
+        assemble.await.map_err(|err| {
+            if err.kind() == std::io::ErrorKind::AlreadyExists {
+                // As S3 answers `If-None-Match: *` on an existing object.
+                BlobError::InvalidUpload("PreconditionFailed".into())
+            } else {
+                BlobError::unavailable(err)
+            }
+        })
     }
 
     async fn abort_multipart(&self, key: &BlobKey, upload_id: &str) -> BlobResult<()> {
@@ -697,7 +747,12 @@ async fn upload(
             let op = Signed::Whole(Presign::Put { content_length });
             let key = authorize(&blobs, &key, &op, &signature)?;
             blobs
-                .write_stream(&blobs.path(&key), stream, Some(content_length))
+                .write_stream(
+                    &blobs.path(&key),
+                    stream,
+                    Some(content_length),
+                    Placing::Create,
+                )
                 .await
                 .map(|_| None)
         }
@@ -716,6 +771,13 @@ async fn upload(
             },
         )),
         Err(WriteError::Blob(err)) => Err(err.into()),
+        Err(WriteError::Io(err)) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the object exists already, and an upload URL only creates one",
+            ))
+        }
         Err(WriteError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
             Err(ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,

@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
 use super::blob::{
-    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart, Presign,
+    BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CREATE_ONLY,
+    CompletedPart, Presign,
 };
 
 #[derive(Debug, Clone)]
@@ -50,9 +51,10 @@ where
     match err.code() {
         Some("NoSuchKey" | "NotFound") => BlobError::NotFound,
         Some("SlowDown" | "ThrottlingException" | "RequestLimitExceeded") => BlobError::Throttled,
+        // `PreconditionFailed`: a completion's `If-None-Match: *` met an object.
         Some(
             code @ ("NoSuchUpload" | "InvalidPart" | "InvalidPartOrder" | "EntityTooSmall"
-            | "MalformedXML"),
+            | "MalformedXML" | "PreconditionFailed"),
         ) => BlobError::InvalidUpload(code.to_owned()),
         _ => BlobError::unavailable(err),
     }
@@ -92,6 +94,28 @@ impl BlobStore for S3Blobs {
             .get_object()
             .bucket(&self.bucket)
             .key(key.as_str())
+            .send()
+            .await
+            .map_err(map_error)?;
+        Ok(BlobBody {
+            size: size(output.content_length),
+            stream: Box::pin(ReaderStream::new(output.body.into_async_read())),
+        })
+    }
+
+    async fn get_range(&self, key: &BlobKey, range: std::ops::Range<u64>) -> BlobResult<BlobBody> {
+        if range.is_empty() {
+            return Ok(BlobBody {
+                size: 0,
+                stream: Box::pin(futures::stream::empty()),
+            });
+        }
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
             .send()
             .await
             .map_err(map_error)?;
@@ -191,6 +215,7 @@ impl BlobStore for S3Blobs {
                 .bucket(&self.bucket)
                 .key(key.as_str())
                 .content_length(i64::try_from(content_length).map_err(BlobError::unavailable)?)
+                .if_none_match(CREATE_ONLY.1)
                 .presigned(config)
                 .await
                 .map_err(map_error)?,
@@ -259,6 +284,8 @@ impl BlobStore for S3Blobs {
             .bucket(&self.bucket)
             .key(key.as_str())
             .upload_id(upload_id)
+            // An assembled upload never replaces an object, a sealed artifact above all.
+            .if_none_match(CREATE_ONLY.1)
             .multipart_upload(
                 aws_sdk_s3::types::CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
