@@ -25,7 +25,7 @@ use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::listing::{self, Filter, Sort};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points, StepRange, downsample};
+use sextant_shared::series::{self, Points, StepRange};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::Storage;
 use sextant_shared::storage::embedded::EmbeddedKv;
@@ -372,6 +372,7 @@ async fn reads_of_a_million_points() {
             summary,
             StepRange::default(),
             None,
+            None,
         )
         .await
         .expect("a read")
@@ -385,7 +386,17 @@ async fn reads_of_a_million_points() {
         exact.push(started.elapsed());
         assert_eq!(points.len(), 1_000_000);
         let started = Instant::now();
-        let points = downsample::min_max(&read_all().await, 1_000);
+        let (points, _) = series::read_downsampled(
+            &fixture.state,
+            &fixture.caller.tenant,
+            run,
+            "train/loss",
+            summary,
+            StepRange::default(),
+            1_000,
+        )
+        .await
+        .expect("a downsampled read");
         sampled.push(started.elapsed());
         assert!(points.len() <= 1_000);
     }

@@ -48,6 +48,7 @@ async fn readable_steps(state: &AppState, tenant: &Tenant, run: RunId) -> Vec<i6
         summary,
         StepRange::default(),
         None,
+        None,
     )
     .await
     .expect("a read");

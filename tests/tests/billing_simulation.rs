@@ -1068,6 +1068,7 @@ impl Sim {
                         summary,
                         StepRange::default(),
                         None,
+                        None,
                     )
                     .await
                     .expect("reading a series");
@@ -1100,6 +1101,7 @@ impl Sim {
                         name,
                         summary,
                         StepRange::default(),
+                        None,
                         None,
                     )
                     .await

@@ -632,6 +632,7 @@ async fn agent_lines(
         summary,
         StepRange::default(),
         None,
+        None,
     )
     .await
     .expect("the series");

@@ -13,7 +13,7 @@ use sextant_shared::clock::ManualClock;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points, StepRange, downsample};
+use sextant_shared::series::{self, Points, StepRange};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::Storage;
 use sextant_shared::storage::capacity::{KvUsage, MeteredKv};
@@ -151,10 +151,21 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
             "train/loss",
             summary,
             StepRange::default(),
+            None,
             limit,
         )
     };
-    let chart = downsample::min_max(&read(None).await.unwrap().points, 100);
+    let (chart, _) = series::read_downsampled(
+        &state,
+        &caller.tenant,
+        run,
+        "train/loss",
+        summary,
+        StepRange::default(),
+        100,
+    )
+    .await
+    .unwrap();
     assert!(chart.len() <= 100);
     let exact = read(Some(series::EXACT_PAGE_POINTS)).await.unwrap();
     assert_eq!(exact.points.len(), STEPS);

@@ -126,6 +126,7 @@ cases!(embedded_only, sextant_tests::TestApp::spawn;
     heartbeat_only_batches_accept_nothing_and_keep_the_run_alive,
     series_names_with_slashes_spaces_and_unicode_are_read_by_path,
     a_token_exchanged_for_the_api_key_logs_and_reads,
+    a_step_holding_more_than_a_page_reads_back_a_page_at_a_time,
 );
 
 /// Steps, values and (optional) timestamps of one series.
@@ -745,13 +746,24 @@ async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
         format!("line 4999: {}", "ü".repeat(4_999 % 50))
     );
 
-    // max_points pages a text series, always ending on a whole step.
+    // max_points pages a text series; a page ending inside a step gives only a cursor.
     let first = read(&app, key, &run, "notes/log?max_points=2").await;
-    assert_eq!(ints(&first["steps"]), [1, 2, 2]);
-    assert_eq!(first["next_after"], 2);
-    let rest = read(&app, key, &run, "notes/log?max_points=2&after=2").await;
-    assert_eq!(ints(&rest["steps"]), [3]);
-    assert!(rest["next_after"].is_null());
+    assert_eq!(ints(&first["steps"]), [1, 2]);
+    assert!(first["next_after"].is_null());
+    let cursor = text(&first, "next_cursor");
+    let rest = read(
+        &app,
+        key,
+        &run,
+        &format!("notes/log?max_points=2&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(ints(&rest["steps"]), [2, 3]);
+    assert_eq!(
+        rest["texts"],
+        json!(["", "line\nbreaks, \"quotes\", tabs\t and \\ backslashes"])
+    );
+    assert!(rest["next_after"].is_null() && rest["next_cursor"].is_null());
     let mut seen = Vec::new();
     let mut after: Option<i64> = None;
     for _ in 0..10 {
@@ -1696,4 +1708,58 @@ async fn a_run_too_full_for_more_series_or_params_says_so_and_stores_nothing(app
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, _) = app.delete(&format!("/v1/runs/{full}"), key).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+/// MLflow logs at step 0 unless told otherwise, so a step can hold any number of
+/// points. A read still holds one page: the page ends inside the step, with a cursor
+/// (and no `next_after`, which could not say where), and the cursors walk every point
+/// once, in order; a downsampled read of the step keeps its extremes.
+async fn a_step_holding_more_than_a_page_reads_back_a_page_at_a_time(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let run = app.new_run(key).await;
+    const PER_BATCH: usize = 40_000;
+    for batch in 0..3 {
+        let timestamps: Vec<f64> = (0..PER_BATCH)
+            .map(|i| 1_700_000_000.0 + (batch * PER_BATCH + i) as f64 / 1_000.0)
+            .collect();
+        let values: Vec<f64> = (0..PER_BATCH)
+            .map(|i| (batch * PER_BATCH + i) as f64)
+            .collect();
+        app.log_ok(
+            key,
+            &run,
+            json!({"batch_id": format!("flat-{batch}"), "series": {"flat": {
+                "steps": vec![0; PER_BATCH], "values": values, "timestamps": timestamps,
+            }}}),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut query = "flat".to_owned();
+    for _ in 0..10 {
+        let page = read(&app, key, &run, &query).await;
+        let values = floats(&page["values"]);
+        assert!(values.len() <= 50_000, "a page is {} points", values.len());
+        seen.extend(values);
+        assert!(page["next_after"].is_null(), "the page ends inside step 0");
+        match page["next_cursor"].as_str() {
+            Some(cursor) => query = format!("flat?cursor={cursor}"),
+            None => break,
+        }
+    }
+    let expected: Vec<f64> = (0..3 * PER_BATCH).map(|i| i as f64).collect();
+    assert_eq!(seen, expected, "every point once, in timestamp order");
+
+    let chart = read(&app, key, &run, "flat?max_points=10").await;
+    assert_eq!(chart["downsampled"], true);
+    let values = floats(&chart["values"]);
+    assert!(values.len() <= 10);
+    assert!(values.contains(&0.0) && values.contains(&((3 * PER_BATCH - 1) as f64)));
+
+    let (status, body) = app
+        .get(&format!("/v1/runs/{run}/series/flat?cursor=forged"), key)
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "invalid_cursor");
 }

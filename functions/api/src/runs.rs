@@ -12,10 +12,9 @@ use sextant_shared::ids::{ProjectId, RunId};
 use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::listing::{self, Filter, Sort};
 use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
-use sextant_shared::series::downsample;
 use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Points, SeriesInfo, SeriesKind, SeriesSummary,
-    StepRange, TextPoints,
+    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, SeriesInfo, SeriesKind,
+    SeriesSummary, StepRange, TextPoints,
 };
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -330,6 +329,8 @@ pub struct ReadParams {
     /// extremes (2 to 100,000); for a text series, the page size (at most 50,000).
     #[param(minimum = 2, maximum = 100_000)]
     max_points: Option<usize>,
+    /// A page's `next_cursor`: read on from where that page ended, inside a step too.
+    cursor: Option<String>,
 }
 
 /// Points of a series, in step order: `values` for a numeric one, `texts` for text.
@@ -351,9 +352,13 @@ pub struct NumericPage<'a> {
     #[schema(value_type = Vec<JsonF64>)]
     values: JsonF64s<'a>,
     timestamps: &'a [f64],
-    /// Pass as `after` to read the next page; `null` when the range is exhausted.
+    /// Pass as `after` to read the next page when this one ended with a whole step;
+    /// `null` when the range is exhausted or the page ended inside a step.
     #[schema(required = true)]
     next_after: Option<i64>,
+    /// Pass as `cursor` to read the next page; `null` when the range is exhausted.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
     /// The points were downsampled to `max_points`.
     downsampled: bool,
 }
@@ -368,9 +373,13 @@ pub struct TextPage<'a> {
     steps: &'a [i64],
     texts: &'a [String],
     timestamps: &'a [f64],
-    /// Pass as `after` to read the next page; `null` when the range is exhausted.
+    /// Pass as `after` to read the next page when this one ended with a whole step;
+    /// `null` when the range is exhausted or the page ended inside a step.
     #[schema(required = true)]
     next_after: Option<i64>,
+    /// Pass as `cursor` to read the next page; `null` when the range is exhausted.
+    #[schema(required = true)]
+    next_cursor: Option<String>,
 }
 
 /// Points of one series of the run: exact and paged, or downsampled with `max_points`
@@ -412,7 +421,12 @@ impl ReadParams {
                 format!("max_points is 2 to {MAX_DOWNSAMPLED_POINTS}"),
             ));
         }
+        self.resume()?;
         Ok(())
+    }
+
+    fn resume(&self) -> ApiResult<Option<Place>> {
+        self.cursor.as_deref().map(Place::from_cursor).transpose()
     }
 }
 
@@ -436,6 +450,7 @@ pub async fn series_points(
         to: params.to,
         after: params.after,
     };
+    let resume = params.resume()?;
     match summary.kind {
         SeriesKind::Numeric => {
             let read = numeric_points(
@@ -445,6 +460,7 @@ pub async fn series_points(
                 name,
                 summary,
                 range,
+                resume.as_ref(),
                 params.max_points,
             )
             .await?;
@@ -455,6 +471,7 @@ pub async fn series_points(
                 values: JsonF64s(&read.points.values),
                 timestamps: &read.points.timestamps,
                 next_after: read.next_after,
+                next_cursor: read.next.as_ref().map(Place::cursor),
                 downsampled: read.downsampled,
             }))
             .into_response())
@@ -471,6 +488,7 @@ pub async fn series_points(
                 name,
                 summary,
                 range,
+                resume.as_ref(),
                 Some(limit),
             )
             .await?;
@@ -482,6 +500,7 @@ pub async fn series_points(
                 texts: &page.points.texts,
                 timestamps: &page.points.timestamps,
                 next_after: page.next_after,
+                next_cursor: page.next.as_ref().map(Place::cursor),
             }))
             .into_response())
         }
@@ -493,6 +512,7 @@ pub async fn series_points(
 pub(crate) struct NumericRead {
     pub(crate) points: Points,
     pub(crate) next_after: Option<i64>,
+    pub(crate) next: Option<Place>,
     pub(crate) downsampled: bool,
 }
 
@@ -506,18 +526,35 @@ pub(crate) async fn numeric_points(
     name: &str,
     summary: &SeriesSummary,
     range: StepRange,
+    resume: Option<&Place>,
     max_points: Option<usize>,
 ) -> ApiResult<NumericRead> {
-    let limit = max_points.is_none().then_some(EXACT_PAGE_POINTS);
-    let page = series::read::<Points>(state, tenant, run, name, summary, range, limit).await?;
-    let (points, downsampled) = match max_points {
-        Some(max) if page.points.len() > max => (downsample::min_max(&page.points, max), true),
-        _ => (page.points, false),
-    };
+    if let Some(max) = max_points {
+        let (points, downsampled) =
+            series::read_downsampled(state, tenant, run, name, summary, range, max).await?;
+        return Ok(NumericRead {
+            points,
+            next_after: None,
+            next: None,
+            downsampled,
+        });
+    }
+    let page = series::read::<Points>(
+        state,
+        tenant,
+        run,
+        name,
+        summary,
+        range,
+        resume,
+        Some(EXACT_PAGE_POINTS),
+    )
+    .await?;
     Ok(NumericRead {
-        points,
+        points: page.points,
         next_after: page.next_after,
-        downsampled,
+        next: page.next,
+        downsampled: false,
     })
 }
 

@@ -49,9 +49,9 @@ class Api:
                 out.setdefault("texts", []).extend(page["texts"])
             else:
                 out.setdefault("values", []).extend(decode_float(v) for v in page["values"])
-            if page.get("next_after") is None:
+            if page.get("next_cursor") is None:
                 return out
-            query["after"] = page["next_after"]
+            query = {"cursor": page["next_cursor"]}
 
     def abort(self, run_id: str) -> Dict[str, Any]:
         """Asks a run to stop."""

@@ -229,7 +229,7 @@ fn prepare(
                 line.timestamp.unwrap_or(server_time),
             );
         }
-        super::SeriesData::sort(&mut points);
+        points.sort();
         let mut start = 0;
         while start < points.steps.len() {
             let mut end = start;
@@ -242,7 +242,7 @@ fn prepare(
                 end += 1;
             }
             let mut chunk = TextPoints::default();
-            super::SeriesData::extend_from(&mut chunk, &points, start..end);
+            chunk.extend_from(&points, start..end);
             let facts = ChunkFacts {
                 count: (end - start) as u64,
                 first_step: chunk.steps[0],

@@ -240,21 +240,26 @@ pub fn chunk_sort_key(
 
 /// Points of a series in a step range: numbers or text lines.
 pub trait SeriesData: Default + Sized {
+    /// What a point carries besides its step and timestamp: a value or a line.
+    type Payload;
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
     fn step(&self, index: usize) -> i64;
+    fn timestamp(&self, index: usize) -> f64;
+    /// The payload of point `index`, leaving a placeholder behind.
+    fn take(&mut self, index: usize) -> Self::Payload;
+    fn push(&mut self, step: i64, payload: Self::Payload, timestamp: f64);
     fn decode(chunk: &[u8]) -> ApiResult<Self>;
     /// The first step of a chunk, read from its header.
     fn first_step(chunk: &[u8]) -> ApiResult<i64>;
-    fn extend_from(&mut self, other: &Self, range: std::ops::Range<usize>);
-    /// Sorts by step then timestamp, stably.
-    fn sort(&mut self);
     fn truncate(&mut self, len: usize);
 }
 
 impl SeriesData for Points {
+    type Payload = f64;
+
     fn len(&self) -> usize {
         Points::len(self)
     }
@@ -263,20 +268,24 @@ impl SeriesData for Points {
         self.steps[index]
     }
 
+    fn timestamp(&self, index: usize) -> f64 {
+        self.timestamps[index]
+    }
+
+    fn take(&mut self, index: usize) -> f64 {
+        self.values[index]
+    }
+
+    fn push(&mut self, step: i64, value: f64, timestamp: f64) {
+        Points::push(self, step, value, timestamp);
+    }
+
     fn decode(chunk: &[u8]) -> ApiResult<Self> {
         codec::decode(chunk).map_err(corrupt)
     }
 
     fn first_step(chunk: &[u8]) -> ApiResult<i64> {
         Ok(codec::summary(chunk).map_err(corrupt)?.first_step)
-    }
-
-    fn extend_from(&mut self, other: &Self, range: std::ops::Range<usize>) {
-        Points::extend_from(self, other, range);
-    }
-
-    fn sort(&mut self) {
-        Points::sort(self);
     }
 
     fn truncate(&mut self, len: usize) {
@@ -310,18 +319,118 @@ impl StepRange {
     }
 }
 
+/// Where a point stands in the order reads answer points in: by step, then timestamp,
+/// then when its batch arrived, then its chunk's sort key, then its place in the
+/// chunk. Every point of a series has a place of its own, so a page can end anywhere,
+/// inside a step that holds millions of points too, and the next resume after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    step: i64,
+    timestamp: f64,
+    written: i64,
+    chunk: String,
+    index: u32,
+}
+
+impl Eq for Place {}
+
+impl PartialOrd for Place {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Place {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.step
+            .cmp(&other.step)
+            .then(self.timestamp.total_cmp(&other.timestamp))
+            .then(self.written.cmp(&other.written))
+            .then_with(|| self.chunk.cmp(&other.chunk))
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl Place {
+    /// The opaque cursor a client sends back to read on after this point.
+    pub fn cursor(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a place serializes");
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, json)
+    }
+
+    pub fn from_cursor(cursor: &str) -> ApiResult<Self> {
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, cursor)
+            .ok()
+            .and_then(|json| serde_json::from_slice(&json).ok())
+            .ok_or_else(|| {
+                ApiError::invalid("invalid_cursor", "the cursor is not one this server gave")
+            })
+    }
+
+    pub fn step(&self) -> i64 {
+        self.step
+    }
+}
+
 /// Points of one read, and where the next page starts if there is more.
 #[derive(Debug)]
 pub struct SeriesPage<T> {
     pub points: T,
-    /// Pass as `after` to read on; `None` when the range is exhausted.
+    /// Each point's place, in the same order.
+    places: Vec<Place>,
+    /// Pass as `after` to read on, when the page ends with a whole step; `None` when
+    /// the range is exhausted or the page ends inside a step.
     pub next_after: Option<i64>,
+    /// Where the next page starts (`Place::cursor`); `None` when the range is exhausted.
+    pub next: Option<Place>,
 }
 
-/// Reads the points of a series within `range`, in order; only committed batches' points
-/// (see `pending`). With `limit`, stops after `limit` points (fewer if a batch's chunks
-/// were still being written), at a step boundary (every point of the last step is
-/// included, so `after` resumes without skipping any).
+/// The most chunk bytes one read may fetch from the store, so that no series, however
+/// large or oddly shaped (millions of points at one step), makes a read unbounded. A
+/// range holding more is refused (`range_too_large`): narrow it with `from`/`to`.
+pub const MAX_READ_BYTES: u64 = 256 * 1024 * 1024;
+
+fn too_large() -> ApiError {
+    ApiError::invalid(
+        "range_too_large",
+        format!(
+            "reading this range would fetch more than {} MiB of stored points; narrow it with from and to",
+            MAX_READ_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+/// A point waiting in a read's bounded heap: its place, and what it carries.
+struct Held<P> {
+    place: Place,
+    payload: P,
+}
+
+impl<P> PartialEq for Held<P> {
+    fn eq(&self, other: &Self) -> bool {
+        self.place == other.place
+    }
+}
+
+impl<P> Eq for Held<P> {}
+
+impl<P> PartialOrd for Held<P> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<P> Ord for Held<P> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.place.cmp(&other.place)
+    }
+}
+
+/// Reads the points of a series within `range` after `resume` (a place a page ended
+/// at), in order; only committed batches' points (see `pending`). With `limit`, at
+/// most `limit` points: the first ones in order, kept in a heap of that size while the
+/// chunks stream by, so memory holds a page whatever the series holds; the store
+/// reads stop at `MAX_READ_BYTES`.
 pub async fn read<T: SeriesData>(
     state: &AppState,
     tenant: &Tenant,
@@ -329,15 +438,25 @@ pub async fn read<T: SeriesData>(
     name: &str,
     summary: &SeriesSummary,
     range: StepRange,
+    resume: Option<&Place>,
     limit: Option<usize>,
 ) -> ApiResult<SeriesPage<T>> {
-    let mut points = T::default();
-    let Some((lo, hi)) = range.bounds() else {
-        return Ok(SeriesPage {
-            points,
-            next_after: None,
-        });
+    let mut page = SeriesPage {
+        points: T::default(),
+        places: Vec::new(),
+        next_after: None,
+        next: None,
     };
+    let Some((mut lo, hi)) = range.bounds() else {
+        return Ok(page);
+    };
+    if let Some(resume) = resume {
+        lo = lo.max(resume.step);
+    }
+    if lo > hi {
+        return Ok(page);
+    }
+    let limit = limit.unwrap_or(usize::MAX).max(1);
     let earliest_start = lo.saturating_sub_unsigned(summary.span);
     let kind = summary.kind;
     let mut query = Query::partition(crate::runs::data_partition(tenant, run))
@@ -346,86 +465,193 @@ pub async fn read<T: SeriesData>(
             format!("{}#{name}#{}#~", kind.key_prefix(), step_key(hi)),
         )
         .limit(64);
-    // Once `limit` points are in hand, the step of the limit-th one: chunks starting
-    // later cannot hold anything that belongs on this page.
-    let mut cutoff: Option<i64> = None;
-    let mut more_beyond = false;
-    // The points in range of each chunk, with when the chunk was logged. Keys order
-    // chunks by first step and batch id, not by when they were logged; concatenating
-    // them in logged order lets the stable sort below keep points equal in step and
-    // timestamp in the order they were logged.
-    let mut chunks: Vec<(i64, T, std::ops::Range<usize>, String)> = Vec::new();
-    let mut gathered = 0;
+    let mut heap: std::collections::BinaryHeap<Held<T::Payload>> = Default::default();
+    // The first point in order the heap let go of: everything from it on is left to
+    // the next page.
+    let mut beyond: Option<Place> = None;
+    let mut unread_from: Option<i64> = None;
+    let mut fetched = 0u64;
     'pages: loop {
-        let page = state.kv.query(query.clone()).await?;
-        for item in &page.items {
-            let chunk = chunk_bytes(item)?;
-            if let Some(cutoff) = cutoff
-                && T::first_step(chunk)? > cutoff
+        let found = state.kv.query(query.clone()).await?;
+        for item in &found.items {
+            let bytes = chunk_bytes(item)?;
+            if heap.len() == limit
+                && let Some(last) = heap.peek()
+                && T::first_step(bytes)? > last.place.step
             {
-                more_beyond = true;
+                unread_from = Some(T::first_step(bytes)?);
                 break 'pages;
             }
-            let decoded = T::decode(chunk)?;
-            let start = partition_point(&decoded, |step| step < lo);
-            let end = partition_point(&decoded, |step| step <= hi);
-            if start < end {
-                gathered += end - start;
-                chunks.push((
-                    item.n(WRITTEN).unwrap_or(0),
-                    decoded,
-                    start..end,
-                    item.key.sk.clone(),
-                ));
+            fetched += bytes.len() as u64;
+            if fetched > MAX_READ_BYTES {
+                return Err(too_large());
             }
-            if let Some(limit) = limit
-                && cutoff.is_none()
-                && gathered >= limit
-            {
-                let mut steps: Vec<i64> = chunks
-                    .iter()
-                    .flat_map(|(_, chunk, range, _)| range.clone().map(|i| chunk.step(i)))
-                    .collect();
-                cutoff = Some(*steps.select_nth_unstable(limit - 1).1);
+            let mut chunk = T::decode(bytes)?;
+            let written = item.n(WRITTEN).unwrap_or(0);
+            let chunk_key = item.key.sk.clone();
+            for index in 0..chunk.len() {
+                let step = chunk.step(index);
+                if step < lo || step > hi {
+                    continue;
+                }
+                let place = Place {
+                    step,
+                    timestamp: chunk.timestamp(index),
+                    written,
+                    chunk: chunk_key.clone(),
+                    index: index as u32,
+                };
+                if resume.is_some_and(|resume| place <= *resume) {
+                    continue;
+                }
+                if heap.len() == limit {
+                    let top = heap.peek().expect("a full heap");
+                    if place >= top.place {
+                        beyond = Some(beyond.map_or(place.clone(), |b| b.min(place)));
+                        continue;
+                    }
+                    let dropped = heap.pop().expect("a full heap").place;
+                    beyond = Some(beyond.map_or(dropped.clone(), |b| b.min(dropped)));
+                }
+                heap.push(Held {
+                    place,
+                    payload: chunk.take(index),
+                });
             }
         }
-        match page.next {
+        match found.next {
             Some(next) => query.after = Some(next),
             None => break,
         }
     }
+    let mut held = heap.into_sorted_vec();
+    let last_place = held.last().map(|held| held.place.clone());
     // Markers are read after the chunks: a chunk seen above was written after its
     // marker, so the marker is found here unless its batch has committed since (or the
     // attempt was cleaned up in between, which deletes the chunk first).
-    if !chunks.is_empty() {
+    if !held.is_empty() {
         let uncommitted = pending::uncommitted(state, tenant, run).await?;
-        chunks.retain(|(.., key)| !uncommitted.contains(key));
+        held.retain(|held| !uncommitted.contains(&held.place.chunk));
     }
-    chunks.sort_by_key(|(written, ..)| *written);
-    for (_, chunk, range, _) in chunks {
-        points.extend_from(&chunk, range);
+    for Held { place, payload } in held {
+        page.points.push(place.step, payload, place.timestamp);
+        page.places.push(place);
     }
-    points.sort();
-    if let Some(cutoff) = cutoff {
-        let keep = partition_point(&points, |step| step <= cutoff);
-        more_beyond |= keep < points.len();
-        points.truncate(keep);
-        if more_beyond {
-            return Ok(SeriesPage {
-                points,
-                next_after: Some(cutoff),
-            });
+    let more = beyond.is_some() || unread_from.is_some();
+    if more && let Some(last) = last_place {
+        // The page ends with a whole step unless the next point is in the same one.
+        let next_step = match (&beyond, unread_from) {
+            (Some(beyond), Some(unread)) => beyond.step.min(unread),
+            (Some(beyond), None) => beyond.step,
+            (None, unread) => unread.unwrap_or(i64::MAX),
+        };
+        page.next_after = (next_step > last.step).then_some(last.step);
+        page.next = Some(last);
+    }
+    Ok(page)
+}
+
+/// A chunk's points that may belong to a batch still committing, held until the
+/// markers tell.
+type Recent = (String, Vec<(i64, f64, f64, (i64, u64, u32))>);
+
+/// Reads the numeric points of a series within `range` downsampled to at most
+/// `max_points` (`downsample::MinMax`), every bucket's extremes kept, and whether it
+/// had to downsample. Chunks stream through the buckets, so memory holds the buckets
+/// whatever the series holds, and the store reads stop at `MAX_READ_BYTES`.
+///
+/// Chunks of uncommitted batches are skipped as `read` skips them: the markers known
+/// before the chunks are read rule out their chunks, and the chunks of batches that
+/// arrived within the last `RECENT` (whose markers may be written while the read goes
+/// on) wait aside until the markers are read again.
+pub async fn read_downsampled(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+    summary: &SeriesSummary,
+    range: StepRange,
+    max_points: usize,
+) -> ApiResult<(Points, bool)> {
+    /// Longer than any attempt takes to write its marker after it arrives (a request
+    /// lives at most the deadline).
+    const RECENT: time::Duration = time::Duration::minutes(2);
+    let Some((lo, hi)) = range.bounds() else {
+        return Ok((Points::default(), false));
+    };
+    let (lo, hi) = (lo.max(summary.first_step), hi.min(summary.last_step));
+    if lo > hi {
+        return Ok((Points::default(), false));
+    }
+    let recent_since = i64::try_from((state.now() - RECENT).unix_timestamp_nanos()).unwrap_or(0);
+    let uncommitted_before = pending::uncommitted(state, tenant, run).await?;
+    let mut downsampler = downsample::MinMax::new(max_points, lo, hi);
+    let mut recent: Vec<Recent> = Vec::new();
+    let earliest_start = lo.saturating_sub_unsigned(summary.span);
+    let mut query = Query::partition(crate::runs::data_partition(tenant, run))
+        .between(
+            format!(
+                "{}#{name}#{}",
+                SeriesKind::Numeric.key_prefix(),
+                step_key(earliest_start)
+            ),
+            format!(
+                "{}#{name}#{}#~",
+                SeriesKind::Numeric.key_prefix(),
+                step_key(hi)
+            ),
+        )
+        .limit(64);
+    let (mut fetched, mut rank) = (0u64, 0u64);
+    loop {
+        let found = state.kv.query(query.clone()).await?;
+        for item in &found.items {
+            if uncommitted_before.contains(&item.key.sk) {
+                continue;
+            }
+            let bytes = chunk_bytes(item)?;
+            fetched += bytes.len() as u64;
+            if fetched > MAX_READ_BYTES {
+                return Err(too_large());
+            }
+            let chunk = Points::decode(bytes)?;
+            let written = item.n(WRITTEN).unwrap_or(0);
+            rank += 1;
+            let in_range = (0..chunk.len())
+                .filter(|&i| (lo..=hi).contains(&chunk.steps[i]))
+                .map(|i| {
+                    let order = (written, rank, i as u32);
+                    (chunk.steps[i], chunk.values[i], chunk.timestamps[i], order)
+                });
+            if written >= recent_since {
+                recent.push((item.key.sk.clone(), in_range.collect()));
+            } else {
+                for (step, value, timestamp, order) in in_range {
+                    downsampler.push(step, value, timestamp, order);
+                }
+            }
+        }
+        match found.next {
+            Some(next) => query.after = Some(next),
+            None => break,
         }
     }
-    Ok(SeriesPage {
-        points,
-        next_after: None,
-    })
+    if !recent.is_empty() {
+        let uncommitted = pending::uncommitted(state, tenant, run).await?;
+        for (key, points) in recent {
+            if !uncommitted.contains(&key) {
+                for (step, value, timestamp, order) in points {
+                    downsampler.push(step, value, timestamp, order);
+                }
+            }
+        }
+    }
+    Ok(downsampler.finish())
 }
 
 impl SeriesPage<TextPoints> {
-    /// Cuts a page of text at a step boundary once it holds `TEXT_PAGE_BYTES` of text,
-    /// so huge lines page by size; a single step's lines are never split.
+    /// Cuts a page of text once it holds `TEXT_PAGE_BYTES` of text, keeping at least
+    /// one line, so that huge lines page by size.
     pub fn limit_text_bytes(&mut self) {
         let texts = &self.points.texts;
         let mut total = 0;
@@ -435,33 +661,16 @@ impl SeriesPage<TextPoints> {
         }) else {
             return;
         };
+        let keep = over.max(1);
+        if keep >= texts.len() {
+            return;
+        }
         let steps = &self.points.steps;
-        let mut keep = over;
-        while keep > 0 && steps[keep - 1] == steps[over] {
-            keep -= 1;
-        }
-        if keep == 0 {
-            // One step alone is over the size: it is the page.
-            keep = steps.partition_point(|&step| step <= steps[over]);
-        }
-        if keep < steps.len() {
-            self.next_after = Some(steps[keep - 1]);
-            self.points.truncate(keep);
-        }
+        self.next_after = (steps[keep] > steps[keep - 1]).then_some(steps[keep - 1]);
+        self.next = Some(self.places[keep - 1].clone());
+        self.points.truncate(keep);
+        self.places.truncate(keep);
     }
-}
-
-fn partition_point<T: SeriesData>(points: &T, before: impl Fn(i64) -> bool) -> usize {
-    let (mut lo, mut hi) = (0, points.len());
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if before(points.step(mid)) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    lo
 }
 
 fn chunk_bytes(item: &Item) -> ApiResult<&[u8]> {
@@ -494,20 +703,42 @@ mod tests {
     }
 
     #[test]
-    fn a_text_page_is_cut_by_size_between_steps() {
+    fn a_text_page_is_cut_by_size_inside_a_step_if_it_must() {
         let mega = "x".repeat(1024 * 1024);
         let mut points = TextPoints::default();
-        for step in [1, 2, 3, 3, 3, 4] {
+        let mut places = Vec::new();
+        for (index, step) in [1, 2, 3, 3, 3, 4].into_iter().enumerate() {
             points.push(step, mega.clone(), 0.0);
+            places.push(Place {
+                step,
+                timestamp: 0.0,
+                written: 0,
+                chunk: "t#lines".into(),
+                index: index as u32,
+            });
         }
         let mut page = SeriesPage {
             points,
+            places,
             next_after: None,
+            next: None,
         };
         page.limit_text_bytes();
-        // The fifth megabyte is in step 3, so the page ends with step 2.
-        assert_eq!(page.points.steps, vec![1, 2]);
-        assert_eq!(page.next_after, Some(2));
+        // The fifth megabyte is over the four a page holds: the page ends before it,
+        // in the middle of step 3, and the cursor resumes after the fourth line.
+        assert_eq!(page.points.steps, vec![1, 2, 3, 3]);
+        assert_eq!(page.next_after, None);
+        assert_eq!(page.next.as_ref().map(|place| place.index), Some(3));
+        let resumed = Place::from_cursor(&page.next.unwrap().cursor()).unwrap();
+        assert_eq!((resumed.step, resumed.index), (3, 3));
+    }
+
+    #[test]
+    fn a_cursor_not_made_by_the_server_is_refused() {
+        for cursor in ["", "not base64!", "e30"] {
+            let err = Place::from_cursor(cursor).unwrap_err();
+            assert_eq!(err.code(), "invalid_cursor");
+        }
     }
 
     #[test]

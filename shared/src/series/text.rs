@@ -31,10 +31,31 @@ struct Line<'a> {
 }
 
 impl TextPoints {
+    /// Sorts by step, then timestamp, stably.
+    pub fn sort(&mut self) {
+        let order_of = |a: usize, b: usize| {
+            self.steps[a]
+                .cmp(&self.steps[b])
+                .then(self.timestamps[a].total_cmp(&self.timestamps[b]))
+        };
+        if (1..self.steps.len()).all(|i| order_of(i - 1, i).is_le()) {
+            return;
+        }
+        let mut order: Vec<usize> = (0..self.steps.len()).collect();
+        order.sort_by(|&a, &b| order_of(a, b));
+        self.permute(&order);
+    }
+
     pub fn push(&mut self, step: i64, text: String, timestamp: f64) {
         self.steps.push(step);
         self.texts.push(text);
         self.timestamps.push(timestamp);
+    }
+
+    pub fn extend_from(&mut self, other: &Self, range: std::ops::Range<usize>) {
+        self.steps.extend_from_slice(&other.steps[range.clone()]);
+        self.texts.extend_from_slice(&other.texts[range.clone()]);
+        self.timestamps.extend_from_slice(&other.timestamps[range]);
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -74,12 +95,26 @@ fn malformed(what: &str) -> ApiError {
 }
 
 impl SeriesData for TextPoints {
+    type Payload = String;
+
     fn len(&self) -> usize {
         self.steps.len()
     }
 
     fn step(&self, index: usize) -> i64 {
         self.steps[index]
+    }
+
+    fn timestamp(&self, index: usize) -> f64 {
+        self.timestamps[index]
+    }
+
+    fn take(&mut self, index: usize) -> String {
+        std::mem::take(&mut self.texts[index])
+    }
+
+    fn push(&mut self, step: i64, text: String, timestamp: f64) {
+        TextPoints::push(self, step, text, timestamp);
     }
 
     fn decode(chunk: &[u8]) -> ApiResult<Self> {
@@ -104,26 +139,6 @@ impl SeriesData for TextPoints {
             Some(_) => Err(malformed("version or header")),
             None => Err(malformed("empty")),
         }
-    }
-
-    fn extend_from(&mut self, other: &Self, range: std::ops::Range<usize>) {
-        self.steps.extend_from_slice(&other.steps[range.clone()]);
-        self.texts.extend_from_slice(&other.texts[range.clone()]);
-        self.timestamps.extend_from_slice(&other.timestamps[range]);
-    }
-
-    fn sort(&mut self) {
-        let order_of = |a: usize, b: usize| {
-            self.steps[a]
-                .cmp(&self.steps[b])
-                .then(self.timestamps[a].total_cmp(&self.timestamps[b]))
-        };
-        if (1..self.steps.len()).all(|i| order_of(i - 1, i).is_le()) {
-            return;
-        }
-        let mut order: Vec<usize> = (0..self.steps.len()).collect();
-        order.sort_by(|&a, &b| order_of(a, b));
-        self.permute(&order);
     }
 
     fn truncate(&mut self, len: usize) {

@@ -9,7 +9,7 @@ use sextant_shared::floats::JsonF64;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
 use sextant_shared::runs;
-use sextant_shared::series::{self, EXACT_PAGE_POINTS, Points, SeriesKind, StepRange};
+use sextant_shared::series::{self, EXACT_PAGE_POINTS, Place, Points, SeriesKind, StepRange};
 use sextant_shared::state::AppState;
 
 use super::convert;
@@ -42,6 +42,34 @@ fn entries(
         .collect()
 }
 
+/// Points one run's metric may hold for `get-history-bulk-interval` to sample its steps
+/// from; a metric with more is downsampled instead.
+const BULK_READ_POINTS: usize = 1_000_000;
+
+/// A numeric series' points in a step range downsampled to `max_points`; none when the
+/// run has no such metric.
+async fn downsampled(
+    state: &AppState,
+    caller: &Caller,
+    run: RunId,
+    key: &str,
+    range: StepRange,
+    max_points: usize,
+) -> ApiResult<Points> {
+    let record = runs::load(state, &caller.tenant, run).await?.record;
+    let Some(summary) = record
+        .series
+        .get(key)
+        .filter(|summary| summary.kind == SeriesKind::Numeric)
+    else {
+        return Ok(Points::default());
+    };
+    let (points, _) =
+        series::read_downsampled(state, &caller.tenant, run, key, summary, range, max_points)
+            .await?;
+    Ok(points)
+}
+
 /// A numeric series' points in a step range; none when the run has no such metric.
 async fn read(
     state: &AppState,
@@ -49,8 +77,9 @@ async fn read(
     run: RunId,
     key: &str,
     range: StepRange,
+    resume: Option<&Place>,
     limit: Option<usize>,
-) -> ApiResult<(Points, Option<i64>)> {
+) -> ApiResult<(Points, Option<Place>)> {
     let record = runs::load(state, &caller.tenant, run).await?.record;
     let Some(summary) = record
         .series
@@ -59,9 +88,18 @@ async fn read(
     else {
         return Ok((Points::default(), None));
     };
-    let page =
-        series::read::<Points>(state, &caller.tenant, run, key, summary, range, limit).await?;
-    Ok((page.points, page.next_after))
+    let page = series::read::<Points>(
+        state,
+        &caller.tenant,
+        run,
+        key,
+        summary,
+        range,
+        resume,
+        limit,
+    )
+    .await?;
+    Ok((page.points, page.next))
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,7 +113,8 @@ pub struct HistoryQuery {
 }
 
 /// `GET metrics/get-history`: every value logged for a metric, by step then time,
-/// paged at step boundaries.
+/// paged by `max_results`; the page token is a series cursor (`series::Place`), or,
+/// from pages handed out before cursors, the last step read.
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,24 +137,35 @@ pub async fn history(
             ));
         }
     };
-    let after = query
-        .page_token
-        .filter(|token| !token.is_empty())
-        .map(|token| {
-            token
-                .parse::<i64>()
-                .map_err(|_| ApiError::invalid("invalid_page_token", "the page token is invalid"))
-        })
-        .transpose()?;
+    let token = query.page_token.filter(|token| !token.is_empty());
+    let invalid = || ApiError::invalid("invalid_page_token", "the page token is invalid");
+    let (after, resume) = match token {
+        None => (None, None),
+        Some(token) => match token.parse::<i64>() {
+            Ok(step) => (Some(step), None),
+            Err(_) => (
+                None,
+                Some(Place::from_cursor(&token).map_err(|_| invalid())?),
+            ),
+        },
+    };
     let range = StepRange {
         after,
         ..StepRange::default()
     };
-    let (points, next_after) =
-        read(&state, &caller, run, &query.metric_key, range, Some(limit)).await?;
+    let (points, next) = read(
+        &state,
+        &caller,
+        run,
+        &query.metric_key,
+        range,
+        resume.as_ref(),
+        Some(limit),
+    )
+    .await?;
     let mut answer = json!({ "metrics": entries(&query.metric_key, &points, None, |_| true) });
-    if let Some(next) = next_after {
-        answer["next_page_token"] = next.to_string().into();
+    if let Some(next) = next {
+        answer["next_page_token"] = next.cursor().into();
     }
     Ok(axum::Json(answer))
 }
@@ -183,7 +233,21 @@ pub async fn bulk_interval(
     };
     let mut metrics = Vec::new();
     for run in run_ids {
-        let (points, _) = read(&state, &caller, run, &key, range, None).await?;
+        let (mut points, more) = read(
+            &state,
+            &caller,
+            run,
+            &key,
+            range,
+            None,
+            Some(BULK_READ_POINTS),
+        )
+        .await?;
+        if more.is_some() {
+            // Too many points to sample by step in memory: each bucket's extremes
+            // instead, which keep the chart's shape.
+            points = downsampled(&state, &caller, run, &key, range, max_results).await?;
+        }
         let mut steps = points.steps.clone();
         steps.dedup();
         let sampled: std::collections::BTreeSet<i64> = evenly_spaced(steps.len(), max_results)

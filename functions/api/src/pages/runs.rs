@@ -103,6 +103,7 @@ pub async fn chart_points<'a>(
         name,
         summary,
         StepRange::default(),
+        None,
         Some(max_points),
     )
     .await?;
@@ -165,11 +166,12 @@ async fn text_tail(
             .last_step
             .saturating_sub_unsigned(width.saturating_sub(1));
         let mut tail: std::collections::VecDeque<(i64, String)> = Default::default();
-        let mut range = StepRange {
+        let range = StepRange {
             from: Some(from),
             to: None,
             after: None,
         };
+        let mut resume = None;
         loop {
             let page = series::read::<TextPoints>(
                 state,
@@ -178,6 +180,7 @@ async fn text_tail(
                 name,
                 summary,
                 range,
+                resume.as_ref(),
                 Some(EXACT_PAGE_POINTS),
             )
             .await?;
@@ -187,8 +190,8 @@ async fn text_tail(
                 }
                 tail.push_back((step, text));
             }
-            match page.next_after {
-                Some(after) => range.after = Some(after),
+            match page.next {
+                Some(next) => resume = Some(next),
                 None => break,
             }
         }
