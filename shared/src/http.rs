@@ -149,6 +149,24 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// A listing's page size: `requested`, or `default` without one; past 1 to `most`
+/// is `invalid_limit`.
+pub fn page_limit(
+    requested: Option<usize>,
+    default: usize,
+    most: usize,
+) -> Result<usize, ApiError> {
+    let limit = requested.unwrap_or(default);
+    if (1..=most).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit is 1 to {most}"),
+        ))
+    }
+}
+
 pub async fn healthz() -> &'static str {
     "ok"
 }

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::artifacts::DOWNLOAD_URL_TTL;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
-use crate::records::{doc_item, query_docs};
+use crate::records::doc_item;
 use crate::runs;
 use crate::series::{check_name, step_key};
 use crate::state::AppState;
@@ -24,7 +24,7 @@ use crate::usage;
 
 /// Images travel in the request body, under the API's body limit.
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
-/// Images one listing answers at most (each with its own URL).
+/// Images one page of a listing answers at most (each with its own URL).
 pub const MAX_LISTED: usize = 1_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -228,38 +228,86 @@ pub struct Listed {
     pub url: String,
 }
 
-/// Images of one series in step order, within `[from, to]`, with download URLs.
+/// Where a page of a listing ended: its last image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedUpTo {
+    step: i64,
+    id: String,
+}
+
+impl ListedUpTo {
+    pub fn cursor(&self) -> String {
+        crate::cursor::encode(self)
+    }
+
+    pub fn from_cursor(cursor: &str) -> ApiResult<Self> {
+        crate::cursor::decode(cursor)
+    }
+}
+
+/// A page of a listing, and where the next one starts if there is more.
+#[derive(Debug)]
+pub struct ListedPage {
+    pub images: Vec<Listed>,
+    pub next: Option<ListedUpTo>,
+}
+
+/// Images of one series in step order, within `[from, to]` and after `after` (where
+/// an earlier page ended), with download URLs: at most `limit` (up to `MAX_LISTED`).
 pub async fn list(
     state: &AppState,
     tenant: &Tenant,
     run: RunId,
     series: &str,
-    from: Option<i64>,
-    to: Option<i64>,
-) -> ApiResult<Vec<Listed>> {
+    (from, to): (Option<i64>, Option<i64>),
+    after: Option<&ListedUpTo>,
+    limit: usize,
+) -> ApiResult<ListedPage> {
+    let limit = limit.clamp(1, MAX_LISTED);
     check_name(series)?;
     runs::load(state, tenant, run).await?;
-    let query = Query::partition(runs::data_partition(tenant, run))
-        .between(
-            format!("i#{series}#{}", step_key(from.unwrap_or(i64::MIN))),
-            format!("i#{series}#{}#~", step_key(to.unwrap_or(i64::MAX))),
-        )
-        .limit(MAX_LISTED);
-    let page = state.kv.query(query).await?;
-    let mut listed = Vec::with_capacity(page.items.len());
-    for item in &page.items {
-        let image: Image = crate::records::read_doc(item)?;
-        let url = state
-            .blobs
-            .presign(
-                &blob_key(tenant, run, &image)?,
-                Presign::Get,
-                DOWNLOAD_URL_TTL,
-            )
-            .await?;
-        listed.push(Listed { image, url });
+    let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
+    let mut start_after = None;
+    if let Some(after) = after {
+        if after.step > to {
+            return Ok(ListedPage {
+                images: Vec::new(),
+                next: None,
+            });
+        }
+        // A cursor before the range (from a wider listing) starts at the range.
+        if after.step >= from {
+            start_after = Some(format!("i#{series}#{}#{}", step_key(after.step), after.id));
+        }
     }
-    Ok(listed)
+    let mut query = Query::partition(runs::data_partition(tenant, run)).between(
+        format!("i#{series}#{}", step_key(from)),
+        format!("i#{series}#{}#~", step_key(to)),
+    );
+    let mut images: Vec<Image> = Vec::new();
+    let more = loop {
+        query = query.limit(limit - images.len()).after(start_after);
+        let page = state.kv.query(query.clone()).await?;
+        for item in &page.items {
+            images.push(crate::records::read_doc(item)?);
+        }
+        start_after = page.next;
+        if start_after.is_none() || images.len() == limit {
+            break start_after.is_some();
+        }
+    };
+    let mut listed = Vec::with_capacity(images.len());
+    for image in images {
+        listed.push(with_url(state, tenant, run, image).await?);
+    }
+    let next = listed.last().filter(|_| more).map(|last| ListedUpTo {
+        step: last.image.step,
+        id: last.image.id.clone(),
+    });
+    Ok(ListedPage {
+        images: listed,
+        next,
+    })
 }
 
 /// A run's image series: how many images each holds and over which steps.
@@ -276,47 +324,92 @@ pub async fn series(
     run: RunId,
 ) -> ApiResult<std::collections::BTreeMap<String, SeriesImages>> {
     runs::load(state, tenant, run).await?;
-    let images: Vec<Image> = query_docs(
-        &*state.kv,
-        Query::partition(runs::data_partition(tenant, run)).prefix("i#"),
-    )
-    .await?;
     let mut series = std::collections::BTreeMap::<String, SeriesImages>::new();
-    for image in images {
-        let entry = series.entry(image.series).or_insert(SeriesImages {
-            count: 0,
-            first_step: image.step,
-            last_step: image.step,
-        });
-        entry.count += 1;
-        entry.first_step = entry.first_step.min(image.step);
-        entry.last_step = entry.last_step.max(image.step);
+    // Page by page: memory holds a page and a line per series, however many images.
+    let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
+    loop {
+        let page = state.kv.query(query.clone()).await?;
+        for item in &page.items {
+            let image: Image = crate::records::read_doc(item)?;
+            let entry = series.entry(image.series).or_insert(SeriesImages {
+                count: 0,
+                first_step: image.step,
+                last_step: image.step,
+            });
+            entry.count += 1;
+            entry.first_step = entry.first_step.min(image.step);
+            entry.last_step = entry.last_step.max(image.step);
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(series),
+        }
     }
-    Ok(series)
+}
+
+/// The newest `count` images of one series (the last in step order), oldest first.
+pub async fn latest(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    series: &str,
+    count: usize,
+) -> ApiResult<Vec<Listed>> {
+    check_name(series)?;
+    let query = Query::partition(runs::data_partition(tenant, run))
+        .prefix(format!("i#{series}#"))
+        .reverse()
+        .limit(count);
+    let page = state.kv.query(query).await?;
+    let mut listed = Vec::with_capacity(page.items.len());
+    for item in page.items.iter().rev() {
+        listed.push(with_url(state, tenant, run, crate::records::read_doc(item)?).await?);
+    }
+    Ok(listed)
+}
+
+async fn with_url(
+    state: &AppState,
+    tenant: &Tenant,
+    run: RunId,
+    image: Image,
+) -> ApiResult<Listed> {
+    let url = state
+        .blobs
+        .presign(
+            &blob_key(tenant, run, &image)?,
+            Presign::Get,
+            DOWNLOAD_URL_TTL,
+        )
+        .await?;
+    Ok(Listed { image, url })
 }
 
 /// Deletes every image of a run, for deleting the run.
 pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
-    let images: Vec<Image> = query_docs(
-        &*state.kv,
-        Query::partition(runs::data_partition(tenant, run)).prefix("i#"),
-    )
-    .await?;
-    for image in &images {
-        state.blobs.delete(&blob_key(tenant, run, image)?).await?;
-        match state
-            .kv
-            .transact(vec![
-                TxOp::Delete(index_key(tenant, run, image), Condition::Exists),
-                usage::storage_change(tenant, -(image.size as i64)),
-            ])
-            .await
-        {
-            Ok(()) | Err(StoreError::TransactionFailed(_)) => {}
-            Err(err) => return Err(err.into()),
+    let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
+    loop {
+        let page = state.kv.query(query.clone()).await?;
+        for item in &page.items {
+            let image: Image = crate::records::read_doc(item)?;
+            state.blobs.delete(&blob_key(tenant, run, &image)?).await?;
+            match state
+                .kv
+                .transact(vec![
+                    TxOp::Delete(index_key(tenant, run, &image), Condition::Exists),
+                    usage::storage_change(tenant, -(image.size as i64)),
+                ])
+                .await
+            {
+                Ok(()) | Err(StoreError::TransactionFailed(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(()),
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod billing;
 pub mod clock;
+pub mod cursor;
 pub mod error;
 pub mod floats;
 pub mod http;

@@ -41,6 +41,10 @@ impl Limit {
 pub struct RateLimits {
     pub team: Limit,
     pub credential: Limit,
+    /// Requests without a credential (shared links), by the client address they come
+    /// from; a shared link's requests also take from the link's own bucket (the
+    /// credential limit) and from the team's that shared it.
+    pub address: Limit,
 }
 
 impl Default for RateLimits {
@@ -54,12 +58,13 @@ impl Default for RateLimits {
         Self {
             team: limit(6_000, 300),
             credential: limit(3_000, 150),
+            address: limit(1_200, 120),
         }
     }
 }
 
 impl RateLimits {
-    /// The defaults, overridden by `SEXTANT_RATE_{TEAM,KEY}_{PER_MINUTE,BURST}`.
+    /// The defaults, overridden by `SEXTANT_RATE_{TEAM,KEY,ADDRESS}_{PER_MINUTE,BURST}`.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
@@ -84,6 +89,10 @@ impl RateLimits {
                 per_minute: read("KEY_PER_MINUTE", defaults.credential.per_minute)?,
                 burst: read("KEY_BURST", defaults.credential.burst)?,
             },
+            address: Limit {
+                per_minute: read("ADDRESS_PER_MINUTE", defaults.address.per_minute)?,
+                burst: read("ADDRESS_BURST", defaults.address.burst)?,
+            },
         })
     }
 }
@@ -93,6 +102,7 @@ impl RateLimits {
 pub struct RateLimiter {
     teams: DefaultKeyedRateLimiter<TenantId>,
     credentials: DefaultKeyedRateLimiter<String>,
+    addresses: DefaultKeyedRateLimiter<std::net::IpAddr>,
     checks: AtomicU64,
     clock: DefaultClock,
 }
@@ -102,6 +112,7 @@ impl RateLimiter {
         Self {
             teams: DefaultKeyedRateLimiter::keyed(limits.team.quota()),
             credentials: DefaultKeyedRateLimiter::keyed(limits.credential.quota()),
+            addresses: DefaultKeyedRateLimiter::keyed(limits.address.quota()),
             checks: AtomicU64::new(0),
             clock: DefaultClock::default(),
         }
@@ -112,6 +123,7 @@ impl RateLimiter {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.teams.retain_recent();
             self.credentials.retain_recent();
+            self.addresses.retain_recent();
         }
         let credential_key = match credential {
             Credential::ApiKey(id)
@@ -122,6 +134,26 @@ impl RateLimiter {
         };
         if let Err(not_until) = self.credentials.check_key(&credential_key) {
             return Err(self.refusal("API key", not_until.wait_time_from(self.clock.now())));
+        }
+        if let Err(not_until) = self.teams.check_key(&tenant) {
+            return Err(self.refusal("team", not_until.wait_time_from(self.clock.now())));
+        }
+        Ok(())
+    }
+
+    /// Takes a token for a request without a credential from its client address's
+    /// bucket: before anything is read for it.
+    pub fn check_address(&self, client: std::net::IpAddr) -> ApiResult<()> {
+        self.addresses.check_key(&client).map_err(|not_until| {
+            self.refusal("address", not_until.wait_time_from(self.clock.now()))
+        })
+    }
+
+    /// Takes a token for a request through shared link `share` of team `tenant`, from
+    /// the link's bucket and the team's: the team that shared pays for its readers.
+    pub fn check_share(&self, tenant: TenantId, share: &str) -> ApiResult<()> {
+        if let Err(not_until) = self.credentials.check_key(&format!("share#{share}")) {
+            return Err(self.refusal("shared link", not_until.wait_time_from(self.clock.now())));
         }
         if let Err(not_until) = self.teams.check_key(&tenant) {
             return Err(self.refusal("team", not_until.wait_time_from(self.clock.now())));
@@ -151,6 +183,7 @@ mod tests {
         RateLimits {
             team: limit,
             credential: limit,
+            address: limit,
         }
     }
 
@@ -179,7 +212,7 @@ mod tests {
     fn a_team_is_limited_across_all_its_keys() {
         let limiter = RateLimiter::new(RateLimits {
             team: limits(6, 2).team,
-            credential: limits(6, 100).credential,
+            ..limits(6, 100)
         });
         let tenant = TenantId::generate();
         for _ in 0..2 {

@@ -15,6 +15,8 @@
 //! creation, and stored only as a SHA-256: no dictionary to attack, so a fast hash is
 //! enough.
 
+use std::net::IpAddr;
+
 use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -307,9 +309,12 @@ impl SharedRun {
     }
 }
 
-/// Opens the run a share token names. A malformed, unknown, revoked or expired
-/// token, and a deleted run, all answer the same 404.
-pub async fn open(state: &AppState, token: &str) -> ApiResult<SharedRun> {
+/// Opens the run a share token names, for a reader at `client`. A malformed,
+/// unknown, revoked or expired token, and a deleted run, all answer the same 404.
+/// Readers are rate limited by address before anything is read, then by link and by
+/// the team that shared it, which their reads are counted against.
+pub async fn open(state: &AppState, token: &str, client: IpAddr) -> ApiResult<SharedRun> {
+    state.limiter.check_address(client)?;
     let gone = || ApiError::not_found("share");
     let token = ShareToken::parse(token).ok_or_else(gone)?;
     let token_hash = token.hash();
@@ -323,6 +328,9 @@ pub async fn open(state: &AppState, token: &str) -> ApiResult<SharedRun> {
         .filter(|record| bool::from(record.token_hash.as_bytes().ct_eq(token_hash.as_bytes())))
         .filter(|record| record.share.is_live(state.now()))
         .ok_or_else(gone)?;
+    state
+        .limiter
+        .check_share(tenant.id(), &record.share.id.to_string())?;
     let run = match runs::load(state, &tenant, record.share.run_id).await {
         Ok(run) => run.record,
         Err(err) if err.status() == StatusCode::NOT_FOUND => return Err(gone()),

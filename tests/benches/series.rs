@@ -370,9 +370,7 @@ async fn reads_of_a_million_points() {
             run,
             "train/loss",
             summary,
-            StepRange::default(),
-            None,
-            None,
+            series::Window::default(),
         )
         .await
         .expect("a read")

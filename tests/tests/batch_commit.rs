@@ -12,7 +12,7 @@ use sextant_shared::metering;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points, StepRange};
+use sextant_shared::series::{self, Points};
 use sextant_shared::state::AppState;
 use sextant_shared::storage::Storage;
 use sextant_shared::storage::embedded::EmbeddedKv;
@@ -46,9 +46,7 @@ async fn readable_steps(state: &AppState, tenant: &Tenant, run: RunId) -> Vec<i6
         run,
         "loss",
         summary,
-        StepRange::default(),
-        None,
-        None,
+        series::Window::default(),
     )
     .await
     .expect("a read");

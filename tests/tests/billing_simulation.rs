@@ -47,7 +47,7 @@ use sextant_shared::metering::{self, hour_of};
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch, SeriesColumns, TextLine};
-use sextant_shared::series::{self, Points, SeriesKind, StepRange, TextPoints};
+use sextant_shared::series::{self, Points, SeriesKind, TextPoints};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::blob::{BlobKey, BlobStore};
 use sextant_shared::storage::embedded::EmbeddedKv;
@@ -1066,9 +1066,7 @@ impl Sim {
                         run,
                         name,
                         summary,
-                        StepRange::default(),
-                        None,
-                        None,
+                        series::Window::default(),
                     )
                     .await
                     .expect("reading a series");
@@ -1100,9 +1098,7 @@ impl Sim {
                         run,
                         name,
                         summary,
-                        StepRange::default(),
-                        None,
-                        None,
+                        series::Window::default(),
                     )
                     .await
                     .expect("reading a text series");
@@ -1129,9 +1125,18 @@ impl Sim {
 
         let mut listed_images = Vec::new();
         for series in IMAGE_SERIES {
-            for listed in images::list(&self.state, &tenant, run, series, None, None)
-                .await
-                .expect("listing images")
+            for listed in images::list(
+                &self.state,
+                &tenant,
+                run,
+                series,
+                (None, None),
+                None,
+                images::MAX_LISTED,
+            )
+            .await
+            .expect("listing images")
+            .images
             {
                 let image = listed.image;
                 let key = BlobKey::parse(format!(

@@ -2,9 +2,14 @@
 //! fetched by URL, inputs declared between runs and datasets, and the lineage graph
 //! coming back whole across a small ensemble; another team sees none of it.
 
+use std::num::NonZeroU32;
+
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sextant_tests::{PNG, TestApp, error_code, text};
+use sextant_cli::Backend;
+use sextant_shared::rate_limit::{Limit, RateLimits};
+use sextant_tests::{PNG, TestApp, error_code, fresh_aws_storage, text};
 
 /// Stores a small artifact through the real upload flow.
 fn node_ids(graph: &Value) -> Vec<String> {
@@ -159,6 +164,126 @@ async fn inputs_must_name_something_that_exists() {
             .await;
         assert_eq!(got, status, "{input}: {body}");
         assert_eq!(error_code(&body), code, "{input}");
+    }
+}
+
+#[tokio::test]
+async fn a_series_longer_than_a_page_lists_whole_a_page_at_a_time_on_the_embedded_store() {
+    // Pages of the default (and largest) size.
+    a_series_longer_than_a_page_lists_whole_a_page_at_a_time(Backend::Embedded, 1_201, None).await;
+}
+
+#[tokio::test]
+async fn a_series_longer_than_a_page_lists_whole_a_page_at_a_time_on_dynamodb() {
+    let (config, _, _) = fresh_aws_storage().await;
+    a_series_longer_than_a_page_lists_whole_a_page_at_a_time(Backend::Aws(config), 25, Some(10))
+        .await;
+}
+
+/// A listing answers a page of images and a cursor to the next, so a series longer
+/// than a page comes back whole, once, in order, also when a page ends inside a step.
+async fn a_series_longer_than_a_page_lists_whole_a_page_at_a_time(
+    backend: Backend,
+    logged: usize,
+    limit: Option<usize>,
+) {
+    // One client logs more images than the per-key burst allows; lift the limits.
+    let unlimited = Limit {
+        per_minute: NonZeroU32::MAX,
+        burst: NonZeroU32::MAX,
+    };
+    let app = TestApp::spawn_adjusted(backend, |config| {
+        config.rate_limits = RateLimits {
+            team: unlimited,
+            credential: unlimited,
+            address: unlimited,
+        }
+    })
+    .await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "zoo").await;
+    let run = text(&app.create_run(key, "zoo", json!({})).await, "id");
+    // Three images a step, so page boundaries fall inside steps.
+    let posts = (0..logged).map(|n| {
+        let (app, run) = (&app, &run);
+        async move {
+            let mut image = PNG.to_vec();
+            image.extend_from_slice(&n.to_le_bytes());
+            let (status, body) = app
+                .post_image(key, run, &format!("series=s&step={}", n / 3), &image)
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+        }
+    });
+    futures::stream::iter(posts)
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+
+    let listing = |query: String| {
+        let limit = limit
+            .map(|limit| format!("&limit={limit}"))
+            .unwrap_or_default();
+        format!("/v1/runs/{run}/images/s?{query}{limit}")
+    };
+    let steps_and_ids = |page: &Value| -> Vec<(i64, String)> {
+        page["images"]
+            .as_array()
+            .expect("images")
+            .iter()
+            .map(|image| (image["step"].as_i64().unwrap(), text(image, "id")))
+            .collect()
+    };
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    let mut pages = Vec::new();
+    loop {
+        let (status, page) = app.get(&listing(format!("cursor={cursor}")), key).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let images = steps_and_ids(&page);
+        seen.extend(images.iter().cloned());
+        pages.push(images.len());
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    let page_size = limit.unwrap_or(1_000);
+    assert_eq!(pages.len(), logged.div_ceil(page_size), "{pages:?}");
+    assert!(pages.iter().all(|&size| size <= page_size), "{pages:?}");
+    assert_eq!(seen.len(), logged);
+    let mut ordered = seen.clone();
+    ordered.sort();
+    ordered.dedup();
+    assert_eq!(seen, ordered, "every image once, in step order");
+
+    // A cursor keeps to the range it is used with: from inside the first page's last
+    // step to a few steps on.
+    let (_, first) = app.get(&listing(String::new()), key).await;
+    let cursor = text(&first, "next_cursor");
+    let to = seen[page_size - 1].0 + 2;
+    let (_, ranged) = app
+        .get(&listing(format!("to={to}&cursor={cursor}")), key)
+        .await;
+    let expected: Vec<(i64, String)> = seen[page_size..]
+        .iter()
+        .filter(|(step, _)| *step <= to)
+        .cloned()
+        .collect();
+    assert_eq!(steps_and_ids(&ranged), expected, "{ranged}");
+    assert!(ranged["next_cursor"].is_null(), "{ranged}");
+
+    for (query, code) in [
+        ("cursor=not-a-cursor", "invalid_cursor"),
+        ("limit=0", "invalid_limit"),
+        ("limit=1001", "invalid_limit"),
+    ] {
+        let (status, body) = app
+            .get(&format!("/v1/runs/{run}/images/s?{query}"), key)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert_eq!(error_code(&body), code, "{query}");
     }
 }
 

@@ -43,6 +43,7 @@ async fn concurrent_runs_logging_at_once_store_every_point_exactly_once() {
         config.rate_limits = RateLimits {
             team: unlimited,
             credential: unlimited,
+            address: unlimited,
         }
     })
     .await;

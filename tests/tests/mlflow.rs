@@ -484,9 +484,71 @@ async fn a_retried_metric_request_stores_its_points_once(app: TestApp) {
     );
 }
 
+/// A search's work is bounded by what it names: its filter's length and how many
+/// experiments it spans. Naming one experiment twice reads it once.
+async fn a_search_is_bounded_by_its_filter_and_experiments(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let created = post_ok(&app, key, "experiments/create", json!({"name": "bounded"})).await;
+    let experiment = text(&created, "experiment_id");
+    post_ok(
+        &app,
+        key,
+        "runs/create",
+        json!({"experiment_id": experiment, "run_name": "only"}),
+    )
+    .await;
+
+    let twice = post_ok(
+        &app,
+        key,
+        "runs/search",
+        json!({"experiment_ids": [experiment, experiment]}),
+    )
+    .await;
+    assert_eq!(twice["runs"].as_array().expect("runs").len(), 1, "{twice}");
+
+    // The longest accepted filter still answers, however its LIKE pattern is built.
+    let pattern = "%_".repeat(1000);
+    let longest = format!("tags.`mlflow.runName` LIKE '{pattern}'");
+    assert!(longest.len() <= 4096);
+    post_ok(
+        &app,
+        key,
+        "runs/search",
+        json!({"experiment_ids": [experiment], "filter": longest}),
+    )
+    .await;
+
+    let oversized = format!("tags.`mlflow.runName` LIKE '{}'", "%".repeat(4096));
+    let (status, answer) = call(
+        &app,
+        key,
+        Method::POST,
+        "runs/search",
+        Some(json!({"experiment_ids": [experiment], "filter": oversized})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(mlflow_error(&answer), "INVALID_PARAMETER_VALUE", "{answer}");
+
+    let many: Vec<String> = (0..101).map(|n| n.to_string()).collect();
+    let (status, answer) = call(
+        &app,
+        key,
+        Method::POST,
+        "runs/search",
+        Some(json!({"experiment_ids": many})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(mlflow_error(&answer), "INVALID_PARAMETER_VALUE", "{answer}");
+}
+
 cases!(embedded, sextant_tests::TestApp::spawn;
     a_run_logged_through_mlflow_reads_back_through_both_apis,
     a_retried_metric_request_stores_its_points_once,
+    a_search_is_bounded_by_its_filter_and_experiments,
     another_teams_experiments_and_runs_answer_as_missing,
     a_viewer_reads_but_cannot_write,
     a_proxied_multipart_upload_is_measured_when_it_completes,
@@ -494,6 +556,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
 cases!(on_aws, sextant_tests::TestApp::spawn_on_aws;
     a_run_logged_through_mlflow_reads_back_through_both_apis,
     a_retried_metric_request_stores_its_points_once,
+    a_search_is_bounded_by_its_filter_and_experiments,
     another_teams_experiments_and_runs_answer_as_missing,
     a_proxied_multipart_upload_is_measured_when_it_completes,
 );

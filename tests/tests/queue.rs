@@ -13,7 +13,7 @@ use sextant_shared::clock::ManualClock;
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::queue::{self, Finish, JobState, NewJob, QueueName};
 use sextant_shared::runs::{self, Status};
-use sextant_shared::series::{self, StepRange, TextPoints};
+use sextant_shared::series::{self, TextPoints};
 use sextant_shared::state::AppState;
 use sextant_tests::{Team, TestApp, cases, error_code, signed_up_caller, text, unique};
 use time::{Duration, OffsetDateTime};
@@ -630,9 +630,7 @@ async fn agent_lines(
         run,
         queue::AGENT_SERIES,
         summary,
-        StepRange::default(),
-        None,
-        None,
+        series::Window::default(),
     )
     .await
     .expect("the series");

@@ -20,6 +20,7 @@ async fn spawn_limited() -> TestApp {
         config.rate_limits = RateLimits {
             team: limit,
             credential: limit,
+            address: limit,
         }
     })
     .await
@@ -62,4 +63,89 @@ async fn a_key_past_its_burst_gets_429_with_retry_after_and_other_teams_are_unaf
         .await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(body["error_code"], "REQUEST_LIMIT_EXCEEDED");
+}
+
+fn limit(burst: u32) -> Limit {
+    Limit {
+        per_minute: NonZeroU32::MIN,
+        burst: NonZeroU32::new(burst).expect("non-zero"),
+    }
+}
+
+/// A shared link is read logged out, in a loop if someone likes: its reads take from
+/// the link's own bucket and from the team's that shared it (so they count against
+/// the team, and cannot exceed what its own keys may do), and every request without
+/// a credential from the address it comes from, before anything is read.
+#[tokio::test]
+async fn shared_links_are_limited_per_link_per_address_and_count_against_the_team() {
+    let app = TestApp::spawn_adjusted(Backend::Embedded, |config| {
+        config.rate_limits = RateLimits {
+            team: limit(9),
+            credential: limit(4),
+            address: limit(1_000),
+        }
+    })
+    .await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let mut links = Vec::new();
+    for _ in 0..2 {
+        let (status, share) = app
+            .post(
+                &format!("/v1/runs/{run}/shares"),
+                &team.api_key,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{share}");
+        links.push(sextant_tests::text(&share, "token"));
+    }
+    // The key has spent its 4 (a project, a run, two shares); the team 4 of its 9.
+    let read = |token: &str| {
+        let request = app.request(Method::GET, &format!("/v1/shared/{token}"), None);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    for _ in 0..4 {
+        assert_eq!(read(&links[0]).await.0, StatusCode::OK);
+    }
+    let (status, body) = read(&links[0]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.to_string().contains("shared link"), "{body}");
+    // The other link has a bucket of its own, but its reads are the team's too.
+    assert_eq!(read(&links[1]).await.0, StatusCode::OK);
+    let (status, body) = read(&links[1]).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.to_string().contains("team"), "{body}");
+}
+
+#[tokio::test]
+async fn an_address_guessing_shared_links_is_refused_before_anything_is_read() {
+    let app = TestApp::spawn_adjusted(Backend::Embedded, |config| {
+        config.rate_limits = RateLimits {
+            address: limit(5),
+            ..RateLimits::default()
+        }
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for n in 0..6 {
+        let response = app
+            .request(Method::GET, &format!("/v1/shared/sxt_share_guess{n}"), None)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429]);
+    let page = app
+        .request(Method::GET, "/r/sxt_share_guess9", None)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::TOO_MANY_REQUESTS);
 }

@@ -150,9 +150,10 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
             run,
             "train/loss",
             summary,
-            StepRange::default(),
-            None,
-            limit,
+            series::Window {
+                limit,
+                ..Default::default()
+            },
         )
     };
     let (chart, _) = series::read_downsampled(

@@ -5,9 +5,9 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, RunCaller};
 use sextant_shared::error::ApiResult;
-use sextant_shared::http::Query;
+use sextant_shared::http::{Query, page_limit};
 use sextant_shared::ids::RunId;
-use sextant_shared::images::{Listed, SeriesImages};
+use sextant_shared::images::{Listed, ListedUpTo, SeriesImages};
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 use sextant_shared::{images, runs};
@@ -56,14 +56,21 @@ pub struct ImageRange {
     to: Option<i64>,
     /// Only the images at this step (instead of `from` and `to`).
     step: Option<i64>,
+    /// Images a page holds: 1 to 1,000, 1,000 by default.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// The `next_cursor` of the previous page; none (or empty) starts at the first.
+    cursor: Option<String>,
 }
 
 /// Images of one series, in step order.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Images<'a> {
     series: &'a str,
-    /// At most 1,000.
+    /// At most `limit`.
     images: Vec<Listed>,
+    /// Set when more images may follow: pass it as `cursor` for the next page.
+    next_cursor: Option<String>,
 }
 
 /// Images of one series of the run in a step range, each with a short-lived URL.
@@ -111,7 +118,27 @@ pub async fn images_of(
         Some(step) => (Some(step), Some(step)),
         None => (range.from, range.to),
     };
-    let images = images::list(state, tenant, run, series, from, to).await?;
-    let page = Images { series, images };
-    Ok(axum::Json(page).into_response())
+    let after = range
+        .cursor
+        .as_deref()
+        .filter(|cursor| !cursor.is_empty())
+        .map(ListedUpTo::from_cursor)
+        .transpose()?;
+    let limit = page_limit(range.limit, images::MAX_LISTED, images::MAX_LISTED)?;
+    let page = images::list(
+        state,
+        tenant,
+        run,
+        series,
+        (from, to),
+        after.as_ref(),
+        limit,
+    )
+    .await?;
+    Ok(axum::Json(Images {
+        series,
+        images: page.images,
+        next_cursor: page.next.as_ref().map(ListedUpTo::cursor),
+    })
+    .into_response())
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::{Json, Query};
+use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::RunId;
 use sextant_shared::queue::{self, Finish, Job, JobState, JobView, NewJob, QueueName};
 use sextant_shared::runs::{self, listing};
@@ -124,13 +124,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
     let queue = QueueName::parse(&queue)?;
-    let limit = params.limit.unwrap_or(listing::DEFAULT_LIMIT);
-    if !(1..=listing::MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit is 1 to {}", listing::MAX_LIMIT),
-        ));
-    }
+    let limit = page_limit(params.limit, listing::DEFAULT_LIMIT, listing::MAX_LIMIT)?;
     let states = params
         .state
         .as_deref()

@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::floats::{JsonF64, JsonF64s};
-use sextant_shared::http::{Json, Query};
+use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::{ProjectId, RunId};
 use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::listing::{self, Filter, Sort};
 use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
 use sextant_shared::series::{
     self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, SeriesInfo, SeriesKind,
-    SeriesSummary, StepRange, TextPoints,
+    SeriesSummary, StepRange, TextPoints, Window,
 };
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -204,13 +204,7 @@ pub(crate) async fn run_table(
     project: &Project,
     params: &ListParams,
 ) -> ApiResult<RunTable> {
-    let limit = params.limit.unwrap_or(listing::DEFAULT_LIMIT);
-    if !(1..=listing::MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit is 1 to {}", listing::MAX_LIMIT),
-        ));
-    }
+    let limit = page_limit(params.limit, listing::DEFAULT_LIMIT, listing::MAX_LIMIT)?;
     let sort = params
         .sort
         .as_deref()
@@ -460,8 +454,12 @@ pub async fn series_points(
                 name,
                 summary,
                 range,
-                resume.as_ref(),
-                params.max_points,
+                match params.max_points {
+                    Some(max_points) => Shape::Downsampled { max_points },
+                    None => Shape::Exact {
+                        after: resume.as_ref(),
+                    },
+                },
             )
             .await?;
             Ok(axum::Json(SeriesPoints::Numeric(NumericPage {
@@ -487,9 +485,11 @@ pub async fn series_points(
                 run.id,
                 name,
                 summary,
-                range,
-                resume.as_ref(),
-                Some(limit),
+                Window {
+                    range,
+                    after: resume.as_ref(),
+                    limit: Some(limit),
+                },
             )
             .await?;
             page.limit_text_bytes();
@@ -516,9 +516,17 @@ pub(crate) struct NumericRead {
     pub(crate) downsampled: bool,
 }
 
-/// The points of a numeric series in `range`: exact (a page of `EXACT_PAGE_POINTS`),
-/// or with `max_points` downsampled so every bucket's extremes (and first NaN) survive.
-/// Charts on the pages draw what `GET /v1/runs/{run}/series/{name}?max_points=` answers.
+/// How a numeric series is read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Shape<'a> {
+    /// A page of `EXACT_PAGE_POINTS` after a place an earlier page ended at.
+    Exact { after: Option<&'a Place> },
+    /// At most `max_points`, every bucket's extremes (and first NaN) kept.
+    Downsampled { max_points: usize },
+}
+
+/// The points of a numeric series in `range`, read in `shape`. Charts on the pages
+/// draw what `GET /v1/runs/{run}/series/{name}?max_points=` answers.
 pub(crate) async fn numeric_points(
     state: &AppState,
     tenant: &Tenant,
@@ -526,28 +534,33 @@ pub(crate) async fn numeric_points(
     name: &str,
     summary: &SeriesSummary,
     range: StepRange,
-    resume: Option<&Place>,
-    max_points: Option<usize>,
+    shape: Shape<'_>,
 ) -> ApiResult<NumericRead> {
-    if let Some(max) = max_points {
-        let (points, downsampled) =
-            series::read_downsampled(state, tenant, run, name, summary, range, max).await?;
-        return Ok(NumericRead {
-            points,
-            next_after: None,
-            next: None,
-            downsampled,
-        });
-    }
+    let resume = match shape {
+        Shape::Exact { after } => after,
+        Shape::Downsampled { max_points } => {
+            let (points, downsampled) =
+                series::read_downsampled(state, tenant, run, name, summary, range, max_points)
+                    .await?;
+            return Ok(NumericRead {
+                points,
+                next_after: None,
+                next: None,
+                downsampled,
+            });
+        }
+    };
     let page = series::read::<Points>(
         state,
         tenant,
         run,
         name,
         summary,
-        range,
-        resume,
-        Some(EXACT_PAGE_POINTS),
+        Window {
+            range,
+            after: resume,
+            limit: Some(EXACT_PAGE_POINTS),
+        },
     )
     .await?;
     Ok(NumericRead {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sextant_shared::artifacts::ArtifactView;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::{Json, PublicUrl, Query};
+use sextant_shared::http::{ClientAddr, Json, PublicUrl, Query};
 use sextant_shared::ids::ShareId;
 use sextant_shared::images::SeriesImages;
 use sextant_shared::runs::RunView;
@@ -183,8 +183,12 @@ pub struct SharedRunView<'a> {
         (status = NOT_FOUND, description = "The token opens nothing: unknown, revoked or expired, or its run was deleted."),
     )
 )]
-pub async fn view(State(state): State<AppState>, Path(token): Path<String>) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token).await?;
+pub async fn view(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Path(token): Path<String>,
+) -> ApiResult<Response> {
+    let shared = shares::open(&state, &token, client).await?;
     let (artifacts, images) = futures::try_join!(
         artifacts::list(&state, &shared.tenant, shared.run.id, None, None),
         images::series(&state, &shared.tenant, shared.run.id),
@@ -226,10 +230,11 @@ pub async fn view(State(state): State<AppState>, Path(token): Path<String>) -> A
 )]
 pub async fn read_series(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Path((token, name)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token).await?;
+    let shared = shares::open(&state, &token, client).await?;
     crate::runs::series_points(&state, &shared.tenant, &shared.run, &name, &params).await
 }
 
@@ -261,10 +266,11 @@ pub async fn read_series(
 )]
 pub async fn list_images(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Path((token, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token).await?;
+    let shared = shares::open(&state, &token, client).await?;
     crate::images::images_of(&state, &shared.tenant, shared.run.id, &series, &range).await
 }
 
@@ -300,9 +306,10 @@ pub async fn list_images(
 )]
 pub async fn download(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Path((token, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token).await?;
+    let shared = shares::open(&state, &token, client).await?;
     if !shared.share.allow_downloads {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

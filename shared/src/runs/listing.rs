@@ -7,8 +7,6 @@
 //! and carries the sort column's value of the last row, so a page never repeats or
 //! skips a run that did not change between calls.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -155,17 +153,11 @@ struct Cursor {
 
 impl Cursor {
     fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).expect("a cursor serializes"))
+        crate::cursor::encode(self)
     }
 
     fn decode(text: &str, sort: &Sort) -> ApiResult<Self> {
-        let invalid =
-            || ApiError::invalid("invalid_cursor", "the cursor is not one this list gave");
-        let cursor: Cursor = URL_SAFE_NO_PAD
-            .decode(text)
-            .ok()
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or_else(invalid)?;
+        let cursor: Cursor = crate::cursor::decode(text)?;
         if cursor.sort != sort.spec {
             return Err(ApiError::invalid(
                 "invalid_cursor",

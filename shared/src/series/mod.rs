@@ -354,22 +354,26 @@ impl Ord for Place {
 impl Place {
     /// The opaque cursor a client sends back to read on after this point.
     pub fn cursor(&self) -> String {
-        let json = serde_json::to_vec(self).expect("a place serializes");
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, json)
+        crate::cursor::encode(self)
     }
 
     pub fn from_cursor(cursor: &str) -> ApiResult<Self> {
-        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, cursor)
-            .ok()
-            .and_then(|json| serde_json::from_slice(&json).ok())
-            .ok_or_else(|| {
-                ApiError::invalid("invalid_cursor", "the cursor is not one this server gave")
-            })
+        crate::cursor::decode(cursor)
     }
 
     pub fn step(&self) -> i64 {
         self.step
     }
+}
+
+/// Which page of a series a read wants: the points within `range` after `after` (a
+/// place a previous page ended at), at most `limit` of them. The default is every
+/// point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window<'a> {
+    pub range: StepRange,
+    pub after: Option<&'a Place>,
+    pub limit: Option<usize>,
 }
 
 /// Points of one read, and where the next page starts if there is more.
@@ -426,21 +430,23 @@ impl<P> Ord for Held<P> {
     }
 }
 
-/// Reads the points of a series within `range` after `resume` (a place a page ended
-/// at), in order; only committed batches' points (see `pending`). With `limit`, at
-/// most `limit` points: the first ones in order, kept in a heap of that size while the
-/// chunks stream by, so memory holds a page whatever the series holds; the store
-/// reads stop at `MAX_READ_BYTES`.
+/// Reads the points of a series in `window`, in order; only committed batches'
+/// points (see `pending`). With a limit, the first points in order are kept in a heap
+/// of that size while the chunks stream by, so memory holds a page whatever the
+/// series holds; the store reads stop at `MAX_READ_BYTES`.
 pub async fn read<T: SeriesData>(
     state: &AppState,
     tenant: &Tenant,
     run: RunId,
     name: &str,
     summary: &SeriesSummary,
-    range: StepRange,
-    resume: Option<&Place>,
-    limit: Option<usize>,
+    window: Window<'_>,
 ) -> ApiResult<SeriesPage<T>> {
+    let Window {
+        range,
+        after: resume,
+        limit,
+    } = window;
     let mut page = SeriesPage {
         points: T::default(),
         places: Vec::new(),

@@ -76,8 +76,19 @@ pub fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid("invalid_filter", message)
 }
 
+/// The longest filter text accepted. Real filters are a few comparisons; the bound
+/// keeps the cost of evaluating one against every run in a project (LIKE is linear in
+/// its pattern's length per character of value) small and predictable.
+pub const MAX_FILTER_BYTES: usize = 4096;
+
 /// Parses a filter; an empty one keeps everything.
 pub fn parse(filter: &str) -> ApiResult<Vec<Clause>> {
+    if filter.len() > MAX_FILTER_BYTES {
+        return Err(invalid(format!(
+            "a filter holds at most {MAX_FILTER_BYTES} bytes; this one holds {}",
+            filter.len()
+        )));
+    }
     let mut scanner = Scanner::new(filter);
     let mut clauses = Vec::new();
     if scanner.at_end() {
@@ -203,7 +214,10 @@ pub fn compare(a: Option<&Field>, b: Option<&Field>, ascending: bool) -> Orderin
     }
 }
 
-/// SQL's LIKE: `%` matches any run of characters, `_` any one.
+/// SQL's LIKE: `%` matches any run of characters, `_` any one. One pass over the
+/// value with two rows of the pattern's length, so the time is linear in the value
+/// for a pattern of bounded length (filters are at most `MAX_FILTER_BYTES`) and no
+/// pattern can make it backtrack.
 fn like(value: &str, pattern: &str, ignore_case: bool) -> bool {
     let fold = |text: &str| -> Vec<char> {
         if ignore_case {
@@ -215,12 +229,13 @@ fn like(value: &str, pattern: &str, ignore_case: bool) -> bool {
     let (value, pattern) = (fold(value), fold(pattern));
     // matched[j]: whether the value so far matches the first j pattern characters.
     let mut matched = vec![false; pattern.len() + 1];
+    let mut next = vec![false; pattern.len() + 1];
     matched[0] = true;
     for j in 1..=pattern.len() {
         matched[j] = matched[j - 1] && pattern[j - 1] == '%';
     }
     for c in value {
-        let mut next = vec![false; pattern.len() + 1];
+        next[0] = false;
         for j in 1..=pattern.len() {
             next[j] = match pattern[j - 1] {
                 '%' => next[j - 1] || matched[j],
@@ -228,7 +243,7 @@ fn like(value: &str, pattern: &str, ignore_case: bool) -> bool {
                 p => matched[j - 1] && p == c,
             };
         }
-        matched = next;
+        std::mem::swap(&mut matched, &mut next);
     }
     matched[pattern.len()]
 }

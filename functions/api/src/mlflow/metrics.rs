@@ -9,7 +9,9 @@ use sextant_shared::floats::JsonF64;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
 use sextant_shared::runs;
-use sextant_shared::series::{self, EXACT_PAGE_POINTS, Place, Points, SeriesKind, StepRange};
+use sextant_shared::series::{
+    self, EXACT_PAGE_POINTS, Place, Points, SeriesKind, StepRange, Window,
+};
 use sextant_shared::state::AppState;
 
 use super::convert;
@@ -94,9 +96,11 @@ async fn read(
         run,
         key,
         summary,
-        range,
-        resume,
-        limit,
+        Window {
+            range,
+            after: resume,
+            limit,
+        },
     )
     .await?;
     Ok((page.points, page.next))

@@ -31,6 +31,8 @@ type JsonResult = ApiResult<axum::Json<Value>>;
 pub const MAX_METRICS_PER_BATCH: usize = 1_000;
 pub const MAX_PARAMS_TAGS_PER_BATCH: usize = 100;
 pub const MAX_ENTITIES_PER_BATCH: usize = 1_000;
+/// How many experiments one search may span; each is a full read of its runs.
+pub const MAX_SEARCH_EXPERIMENTS: usize = 100;
 
 /// MLflow's clients send both the run's id and its older name.
 #[derive(Debug, Default, Deserialize)]
@@ -728,22 +730,46 @@ pub async fn search(
         numeric_key(&order.key)?;
     }
     let view = body.run_view_type.unwrap_or_default();
+    let mut experiment_ids = body.experiment_ids.clone();
+    experiment_ids.sort_unstable();
+    experiment_ids.dedup();
+    if experiment_ids.len() > MAX_SEARCH_EXPERIMENTS {
+        return Err(ApiError::invalid(
+            "too_many_experiments",
+            format!(
+                "a search spans at most {MAX_SEARCH_EXPERIMENTS} experiments; this one names {}",
+                experiment_ids.len()
+            ),
+        ));
+    }
     let mut rows = Vec::new();
-    for experiment in &body.experiment_ids {
+    for experiment in &experiment_ids {
         let project = experiments::find(&state, &caller, experiment).await?;
-        for record in runs::all_in_project(&state, &caller.tenant, project.id).await? {
-            let keep = view.keeps(record.trashed_at.is_some())
-                && clauses
-                    .iter()
-                    .all(|clause| clause.matches(run_field(&state, &record, &clause.key).as_ref()));
-            if keep {
-                let sort_values: Vec<Option<Field>> = orders
-                    .iter()
-                    .map(|order| run_field(&state, &record, &order.key))
-                    .collect();
-                rows.push((sort_values, record));
-            }
-        }
+        let records = runs::all_in_project(&state, &caller.tenant, project.id).await?;
+        // Matching a project's runs is CPU work proportional to runs × clauses; off
+        // the async workers it cannot stall other requests on this instance.
+        let (state, clauses, orders) = (state.clone(), clauses.clone(), orders.clone());
+        let matched = tokio::task::spawn_blocking(move || {
+            records
+                .into_iter()
+                .filter(|record| {
+                    view.keeps(record.trashed_at.is_some())
+                        && clauses.iter().all(|clause| {
+                            clause.matches(run_field(&state, record, &clause.key).as_ref())
+                        })
+                })
+                .map(|record| {
+                    let sort_values: Vec<Option<Field>> = orders
+                        .iter()
+                        .map(|order| run_field(&state, &record, &order.key))
+                        .collect();
+                    (sort_values, record)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        rows.extend(matched);
     }
     // Newest first unless told otherwise, ties by id.
     let answer = paging::ordered_page(

@@ -18,7 +18,9 @@ use sextant_shared::images::{self, Listed};
 use sextant_shared::lineage::{self, Graph, Node};
 use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::{self, RunRecord, Status};
-use sextant_shared::series::{self, EXACT_PAGE_POINTS, Points, SeriesKind, StepRange, TextPoints};
+use sextant_shared::series::{
+    self, EXACT_PAGE_POINTS, Points, SeriesKind, StepRange, TextPoints, Window,
+};
 use sextant_shared::shares::{self, NewShare, Share};
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -28,7 +30,7 @@ use super::layout::{Section, csrf_field, respond};
 use super::projects::param_text;
 use super::security::{CsrfForm, SignedIn, User, see_other};
 use super::{PageError, PageResult, encode_path, number, when};
-use crate::runs::numeric_points;
+use crate::runs::{Shape, numeric_points};
 
 /// Points each line of a chart is drawn from: every bucket's minimum and maximum,
 /// so spikes survive however long the series.
@@ -103,8 +105,7 @@ pub async fn chart_points<'a>(
         name,
         summary,
         StepRange::default(),
-        None,
-        Some(max_points),
+        Shape::Downsampled { max_points },
     )
     .await?;
     Ok((name, read.points))
@@ -179,9 +180,11 @@ async fn text_tail(
                 run.id,
                 name,
                 summary,
-                range,
-                resume.as_ref(),
-                Some(EXACT_PAGE_POINTS),
+                Window {
+                    range,
+                    after: resume.as_ref(),
+                    limit: Some(EXACT_PAGE_POINTS),
+                },
             )
             .await?;
             for (step, text) in page.points.steps.into_iter().zip(page.points.texts) {
@@ -243,9 +246,7 @@ pub async fn load(
     let images = async {
         let series = images::series(state, tenant, run).await?;
         futures::future::try_join_all(series.into_keys().map(|name| async move {
-            let mut listed = images::list(state, tenant, run, &name, None, None).await?;
-            let keep = listed.len().saturating_sub(IMAGES_SHOWN);
-            listed.drain(..keep);
+            let listed = images::latest(state, tenant, run, &name, IMAGES_SHOWN).await?;
             Ok::<_, ApiError>((name, listed))
         }))
         .await

@@ -6,6 +6,7 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use sextant_shared::http::ClientAddr;
 use sextant_shared::shares;
 use sextant_shared::state::AppState;
 
@@ -33,10 +34,14 @@ fn private(result: PageResult) -> Response {
 }
 
 /// `GET /r/{token}`.
-pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Path(token): Path<String>,
+) -> Response {
     private(
         async {
-            let shared = shares::open(&state, &token).await?;
+            let shared = shares::open(&state, &token, client).await?;
             let allow_downloads = shared.share.allow_downloads;
             let data = load(&state, &shared.tenant, shared.run, false).await?;
             let viewer = Viewer::Shared {
@@ -51,10 +56,14 @@ pub async fn page(State(state): State<AppState>, Path(token): Path<String>) -> R
 }
 
 /// `GET /r/{token}/charts`: the shared run's charts, for the live refresh.
-pub async fn charts(State(state): State<AppState>, Path(token): Path<String>) -> Response {
+pub async fn charts(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Path(token): Path<String>,
+) -> Response {
     private(
         async {
-            let shared = shares::open(&state, &token).await?;
+            let shared = shares::open(&state, &token, client).await?;
             let charts = charts_markup(&state, &shared.tenant, &shared.run).await?;
             Ok(charts_fragment(&state, &shared.run, charts))
         }
