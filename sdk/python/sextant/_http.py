@@ -369,7 +369,7 @@ class Client:
                 else:
                     error = _error_from(response, self.url + "/v1/auth/token")
                     if error.code == "api_key_required":
-                        # A session token rather than a key: it is used as it is.
+                        # A session or job token rather than a key: used as it is.
                         self._use_tokens = False
                         return self.api_key
                     raise error
