@@ -1,7 +1,7 @@
 //! What Sextant costs on AWS, from the requests its code issues: the standard workload
 //! (`tests/workloads/curves.py`, about a million points) logged through the real
 //! domain code at four batch sizes, a chart read and an exact read of one series,
-//! and an idle hour of metering, each counted in DynamoDB request units and requests
+//! an idle hour of metering, and images and artifacts stored and swept, each counted in DynamoDB request units and requests
 //! by `sextant_shared::storage::capacity` (the pricing rules applied to item sizes),
 //! then priced at us-east-1 list prices beside the default plan. `docs/cost.md` says
 //! where every price comes from and which figures are estimates. Run it with
@@ -16,27 +16,34 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
+use sextant_metering::MeteringHour;
 use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::password::Password;
+use sextant_shared::billing;
 use sextant_shared::billing::{BillingMonth, PricePlan};
+use sextant_shared::clock::ManualClock;
 use sextant_shared::ids::RunId;
+use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::Storage;
+use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::capacity::{
     BlobUsage, KvUsage, MeteredBlobs, MeteredKv, Operation, RequestClass,
 };
 use sextant_shared::storage::embedded::EmbeddedKv;
 use sextant_shared::storage::kv::{Item, KvStore, Query};
 use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
-use sextant_shared::{billing, metering};
 use sextant_tests::workload::{Series, batches, points_in, workload};
+use sha2::{Digest, Sha256};
 
 /// us-east-1 list prices in USD; `docs/cost.md` cites each.
 mod price {
@@ -83,6 +90,9 @@ struct Fixture {
     blobs: Arc<MeteredBlobs>,
     /// The embedded store under the meter, to look at what was stored without counting.
     raw: Arc<dyn KvStore>,
+    /// The blob store under the meter, for what a client sends to a presigned URL (the
+    /// meter counts that request when the URL is made).
+    raw_blobs: Arc<dyn BlobStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -108,7 +118,8 @@ impl Fixture {
             "http://127.0.0.1:1".parse().expect("url"),
         )
         .expect("blobs");
-        let blobs = Arc::new(MeteredBlobs::new(Arc::new(local)));
+        let raw_blobs: Arc<dyn BlobStore> = Arc::new(local);
+        let blobs = Arc::new(MeteredBlobs::new(Arc::clone(&raw_blobs)));
         let keyring = Keyring::new(&[("bench".to_owned(), vec![7; 32])]).expect("keyring");
         let state = AppState::new(
             Storage {
@@ -123,6 +134,7 @@ impl Fixture {
             kv,
             blobs,
             raw,
+            raw_blobs,
             _dir: dir,
         }
     }
@@ -300,17 +312,17 @@ async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
         kv: fixture.kv.take(),
     });
 
-    let (mut points, mut pages, mut after) = (0, 0, None::<i64>);
+    let (mut points, mut pages, mut cursor) = (0, 0, None::<String>);
     loop {
-        let url = match after {
-            Some(step) => format!("{series}?after={step}"),
+        let url = match &cursor {
+            Some(cursor) => format!("{series}?cursor={cursor}"),
             None => series.clone(),
         };
         let page = get(url).await;
         pages += 1;
         points += page["steps"].as_array().expect("steps").len();
-        match page["next_after"].as_i64() {
-            Some(step) => after = Some(step),
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
             None => break,
         }
     }
@@ -524,16 +536,17 @@ async fn idle_metering() {
                 .await
                 .expect("stored");
         }
-        // The first run finds no cursor; from the next on, one run rolls up one hour.
-        metering::roll_up_through(&fixture.state, first)
+        // The first run finds no cursors; from the next on, one run does one hour.
+        sextant_metering::run(&fixture.state, MeteringHour::ending_at_or_before(first))
             .await
-            .expect("roll-up");
+            .expect("the first hourly run");
         fixture.kv.take();
         fixture.blobs.take();
-        let hours = metering::roll_up_through(&fixture.state, first + time::Duration::HOUR)
+        let hour = MeteringHour::ending_at_or_before(first + time::Duration::HOUR);
+        let report = sextant_metering::run(&fixture.state, hour)
             .await
-            .expect("roll-up");
-        assert_eq!(hours.len(), 1);
+            .expect("the hourly run");
+        assert_eq!(report.hours, 1);
         let hour = fixture.kv.take();
         let monthly = |usage: &KvUsage, blobs: &BlobUsage, times: f64| {
             times
@@ -596,4 +609,97 @@ fn main() {
     print_dollars(&results);
     print_storage(&results);
     runtime.block_on(idle_metering());
+    runtime.block_on(uploads());
+}
+
+/// Images and artifacts: what storing each costs, and what the hourly run's sweep
+/// pays to settle the ledger note each upload left (`shared/src/sweep.rs`).
+async fn uploads() {
+    const IMAGES: usize = 100;
+    const IMAGE_BYTES: usize = 100 * 1024;
+    const ARTIFACTS: usize = 10;
+    const ARTIFACT_BYTES: usize = 1024 * 1024;
+    println!("\n## Uploads: {IMAGES} images of 100 KiB, {ARTIFACTS} artifacts of 1 MiB");
+    println!(
+        "{:<30} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>12}",
+        "step", "DDB req", "RRU", "WRU", "S3 PUT", "S3 GET", "S3 DEL", "cost each"
+    );
+    let fixture = Fixture::new();
+    let team = fixture.team(0).await;
+    let run = fixture.new_run(&team).await;
+    let clock = Arc::new(ManualClock::starting_at(
+        time::macros::datetime!(2030-01-15 10:05 UTC),
+    ));
+    let state = fixture.state.clone().with_clock(clock.clone());
+    let tenant = &team.caller.tenant;
+    // A deployment's sweep has run before: its cursor is set, so the runs below look
+    // at the hours since, not the first run's two weeks.
+    sextant_metering::sweep_due(&state, state.now())
+        .await
+        .expect("the first sweep");
+    let print = |step: &str, count: usize| {
+        let (kv, blobs) = (fixture.kv.take(), fixture.blobs.take());
+        let cost = kv.read_units() as f64 * price::READ_UNIT
+            + kv.write_units() as f64 * price::WRITE_UNIT
+            + blobs.in_class(RequestClass::PutCopyPostList) as f64 * price::S3_PUT_CLASS
+            + blobs.in_class(RequestClass::GetAndOther) as f64 * price::S3_GET_CLASS;
+        let each = |n: u64| n as f64 / count as f64;
+        println!(
+            "{:<30} {:>8.2} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>12}",
+            step,
+            each(kv.requests()),
+            each(kv.read_units()),
+            each(kv.write_units()),
+            each(blobs.in_class(RequestClass::PutCopyPostList)),
+            each(blobs.in_class(RequestClass::GetAndOther)),
+            each(blobs.in_class(RequestClass::Free)),
+            // Fractions of a cent: dollars() would round them away.
+            format!("${:.7}", cost / count as f64),
+        );
+    };
+    fixture.kv.take();
+    fixture.blobs.take();
+    for n in 0..IMAGES {
+        let mut image = b"\x89PNG\r\n\x1a\n".to_vec();
+        image.extend((0..IMAGE_BYTES).map(|i| (i * 31 + n) as u8));
+        images::log(&state, tenant, run, "samples", n as i64, Bytes::from(image))
+            .await
+            .expect("an image");
+    }
+    print("log an image", IMAGES);
+    for n in 0..ARTIFACTS {
+        let body: Vec<u8> = (0..ARTIFACT_BYTES).map(|i| (i * 7 + n) as u8).collect();
+        let path = format!("outputs/{n}.bin");
+        let new: NewArtifact = serde_json::from_value(serde_json::json!({
+            "path": path,
+            "size": body.len(),
+            "sha256": hex::encode(Sha256::digest(&body)),
+        }))
+        .expect("a registration");
+        artifacts::register(&state, tenant, run, new)
+            .await
+            .expect("registered");
+        // The client's PUT to the presigned URL, billed to the bucket's owner.
+        let key = artifacts::blob_key(tenant, run, &ArtifactPath::parse(&path).unwrap()).unwrap();
+        fixture
+            .raw_blobs
+            .put(&key, Bytes::from(body))
+            .await
+            .expect("uploaded");
+        let completion: Completion =
+            serde_json::from_value(serde_json::json!({"path": path})).expect("a completion");
+        let sealed = artifacts::complete(&state, tenant, run, completion)
+            .await
+            .expect("completed");
+        assert!(matches!(sealed, Completed::Sealed(_)));
+    }
+    print("register, PUT, complete", ARTIFACTS);
+    // Every note falls due once its URL has expired; the hourly run after settles it.
+    clock.advance(time::Duration::hours(3));
+    let report = sextant_metering::sweep_due(&state, state.now())
+        .await
+        .expect("the sweep");
+    assert_eq!(report.notes, IMAGES + ARTIFACTS);
+    assert_eq!(report.bytes_deleted, 0, "every upload was claimed");
+    print("sweep: settle a note", IMAGES + ARTIFACTS);
 }
