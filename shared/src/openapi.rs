@@ -201,9 +201,72 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
 /// The JSON of a document, as served and as checked in: stable, pretty, one trailing
 /// newline.
 pub fn to_json(document: &OpenApi) -> String {
-    let mut json = document
+    let declared = document
         .to_pretty_json()
         .expect("an OpenAPI document serializes");
+    let mut ordered: OrderedJson =
+        serde_json::from_str(&declared).expect("a serialized document parses");
+    ordered.sort_extensions();
+    let mut json = serde_json::to_string_pretty(&ordered).expect("a parsed document serializes");
     json.push('\n');
     json
+}
+
+/// JSON that keeps its objects' keys in the order written. utoipa keeps `x-`
+/// extensions in a `HashMap`, whose order changes from one process to the next, and
+/// `serde_json::Value` would sort every key (the workspace does not turn on its
+/// `preserve_order`, on which stored bytes would then depend); this keeps the declared
+/// order of everything else and sorts only the extensions.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum OrderedJson {
+    Object(indexmap::IndexMap<String, OrderedJson>),
+    Array(Vec<OrderedJson>),
+    Scalar(serde_json::Value),
+}
+
+impl OrderedJson {
+    fn sort_extensions(&mut self) {
+        match self {
+            OrderedJson::Object(map) => {
+                let extension_rank = |key: &String| key.starts_with("x-").then(|| key.clone());
+                map.sort_by(|a, _, b, _| extension_rank(a).cmp(&extension_rank(b)));
+                map.values_mut().for_each(OrderedJson::sort_extensions);
+            }
+            OrderedJson::Array(items) => items.iter_mut().for_each(OrderedJson::sort_extensions),
+            OrderedJson::Scalar(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::openapi::extensions::ExtensionsBuilder;
+    use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, PathsBuilder};
+
+    fn document_with_extensions(names: impl Iterator<Item = String>) -> OpenApi {
+        let mut extensions = ExtensionsBuilder::new();
+        for name in names {
+            extensions = extensions.add(name, true);
+        }
+        let operation = OperationBuilder::new()
+            .extensions(Some(extensions.build()))
+            .build();
+        OpenApiBuilder::new()
+            .paths(PathsBuilder::new().path("/", PathItem::new(HttpMethod::Get, operation)))
+            .build()
+    }
+
+    #[test]
+    fn extensions_serialize_in_one_order_however_they_were_stored() {
+        let names = || (0..16).map(|n| format!("x-extension-{n:02}"));
+        let forwards = to_json(&document_with_extensions(names()));
+        let backwards = to_json(&document_with_extensions(names().rev()));
+        assert_eq!(forwards, backwards);
+        let positions: Vec<usize> = names()
+            .map(|name| forwards.find(&name).expect("every extension is serialized"))
+            .collect();
+        assert!(positions.is_sorted(), "extensions are sorted by name");
+    }
 }
