@@ -9,6 +9,11 @@ seconds=${1:-20}
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install --locked cargo-fuzz
 fi
+# The fuzz crate sits outside the workspace (it needs nightly and sanitizer flags), so
+# it has a lock file of its own; seeding it from the workspace's pins the dependencies
+# it shares with the workspace to the versions the tests ran, and cargo only adds the
+# fuzzer's. It is ignored by git, so a run leaves the tree clean.
+cp Cargo.lock fuzz/Cargo.lock
 export CARGO_TARGET_DIR=${SEXTANT_FUZZ_TARGET_DIR:-$HOME/.cache/sextant/fuzz-target}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

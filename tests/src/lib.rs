@@ -398,18 +398,38 @@ pub fn error_code(body: &Value) -> String {
 }
 
 /// Runs each case, an async fn taking what `$spawn` returns, as its own test in a
-/// module named `$module` (say, one module per storage backend).
+/// module named `$module` (say, one module per storage backend). Attributes before the
+/// module's name go on every test.
 #[macro_export]
 macro_rules! cases {
-    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
+    ($(#[$attribute:meta])* $module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
         mod $module {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case($spawn().await).await;
-                }
-            )+
+            $crate::cases!(@each [$(#[$attribute])*] $spawn; $($case),+);
         }
+    };
+    // One case at a time: the attributes repeat once per case, which a single
+    // repetition over the cases cannot express.
+    (@each [$($attribute:tt)*] $spawn:path; $case:ident $(, $rest:ident)*) => {
+        $($attribute)*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $case() {
+            super::$case($spawn().await).await;
+        }
+        $crate::cases!(@each [$($attribute)*] $spawn; $($rest),*);
+    };
+    (@each [$($attribute:tt)*] $spawn:path;) => {};
+}
+
+/// `cases!` for a `$spawn` that needs moto's server: `cargo test` on a fresh clone
+/// reports them ignored instead of failing; `scripts/test.sh` starts the emulator and
+/// runs them (`--run-ignored all`).
+#[macro_export]
+macro_rules! aws_cases {
+    ($module:ident, $spawn:path; $($case:ident),+ $(,)?) => {
+        $crate::cases!(
+            #[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
+            $module, $spawn; $($case),+
+        );
     };
 }
 

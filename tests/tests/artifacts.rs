@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::storage::blob::BlobStore;
 use sextant_shared::storage::s3::S3Blobs;
-use sextant_tests::{TestApp, cases, error_code, fresh_aws_storage, sha256_hex, text};
+use sextant_tests::{TestApp, aws_cases, cases, error_code, fresh_aws_storage, sha256_hex, text};
 use sha2::{Digest, Sha256};
 
 const MIB: u64 = 1024 * 1024;
@@ -1367,7 +1367,7 @@ async fn two_completions_at_once_leave_the_artifact_ready(fx: Fixture) {
 macro_rules! on_both_backends {
     ($($case:ident),+ $(,)?) => {
         cases!(local_blobs, super::local; $($case),+);
-        cases!(s3, super::on_aws; $($case),+);
+        aws_cases!(s3, super::on_aws; $($case),+);
     };
 }
 

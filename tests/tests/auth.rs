@@ -247,7 +247,7 @@ sextant_tests::cases!(throttled_on_the_embedded_store, sextant_tests::embedded_s
     failed_log_ins_back_off_without_locking_the_owner_out,
     an_address_sending_unknown_invite_tokens_is_made_to_wait,
 );
-sextant_tests::cases!(throttled_on_dynamodb, sextant_tests::aws_state;
+sextant_tests::aws_cases!(throttled_on_dynamodb, sextant_tests::aws_state;
     failed_log_ins_back_off_without_locking_the_owner_out,
     an_address_sending_unknown_invite_tokens_is_made_to_wait,
 );
@@ -609,7 +609,7 @@ async fn invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted(app: Te
 }
 
 sextant_tests::cases!(embedded, sextant_tests::TestApp::spawn; invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted);
-sextant_tests::cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws; invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted);
+sextant_tests::aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws; invites_of_a_removed_or_demoted_admin_can_no_longer_be_accepted);
 
 #[tokio::test]
 async fn the_last_admin_can_be_neither_demoted_nor_removed() {
@@ -698,6 +698,7 @@ async fn projects_are_created_once_per_name_and_found_by_id_or_name() {
     assert_eq!(listed["projects"].as_array().unwrap().len(), 1);
 }
 
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
 #[tokio::test]
 async fn the_whole_account_flow_works_on_dynamodb_and_s3() {
     let app = TestApp::spawn_on_aws().await;

@@ -151,6 +151,7 @@ async fn the_roll_up_on_the_embedded_store() {
         .await;
 }
 
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
 #[tokio::test]
 async fn the_roll_up_on_dynamodb() {
     rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(aws_state().await).await;

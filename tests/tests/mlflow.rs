@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::billing::PricePlan;
-use sextant_tests::{TestApp, cases, fresh_aws_storage, sha256_hex, text};
+use sextant_tests::{TestApp, aws_cases, cases, fresh_aws_storage, sha256_hex, text};
 
 async fn call(
     app: &TestApp,
@@ -553,7 +553,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     a_viewer_reads_but_cannot_write,
     a_proxied_multipart_upload_is_measured_when_it_completes,
 );
-cases!(on_aws, sextant_tests::TestApp::spawn_on_aws;
+aws_cases!(on_aws, sextant_tests::TestApp::spawn_on_aws;
     a_run_logged_through_mlflow_reads_back_through_both_apis,
     a_retried_metric_request_stores_its_points_once,
     a_search_is_bounded_by_its_filter_and_experiments,
@@ -612,6 +612,7 @@ async fn points_logged_through_mlflow_count_against_the_plan_on_the_embedded_sto
         .await;
 }
 
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn points_logged_through_mlflow_count_against_the_plan_on_dynamodb() {
     let (storage, _, _) = fresh_aws_storage().await;

@@ -15,7 +15,7 @@ use sextant_shared::queue::{self, Finish, JobState, NewJob, QueueName};
 use sextant_shared::runs::{self, Status};
 use sextant_shared::series::{self, TextPoints};
 use sextant_shared::state::AppState;
-use sextant_tests::{Team, TestApp, cases, error_code, signed_up_caller, text, unique};
+use sextant_tests::{Team, TestApp, aws_cases, cases, error_code, signed_up_caller, text, unique};
 use time::{Duration, OffsetDateTime};
 
 /// A team with a project, on an app.
@@ -600,7 +600,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     the_list_pages_oldest_first_and_filters_by_state,
     deleting_a_run_or_its_project_removes_its_job,
 );
-cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
+aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     a_job_is_enqueued_claimed_heartbeated_and_finished,
     a_failing_command_fails_its_run_and_the_job_keeps_its_exit_status,
     claims_take_the_oldest_job_whose_labels_the_agent_has,
@@ -773,7 +773,7 @@ mod domain {
         a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fails_with_the_reason,
         a_job_whose_agent_died_after_its_run_ended_takes_the_runs_end,
     );
-    cases!(dynamodb, sextant_tests::aws_state;
+    aws_cases!(dynamodb, sextant_tests::aws_state;
         a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fails_with_the_reason,
         a_job_whose_agent_died_after_its_run_ended_takes_the_runs_end,
     );

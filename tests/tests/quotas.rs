@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sextant_cli::Backend;
 use sextant_shared::billing::PricePlan;
-use sextant_tests::{PNG, TestApp, cases, error_code, fresh_aws_storage, text};
+use sextant_tests::{PNG, TestApp, aws_cases, cases, error_code, fresh_aws_storage, text};
 
 const CAP: u64 = 100;
 
@@ -99,7 +99,7 @@ async fn points_past_the_cap_are_refused_and_nothing_of_them_is_stored(app: Test
 }
 
 cases!(embedded, super::capped; points_past_the_cap_are_refused_and_nothing_of_them_is_stored);
-cases!(dynamodb, super::capped_on_aws; points_past_the_cap_are_refused_and_nothing_of_them_is_stored);
+aws_cases!(dynamodb, super::capped_on_aws; points_past_the_cap_are_refused_and_nothing_of_them_is_stored);
 
 /// Every batch passes the early check while the month is under the cap; the commit's
 /// condition is what keeps the total at the cap. (Embedded only: moto rolls a refused

@@ -173,6 +173,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     (kv.take(), points_in(&workload))
 }
 
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logged_workload_costs_the_same_units_on_dynamodb_as_on_the_embedded_store_and_stays_within_budget()
  {

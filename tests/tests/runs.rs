@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_tests::{Team, TestApp, cases, error_code, fresh_aws_storage, text};
+use sextant_tests::{Team, TestApp, aws_cases, cases, error_code, fresh_aws_storage, text};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -106,7 +106,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     a_viewer_reads_runs_and_series_but_cannot_change_anything,
 );
 
-cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
+aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     a_new_run_gets_a_number_a_default_name_and_flattened_params,
     a_remote_url_loses_its_credentials_on_every_way_in,
     patching_changes_name_description_tags_params_and_git,
@@ -126,7 +126,7 @@ cases!(embedded_with_a_one_second_heartbeat_timeout, super::short_heartbeat_embe
     an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out,
 );
 
-cases!(dynamodb_with_a_one_second_heartbeat_timeout, super::short_heartbeat_dynamodb;
+aws_cases!(dynamodb_with_a_one_second_heartbeat_timeout, super::short_heartbeat_dynamodb;
     a_silent_run_reads_as_lost_until_it_logs_again,
     an_abort_never_confirmed_reads_as_aborted_once_the_heartbeat_times_out,
 );

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sextant_tests::{TestApp, cases, error_code, text, unique};
+use sextant_tests::{TestApp, aws_cases, cases, error_code, text, unique};
 
 /// A float from a JSON value: a number or one of the strings for non-finite values.
 fn float(value: &Value) -> f64 {
@@ -100,7 +100,7 @@ async fn summaries(app: &TestApp, key: &str, run: &str) -> Value {
 macro_rules! on_both_backends {
     ($($case:ident),+ $(,)?) => {
         cases!(embedded, sextant_tests::TestApp::spawn; $($case),+);
-        cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws; $($case),+);
+        aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws; $($case),+);
     };
 }
 

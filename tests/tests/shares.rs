@@ -15,7 +15,8 @@ use sextant_shared::state::{AppState, Settings};
 use sextant_shared::storage::Storage;
 use sextant_shared::storage::embedded::EmbeddedKv;
 use sextant_tests::{
-    PNG, Team, TestApp, cases, error_code, fresh_aws_storage, local_blobs_with_routes, text, unique,
+    PNG, Team, TestApp, aws_cases, cases, error_code, fresh_aws_storage, local_blobs_with_routes,
+    text, unique,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,7 +32,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     bad_expiries_and_unknown_fields_are_refused,
 );
 
-cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
+aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     a_shared_run_reads_logged_out_exactly_as_its_team_reads_it,
     downloads_are_refused_unless_the_share_allows_them_and_allowed_ones_redirect,
     the_share_list_shows_live_shares_without_their_tokens,
@@ -45,7 +46,7 @@ cases!(embedded_on_a_manual_clock, super::clocked_embedded;
     a_share_answers_404_from_the_moment_it_expires,
 );
 
-cases!(dynamodb_on_a_manual_clock, super::clocked_dynamodb;
+aws_cases!(dynamodb_on_a_manual_clock, super::clocked_dynamodb;
     a_share_answers_404_from_the_moment_it_expires,
 );
 
@@ -819,6 +820,7 @@ async fn scan(config: &sextant_shared::storage::AwsStorageConfig) -> Vec<Value> 
         .collect()
 }
 
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
 #[tokio::test]
 async fn a_share_is_stored_as_a_hash_with_a_ttl_at_its_expiry_and_goes_with_its_run() {
     let (config, _, _) = fresh_aws_storage().await;

@@ -360,4 +360,4 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
 }
 
 sextant_tests::cases!(local_blobs, super::local; bytes_in_the_bucket_equal_bytes_billed_once_swept);
-sextant_tests::cases!(s3, super::on_aws; bytes_in_the_bucket_equal_bytes_billed_once_swept);
+sextant_tests::aws_cases!(s3, super::on_aws; bytes_in_the_bucket_equal_bytes_billed_once_swept);
