@@ -6,6 +6,7 @@
 //! and `admin usage` work on a data directory's store directly.
 
 pub mod agent;
+pub mod blob_routes;
 pub mod client;
 pub mod enqueue;
 pub mod import_mlflow;
@@ -23,10 +24,11 @@ use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::operator::OperatorTokenHash;
 use sextant_shared::billing::{self, BillingMonth, PricePlan, TenantTotals};
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
-use sextant_shared::storage::{AwsStorageConfig, Storage};
 use sextant_shared::{http, metering};
+use sextant_storage::Storage;
+use sextant_storage_aws::AwsStorageConfig;
+use sextant_storage_local::EmbeddedKv;
+use sextant_storage_local::{LocalBlobs, UrlSigner};
 use tokio::net::TcpListener;
 
 /// Where `serve` keeps its data.
@@ -76,7 +78,7 @@ impl Application {
         let storage = match &config.backend {
             Backend::Embedded => {
                 let storage = embedded_storage(&config.data_dir, &secrets, &base_url)?;
-                router = router.merge(local_blob::routes(Arc::clone(&storage.1)));
+                router = router.merge(blob_routes::routes(Arc::clone(&storage.1)));
                 storage.0
             }
             Backend::Aws(aws) => aws.storage().await,

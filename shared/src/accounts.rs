@@ -25,10 +25,10 @@ use crate::auth::throttle;
 use crate::auth::{Caller, Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
-use crate::records::{TTL, doc_item, get_doc, query_docs, read_doc};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::records::{TTL, doc_item, get_doc, query_docs, read_doc};
 
 const TEAM: &str = "team";
 const VERSION: &str = "version";
@@ -959,7 +959,7 @@ pub async fn remove_member(state: &AppState, tenant: &Tenant, id: UserId) -> Api
             })
             .collect();
         // User, e-mail and team version take three of the transaction's hundred slots.
-        let room = crate::storage::kv::MAX_TRANSACT_ITEMS - 3;
+        let room = sextant_storage::kv::MAX_TRANSACT_ITEMS - 3;
         let overflow = key_deletes.split_off(key_deletes.len().min(room) & !1);
         let before = overflow
             .into_iter()

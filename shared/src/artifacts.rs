@@ -38,15 +38,15 @@ use time::OffsetDateTime;
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
-use crate::records::{doc_item, read_doc};
 use crate::runs;
 use crate::series::step_key;
 use crate::state::AppState;
-use crate::storage::blob::{BlobError, BlobKey, CREATE_ONLY, CompletedPart, MAX_PARTS, Presign};
-use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value};
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::blob::{BlobError, BlobKey, CREATE_ONLY, CompletedPart, MAX_PARTS, Presign};
+use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp, Value};
+use sextant_storage::records::{doc_item, read_doc};
 
 /// Larger artifacts upload in parts.
 pub const SINGLE_UPLOAD_MAX_BYTES: u64 = 64 * 1024 * 1024;
@@ -1100,7 +1100,7 @@ pub async fn list(
         }
         _ => Query::partition(partition).prefix("a#"),
     };
-    let artifacts: Vec<Artifact> = crate::records::query_docs(&*state.kv, query).await?;
+    let artifacts: Vec<Artifact> = sextant_storage::records::query_docs(&*state.kv, query).await?;
     Ok(artifacts
         .into_iter()
         .filter(|artifact| artifact.is_ready())
@@ -1203,7 +1203,7 @@ async fn remove(
 
 /// Deletes every artifact of a run, for deleting the run.
 pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
-    let all: Vec<Artifact> = crate::records::query_docs(
+    let all: Vec<Artifact> = sextant_storage::records::query_docs(
         &*state.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix("a#"),
     )

@@ -14,11 +14,11 @@ use time::{Date, Month, OffsetDateTime, Time};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::TenantId;
 use crate::metering::{self, HourlyUsage};
-use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
-use crate::storage::blob::BlobKey;
-use crate::storage::kv::{Condition, Key, Query, StoreError};
 use crate::tenancy::Tenant;
+use sextant_storage::blob::BlobKey;
+use sextant_storage::kv::{Condition, Key, Query, StoreError};
+use sextant_storage::records::{doc_item, get_doc};
 
 pub const HOURS_PER_GB_MONTH: u32 = 730;
 const BYTES_PER_GB: u64 = 1_000_000_000;

@@ -7,8 +7,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::storage::blob::BlobError;
-use crate::storage::kv::StoreError;
+use sextant_storage::blob::BlobError;
+use sextant_storage::kv::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {

@@ -12,15 +12,15 @@ use time::OffsetDateTime;
 use crate::artifacts::DOWNLOAD_URL_TTL;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
-use crate::records::doc_item;
 use crate::runs;
 use crate::series::{check_name, step_key};
 use crate::state::AppState;
-use crate::storage::blob::{BlobKey, Presign};
-use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp};
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::blob::{BlobKey, Presign};
+use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp};
+use sextant_storage::records::doc_item;
 
 /// Images travel in the request body, under the API's body limit.
 pub const MAX_IMAGE_BYTES: usize = 5 * 1024 * 1024;
@@ -96,7 +96,7 @@ fn image_id(series: &str, step: i64, bytes: &[u8]) -> String {
 }
 
 async fn existing(state: &AppState, index: &Key) -> ApiResult<Option<Image>> {
-    Ok(crate::records::get_doc(&*state.kv, index).await?)
+    Ok(sextant_storage::records::get_doc(&*state.kv, index).await?)
 }
 
 /// Stores one image of a series at a step, once: the same bytes sent again to the same
@@ -289,7 +289,7 @@ pub async fn list(
         query = query.limit(limit - images.len()).after(start_after);
         let page = state.kv.query(query.clone()).await?;
         for item in &page.items {
-            images.push(crate::records::read_doc(item)?);
+            images.push(sextant_storage::records::read_doc(item)?);
         }
         start_after = page.next;
         if start_after.is_none() || images.len() == limit {
@@ -330,7 +330,7 @@ pub async fn series(
     loop {
         let page = state.kv.query(query.clone()).await?;
         for item in &page.items {
-            let image: Image = crate::records::read_doc(item)?;
+            let image: Image = sextant_storage::records::read_doc(item)?;
             let entry = series.entry(image.series).or_insert(SeriesImages {
                 count: 0,
                 first_step: image.step,
@@ -363,7 +363,15 @@ pub async fn latest(
     let page = state.kv.query(query).await?;
     let mut listed = Vec::with_capacity(page.items.len());
     for item in page.items.iter().rev() {
-        listed.push(with_url(state, tenant, run, crate::records::read_doc(item)?).await?);
+        listed.push(
+            with_url(
+                state,
+                tenant,
+                run,
+                sextant_storage::records::read_doc(item)?,
+            )
+            .await?,
+        );
     }
     Ok(listed)
 }
@@ -391,7 +399,7 @@ pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiRes
     loop {
         let page = state.kv.query(query.clone()).await?;
         for item in &page.items {
-            let image: Image = crate::records::read_doc(item)?;
+            let image: Image = sextant_storage::records::read_doc(item)?;
             state.blobs.delete(&blob_key(tenant, run, &image)?).await?;
             match state
                 .kv

@@ -15,11 +15,11 @@ use time::OffsetDateTime;
 use crate::artifacts::{self, ArtifactPath};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
-use crate::records::{doc_item, get_doc, query_docs};
 use crate::runs::{self, RunRecord};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp};
+use sextant_storage::records::{doc_item, get_doc, query_docs};
 
 /// A graph answer holds at most this many nodes; a larger one says it was cut.
 pub const MAX_NODES: usize = 500;

@@ -25,11 +25,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::ApiResult;
 use crate::ids::TenantId;
-use crate::records::{doc_item, get_doc};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
+use sextant_storage::records::{doc_item, get_doc};
 
 /// Tenants whose records one roll-up writes at once: every storing tenant is sampled
 /// every hour, so a deployment with thousands of them must not visit them one by one.
@@ -308,5 +308,5 @@ pub async fn hourly(
         format!("hour#{}", hour_label(hour_of(from))),
         format!("hour#{}", hour_label(hour_of(to - Duration::NANOSECOND))),
     );
-    crate::records::query_docs(&*state.kv, query).await
+    sextant_storage::records::query_docs(&*state.kv, query).await
 }

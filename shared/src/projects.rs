@@ -9,10 +9,10 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ProjectId, UserId};
-use crate::records::{doc_item, get_doc, query_docs};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Query, StoreError, TxOp, Value};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Query, StoreError, TxOp, Value};
+use sextant_storage::records::{doc_item, get_doc, query_docs};
 
 pub const MAX_PROJECT_NAME_CHARS: usize = 100;
 pub const MAX_TAGS: usize = 100;
@@ -198,7 +198,7 @@ pub async fn update(
             .ok_or_else(|| ApiError::not_found("project"))?;
         // Projects written before they had a version read as version 0.
         let version = item.n(VERSION).unwrap_or(0);
-        let mut project: Project = crate::records::read_doc(&item)?;
+        let mut project: Project = sextant_storage::records::read_doc(&item)?;
         let old_name = project.name.clone();
         if let Some(name) = &change.name {
             project.name = name.clone();

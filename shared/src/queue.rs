@@ -30,12 +30,12 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
-use crate::records::{doc_item, get_doc, read_doc};
 use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
 use crate::series::batch::{self, LogBatch, TextLine};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
+use sextant_storage::records::{doc_item, get_doc, read_doc};
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;

@@ -28,11 +28,11 @@ use time::{Duration, OffsetDateTime};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{RunId, ShareId, TenantId, UserId};
-use crate::records::{TTL, doc_item, get_doc, query_docs};
 use crate::runs::{self, RunRecord};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Key, Query, StoreError, TxOp, Value, WriteOp};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::records::{TTL, doc_item, get_doc, query_docs};
 
 pub const DEFAULT_EXPIRY: Duration = Duration::days(30);
 pub const MIN_EXPIRY: Duration = Duration::seconds(60);

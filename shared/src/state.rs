@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::auth::jwt::Keyring;
-use crate::clock::{Clock, SystemClock};
-use crate::storage::{AwsStorageConfig, BlobStore, KvStore, Storage};
+use sextant_storage::clock::{Clock, SystemClock};
+use sextant_storage::{BlobStore, KvStore, Storage};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -96,13 +96,12 @@ impl AppState {
         self.clock.now()
     }
 
-    /// The Lambda configuration: AWS adapters from `SEXTANT_TABLE`/`SEXTANT_BUCKET`,
-    /// signing keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`,
+    /// The Lambda configuration over `storage` (the functions' AWS adapters): signing
+    /// keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`,
     /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` and the job lease from
     /// `SEXTANT_JOB_LEASE_SECS` if set, the price plan
     /// from `SEXTANT_PLAN_*` and the operator from `SEXTANT_OPERATOR_TOKEN_SHA256`.
-    pub async fn from_env() -> anyhow::Result<Self> {
-        let storage = AwsStorageConfig::from_env()?.storage().await;
+    pub fn from_env(storage: Storage) -> anyhow::Result<Self> {
         let keyring = Keyring::from_spec(
             &std::env::var("SEXTANT_JWT_KEYS").context("SEXTANT_JWT_KEYS is not set")?,
         )?;

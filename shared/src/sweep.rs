@@ -20,8 +20,8 @@ use time::{Duration, OffsetDateTime};
 use crate::error::ApiResult;
 use crate::ids::{RunId, TenantId};
 use crate::metering::{hour_label, hour_of};
-use crate::records::{doc_item, get_doc};
-use crate::storage::kv::{Condition, Key, KvStore, Query};
+use sextant_storage::kv::{Condition, Key, KvStore, Query};
+use sextant_storage::records::{doc_item, get_doc};
 
 /// Partitions each hour's notes are spread over, so a busy hour is no hot partition.
 const SHARDS: u8 = 8;
@@ -112,7 +112,7 @@ pub async fn notes(kv: &dyn KvStore, hour: OffsetDateTime) -> ApiResult<Vec<(Key
         loop {
             let page = kv.query(query.clone()).await?;
             for item in &page.items {
-                notes.push((item.key.clone(), crate::records::read_doc(item)?));
+                notes.push((item.key.clone(), sextant_storage::records::read_doc(item)?));
             }
             match page.next {
                 Some(next) => query.after = Some(next),

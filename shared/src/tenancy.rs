@@ -4,7 +4,7 @@
 //! into another team's data because it never holds another team's `Tenant`.
 
 use crate::ids::TenantId;
-use crate::storage::kv::Key;
+use sextant_storage::kv::Key;
 
 /// A team proven by a verified credential (or just created by sign-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

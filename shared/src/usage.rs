@@ -17,8 +17,8 @@ use time::OffsetDateTime;
 use crate::billing::BillingMonth;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Key, TxOp};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Key, TxOp};
 
 pub const POINTS: &str = "points";
 pub const BYTES: &str = "bytes";

@@ -2,7 +2,7 @@
 //! (`tests/workloads/curves.py`, about a million points) logged through the real
 //! domain code at four batch sizes, a chart read and an exact read of one series,
 //! an idle hour of metering, and images and artifacts stored and swept, each counted in DynamoDB request units and requests
-//! by `sextant_shared::storage::capacity` (the pricing rules applied to item sizes),
+//! by `sextant_tests::capacity` (the pricing rules applied to item sizes),
 //! then priced at us-east-1 list prices beside the default plan. `docs/cost.md` says
 //! where every price comes from and which figures are estimates. Run it with
 //!
@@ -27,21 +27,21 @@ use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::password::Password;
 use sextant_shared::billing;
 use sextant_shared::billing::{BillingMonth, PricePlan};
-use sextant_shared::clock::ManualClock;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::blob::BlobStore;
-use sextant_shared::storage::capacity::{
+use sextant_storage::Storage;
+use sextant_storage::blob::BlobStore;
+use sextant_storage::clock::ManualClock;
+use sextant_storage::kv::{Item, KvStore, Query};
+use sextant_storage_local::EmbeddedKv;
+use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
+use sextant_tests::capacity::{
     BlobUsage, KvUsage, MeteredBlobs, MeteredKv, Operation, RequestClass,
 };
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::kv::{Item, KvStore, Query};
-use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
 use sextant_tests::workload::{Series, batches, points_in, workload};
 use sha2::{Digest, Sha256};
 

@@ -27,12 +27,10 @@ use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
 use sextant_shared::series::{self, Points, StepRange};
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::kv::{
-    Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp,
-};
-use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
+use sextant_storage::Storage;
+use sextant_storage::kv::{Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp};
+use sextant_storage_local::EmbeddedKv;
+use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
 use sextant_tests::workload::{Series, batches, points_in, workload};
 
 /// The key-value port with a meter: DynamoDB write units, from item sizes.

@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use sextant_shared::storage::blob::{
+use sextant_storage::blob::{
     BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart, Presign,
 };
-use sextant_shared::storage::kv::{
+use sextant_storage::kv::{
     Condition, Item, Key, KvStore, Page, Query, StoreError, StoreResult, TxOp, WriteOp,
 };
 
@@ -413,9 +413,9 @@ impl BlobStore for FaultyBlobs {
 
 #[cfg(test)]
 mod tests {
-    use sextant_shared::storage::embedded::EmbeddedKv;
-    use sextant_shared::storage::kv::Value;
-    use sextant_shared::storage::local_blob::{LocalBlobs, UrlSigner};
+    use sextant_storage::kv::Value;
+    use sextant_storage_local::EmbeddedKv;
+    use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
 
     use super::*;
 

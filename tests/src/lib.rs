@@ -1,6 +1,7 @@
 //! Helpers for tests over Sextant's real HTTP surface: start the real application on
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
+pub mod capacity;
 pub mod faults;
 pub mod workload;
 
@@ -10,10 +11,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::{Application, Backend, ServeConfig};
 use sextant_shared::billing::PricePlan;
-use sextant_shared::storage::AwsStorageConfig;
-use sextant_shared::storage::dynamo::DynamoKv;
-use sextant_shared::storage::local_blob::{self, LocalBlobs, UrlSigner};
-use sextant_shared::storage::s3::S3Blobs;
+use sextant_storage_aws::AwsStorageConfig;
+use sextant_storage_aws::DynamoKv;
+use sextant_storage_aws::S3Blobs;
+use sextant_storage_local::{LocalBlobs, UrlSigner};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
@@ -67,7 +68,7 @@ pub async fn local_blobs_with_routes() -> (Arc<LocalBlobs>, TempDir) {
         LocalBlobs::open(&dir.path().join("blobs"), UrlSigner::new(&[7; 32]), base)
             .expect("opening the blob directory"),
     );
-    let router = local_blob::routes(Arc::clone(&blobs));
+    let router = sextant_cli::blob_routes::routes(Arc::clone(&blobs));
     tokio::spawn(async move { axum::serve(listener, router).await });
     (blobs, dir)
 }
@@ -435,7 +436,7 @@ macro_rules! aws_cases {
 
 /// An app state over `storage` as the domain tests use it: test signing keys and the
 /// default settings.
-pub fn state_on(storage: sextant_shared::storage::Storage) -> sextant_shared::state::AppState {
+pub fn state_on(storage: sextant_storage::Storage) -> sextant_shared::state::AppState {
     let keyring = sextant_shared::auth::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
         .expect("keyring");
     sextant_shared::state::AppState::new(
@@ -452,9 +453,9 @@ pub async fn embedded_state() -> (
     Box<dyn std::any::Any + Send>,
 ) {
     let (blobs, dir) = local_blobs_with_routes().await;
-    let kv = sextant_shared::storage::embedded::EmbeddedKv::open(&dir.path().join("store.redb"))
+    let kv = sextant_storage_local::EmbeddedKv::open(&dir.path().join("store.redb"))
         .expect("opening the store");
-    let storage = sextant_shared::storage::Storage {
+    let storage = sextant_storage::Storage {
         kv: Arc::new(kv),
         blobs,
     };
@@ -468,7 +469,7 @@ pub async fn aws_state() -> (
     Box<dyn std::any::Any + Send>,
 ) {
     let (_, kv, blobs) = fresh_aws_storage().await;
-    let storage = sextant_shared::storage::Storage {
+    let storage = sextant_storage::Storage {
         kv: Arc::new(kv),
         blobs: Arc::new(blobs),
     };

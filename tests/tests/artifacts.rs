@@ -19,8 +19,8 @@ use futures::StreamExt;
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_shared::storage::blob::BlobStore;
-use sextant_shared::storage::s3::S3Blobs;
+use sextant_storage::blob::BlobStore;
+use sextant_storage_aws::S3Blobs;
 use sextant_tests::{TestApp, aws_cases, cases, error_code, fresh_aws_storage, sha256_hex, text};
 use sha2::{Digest, Sha256};
 

@@ -7,8 +7,8 @@ use sextant_shared::auth::Role;
 use sextant_shared::auth::jwt::{Keyring, Subject};
 use std::sync::Arc;
 
-use sextant_shared::clock::ManualClock;
 use sextant_shared::state::AppState;
+use sextant_storage::clock::ManualClock;
 use sextant_tests::{TestApp, error_code, serve_state, text, unique};
 use time::OffsetDateTime;
 

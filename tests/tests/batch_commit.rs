@@ -6,7 +6,6 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sextant_shared::clock::ManualClock;
 use sextant_shared::ids::RunId;
 use sextant_shared::metering;
 use sextant_shared::projects::{self, ProjectName};
@@ -14,10 +13,11 @@ use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
 use sextant_shared::series::{self, Points};
 use sextant_shared::state::AppState;
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::kv::{KvStore, Query};
 use sextant_shared::tenancy::Tenant;
+use sextant_storage::Storage;
+use sextant_storage::clock::ManualClock;
+use sextant_storage::kv::{KvStore, Query};
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
 use sextant_tests::{local_blobs_with_routes, signed_up_caller, state_on};
 use time::macros::datetime;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sextant_shared::storage::blob::{
+use sextant_storage::blob::{
     BlobError, BlobKey, BlobStore, CREATE_ONLY, CompletedPart, MIN_PART_BYTES, Presign,
 };
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::kv::{
+use sextant_storage::kv::{
     Condition, Item, Key, KvStore, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::{fresh_aws_storage, local_blobs_with_routes};
 
 /// A storage pair under test, and what keeps it alive.

@@ -8,11 +8,11 @@ use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::blob::BlobStore;
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::kv::{KvStore, Query};
 use sextant_shared::usage;
+use sextant_storage::Storage;
+use sextant_storage::blob::BlobStore;
+use sextant_storage::kv::{KvStore, Query};
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
 use sextant_tests::{PNG, local_blobs_with_routes, signed_up_caller, state_on};
 

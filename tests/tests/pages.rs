@@ -11,11 +11,11 @@ use scraper::{Html, Selector};
 use serde_json::{Value, json};
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::billing::{self, BillingMonth};
-use sextant_shared::clock::ManualClock;
 use sextant_shared::metering;
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_storage::Storage;
+use sextant_storage::clock::ManualClock;
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::{PNG, Team, TestApp, local_blobs_with_routes, text, unique};
 
 const SCRIPT: &str = "<script>alert(1)</script>";

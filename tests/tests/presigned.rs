@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use serde_json::Value;
-use sextant_shared::storage::blob::{BlobKey, BlobStore, Presign};
+use sextant_storage::blob::{BlobKey, BlobStore, Presign};
 use sextant_tests::{error_code, local_blobs_with_routes};
 use time::OffsetDateTime;
 

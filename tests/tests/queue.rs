@@ -9,12 +9,12 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sextant_shared::auth::Caller;
-use sextant_shared::clock::ManualClock;
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::queue::{self, Finish, JobState, NewJob, QueueName};
 use sextant_shared::runs::{self, Status};
 use sextant_shared::series::{self, TextPoints};
 use sextant_shared::state::AppState;
+use sextant_storage::clock::ManualClock;
 use sextant_tests::{Team, TestApp, aws_cases, cases, error_code, signed_up_caller, text, unique};
 use time::{Duration, OffsetDateTime};
 

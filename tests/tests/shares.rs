@@ -10,10 +10,10 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::clock::ManualClock;
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::Storage;
-use sextant_shared::storage::embedded::EmbeddedKv;
+use sextant_storage::Storage;
+use sextant_storage::clock::ManualClock;
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::{
     PNG, Team, TestApp, aws_cases, cases, error_code, fresh_aws_storage, local_blobs_with_routes,
     text, unique,
@@ -802,7 +802,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 /// Every item of the table, as attribute maps.
-async fn scan(config: &sextant_shared::storage::AwsStorageConfig) -> Vec<Value> {
+async fn scan(config: &sextant_storage_aws::AwsStorageConfig) -> Vec<Value> {
     let items = sextant_tests::scan_table(config).await;
     items
         .into_iter()

@@ -11,16 +11,17 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
 use sextant_shared::auth::Caller;
-use sextant_shared::clock::ManualClock;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::storage::blob::{CompletedPart, MIN_PART_BYTES};
-use sextant_shared::storage::embedded::EmbeddedKv;
-use sextant_shared::storage::{AwsStorageConfig, Storage};
 use sextant_shared::usage;
+use sextant_storage::Storage;
+use sextant_storage::blob::{CompletedPart, MIN_PART_BYTES};
+use sextant_storage::clock::ManualClock;
+use sextant_storage_aws::AwsStorageConfig;
+use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
 use sextant_tests::{
     PNG, fresh_aws_storage, local_blobs_with_routes, sha256_hex, signed_up_caller, state_on,

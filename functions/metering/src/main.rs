@@ -8,7 +8,10 @@ use sextant_shared::state::AppState;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     sextant_shared::telemetry::init();
-    let state = AppState::from_env().await?;
+    let storage = sextant_storage_aws::AwsStorageConfig::from_env()?
+        .storage()
+        .await;
+    let state = AppState::from_env(storage)?;
     let state = &state;
     lambda_runtime::run(service_fn(
         |event: LambdaEvent<ScheduledEvent>| async move {

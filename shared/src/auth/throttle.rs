@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::error::{ApiError, ApiResult};
-use crate::records::{TTL, doc_item, read_doc};
-use crate::storage::kv::{Condition, Key, KvStore, StoreError, Value};
+use sextant_storage::kv::{Condition, Key, KvStore, StoreError, Value};
+use sextant_storage::records::{TTL, doc_item, read_doc};
 
 /// When attempts of one scope start to wait, and how long they wait at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

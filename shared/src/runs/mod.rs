@@ -25,13 +25,13 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::Project;
-use crate::records::{doc_item, get_doc, read_doc};
 use crate::series::SeriesSummary;
 use crate::state::AppState;
-use crate::storage::kv::{
+use crate::tenancy::Tenant;
+use sextant_storage::kv::{
     Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
-use crate::tenancy::Tenant;
+use sextant_storage::records::{doc_item, get_doc, read_doc};
 
 pub use params::ParamValue;
 

@@ -28,12 +28,12 @@ use super::{
 use crate::error::{ApiError, ApiResult};
 use crate::floats::JsonF64;
 use crate::ids::RunId;
-use crate::records::{doc_item, get_doc};
 use crate::runs::{self, RunRecord};
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, StoreError, TxOp, Value, WriteOp};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::records::{doc_item, get_doc};
 
 /// Points (numbers and text lines) one batch may carry.
 pub const MAX_BATCH_POINTS: usize = 250_000;

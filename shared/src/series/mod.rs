@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
 use crate::state::AppState;
-use crate::storage::kv::{Item, Query};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Item, Query};
 
 pub use codec::Points;
 pub use text::TextPoints;

@@ -19,8 +19,8 @@ use time::{Duration, OffsetDateTime};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
 use crate::state::AppState;
-use crate::storage::kv::{Condition, Item, Key, Query, Value, WriteOp};
 use crate::tenancy::Tenant;
+use sextant_storage::kv::{Condition, Item, Key, Query, Value, WriteOp};
 
 const PREFIX: &str = "p#";
 const CHUNKS: &str = "chunks";

@@ -21,7 +21,7 @@ use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
 use sextant_shared::runs;
 use sextant_shared::state::AppState;
-use sextant_shared::storage::blob::CompletedPart;
+use sextant_storage::blob::CompletedPart;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -12,13 +12,13 @@ use sextant_shared::floats::JsonF64;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
 use sextant_shared::lineage::{self, NewInput};
-use sextant_shared::records::{doc_item, query_docs};
 use sextant_shared::runs::params::{self, ParamValue};
 use sextant_shared::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, Status};
 use sextant_shared::series::batch::{self, LogBatch, SeriesColumns};
 use sextant_shared::series::{self, SeriesKind};
 use sextant_shared::state::AppState;
-use sextant_shared::storage::kv::{Condition, Key, Query as KvQuery};
+use sextant_storage::kv::{Condition, Key, Query as KvQuery};
+use sextant_storage::records::{doc_item, query_docs};
 use sha2::{Digest, Sha256};
 
 use super::convert::{self, KeyValue};

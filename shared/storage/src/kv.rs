@@ -136,7 +136,7 @@ impl Item {
                 .sum::<usize>()
     }
 
-    pub(crate) fn validate(&self) -> Result<(), StoreError> {
+    pub fn validate(&self) -> Result<(), StoreError> {
         self.key.validate()?;
         if self.attrs.contains_key(PK) || self.attrs.contains_key(SK) {
             return Err(StoreError::Invalid(
@@ -362,7 +362,7 @@ pub trait KvStore: Send + Sync + std::fmt::Debug + 'static {
 }
 
 /// Checks a transaction against DynamoDB's rules before any adapter runs it.
-pub(crate) fn validate_transaction(ops: &[TxOp]) -> StoreResult<()> {
+pub fn validate_transaction(ops: &[TxOp]) -> StoreResult<()> {
     if ops.is_empty() || ops.len() > MAX_TRANSACT_ITEMS {
         return Err(StoreError::Invalid(format!(
             "a transaction holds 1..={MAX_TRANSACT_ITEMS} operations, not {}",
@@ -386,7 +386,7 @@ pub(crate) fn validate_transaction(ops: &[TxOp]) -> StoreResult<()> {
 
 /// Checks a batch against the per-item rules; adapters split it into requests.
 /// DynamoDB refuses a batch naming one key twice, so every adapter does.
-pub(crate) fn validate_batch(ops: &[WriteOp]) -> StoreResult<()> {
+pub fn validate_batch(ops: &[WriteOp]) -> StoreResult<()> {
     let mut seen = std::collections::HashSet::with_capacity(ops.len());
     for op in ops {
         let key = match op {
@@ -408,7 +408,7 @@ pub(crate) fn validate_batch(ops: &[WriteOp]) -> StoreResult<()> {
     Ok(())
 }
 
-pub(crate) fn validate_query(query: &Query) -> StoreResult<()> {
+pub fn validate_query(query: &Query) -> StoreResult<()> {
     if query.pk.is_empty() {
         return Err(StoreError::Invalid("query without a partition key".into()));
     }

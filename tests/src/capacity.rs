@@ -32,10 +32,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::blob::{
+use sextant_storage::blob::{
     BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart, Presign,
 };
-use super::kv::{
+use sextant_storage::kv::{
     Condition, Item, Key, KvStore, Page, Query, StoreError, StoreResult, TxOp, Value, WriteOp,
 };
 
@@ -559,8 +559,8 @@ impl BlobStore for MeteredBlobs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::embedded::EmbeddedKv;
-    use crate::storage::kv::{MAX_ITEM_BYTES, PK, SK};
+    use sextant_storage::kv::{MAX_ITEM_BYTES, PK, SK};
+    use sextant_storage_local::EmbeddedKv;
 
     struct Fixture {
         kv: MeteredKv,

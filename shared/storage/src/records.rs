@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::storage::kv::{Item, Key, KvStore, Query, StoreError, StoreResult, Value};
+use crate::kv::{Item, Key, KvStore, Query, StoreError, StoreResult, Value};
 
 const DOC: &str = "doc";
 /// Epoch seconds after which DynamoDB's TTL may delete the item. Readers still check

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use time::OffsetDateTime;
 use tokio_util::io::ReaderStream;
 
-use super::blob::{
+use sextant_storage::blob::{
     BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CREATE_ONLY,
     CompletedPart, Presign,
 };

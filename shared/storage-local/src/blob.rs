@@ -8,12 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use axum::Router;
-use axum::body::Body;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use hmac::{Hmac, KeyInit, Mac};
@@ -23,12 +17,10 @@ use time::OffsetDateTime;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use super::blob::{
+use sextant_storage::blob::{
     BlobBody, BlobError, BlobKey, BlobMeta, BlobPage, BlobResult, BlobStore, CompletedPart,
     MAX_PART_BYTES, MIN_PART_BYTES, Presign,
 };
-use crate::error::{ApiError, ApiResult};
-
 /// Where the presigned routes are mounted on the local server.
 pub const ROUTE_PREFIX: &str = "/blobs";
 
@@ -159,10 +151,6 @@ impl LocalBlobs {
     fn path(&self, key: &BlobKey) -> PathBuf {
         // BlobKey rules out absolute paths and `..`, so this stays under `objects`.
         on_disk(&self.objects, key.as_str())
-    }
-
-    pub fn signer(&self) -> &UrlSigner {
-        &self.signer
     }
 
     /// The presigned URL for an operation expiring at a given time.
@@ -600,8 +588,10 @@ impl BlobStore for LocalBlobs {
     }
 }
 
+/// The query string of a presigned URL, as the server that mounts the routes at
+/// `ROUTE_PREFIX` receives it.
 #[derive(Debug, Deserialize)]
-struct Signature {
+pub struct SignedQuery {
     expires: i64,
     length: Option<u64>,
     upload_id: Option<String>,
@@ -609,253 +599,123 @@ struct Signature {
     signature: String,
 }
 
-fn authorize(
-    blobs: &LocalBlobs,
-    key: &str,
-    op: &Signed<'_>,
-    signature: &Signature,
-) -> ApiResult<BlobKey> {
-    let refused = || {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_signature",
-            "the URL's signature is invalid or has expired",
-        )
-    };
-    let key = BlobKey::parse(key).map_err(|_| refused())?;
-    if OffsetDateTime::now_utc().unix_timestamp() > signature.expires
-        || !blobs
-            .signer
-            .verify(&key, op, signature.expires, &signature.signature)
-    {
-        return Err(refused());
+/// Why a request through a presigned URL was not served.
+#[derive(Debug, thiserror::Error)]
+pub enum PresignedError {
+    #[error("the URL's signature is invalid or has expired")]
+    InvalidSignature,
+    #[error("upload URL without a signed length")]
+    UnsignedLength,
+    /// The body was longer or shorter than the URL signed (`Some`), or a part without a
+    /// signed length was longer than a part may be (`None`).
+    #[error("the body's length differs from the signed length")]
+    LengthMismatch(Option<u64>),
+    #[error("the object exists already, and an upload URL only creates one")]
+    Exists,
+    /// The body stopped arriving; the server's own body timeout says how long it waited.
+    #[error("the body stopped arriving")]
+    BodyStopped,
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Io(std::io::Error),
+}
+
+impl LocalBlobs {
+    /// Checks a download URL; answers the object it names.
+    pub fn authorize_download(
+        &self,
+        key: &str,
+        query: &SignedQuery,
+    ) -> Result<BlobKey, PresignedError> {
+        self.authorize(key, &Signed::Whole(Presign::Get), query)
     }
-    Ok(key)
-}
 
-/// The one byte range of a `Range: bytes=START-[END]` header, as S3 honours it, so
-/// interrupted downloads resume. Other forms (several ranges, suffixes) are ignored
-/// and the whole object is sent, which HTTP allows.
-fn byte_range(headers: &HeaderMap, size: u64) -> Range {
-    let requested = || {
-        let spec = headers
-            .get(header::RANGE)?
-            .to_str()
-            .ok()?
-            .strip_prefix("bytes=")?;
-        let (start, end) = spec.split_once('-')?;
-        let start: u64 = start.trim().parse().ok()?;
-        let end = match end.trim() {
-            "" => size.checked_sub(1),
-            end => Some(end.parse::<u64>().ok()?.min(size.saturating_sub(1))),
-        };
-        Some(match end {
-            Some(end) if start <= end => Range::Bytes(start, end),
-            _ => Range::Unsatisfiable,
-        })
-    };
-    requested().unwrap_or(Range::Whole)
-}
-
-enum Range {
-    Whole,
-    /// First and last byte, inclusive.
-    Bytes(u64, u64),
-    Unsatisfiable,
-}
-
-async fn download(
-    State(blobs): State<Arc<LocalBlobs>>,
-    UrlPath(key): UrlPath<String>,
-    Query(signature): Query<Signature>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    let key = authorize(&blobs, &key, &Signed::Whole(Presign::Get), &signature)?;
-    let body = blobs.get(&key).await?;
-    let size = body.size;
-    match byte_range(&headers, size) {
-        Range::Whole => Ok((
-            [
-                (header::CONTENT_LENGTH, size.to_string()),
-                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                (header::ACCEPT_RANGES, "bytes".to_owned()),
-            ],
-            Body::from_stream(body.stream),
-        )
-            .into_response()),
-        Range::Unsatisfiable => Ok((
-            StatusCode::RANGE_NOT_SATISFIABLE,
-            [(header::CONTENT_RANGE, format!("bytes */{size}"))],
-        )
-            .into_response()),
-        Range::Bytes(start, end) => {
-            use tokio::io::{AsyncReadExt, AsyncSeekExt};
-            let mut file = tokio::fs::File::open(blobs.path(&key))
-                .await
-                .map_err(io_error)?;
-            file.seek(std::io::SeekFrom::Start(start))
-                .await
-                .map_err(io_error)?;
-            let length = end - start + 1;
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                [
-                    (header::CONTENT_LENGTH, length.to_string()),
-                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
-                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                ],
-                Body::from_stream(ReaderStream::new(file.take(length))),
-            )
-                .into_response())
-        }
+    /// `length` bytes of an object from `start`, for ranged downloads.
+    pub async fn get_range(
+        &self,
+        key: &BlobKey,
+        start: u64,
+        length: u64,
+    ) -> BlobResult<ReaderStream<tokio::io::Take<tokio::fs::File>>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut file = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(io_error)?;
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(io_error)?;
+        Ok(ReaderStream::new(file.take(length)))
     }
-}
 
-async fn upload(
-    State(blobs): State<Arc<LocalBlobs>>,
-    UrlPath(key): UrlPath<String>,
-    Query(signature): Query<Signature>,
-    body: Body,
-) -> ApiResult<Response> {
-    // A body that fails to arrive (its client stalled past the idle timeout, or went
-    // away) is told apart from a failure of ours by this kind.
-    let stream = body
-        .into_data_stream()
-        .map_err(|err| std::io::Error::new(std::io::ErrorKind::TimedOut, err));
-    let written = match (&signature.upload_id, signature.part) {
-        (Some(upload_id), Some(number)) => {
-            let op = Signed::Part {
-                upload_id,
-                number,
-                content_length: signature.length,
-            };
-            let key = authorize(&blobs, &key, &op, &signature)?;
-            blobs
-                .write_part(&key, upload_id, number, stream, signature.length)
-                .await
-                .map(Some)
-        }
-        _ => {
-            // A whole object is always uploaded at the length it was registered with.
-            let content_length = signature.length.ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "invalid_signature",
-                    "upload URL without a signed length",
-                )
-            })?;
-            let op = Signed::Whole(Presign::Put { content_length });
-            let key = authorize(&blobs, &key, &op, &signature)?;
-            blobs
-                .write_stream(
-                    &blobs.path(&key),
-                    stream,
+    /// Stores the body of an upload URL, a whole object or one part of a multipart
+    /// upload; answers a part's ETag. A body whose stream fails with
+    /// `ErrorKind::TimedOut` stopped arriving.
+    pub async fn accept_upload(
+        &self,
+        key: &str,
+        query: &SignedQuery,
+        body: impl futures::Stream<Item = std::io::Result<Bytes>>,
+    ) -> Result<Option<String>, PresignedError> {
+        let written = match (&query.upload_id, query.part) {
+            (Some(upload_id), Some(number)) => {
+                let op = Signed::Part {
+                    upload_id,
+                    number,
+                    content_length: query.length,
+                };
+                let key = self.authorize(key, &op, query)?;
+                self.write_part(&key, upload_id, number, body, query.length)
+                    .await
+                    .map(Some)
+            }
+            _ => {
+                // A whole object is always uploaded at the length it was registered with.
+                let content_length = query.length.ok_or(PresignedError::UnsignedLength)?;
+                let op = Signed::Whole(Presign::Put { content_length });
+                let key = self.authorize(key, &op, query)?;
+                self.write_stream(
+                    &self.path(&key),
+                    body,
                     Some(content_length),
                     Placing::Create,
                 )
                 .await
                 .map(|_| None)
-        }
-    };
-    match written {
-        // Quoted, as S3 sends it.
-        Ok(Some(etag)) => {
-            Ok((StatusCode::OK, [(header::ETAG, format!("\"{etag}\""))]).into_response())
-        }
-        Ok(None) => Ok(StatusCode::OK.into_response()),
-        Err(WriteError::LengthMismatch) => Err(ApiError::invalid(
-            "length_mismatch",
-            match signature.length {
-                Some(length) => format!("the body must be exactly {length} bytes"),
-                None => format!("a part is at most {MAX_PART_BYTES} bytes"),
+            }
+        };
+        written.map_err(|err| match err {
+            WriteError::LengthMismatch => PresignedError::LengthMismatch(query.length),
+            WriteError::Blob(err) => PresignedError::Blob(err),
+            WriteError::Io(err) => match err.kind() {
+                std::io::ErrorKind::AlreadyExists => PresignedError::Exists,
+                std::io::ErrorKind::TimedOut => PresignedError::BodyStopped,
+                _ => PresignedError::Io(err),
             },
-        )),
-        Err(WriteError::Blob(err)) => Err(err.into()),
-        Err(WriteError::Io(err)) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "the object exists already, and an upload URL only creates one",
-            ))
-        }
-        Err(WriteError::Io(err)) if err.kind() == std::io::ErrorKind::TimedOut => {
-            Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                format!(
-                    "the upload stopped arriving for {} s",
-                    BODY_IDLE_TIMEOUT.as_secs()
-                ),
-            ))
-        }
-        Err(WriteError::Io(err)) => Err(ApiError::internal(err)),
+        })
     }
-}
 
-/// How long an upload's body may pause. Uploads take as long as their size needs, so
-/// they have no deadline, only this.
-pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The routes that serve presigned URLs; mounted without the API body limit because
-/// objects may be far larger than any API request.
-pub fn routes(blobs: Arc<LocalBlobs>) -> Router {
-    routes_pausing_at_most(blobs, BODY_IDLE_TIMEOUT)
-}
-
-fn routes_pausing_at_most(blobs: Arc<LocalBlobs>, idle: Duration) -> Router {
-    Router::new()
-        .route(
-            &format!("{ROUTE_PREFIX}/{{*key}}"),
-            get(download).put(upload),
-        )
-        .with_state(blobs)
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(idle))
+    fn authorize(
+        &self,
+        key: &str,
+        op: &Signed<'_>,
+        query: &SignedQuery,
+    ) -> Result<BlobKey, PresignedError> {
+        let key = BlobKey::parse(key).map_err(|_| PresignedError::InvalidSignature)?;
+        if OffsetDateTime::now_utc().unix_timestamp() > query.expires
+            || !self
+                .signer
+                .verify(&key, op, query.expires, &query.signature)
+        {
+            return Err(PresignedError::InvalidSignature);
+        }
+        Ok(key)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A client that starts an upload and then stops sending holds nothing for long:
-    /// the upload answers 408 once the body has paused for the idle timeout, and
-    /// leaves no object behind.
-    #[tokio::test]
-    async fn an_upload_that_stops_arriving_is_cut_off() {
-        use tower::ServiceExt;
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = Arc::new(
-            LocalBlobs::open(
-                dir.path(),
-                UrlSigner::new(&[1; 32]),
-                "http://127.0.0.1:1".parse().unwrap(),
-            )
-            .unwrap(),
-        );
-        let key = BlobKey::parse("t/stalled").unwrap();
-        let url: url::Url = blobs
-            .presign(
-                &key,
-                Presign::Put { content_length: 10 },
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap()
-            .parse()
-            .unwrap();
-        let first = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("12345"))]);
-        let body = Body::from_stream(futures::StreamExt::chain(first, futures::stream::pending()));
-        let request = http::Request::put(format!("{}?{}", url.path(), url.query().unwrap()))
-            .body(body)
-            .unwrap();
-        let started = std::time::Instant::now();
-        let response = routes_pausing_at_most(Arc::clone(&blobs), Duration::from_millis(200))
-            .oneshot(request)
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(blobs.head(&key).await.unwrap().is_none());
-    }
 
     #[tokio::test]
     async fn keys_with_segments_longer_than_a_file_name_round_trip() {

@@ -1,26 +1,16 @@
-//! Storage ports and their adapters. Domain code sees only `KvStore` and `BlobStore`.
+//! The AWS adapters of the storage ports: DynamoDB for the key-value port, S3 for the
+//! blob port. What the Lambda functions run on; AWS SDK types never leave this crate.
 
-pub mod blob;
-pub mod capacity;
 pub mod dynamo;
-pub mod embedded;
-pub mod kv;
-pub mod local_blob;
 pub mod s3;
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use sextant_storage::Storage;
 
-pub use blob::{BlobKey, BlobStore};
-pub use kv::KvStore;
-
-/// The two ports a deployment runs on.
-#[derive(Debug, Clone)]
-pub struct Storage {
-    pub kv: Arc<dyn KvStore>,
-    pub blobs: Arc<dyn BlobStore>,
-}
+pub use dynamo::DynamoKv;
+pub use s3::S3Blobs;
 
 /// Where the AWS adapters point: read once at cold start.
 #[derive(Debug, Clone)]
@@ -45,7 +35,7 @@ impl AwsStorageConfig {
 
     /// Builds the SDK clients once; credentials and region come from the usual AWS
     /// environment (the Lambda role in production).
-    pub async fn connect(&self) -> (dynamo::DynamoKv, s3::S3Blobs) {
+    pub async fn connect(&self) -> (DynamoKv, S3Blobs) {
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
         if let Some(endpoint) = &self.endpoint_url {
             loader = loader.endpoint_url(endpoint);
@@ -57,8 +47,8 @@ impl AwsStorageConfig {
             .build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
         (
-            dynamo::DynamoKv::new(dynamo, &self.table),
-            s3::S3Blobs::new(s3, &self.bucket),
+            DynamoKv::new(dynamo, &self.table),
+            S3Blobs::new(s3, &self.bucket),
         )
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::kv::{
+use sextant_storage::kv::{
     Condition, Item, Key, KvStore, Page, Query, SortRange, StoreError, StoreResult, TxOp, Value,
     WriteOp, validate_batch, validate_query, validate_transaction,
 };

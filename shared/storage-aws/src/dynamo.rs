@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update, WriteRequest,
 };
 
-use super::kv::{
+use sextant_storage::kv::{
     Condition, Item, Key, KvStore, PK, Page, Query, SK, SortRange, StoreError, StoreResult, TxOp,
     Value, WriteOp, validate_batch, validate_query, validate_transaction,
 };

@@ -107,7 +107,9 @@ pub enum Presign {
 pub const CREATE_ONLY: (&str, &str) = ("if-none-match", "*");
 
 /// A part of a multipart upload, as the client reports it after uploading it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+// The API takes it as it is, so the `openapi` feature gives it a schema.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CompletedPart {
     /// 1-based, ascending.
     pub number: u32,
