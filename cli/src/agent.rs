@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use rustix::process::{Pid, Signal};
 use serde_json::{Value, json};
+use sextant_shared::error::ErrorCode;
 use sextant_shared::queue::AGENT_SERIES;
 use sextant_shared::series::text::MAX_LINE_BYTES;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -533,7 +534,9 @@ async fn send_batch(client: &Client, path: &str, body: &Value) -> bool {
     for _ in 0..SEND_TRIES {
         match client.post::<Value>(path, body).await {
             Ok(_) => return true,
-            Err(err) if ApiFailure::code_of(&err) == Some("run_ended") => return false,
+            Err(err) if ApiFailure::code_of(&err) == Some(ErrorCode::RunEnded.as_str()) => {
+                return false;
+            }
             Err(err) if is_refusal(&err) => {
                 tracing::warn!(error = %format!("{err:#}"), "the server refused the job's output");
                 return true;

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_storage::BlobStore;
 use sextant_storage::blob::MAX_PART_BYTES;
 use sextant_storage_local::LocalBlobs;
@@ -107,23 +107,18 @@ async fn upload(
 fn refusal(err: PresignedError, idle: Duration) -> ApiError {
     match err {
         PresignedError::InvalidSignature | PresignedError::UnsignedLength => {
-            ApiError::new(StatusCode::FORBIDDEN, "invalid_signature", err.to_string())
+            ApiError::new(ErrorCode::InvalidSignature, err.to_string())
         }
-        PresignedError::LengthMismatch(signed) => ApiError::invalid(
-            "length_mismatch",
+        PresignedError::LengthMismatch(signed) => ApiError::new(
+            ErrorCode::LengthMismatch,
             match signed {
                 Some(length) => format!("the body must be exactly {length} bytes"),
                 None => format!("a part is at most {MAX_PART_BYTES} bytes"),
             },
         ),
-        PresignedError::Exists => ApiError::new(
-            StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            err.to_string(),
-        ),
+        PresignedError::Exists => ApiError::new(ErrorCode::PreconditionFailed, err.to_string()),
         PresignedError::BodyStopped => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!("the upload stopped arriving for {} s", idle.as_secs()),
         ),
         PresignedError::Blob(err) => err.into(),

@@ -11,7 +11,6 @@
 
 use std::net::IpAddr;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ use crate::auth::jwt::{Scope, Subject};
 use crate::auth::password::{self, Password};
 use crate::auth::throttle;
 use crate::auth::{Caller, Credential, Plane, Role};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -81,8 +80,8 @@ impl Email {
         if normalized.len() > MAX_EMAIL_BYTES
             || email_address::EmailAddress::parse_with_options(&normalized, options).is_err()
         {
-            return Err(ApiError::invalid(
-                "invalid_email",
+            return Err(ApiError::new(
+                ErrorCode::InvalidEmail,
                 "not a valid e-mail address",
             ));
         }
@@ -122,8 +121,8 @@ impl DisplayName {
         let trimmed = text.trim();
         let length = trimmed.chars().count();
         if length == 0 || length > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "invalid_name",
+            return Err(ApiError::new(
+                ErrorCode::InvalidName,
                 format!(
                     "{field} must be 1 to {MAX_NAME_CHARS} characters without control characters"
                 ),
@@ -367,8 +366,8 @@ pub async fn signup(
     match state.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
-            return Err(ApiError::conflict(
-                "email_taken",
+            return Err(ApiError::new(
+                ErrorCode::EmailTaken,
                 "an account with this e-mail already exists",
             ));
         }
@@ -553,8 +552,7 @@ async fn live_role(
 pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String, OffsetDateTime)> {
     let Credential::ApiKey(key) = caller.credential else {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "api_key_required",
+            ErrorCode::ApiKeyRequired,
             "only an API key can be exchanged for a token",
         ));
     };
@@ -578,8 +576,7 @@ pub fn agent_key(caller: &Caller) -> ApiResult<ApiKeyId> {
     match caller.credential {
         Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
         Credential::Session | Credential::Job { .. } => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "api_key_required",
+            ErrorCode::ApiKeyRequired,
             "agents claim jobs with an API key",
         )),
     }
@@ -626,8 +623,8 @@ pub async fn create_api_key(
     let owner = member(state, &caller.tenant, owner.unwrap_or(caller.user)).await?;
     let role = role.unwrap_or(owner.member.role);
     if role > owner.member.role {
-        return Err(ApiError::invalid(
-            "role_exceeds_owner",
+        return Err(ApiError::new(
+            ErrorCode::RoleExceedsOwner,
             format!(
                 "a key cannot have more rights ({role}) than its owner ({})",
                 owner.member.role
@@ -675,8 +672,8 @@ pub async fn create_invite(
     role: Role,
 ) -> ApiResult<(Invite, String)> {
     if state.kv.get(&email_lookup(&email)).await?.is_some() {
-        return Err(ApiError::conflict(
-            "email_taken",
+        return Err(ApiError::new(
+            ErrorCode::EmailTaken,
             "an account with this e-mail already exists",
         ));
     }
@@ -801,8 +798,8 @@ pub async fn accept_invite(
     match state.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
-            return Err(ApiError::conflict(
-                "email_taken",
+            return Err(ApiError::new(
+                ErrorCode::EmailTaken,
                 "an account with this e-mail already exists",
             ));
         }
@@ -862,8 +859,8 @@ async fn change_membership(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(ApiError::conflict(
-        "concurrent_update",
+    Err(ApiError::new(
+        ErrorCode::ConcurrentUpdate,
         "the team changed while this request ran; retry it",
     ))
 }
@@ -881,8 +878,8 @@ fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> ApiResult<()> {
         .filter(|user| user.member.role == Role::Admin && user.member.id != losing)
         .count();
     if admins_left == 0 {
-        return Err(ApiError::conflict(
-            "last_admin",
+        return Err(ApiError::new(
+            ErrorCode::LastAdmin,
             "a team keeps at least one admin",
         ));
     }

@@ -27,7 +27,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::TryStreamExt;
@@ -36,7 +35,7 @@ use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::runs;
 use crate::series::step_key;
@@ -101,8 +100,8 @@ pub struct ArtifactPath(String);
 impl ArtifactPath {
     pub fn parse(text: &str) -> ApiResult<Self> {
         let refuse = |why: &str| {
-            Err(ApiError::invalid(
-                "invalid_path",
+            Err(ApiError::new(
+                ErrorCode::InvalidPath,
                 format!(
                     "artifact paths are relative, at most {MAX_PATH_BYTES} bytes, without empty, '.' or '..' segments: {why}"
                 ),
@@ -202,8 +201,8 @@ async fn hash_slice(
     }
     if hashed != end {
         // The object changed size under the check; only a vanished one can.
-        return Err(ApiError::conflict(
-            "upload_missing",
+        return Err(ApiError::new(
+            ErrorCode::UploadMissing,
             "the uploaded object changed while it was checked; register and upload again",
         ));
     }
@@ -392,8 +391,8 @@ fn check_sha256(text: &str) -> ApiResult<String> {
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
     } else {
-        Err(ApiError::invalid(
-            "invalid_sha256",
+        Err(ApiError::new(
+            ErrorCode::InvalidSha256,
             "sha256 is the file's SHA-256 as 64 hex digits",
         ))
     }
@@ -421,8 +420,8 @@ pub async fn register(
     let path = ArtifactPath::parse(&new.path)?;
     let sha256 = check_sha256(&new.sha256)?;
     if new.size > MAX_ARTIFACT_BYTES {
-        return Err(ApiError::invalid(
-            "artifact_too_large",
+        return Err(ApiError::new(
+            ErrorCode::ArtifactTooLarge,
             format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
         ));
     }
@@ -435,8 +434,8 @@ pub async fn register(
             .bytes()
             .all(|b| b.is_ascii_graphic() || b == b' ')
     {
-        return Err(ApiError::invalid(
-            "invalid_content_type",
+        return Err(ApiError::new(
+            ErrorCode::InvalidContentType,
             "content_type is a MIME type of at most 255 printable characters",
         ));
     }
@@ -449,8 +448,8 @@ pub async fn register(
         check_namespace(state, tenant, run, &path).await?;
     }
     let sealed = || {
-        ApiError::conflict(
-            "artifact_exists",
+        ApiError::new(
+            ErrorCode::ArtifactExists,
             format!("{} is already stored; delete it first", path.as_str()),
         )
     };
@@ -574,8 +573,8 @@ async fn check_namespace(
     path: &ArtifactPath,
 ) -> ApiResult<()> {
     let conflict = |other: &str| {
-        Err(ApiError::conflict(
-            "path_conflict",
+        Err(ApiError::new(
+            ErrorCode::PathConflict,
             format!(
                 "{} and {other} cannot both be artifacts: one is a directory of the other",
                 path.as_str()
@@ -695,8 +694,8 @@ pub async fn complete(
     // A check under way means the upload was assembled by an earlier call.
     if let (Some(upload_id), None) = (&pending.upload_id, &pending.verified) {
         if completion.parts.is_empty() {
-            return Err(ApiError::invalid(
-                "missing_parts",
+            return Err(ApiError::new(
+                ErrorCode::MissingParts,
                 "a multipart upload completes with its parts' numbers and ETags",
             ));
         }
@@ -715,16 +714,16 @@ pub async fn complete(
         }
     }
     let stored = state.blobs.head(&blob).await?.ok_or_else(|| {
-        ApiError::conflict(
-            "upload_missing",
+        ApiError::new(
+            ErrorCode::UploadMissing,
             "nothing has been uploaded for this artifact yet",
         )
     })?;
     if pending.measured {
         if stored.size > MAX_ARTIFACT_BYTES {
             refuse(state, &key, &blob, &pending).await?;
-            return Err(ApiError::invalid(
-                "artifact_too_large",
+            return Err(ApiError::new(
+                ErrorCode::ArtifactTooLarge,
                 format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
             ));
         }
@@ -750,8 +749,8 @@ pub async fn complete(
     }
     if stored.size != artifact.size {
         refuse(state, &key, &blob, &pending).await?;
-        return Err(ApiError::conflict(
-            "size_mismatch",
+        return Err(ApiError::new(
+            ErrorCode::SizeMismatch,
             format!(
                 "{} bytes were uploaded, {} registered; register and upload again",
                 stored.size, artifact.size
@@ -788,8 +787,8 @@ pub async fn complete(
         }
         (_, Some(_)) => {
             refuse(state, &key, &blob, &pending).await?;
-            Err(ApiError::conflict(
-                "checksum_mismatch",
+            Err(ApiError::new(
+                ErrorCode::ChecksumMismatch,
                 "the uploaded bytes' SHA-256 differs from the registered one; register and upload again",
             ))
         }
@@ -909,8 +908,8 @@ pub async fn register_measured(
 ) -> ApiResult<(String, Vec<String>)> {
     let path = ArtifactPath::parse(path)?;
     if !(1..=MAX_PARTS).contains(&parts) {
-        return Err(ApiError::invalid(
-            "invalid_parts",
+        return Err(ApiError::new(
+            ErrorCode::InvalidParts,
             format!("an upload has 1 to {MAX_PARTS} parts"),
         ));
     }
@@ -974,8 +973,8 @@ pub async fn store(
 ) -> ApiResult<Artifact> {
     let size = body.len() as u64;
     if size > SINGLE_UPLOAD_MAX_BYTES {
-        return Err(ApiError::invalid(
-            "artifact_too_large",
+        return Err(ApiError::new(
+            ErrorCode::ArtifactTooLarge,
             format!("files above {SINGLE_UPLOAD_MAX_BYTES} bytes upload in parts"),
         ));
     }
@@ -983,7 +982,7 @@ pub async fn store(
     match get(state, tenant, run, path).await {
         Ok(existing) if existing.size == size && existing.sha256 == sha256 => return Ok(existing),
         Ok(_) => delete(state, tenant, run, path).await?,
-        Err(err) if err.status() == StatusCode::NOT_FOUND => {}
+        Err(err) if err.code() == ErrorCode::NotFound => {}
         Err(err) => return Err(err),
     }
     let new = NewArtifact {

@@ -11,7 +11,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime, Time};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::TenantId;
 use crate::metering::{self, HourlyUsage};
 use crate::state::AppState;
@@ -119,7 +119,7 @@ pub struct BillingMonth {
 
 impl BillingMonth {
     pub fn parse(text: &str) -> ApiResult<Self> {
-        let invalid = || ApiError::invalid("invalid_month", "month is YYYY-MM, e.g. 2026-11");
+        let invalid = || ApiError::new(ErrorCode::InvalidMonth, "month is YYYY-MM, e.g. 2026-11");
         let (year, month) = text.split_once('-').ok_or_else(invalid)?;
         let year: i32 = year
             .parse()

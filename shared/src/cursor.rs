@@ -7,7 +7,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 pub fn encode(place: &impl Serialize) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(place).expect("a cursor serializes"))
@@ -20,6 +20,9 @@ pub fn decode<T: DeserializeOwned>(text: &str) -> ApiResult<T> {
         .ok()
         .and_then(|json| serde_json::from_slice(&json).ok())
         .ok_or_else(|| {
-            ApiError::invalid("invalid_cursor", "the cursor is not one this server gave")
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "the cursor is not one this server gave",
+            )
         })
 }

@@ -14,7 +14,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 /// A JSON body parsed into `T`, or our error envelope: 400 for malformed or mistyped
@@ -32,29 +32,26 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::JsonDataError(err) => {
-                ApiError::invalid("invalid_request", err.body_text())
+                ApiError::new(ErrorCode::InvalidRequest, err.body_text())
             }
             JsonRejection::JsonSyntaxError(_) => {
-                ApiError::invalid("invalid_json", "the request body is not valid JSON")
+                ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON")
             }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send JSON with Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "request body exceeds the limit",
-            ),
-            other => ApiError::invalid("invalid_request", other.body_text()),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds the limit")
+            }
+            other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
         }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::invalid("invalid_query", rejection.body_text())
+        ApiError::new(ErrorCode::InvalidQuery, rejection.body_text())
     }
 }
 
@@ -73,13 +70,12 @@ async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Ne
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+    ApiError::new(ErrorCode::RouteNotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not accept that method",
     )
 }
@@ -107,7 +103,10 @@ impl FromRequestParts<AppState> for PublicUrl {
             .and_then(|host| format!("https://{host}").parse().ok())
             .map(Self)
             .ok_or_else(|| {
-                ApiError::invalid("invalid_request", "the request has no valid Host header")
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "the request has no valid Host header",
+                )
             })
     }
 }
@@ -160,8 +159,8 @@ pub fn page_limit(
     if (1..=most).contains(&limit) {
         Ok(limit)
     } else {
-        Err(ApiError::invalid(
-            "invalid_limit",
+        Err(ApiError::new(
+            ErrorCode::InvalidLimit,
             format!("limit is 1 to {most}"),
         ))
     }
@@ -184,8 +183,7 @@ async fn within_deadline(
     match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             format!(
                 "the request took more than {} s (a slow upload or a busy store); retry it",
                 deadline.as_secs()

@@ -5,12 +5,11 @@
 //! Storage: `{tenant}#run#{run}` / `i#{series}#{step}#{id}` indexes the image stored
 //! at `{tenant}/runs/{run}/images/{id}.{png|jpg}`.
 
-use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::artifacts::DOWNLOAD_URL_TTL;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::runs;
 use crate::series::{check_name, step_key};
@@ -113,13 +112,15 @@ pub async fn log(
     check_name(series)?;
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "image_too_large",
+            ErrorCode::ImageTooLarge,
             format!("an image is at most {MAX_IMAGE_BYTES} bytes"),
         ));
     }
     let format = Format::sniff(&bytes).ok_or_else(|| {
-        ApiError::invalid("invalid_image", "send a PNG or JPEG image as the body")
+        ApiError::new(
+            ErrorCode::InvalidImage,
+            "send a PNG or JPEG image as the body",
+        )
     })?;
     let mut record = runs::load(state, tenant, run).await?.record;
     let now = state.now();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::artifacts::{self, ArtifactPath};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::runs::{self, RunRecord};
 use crate::state::AppState;
@@ -99,8 +99,8 @@ fn check_hash(hash: &str) -> ApiResult<String> {
     if (16..=128).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hash)
     } else {
-        Err(ApiError::invalid(
-            "invalid_hash",
+        Err(ApiError::new(
+            ErrorCode::InvalidHash,
             "a dataset version's hash is 16 to 128 hex digits (an MD5 or SHA-256 of its content)",
         ))
     }
@@ -130,8 +130,8 @@ pub async fn add_input(
         NewInput::Dataset { uri, hash, name } => {
             let hash = check_hash(&hash)?;
             if uri.is_empty() || uri.len() > MAX_URI_BYTES || uri.chars().any(char::is_control) {
-                return Err(ApiError::invalid(
-                    "invalid_uri",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidUri,
                     format!("a dataset URI is 1 to {MAX_URI_BYTES} bytes"),
                 ));
             }

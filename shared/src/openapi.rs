@@ -23,7 +23,7 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
 };
 
-use crate::error::{Body, Envelope};
+use crate::error::{Body, Envelope, ErrorCode};
 
 /// The pattern of a name people type: no control characters (Unicode's Cc, as
 /// `char::is_control` sees them), and something besides spaces.
@@ -79,6 +79,10 @@ pub fn document(title: &str, mut paths: OpenApi) -> OpenApi {
     components
         .schemas
         .insert("ErrorBody".to_owned(), <Body as PartialSchema>::schema());
+    components.schemas.insert(
+        "ErrorCode".to_owned(),
+        <ErrorCode as PartialSchema>::schema(),
+    );
     let components = ComponentsBuilder::from(components)
         .security_scheme(
             BEARER,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -36,8 +36,8 @@ impl ProjectName {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
-            return Err(ApiError::invalid(
-                "invalid_project_name",
+            return Err(ApiError::new(
+                ErrorCode::InvalidProjectName,
                 format!(
                     "project names are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
                 ),
@@ -167,8 +167,8 @@ fn check_tag(key: &str, value: &str) -> ApiResult<()> {
         || value.len() > MAX_TAG_VALUE_BYTES
         || key.chars().chain(value.chars()).any(char::is_control)
     {
-        return Err(ApiError::invalid(
-            "invalid_tag",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTag,
             format!(
                 "a project tag's key is 1 to {MAX_TAG_KEY_BYTES} bytes and its value at most \
                  {MAX_TAG_VALUE_BYTES}, without control characters"
@@ -208,8 +208,8 @@ pub async fn update(
             project.tags.remove(tag);
         }
         if project.tags.len() > MAX_TAGS {
-            return Err(ApiError::invalid(
-                "invalid_tag",
+            return Err(ApiError::new(
+                ErrorCode::InvalidTag,
                 format!("a project has at most {MAX_TAGS} tags"),
             ));
         }
@@ -247,15 +247,15 @@ pub async fn update(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(ApiError::conflict(
-        "concurrent_update",
+    Err(ApiError::new(
+        ErrorCode::ConcurrentUpdate,
         "the project changed many times while this request ran; retry it",
     ))
 }
 
 fn name_taken(name: &ProjectName) -> ApiError {
-    ApiError::conflict(
-        "project_exists",
+    ApiError::new(
+        ErrorCode::ProjectExists,
         format!("a project named {:?} already exists", name.as_str()),
     )
 }

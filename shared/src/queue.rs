@@ -20,14 +20,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::http::StatusCode;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::artifacts::{self, ArtifactPath};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
 use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
@@ -67,8 +66,8 @@ impl QueueName {
         ProjectName::parse(text)
             .map(|_| Self(text.to_owned()))
             .map_err(|_| {
-                ApiError::invalid(
-                    "invalid_queue_name",
+                ApiError::new(
+                    ErrorCode::InvalidQueueName,
                     format!(
                         "queue names are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
                     ),
@@ -104,8 +103,8 @@ pub fn parse_labels<'a>(
     let mut parsed = BTreeSet::new();
     for label in labels {
         ProjectName::parse(label).map_err(|_| {
-            ApiError::invalid(
-                "invalid_label",
+            ApiError::new(
+                ErrorCode::InvalidLabel,
                 format!(
                     "labels are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
                 ),
@@ -114,8 +113,8 @@ pub fn parse_labels<'a>(
         parsed.insert(label.clone());
     }
     if parsed.len() > MAX_LABELS {
-        return Err(ApiError::invalid(
-            "invalid_label",
+        return Err(ApiError::new(
+            ErrorCode::InvalidLabel,
             format!("at most {MAX_LABELS} labels"),
         ));
     }
@@ -149,8 +148,8 @@ fn check_command(command: &[String]) -> ApiResult<()> {
         && total <= MAX_COMMAND_BYTES
         && command.iter().all(|arg| !arg.contains('\0'));
     if !valid {
-        return Err(ApiError::invalid(
-            "invalid_command",
+        return Err(ApiError::new(
+            ErrorCode::InvalidCommand,
             format!(
                 "command is the program and its arguments: 1 to {MAX_COMMAND_ARGS} strings without NUL, \
                  {MAX_COMMAND_BYTES} bytes in all, the first not empty"
@@ -175,8 +174,8 @@ fn check_agent(agent: &str) -> ApiResult<()> {
         || agent.chars().count() > MAX_AGENT_NAME_CHARS
         || agent.chars().any(char::is_control)
     {
-        return Err(ApiError::invalid(
-            "invalid_agent",
+        return Err(ApiError::new(
+            ErrorCode::InvalidAgent,
             format!(
                 "an agent's name is 1 to {MAX_AGENT_NAME_CHARS} characters without control characters"
             ),
@@ -202,7 +201,10 @@ pub enum JobState {
 impl JobState {
     pub fn parse(text: &str) -> ApiResult<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-            ApiError::invalid("invalid_state", "state is one of waiting, claimed, done")
+            ApiError::new(
+                ErrorCode::InvalidState,
+                "state is one of waiting, claimed, done",
+            )
         })
     }
 }
@@ -264,8 +266,8 @@ impl JobRecord {
         if self.state == JobState::Claimed && self.attempts == attempt {
             Ok(())
         } else {
-            Err(ApiError::conflict(
-                "lease_lost",
+            Err(ApiError::new(
+                ErrorCode::LeaseLost,
                 format!(
                     "attempt {attempt} no longer holds this job (it is {} at attempt {}); stop running it",
                     state_name(self.state),
@@ -445,7 +447,7 @@ pub async fn claim_holds(
 ) -> ApiResult<bool> {
     match load(state, tenant, run).await {
         Ok(job) => Ok(job.record.check_claim(attempt).is_ok()),
-        Err(err) if err.status() == StatusCode::NOT_FOUND => Ok(false),
+        Err(err) if err.code() == ErrorCode::NotFound => Ok(false),
         Err(err) => Err(err),
     }
 }
@@ -453,7 +455,7 @@ pub async fn claim_holds(
 async fn load_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Option<RunRecord>> {
     match runs::load(state, tenant, run).await {
         Ok(versioned) => Ok(Some(versioned.record)),
-        Err(err) if err.status() == StatusCode::NOT_FOUND => Ok(None),
+        Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
         Err(err) => Err(err),
     }
 }
@@ -519,8 +521,8 @@ pub async fn enqueue(
     let labels = parse_labels(&new.labels)?;
     let max_attempts = new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
-        return Err(ApiError::invalid(
-            "invalid_max_attempts",
+        return Err(ApiError::new(
+            ErrorCode::InvalidMaxAttempts,
             format!("max_attempts is 1 to {MAX_ATTEMPTS_LIMIT}"),
         ));
     }
@@ -529,8 +531,8 @@ pub async fn enqueue(
     let (run, created) = match &new.run {
         Some(id) => {
             if new.describes_a_run() {
-                return Err(ApiError::invalid(
-                    "invalid_request",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
                     "a job for an existing run takes the run as it is: change it with PATCH /v1/runs/{run}",
                 ));
             }
@@ -541,8 +543,8 @@ pub async fn enqueue(
         }
         None => {
             if code.is_some() {
-                return Err(ApiError::invalid(
-                    "invalid_code",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidCode,
                     "a new run has no artifacts yet: create the run queued, upload its code, \
                      then enqueue it with `run`",
                 ));
@@ -604,9 +606,10 @@ pub async fn enqueue(
                 }
             }
             match err {
-                StoreError::TransactionFailed(failed) if failed.contains(&0) => Err(
-                    ApiError::conflict("job_exists", "this run is already on a queue"),
-                ),
+                StoreError::TransactionFailed(failed) if failed.contains(&0) => Err(ApiError::new(
+                    ErrorCode::JobExists,
+                    "this run is already on a queue",
+                )),
                 err => Err(err.into()),
             }
         }
@@ -626,8 +629,8 @@ async fn existing_queued_run(
         return Err(ApiError::not_found("run"));
     }
     if run.status != Status::Queued {
-        return Err(ApiError::conflict(
-            "run_not_queued",
+        return Err(ApiError::new(
+            ErrorCode::RunNotQueued,
             format!(
                 "only a queued run can be enqueued; this one is {}",
                 run.status
@@ -638,9 +641,9 @@ async fn existing_queued_run(
         artifacts::get(state, tenant, id, code.as_str())
             .await
             .map_err(|err| {
-                if err.status() == StatusCode::NOT_FOUND {
-                    ApiError::invalid(
-                        "invalid_code",
+                if err.code() == ErrorCode::NotFound {
+                    ApiError::new(
+                        ErrorCode::InvalidCode,
                         format!("the run has no uploaded artifact {}", code.as_str()),
                     )
                 } else {
@@ -772,12 +775,12 @@ async fn try_claim(
             Ok(Some(job))
         }
         // Ended or deleted since it was read: nothing to run after all.
-        Err(err) if err.code() == "run_ended" => {
+        Err(err) if err.code() == ErrorCode::RunEnded => {
             let reason = "the run ended or was aborted before an agent took the job".to_owned();
             close(state, tenant, &mut job, Status::Aborted, reason).await?;
             Ok(None)
         }
-        Err(err) if err.status() == StatusCode::NOT_FOUND => {
+        Err(err) if err.code() == ErrorCode::NotFound => {
             forget(state, tenant, &job.record).await?;
             Ok(None)
         }
@@ -869,7 +872,7 @@ pub async fn heartbeat(
         job.run = match runs::heartbeat(state, tenant, run).await {
             Ok(record) => Some(record),
             // The command's own SDK may end the run before the command exits.
-            Err(err) if err.code() == "run_ended" => load_run(state, tenant, run).await?,
+            Err(err) if err.code() == ErrorCode::RunEnded => load_run(state, tenant, run).await?,
             Err(err) => return Err(err),
         };
         return Ok(job);
@@ -903,8 +906,8 @@ pub async fn finish(
     if let Some(reason) = &finish.reason
         && reason.len() > MAX_REASON_BYTES
     {
-        return Err(ApiError::invalid(
-            "invalid_reason",
+        return Err(ApiError::new(
+            ErrorCode::InvalidReason,
             format!("a reason is at most {MAX_REASON_BYTES} bytes"),
         ));
     }
@@ -961,8 +964,8 @@ pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
                 return Ok(job);
             }
             (JobState::Done, result) => {
-                return Err(ApiError::conflict(
-                    "job_ended",
+                return Err(ApiError::new(
+                    ErrorCode::JobEnded,
                     format!(
                         "the job is done ({}); there is nothing to cancel",
                         result.map_or_else(|| "ended".to_owned(), |status| status.to_string())
@@ -973,7 +976,7 @@ pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
         }
         match runs::abort(state, tenant, run).await {
             Ok(_) => {}
-            Err(err) if err.code() == "run_ended" => {}
+            Err(err) if err.code() == ErrorCode::RunEnded => {}
             Err(err) => return Err(err),
         }
         if job.record.state == JobState::Claimed {
@@ -1049,7 +1052,7 @@ async fn end_run(
     };
     match runs::patch(state, tenant, run, changes).await {
         Ok(record) => Ok(record.status),
-        Err(err) if err.code() == "run_ended" => Ok(load_run(state, tenant, run)
+        Err(err) if err.code() == ErrorCode::RunEnded => Ok(load_run(state, tenant, run)
             .await?
             .map_or(status, |record| {
                 record.status_at(state.now(), state.settings.heartbeat_timeout)
@@ -1087,7 +1090,7 @@ async fn note(state: &AppState, tenant: &Tenant, run: &RunRecord, batch_id: &str
 pub async fn delete_for_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     match load(state, tenant, run).await {
         Ok(job) => forget(state, tenant, &job.record).await,
-        Err(err) if err.status() == StatusCode::NOT_FOUND => Ok(()),
+        Err(err) if err.code() == ErrorCode::NotFound => Ok(()),
         Err(err) => Err(err),
     }
 }

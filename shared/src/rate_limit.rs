@@ -200,7 +200,7 @@ mod tests {
         }
         let refused = limiter.check(tenant, &a).expect_err("past the burst");
         assert_eq!(refused.status().as_u16(), 429);
-        assert_eq!(refused.code(), "rate_limited");
+        assert_eq!(refused.code(), crate::error::ErrorCode::RateLimited);
         assert!(refused.message().contains("API key"), "{refused}");
         // The team still had tokens; a second key of another team is untouched.
         limiter

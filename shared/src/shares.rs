@@ -17,7 +17,6 @@
 
 use std::net::IpAddr;
 
-use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -26,7 +25,7 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{RunId, ShareId, TenantId, UserId};
 use crate::runs::{self, RunRecord};
 use crate::state::AppState;
@@ -152,8 +151,8 @@ fn check_expiry(expires_in: Option<i64>) -> ApiResult<Duration> {
     };
     let expiry = Duration::seconds(secs);
     if !(MIN_EXPIRY..=MAX_EXPIRY).contains(&expiry) {
-        return Err(ApiError::invalid(
-            "invalid_expiry",
+        return Err(ApiError::new(
+            ErrorCode::InvalidExpiry,
             format!(
                 "expires_in is {} to {} seconds",
                 MIN_EXPIRY.whole_seconds(),
@@ -333,7 +332,7 @@ pub async fn open(state: &AppState, token: &str, client: IpAddr) -> ApiResult<Sh
         .check_share(tenant.id(), &record.share.id.to_string())?;
     let run = match runs::load(state, &tenant, record.share.run_id).await {
         Ok(run) => run.record,
-        Err(err) if err.status() == StatusCode::NOT_FOUND => return Err(gone()),
+        Err(err) if err.code() == ErrorCode::NotFound => return Err(gone()),
         Err(err) => return Err(err),
     };
     Ok(SharedRun {
@@ -388,7 +387,7 @@ mod tests {
         for bad in [i64::MIN, -1, 0, 59, 365 * 86_400 + 1, i64::MAX] {
             assert_eq!(
                 check_expiry(Some(bad)).unwrap_err().code(),
-                "invalid_expiry"
+                ErrorCode::InvalidExpiry
             );
         }
     }

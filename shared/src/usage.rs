@@ -11,11 +11,10 @@
 //! Writers also mark the tenant for the roll-up (`metering::mark_active`,
 //! `metering::mark_storer`) before these writes.
 
-use axum::http::StatusCode;
 use time::OffsetDateTime;
 
 use crate::billing::BillingMonth;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 use sextant_storage::kv::{Condition, Key, TxOp};
@@ -116,8 +115,7 @@ pub async fn check_quota(
 /// condition.
 pub fn quota_exceeded(cap: u64, at: OffsetDateTime) -> ApiError {
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "quota_exceeded",
+        ErrorCode::QuotaExceeded,
         format!(
             "this team's plan allows {cap} points a month and this request would pass \
              that in {}; nothing from it was stored",

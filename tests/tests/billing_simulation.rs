@@ -605,7 +605,9 @@ impl Sim {
         let at = self.clock.now();
         if !live {
             match outcome {
-                Err(err) if err.code() == "not_found" => self.bump("retries refused: run deleted"),
+                Err(err) if err.code().as_str() == "not_found" => {
+                    self.bump("retries refused: run deleted")
+                }
                 other => self.violation(format!(
                     "batch {id} sent again to a deleted run answered {other:?}"
                 )),
@@ -865,7 +867,7 @@ impl Sim {
         .await;
         let (fired, unfired) = self.struck();
         if !live {
-            if !matches!(&outcome, Err(err) if err.code() == "not_found") {
+            if !matches!(&outcome, Err(err) if err.code().as_str() == "not_found") {
                 self.violation(format!("completing {path} of a deleted run: {outcome:?}"));
             }
             return;
@@ -943,7 +945,9 @@ impl Sim {
         }
         match outcome {
             Ok(()) => {}
-            Err(err) if err.code() == "not_found" => self.bump("artifact deletes found done"),
+            Err(err) if err.code().as_str() == "not_found" => {
+                self.bump("artifact deletes found done")
+            }
             Err(err) => panic!("seed {:#x}: deleting {path}: {err:?}", self.seed),
         }
         self.tenants[t]
@@ -995,7 +999,7 @@ impl Sim {
             self.struck();
             match outcome {
                 Ok(()) => break,
-                Err(err) if err.code() == "not_found" && attempts > 1 => break,
+                Err(err) if err.code().as_str() == "not_found" && attempts > 1 => break,
                 Err(_) if attempts < 3 => self.tick(),
                 Err(err) => panic!("seed {:#x}: deleting a run: {err:?}", self.seed),
             }
@@ -1004,7 +1008,7 @@ impl Sim {
             self.bump("run deletes retried");
         }
         match runs::load(&self.state, &tenant, run).await {
-            Err(err) if err.code() == "not_found" => {}
+            Err(err) if err.code().as_str() == "not_found" => {}
             other => self.violation(format!("run {run} still loads after its delete: {other:?}")),
         }
         let sim = self.tenants[t].runs.remove(&run).unwrap();

@@ -704,7 +704,10 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
         .await
         .map(|_| ()),
     ] {
-        assert_eq!(refused.expect_err("a lapsed claim").code(), "lease_lost");
+        assert_eq!(
+            refused.expect_err("a lapsed claim").code().as_str(),
+            "lease_lost"
+        );
     }
     assert_eq!(
         agent_lines(&state, &caller, run).await,

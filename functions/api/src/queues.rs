@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::RunId;
 use sextant_shared::queue::{self, Finish, Job, JobState, JobView, NewJob, QueueName};
@@ -136,7 +136,10 @@ pub async fn list(
         .as_deref()
         .map(|cursor| {
             cursor.parse::<RunId>().map_err(|_| {
-                ApiError::invalid("invalid_cursor", "pass the next_cursor of the last page")
+                ApiError::new(
+                    ErrorCode::InvalidCursor,
+                    "pass the next_cursor of the last page",
+                )
             })
         })
         .transpose()?;

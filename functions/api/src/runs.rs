@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::{JsonF64, JsonF64s};
 use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::{ProjectId, RunId};
@@ -410,8 +410,8 @@ impl ReadParams {
             .max_points
             .is_some_and(|max| !(2..=MAX_DOWNSAMPLED_POINTS).contains(&max))
         {
-            return Err(ApiError::invalid(
-                "invalid_max_points",
+            return Err(ApiError::new(
+                ErrorCode::InvalidMaxPoints,
                 format!("max_points is 2 to {MAX_DOWNSAMPLED_POINTS}"),
             ));
         }
@@ -583,8 +583,8 @@ pub(crate) fn compared_ids<'a>(texts: impl IntoIterator<Item = &'a str>) -> ApiR
         }
     }
     if !(1..=MAX_COMPARED_RUNS).contains(&ids.len()) {
-        return Err(ApiError::invalid(
-            "invalid_runs",
+        return Err(ApiError::new(
+            ErrorCode::InvalidRuns,
             format!("compare 1 to {MAX_COMPARED_RUNS} runs, comma-separated ids"),
         ));
     }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sextant_shared::artifacts::ArtifactView;
 use sextant_shared::auth::{Caller, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{ClientAddr, Json, PublicUrl, Query};
 use sextant_shared::ids::ShareId;
 use sextant_shared::images::SeriesImages;
@@ -312,8 +312,7 @@ pub async fn download(
     let shared = shares::open(&state, &token, client).await?;
     if !shared.share.allow_downloads {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "downloads_not_shared",
+            ErrorCode::DownloadsNotShared,
             "this share does not allow downloading artifacts",
         ));
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::operator::Operator;
 use sextant_shared::billing::{self, BillingMonth, MonthUsage, Report, TenantTotals};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::Query;
 use sextant_shared::state::AppState;
 use utoipa::ToSchema;
@@ -127,7 +127,10 @@ pub(crate) fn report_response(report: Report, format: Option<&str>) -> ApiResult
             report.to_csv(),
         )
             .into_response()),
-        Some(_) => Err(ApiError::invalid("invalid_format", "format is json or csv")),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidFormat,
+            "format is json or csv",
+        )),
     }
 }
 

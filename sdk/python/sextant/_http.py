@@ -14,6 +14,7 @@ import time
 import urllib.parse
 from typing import IO, Any, Callable, Dict, Mapping, Optional, Tuple, TypeVar, Union
 
+from . import _codes as codes
 from ._version import __version__
 
 T = TypeVar("T")
@@ -70,7 +71,7 @@ def is_retryable(error: BaseException) -> bool:
         return (
             error.status >= 500
             or error.status in (408, 429)
-            or error.code == "concurrent_update"
+            or error.code == codes.CONCURRENT_UPDATE
         )
     return False
 
@@ -368,7 +369,7 @@ class Client:
                     self._token_expires = time.time() + 10 * 60
                 else:
                     error = _error_from(response, self.url + "/v1/auth/token")
-                    if error.code == "api_key_required":
+                    if error.code == codes.API_KEY_REQUIRED:
                         # A session or job token rather than a key: used as it is.
                         self._use_tokens = False
                         return self.api_key

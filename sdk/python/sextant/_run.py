@@ -27,6 +27,7 @@ from typing import (
     Union,
 )
 
+from . import _codes as codes
 from ._config import connect, resolve_credentials
 from ._console import ConsoleCapture
 from ._git import SNAPSHOT_PATH, code_dir, git_info, run_git_fields, write_snapshot
@@ -746,7 +747,7 @@ def init(
                 try:
                     client.call("POST", "/v1/projects", {"name": project})
                 except ApiError as exists:
-                    if exists.code != "project_exists":
+                    if exists.code != codes.PROJECT_EXISTS:
                         raise
                 run = create_run(client, project, body, deadline)
         else:

@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
+from . import _codes as codes
 from ._http import ApiError, AuthError, Backoff, TransientError, encode_float, is_retryable
 from ._spool import RunSpool
 from ._uploader import Uploader
@@ -409,7 +410,7 @@ class Sender:
             while self.queue:
                 path, _ = self.queue.popleft()
                 if path is not None and path.exists():
-                    self.spool.reject(path, "run_ended")
+                    self.spool.reject(path, codes.RUN_ENDED)
 
     def _heartbeat(self, now: float) -> None:
         if (
@@ -427,7 +428,7 @@ class Sender:
             if isinstance(error, ApiError) and not is_retryable(error) and not isinstance(
                 error, AuthError
             ):
-                if error.code == "run_ended":
+                if error.code == codes.RUN_ENDED:
                     self.uploader.ended = error.message
                 self.last_contact = now
                 return
@@ -505,7 +506,7 @@ class OpsWorker:
         assert self.uploader is not None
         for path in self.spool.ops():
             if self.uploader.ended is not None and not path.name.endswith("-artifact.json"):
-                self.spool.reject(path, "run_ended")
+                self.spool.reject(path, codes.RUN_ENDED)
                 continue
             try:
                 self.uploader.send_op(path)

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, cast
 
+from . import _codes as codes
 from ._http import (
     ApiError,
     AuthError,
@@ -157,7 +158,7 @@ class Uploader:
 
     def _refused(self, path: Path, error: ApiError, what: str) -> None:
         """Sets aside an item the server refused for good."""
-        if error.code == "run_ended":
+        if error.code == codes.RUN_ENDED:
             if self.ended is None:
                 log.warning(
                     "sextant: run %s has ended on the server; what it is still sent is "
@@ -279,7 +280,7 @@ class Uploader:
         try:
             plan = self.client.call("POST", self._run_path("/artifacts"), registration)
         except ApiError as error:
-            if error.code == "artifact_exists" and self._artifact_stored(payload):
+            if error.code == codes.ARTIFACT_EXISTS and self._artifact_stored(payload):
                 return  # an earlier attempt sealed it
             raise
         planned_at = time.monotonic()
@@ -343,7 +344,7 @@ class Uploader:
         try:
             self.client.call("PATCH", self._run_path(), {"status": status})
         except ApiError as error:
-            if error.code != "run_ended" or is_retryable(error):
+            if error.code != codes.RUN_ENDED or is_retryable(error):
                 raise
             log.warning("sextant: run %s had already ended: %s", self.run_id, error.message)
         self.spool.clear_finish()

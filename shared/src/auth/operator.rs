@@ -4,12 +4,11 @@
 //! an operator's.
 
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::state::AppState;
 
 /// The SHA-256 of the operator token, parsed from its hex form.
@@ -58,8 +57,7 @@ impl FromRequestParts<AppState> for Operator {
             Ok(Operator)
         } else {
             Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "operator_only",
+                ErrorCode::OperatorOnly,
                 "this is for the deployment's operator, with the operator token",
             ))
         }

@@ -14,7 +14,7 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use tokio::sync::Semaphore;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Argon2 cost grows with input; a cap keeps one request from burning a core.
@@ -47,14 +47,14 @@ impl utoipa::ToSchema for Password {}
 impl Password {
     pub fn parse(password: String) -> Result<Self, ApiError> {
         if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(ApiError::invalid(
-                "weak_password",
+            return Err(ApiError::new(
+                ErrorCode::WeakPassword,
                 format!("passwords need at least {MIN_PASSWORD_CHARS} characters"),
             ));
         }
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(ApiError::invalid(
-                "invalid_password",
+            return Err(ApiError::new(
+                ErrorCode::InvalidPassword,
                 format!("passwords are at most {MAX_PASSWORD_BYTES} bytes"),
             ));
         }
@@ -276,7 +276,7 @@ mod tests {
     #[test]
     fn short_passwords_are_refused_with_a_stable_code() {
         let err = Password::parse("elevenchars".into()).unwrap_err();
-        assert_eq!(err.code(), "weak_password");
+        assert_eq!(err.code(), ErrorCode::WeakPassword);
         assert!(Password::parse("twelve chars".into()).is_ok());
     }
 
@@ -337,7 +337,7 @@ mod tests {
         let first = place_for(client).unwrap();
         let second = place_for(client).unwrap();
         let third = place_for(client).unwrap_err();
-        assert_eq!(third.code(), "rate_limited");
+        assert_eq!(third.code(), ErrorCode::RateLimited);
         assert_eq!(third.status().as_u16(), 429);
         // Another address is not held back by this one's attempts.
         let elsewhere = place_for("192.0.2.8".parse().unwrap()).unwrap();

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::{ParamValue, RunRecord, Status};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::series::Stat;
 
@@ -46,8 +46,8 @@ impl Default for Sort {
 impl Sort {
     pub fn parse(spec: &str) -> ApiResult<Self> {
         let invalid = || {
-            ApiError::invalid(
-                "invalid_sort",
+            ApiError::new(
+                ErrorCode::InvalidSort,
                 "sort is created, name, param:NAME or metric:NAME[:last|min|max], then :asc or :desc",
             )
         };
@@ -159,8 +159,8 @@ impl Cursor {
     fn decode(text: &str, sort: &Sort) -> ApiResult<Self> {
         let cursor: Cursor = crate::cursor::decode(text)?;
         if cursor.sort != sort.spec {
-            return Err(ApiError::invalid(
-                "invalid_cursor",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCursor,
                 "the cursor belongs to another sort order",
             ));
         }

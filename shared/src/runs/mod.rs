@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::Project;
 use crate::series::SeriesSummary;
@@ -67,8 +67,8 @@ impl Status {
 
     pub fn parse(text: &str) -> ApiResult<Self> {
         serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-            ApiError::invalid(
-                "invalid_status",
+            ApiError::new(
+                ErrorCode::InvalidStatus,
                 "status is one of queued, running, succeeded, failed, aborted, lost",
             )
         })
@@ -126,8 +126,8 @@ impl GitInfo {
             .iter()
             .any(|f| f.as_ref().is_some_and(|s| s.len() > 1_000))
         {
-            return Err(ApiError::invalid(
-                "invalid_git",
+            return Err(ApiError::new(
+                ErrorCode::InvalidGit,
                 "git fields are at most 1,000 bytes each",
             ));
         }
@@ -296,8 +296,8 @@ struct RunPointer {
 
 pub fn check_name(name: &str) -> ApiResult<()> {
     if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "invalid_name",
+        return Err(ApiError::new(
+            ErrorCode::InvalidName,
             format!("a run name is 1 to {MAX_NAME_BYTES} bytes without control characters"),
         ));
     }
@@ -306,8 +306,8 @@ pub fn check_name(name: &str) -> ApiResult<()> {
 
 pub fn check_description(description: &str) -> ApiResult<()> {
     if description.len() > MAX_DESCRIPTION_BYTES {
-        return Err(ApiError::invalid(
-            "invalid_description",
+        return Err(ApiError::new(
+            ErrorCode::InvalidDescription,
             format!("a description is at most {MAX_DESCRIPTION_BYTES} bytes"),
         ));
     }
@@ -324,8 +324,8 @@ pub fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> ApiResult<(
             || value.len() > MAX_TAG_VALUE_BYTES
             || tag.chars().any(char::is_control)
         {
-            return Err(ApiError::invalid(
-                "invalid_tag",
+            return Err(ApiError::new(
+                ErrorCode::InvalidTag,
                 format!(
                     "a tag is a label of 1 to {MAX_TAG_BYTES} bytes, optionally followed by \
                      `=` and a value of at most {MAX_TAG_VALUE_BYTES} bytes, without control \
@@ -339,8 +339,8 @@ pub fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> ApiResult<(
 
 pub fn check_tag_count(tags: &BTreeSet<String>) -> ApiResult<()> {
     if tags.len() > MAX_TAGS {
-        return Err(ApiError::invalid(
-            "invalid_tag",
+        return Err(ApiError::new(
+            ErrorCode::InvalidTag,
             format!("a run has at most {MAX_TAGS} tags"),
         ));
     }
@@ -391,8 +391,8 @@ pub async fn create(
     let status = match new.status.unwrap_or(Status::Running) {
         status @ (Status::Queued | Status::Running) => status,
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_status",
+            return Err(ApiError::new(
+                ErrorCode::InvalidStatus,
                 "a new run is queued or running",
             ));
         }
@@ -401,8 +401,8 @@ pub async fn create(
     let now = state.now();
     let created_at = match new.created_at {
         Some(at) if at > now => {
-            return Err(ApiError::invalid(
-                "invalid_created_at",
+            return Err(ApiError::new(
+                ErrorCode::InvalidCreatedAt,
                 "created_at is a time in the past",
             ));
         }
@@ -468,8 +468,8 @@ fn record_item(tenant: &Tenant, record: &RunRecord, version: i64) -> ApiResult<I
     // Each limit (series, parameters, tags, description) holds on its own, but all of
     // them at once can outgrow the one item a run's record lives in.
     if !record.deleting && item.billed_size() + RECORD_HEADROOM_BYTES > MAX_ITEM_BYTES {
-        return Err(ApiError::invalid(
-            "run_too_large",
+        return Err(ApiError::new(
+            ErrorCode::RunTooLarge,
             "the run's parameters, tags, description and series (names and summaries) \
              would take more than a run can hold; use fewer or shorter ones",
         ));
@@ -549,15 +549,15 @@ pub async fn update<T>(
 }
 
 pub fn concurrent_update() -> ApiError {
-    ApiError::conflict(
-        "concurrent_update",
+    ApiError::new(
+        ErrorCode::ConcurrentUpdate,
         "the run changed many times while this request ran; retry it",
     )
 }
 
 pub fn run_ended(status: Status) -> ApiError {
-    ApiError::conflict(
-        "run_ended",
+    ApiError::new(
+        ErrorCode::RunEnded,
         format!("the run has ended ({status}); it takes no more changes or points"),
     )
 }
@@ -617,8 +617,8 @@ pub async fn patch(
     let param_updates = changes.params.as_ref().map(params::flatten).transpose()?;
     let ending = changes.status.is_some_and(Status::is_ended);
     if changes.ended_at.is_some() && !ending {
-        return Err(ApiError::invalid(
-            "invalid_ended_at",
+        return Err(ApiError::new(
+            ErrorCode::InvalidEndedAt,
             "ended_at goes with a status that ends the run",
         ));
     }
@@ -675,12 +675,12 @@ fn transition(
         };
     }
     match target {
-        Status::Lost => Err(ApiError::invalid(
-            "invalid_status",
+        Status::Lost => Err(ApiError::new(
+            ErrorCode::InvalidStatus,
             "lost is read from missing heartbeats; it cannot be set",
         )),
-        Status::Queued if record.status != Status::Queued => Err(ApiError::conflict(
-            "invalid_transition",
+        Status::Queued if record.status != Status::Queued => Err(ApiError::new(
+            ErrorCode::InvalidTransition,
             "a run that has started cannot be queued again",
         )),
         Status::Queued => Ok(()),

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 
 pub const MAX_NAME_BYTES: usize = 250;
 pub const MAX_STRING_BYTES: usize = 6_000;
@@ -99,7 +99,7 @@ impl ParamValue {
 }
 
 fn invalid(message: String) -> ApiError {
-    ApiError::invalid("invalid_params", message)
+    ApiError::new(ErrorCode::InvalidParams, message)
 }
 
 /// Flattens a JSON object of parameters. `None` entries are names set to `null`.
@@ -279,7 +279,7 @@ mod tests {
         let long_name = "x".repeat(MAX_NAME_BYTES + 1);
         assert_eq!(
             flat(json!({long_name: 1})).unwrap_err().code(),
-            "invalid_params"
+            ErrorCode::InvalidParams
         );
         assert!(flat(json!({"s": "y".repeat(MAX_STRING_BYTES + 1)})).is_err());
         assert!(flat(json!({"": 1})).is_err());

@@ -14,7 +14,6 @@
 
 use std::collections::BTreeMap;
 
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,7 +24,7 @@ use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
 use super::{
     ChunkFacts, DATA, Points, SeriesKind, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
 };
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::floats::JsonF64;
 use crate::ids::RunId;
 use crate::runs::{self, RunRecord};
@@ -107,8 +106,8 @@ struct Prepared {
     stored_bytes: u64,
 }
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::invalid(code, message)
+fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
 }
 
 fn check_batch_id(id: &str) -> ApiResult<()> {
@@ -121,7 +120,7 @@ fn check_batch_id(id: &str) -> ApiResult<()> {
         Ok(())
     } else {
         Err(invalid(
-            "invalid_batch_id",
+            ErrorCode::InvalidBatchId,
             format!(
                 "batch_id is 1 to {MAX_BATCH_ID_BYTES} letters, digits, '-' or '_' (a UUID, say)"
             ),
@@ -144,8 +143,7 @@ fn prepare(
         + batch.text.values().map(Vec::len).sum::<usize>();
     if total > MAX_BATCH_POINTS {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
+            ErrorCode::BatchTooLarge,
             format!("a batch holds at most {MAX_BATCH_POINTS} points; split it"),
         ));
     }
@@ -153,7 +151,7 @@ fn prepare(
         check_name(name)?;
         if batch.series.contains_key(name) && batch.text.contains_key(name) {
             return Err(invalid(
-                "series_kind_mismatch",
+                ErrorCode::SeriesKindMismatchInOneBatch,
                 format!("{name:?} is sent both as numbers and as text"),
             ));
         }
@@ -164,7 +162,7 @@ fn prepare(
         let n = columns.steps.len();
         if columns.values.len() != n || columns.timestamps.as_ref().is_some_and(|t| t.len() != n) {
             return Err(invalid(
-                "length_mismatch",
+                ErrorCode::LengthMismatch,
                 format!("{name}: steps, values and timestamps must have the same length"),
             ));
         }
@@ -172,10 +170,12 @@ fn prepare(
     if total == 0 {
         return Ok(None);
     }
-    let batch_id = batch
-        .batch_id
-        .clone()
-        .ok_or_else(|| invalid("missing_batch_id", "a batch with points needs a batch_id"))?;
+    let batch_id = batch.batch_id.clone().ok_or_else(|| {
+        invalid(
+            ErrorCode::MissingBatchId,
+            "a batch with points needs a batch_id",
+        )
+    })?;
     check_batch_id(&batch_id)?;
     let fingerprint = fingerprint(&batch);
     let server_time = now_seconds(now);
@@ -219,7 +219,7 @@ fn prepare(
         for line in lines {
             if line.text.len() > MAX_LINE_BYTES {
                 return Err(invalid(
-                    "text_too_long",
+                    ErrorCode::TextTooLong,
                     format!("{name}: a text line is at most {MAX_LINE_BYTES} bytes"),
                 ));
             }
@@ -346,8 +346,8 @@ fn merge_into(
     for (name, (kind, chunks)) in facts {
         match record.series.get_mut(name) {
             Some(summary) if summary.kind != *kind => {
-                return Err(ApiError::conflict(
-                    "series_kind_mismatch",
+                return Err(ApiError::new(
+                    ErrorCode::SeriesKindMismatch,
                     format!("{name:?} already holds {:?} points", summary.kind).to_lowercase(),
                 ));
             }
@@ -361,7 +361,7 @@ fn merge_into(
     }
     if record.series.len() > MAX_SERIES_PER_RUN {
         return Err(invalid(
-            "too_many_series",
+            ErrorCode::TooManySeries,
             format!("a run has at most {MAX_SERIES_PER_RUN} series"),
         ));
     }
@@ -375,8 +375,8 @@ fn batch_key(tenant: &Tenant, run: RunId, batch_id: &str) -> Key {
 /// The answer to a batch whose id was committed before.
 fn replay(record: &BatchRecord, fingerprint: &str, run: &RunRecord) -> ApiResult<LogOutcome> {
     if record.fingerprint != fingerprint {
-        return Err(ApiError::conflict(
-            "batch_id_reused",
+        return Err(ApiError::new(
+            ErrorCode::BatchIdReused,
             "this batch_id was already used for a batch with other points",
         ));
     }
@@ -600,25 +600,25 @@ mod tests {
         let one = serde_json::json!({"steps": [1], "values": [1.0]});
         assert_eq!(
             code(serde_json::json!({"series": {"x": one}})),
-            "missing_batch_id"
+            ErrorCode::MissingBatchId
         );
         assert_eq!(
             code(serde_json::json!({"batch_id": "a b", "series": {"x": one}})),
-            "invalid_batch_id"
+            ErrorCode::InvalidBatchId
         );
         assert_eq!(
             code(
                 serde_json::json!({"batch_id": "a", "series": {"x": {"steps": [1, 2], "values": [1.0]}}})
             ),
-            "length_mismatch"
+            ErrorCode::LengthMismatch
         );
         assert_eq!(
             code(serde_json::json!({"batch_id": "a", "series": {"x#y": one}})),
-            "invalid_series_name"
+            ErrorCode::InvalidSeriesName
         );
         assert_eq!(
             code(serde_json::json!({"batch_id": "a", "series": {"x": one}, "text": {"x": []}})),
-            "series_kind_mismatch"
+            ErrorCode::SeriesKindMismatchInOneBatch
         );
     }
 }

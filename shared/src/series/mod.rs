@@ -20,7 +20,7 @@ pub mod text;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::state::AppState;
 use crate::tenancy::Tenant;
@@ -79,8 +79,8 @@ pub fn check_name(name: &str) -> ApiResult<()> {
     if is_key_name(name) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            "invalid_series_name",
+        Err(ApiError::new(
+            ErrorCode::InvalidSeriesName,
             format!(
                 "series names are 1 to {MAX_NAME_BYTES} bytes of letters, digits, '_', '-', '.', '/', ':' and spaces: {:?}",
                 name.chars().take(60).collect::<String>()
@@ -395,8 +395,8 @@ pub struct SeriesPage<T> {
 pub const MAX_READ_BYTES: u64 = 256 * 1024 * 1024;
 
 fn too_large() -> ApiError {
-    ApiError::invalid(
-        "range_too_large",
+    ApiError::new(
+        ErrorCode::RangeTooLarge,
         format!(
             "reading this range would fetch more than {} MiB of stored points; narrow it with from and to",
             MAX_READ_BYTES / (1024 * 1024)
@@ -743,7 +743,7 @@ mod tests {
     fn a_cursor_not_made_by_the_server_is_refused() {
         for cursor in ["", "not base64!", "e30"] {
             let err = Place::from_cursor(cursor).unwrap_err();
-            assert_eq!(err.code(), "invalid_cursor");
+            assert_eq!(err.code(), ErrorCode::InvalidCursor);
         }
     }
 

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::artifacts;
 use sextant_shared::auth::{Caller, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
 use sextant_shared::runs;
@@ -183,7 +183,7 @@ async fn multipart_target(
         .rsplit(['/', '\\'])
         .next()
         .filter(|name| !name.is_empty())
-        .ok_or_else(|| ApiError::invalid("invalid_path", "path names the file to upload"))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidPath, "path names the file to upload"))?;
     let path = if location.path.is_empty() {
         name.to_owned()
     } else {

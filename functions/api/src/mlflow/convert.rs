@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::JsonF64;
 use sextant_shared::projects::Project;
 use sextant_shared::runs::{self, GitInfo, RunRecord, Status};
@@ -30,7 +30,7 @@ pub fn millis(at: OffsetDateTime) -> i64 {
 
 pub fn from_millis(ms: i64) -> ApiResult<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| ApiError::invalid("invalid_time", format!("{ms} is not a time in ms")))
+        .map_err(|_| ApiError::new(ErrorCode::InvalidTime, format!("{ms} is not a time in ms")))
 }
 
 pub fn status_name(status: Status) -> &'static str {
@@ -52,8 +52,8 @@ pub fn parse_status(name: &str) -> ApiResult<Status> {
         "FAILED" => Status::Failed,
         "KILLED" => Status::Aborted,
         _ => {
-            return Err(ApiError::invalid(
-                "invalid_status",
+            return Err(ApiError::new(
+                ErrorCode::InvalidStatus,
                 format!("status is RUNNING, SCHEDULED, FINISHED, FAILED or KILLED, not {name:?}"),
             ));
         }
@@ -83,8 +83,8 @@ pub fn check_tag_key(key: &str) -> ApiResult<()> {
     if sextant_shared::series::is_key_name(key) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
-            "invalid_tag",
+        Err(ApiError::new(
+            ErrorCode::InvalidTag,
             format!(
                 "tag keys are 1 to {} bytes of letters, digits, '_', '-', '.', '/', ':' and spaces: {:?}",
                 sextant_shared::series::MAX_NAME_BYTES,

@@ -1,11 +1,10 @@
 //! Experiments: Sextant's projects.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Role, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::ProjectId;
 use sextant_shared::projects::{self, Project, ProjectChange, ProjectName};
@@ -30,14 +29,14 @@ fn not_found() -> ApiError {
 pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {
     if id == DEFAULT_EXPERIMENT_ID {
         let found = projects::find(state, &caller.tenant, DEFAULT_PROJECT).await;
-        if matches!(&found, Err(err) if err.status() == StatusCode::NOT_FOUND)
+        if matches!(&found, Err(err) if err.code() == ErrorCode::NotFound)
             && caller.require(Role::Member).is_ok()
         {
             let name = ProjectName::parse(DEFAULT_PROJECT)?;
             return match projects::create(state, caller, name).await {
                 Ok(project) => Ok(project),
                 // Made by a concurrent request in the meantime.
-                Err(err) if err.code() == "project_exists" => {
+                Err(err) if err.code() == ErrorCode::ProjectExists => {
                     projects::find(state, &caller.tenant, DEFAULT_PROJECT).await
                 }
                 Err(err) => Err(err),
@@ -49,7 +48,7 @@ pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResu
     projects::find(state, &caller.tenant, &id.to_string())
         .await
         .map_err(|err| {
-            if err.status() == StatusCode::NOT_FOUND {
+            if err.code() == ErrorCode::NotFound {
                 not_found()
             } else {
                 err
@@ -62,8 +61,8 @@ pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResu
 pub(super) async fn find_active(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {
     let project = find(state, caller, id).await?;
     if project.trashed_at.is_some() {
-        return Err(ApiError::invalid(
-            "trashed",
+        return Err(ApiError::new(
+            ErrorCode::Trashed,
             format!(
                 "experiment {} is deleted; restore it first",
                 project.name.as_str()
@@ -94,8 +93,8 @@ pub async fn create(
     Json(body): Json<CreateExperiment>,
 ) -> JsonResult {
     if body.artifact_location.is_some_and(|at| !at.is_empty()) {
-        return Err(ApiError::invalid(
-            "invalid_artifact_location",
+        return Err(ApiError::new(
+            ErrorCode::InvalidArtifactLocation,
             "Sextant stores artifacts itself; leave artifact_location unset",
         ));
     }
@@ -178,8 +177,8 @@ pub async fn search_by_query(
             "order_by" => body.order_by.push(value),
             "view_type" => body.view_type = Some(ViewType::parse(&value)?),
             other => {
-                return Err(ApiError::invalid(
-                    "invalid_query",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
                     format!("unknown search parameter {other:?}"),
                 ));
             }

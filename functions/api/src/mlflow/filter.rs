@@ -11,7 +11,7 @@
 
 use std::cmp::Ordering;
 
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {
@@ -73,7 +73,7 @@ pub struct OrderBy {
 }
 
 pub fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::invalid("invalid_filter", message)
+    ApiError::new(ErrorCode::InvalidFilter, message)
 }
 
 /// The longest filter text accepted. Real filters are a few comparisons; the bound
@@ -508,7 +508,7 @@ mod tests {
             "metrics.acc > 1 metrics.loss < 2",
         ] {
             let err = parse(bad).expect_err(bad);
-            assert_eq!(err.code(), "invalid_filter", "{bad}");
+            assert_eq!(err.code(), ErrorCode::InvalidFilter, "{bad}");
         }
         assert!(parse("  ").expect("empty").is_empty());
     }

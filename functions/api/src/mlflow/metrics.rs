@@ -4,7 +4,7 @@ use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::auth::Caller;
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::JsonF64;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
@@ -129,20 +129,20 @@ pub async fn history(
             .run_id
             .as_deref()
             .or(query.run_uuid.as_deref())
-            .ok_or_else(|| ApiError::invalid("missing_run_id", "run_id is required"))?,
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingRunId, "run_id is required"))?,
     )?;
     let limit = match query.max_results {
         None => EXACT_PAGE_POINTS,
         Some(n) if n >= 1 => (n as usize).min(EXACT_PAGE_POINTS),
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_max_results",
+            return Err(ApiError::new(
+                ErrorCode::InvalidMaxResults,
                 "max_results is at least 1",
             ));
         }
     };
     let token = query.page_token.filter(|token| !token.is_empty());
-    let invalid = || ApiError::invalid("invalid_page_token", "the page token is invalid");
+    let invalid = || ApiError::new(ErrorCode::InvalidPageToken, "the page token is invalid");
     let (after, resume) = match token {
         None => (None, None),
         Some(token) => match token.parse::<i64>() {
@@ -206,14 +206,14 @@ pub async fn bulk_interval(
             "end_step" => end = Some(paging::parse_int(&value)?),
             "max_results" => max_results = Some(paging::parse_int(&value)?),
             other => {
-                return Err(ApiError::invalid(
-                    "invalid_query",
+                return Err(ApiError::new(
+                    ErrorCode::InvalidQuery,
                     format!("unknown parameter {other:?}"),
                 ));
             }
         }
     }
-    let invalid = |message: String| Err(ApiError::invalid("invalid_query", message));
+    let invalid = |message: String| Err(ApiError::new(ErrorCode::InvalidQuery, message));
     let Some(key) = key else {
         return invalid("metric_key is required".into());
     };

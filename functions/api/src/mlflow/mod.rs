@@ -34,10 +34,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde_json::json;
 use sextant_shared::auth::Caller;
-use sextant_shared::error::ApiError;
+use sextant_shared::error::{ApiError, ErrorCode, Reported};
 use sextant_shared::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -93,60 +92,61 @@ async fn search_logged_models(_caller: Caller) -> axum::Json<serde_json::Value> 
 
 async fn endpoint_not_found() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "route_not_found",
+        ErrorCode::RouteNotFound,
         "this MLflow endpoint is not served by Sextant",
     )
 }
 
 /// The error codes MLflow's clients know, for Sextant's errors.
-fn mlflow_code(status: StatusCode, code: &str) -> &'static str {
-    match (status.as_u16(), code) {
-        (_, "project_exists" | "artifact_exists") => "RESOURCE_ALREADY_EXISTS",
-        (_, "run_ended" | "invalid_transition" | "trashed") => "INVALID_STATE",
-        (404, "route_not_found") | (405, _) => "ENDPOINT_NOT_FOUND",
-        (404, _) => "RESOURCE_DOES_NOT_EXIST",
-        (401, _) => "UNAUTHENTICATED",
-        (403, _) => "PERMISSION_DENIED",
-        (409, _) => "ABORTED",
-        (415, _) => "BAD_REQUEST",
-        (429, _) => "REQUEST_LIMIT_EXCEEDED",
-        (503, _) => "TEMPORARILY_UNAVAILABLE",
-        (400..=499, _) => "INVALID_PARAMETER_VALUE",
+fn mlflow_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::ProjectExists | ErrorCode::ArtifactExists => "RESOURCE_ALREADY_EXISTS",
+        ErrorCode::RunEnded | ErrorCode::InvalidTransition | ErrorCode::Trashed => "INVALID_STATE",
+        ErrorCode::RouteNotFound => "ENDPOINT_NOT_FOUND",
+        other => mlflow_code_for_status(other.status()),
+    }
+}
+
+fn mlflow_code_for_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "RESOURCE_DOES_NOT_EXIST",
+        405 => "ENDPOINT_NOT_FOUND",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        409 => "ABORTED",
+        415 => "BAD_REQUEST",
+        429 => "REQUEST_LIMIT_EXCEEDED",
+        503 => "TEMPORARILY_UNAVAILABLE",
+        400..=499 => "INVALID_PARAMETER_VALUE",
         _ => "INTERNAL_ERROR",
     }
 }
 
-#[derive(Deserialize)]
-struct Envelope {
-    error: EnvelopeBody,
-}
-
-#[derive(Deserialize)]
-struct EnvelopeBody {
-    code: String,
-    message: String,
-}
-
-/// Rewrites every error on this surface (from handlers and extractors alike, since all
-/// of them answer in Sextant's envelope) into MLflow's shape, keeping status and headers
-/// such as `Retry-After`.
+/// Rewrites every error on this surface into MLflow's shape, keeping status and headers
+/// such as `Retry-After`. Handlers and extractors alike answer with an `ApiError`,
+/// whose response carries what it said (`Reported`); anything else is mapped by its
+/// status, its body kept as the message.
 async fn in_mlflow_shape(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (mut parts, body) = response.into_parts();
-    // Error bodies are a few hundred bytes; anything larger is not one of ours.
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let (code, message) = match serde_json::from_slice::<Envelope>(&bytes) {
-        Ok(envelope) => (envelope.error.code, envelope.error.message),
-        Err(_) => (String::new(), String::from_utf8_lossy(&bytes).into_owned()),
+    let (code, message) = match parts.extensions.remove::<Reported>() {
+        Some(reported) => (mlflow_code(reported.code), reported.message),
+        None => {
+            // Error bodies are a few hundred bytes; more is cut.
+            let bytes = axum::body::to_bytes(body, 64 * 1024)
+                .await
+                .unwrap_or_default();
+            (
+                mlflow_code_for_status(status),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            )
+        }
     };
     let body = json!({
-        "error_code": mlflow_code(status, &code),
+        "error_code": code,
         "message": message,
     });
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -163,29 +163,20 @@ mod tests {
 
     #[test]
     fn sextant_errors_map_to_the_codes_mlflow_clients_act_on() {
-        assert_eq!(
-            mlflow_code(StatusCode::NOT_FOUND, "not_found"),
-            "RESOURCE_DOES_NOT_EXIST"
-        );
-        assert_eq!(
-            mlflow_code(StatusCode::CONFLICT, "project_exists"),
-            "RESOURCE_ALREADY_EXISTS"
-        );
-        assert_eq!(
-            mlflow_code(StatusCode::BAD_REQUEST, "invalid_params"),
-            "INVALID_PARAMETER_VALUE"
-        );
-        assert_eq!(
-            mlflow_code(StatusCode::UNAUTHORIZED, "unauthorized"),
-            "UNAUTHENTICATED"
-        );
-        assert_eq!(
-            mlflow_code(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            "TEMPORARILY_UNAVAILABLE"
-        );
-        assert_eq!(
-            mlflow_code(StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            "INTERNAL_ERROR"
-        );
+        let cases = [
+            (ErrorCode::NotFound, "RESOURCE_DOES_NOT_EXIST"),
+            (ErrorCode::ProjectExists, "RESOURCE_ALREADY_EXISTS"),
+            (ErrorCode::InvalidParams, "INVALID_PARAMETER_VALUE"),
+            (ErrorCode::Unauthorized, "UNAUTHENTICATED"),
+            (ErrorCode::Unavailable, "TEMPORARILY_UNAVAILABLE"),
+            (ErrorCode::Internal, "INTERNAL_ERROR"),
+            (ErrorCode::RouteNotFound, "ENDPOINT_NOT_FOUND"),
+            (ErrorCode::MethodNotAllowed, "ENDPOINT_NOT_FOUND"),
+            (ErrorCode::RunEnded, "INVALID_STATE"),
+            (ErrorCode::RateLimited, "REQUEST_LIMIT_EXCEEDED"),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(mlflow_code(code), expected, "{code}");
+        }
     }
 }

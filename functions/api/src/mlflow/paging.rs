@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 
 use super::filter::{self, Field, OrderBy};
 
@@ -27,8 +27,8 @@ pub enum ViewType {
 impl ViewType {
     pub fn parse(text: &str) -> ApiResult<Self> {
         serde_json::from_value(text.into()).map_err(|_| {
-            ApiError::invalid(
-                "invalid_view_type",
+            ApiError::new(
+                ErrorCode::InvalidViewType,
                 "view type is ACTIVE_ONLY, DELETED_ONLY or ALL",
             )
         })
@@ -44,8 +44,12 @@ impl ViewType {
 }
 
 pub fn parse_int(text: &str) -> ApiResult<i64> {
-    text.parse()
-        .map_err(|_| ApiError::invalid("invalid_query", format!("{text:?} is not an integer")))
+    text.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("{text:?} is not an integer"),
+        )
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,8 +69,8 @@ pub fn page<T>(
         None => DEFAULT_PAGE.min(most),
         Some(n) if n >= 1 && n as u64 <= most as u64 => n as usize,
         Some(_) => {
-            return Err(ApiError::invalid(
-                "invalid_max_results",
+            return Err(ApiError::new(
+                ErrorCode::InvalidMaxResults,
                 format!("max_results is 1 to {most}"),
             ));
         }
@@ -79,7 +83,7 @@ pub fn page<T>(
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<Token>(&bytes).ok())
                 .ok_or_else(|| {
-                    ApiError::invalid("invalid_page_token", "the page token is invalid")
+                    ApiError::new(ErrorCode::InvalidPageToken, "the page token is invalid")
                 })?
                 .offset
         }

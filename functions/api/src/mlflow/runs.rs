@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_shared::auth::{Caller, Writer};
-use sextant_shared::error::{ApiError, ApiResult};
+use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::JsonF64;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
@@ -47,7 +47,7 @@ impl RunRef {
             .run_id
             .as_deref()
             .or(self.run_uuid.as_deref())
-            .ok_or_else(|| ApiError::invalid("missing_run_id", "run_id is required"))?;
+            .ok_or_else(|| ApiError::new(ErrorCode::MissingRunId, "run_id is required"))?;
         runs::parse_id(text)
     }
 }
@@ -56,8 +56,8 @@ impl RunRef {
 async fn active_run(state: &AppState, caller: &Caller, run: RunId) -> ApiResult<RunRecord> {
     let record = runs::load(state, &caller.tenant, run).await?.record;
     if record.trashed_at.is_some() {
-        return Err(ApiError::invalid(
-            "trashed",
+        return Err(ApiError::new(
+            ErrorCode::Trashed,
             format!("run {run} is deleted; restore it before changing it"),
         ));
     }
@@ -334,8 +334,8 @@ fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> ApiResult<()> {
     for param in new {
         convert::check_tag_key(&param.key)?;
         if param.value.len() > params::MAX_STRING_BYTES {
-            return Err(ApiError::invalid(
-                "invalid_params",
+            return Err(ApiError::new(
+                ErrorCode::InvalidParams,
                 format!(
                     "parameter {:?} is longer than {} bytes",
                     param.key,
@@ -358,8 +358,8 @@ fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> ApiResult<()> {
         match logged {
             Some(logged) if logged == param.value => {}
             Some(logged) => {
-                return Err(ApiError::invalid(
-                    "param_changed",
+                return Err(ApiError::new(
+                    ErrorCode::ParamChanged,
                     format!(
                         "Changing param values is not allowed. Param with key='{}' was already \
                          logged with value='{logged}' for run ID='{}'. Attempted logging new \
@@ -442,8 +442,8 @@ pub struct LogBatchBody {
 /// MLflow's own limits on a batch, with its messages.
 fn check_batch_limits(body: &LogBatchBody) -> ApiResult<()> {
     let too_many = |what: &str, count: usize, limit: usize| {
-        ApiError::invalid(
-            "batch_too_large",
+        ApiError::new(
+            ErrorCode::InvalidRequest,
             format!(
                 "A batch logging request can contain at most {limit} {what}. Got {count} {what}. \
                  Please split up {what} across multiple requests and try again."
@@ -734,8 +734,8 @@ pub async fn search(
     experiment_ids.sort_unstable();
     experiment_ids.dedup();
     if experiment_ids.len() > MAX_SEARCH_EXPERIMENTS {
-        return Err(ApiError::invalid(
-            "too_many_experiments",
+        return Err(ApiError::new(
+            ErrorCode::TooManyExperiments,
             format!(
                 "a search spans at most {MAX_SEARCH_EXPERIMENTS} experiments; this one names {}",
                 experiment_ids.len()
