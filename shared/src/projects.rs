@@ -278,19 +278,11 @@ pub async fn find(state: &AppState, tenant: &Tenant, id_or_name: &str) -> ApiRes
         .ok_or_else(not_found)
 }
 
-/// Deletes the project's runs (with their data), then the project and its name.
-pub async fn delete(state: &AppState, tenant: &Tenant, project: &Project) -> ApiResult<()> {
-    crate::runs::delete_all_in_project(state, tenant, project.id).await?;
-    state
-        .kv
-        .transact(vec![
-            TxOp::Delete(tenant.key(project_sk(project.id)), Condition::None),
-            TxOp::Delete(tenant.key(name_sk(&project.name)), Condition::None),
-            TxOp::Delete(
-                crate::runs::counter_key(tenant, project.id),
-                Condition::None,
-            ),
-        ])
-        .await?;
-    Ok(())
+/// The writes that remove a project's own records, its name with it; its runs are
+/// deleted first (`crate::deletion::delete_project`).
+pub fn removal(tenant: &Tenant, project: &Project) -> [TxOp; 2] {
+    [
+        TxOp::Delete(tenant.key(project_sk(project.id)), Condition::None),
+        TxOp::Delete(tenant.key(name_sk(&project.name)), Condition::None),
+    ]
 }

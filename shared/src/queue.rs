@@ -600,8 +600,13 @@ pub async fn enqueue(
         }),
         Err(err) => {
             if created {
-                // The client never saw this run: it goes with the job it was made for.
-                if let Err(cleanup) = runs::delete(state, tenant, run.id).await {
+                // The client never saw this run, and it owns nothing yet: it goes with
+                // the job it was made for.
+                let deleted = match runs::mark_deleting(state, tenant, run.id).await {
+                    Ok(marked) => runs::purge(state, tenant, &marked).await,
+                    Err(err) => Err(err),
+                };
+                if let Err(cleanup) = deleted {
                     tracing::warn!(run = %run.id, error = %cleanup, "a queued run without its job is left");
                 }
             }

@@ -39,6 +39,7 @@ use sextant_shared::auth::Caller;
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::password::Password;
 use sextant_shared::billing::{self, BillingMonth, PricePlan, Report, ReportStatus};
+use sextant_shared::deletion;
 use sextant_shared::floats::JsonF64;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
@@ -995,7 +996,7 @@ impl Sim {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let outcome = runs::delete(&self.state, &tenant, run).await;
+            let outcome = deletion::delete_run(&self.state, &tenant, run).await;
             self.struck();
             match outcome {
                 Ok(()) => break,

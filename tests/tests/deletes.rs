@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::json;
+use sextant_shared::deletion;
 use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
@@ -67,9 +68,13 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
     // Each run's delete marks it deleting, deletes its data, then drops its record:
     // two transactions. The 5th from now leaves a run marked but not gone.
     faults.fail(Op::Transact, 5, Timing::Before);
-    assert!(projects::delete(&state, tenant, &project).await.is_err());
+    assert!(
+        deletion::delete_project(&state, tenant, &project)
+            .await
+            .is_err()
+    );
     assert_eq!(faults.take_fired().len(), 1, "the fault struck");
-    projects::delete(&state, tenant, &project)
+    deletion::delete_project(&state, tenant, &project)
         .await
         .expect("the retry finishes the delete");
 

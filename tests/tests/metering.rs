@@ -5,6 +5,7 @@
 use serde_json::json;
 use sextant_shared::auth::Caller;
 use sextant_shared::billing;
+use sextant_shared::deletion;
 use sextant_shared::metering::{self, hour_of};
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
@@ -100,7 +101,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!(usage(a.clone()).await, a_usage);
 
     // Deleting the run releases its storage; the next hour samples the smaller figure.
-    runs::delete(&state, &a.tenant, runs[0]).await.unwrap();
+    deletion::delete_run(&state, &a.tenant, runs[0])
+        .await
+        .unwrap();
     let next = last_hour + Duration::HOUR;
     let rolled = metering::roll_up_through(&state, next).await.unwrap();
     assert_eq!(

@@ -2,6 +2,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::deletion;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
 use sextant_shared::projects::{self, Project, ProjectName};
@@ -104,6 +105,6 @@ pub async fn delete(
     Path(project): Path<String>,
 ) -> ApiResult<StatusCode> {
     let project = projects::find(&state, &caller.tenant, &project).await?;
-    projects::delete(&state, &caller.tenant, &project).await?;
+    deletion::delete_project(&state, &caller.tenant, &project).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
+use sextant_shared::deletion;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::{JsonF64, JsonF64s};
 use sextant_shared::http::{Json, Query, page_limit};
@@ -151,7 +152,7 @@ pub async fn delete(
     Writer(caller): Writer,
     Path(run): Path<String>,
 ) -> ApiResult<StatusCode> {
-    runs::delete(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    deletion::delete_run(&state, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

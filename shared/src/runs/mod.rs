@@ -17,7 +17,6 @@ pub mod params;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -763,9 +762,10 @@ pub fn accept_activity(
     Ok(())
 }
 
-/// Deletes the run and all its data, releasing their storage. Safe to retry: a delete
-/// that stopped halfway leaves the run hidden and the next one finishes it.
-pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+/// Hides a run from every read, the first step of deleting it; answers the record as
+/// marked. Safe to repeat: a run already marked answers as it is, so a delete that
+/// stopped halfway is finished by the next (`crate::deletion`).
+pub async fn mark_deleting(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
     let mut versioned = load_any(state, tenant, run).await?;
     let mut attempts = 0;
     while !versioned.record.deleting {
@@ -786,20 +786,20 @@ pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
             Err(err) => return Err(err.into()),
         }
     }
-    // Objects first: their records are how they are found.
-    crate::artifacts::delete_all(state, tenant, run).await?;
-    crate::images::delete_all(state, tenant, run).await?;
-    // Shares open nothing once the run is hidden; these are their lookups going too.
-    crate::shares::delete_all(state, tenant, run).await?;
-    crate::queue::delete_for_run(state, tenant, run).await?;
-    purge_partition(state, &data_partition(tenant, run)).await?;
-    let record = &versioned.record;
+    Ok(versioned)
+}
+
+/// The last step of deleting a marked run, once what it owns is gone: its points and
+/// its record, releasing the storage they were billed for.
+pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> ApiResult<()> {
+    let record = &marked.record;
+    purge_partition(state, &data_partition(tenant, record.id)).await?;
     let ops = vec![
         TxOp::Delete(
-            record_key(tenant, record.project_id, run),
-            Condition::Equals(VERSION.into(), Value::N(versioned.version)),
+            record_key(tenant, record.project_id, record.id),
+            Condition::Equals(VERSION.into(), Value::N(marked.version)),
         ),
-        TxOp::Delete(pointer_key(tenant, run), Condition::None),
+        TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
         crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),
     ];
     match state.kv.transact(ops).await {
@@ -841,7 +841,7 @@ pub async fn all_in_project(
 }
 
 /// Every run record of a project, those being deleted too.
-async fn every_record_in_project(
+pub async fn every_record_in_project(
     state: &AppState,
     tenant: &Tenant,
     project: ProjectId,
@@ -858,21 +858,6 @@ async fn every_record_in_project(
             None => return Ok(runs),
         }
     }
-}
-
-/// Deletes every run of a project (a few at a time), for deleting the project. Runs a
-/// stopped delete left half-deleted are finished too, so a retry leaves nothing stored.
-pub async fn delete_all_in_project(
-    state: &AppState,
-    tenant: &Tenant,
-    project: ProjectId,
-) -> ApiResult<()> {
-    let runs = every_record_in_project(state, tenant, project).await?;
-    futures::stream::iter(runs.into_iter().map(|run| delete(state, tenant, run.id)))
-        .buffer_unordered(8)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(())
 }
 
 #[cfg(test)]
