@@ -22,7 +22,8 @@ use anyhow::Context;
 use axum::Router;
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::operator::OperatorTokenHash;
-use sextant_shared::billing::{self, BillingMonth, PricePlan, TenantTotals};
+use sextant_shared::billing::{self, PricePlan, TenantTotals};
+use sextant_shared::calendar::BillingMonth;
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::{http, metering};
 use sextant_storage::Storage;
@@ -190,9 +191,9 @@ pub async fn meter(
     let state = offline_state(data_dir, plan)?;
     let hour = sextant_metering::MeteringHour::ending_at_or_before(at);
     let hours = if through {
-        metering::roll_up_through(&state, hour.start).await?
+        sextant_metering::roll_up_through(&state, hour.start).await?
     } else {
-        metering::roll_up_hour(&state, hour.start).await?;
+        sextant_metering::roll_up_hour(&state, hour.start).await?;
         vec![hour.start]
     };
     let swept = sextant_metering::sweep_due(&state, hour.end()).await?;

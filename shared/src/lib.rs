@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod auth;
 pub mod billing;
+pub mod calendar;
 pub mod cursor;
 pub mod deletion;
 pub mod error;

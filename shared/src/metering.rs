@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
+use crate::calendar::BillingMonth;
 use crate::error::ApiResult;
 use crate::ids::TenantId;
 use crate::state::AppState;
@@ -185,13 +186,22 @@ async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
         .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 
-/// Rolls up one hour: a record for every tenant active in it or storing bytes; the
-/// last hour of a month also closes the month's reports. Answers how many records it
-/// wrote (0 when the hour was rolled up already).
-pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
+/// Rolls up one hour: a record for every tenant active in it or storing bytes. After
+/// the last hour of a month it calls `month_ended`, through which the metering run
+/// closes the month's reports (`billing::close_month`); a run that fails there leaves
+/// the cursor before the hour, so the next run rolls it up and closes again. Answers
+/// how many records it wrote (0 when the hour was rolled up already).
+pub async fn roll_up_hour<MonthEnded>(
+    state: &AppState,
+    hour: OffsetDateTime,
+    month_ended: &impl Fn(BillingMonth) -> MonthEnded,
+) -> ApiResult<usize>
+where
+    MonthEnded: Future<Output = ApiResult<()>>,
+{
     let hour = hour_of(hour);
     let end = hour + Duration::HOUR;
-    let month = crate::billing::BillingMonth::of(hour);
+    let month = BillingMonth::of(hour);
     let mut tenants: BTreeSet<TenantId> = marked(state, &active_partition(hour))
         .await?
         .into_iter()
@@ -211,7 +221,7 @@ pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<u
         .await?;
     let written = written.into_iter().filter(|&written| written).count();
     if end == month.end() {
-        crate::billing::close_month(state, month).await?;
+        month_ended(month).await?;
     }
     Ok(written)
 }
@@ -221,7 +231,7 @@ async fn record_hour(
     state: &AppState,
     tenant: Tenant,
     hour: OffsetDateTime,
-    month: crate::billing::BillingMonth,
+    month: BillingMonth,
 ) -> ApiResult<bool> {
     let record = HourlyUsage {
         hour,
@@ -250,14 +260,14 @@ async fn record_hour(
     }
 }
 
-fn month_partition(month: crate::billing::BillingMonth) -> String {
+fn month_partition(month: BillingMonth) -> String {
     format!("metering#month#{month}")
 }
 
 /// Every tenant with at least one hour rolled up in the month.
 pub async fn billed_tenants(
     state: &AppState,
-    month: crate::billing::BillingMonth,
+    month: BillingMonth,
 ) -> StoreResult<BTreeSet<TenantId>> {
     Ok(marked(state, &month_partition(month))
         .await?
@@ -268,10 +278,14 @@ pub async fn billed_tenants(
 
 /// Rolls up `through` and every hour missed since the last run, oldest first.
 /// Answers the hours it rolled up.
-pub async fn roll_up_through(
+pub async fn roll_up_through<MonthEnded>(
     state: &AppState,
     through: OffsetDateTime,
-) -> ApiResult<Vec<OffsetDateTime>> {
+    month_ended: &impl Fn(BillingMonth) -> MonthEnded,
+) -> ApiResult<Vec<OffsetDateTime>>
+where
+    MonthEnded: Future<Output = ApiResult<()>>,
+{
     let through = hour_of(through);
     let cursor: Option<Cursor> = get_doc(&*state.kv, &cursor_key()).await?;
     let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
@@ -281,7 +295,7 @@ pub async fn roll_up_through(
         .max(earliest);
     let mut done = Vec::new();
     while hour <= through {
-        roll_up_hour(state, hour).await?;
+        roll_up_hour(state, hour, month_ended).await?;
         done.push(hour);
         hour += Duration::HOUR;
     }

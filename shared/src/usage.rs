@@ -13,7 +13,7 @@
 
 use time::OffsetDateTime;
 
-use crate::billing::BillingMonth;
+use crate::calendar::BillingMonth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::state::AppState;
 use crate::tenancy::Tenant;

@@ -127,7 +127,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
         "no marker is left"
     );
 
-    metering::roll_up_hour(&state, START).await.unwrap();
+    sextant_metering::roll_up_hour(&state, START).await.unwrap();
     let hours = metering::hourly(&state, tenant, START, START + Duration::HOUR)
         .await
         .unwrap();

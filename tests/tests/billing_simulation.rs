@@ -38,7 +38,8 @@ use sextant_shared::artifacts::{self, Completion, NewArtifact};
 use sextant_shared::auth::Caller;
 use sextant_shared::auth::jwt::Keyring;
 use sextant_shared::auth::password::Password;
-use sextant_shared::billing::{self, BillingMonth, PricePlan, Report, ReportStatus};
+use sextant_shared::billing::{self, PricePlan, Report, ReportStatus};
+use sextant_shared::calendar::BillingMonth;
 use sextant_shared::deletion;
 use sextant_shared::floats::JsonF64;
 use sextant_shared::ids::RunId;
@@ -1432,7 +1433,7 @@ impl Sim {
         let mut attempts = 0;
         let rolled = loop {
             attempts += 1;
-            let outcome = metering::roll_up_through(&self.state, through).await;
+            let outcome = sextant_metering::roll_up_through(&self.state, through).await;
             let (fired, _) = self.struck();
             match outcome {
                 Ok(rolled) => break rolled,
@@ -1460,7 +1461,7 @@ impl Sim {
 
         if self.rng.random_bool(0.15) {
             self.bump("metering runs repeated");
-            let again = metering::roll_up_through(&self.state, through)
+            let again = sextant_metering::roll_up_through(&self.state, through)
                 .await
                 .unwrap();
             if !again.is_empty() {
@@ -1490,7 +1491,9 @@ impl Sim {
     }
 
     async fn rerun_hour(&mut self, hour: OffsetDateTime) {
-        let written = metering::roll_up_hour(&self.state, hour).await.unwrap();
+        let written = sextant_metering::roll_up_hour(&self.state, hour)
+            .await
+            .unwrap();
         self.bump("hours rolled up again");
         if written != 0 {
             self.violation(format!(
@@ -1691,7 +1694,9 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
         }
         all
     };
-    let again = metering::roll_up_through(&sim.state, last).await.unwrap();
+    let again = sextant_metering::roll_up_through(&sim.state, last)
+        .await
+        .unwrap();
     assert!(again.is_empty(), "{again:?}");
     let mut hours: Vec<i64> = (0..HOURS).collect();
     hours.shuffle(&mut sim.rng);

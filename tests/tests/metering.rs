@@ -5,6 +5,7 @@
 use serde_json::json;
 use sextant_shared::auth::Caller;
 use sextant_shared::billing;
+use sextant_shared::calendar::BillingMonth;
 use sextant_shared::deletion;
 use sextant_shared::metering::{self, hour_of};
 use sextant_shared::projects::{self, ProjectName};
@@ -65,7 +66,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     let last_hour = hour_of(OffsetDateTime::now_utc());
     let mut hour = first_hour;
     while hour <= last_hour {
-        metering::roll_up_hour(&state, hour).await.unwrap();
+        sextant_metering::roll_up_hour(&state, hour).await.unwrap();
         hour += Duration::HOUR;
     }
     let window = (first_hour, last_hour + Duration::HOUR);
@@ -85,9 +86,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert!(a_bytes > 0 && a_bytes > b_usage.last().unwrap().storage_bytes);
 
     // The month's usage sums the hours; the other team's are not in it.
-    let month = billing::BillingMonth::of(first_hour);
+    let month = BillingMonth::of(first_hour);
     let priced = billing::usage(&state, &a.tenant, month).await.unwrap();
-    if billing::BillingMonth::of(last_hour) == month {
+    if BillingMonth::of(last_hour) == month {
         assert_eq!(priced.points, 1502);
         assert_eq!(
             priced.total,
@@ -97,7 +98,12 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     }
 
     // Again: nothing is written, nothing changes.
-    assert_eq!(metering::roll_up_hour(&state, last_hour).await.unwrap(), 0);
+    assert_eq!(
+        sextant_metering::roll_up_hour(&state, last_hour)
+            .await
+            .unwrap(),
+        0
+    );
     assert_eq!(usage(a.clone()).await, a_usage);
 
     // Deleting the run releases its storage; the next hour samples the smaller figure.
@@ -105,7 +111,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap();
     let next = last_hour + Duration::HOUR;
-    let rolled = metering::roll_up_through(&state, next).await.unwrap();
+    let rolled = sextant_metering::roll_up_through(&state, next)
+        .await
+        .unwrap();
     assert_eq!(
         rolled,
         vec![next],
@@ -118,18 +126,20 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!((later[0].points, later[0].storage_bytes), (0, 0));
 
     // Three hours later, the missed hours are filled in, each once.
-    let rolled = metering::roll_up_through(&state, next + Duration::hours(3))
+    let rolled = sextant_metering::roll_up_through(&state, next + Duration::hours(3))
         .await
         .unwrap();
     assert_eq!(rolled.len(), 3);
-    let again = metering::roll_up_through(&state, next + Duration::hours(3))
+    let again = sextant_metering::roll_up_through(&state, next + Duration::hours(3))
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
 
     // Rolling up a month's last hour closes its reports, once and for good.
     let last_of_month = month.end() - Duration::HOUR;
-    metering::roll_up_hour(&state, last_of_month).await.unwrap();
+    sextant_metering::roll_up_hour(&state, last_of_month)
+        .await
+        .unwrap();
     let closed = billing::report(&state, &b.tenant, month).await.unwrap();
     assert_eq!(closed.status, billing::ReportStatus::Closed);
     assert_eq!(closed.closed_at, Some(month.end()));
@@ -140,7 +150,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .unwrap()
         .id;
     log(&state, &b, late_run, "late", 5).await;
-    metering::roll_up_hour(&state, last_of_month).await.unwrap();
+    sextant_metering::roll_up_hour(&state, last_of_month)
+        .await
+        .unwrap();
     assert_eq!(
         billing::report(&state, &b.tenant, month).await.unwrap(),
         closed,

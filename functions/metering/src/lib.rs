@@ -8,6 +8,8 @@
 //! hour twice changes nothing.
 
 use serde::{Deserialize, Serialize};
+use sextant_shared::billing;
+use sextant_shared::calendar::BillingMonth;
 use sextant_shared::error::ApiResult;
 use sextant_shared::state::AppState;
 use sextant_shared::sweep::{self, Claimant};
@@ -27,10 +29,31 @@ pub struct RunReport {
 /// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
 /// sweep of every note due by then.
 pub async fn run(state: &AppState, hour: MeteringHour) -> ApiResult<RunReport> {
-    let hours = metering::roll_up_through(state, hour.start).await?;
+    let hours = roll_up_through(state, hour.start).await?;
     let mut report = sweep_due(state, hour.end()).await?;
     report.hours = hours.len();
     Ok(report)
+}
+
+/// Rolls up `through` and every hour missed before it, closing the reports of each
+/// month whose last hour it rolls up: the roll-up of every metering run (this
+/// function's, `sextant serve`'s and `sextant meter`'s).
+pub async fn roll_up_through(
+    state: &AppState,
+    through: OffsetDateTime,
+) -> ApiResult<Vec<OffsetDateTime>> {
+    metering::roll_up_through(state, through, &|month| close_reports(state, month)).await
+}
+
+/// Rolls up one hour again (or for the first time), closing its month's reports if it
+/// is the month's last.
+pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
+    metering::roll_up_hour(state, hour, &|month| close_reports(state, month)).await
+}
+
+/// The month-end step the roll-up calls: billing closes the month's reports.
+async fn close_reports(state: &AppState, month: BillingMonth) -> ApiResult<()> {
+    billing::close_month(state, month).await.map(drop)
 }
 
 /// Settles every sweep note due at `now`, hour by hour, forgetting each once settled

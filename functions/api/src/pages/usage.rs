@@ -5,7 +5,8 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use maud::html;
-use sextant_shared::billing::{self, BillingMonth};
+use sextant_shared::billing;
+use sextant_shared::calendar::BillingMonth;
 
 use super::layout::{Section, respond};
 use super::security::SignedIn;
