@@ -27,14 +27,11 @@ use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
-use sextant_storage::records::{TTL, doc_item, get_doc, query_docs, read_doc};
+use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs};
 
 const TEAM: &str = "team";
-const VERSION: &str = "version";
 const MAX_NAME_CHARS: usize = 100;
 const MAX_EMAIL_BYTES: usize = 254;
-/// How often a membership change is retried when another one raced it.
-const MEMBERSHIP_ATTEMPTS: usize = 3;
 
 fn user_sk(id: UserId) -> String {
     format!("user#{id}")
@@ -347,10 +344,10 @@ pub async fn signup(
             )?,
             Condition::NotExists,
         ),
-        TxOp::Put(
-            doc_item(tenant.key(TEAM), &team_record)?.with(VERSION, Value::N(0)),
-            Condition::NotExists,
-        ),
+        {
+            let team = Versioned::unsaved(team_record);
+            TxOp::Put(team.next_item(tenant.key(TEAM))?, team.unchanged())
+        },
         TxOp::Put(
             doc_item(
                 tenant.key(user_sk(member.id)),
@@ -832,30 +829,27 @@ async fn change_membership(
     decide: impl Fn(&[UserRecord]) -> ApiResult<MembershipChange>,
 ) -> ApiResult<()> {
     let team_key = tenant.key(TEAM);
-    for _ in 0..MEMBERSHIP_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let team = state
             .kv
             .get(&team_key)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record missing")))?;
-        let version = team
-            .n(VERSION)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record without version")))?;
+        let team = Versioned::<TeamRecord>::read(&team)?;
         let users: Vec<UserRecord> =
             query_docs(&*state.kv, Query::partition(tenant.root()).prefix("user#")).await?;
         let change = decide(&users)?;
         if !change.before.is_empty() {
             state.kv.batch_write(change.before).await?;
         }
-        let team_record: TeamRecord = read_doc(&team)?;
         let mut ops = change.ops;
         ops.push(TxOp::Put(
-            doc_item(team_key.clone(), &team_record)?.with(VERSION, Value::N(version + 1)),
-            Condition::Equals(VERSION.into(), Value::N(version)),
+            team.next_item(team_key.clone())?,
+            team.unchanged(),
         ));
         match state.kv.transact(ops).await {
             Ok(()) => return Ok(()),
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
         }
     }

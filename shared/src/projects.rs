@@ -11,16 +11,13 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
-use sextant_storage::kv::{Condition, Query, StoreError, TxOp, Value};
-use sextant_storage::records::{doc_item, get_doc, query_docs};
+use sextant_storage::kv::{Condition, Query, StoreError, TxOp};
+use sextant_storage::records::{CONFLICT_ATTEMPTS, Versioned, doc_item, get_doc, query_docs};
 
 pub const MAX_PROJECT_NAME_CHARS: usize = 100;
 pub const MAX_TAGS: usize = 100;
 pub const MAX_TAG_KEY_BYTES: usize = 250;
 pub const MAX_TAG_VALUE_BYTES: usize = 5_000;
-const VERSION: &str = "version";
-/// Optimistic-concurrency attempts before a change gives up with 409.
-const UPDATE_ATTEMPTS: usize = 20;
 
 /// 1 to 100 characters of letters, digits, `-`, `_` and `.`, starting with a letter or
 /// digit: usable verbatim in URLs and shell commands.
@@ -190,15 +187,14 @@ pub async fn update(
         check_tag(key, value)?;
     }
     let key = tenant.key(project_sk(id));
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let item = state
             .kv
             .get(&key)
             .await?
             .ok_or_else(|| ApiError::not_found("project"))?;
-        // Projects written before they had a version read as version 0.
-        let version = item.n(VERSION).unwrap_or(0);
-        let mut project: Project = sextant_storage::records::read_doc(&item)?;
+        let mut versioned = Versioned::<Project>::read(&item)?;
+        let project = &mut versioned.record;
         let old_name = project.name.clone();
         if let Some(name) = &change.name {
             project.name = name.clone();
@@ -219,11 +215,11 @@ pub async fn update(
             _ => {}
         }
         project.updated_at = Some(state.now());
-        // Versions only grow, so "at most the version read" means "unchanged since".
         let mut ops = vec![TxOp::Put(
-            doc_item(key.clone(), &project)?.with(VERSION, Value::N(version + 1)),
-            Condition::AtMost(VERSION.into(), version),
+            versioned.next_item(key.clone())?,
+            versioned.unchanged(),
         )];
+        let project = &versioned.record;
         let renamed = project.name != old_name;
         if renamed {
             ops.push(TxOp::Put(
@@ -239,11 +235,11 @@ pub async fn update(
             ));
         }
         match state.kv.transact(ops).await {
-            Ok(()) => return Ok(project),
+            Ok(()) => return Ok(versioned.record),
             Err(StoreError::TransactionFailed(failed)) if renamed && failed.contains(&1) => {
                 return Err(name_taken(&project.name));
             }
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
         }
     }

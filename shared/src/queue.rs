@@ -34,7 +34,9 @@ use crate::series::batch::{self, LogBatch, TextLine};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
-use sextant_storage::records::{doc_item, get_doc, read_doc};
+use sextant_storage::records::{
+    CONFLICT_ATTEMPTS, VERSION, doc_item, get_doc, read_doc, unchanged_since,
+};
 
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
@@ -47,13 +49,10 @@ pub const MAX_REASON_BYTES: usize = 1_000;
 /// (claims, retries, exit statuses), beside the command's own `stdout` and `stderr`.
 pub const AGENT_SERIES: &str = "agent";
 
-const VERSION: &str = "version";
 /// Unix milliseconds at which a claim lapses; 0 for a waiting job.
 const LEASE_UNTIL_MS: &str = "lease_until_ms";
 /// Index entries read per query while looking for a claimable job.
 const CLAIM_PAGE: usize = 100;
-/// Optimistic-concurrency attempts before a change gives up with 409.
-const UPDATE_ATTEMPTS: usize = 50;
 
 /// A queue's name: the rules of project names, since it goes verbatim into URLs,
 /// storage keys and command lines.
@@ -374,11 +373,7 @@ fn save_ops(tenant: &Tenant, record: &JobRecord, read_version: i64) -> ApiResult
     let (project, queue, run) = (record.project_id, &record.queue, record.run_id);
     let item = doc_item(job_key(tenant, project, queue, run), record)?
         .with(VERSION, Value::N(read_version + 1));
-    let condition = if read_version == 0 {
-        Condition::NotExists
-    } else {
-        Condition::Equals(VERSION.into(), Value::N(read_version))
-    };
+    let condition = unchanged_since((read_version > 0).then_some(read_version));
     let open = open_key(tenant, project, queue, run);
     // The record's version condition guards the entry too: they change together.
     let index = match record.state {
@@ -408,7 +403,7 @@ async fn save(state: &AppState, tenant: &Tenant, job: &mut Job) -> ApiResult<boo
             job.version += 1;
             Ok(true)
         }
-        Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => Ok(false),
+        Err(err) if err.is_conflict() => Ok(false),
         Err(err) => Err(err.into()),
     }
 }
@@ -805,7 +800,7 @@ async fn take_if_free(
     run: RunId,
     agent: &str,
 ) -> ApiResult<Option<(Job, RunRecord, Option<(u32, String)>)>> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let Some(item) = state.kv.get(&job_key(tenant, project, queue, run)).await? else {
             return Ok(None);
         };
@@ -867,7 +862,7 @@ pub async fn heartbeat(
     run: RunId,
     attempt: u32,
 ) -> ApiResult<Job> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let mut job = load(state, tenant, run).await?;
         job.record.check_claim(attempt)?;
         job.record.lease_expires_at = Some(state.now() + state.settings.job_lease);
@@ -917,7 +912,7 @@ pub async fn finish(
         ));
     }
     let timeout = state.settings.heartbeat_timeout;
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let mut job = load(state, tenant, run).await?;
         if job.record.state == JobState::Done && job.record.attempts == finish.attempt {
             job.run = load_run(state, tenant, run).await?;
@@ -961,7 +956,7 @@ pub async fn finish(
 /// claimed job's run is asked to stop, which its agent does on its next heartbeat.
 /// Cancelling a cancelled job again answers the same.
 pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let mut job = load(state, tenant, run).await?;
         match (job.record.state, job.record.result) {
             (JobState::Done, Some(Status::Aborted)) => {

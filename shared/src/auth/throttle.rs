@@ -24,7 +24,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{ApiError, ApiResult};
 use sextant_storage::kv::{Condition, Key, KvStore, StoreError, Value};
-use sextant_storage::records::{TTL, doc_item, read_doc};
+use sextant_storage::records::{TTL, VERSION, doc_item, read_doc, unchanged_since};
 
 /// When attempts of one scope start to wait, and how long they wait at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,6 @@ pub const ADDRESS: Policy = Policy {
 const MEMORY: Duration = Duration::days(1);
 /// Writes lost to concurrent attempts before this one is refused as part of a flood.
 const CONTENDED_ATTEMPTS: usize = 3;
-const VERSION: &str = "version";
 
 impl Policy {
     /// How long after the last attempt the next may start, `failures` attempts in.
@@ -136,14 +135,10 @@ async fn replace(
     count: Count,
     version: Option<i64>,
 ) -> ApiResult<bool> {
-    let condition = match version {
-        Some(version) => Condition::Equals(VERSION.into(), Value::N(version)),
-        None => Condition::NotExists,
-    };
     let item = doc_item(key.clone(), &count)?
-        .with(VERSION, Value::N(version.map_or(0, |v| v + 1)))
+        .with(VERSION, Value::N(version.map_or(1, |v| v + 1)))
         .with(TTL, Value::N(count.last_ms / 1000 + MEMORY.whole_seconds()));
-    match kv.put(item, condition).await {
+    match kv.put(item, unchanged_since(version)).await {
         Ok(()) => Ok(true),
         Err(StoreError::ConditionFailed) => Ok(false),
         Err(err) => Err(err.into()),

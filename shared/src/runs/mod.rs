@@ -30,7 +30,7 @@ use crate::tenancy::Tenant;
 use sextant_storage::kv::{
     Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
-use sextant_storage::records::{doc_item, get_doc, read_doc};
+use sextant_storage::records::{self, CONFLICT_ATTEMPTS, VERSION, doc_item, get_doc, read_doc};
 
 pub use params::ParamValue;
 
@@ -40,9 +40,6 @@ pub const MAX_TAG_BYTES: usize = 250;
 /// A `key=value` tag (MLflow's key-value tags) may carry a value as long as MLflow allows.
 pub const MAX_TAG_VALUE_BYTES: usize = 8_000;
 pub const MAX_TAGS: usize = 100;
-const VERSION: &str = "version";
-/// Optimistic-concurrency attempts before a change gives up with 409.
-const UPDATE_ATTEMPTS: usize = 50;
 
 /// Where a run is in its lifecycle, as of when it is read.
 #[derive(
@@ -477,20 +474,14 @@ fn record_item(tenant: &Tenant, record: &RunRecord, version: i64) -> ApiResult<I
 }
 
 /// A run record with the version it was read at.
-#[derive(Debug, Clone)]
-pub struct Versioned {
-    pub record: RunRecord,
-    pub version: i64,
-}
+pub type Versioned = records::Versioned<RunRecord>;
 
-impl Versioned {
-    /// The write that replaces this record, if nobody else changed it since.
-    pub fn replace(&self, tenant: &Tenant) -> ApiResult<TxOp> {
-        Ok(TxOp::Put(
-            record_item(tenant, &self.record, self.version + 1)?,
-            Condition::Equals(VERSION.into(), Value::N(self.version)),
-        ))
-    }
+/// The write that replaces a run's record, if nobody else changed it since it was read.
+pub fn replace(tenant: &Tenant, versioned: &Versioned) -> ApiResult<TxOp> {
+    Ok(TxOp::Put(
+        record_item(tenant, &versioned.record, versioned.version() + 1)?,
+        versioned.unchanged(),
+    ))
 }
 
 /// Parses a run id from a path; a malformed one is as absent as a missing one.
@@ -518,12 +509,7 @@ async fn load_any(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Ve
         .get(&record_key(tenant, pointer.project_id, run))
         .await?
         .ok_or_else(not_found)?;
-    Ok(Versioned {
-        record: read_doc(&item)?,
-        version: item
-            .n(VERSION)
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("run record without version")))?,
-    })
+    Ok(Versioned::read(&item)?)
 }
 
 /// Applies `change` to the run and writes it back, retrying from a fresh read when a
@@ -534,13 +520,13 @@ pub async fn update<T>(
     run: RunId,
     mut change: impl FnMut(&mut RunRecord, OffsetDateTime) -> ApiResult<T>,
 ) -> ApiResult<(RunRecord, T)> {
-    for _ in 0..UPDATE_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let mut versioned = load(state, tenant, run).await?;
         let now = state.now();
         let outcome = change(&mut versioned.record, now)?;
-        match state.kv.transact(vec![versioned.replace(tenant)?]).await {
+        match state.kv.transact(vec![replace(tenant, &versioned)?]).await {
             Ok(()) => return Ok((versioned.record, outcome)),
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => continue,
+            Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
         }
     }
@@ -770,19 +756,15 @@ pub async fn mark_deleting(state: &AppState, tenant: &Tenant, run: RunId) -> Api
     let mut attempts = 0;
     while !versioned.record.deleting {
         versioned.record.deleting = true;
-        match state.kv.transact(vec![versioned.replace(tenant)?]).await {
-            Ok(()) => versioned.version += 1,
+        match state.kv.transact(vec![replace(tenant, &versioned)?]).await {
+            Ok(()) => versioned.saved(),
             // Changed meanwhile (by a log batch, or by another delete that marked it
             // first): look again.
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict)
-                if attempts < UPDATE_ATTEMPTS =>
-            {
+            Err(err) if err.is_conflict() && attempts < CONFLICT_ATTEMPTS => {
                 attempts += 1;
                 versioned = load_any(state, tenant, run).await?;
             }
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => {
-                return Err(concurrent_update());
-            }
+            Err(err) if err.is_conflict() => return Err(concurrent_update()),
             Err(err) => return Err(err.into()),
         }
     }
@@ -797,7 +779,7 @@ pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> Api
     let ops = vec![
         TxOp::Delete(
             record_key(tenant, record.project_id, record.id),
-            Condition::Equals(VERSION.into(), Value::N(marked.version)),
+            marked.unchanged(),
         ),
         TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
         crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),

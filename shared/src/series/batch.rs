@@ -32,13 +32,12 @@ use crate::state::AppState;
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value, WriteOp};
-use sextant_storage::records::{doc_item, get_doc};
+use sextant_storage::records::{CONFLICT_ATTEMPTS, doc_item, get_doc};
 
 /// Points (numbers and text lines) one batch may carry.
 pub const MAX_BATCH_POINTS: usize = 250_000;
 pub const MAX_SERIES_PER_RUN: usize = 1_000;
 pub const MAX_BATCH_ID_BYTES: usize = 64;
-const COMMIT_ATTEMPTS: usize = 50;
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -449,7 +448,7 @@ pub async fn log(
     let mut preview = versioned.clone();
     runs::accept_activity(&mut preview.record, now, timeout)?;
     merge_into(&mut preview.record, &prepared.facts)?;
-    preview.replace(tenant)?;
+    runs::replace(tenant, &preview)?;
 
     usage::check_quota(state, tenant, now, prepared.accepted).await?;
 
@@ -476,13 +475,13 @@ pub async fn log(
         committed_at: now,
     };
     crate::metering::mark_storer(state, tenant).await?;
-    for _ in 0..COMMIT_ATTEMPTS {
+    for _ in 0..CONFLICT_ATTEMPTS {
         let now = state.now();
         let mut updated = versioned.clone();
         updated.record.stored_bytes += prepared.stored_bytes;
         let replace = runs::accept_activity(&mut updated.record, now, timeout)
             .and_then(|()| merge_into(&mut updated.record, &prepared.facts))
-            .and_then(|()| updated.replace(tenant));
+            .and_then(|()| runs::replace(tenant, &updated));
         let replace = match replace {
             Ok(replace) => replace,
             Err(refusal) => {
@@ -535,7 +534,7 @@ pub async fn log(
                 let cap = state.settings.plan.monthly_points_cap.unwrap_or_default();
                 return Err(usage::quota_exceeded(cap, now));
             }
-            Err(StoreError::TransactionFailed(_) | StoreError::TransactionConflict) => {
+            Err(err) if err.is_conflict() => {
                 versioned = runs::load(state, tenant, run).await?;
             }
             Err(err) => return Err(err.into()),

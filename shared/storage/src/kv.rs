@@ -329,6 +329,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether a conditional write lost to another writer (a condition failed, or
+    /// a transaction collided with another): read again and retry, up to
+    /// `records::CONFLICT_ATTEMPTS` times.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ConditionFailed
+                | StoreError::TransactionFailed(_)
+                | StoreError::TransactionConflict
+        )
+    }
+
     pub fn unavailable(err: impl Into<anyhow::Error>) -> Self {
         StoreError::Unavailable(err.into())
     }
