@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::auth::api_key::ApiKeySecret;
-use crate::auth::jwt::{Scope, Subject};
-use crate::auth::password::{self, Password};
-use crate::auth::throttle;
-use crate::auth::{Caller, Credential, Plane, Role};
+use crate::credentials::Role;
+use crate::credentials::api_key::ApiKeySecret;
+use crate::credentials::jwt::Subject;
+use crate::credentials::password::{self, Password};
+use crate::credentials::throttle;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::ids::{ApiKeyId, InviteId, RunId, TenantId, UserId};
+use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
@@ -255,10 +255,6 @@ pub struct SignedUp {
     pub api_key: String,
 }
 
-fn unauthorized() -> ApiError {
-    ApiError::unauthorized("invalid or expired credential")
-}
-
 fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
@@ -425,15 +421,49 @@ pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// Resolves a bearer credential (API key, access token, job token or session token) to
-/// a caller on `plane`, and counts the request against the caller's rate limits (see
-/// `rate_limit`).
-pub async fn authenticate(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
-    let caller = resolve(state, bearer, plane).await?;
-    state
-        .limiter
-        .check(caller.tenant.id(), &caller.credential)?;
-    Ok(caller)
+/// The team, member and role an API key acts for now: the key's role, never more than
+/// its member's. `None` once the key is revoked or its member removed, or when the
+/// secret is not the key's.
+pub async fn key_holder(
+    state: &AppState,
+    secret: &ApiKeySecret,
+) -> ApiResult<Option<(Tenant, UserId, Role)>> {
+    Ok(live_key(state, secret.id)
+        .await?
+        .filter(|(lookup, ..)| secret.matches(&lookup.hash))
+        .map(|(lookup, tenant, owner)| {
+            (tenant, owner.member.id, lookup.role.min(owner.member.role))
+        }))
+}
+
+/// The role a credential derived from API key `key` in `tenant` may have now: no more
+/// than its key's or its member's. `None` once the key is revoked, its member removed,
+/// or when the key is another team's.
+pub async fn key_role(state: &AppState, tenant: &Tenant, key: ApiKeyId) -> ApiResult<Option<Role>> {
+    Ok(live_key(state, key)
+        .await?
+        .filter(|(_, key_tenant, _)| key_tenant == tenant)
+        .map(|(lookup, _, owner)| lookup.role.min(owner.member.role)))
+}
+
+/// The member a session token speaks for, as they are now: `None` once the session
+/// ended (log-out) or the member was removed.
+pub async fn session_member(
+    state: &AppState,
+    tenant: &Tenant,
+    user: UserId,
+    sid: Option<u64>,
+) -> ApiResult<Option<Member>> {
+    let member_key = tenant.key(user_sk(user));
+    let member = get_doc::<UserRecord>(&*state.kv, &member_key);
+    let ended = async {
+        match sid {
+            Some(sid) => state.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
+            None => Ok(false),
+        }
+    };
+    let (user, ended) = futures::try_join!(member, ended)?;
+    Ok(user.filter(|_| !ended).map(|user| user.member))
 }
 
 /// A live API key: its lookup, and the member it acts for as they are now. `None` once
@@ -450,174 +480,22 @@ async fn live_key(
     Ok(owner.map(|owner| (lookup, tenant, owner)))
 }
 
-async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
-    if ApiKeySecret::looks_like_key(bearer) {
-        let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
-        let (lookup, tenant, owner) = live_key(state, secret.id)
-            .await?
-            .filter(|(lookup, ..)| secret.matches(&lookup.hash))
-            .ok_or_else(unauthorized)?;
-        return Ok(Caller {
-            tenant,
-            user: owner.member.id,
-            // A key never does more than the member it acts for may do now.
-            role: lookup.role.min(owner.member.role),
-            credential: Credential::ApiKey(secret.id),
-        });
-    }
-    let claims = state.keyring.verify(bearer).ok_or_else(unauthorized)?;
-    let tenant = Tenant::verified(claims.tid);
-    let on_signature_alone = plane == Plane::Data && claims.scope == Some(Scope::Data);
-    match claims.subject {
-        Subject::Session { user, sid } => {
-            let member_key = tenant.key(user_sk(user));
-            let member = get_doc::<UserRecord>(&*state.kv, &member_key);
-            let ended = async {
-                match sid {
-                    Some(sid) => state.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
-                    None => Ok(false),
-                }
-            };
-            let (user, ended) = futures::try_join!(member, ended)?;
-            let user = user.filter(|_| !ended).ok_or_else(unauthorized)?;
-            Ok(Caller {
-                tenant,
-                user: user.member.id,
-                role: user.member.role,
-                credential: Credential::Session,
-            })
-        }
-        Subject::Access { key, owner } => {
-            let role = if on_signature_alone {
-                claims.role
-            } else {
-                live_role(state, &tenant, key, claims.role).await?
-            };
-            Ok(Caller {
-                tenant,
-                user: owner,
-                role,
-                credential: Credential::AccessToken(key),
-            })
-        }
-        Subject::Job {
-            key,
-            owner,
-            run,
-            attempt,
-        } => {
-            let role = if on_signature_alone {
-                claims.role
-            } else {
-                let (role, holds) = futures::try_join!(
-                    live_role(state, &tenant, key, claims.role),
-                    crate::queue::claim_holds(state, &tenant, run, attempt),
-                )?;
-                if !holds {
-                    return Err(unauthorized());
-                }
-                role
-            };
-            Ok(Caller {
-                tenant,
-                user: owner,
-                role,
-                credential: Credential::Job { run, key },
-            })
-        }
-    }
-}
-
-/// The role a token derived from API key `key` has now: no more than it was minted
-/// with, its key's, or its member's. 401 once the key is revoked or its member removed.
-async fn live_role(
-    state: &AppState,
-    tenant: &Tenant,
-    key: ApiKeyId,
-    minted: Role,
-) -> ApiResult<Role> {
-    let (lookup, key_tenant, owner) = live_key(state, key).await?.ok_or_else(unauthorized)?;
-    if key_tenant != *tenant {
-        return Err(unauthorized());
-    }
-    Ok(minted.min(lookup.role).min(owner.member.role))
-}
-
-/// Trades an API key for a short-lived access token that authenticates without a
-/// database read on the data plane. Only the key itself may be exchanged, so a token
-/// cannot renew itself past its key's revocation.
-pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String, OffsetDateTime)> {
-    let Credential::ApiKey(key) = caller.credential else {
-        return Err(ApiError::new(
-            ErrorCode::ApiKeyRequired,
-            "only an API key can be exchanged for a token",
-        ));
-    };
-    state
-        .keyring
-        .issue(
-            caller.tenant.id(),
-            caller.role,
-            Subject::Access {
-                key,
-                owner: caller.user,
-            },
-            state.settings.access_token_ttl,
-        )
-        .map_err(ApiError::internal)
-}
-
-/// The API key an agent claims jobs with (sent as is, or exchanged for a token): its
-/// jobs' credentials derive from it and die with it.
-pub fn agent_key(caller: &Caller) -> ApiResult<ApiKeyId> {
-    match caller.credential {
-        Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
-        Credential::Session | Credential::Job { .. } => Err(ApiError::new(
-            ErrorCode::ApiKeyRequired,
-            "agents claim jobs with an API key",
-        )),
-    }
-}
-
-/// A credential for the command of a job that `caller` claimed with API key `key`
-/// (`agent_key`): good only for the job's run, and only while that claim holds the job.
-pub fn job_token(
-    state: &AppState,
-    caller: &Caller,
-    key: ApiKeyId,
-    run: RunId,
-    attempt: u32,
-) -> ApiResult<(String, OffsetDateTime)> {
-    state
-        .keyring
-        .issue(
-            caller.tenant.id(),
-            caller.role.min(Role::Member),
-            Subject::Job {
-                key,
-                owner: caller.user,
-                run,
-                attempt,
-            },
-            state.settings.job_token_ttl,
-        )
-        .map_err(ApiError::internal)
-}
-
 async fn member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<UserRecord> {
     get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(id)))
         .await?
         .ok_or_else(|| ApiError::not_found("member"))
 }
 
+/// A new API key of `tenant`, created by member `by`, for `owner` (by default `by`).
 pub async fn create_api_key(
     state: &AppState,
-    caller: &Caller,
+    tenant: &Tenant,
+    by: UserId,
     name: DisplayName,
     role: Option<Role>,
     owner: Option<UserId>,
 ) -> ApiResult<(ApiKey, String)> {
-    let owner = member(state, &caller.tenant, owner.unwrap_or(caller.user)).await?;
+    let owner = member(state, tenant, owner.unwrap_or(by)).await?;
     let role = role.unwrap_or(owner.member.role);
     if role > owner.member.role {
         return Err(ApiError::new(
@@ -634,14 +512,14 @@ pub async fn create_api_key(
         name,
         role,
         owner: owner.member.id,
-        created_by: caller.user,
+        created_by: by,
         created_at: OffsetDateTime::now_utc(),
     };
     state
         .kv
-        .transact(key_items(&caller.tenant, &key, &secret)?.into())
+        .transact(key_items(tenant, &key, &secret)?.into())
         .await?;
-    tracing::info!(tenant = %caller.tenant.id(), key = %key.id, "API key created");
+    tracing::info!(tenant = %tenant.id(), key = %key.id, "API key created");
     Ok((key, secret.expose()))
 }
 
@@ -662,9 +540,11 @@ pub async fn revoke_api_key(state: &AppState, tenant: &Tenant, id: ApiKeyId) -> 
     Ok(())
 }
 
+/// An invite to `tenant`, sent by member `by`.
 pub async fn create_invite(
     state: &AppState,
-    caller: &Caller,
+    tenant: &Tenant,
+    by: UserId,
     email: Email,
     role: Role,
 ) -> ApiResult<(Invite, String)> {
@@ -681,13 +561,13 @@ pub async fn create_invite(
         id: InviteId::generate(),
         email,
         role,
-        invited_by: caller.user,
+        invited_by: by,
         created_at: now,
         expires_at: now + state.settings.invite_ttl,
     };
     let expiry = Value::N(invite.expires_at.unix_timestamp());
     let lookup = InviteLookup {
-        tenant: caller.tenant.id(),
+        tenant: tenant.id(),
         invite: invite.id,
     };
     state
@@ -695,7 +575,7 @@ pub async fn create_invite(
         .transact(vec![
             TxOp::Put(
                 doc_item(
-                    caller.tenant.key(invite_sk(invite.id)),
+                    tenant.key(invite_sk(invite.id)),
                     &InviteRecord {
                         invite: invite.clone(),
                         token_hash: token_hash.clone(),

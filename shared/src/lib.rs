@@ -6,6 +6,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod billing;
 pub mod calendar;
+pub mod credentials;
 pub mod cursor;
 pub mod deletion;
 pub mod error;

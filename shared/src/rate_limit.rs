@@ -16,7 +16,7 @@ use anyhow::Context;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::auth::Credential;
+use crate::credentials::Credential;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::TenantId;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::auth::jwt::Keyring;
+use crate::credentials::jwt::Keyring;
 use sextant_storage::clock::{Clock, SystemClock};
 use sextant_storage::{BlobStore, KvStore, Storage};
 

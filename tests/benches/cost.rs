@@ -22,12 +22,13 @@ use serde_json::Value;
 use sextant_metering::MeteringHour;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
+use sextant_shared::auth;
 use sextant_shared::auth::Caller;
-use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::auth::password::Password;
 use sextant_shared::billing;
 use sextant_shared::billing::PricePlan;
 use sextant_shared::calendar::BillingMonth;
+use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
@@ -150,10 +151,10 @@ impl Fixture {
         )
         .await
         .expect("signup");
-        let caller = accounts::authenticate(
+        let caller = auth::authenticate(
             &self.state,
             &signed_up.api_key,
-            sextant_shared::auth::Plane::Control,
+            sextant_shared::credentials::Plane::Control,
         )
         .await
         .expect("authenticate");

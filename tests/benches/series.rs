@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use serde_json::json;
 use sextant_shared::accounts::{self, DisplayName, Email};
+use sextant_shared::auth;
 use sextant_shared::auth::Caller;
-use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::auth::password::Password;
+use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::listing::{self, Filter, Sort};
 use sextant_shared::runs::{self, NewRun};
@@ -163,10 +164,10 @@ async fn fixture(in_memory: bool) -> Fixture {
     )
     .await
     .expect("signup");
-    let caller = accounts::authenticate(
+    let caller = auth::authenticate(
         &state,
         &signed_up.api_key,
-        sextant_shared::auth::Plane::Control,
+        sextant_shared::credentials::Plane::Control,
     )
     .await
     .expect("authenticate");

@@ -437,8 +437,9 @@ macro_rules! aws_cases {
 /// An app state over `storage` as the domain tests use it: test signing keys and the
 /// default settings.
 pub fn state_on(storage: sextant_storage::Storage) -> sextant_shared::state::AppState {
-    let keyring = sextant_shared::auth::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
-        .expect("keyring");
+    let keyring =
+        sextant_shared::credentials::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
+            .expect("keyring");
     sextant_shared::state::AppState::new(
         storage,
         keyring,
@@ -481,20 +482,21 @@ pub async fn signed_up_caller(
     state: &sextant_shared::state::AppState,
 ) -> sextant_shared::auth::Caller {
     use sextant_shared::accounts::{self, DisplayName, Email};
+    use sextant_shared::auth;
     let signed_up = accounts::signup(
         state,
         DisplayName::parse("team", "Domain tests").expect("a team name"),
         Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
-        sextant_shared::auth::password::Password::parse("a long enough password".into())
+        sextant_shared::credentials::password::Password::parse("a long enough password".into())
             .expect("a password"),
         std::net::Ipv4Addr::LOCALHOST.into(),
     )
     .await
     .expect("signup");
-    accounts::authenticate(
+    auth::authenticate(
         state,
         &signed_up.api_key,
-        sextant_shared::auth::Plane::Control,
+        sextant_shared::credentials::Plane::Control,
     )
     .await
     .expect("authenticate")

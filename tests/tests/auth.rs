@@ -3,8 +3,8 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sextant_cli::secrets::Secrets;
-use sextant_shared::auth::Role;
-use sextant_shared::auth::jwt::{Keyring, Subject};
+use sextant_shared::credentials::Role;
+use sextant_shared::credentials::jwt::{Keyring, Subject};
 use std::sync::Arc;
 
 use sextant_shared::state::AppState;

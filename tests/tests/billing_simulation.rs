@@ -35,11 +35,11 @@ use rand::{RngExt, SeedableRng};
 use rust_decimal::Decimal;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::artifacts::{self, Completion, NewArtifact};
-use sextant_shared::auth::Caller;
-use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::auth::password::Password;
+use sextant_shared::auth::{self, Caller};
 use sextant_shared::billing::{self, PricePlan, Report, ReportStatus};
 use sextant_shared::calendar::BillingMonth;
+use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::deletion;
 use sextant_shared::floats::JsonF64;
 use sextant_shared::ids::RunId;
@@ -422,10 +422,10 @@ impl Sim {
         )
         .await
         .expect("signup");
-        accounts::authenticate(
+        auth::authenticate(
             &self.state,
             &signed_up.api_key,
-            sextant_shared::auth::Plane::Control,
+            sextant_shared::credentials::Plane::Control,
         )
         .await
         .expect("authenticate")

@@ -6,9 +6,11 @@
 
 use std::sync::Arc;
 
+use sextant_shared::auth;
+
 use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::auth::jwt::Keyring;
-use sextant_shared::auth::password::Password;
+use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};
@@ -108,10 +110,10 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     )
     .await
     .expect("signup");
-    let caller = accounts::authenticate(
+    let caller = auth::authenticate(
         &state,
         &signed_up.api_key,
-        sextant_shared::auth::Plane::Control,
+        sextant_shared::credentials::Plane::Control,
     )
     .await
     .expect("authenticate");

@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sextant_shared::auth::jwt::Keyring;
+use sextant_shared::credentials::jwt::Keyring;
 use sextant_shared::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;

@@ -3,7 +3,7 @@
 //! start at version 1 where they started at 0, or carried no version at all.
 
 use sextant_shared::accounts;
-use sextant_shared::auth::Role;
+use sextant_shared::credentials::Role;
 use sextant_storage::kv::{Condition, Value};
 use sextant_storage::records::VERSION;
 use sextant_tests::{embedded_state, signed_up_caller};

@@ -2,8 +2,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member, Session};
-use sextant_shared::auth::password::Password;
-use sextant_shared::auth::{Admin, Caller, Role};
+use sextant_shared::auth::{Admin, Caller};
+use sextant_shared::credentials::Role;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::{ClientAddr, Json, PublicUrl};
 use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
@@ -63,8 +64,15 @@ pub async fn create_api_key(
     Json(request): Json<CreateApiKey>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedApiKey>)> {
     let name = DisplayName::parse("name", &request.name)?;
-    let (key, secret) =
-        accounts::create_api_key(&state, &caller, name, request.role, request.user_id).await?;
+    let (key, secret) = accounts::create_api_key(
+        &state,
+        &caller.tenant,
+        caller.user,
+        name,
+        request.role,
+        request.user_id,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedApiKey { key, secret }),
@@ -158,7 +166,8 @@ pub async fn create_invite(
     Json(request): Json<CreateInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedInvite>)> {
     let email = Email::parse(&request.email)?;
-    let (invite, token) = accounts::create_invite(&state, &caller, email, request.role).await?;
+    let (invite, token) =
+        accounts::create_invite(&state, &caller.tenant, caller.user, email, request.role).await?;
     let url = public_url.join(["v1", "invites", &token, "accept"]);
     Ok((
         StatusCode::CREATED,

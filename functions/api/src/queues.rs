@@ -5,14 +5,15 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use sextant_shared::auth;
 use sextant_shared::auth::{Caller, Writer};
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::RunId;
+use sextant_shared::projects;
 use sextant_shared::queue::{self, Finish, Job, JobState, JobView, NewJob, QueueName};
 use sextant_shared::runs::{self, listing};
 use sextant_shared::state::AppState;
-use sextant_shared::{accounts, projects};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -206,7 +207,7 @@ pub async fn claim(
     Path((project, queue)): Path<(String, String)>,
     Json(request): Json<ClaimRequest>,
 ) -> ApiResult<Response> {
-    let agent_key = accounts::agent_key(&caller)?;
+    let agent_key = auth::agent_key(&caller)?;
     let queue = QueueName::parse(&queue)?;
     let labels = queue::parse_labels(&request.labels)?;
     let project = projects::find(&state, &caller.tenant, &project).await?;
@@ -222,7 +223,7 @@ pub async fn claim(
     let Some(job) = claimed else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let (job_token, job_token_expires_at) = accounts::job_token(
+    let (job_token, job_token_expires_at) = auth::job_token(
         &state,
         &caller,
         agent_key,

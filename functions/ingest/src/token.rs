@@ -1,6 +1,6 @@
 use axum::extract::State;
 use serde::Serialize;
-use sextant_shared::accounts;
+use sextant_shared::auth;
 use sextant_shared::auth::AnyCaller;
 use sextant_shared::error::ApiResult;
 use sextant_shared::state::AppState;
@@ -27,6 +27,6 @@ pub async fn exchange(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
 ) -> ApiResult<axum::Json<Token>> {
-    let (token, expires_at) = accounts::exchange_api_key(&state, &caller)?;
+    let (token, expires_at) = auth::exchange_api_key(&state, &caller)?;
     Ok(axum::Json(Token { token, expires_at }))
 }

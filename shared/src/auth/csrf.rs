@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::jwt::Keyring;
+use crate::credentials::jwt::Keyring;
 
 /// The label the CSRF secret is derived under; no other key uses it.
 const LABEL: &str = "web pages: csrf";

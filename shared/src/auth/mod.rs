@@ -1,13 +1,11 @@
 //! Who is calling. Every request's tenant comes from its verified credential and from
 //! nowhere else: not the path, not the body.
 
-pub mod api_key;
+mod authentication;
 pub mod csrf;
-pub mod jwt;
 pub mod operator;
-pub mod password;
-mod role;
-pub mod throttle;
+
+pub use authentication::{agent_key, authenticate, exchange_api_key, job_token};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -15,37 +13,11 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-pub use role::Role;
-
-use crate::accounts;
+use crate::credentials::{Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::ids::{ApiKeyId, RunId, UserId};
+use crate::ids::{RunId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
-
-/// The credential a request was authenticated with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    /// A session token from sign-up, log-in or an accepted invite.
-    Session,
-    /// An API key sent as is.
-    ApiKey(ApiKeyId),
-    /// An access token exchanged for an API key.
-    AccessToken(ApiKeyId),
-    /// The credential an agent hands the command of the job of `run`, claimed with
-    /// API key `key`.
-    Job { run: RunId, key: ApiKeyId },
-}
-
-/// Which side of the service a request is on. Tokens whose claims say so are trusted
-/// on their signature alone on the data plane (`jwt::Scope`); on the control plane
-/// every credential is checked against the grant it derives from, so a revoke, a
-/// removal or a role change bites at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plane {
-    Control,
-    Data,
-}
 
 /// An authenticated caller: its team, the member it acts for, and its effective role.
 #[derive(Debug, Clone)]
@@ -98,7 +70,7 @@ fn credential(parts: &Parts) -> ApiResult<String> {
 }
 
 async fn caller(parts: &Parts, state: &AppState, plane: Plane) -> ApiResult<Caller> {
-    accounts::authenticate(state, &credential(parts)?, plane).await
+    authenticate(state, &credential(parts)?, plane).await
 }
 
 fn outside_the_job(run: RunId) -> ApiError {

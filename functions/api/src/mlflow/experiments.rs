@@ -3,7 +3,8 @@
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::auth::{Caller, Role, Writer};
+use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::credentials::Role;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::ProjectId;

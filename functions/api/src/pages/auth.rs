@@ -4,8 +4,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::auth::Plane;
-use sextant_shared::auth::password::Password;
+use sextant_shared::auth;
+use sextant_shared::credentials::Plane;
+use sextant_shared::credentials::password::Password;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::{ClientAddr, PublicUrl};
 
@@ -107,8 +108,7 @@ pub async fn signup(
     };
     page.rotate_csrf();
     page.user = Some(super::security::User {
-        caller: accounts::authenticate(&page.state, &signed_up.session.token, Plane::Control)
-            .await?,
+        caller: auth::authenticate(&page.state, &signed_up.session.token, Plane::Control).await?,
         team: team.trim().to_owned(),
     });
     let url = public_url.0.as_str().trim_end_matches('/').to_owned();

@@ -5,7 +5,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use maud::{Markup, html};
 use sextant_shared::accounts::{self, ApiKey, DisplayName};
-use sextant_shared::auth::Role;
+use sextant_shared::credentials::Role;
 use sextant_shared::ids::ApiKeyId;
 
 use super::layout::{Section, csrf_field, respond};
@@ -102,7 +102,17 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
         .into_iter()
         .find(|role| role.as_str() == form.get("role"));
     let created = match DisplayName::parse("name", form.get("name")) {
-        Ok(name) => accounts::create_api_key(&page.state, &user.caller, name, role, None).await,
+        Ok(name) => {
+            accounts::create_api_key(
+                &page.state,
+                &user.caller.tenant,
+                user.caller.user,
+                name,
+                role,
+                None,
+            )
+            .await
+        }
         Err(err) => Err(err),
     };
     match created {

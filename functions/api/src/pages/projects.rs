@@ -7,7 +7,7 @@ use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use sextant_shared::auth::Role;
+use sextant_shared::credentials::Role;
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::runs::{ParamValue, RunRecord, Status};
 use sextant_shared::series::SeriesKind;

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use maud::{Markup, html};
 use sextant_shared::artifacts::{self, Artifact};
-use sextant_shared::auth::Role;
+use sextant_shared::credentials::Role;
 use sextant_shared::error::{ApiError, ApiResult};
 use sextant_shared::http::PublicUrl;
 use sextant_shared::ids::{RunId, ShareId};

@@ -11,10 +11,11 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sextant_shared::accounts;
+use sextant_shared::auth::Caller;
 use sextant_shared::auth::csrf::CsrfKey;
-use sextant_shared::auth::{Caller, Credential, Plane, Role};
+use sextant_shared::credentials::{Credential, Plane, Role};
 use sextant_shared::state::AppState;
+use sextant_shared::{accounts, auth};
 
 use super::PageError;
 
@@ -141,7 +142,7 @@ impl FromRequestParts<AppState> for Page {
 /// The member a session token names; `None` for anything that is not a live session
 /// token (an API key in the cookie does not sign anyone in).
 async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageError> {
-    let caller = match accounts::authenticate(state, token, Plane::Control).await {
+    let caller = match auth::authenticate(state, token, Plane::Control).await {
         Ok(caller) if caller.credential == Credential::Session => caller,
         Ok(_) => return Ok(None),
         Err(err) if err.status() == StatusCode::UNAUTHORIZED => return Ok(None),
