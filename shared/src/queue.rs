@@ -252,7 +252,63 @@ pub struct JobRecord {
     pub reason: Option<String>,
 }
 
+/// Whether an agent may take a job now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Availability {
+    /// Never claimed, or given back.
+    Waiting,
+    /// Claimed, but the claim's lease ran out without a heartbeat: `attempt` (by
+    /// `agent`) is presumed dead.
+    Lapsed { attempt: u32, agent: String },
+    /// Held by a live claim, or done.
+    Taken,
+}
+
 impl JobRecord {
+    pub fn availability(&self, now: OffsetDateTime) -> Availability {
+        match self.state {
+            JobState::Waiting => Availability::Waiting,
+            JobState::Claimed if self.lease_expires_at.is_none_or(|until| until <= now) => {
+                Availability::Lapsed {
+                    attempt: self.attempts,
+                    agent: self.agent.clone().unwrap_or_default(),
+                }
+            }
+            JobState::Claimed | JobState::Done => Availability::Taken,
+        }
+    }
+
+    /// `agent` takes the job as the next attempt, its lease running for `lease`.
+    pub fn claim(&mut self, agent: &str, now: OffsetDateTime, lease: time::Duration) {
+        self.state = JobState::Claimed;
+        self.attempts += 1;
+        self.agent = Some(agent.to_owned());
+        self.claimed_at = Some(now);
+        self.lease_expires_at = Some(now + lease);
+    }
+
+    /// Claim `attempt` renews its lease; refused (`lease_lost`) once it no longer holds
+    /// the job.
+    pub fn renew(
+        &mut self,
+        attempt: u32,
+        now: OffsetDateTime,
+        lease: time::Duration,
+    ) -> ApiResult<()> {
+        self.check_claim(attempt)?;
+        self.lease_expires_at = Some(now + lease);
+        Ok(())
+    }
+
+    /// The job is over, its run having ended with `result`.
+    pub fn finish(&mut self, result: Status, reason: Option<String>, now: OffsetDateTime) {
+        self.state = JobState::Done;
+        self.result = Some(result);
+        self.reason = reason;
+        self.finished_at = Some(now);
+        self.lease_expires_at = None;
+    }
+
     fn lease_until_ms(&self) -> i64 {
         match (self.state, self.lease_expires_at) {
             (JobState::Claimed, Some(until)) => unix_ms(until),
@@ -301,18 +357,25 @@ pub struct Job {
 impl Job {
     /// The job as clients see it: the record, how long a claim's lease lasts and
     /// whether the current one lapsed, and the run as `GET /v1/runs/{run}` shows it.
-    pub fn view(&self, state: &AppState) -> JobView<'_> {
-        let now = state.now();
+    pub fn view(
+        &self,
+        now: OffsetDateTime,
+        job_lease: time::Duration,
+        heartbeat_timeout: time::Duration,
+    ) -> JobView<'_> {
         let claimed = self.record.state == JobState::Claimed;
         JobView {
             record: &self.record,
-            lease_secs: claimed.then(|| state.settings.job_lease.whole_seconds()),
+            lease_secs: claimed.then(|| job_lease.whole_seconds()),
             lease_expired: claimed
                 && self
                     .record
                     .lease_expires_at
                     .is_some_and(|until| until <= now),
-            run: self.run.as_ref().map(|run| run.view(state, now)),
+            run: self
+                .run
+                .as_ref()
+                .map(|run| run.view(now, heartbeat_timeout)),
         }
     }
 }
@@ -806,15 +869,10 @@ async fn take_if_free(
         };
         let mut job = read_job(&item)?;
         let now = state.now();
-        let lapsed = match job.record.state {
-            JobState::Waiting => None,
-            JobState::Claimed if job.record.lease_expires_at.is_none_or(|until| until <= now) => {
-                Some((
-                    job.record.attempts,
-                    job.record.agent.clone().unwrap_or_default(),
-                ))
-            }
-            JobState::Claimed | JobState::Done => return Ok(None),
+        let lapsed = match job.record.availability(now) {
+            Availability::Waiting => None,
+            Availability::Lapsed { attempt, agent } => Some((attempt, agent)),
+            Availability::Taken => return Ok(None),
         };
         // Whether there is anything left to run is the run's to say.
         let Some(record) = load_run(state, tenant, run).await? else {
@@ -842,11 +900,7 @@ async fn take_if_free(
             close(state, tenant, &mut job, Status::Failed, reason).await?;
             return Ok(None);
         }
-        job.record.state = JobState::Claimed;
-        job.record.attempts += 1;
-        job.record.agent = Some(agent.to_owned());
-        job.record.claimed_at = Some(now);
-        job.record.lease_expires_at = Some(now + state.settings.job_lease);
+        job.record.claim(agent, now, state.settings.job_lease);
         if save(state, tenant, &mut job).await? {
             return Ok(Some((job, record, lapsed)));
         }
@@ -864,8 +918,8 @@ pub async fn heartbeat(
 ) -> ApiResult<Job> {
     for _ in 0..CONFLICT_ATTEMPTS {
         let mut job = load(state, tenant, run).await?;
-        job.record.check_claim(attempt)?;
-        job.record.lease_expires_at = Some(state.now() + state.settings.job_lease);
+        job.record
+            .renew(attempt, state.now(), state.settings.job_lease)?;
         if !save(state, tenant, &mut job).await? {
             continue;
         }
@@ -937,13 +991,9 @@ pub async fn finish(
             };
             end_run(state, tenant, run, outcome).await?
         };
-        job.record.state = JobState::Done;
-        job.record.result = Some(result);
+        job.record.finish(result, finish.reason.clone(), now);
         job.record.exit_code = finish.exit_code;
         job.record.signal = finish.signal;
-        job.record.reason.clone_from(&finish.reason);
-        job.record.finished_at = Some(now);
-        job.record.lease_expires_at = None;
         if save(state, tenant, &mut job).await? {
             job.run = load_run(state, tenant, run).await?;
             return Ok(job);
@@ -1027,11 +1077,7 @@ async fn close(
         note(state, tenant, &record, &batch_id, reason.clone()).await;
         end_run(state, tenant, run, outcome).await?
     };
-    job.record.state = JobState::Done;
-    job.record.result = Some(result);
-    job.record.reason = Some(reason);
-    job.record.finished_at = Some(now);
-    job.record.lease_expires_at = None;
+    job.record.finish(result, Some(reason), now);
     let saved = save(state, tenant, job).await?;
     if saved {
         job.run = load_run(state, tenant, run).await?;
@@ -1107,4 +1153,86 @@ async fn forget(state: &AppState, tenant: &Tenant, record: &JobRecord) -> ApiRes
         ])
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    const LEASE: time::Duration = time::Duration::minutes(5);
+    const NOW: OffsetDateTime = datetime!(2026-12-04 12:00 UTC);
+
+    fn waiting() -> JobRecord {
+        JobRecord {
+            run_id: RunId::generate(),
+            project_id: ProjectId::generate(),
+            queue: QueueName::parse("gpu").unwrap(),
+            command: vec!["python".into(), "train.py".into()],
+            labels: BTreeSet::new(),
+            code: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            state: JobState::Waiting,
+            attempts: 0,
+            agent: None,
+            enqueued_by: UserId::generate(),
+            enqueued_at: NOW,
+            claimed_at: None,
+            lease_expires_at: None,
+            finished_at: None,
+            exit_code: None,
+            signal: None,
+            result: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_holds_the_job_until_its_lease_runs_out_then_it_lapses() {
+        let mut job = waiting();
+        assert_eq!(job.availability(NOW), Availability::Waiting);
+        job.claim("box-1", NOW, LEASE);
+        assert_eq!((job.state, job.attempts), (JobState::Claimed, 1));
+        assert_eq!(
+            job.availability(NOW + LEASE - time::Duration::SECOND),
+            Availability::Taken
+        );
+        assert_eq!(
+            job.availability(NOW + LEASE),
+            Availability::Lapsed {
+                attempt: 1,
+                agent: "box-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_renews_only_the_claim_that_holds_the_job() {
+        let mut job = waiting();
+        job.claim("box-1", NOW, LEASE);
+        let later = NOW + time::Duration::minutes(4);
+        job.renew(1, later, LEASE).unwrap();
+        assert_eq!(job.lease_expires_at, Some(later + LEASE));
+        // The lease lapsed and another agent took the job: the first claim is out.
+        job.claim("box-2", later + LEASE, LEASE);
+        let refused = job.renew(1, later + LEASE, LEASE).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::LeaseLost);
+        assert!(job.renew(2, later + LEASE, LEASE).is_ok());
+    }
+
+    #[test]
+    fn a_finished_job_is_taken_for_good_and_holds_no_lease() {
+        let mut job = waiting();
+        job.claim("box-1", NOW, LEASE);
+        job.finish(Status::Succeeded, None, NOW + time::Duration::MINUTE);
+        assert_eq!(job.state, JobState::Done);
+        assert_eq!(job.lease_expires_at, None);
+        assert_eq!(job.lease_until_ms(), 0);
+        assert_eq!(job.availability(NOW + LEASE * 10), Availability::Taken);
+        assert_eq!(
+            job.renew(1, NOW, LEASE).unwrap_err().code(),
+            ErrorCode::LeaseLost
+        );
+    }
 }

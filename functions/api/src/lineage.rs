@@ -115,6 +115,9 @@ pub async fn dataset(
 ) -> ApiResult<Response> {
     let (dataset, used_by) = lineage::dataset(&state, &caller.tenant, &hash).await?;
     let now = state.now();
-    let runs = used_by.iter().map(|run| run.view(&state, now)).collect();
+    let runs = used_by
+        .iter()
+        .map(|run| run.view(now, state.settings.heartbeat_timeout))
+        .collect();
     Ok(axum::Json(DatasetUse { dataset, runs }).into_response())
 }

@@ -31,7 +31,12 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// A job as clients see it (a `JobView`, which borrows the job, so it is serialized
 /// before the handler returns).
 fn view(state: &AppState, job: &Job) -> Response {
-    axum::Json(job.view(state)).into_response()
+    axum::Json(job.view(
+        state.now(),
+        state.settings.job_lease,
+        state.settings.heartbeat_timeout,
+    ))
+    .into_response()
 }
 
 /// A job just claimed, and the credential its command runs with.
@@ -155,8 +160,19 @@ pub async fn list(
         cursor,
     )
     .await?;
+    let now = state.now();
     let jobs = Jobs {
-        jobs: page.jobs.iter().map(|job| job.view(&state)).collect(),
+        jobs: page
+            .jobs
+            .iter()
+            .map(|job| {
+                job.view(
+                    now,
+                    state.settings.job_lease,
+                    state.settings.heartbeat_timeout,
+                )
+            })
+            .collect(),
         next_cursor: page.next_cursor,
     };
     Ok(axum::Json(jobs).into_response())
@@ -230,8 +246,13 @@ pub async fn claim(
         job.record.run_id,
         job.record.attempts,
     )?;
+    let now = state.now();
     Ok(axum::Json(ClaimedJob {
-        job: job.view(&state),
+        job: job.view(
+            now,
+            state.settings.job_lease,
+            state.settings.heartbeat_timeout,
+        ),
         job_token,
         job_token_expires_at,
     })

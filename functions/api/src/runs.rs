@@ -37,7 +37,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 
 /// The run as clients see it, serialized straight from the borrowed view.
 fn view(state: &AppState, record: &RunRecord) -> Response {
-    axum::Json(record.view(state, state.now())).into_response()
+    axum::Json(record.view(state.now(), state.settings.heartbeat_timeout)).into_response()
 }
 
 /// Starts a run in the project: `running`, or `queued` for one that waits for a worker.
@@ -271,7 +271,10 @@ pub async fn list(
     let table = run_table(&state, &caller.tenant, &project, &params).await?;
     let now = state.now();
     Ok(axum::Json(RunPage {
-        runs: table.rows().map(|run| run.view(&state, now)).collect(),
+        runs: table
+            .rows()
+            .map(|run| run.view(now, state.settings.heartbeat_timeout))
+            .collect(),
         next_cursor: table.page.next_cursor.clone(),
         total: table.page.total,
     })

@@ -195,7 +195,9 @@ pub async fn view(
     )?;
     Ok(axum::Json(SharedRunView {
         share: shared.terms(),
-        run: shared.run.view(&state, state.now()),
+        run: shared
+            .run
+            .view(state.now(), state.settings.heartbeat_timeout),
         artifacts: artifacts.into_iter().map(|a| a.into_view()).collect(),
         images,
     })

@@ -190,9 +190,9 @@ impl RunRecord {
         }
     }
 
-    pub fn view(&self, state: &AppState, now: OffsetDateTime) -> RunView<'_> {
-        let timeout = state.settings.heartbeat_timeout;
-        let status = self.status_at(now, timeout);
+    /// The run as clients see it as of `now`, its status read with `heartbeat_timeout`.
+    pub fn view(&self, now: OffsetDateTime, heartbeat_timeout: time::Duration) -> RunView<'_> {
+        let status = self.status_at(now, heartbeat_timeout);
         let ended_at = match (status, self.ended_at) {
             (_, Some(ended)) => Some(ended),
             // Aborted by silence: it ended when it was last heard from.
@@ -845,6 +845,65 @@ pub async fn every_record_in_project(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const TIMEOUT: time::Duration = time::Duration::minutes(2);
+    const START: OffsetDateTime = time::macros::datetime!(2026-12-04 12:00 UTC);
+
+    fn running() -> RunRecord {
+        RunRecord {
+            id: RunId::generate(),
+            project_id: ProjectId::generate(),
+            number: 1,
+            name: "run-1".into(),
+            description: String::new(),
+            owner: UserId::generate(),
+            status: Status::Running,
+            tags: BTreeSet::new(),
+            params: BTreeMap::new(),
+            git: None,
+            created_at: START,
+            ended_at: None,
+            heartbeat_at: START,
+            abort_requested_at: None,
+            series: BTreeMap::new(),
+            stored_bytes: 0,
+            deleting: false,
+            trashed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_silent_run_reads_as_lost_and_an_unconfirmed_abort_as_aborted_once_the_heartbeat_times_out()
+    {
+        let mut run = running();
+        assert_eq!(run.status_at(START + TIMEOUT, TIMEOUT), Status::Running);
+        assert_eq!(
+            run.status_at(START + TIMEOUT + time::Duration::SECOND, TIMEOUT),
+            Status::Lost
+        );
+        run.abort_requested_at = Some(START);
+        let silent = START + TIMEOUT * 2;
+        assert_eq!(run.status_at(silent, TIMEOUT), Status::Aborted);
+        // Aborted by silence: it ended when it was last heard from.
+        assert_eq!(run.view(silent, TIMEOUT).ended_at, Some(START));
+    }
+
+    #[test]
+    fn activity_refreshes_a_live_run_starts_a_queued_one_and_is_refused_once_it_ended() {
+        let mut run = running();
+        run.status = Status::Queued;
+        let later = START + time::Duration::MINUTE;
+        accept_activity(&mut run, later, TIMEOUT).unwrap();
+        assert_eq!((run.status, run.heartbeat_at), (Status::Running, later));
+        // A lost run comes back when it logs again.
+        let after_silence = later + TIMEOUT * 3;
+        assert_eq!(run.status_at(after_silence, TIMEOUT), Status::Lost);
+        accept_activity(&mut run, after_silence, TIMEOUT).unwrap();
+        assert_eq!(run.status_at(after_silence, TIMEOUT), Status::Running);
+        run.status = Status::Succeeded;
+        let refused = accept_activity(&mut run, after_silence, TIMEOUT).unwrap_err();
+        assert_eq!(refused.code(), ErrorCode::RunEnded);
+    }
 
     #[test]
     fn a_remote_url_loses_its_user_and_password_and_nothing_else() {
