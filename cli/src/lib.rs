@@ -22,10 +22,10 @@ use anyhow::Context;
 use axum::Router;
 use sextant_shared::auth::operator::OperatorTokenHash;
 use sextant_shared::billing::{self, PricePlan, TenantTotals};
-use sextant_shared::calendar::BillingMonth;
+use sextant_shared::calendar::{self, BillingMonth};
 use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::http;
 use sextant_shared::state::{AppState, Settings};
-use sextant_shared::{http, metering};
 use sextant_storage::Storage;
 use sextant_storage_aws::AwsStorageConfig;
 use sextant_storage_local::EmbeddedKv;
@@ -134,7 +134,7 @@ impl Application {
 async fn meter_hourly(state: AppState) {
     loop {
         let now = time::OffsetDateTime::now_utc();
-        let next = metering::hour_of(now) + time::Duration::HOUR + time::Duration::MINUTE;
+        let next = calendar::hour_of(now) + time::Duration::HOUR + time::Duration::MINUTE;
         tokio::time::sleep((next - now).unsigned_abs()).await;
         let hour = sextant_metering::MeteringHour::ending_at_or_before(next);
         match sextant_metering::run(&state, hour).await {

@@ -160,7 +160,7 @@ struct TeamRecord {
 
 /// The team's name, for operators' listings; `None` if the team is gone.
 pub async fn team_name(state: &AppState, tenant: &Tenant) -> ApiResult<Option<String>> {
-    Ok(get_doc::<TeamRecord>(&*state.kv, &tenant.key(TEAM))
+    Ok(get_doc::<TeamRecord>(&*state.store.kv, &tenant.key(TEAM))
         .await?
         .map(|team| team.name.0))
 }
@@ -356,7 +356,7 @@ pub async fn signup(
         ),
     ];
     ops.extend(key_items(&tenant, &key, &secret)?);
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
             return Err(ApiError::new(
@@ -382,12 +382,12 @@ pub async fn login(
 ) -> ApiResult<Session> {
     let invalid = || ApiError::unauthorized("e-mail or password is wrong");
     let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*state.kv, state.now(), Some(email), client).await?;
+    let attempt = throttle::admit(&*state.store.kv, state.now(), Some(email), client).await?;
     let found = match Email::parse(email) {
-        Ok(email) => match get_doc::<EmailRecord>(&*state.kv, &email_lookup(&email)).await? {
+        Ok(email) => match get_doc::<EmailRecord>(&*state.store.kv, &email_lookup(&email)).await? {
             Some(lookup) => {
                 let tenant = Tenant::verified(lookup.tenant);
-                get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.user)))
+                get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(lookup.user)))
                     .await?
                     .map(|user| (lookup.tenant, user))
             }
@@ -400,7 +400,7 @@ pub async fn login(
     let matches = password::verify(password, stored_hash).await?;
     match found {
         Some((tenant, user)) if matches => {
-            attempt.succeeded(&*state.kv).await;
+            attempt.succeeded(&*state.store.kv).await;
             session(state, tenant, &user.member)
         }
         _ => Err(invalid()),
@@ -417,7 +417,7 @@ pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
         return Ok(());
     };
     let item = Item::new(ended_session(sid)).with(TTL, Value::N(claims.exp));
-    state.kv.put(item, Condition::None).await?;
+    state.store.kv.put(item, Condition::None).await?;
     Ok(())
 }
 
@@ -455,10 +455,15 @@ pub async fn session_member(
     sid: Option<u64>,
 ) -> ApiResult<Option<Member>> {
     let member_key = tenant.key(user_sk(user));
-    let member = get_doc::<UserRecord>(&*state.kv, &member_key);
+    let member = get_doc::<UserRecord>(&*state.store.kv, &member_key);
     let ended = async {
         match sid {
-            Some(sid) => state.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
+            Some(sid) => state
+                .store
+                .kv
+                .get(&ended_session(sid))
+                .await
+                .map(|i| i.is_some()),
             None => Ok(false),
         }
     };
@@ -472,16 +477,16 @@ async fn live_key(
     state: &AppState,
     id: ApiKeyId,
 ) -> ApiResult<Option<(KeyLookup, Tenant, UserRecord)>> {
-    let Some(lookup) = get_doc::<KeyLookup>(&*state.kv, &key_lookup(id)).await? else {
+    let Some(lookup) = get_doc::<KeyLookup>(&*state.store.kv, &key_lookup(id)).await? else {
         return Ok(None);
     };
     let tenant = Tenant::verified(lookup.tenant);
-    let owner = get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(lookup.owner))).await?;
+    let owner = get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(lookup.owner))).await?;
     Ok(owner.map(|owner| (lookup, tenant, owner)))
 }
 
 async fn member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<UserRecord> {
-    get_doc::<UserRecord>(&*state.kv, &tenant.key(user_sk(id)))
+    get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(id)))
         .await?
         .ok_or_else(|| ApiError::not_found("member"))
 }
@@ -516,6 +521,7 @@ pub async fn create_api_key(
         created_at: OffsetDateTime::now_utc(),
     };
     state
+        .store
         .kv
         .transact(key_items(tenant, &key, &secret)?.into())
         .await?;
@@ -524,15 +530,20 @@ pub async fn create_api_key(
 }
 
 pub async fn list_api_keys(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<ApiKey>> {
-    Ok(query_docs(&*state.kv, Query::partition(tenant.root()).prefix("key#")).await?)
+    Ok(query_docs(
+        &*state.store.kv,
+        Query::partition(tenant.root()).prefix("key#"),
+    )
+    .await?)
 }
 
 pub async fn revoke_api_key(state: &AppState, tenant: &Tenant, id: ApiKeyId) -> ApiResult<()> {
     let key = tenant.key(key_sk(id));
-    if state.kv.get(&key).await?.is_none() {
+    if state.store.kv.get(&key).await?.is_none() {
         return Err(ApiError::not_found("API key"));
     }
     state
+        .store
         .kv
         .batch_write(vec![WriteOp::Delete(key_lookup(id)), WriteOp::Delete(key)])
         .await?;
@@ -548,7 +559,7 @@ pub async fn create_invite(
     email: Email,
     role: Role,
 ) -> ApiResult<(Invite, String)> {
-    if state.kv.get(&email_lookup(&email)).await?.is_some() {
+    if state.store.kv.get(&email_lookup(&email)).await?.is_some() {
         return Err(ApiError::new(
             ErrorCode::EmailTaken,
             "an account with this e-mail already exists",
@@ -571,6 +582,7 @@ pub async fn create_invite(
         invite: invite.id,
     };
     state
+        .store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -595,7 +607,7 @@ pub async fn create_invite(
 
 pub async fn list_invites(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Invite>> {
     let records: Vec<InviteRecord> = query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(tenant.root()).prefix("invite#"),
     )
     .await?;
@@ -604,10 +616,11 @@ pub async fn list_invites(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<In
 
 pub async fn revoke_invite(state: &AppState, tenant: &Tenant, id: InviteId) -> ApiResult<()> {
     let key = tenant.key(invite_sk(id));
-    let record = get_doc::<InviteRecord>(&*state.kv, &key)
+    let record = get_doc::<InviteRecord>(&*state.store.kv, &key)
         .await?
         .ok_or_else(|| ApiError::not_found("invite"))?;
     state
+        .store
         .kv
         .batch_write(vec![
             WriteOp::Delete(invite_lookup(&record.token_hash)),
@@ -628,14 +641,14 @@ pub async fn accept_invite(
     let gone = || ApiError::not_found("invite");
     // Tokens are too long to guess, but each try may cost a password hash.
     let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*state.kv, state.now(), None, client).await?;
+    let attempt = throttle::admit(&*state.store.kv, state.now(), None, client).await?;
     let token_hash = hash_token(token);
-    let lookup = get_doc::<InviteLookup>(&*state.kv, &invite_lookup(&token_hash))
+    let lookup = get_doc::<InviteLookup>(&*state.store.kv, &invite_lookup(&token_hash))
         .await?
         .ok_or_else(gone)?;
     let tenant = Tenant::verified(lookup.tenant);
     let invite_key = tenant.key(invite_sk(lookup.invite));
-    let record = get_doc::<InviteRecord>(&*state.kv, &invite_key)
+    let record = get_doc::<InviteRecord>(&*state.store.kv, &invite_key)
         .await?
         .ok_or_else(gone)?;
     if record.invite.expires_at < OffsetDateTime::now_utc() {
@@ -672,7 +685,7 @@ pub async fn accept_invite(
             Condition::NotExists,
         ),
     ];
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
             return Err(ApiError::new(
@@ -683,14 +696,17 @@ pub async fn accept_invite(
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
         Err(err) => return Err(err.into()),
     }
-    attempt.succeeded(&*state.kv).await;
+    attempt.succeeded(&*state.store.kv).await;
     tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
     session(state, tenant.id(), &member)
 }
 
 pub async fn list_members(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Member>> {
-    let users: Vec<UserRecord> =
-        query_docs(&*state.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+    let users: Vec<UserRecord> = query_docs(
+        &*state.store.kv,
+        Query::partition(tenant.root()).prefix("user#"),
+    )
+    .await?;
     Ok(users.into_iter().map(|user| user.member).collect())
 }
 
@@ -711,23 +727,27 @@ async fn change_membership(
     let team_key = tenant.key(TEAM);
     for _ in 0..CONFLICT_ATTEMPTS {
         let team = state
+            .store
             .kv
             .get(&team_key)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record missing")))?;
         let team = Versioned::<TeamRecord>::read(&team)?;
-        let users: Vec<UserRecord> =
-            query_docs(&*state.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+        let users: Vec<UserRecord> = query_docs(
+            &*state.store.kv,
+            Query::partition(tenant.root()).prefix("user#"),
+        )
+        .await?;
         let change = decide(&users)?;
         if !change.before.is_empty() {
-            state.kv.batch_write(change.before).await?;
+            state.store.kv.batch_write(change.before).await?;
         }
         let mut ops = change.ops;
         ops.push(TxOp::Put(
             team.next_item(team_key.clone())?,
             team.unchanged(),
         ));
-        match state.kv.transact(ops).await {
+        match state.store.kv.transact(ops).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
@@ -764,7 +784,7 @@ fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> ApiResult<()> {
 /// its sender's, and goes when the sender is removed or stops being an admin.
 async fn invites_sent_by(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<Vec<WriteOp>> {
     let records: Vec<InviteRecord> = query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(tenant.root()).prefix("invite#"),
     )
     .await?;

@@ -192,7 +192,11 @@ async fn hash_slice(
 ) -> ApiResult<(Progress, Option<String>)> {
     let mut hasher = progress.hasher()?;
     let end = progress.bytes.saturating_add(slice.max(1)).min(size);
-    let body = state.blobs.get_range(blob, progress.bytes..end).await?;
+    let body = state
+        .store
+        .blobs
+        .get_range(blob, progress.bytes..end)
+        .await?;
     let mut hashed = progress.bytes;
     let mut stream = body.stream;
     while let Some(chunk) = stream.try_next().await.map_err(ApiError::internal)? {
@@ -400,6 +404,7 @@ fn check_sha256(text: &str) -> ApiResult<String> {
 
 async fn read(state: &AppState, key: &Key) -> ApiResult<Option<Artifact>> {
     Ok(state
+        .store
         .kv
         .get(key)
         .await?
@@ -470,7 +475,7 @@ pub async fn register(
                 drop_upload(state, &blob, &stale).await?;
             }
             let upload_id = if new.size > SINGLE_UPLOAD_MAX_BYTES {
-                Some(state.blobs.start_multipart(&blob).await?)
+                Some(state.store.blobs.start_multipart(&blob).await?)
             } else {
                 None
             };
@@ -500,6 +505,7 @@ pub async fn register(
     }
     note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
     match state
+        .store
         .kv
         .put(
             doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -539,9 +545,9 @@ async fn note_upload(
             path: artifact.path.as_str().to_owned(),
         },
     };
-    if let Err(err) = sweep::expect(&*state.kv, &note, urls_until).await {
+    if let Err(err) = sweep::expect(&*state.store.kv, &note, urls_until).await {
         if let Some(upload_id) = upload_id
-            && let Err(abort) = state.blobs.abort_multipart(blob, &upload_id).await
+            && let Err(abort) = state.store.blobs.abort_multipart(blob, &upload_id).await
         {
             tracing::warn!(error = %abort, "could not abort an upload nobody will finish");
         }
@@ -558,8 +564,8 @@ async fn drop_upload(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> A
         .as_ref()
         .and_then(|pending| pending.upload_id.as_ref())
     {
-        Some(upload_id) => state.blobs.abort_multipart(blob, upload_id).await?,
-        None => state.blobs.delete(blob).await?,
+        Some(upload_id) => state.store.blobs.abort_multipart(blob, upload_id).await?,
+        None => state.store.blobs.delete(blob).await?,
     }
     Ok(())
 }
@@ -585,13 +591,19 @@ async fn check_namespace(
     let ancestors = text.match_indices('/').map(|(at, _)| &text[..at]);
     let found = futures::future::try_join_all(ancestors.map(|ancestor| async move {
         let key = Key::new(runs::data_partition(tenant, run), format!("a#{ancestor}"));
-        state.kv.get(&key).await.map(|item| item.map(|_| ancestor))
+        state
+            .store
+            .kv
+            .get(&key)
+            .await
+            .map(|item| item.map(|_| ancestor))
     }))
     .await?;
     if let Some(ancestor) = found.into_iter().flatten().next() {
         return conflict(ancestor);
     }
     let below = state
+        .store
         .kv
         .query(
             Query::partition(runs::data_partition(tenant, run))
@@ -612,6 +624,7 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("planning a sealed artifact")))?;
     let Some(upload_id) = &pending.upload_id else {
         let url = state
+            .store
             .blobs
             .presign(
                 blob,
@@ -639,6 +652,7 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
         let number = index as u32 + 1;
         let size = part_size.min(artifact.size - index * part_size);
         let url = state
+            .store
             .blobs
             .presign_part(blob, upload_id, number, Some(size), UPLOAD_URL_TTL)
             .await?;
@@ -700,6 +714,7 @@ pub async fn complete(
             ));
         }
         if let Err(err) = state
+            .store
             .blobs
             .complete_multipart(&blob, upload_id, &completion.parts)
             .await
@@ -707,13 +722,13 @@ pub async fn complete(
             // Another completion of this upload (a retry, or one at the same time)
             // assembled it already: the object it made is checked like any other.
             let assembled = matches!(err, BlobError::InvalidUpload(_))
-                && state.blobs.head(&blob).await?.is_some();
+                && state.store.blobs.head(&blob).await?.is_some();
             if !assembled {
                 return Err(err.into());
             }
         }
     }
-    let stored = state.blobs.head(&blob).await?.ok_or_else(|| {
+    let stored = state.store.blobs.head(&blob).await?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::UploadMissing,
             "nothing has been uploaded for this artifact yet",
@@ -740,7 +755,7 @@ pub async fn complete(
                 path: path.as_str().to_owned(),
             },
         };
-        sweep::expect(&*state.kv, &note, state.now()).await?;
+        sweep::expect(&*state.store.kv, &note, state.now()).await?;
         return Ok(Completed::Sealed(
             continue_hashing(state, tenant, run, &path)
                 .await?
@@ -765,6 +780,7 @@ pub async fn complete(
                 pending.verified = Some(progress);
             }
             match state
+                .store
                 .kv
                 .put(
                     doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -797,13 +813,14 @@ pub async fn complete(
 
 /// Removes an upload that failed its check, and its registration.
 async fn refuse(state: &AppState, key: &Key, blob: &BlobKey, pending: &Pending) -> ApiResult<()> {
-    state.blobs.delete(blob).await?;
+    state.store.blobs.delete(blob).await?;
     if let Some(upload_id) = &pending.upload_id {
         // Gone already, unless the object checked was a stale one left at this
         // path by an earlier registration: its parts go too.
-        state.blobs.abort_multipart(blob, upload_id).await?;
+        state.store.blobs.abort_multipart(blob, upload_id).await?;
     }
     state
+        .store
         .kv
         .delete(key, Condition::Equals(READY.into(), Value::Bool(false)))
         .await
@@ -841,7 +858,7 @@ async fn seal(
             Condition::None,
         ));
     }
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => Ok(artifact),
         Err(StoreError::TransactionFailed(_)) => read(state, &key)
             .await?
@@ -887,7 +904,7 @@ pub async fn continue_hashing(
             Condition::None,
         ));
     }
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => Ok(Some(artifact)),
         // Deleted meanwhile.
         Err(StoreError::TransactionFailed(_)) => Ok(None),
@@ -920,7 +937,7 @@ pub async fn register_measured(
         None => check_namespace(state, tenant, run, &path).await?,
     }
     let blob = blob_key(tenant, run, &path)?;
-    let upload_id = state.blobs.start_multipart(&blob).await?;
+    let upload_id = state.store.blobs.start_multipart(&blob).await?;
     let urls_until = state.now() + UPLOAD_URL_TTL;
     let artifact = Artifact {
         path,
@@ -941,6 +958,7 @@ pub async fn register_measured(
     };
     note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
     state
+        .store
         .kv
         .put(
             doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -951,6 +969,7 @@ pub async fn register_measured(
     for number in 1..=parts {
         urls.push(
             state
+                .store
                 .blobs
                 .presign_part(&blob, &upload_id, number, None, UPLOAD_URL_TTL)
                 .await?,
@@ -995,6 +1014,7 @@ pub async fn store(
     };
     let (artifact, _) = register(state, tenant, run, new).await?;
     state
+        .store
         .blobs
         .put(&blob_key(tenant, run, &artifact.path)?, body)
         .await?;
@@ -1037,7 +1057,7 @@ pub async fn settle(
         && Some(upload_id) != current_upload
     {
         // Completed (and gone) or replaced by a later registration: nothing to keep.
-        state.blobs.abort_multipart(&blob, upload_id).await?;
+        state.store.blobs.abort_multipart(&blob, upload_id).await?;
     }
     match record {
         Some(artifact) if artifact.is_ready() => {
@@ -1055,6 +1075,7 @@ pub async fn settle(
             // The registration goes first: a completion that seals it meanwhile keeps
             // its object, and one that comes after finds nothing to complete.
             match state
+                .store
                 .kv
                 .delete(
                     &record_key(&tenant, run, &artifact.path),
@@ -1066,15 +1087,25 @@ pub async fn settle(
                 Err(StoreError::ConditionFailed) => return Ok((0, false)),
                 Err(err) => return Err(err.into()),
             }
-            let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+            let size = state
+                .store
+                .blobs
+                .head(&blob)
+                .await?
+                .map_or(0, |meta| meta.size);
             drop_upload(state, &blob, &artifact).await?;
             tracing::info!(tenant = %tenant.id(), run = %run, path, size, "abandoned upload removed");
             Ok((size, false))
         }
         None => {
-            let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+            let size = state
+                .store
+                .blobs
+                .head(&blob)
+                .await?
+                .map_or(0, |meta| meta.size);
             if size > 0 {
-                state.blobs.delete(&blob).await?;
+                state.store.blobs.delete(&blob).await?;
                 tracing::info!(tenant = %tenant.id(), run = %run, path, size, "unclaimed object removed");
             }
             Ok((size, false))
@@ -1099,7 +1130,8 @@ pub async fn list(
         }
         _ => Query::partition(partition).prefix("a#"),
     };
-    let artifacts: Vec<Artifact> = sextant_storage::records::query_docs(&*state.kv, query).await?;
+    let artifacts: Vec<Artifact> =
+        sextant_storage::records::query_docs(&*state.store.kv, query).await?;
     Ok(artifacts
         .into_iter()
         .filter(|artifact| artifact.is_ready())
@@ -1129,6 +1161,7 @@ pub async fn download_url(
     let artifact = get(state, tenant, run, path).await?;
     let path = &artifact.path;
     let url = state
+        .store
         .blobs
         .presign(
             &blob_key(tenant, run, path)?,
@@ -1176,8 +1209,8 @@ async fn remove(
         Some(Pending {
             upload_id: Some(upload_id),
             ..
-        }) => state.blobs.abort_multipart(&blob, upload_id).await?,
-        _ => state.blobs.delete(&blob).await?,
+        }) => state.store.blobs.abort_multipart(&blob, upload_id).await?,
+        _ => state.store.blobs.delete(&blob).await?,
     }
     let ready = artifact.is_ready();
     let mut ops = vec![TxOp::Delete(
@@ -1193,7 +1226,7 @@ async fn remove(
             ));
         }
     }
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         // Gone or changed meanwhile: another delete or a completion got there first.
         Ok(()) | Err(StoreError::TransactionFailed(_)) => Ok(()),
         Err(err) => Err(err.into()),
@@ -1203,7 +1236,7 @@ async fn remove(
 /// Deletes every artifact of a run, for deleting the run.
 pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let all: Vec<Artifact> = sextant_storage::records::query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix("a#"),
     )
     .await?;

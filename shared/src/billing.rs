@@ -338,11 +338,12 @@ fn report_blob(tenant: &Tenant, month: BillingMonth) -> ApiResult<BlobKey> {
 
 /// The month's report: the closed one if the month is closed, else a draft.
 pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> ApiResult<Report> {
-    if get_doc::<Closed>(&*state.kv, &closed_key(tenant, month))
+    if get_doc::<Closed>(&*state.store.kv, &closed_key(tenant, month))
         .await?
         .is_some()
     {
         let bytes = state
+            .store
             .blobs
             .get(&report_blob(tenant, month)?)
             .await?
@@ -361,7 +362,7 @@ pub async fn closed_months(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<B
     let mut query = Query::partition(crate::usage::partition(tenant)).prefix("report#");
     let mut months = Vec::new();
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         months.extend(page.items.iter().filter_map(|item| {
             let month = item.key.sk.strip_prefix("report#")?;
             BillingMonth::parse(month).ok()
@@ -428,7 +429,7 @@ pub async fn close_month(state: &AppState, month: BillingMonth) -> ApiResult<usi
 /// answers whether this call closed it.
 async fn close_report(state: &AppState, tenant: Tenant, month: BillingMonth) -> ApiResult<bool> {
     let key = closed_key(&tenant, month);
-    if state.kv.get(&key).await?.is_some() {
+    if state.store.kv.get(&key).await?.is_some() {
         return Ok(false);
     }
     let mut report = Report::from_usage(&tenant, usage(state, &tenant, month).await?);
@@ -436,6 +437,7 @@ async fn close_report(state: &AppState, tenant: Tenant, month: BillingMonth) -> 
     report.closed_at = Some(month.end());
     let json = serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?;
     state
+        .store
         .blobs
         .put(&report_blob(&tenant, month)?, json.into())
         .await?;
@@ -443,6 +445,7 @@ async fn close_report(state: &AppState, tenant: Tenant, month: BillingMonth) -> 
         closed_at: month.end(),
     };
     match state
+        .store
         .kv
         .put(doc_item(key, &index)?, Condition::NotExists)
         .await

@@ -1,6 +1,7 @@
-//! The calendar month usage is billed by, in UTC: hours roll up into it
-//! (`metering`) and its report is priced and closed by `billing`.
+//! The calendar of usage, in UTC: points are counted by the hour, hours roll up into
+//! months (`metering`), and a month's report is priced and closed by `billing`.
 
+use time::macros::format_description;
 use time::{Date, Month, OffsetDateTime, Time};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -58,4 +59,19 @@ impl std::fmt::Display for BillingMonth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04}-{:02}", self.year, u8::from(self.month))
     }
+}
+
+/// The start of the UTC hour holding `at`.
+pub fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    at.replace_minute(0)
+        .and_then(|t| t.replace_second(0))
+        .and_then(|t| t.replace_nanosecond(0))
+        .unwrap_or_else(|_| unreachable!("0 is a valid minute, second and nanosecond"))
+}
+
+/// An hour as it appears in keys: `2026-11-05T13`.
+pub fn hour_label(hour: OffsetDateTime) -> String {
+    hour.format(format_description!("[year]-[month]-[day]T[hour]"))
+        .expect("formatting a UTC hour")
 }

@@ -45,6 +45,6 @@ pub async fn delete_project(state: &AppState, tenant: &Tenant, project: &Project
         runs::counter_key(tenant, project.id),
         Condition::None,
     ));
-    state.kv.transact(ops).await?;
+    state.store.kv.transact(ops).await?;
     Ok(())
 }

@@ -95,7 +95,7 @@ fn image_id(series: &str, step: i64, bytes: &[u8]) -> String {
 }
 
 async fn existing(state: &AppState, index: &Key) -> ApiResult<Option<Image>> {
-    Ok(sextant_storage::records::get_doc(&*state.kv, index).await?)
+    Ok(sextant_storage::records::get_doc(&*state.store.kv, index).await?)
 }
 
 /// Stores one image of a series at a step, once: the same bytes sent again to the same
@@ -139,7 +139,14 @@ pub async fn log(
     }
     runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
     let blob = blob_key(tenant, run, &image)?;
-    usage::check_quota(state, tenant, now, 1).await?;
+    usage::check_quota(
+        &state.store,
+        state.settings.plan.monthly_points_cap,
+        tenant,
+        now,
+        1,
+    )
+    .await?;
     crate::metering::mark_active(state, tenant, now).await?;
     crate::metering::mark_storer(state, tenant).await?;
     // Should this process die between storing the object and indexing it, the sweep
@@ -153,11 +160,11 @@ pub async fn log(
             index: index.sk.clone(),
         },
     };
-    sweep::expect(&*state.kv, &note, now).await?;
-    if let Err(err) = state.blobs.put(&blob, bytes).await {
+    sweep::expect(&*state.store.kv, &note, now).await?;
+    if let Err(err) = state.store.blobs.put(&blob, bytes).await {
         // The put may have stored the object before failing; unindexed, nothing
         // would ever find it to delete it.
-        if let Err(cleanup) = state.blobs.delete(&blob).await {
+        if let Err(cleanup) = state.store.blobs.delete(&blob).await {
             tracing::warn!(error = %cleanup, "could not remove an image whose upload failed");
         }
         return Err(err.into());
@@ -167,8 +174,14 @@ pub async fn log(
         Condition::NotExists,
     )];
     let counters = ops.len();
-    ops.extend(usage::logged(state, tenant, now, 1, image.size));
-    let committed = state.kv.transact(ops).await;
+    ops.extend(usage::logged(
+        state.settings.plan.monthly_points_cap,
+        tenant,
+        now,
+        1,
+        image.size,
+    ));
+    let committed = state.store.kv.transact(ops).await;
     if let Err(StoreError::TransactionFailed(failed)) = &committed
         && failed.contains(&0)
         && let Some(stored) = existing(state, &index).await?
@@ -182,13 +195,14 @@ pub async fn log(
         let indexed = match &err {
             StoreError::TransactionFailed(_) | StoreError::TransactionConflict => false,
             _ => state
+                .store
                 .kv
                 .get(&index)
                 .await
                 .map_or(true, |item| item.is_some()),
         };
         if !indexed {
-            state.blobs.delete(&blob).await?;
+            state.store.blobs.delete(&blob).await?;
         }
         return Err(match err {
             StoreError::TransactionFailed(failed)
@@ -208,12 +222,17 @@ pub async fn log(
 pub async fn settle(state: &AppState, note: &Note, run: RunId, index: &str) -> ApiResult<u64> {
     let tenant = Tenant::verified(note.tenant);
     let key = Key::new(runs::data_partition(&tenant, run), index);
-    if state.kv.get(&key).await?.is_some() {
+    if state.store.kv.get(&key).await?.is_some() {
         return Ok(0);
     }
     let blob = BlobKey::parse(note.blob.as_str())?;
-    let size = state.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
-    state.blobs.delete(&blob).await?;
+    let size = state
+        .store
+        .blobs
+        .head(&blob)
+        .await?
+        .map_or(0, |meta| meta.size);
+    state.store.blobs.delete(&blob).await?;
     if size > 0 {
         tracing::info!(tenant = %tenant.id(), run = %run, size, "unindexed image removed");
     }
@@ -288,7 +307,7 @@ pub async fn list(
     let mut images: Vec<Image> = Vec::new();
     let more = loop {
         query = query.limit(limit - images.len()).after(start_after);
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for item in &page.items {
             images.push(sextant_storage::records::read_doc(item)?);
         }
@@ -329,7 +348,7 @@ pub async fn series(
     // Page by page: memory holds a page and a line per series, however many images.
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for item in &page.items {
             let image: Image = sextant_storage::records::read_doc(item)?;
             let entry = series.entry(image.series).or_insert(SeriesImages {
@@ -361,7 +380,7 @@ pub async fn latest(
         .prefix(format!("i#{series}#"))
         .reverse()
         .limit(count);
-    let page = state.kv.query(query).await?;
+    let page = state.store.kv.query(query).await?;
     let mut listed = Vec::with_capacity(page.items.len());
     for item in page.items.iter().rev() {
         listed.push(
@@ -384,6 +403,7 @@ async fn with_url(
     image: Image,
 ) -> ApiResult<Listed> {
     let url = state
+        .store
         .blobs
         .presign(
             &blob_key(tenant, run, &image)?,
@@ -398,11 +418,16 @@ async fn with_url(
 pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for item in &page.items {
             let image: Image = sextant_storage::records::read_doc(item)?;
-            state.blobs.delete(&blob_key(tenant, run, &image)?).await?;
+            state
+                .store
+                .blobs
+                .delete(&blob_key(tenant, run, &image)?)
+                .await?;
             match state
+                .store
                 .kv
                 .transact(vec![
                     TxOp::Delete(index_key(tenant, run, &image), Condition::Exists),

@@ -160,11 +160,11 @@ pub async fn add_input(
     if let Some(dataset) = &dataset {
         let key = dataset_key(tenant, &dataset.hash);
         // The first declaration names the dataset version; later ones only use it.
-        if state.kv.get(&key).await?.is_none() {
+        if state.store.kv.get(&key).await?.is_none() {
             ops.push(TxOp::Put(doc_item(key, dataset)?, Condition::None));
         }
     }
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) | Err(StoreError::TransactionFailed(_)) => Ok(input),
         Err(err) => Err(err.into()),
     }
@@ -172,7 +172,7 @@ pub async fn add_input(
 
 pub async fn inputs(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Input>> {
     Ok(query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix("in#"),
     )
     .await?)
@@ -329,7 +329,7 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
                 }
                 Input::Dataset { hash } => {
                     let dataset: Option<Dataset> =
-                        get_doc(&*state.kv, &dataset_key(tenant, &hash)).await?;
+                        get_doc(&*state.store.kv, &dataset_key(tenant, &hash)).await?;
                     let id = dataset_id(&hash);
                     if graph.node(id.clone(), || Node::Dataset {
                         id: id.clone(),
@@ -347,6 +347,7 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
     let mut seen = BTreeSet::from([run]);
     while let Some(producer) = downstream.pop_front() {
         let uses = state
+            .store
             .kv
             .query(
                 Query::partition(lineage_partition(tenant))
@@ -388,11 +389,11 @@ pub async fn dataset(
     hash: &str,
 ) -> ApiResult<(Dataset, Vec<RunRecord>)> {
     let hash = check_hash(hash).map_err(|_| ApiError::not_found("dataset"))?;
-    let dataset: Dataset = get_doc(&*state.kv, &dataset_key(tenant, &hash))
+    let dataset: Dataset = get_doc(&*state.store.kv, &dataset_key(tenant, &hash))
         .await?
         .ok_or_else(|| ApiError::not_found("dataset"))?;
     let consumers: Vec<Consumer> = query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(lineage_partition(tenant)).prefix(format!("dataset#{hash}#")),
     )
     .await?;

@@ -20,10 +20,9 @@ use std::sync::Mutex;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use time::macros::format_description;
 use time::{Duration, OffsetDateTime};
 
-use crate::calendar::BillingMonth;
+use crate::calendar::{BillingMonth, hour_label, hour_of};
 use crate::error::ApiResult;
 use crate::ids::TenantId;
 use crate::state::AppState;
@@ -38,21 +37,6 @@ pub(crate) const TENANTS_AT_ONCE: usize = 16;
 
 /// How far back a run fills in missed hours.
 pub const MAX_BACKFILL_HOURS: i64 = 24 * 31;
-
-/// The start of the UTC hour holding `at`.
-pub fn hour_of(at: OffsetDateTime) -> OffsetDateTime {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    at.replace_minute(0)
-        .and_then(|t| t.replace_second(0))
-        .and_then(|t| t.replace_nanosecond(0))
-        .unwrap_or_else(|_| unreachable!("0 is a valid minute, second and nanosecond"))
-}
-
-/// An hour as it appears in keys: `2026-11-05T13`.
-pub fn hour_label(hour: OffsetDateTime) -> String {
-    hour.format(format_description!("[year]-[month]-[day]T[hour]"))
-        .expect("formatting a UTC hour")
-}
 
 fn active_partition(hour: OffsetDateTime) -> String {
     format!("metering#hour#{}", hour_label(hour))
@@ -99,7 +83,7 @@ async fn mark(
         item = item.with(SINCE, Value::N(since.unix_timestamp()));
     }
     // The first mark stays: later ones would move `since` forward.
-    match state.kv.put(item, Condition::NotExists).await {
+    match state.store.kv.put(item, Condition::NotExists).await {
         Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(err) => {
             // Forget it, so the next write tries again.
@@ -162,7 +146,7 @@ async fn marked(
     let mut query = Query::partition(partition);
     let mut tenants = Vec::new();
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         tenants.extend(page.items.iter().filter_map(|item| {
             let tenant = item.key.sk.parse::<TenantId>().ok()?;
             let since = item
@@ -179,6 +163,7 @@ async fn marked(
 
 async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
     Ok(state
+        .store
         .kv
         .get(key)
         .await?
@@ -240,6 +225,7 @@ async fn record_hour(
     };
     // The month's bill will be made for every tenant with an hour in it.
     state
+        .store
         .kv
         .put(
             Item::new(Key::new(month_partition(month), tenant.id().to_string())),
@@ -247,6 +233,7 @@ async fn record_hour(
         )
         .await?;
     match state
+        .store
         .kv
         .put(
             doc_item(hourly_key(&tenant, hour), &record)?,
@@ -287,7 +274,7 @@ where
     MonthEnded: Future<Output = ApiResult<()>>,
 {
     let through = hour_of(through);
-    let cursor: Option<Cursor> = get_doc(&*state.kv, &cursor_key()).await?;
+    let cursor: Option<Cursor> = get_doc(&*state.store.kv, &cursor_key()).await?;
     let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
     let mut hour = cursor
         .map(|c| c.last_hour + Duration::HOUR)
@@ -301,6 +288,7 @@ where
     }
     if let Some(&last) = done.last() {
         state
+            .store
             .kv
             .put(
                 doc_item(cursor_key(), &Cursor { last_hour: last })?,
@@ -322,5 +310,5 @@ pub async fn hourly(
         format!("hour#{}", hour_label(hour_of(from))),
         format!("hour#{}", hour_label(hour_of(to - Duration::NANOSECOND))),
     );
-    sextant_storage::records::query_docs(&*state.kv, query).await
+    sextant_storage::records::query_docs(&*state.store.kv, query).await
 }

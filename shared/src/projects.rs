@@ -124,7 +124,7 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
             Condition::NotExists,
         ),
     ];
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => Ok(project),
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
             Err(name_taken(&project.name))
@@ -143,7 +143,7 @@ pub async fn list(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> 
 /// The team's projects, including the ones in the trash.
 pub async fn list_all(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> {
     Ok(query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(tenant.root()).prefix("project#"),
     )
     .await?)
@@ -189,6 +189,7 @@ pub async fn update(
     let key = tenant.key(project_sk(id));
     for _ in 0..CONFLICT_ATTEMPTS {
         let item = state
+            .store
             .kv
             .get(&key)
             .await?
@@ -234,7 +235,7 @@ pub async fn update(
                 Condition::None,
             ));
         }
-        match state.kv.transact(ops).await {
+        match state.store.kv.transact(ops).await {
             Ok(()) => return Ok(versioned.record),
             Err(StoreError::TransactionFailed(failed)) if renamed && failed.contains(&1) => {
                 return Err(name_taken(&project.name));
@@ -263,13 +264,13 @@ pub async fn find(state: &AppState, tenant: &Tenant, id_or_name: &str) -> ApiRes
         Ok(id) => id,
         Err(_) => {
             let name = ProjectName::parse(id_or_name).map_err(|_| not_found())?;
-            get_doc::<NameRecord>(&*state.kv, &tenant.key(name_sk(&name)))
+            get_doc::<NameRecord>(&*state.store.kv, &tenant.key(name_sk(&name)))
                 .await?
                 .ok_or_else(not_found)?
                 .id
         }
     };
-    get_doc::<Project>(&*state.kv, &tenant.key(project_sk(id)))
+    get_doc::<Project>(&*state.store.kv, &tenant.key(project_sk(id)))
         .await?
         .ok_or_else(not_found)
 }

@@ -458,6 +458,7 @@ fn save_ops(tenant: &Tenant, record: &JobRecord, read_version: i64) -> ApiResult
 /// Writes the job if nobody changed it since it was read; `false` if somebody did.
 async fn save(state: &AppState, tenant: &Tenant, job: &mut Job) -> ApiResult<bool> {
     match state
+        .store
         .kv
         .transact(save_ops(tenant, &job.record, job.version)?)
         .await
@@ -484,10 +485,11 @@ fn read_job(item: &Item) -> ApiResult<Job> {
 /// The job of a run of the team, without its run; 404 for a run that is no job.
 async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
     let not_found = || ApiError::not_found("job");
-    let pointer: JobPointer = get_doc(&*state.kv, &pointer_key(tenant, run))
+    let pointer: JobPointer = get_doc(&*state.store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
     let item = state
+        .store
         .kv
         .get(&job_key(tenant, pointer.project_id, &pointer.queue, run))
         .await?
@@ -650,7 +652,7 @@ pub async fn enqueue(
         Condition::NotExists,
     )];
     ops.extend(save_ops(tenant, &record, 0)?);
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => Ok(Job {
             record,
             version: 1,
@@ -742,7 +744,7 @@ pub async fn list(
     let mut jobs = Vec::new();
     let mut next_cursor = None;
     'pages: loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for item in &page.items {
             let job = read_job(item)?;
             if states.is_empty() || states.contains(&job.record.state) {
@@ -786,7 +788,7 @@ pub async fn claim(
         .prefix("open#")
         .limit(CLAIM_PAGE);
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         let now_ms = unix_ms(state.now());
         for entry in &page.items {
             let open: OpenEntry = read_doc(entry)?;
@@ -864,7 +866,12 @@ async fn take_if_free(
     agent: &str,
 ) -> ApiResult<Option<(Job, RunRecord, Option<(u32, String)>)>> {
     for _ in 0..CONFLICT_ATTEMPTS {
-        let Some(item) = state.kv.get(&job_key(tenant, project, queue, run)).await? else {
+        let Some(item) = state
+            .store
+            .kv
+            .get(&job_key(tenant, project, queue, run))
+            .await?
+        else {
             return Ok(None);
         };
         let mut job = read_job(&item)?;
@@ -1145,6 +1152,7 @@ pub async fn delete_for_run(state: &AppState, tenant: &Tenant, run: RunId) -> Ap
 async fn forget(state: &AppState, tenant: &Tenant, record: &JobRecord) -> ApiResult<()> {
     let (project, queue, run) = (record.project_id, &record.queue, record.run_id);
     state
+        .store
         .kv
         .transact(vec![
             TxOp::Delete(job_key(tenant, project, queue, run), Condition::None),

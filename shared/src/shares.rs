@@ -200,6 +200,7 @@ pub async fn create(
     // A run deleted between the load above and this write leaves these items behind
     // until their TTL; they open nothing, since every use loads the run.
     state
+        .store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -224,7 +225,7 @@ pub async fn create(
 pub async fn list(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Share>> {
     runs::load(state, tenant, run).await?;
     let records: Vec<ShareRecord> = query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix(SORT_PREFIX),
     )
     .await?;
@@ -247,7 +248,7 @@ fn deletes(tenant: &Tenant, record: &ShareRecord) -> [Key; 3] {
 /// Revokes a share of the team at once. An expired share is already gone: 404.
 pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult<()> {
     let gone = || ApiError::not_found("share");
-    let record = get_doc::<ShareRecord>(&*state.kv, &record_key(tenant, id))
+    let record = get_doc::<ShareRecord>(&*state.store.kv, &record_key(tenant, id))
         .await?
         .filter(|record| record.share.is_live(state.now()))
         .ok_or_else(gone)?;
@@ -257,7 +258,7 @@ pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult
         TxOp::Delete(index_key, Condition::None),
         TxOp::Delete(lookup_key, Condition::None),
     ];
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => {}
         // A concurrent revocation got there first.
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
@@ -271,7 +272,7 @@ pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult
 /// makes them open nothing).
 pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let records: Vec<ShareRecord> = query_docs(
-        &*state.kv,
+        &*state.store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix(SORT_PREFIX),
     )
     .await?;
@@ -285,8 +286,8 @@ pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiRes
         first.extend([WriteOp::Delete(lookup_key), WriteOp::Delete(record_key)]);
         last.push(WriteOp::Delete(index_key));
     }
-    state.kv.batch_write(first).await?;
-    state.kv.batch_write(last).await?;
+    state.store.kv.batch_write(first).await?;
+    state.store.kv.batch_write(last).await?;
     Ok(())
 }
 
@@ -317,12 +318,12 @@ pub async fn open(state: &AppState, token: &str, client: IpAddr) -> ApiResult<Sh
     let gone = || ApiError::not_found("share");
     let token = ShareToken::parse(token).ok_or_else(gone)?;
     let token_hash = token.hash();
-    let lookup = get_doc::<ShareLookup>(&*state.kv, &lookup_key(&token_hash))
+    let lookup = get_doc::<ShareLookup>(&*state.store.kv, &lookup_key(&token_hash))
         .await?
         .ok_or_else(gone)?;
     // The lookup names a tenant; the tenant's own record must agree.
     let tenant = Tenant::verified(lookup.tenant);
-    let record = get_doc::<ShareRecord>(&*state.kv, &record_key(&tenant, lookup.share))
+    let record = get_doc::<ShareRecord>(&*state.store.kv, &record_key(&tenant, lookup.share))
         .await?
         .filter(|record| bool::from(record.token_hash.as_bytes().ct_eq(token_hash.as_bytes())))
         .filter(|record| record.share.is_live(state.now()))

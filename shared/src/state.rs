@@ -6,8 +6,8 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::credentials::jwt::Keyring;
-use sextant_storage::clock::{Clock, SystemClock};
-use sextant_storage::{BlobStore, KvStore, Storage};
+use sextant_storage::clock::Clock;
+use sextant_storage::{Storage, Store};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -64,36 +64,33 @@ impl Settings {
 
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub kv: Arc<dyn KvStore>,
-    pub blobs: Arc<dyn BlobStore>,
+    pub store: Store,
     pub keyring: Arc<Keyring>,
     pub limiter: Arc<crate::rate_limit::RateLimiter>,
     pub settings: Arc<Settings>,
     /// The metering marks this process has written.
     pub marks: Arc<crate::metering::Marks>,
-    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
     pub fn new(storage: Storage, keyring: Keyring, settings: Settings) -> Self {
         Self {
-            kv: storage.kv,
-            blobs: storage.blobs,
+            store: Store::new(storage),
             keyring: Arc::new(keyring),
             limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limits)),
             settings: Arc::new(settings),
             marks: Arc::default(),
-            clock: Arc::new(SystemClock),
         }
     }
 
     /// The same state reading time from `clock`.
-    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        Self { clock, ..self }
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.store.clock = clock;
+        self
     }
 
     pub fn now(&self) -> time::OffsetDateTime {
-        self.clock.now()
+        self.store.now()
     }
 
     /// The Lambda configuration over `storage` (the functions' AWS adapters): signing

@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
+use crate::calendar::{hour_label, hour_of};
 use crate::error::ApiResult;
 use crate::ids::{RunId, TenantId};
-use crate::metering::{hour_label, hour_of};
 use sextant_storage::kv::{Condition, Key, KvStore, Query};
 use sextant_storage::records::{doc_item, get_doc};
 

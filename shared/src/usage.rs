@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use crate::calendar::BillingMonth;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Key, TxOp};
 
 pub const POINTS: &str = "points";
@@ -27,7 +27,7 @@ pub(crate) fn partition(tenant: &Tenant) -> String {
 }
 
 pub fn points_key(tenant: &Tenant, at: OffsetDateTime) -> Key {
-    let hour = crate::metering::hour_label(crate::metering::hour_of(at));
+    let hour = crate::calendar::hour_label(crate::calendar::hour_of(at));
     Key::new(partition(tenant), format!("points#{hour}"))
 }
 
@@ -40,9 +40,9 @@ fn month_points_attr(at: OffsetDateTime) -> String {
 }
 
 /// Counts `points` logged now that store `bytes`, refused (as a failed condition on
-/// the second operation) if they would take the month past the plan's cap.
+/// the second operation) if they would take the month past `cap` (the plan's).
 pub fn logged(
-    state: &AppState,
+    cap: Option<u64>,
     tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
@@ -50,7 +50,7 @@ pub fn logged(
 ) -> [TxOp; 2] {
     let points = i64::try_from(points).unwrap_or(i64::MAX);
     let month_attr = month_points_attr(at);
-    let condition = match state.settings.plan.monthly_points_cap {
+    let condition = match cap {
         Some(cap) => Condition::AtMost(
             month_attr.clone(),
             i64::try_from(cap)
@@ -88,18 +88,19 @@ pub fn storage_change(tenant: &Tenant, delta: i64) -> TxOp {
     }
 }
 
-/// Refuses `points` more this month if the plan caps the month and they would pass
-/// the cap. Checked before a batch writes anything; the commit checks again, atomically.
+/// Refuses `points` more this month if they would pass `cap` (the plan's). Checked
+/// before a batch writes anything; the commit checks again, atomically.
 pub async fn check_quota(
-    state: &AppState,
+    store: &Store,
+    cap: Option<u64>,
     tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
 ) -> ApiResult<()> {
-    let Some(cap) = state.settings.plan.monthly_points_cap else {
+    let Some(cap) = cap else {
         return Ok(());
     };
-    let logged = state
+    let logged = store
         .kv
         .get(&totals_key(tenant))
         .await?

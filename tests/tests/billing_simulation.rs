@@ -37,14 +37,14 @@ use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::artifacts::{self, Completion, NewArtifact};
 use sextant_shared::auth::{self, Caller};
 use sextant_shared::billing::{self, PricePlan, Report, ReportStatus};
-use sextant_shared::calendar::BillingMonth;
+use sextant_shared::calendar::{self, BillingMonth, hour_of};
 use sextant_shared::credentials::jwt::Keyring;
 use sextant_shared::credentials::password::Password;
 use sextant_shared::deletion;
 use sextant_shared::floats::JsonF64;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
-use sextant_shared::metering::{self, hour_of};
+use sextant_shared::metering;
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch, SeriesColumns, TextLine};
@@ -1343,7 +1343,7 @@ impl Sim {
             if found != expected {
                 problems.push(format!(
                     "hour {}: (points, bytes) recorded {found:?}, expected {expected:?}",
-                    metering::hour_label(hour)
+                    calendar::hour_label(hour)
                 ));
             }
             hour += Duration::HOUR;
@@ -1498,7 +1498,7 @@ impl Sim {
         if written != 0 {
             self.violation(format!(
                 "rolling up {} again wrote {written} new records",
-                metering::hour_label(hour)
+                calendar::hour_label(hour)
             ));
         }
     }

@@ -5,9 +5,9 @@
 use serde_json::json;
 use sextant_shared::auth::Caller;
 use sextant_shared::billing;
-use sextant_shared::calendar::BillingMonth;
+use sextant_shared::calendar::{BillingMonth, hour_of};
 use sextant_shared::deletion;
-use sextant_shared::metering::{self, hour_of};
+use sextant_shared::metering;
 use sextant_shared::projects::{self, ProjectName};
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch};

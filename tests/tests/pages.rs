@@ -10,9 +10,9 @@ use reqwest::{Method, StatusCode, redirect};
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
 use sextant_shared::billing;
-use sextant_shared::calendar::BillingMonth;
+use sextant_shared::calendar::{self, BillingMonth};
 use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::metering;
+
 use sextant_shared::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
@@ -1297,7 +1297,7 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
         )
     };
     assert!(log_points(1_000).await.unwrap().status().is_success());
-    sextant_metering::roll_up_hour(&app.state, metering::hour_of(february))
+    sextant_metering::roll_up_hour(&app.state, calendar::hour_of(february))
         .await
         .unwrap();
     billing::close_month(&app.state, BillingMonth::of(february))
@@ -1307,7 +1307,7 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
     let march = time::macros::datetime!(2026-03-05 14:10 UTC);
     app.clock.set(march);
     assert!(log_points(250).await.unwrap().status().is_success());
-    sextant_metering::roll_up_hour(&app.state, metering::hour_of(march))
+    sextant_metering::roll_up_hour(&app.state, calendar::hour_of(march))
         .await
         .unwrap();
 

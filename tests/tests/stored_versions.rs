@@ -13,6 +13,7 @@ async fn team_version(
     key: &sextant_storage::kv::Key,
 ) -> Option<i64> {
     state
+        .store
         .kv
         .get(key)
         .await
@@ -34,7 +35,13 @@ async fn a_team_stored_at_version_zero_or_without_one_still_takes_role_changes()
         );
 
         // As the release before wrote it.
-        let mut item = state.kv.get(&key).await.unwrap().expect("the team record");
+        let mut item = state
+            .store
+            .kv
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("the team record");
         match stored {
             Some(version) => {
                 item.attrs.insert(VERSION.to_owned(), Value::N(version));
@@ -43,7 +50,7 @@ async fn a_team_stored_at_version_zero_or_without_one_still_takes_role_changes()
                 item.attrs.remove(VERSION);
             }
         }
-        state.kv.put(item, Condition::None).await.unwrap();
+        state.store.kv.put(item, Condition::None).await.unwrap();
 
         for expected in [1, 2] {
             let member = accounts::change_role(&state, &caller.tenant, caller.user, Role::Admin)

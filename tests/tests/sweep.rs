@@ -182,6 +182,7 @@ async fn complete(w: &World, caller: &Caller, run: RunId, path: &str) -> usize {
 async fn bucket_and_billed(w: &World, caller: &Caller) -> (u64, u64) {
     let listed = w
         .state
+        .store
         .blobs
         .list(&caller.tenant.blob_prefix(), None, 1_000)
         .await
@@ -189,6 +190,7 @@ async fn bucket_and_billed(w: &World, caller: &Caller) -> (u64, u64) {
     let in_bucket = listed.blobs.iter().map(|blob| blob.size).sum();
     let billed = w
         .state
+        .store
         .kv
         .get(&usage::totals_key(&caller.tenant))
         .await
@@ -345,6 +347,7 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     assert_eq!(listed[1].sha256, sha256_hex(&proxied));
     let stored = w
         .state
+        .store
         .blobs
         .get(&artifacts::blob_key(tenant, run, &ArtifactPath::parse("kept.bin").unwrap()).unwrap())
         .await

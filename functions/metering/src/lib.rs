@@ -60,7 +60,7 @@ async fn close_reports(state: &AppState, month: BillingMonth) -> ApiResult<()> {
 /// and moving the cursor past each hour once all of its notes are; a note to be looked
 /// at again (a checksum still being computed) is noted anew for the next hour.
 pub async fn sweep_due(state: &AppState, now: OffsetDateTime) -> ApiResult<RunReport> {
-    let kv = &*state.kv;
+    let kv = &*state.store.kv;
     let mut report = RunReport::default();
     for hour in sweep::due_hours(kv, now).await? {
         for (key, note) in sweep::notes(kv, hour).await? {

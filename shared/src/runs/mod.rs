@@ -407,6 +407,7 @@ pub async fn create(
     };
     let tenant = &caller.tenant;
     let number = state
+        .store
         .kv
         .add(
             &tenant.key(format!("run-counter#{}", project.id)),
@@ -438,6 +439,7 @@ pub async fn create(
         trashed_at: None,
     };
     state
+        .store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -501,10 +503,11 @@ pub async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Ve
 
 async fn load_any(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
     let not_found = || ApiError::not_found("run");
-    let pointer: RunPointer = get_doc(&*state.kv, &pointer_key(tenant, run))
+    let pointer: RunPointer = get_doc(&*state.store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
     let item = state
+        .store
         .kv
         .get(&record_key(tenant, pointer.project_id, run))
         .await?
@@ -524,7 +527,12 @@ pub async fn update<T>(
         let mut versioned = load(state, tenant, run).await?;
         let now = state.now();
         let outcome = change(&mut versioned.record, now)?;
-        match state.kv.transact(vec![replace(tenant, &versioned)?]).await {
+        match state
+            .store
+            .kv
+            .transact(vec![replace(tenant, &versioned)?])
+            .await
+        {
             Ok(()) => return Ok((versioned.record, outcome)),
             Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
@@ -756,7 +764,12 @@ pub async fn mark_deleting(state: &AppState, tenant: &Tenant, run: RunId) -> Api
     let mut attempts = 0;
     while !versioned.record.deleting {
         versioned.record.deleting = true;
-        match state.kv.transact(vec![replace(tenant, &versioned)?]).await {
+        match state
+            .store
+            .kv
+            .transact(vec![replace(tenant, &versioned)?])
+            .await
+        {
             Ok(()) => versioned.saved(),
             // Changed meanwhile (by a log batch, or by another delete that marked it
             // first): look again.
@@ -784,7 +797,7 @@ pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> Api
         TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
         crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),
     ];
-    match state.kv.transact(ops).await {
+    match state.store.kv.transact(ops).await {
         Ok(()) => Ok(()),
         // A concurrent delete finished first.
         Err(StoreError::TransactionFailed(_)) => Ok(()),
@@ -796,6 +809,7 @@ async fn purge_partition(state: &AppState, partition: &str) -> ApiResult<()> {
     loop {
         // Always the first page: the previous one is gone.
         let page = state
+            .store
             .kv
             .query(Query::partition(partition).limit(500))
             .await?;
@@ -807,7 +821,7 @@ async fn purge_partition(state: &AppState, partition: &str) -> ApiResult<()> {
             .into_iter()
             .map(|item| WriteOp::Delete(item.key))
             .collect();
-        state.kv.batch_write(deletes).await?;
+        state.store.kv.batch_write(deletes).await?;
     }
 }
 
@@ -831,7 +845,7 @@ pub async fn every_record_in_project(
     let mut query = Query::partition(project_partition(tenant, project)).prefix("run#");
     let mut runs = Vec::new();
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for item in &page.items {
             runs.push(read_doc(item)?);
         }

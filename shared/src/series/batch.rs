@@ -440,7 +440,7 @@ pub async fn log(
     let record_key = batch_key(tenant, run, &prepared.batch_id);
 
     let mut versioned = runs::load(state, tenant, run).await?;
-    if let Some(done) = get_doc::<BatchRecord>(&*state.kv, &record_key).await? {
+    if let Some(done) = get_doc::<BatchRecord>(&*state.store.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
     }
     // Refuse before writing anything: an ended run, a name of the other kind, or a
@@ -450,11 +450,19 @@ pub async fn log(
     merge_into(&mut preview.record, &prepared.facts)?;
     runs::replace(tenant, &preview)?;
 
-    usage::check_quota(state, tenant, now, prepared.accepted).await?;
+    usage::check_quota(
+        &state.store,
+        state.settings.plan.monthly_points_cap,
+        tenant,
+        now,
+        prepared.accepted,
+    )
+    .await?;
 
     let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
     let marker_key = pending::marker_key(tenant, run, &prepared.attempt);
     state
+        .store
         .kv
         .put(
             pending::marker(marker_key.clone(), &chunk_keys, now)?,
@@ -462,6 +470,7 @@ pub async fn log(
         )
         .await?;
     state
+        .store
         .kv
         .batch_write(prepared.items.into_iter().map(WriteOp::Put).collect())
         .await?;
@@ -488,7 +497,7 @@ pub async fn log(
                 forget().await;
                 // A twin attempt of this batch may have committed before the refusal
                 // arose; then it answers.
-                if let Some(done) = get_doc::<BatchRecord>(&*state.kv, &record_key).await? {
+                if let Some(done) = get_doc::<BatchRecord>(&*state.store.kv, &record_key).await? {
                     return replay(&done, &prepared.fingerprint, &versioned.record);
                 }
                 return Err(refusal);
@@ -505,13 +514,13 @@ pub async fn log(
         ];
         let counters = ops.len();
         ops.extend(usage::logged(
-            state,
+            state.settings.plan.monthly_points_cap,
             tenant,
             now,
             prepared.accepted,
             prepared.stored_bytes,
         ));
-        match state.kv.transact(ops).await {
+        match state.store.kv.transact(ops).await {
             Ok(()) => {
                 return Ok(LogOutcome {
                     accepted: prepared.accepted,
@@ -521,7 +530,7 @@ pub async fn log(
             Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
                 // A concurrent attempt of the same batch committed first.
                 forget().await;
-                let done = get_doc::<BatchRecord>(&*state.kv, &record_key)
+                let done = get_doc::<BatchRecord>(&*state.store.kv, &record_key)
                     .await?
                     .ok_or_else(runs::concurrent_update)?;
                 let run = runs::load(state, tenant, run).await?;

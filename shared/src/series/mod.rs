@@ -478,7 +478,7 @@ pub async fn read<T: SeriesData>(
     let mut unread_from: Option<i64> = None;
     let mut fetched = 0u64;
     'pages: loop {
-        let found = state.kv.query(query.clone()).await?;
+        let found = state.store.kv.query(query.clone()).await?;
         for item in &found.items {
             let bytes = chunk_bytes(item)?;
             if heap.len() == limit
@@ -610,7 +610,7 @@ pub async fn read_downsampled(
         .limit(64);
     let (mut fetched, mut rank) = (0u64, 0u64);
     loop {
-        let found = state.kv.query(query.clone()).await?;
+        let found = state.store.kv.query(query.clone()).await?;
         for item in &found.items {
             if uncommitted_before.contains(&item.key.sk) {
                 continue;

@@ -71,7 +71,7 @@ pub(super) async fn uncommitted(
     let mut hidden = HashSet::new();
     let abandoned_before = state.now() - ABANDONED_AFTER;
     loop {
-        let page = state.kv.query(query.clone()).await?;
+        let page = state.store.kv.query(query.clone()).await?;
         for marker in &page.items {
             let names = chunk_names(marker)?;
             let written = marker
@@ -98,10 +98,11 @@ pub(super) async fn uncommitted(
 pub(super) async fn forget(state: &AppState, marker: Key, chunks: Vec<Key>) {
     let deleted = async {
         state
+            .store
             .kv
             .batch_write(chunks.into_iter().map(WriteOp::Delete).collect())
             .await?;
-        state.kv.delete(&marker, Condition::None).await
+        state.store.kv.delete(&marker, Condition::None).await
     };
     if let Err(err) = deleted.await {
         tracing::warn!(error = %err, "could not remove the chunks of an uncommitted batch");

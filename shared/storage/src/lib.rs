@@ -12,6 +12,7 @@ pub mod records;
 use std::sync::Arc;
 
 pub use blob::{BlobKey, BlobStore};
+use clock::{Clock, SystemClock};
 pub use kv::KvStore;
 
 /// The two ports a deployment runs on.
@@ -19,4 +20,28 @@ pub use kv::KvStore;
 pub struct Storage {
     pub kv: Arc<dyn KvStore>,
     pub blobs: Arc<dyn BlobStore>,
+}
+
+/// What domain code works with: the two ports, and the clock it reads the time from
+/// (a manual one in tests that simulate days).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub kv: Arc<dyn KvStore>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    /// The ports on the system clock.
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            kv: storage.kv,
+            blobs: storage.blobs,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.clock.now()
+    }
 }

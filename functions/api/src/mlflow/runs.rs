@@ -627,6 +627,7 @@ pub async fn log_inputs(
         };
         lineage::add_input(&state, &caller.tenant, run, new).await?;
         state
+            .store
             .kv
             .put(
                 doc_item(dataset_input_key(&caller, run, &hash), &input)?,
@@ -639,7 +640,7 @@ pub async fn log_inputs(
 
 async fn dataset_inputs(state: &AppState, caller: &Caller, run: RunId) -> ApiResult<Vec<Value>> {
     let query = KvQuery::partition(runs::data_partition(&caller.tenant, run)).prefix("mlflow-in#");
-    let inputs: Vec<DatasetInput> = query_docs(&*state.kv, query).await?;
+    let inputs: Vec<DatasetInput> = query_docs(&*state.store.kv, query).await?;
     inputs
         .iter()
         .map(|input| serde_json::to_value(input).map_err(ApiError::internal))
