@@ -212,7 +212,7 @@ pub async fn tenant_totals(
     month: BillingMonth,
 ) -> anyhow::Result<Vec<TenantTotals>> {
     let state = offline_state(data_dir, plan)?;
-    Ok(billing::tenant_totals(&state, month).await?)
+    Ok(billing::tenant_totals(&state.store, &state.settings.plan, month).await?)
 }
 
 /// The operator's usage listing as an aligned table, one tenant a line.

@@ -26,6 +26,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs};
 
@@ -159,8 +160,8 @@ struct TeamRecord {
 }
 
 /// The team's name, for operators' listings; `None` if the team is gone.
-pub async fn team_name(state: &AppState, tenant: &Tenant) -> ApiResult<Option<String>> {
-    Ok(get_doc::<TeamRecord>(&*state.store.kv, &tenant.key(TEAM))
+pub async fn team_name(store: &Store, tenant: &Tenant) -> ApiResult<Option<String>> {
+    Ok(get_doc::<TeamRecord>(&*store.kv, &tenant.key(TEAM))
         .await?
         .map(|team| team.name.0))
 }

@@ -841,7 +841,7 @@ async fn seal(
 ) -> ApiResult<Artifact> {
     artifact.pending = None;
     let key = record_key(tenant, run, &artifact.path);
-    crate::metering::mark_storer(state, tenant).await?;
+    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
     let mut ops = vec![
         TxOp::Put(
             doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),

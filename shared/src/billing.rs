@@ -15,8 +15,8 @@ use crate::calendar::BillingMonth;
 use crate::error::{ApiError, ApiResult};
 use crate::ids::TenantId;
 use crate::metering::{self, HourlyUsage};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::blob::BlobKey;
 use sextant_storage::kv::{Condition, Key, Query, StoreError};
 use sextant_storage::records::{doc_item, get_doc};
@@ -233,12 +233,13 @@ impl PricePlan {
 
 /// A tenant's month so far, from the hours rolled up.
 pub async fn usage(
-    state: &AppState,
+    store: &Store,
+    plan: &PricePlan,
     tenant: &Tenant,
     month: BillingMonth,
 ) -> ApiResult<MonthUsage> {
-    let hours = metering::hourly(state, tenant, month.start(), month.end()).await?;
-    Ok(state.settings.plan.price(month, &hours))
+    let hours = metering::hourly(store, tenant, month.start(), month.end()).await?;
+    Ok(plan.price(month, &hours))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -337,13 +338,17 @@ fn report_blob(tenant: &Tenant, month: BillingMonth) -> ApiResult<BlobKey> {
 }
 
 /// The month's report: the closed one if the month is closed, else a draft.
-pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> ApiResult<Report> {
-    if get_doc::<Closed>(&*state.store.kv, &closed_key(tenant, month))
+pub async fn report(
+    store: &Store,
+    plan: &PricePlan,
+    tenant: &Tenant,
+    month: BillingMonth,
+) -> ApiResult<Report> {
+    if get_doc::<Closed>(&*store.kv, &closed_key(tenant, month))
         .await?
         .is_some()
     {
-        let bytes = state
-            .store
+        let bytes = store
             .blobs
             .get(&report_blob(tenant, month)?)
             .await?
@@ -353,16 +358,16 @@ pub async fn report(state: &AppState, tenant: &Tenant, month: BillingMonth) -> A
     }
     Ok(Report::from_usage(
         tenant,
-        usage(state, tenant, month).await?,
+        usage(store, plan, tenant, month).await?,
     ))
 }
 
 /// The months whose report is closed for the tenant, newest first.
-pub async fn closed_months(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<BillingMonth>> {
+pub async fn closed_months(store: &Store, tenant: &Tenant) -> ApiResult<Vec<BillingMonth>> {
     let mut query = Query::partition(crate::usage::partition(tenant)).prefix("report#");
     let mut months = Vec::new();
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         months.extend(page.items.iter().filter_map(|item| {
             let month = item.key.sk.strip_prefix("report#")?;
             BillingMonth::parse(month).ok()
@@ -395,14 +400,18 @@ pub struct TenantTotals {
 }
 
 /// Every tenant billed in the month (with an hour rolled up in it), by tenant id.
-pub async fn tenant_totals(state: &AppState, month: BillingMonth) -> ApiResult<Vec<TenantTotals>> {
+pub async fn tenant_totals(
+    store: &Store,
+    plan: &PricePlan,
+    month: BillingMonth,
+) -> ApiResult<Vec<TenantTotals>> {
     let mut totals = Vec::new();
-    for tenant_id in metering::billed_tenants(state, month).await? {
+    for tenant_id in metering::billed_tenants(store, month).await? {
         let tenant = Tenant::verified(tenant_id);
-        let report = report(state, &tenant, month).await?;
+        let report = report(store, plan, &tenant, month).await?;
         totals.push(TenantTotals {
             tenant_id,
-            team: crate::accounts::team_name(state, &tenant).await?,
+            team: crate::accounts::team_name(store, &tenant).await?,
             status: report.status,
             points: report.points,
             gb_hours: report.gb_hours,
@@ -416,9 +425,9 @@ pub async fn tenant_totals(state: &AppState, month: BillingMonth) -> ApiResult<V
 /// Closes a month for every tenant billed in it: stores each report and then its
 /// index, once. Closing again changes nothing; the time a month closes is its end, so
 /// a report's bytes do not depend on when the run happened.
-pub async fn close_month(state: &AppState, month: BillingMonth) -> ApiResult<usize> {
-    let closed: Vec<bool> = futures::stream::iter(metering::billed_tenants(state, month).await?)
-        .map(|tenant| close_report(state, Tenant::verified(tenant), month))
+pub async fn close_month(store: &Store, plan: &PricePlan, month: BillingMonth) -> ApiResult<usize> {
+    let closed: Vec<bool> = futures::stream::iter(metering::billed_tenants(store, month).await?)
+        .map(|tenant| close_report(store, plan, Tenant::verified(tenant), month))
         .buffer_unordered(metering::TENANTS_AT_ONCE)
         .try_collect()
         .await?;
@@ -427,25 +436,28 @@ pub async fn close_month(state: &AppState, month: BillingMonth) -> ApiResult<usi
 
 /// Stores and indexes one tenant's closed report unless it is closed already;
 /// answers whether this call closed it.
-async fn close_report(state: &AppState, tenant: Tenant, month: BillingMonth) -> ApiResult<bool> {
+async fn close_report(
+    store: &Store,
+    plan: &PricePlan,
+    tenant: Tenant,
+    month: BillingMonth,
+) -> ApiResult<bool> {
     let key = closed_key(&tenant, month);
-    if state.store.kv.get(&key).await?.is_some() {
+    if store.kv.get(&key).await?.is_some() {
         return Ok(false);
     }
-    let mut report = Report::from_usage(&tenant, usage(state, &tenant, month).await?);
+    let mut report = Report::from_usage(&tenant, usage(store, plan, &tenant, month).await?);
     report.status = ReportStatus::Closed;
     report.closed_at = Some(month.end());
     let json = serde_json::to_vec_pretty(&report).map_err(ApiError::internal)?;
-    state
-        .store
+    store
         .blobs
         .put(&report_blob(&tenant, month)?, json.into())
         .await?;
     let index = Closed {
         closed_at: month.end(),
     };
-    match state
-        .store
+    match store
         .kv
         .put(doc_item(key, &index)?, Condition::NotExists)
         .await

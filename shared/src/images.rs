@@ -147,8 +147,8 @@ pub async fn log(
         1,
     )
     .await?;
-    crate::metering::mark_active(state, tenant, now).await?;
-    crate::metering::mark_storer(state, tenant).await?;
+    crate::metering::mark_active(&state.store, &state.marks, tenant, now).await?;
+    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
     // Should this process die between storing the object and indexing it, the sweep
     // finds the object unclaimed and deletes it.
     let note = Note {

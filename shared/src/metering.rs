@@ -25,9 +25,9 @@ use time::{Duration, OffsetDateTime};
 use crate::calendar::{BillingMonth, hour_label, hour_of};
 use crate::error::ApiResult;
 use crate::ids::TenantId;
-use crate::state::AppState;
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
 use sextant_storage::records::{doc_item, get_doc};
 
@@ -70,12 +70,13 @@ impl Marks {
 const SINCE: &str = "since";
 
 async fn mark(
-    state: &AppState,
+    store: &Store,
+    marks: &Marks,
     partition: String,
     tenant: &Tenant,
     since: Option<OffsetDateTime>,
 ) -> StoreResult<()> {
-    if !state.marks.first_time(&partition, tenant.id()) {
+    if !marks.first_time(&partition, tenant.id()) {
         return Ok(());
     }
     let mut item = Item::new(Key::new(partition.clone(), tenant.id().to_string()));
@@ -83,12 +84,11 @@ async fn mark(
         item = item.with(SINCE, Value::N(since.unix_timestamp()));
     }
     // The first mark stays: later ones would move `since` forward.
-    match state.store.kv.put(item, Condition::NotExists).await {
+    match store.kv.put(item, Condition::NotExists).await {
         Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(err) => {
             // Forget it, so the next write tries again.
-            state
-                .marks
+            marks
                 .written
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -101,14 +101,19 @@ async fn mark(
 /// Marks the tenant as logging points in the hour holding `at`. Call before the write
 /// that counts them: a mark without points costs nothing, points without a mark would
 /// never be rolled up.
-pub async fn mark_active(state: &AppState, tenant: &Tenant, at: OffsetDateTime) -> StoreResult<()> {
-    mark(state, active_partition(hour_of(at)), tenant, None).await
+pub async fn mark_active(
+    store: &Store,
+    marks: &Marks,
+    tenant: &Tenant,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    mark(store, marks, active_partition(hour_of(at)), tenant, None).await
 }
 
 /// Marks the tenant as storing bytes, so every hour from now on samples it. Call
 /// before the write that grows its storage.
-pub async fn mark_storer(state: &AppState, tenant: &Tenant) -> StoreResult<()> {
-    mark(state, STORERS.to_owned(), tenant, Some(state.now())).await
+pub async fn mark_storer(store: &Store, marks: &Marks, tenant: &Tenant) -> StoreResult<()> {
+    mark(store, marks, STORERS.to_owned(), tenant, Some(store.now())).await
 }
 
 /// One tenant's usage in one hour.
@@ -140,13 +145,13 @@ fn cursor_key() -> Key {
 
 /// The tenants marked in a partition, with when each mark says they started.
 async fn marked(
-    state: &AppState,
+    store: &Store,
     partition: &str,
 ) -> StoreResult<Vec<(TenantId, Option<OffsetDateTime>)>> {
     let mut query = Query::partition(partition);
     let mut tenants = Vec::new();
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         tenants.extend(page.items.iter().filter_map(|item| {
             let tenant = item.key.sk.parse::<TenantId>().ok()?;
             let since = item
@@ -161,9 +166,8 @@ async fn marked(
     }
 }
 
-async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
-    Ok(state
-        .store
+async fn counter(store: &Store, key: &Key, attr: &str) -> StoreResult<u64> {
+    Ok(store
         .kv
         .get(key)
         .await?
@@ -177,7 +181,7 @@ async fn counter(state: &AppState, key: &Key, attr: &str) -> StoreResult<u64> {
 /// the cursor before the hour, so the next run rolls it up and closes again. Answers
 /// how many records it wrote (0 when the hour was rolled up already).
 pub async fn roll_up_hour<MonthEnded>(
-    state: &AppState,
+    store: &Store,
     hour: OffsetDateTime,
     month_ended: &impl Fn(BillingMonth) -> MonthEnded,
 ) -> ApiResult<usize>
@@ -187,20 +191,20 @@ where
     let hour = hour_of(hour);
     let end = hour + Duration::HOUR;
     let month = BillingMonth::of(hour);
-    let mut tenants: BTreeSet<TenantId> = marked(state, &active_partition(hour))
+    let mut tenants: BTreeSet<TenantId> = marked(store, &active_partition(hour))
         .await?
         .into_iter()
         .map(|(tenant, _)| tenant)
         .collect();
     tenants.extend(
-        marked(state, STORERS)
+        marked(store, STORERS)
             .await?
             .into_iter()
             .filter(|(_, since)| since.is_none_or(|since| since < end))
             .map(|(tenant, _)| tenant),
     );
     let written: Vec<bool> = futures::stream::iter(tenants)
-        .map(|tenant| record_hour(state, Tenant::verified(tenant), hour, month))
+        .map(|tenant| record_hour(store, Tenant::verified(tenant), hour, month))
         .buffer_unordered(TENANTS_AT_ONCE)
         .try_collect()
         .await?;
@@ -213,27 +217,25 @@ where
 
 /// One tenant's record for the hour, written if absent; answers whether it was.
 async fn record_hour(
-    state: &AppState,
+    store: &Store,
     tenant: Tenant,
     hour: OffsetDateTime,
     month: BillingMonth,
 ) -> ApiResult<bool> {
     let record = HourlyUsage {
         hour,
-        points: counter(state, &usage::points_key(&tenant, hour), usage::POINTS).await?,
-        storage_bytes: counter(state, &usage::totals_key(&tenant), usage::BYTES).await?,
+        points: counter(store, &usage::points_key(&tenant, hour), usage::POINTS).await?,
+        storage_bytes: counter(store, &usage::totals_key(&tenant), usage::BYTES).await?,
     };
     // The month's bill will be made for every tenant with an hour in it.
-    state
-        .store
+    store
         .kv
         .put(
             Item::new(Key::new(month_partition(month), tenant.id().to_string())),
             Condition::None,
         )
         .await?;
-    match state
-        .store
+    match store
         .kv
         .put(
             doc_item(hourly_key(&tenant, hour), &record)?,
@@ -252,11 +254,8 @@ fn month_partition(month: BillingMonth) -> String {
 }
 
 /// Every tenant with at least one hour rolled up in the month.
-pub async fn billed_tenants(
-    state: &AppState,
-    month: BillingMonth,
-) -> StoreResult<BTreeSet<TenantId>> {
-    Ok(marked(state, &month_partition(month))
+pub async fn billed_tenants(store: &Store, month: BillingMonth) -> StoreResult<BTreeSet<TenantId>> {
+    Ok(marked(store, &month_partition(month))
         .await?
         .into_iter()
         .map(|(tenant, _)| tenant)
@@ -266,7 +265,7 @@ pub async fn billed_tenants(
 /// Rolls up `through` and every hour missed since the last run, oldest first.
 /// Answers the hours it rolled up.
 pub async fn roll_up_through<MonthEnded>(
-    state: &AppState,
+    store: &Store,
     through: OffsetDateTime,
     month_ended: &impl Fn(BillingMonth) -> MonthEnded,
 ) -> ApiResult<Vec<OffsetDateTime>>
@@ -274,7 +273,7 @@ where
     MonthEnded: Future<Output = ApiResult<()>>,
 {
     let through = hour_of(through);
-    let cursor: Option<Cursor> = get_doc(&*state.store.kv, &cursor_key()).await?;
+    let cursor: Option<Cursor> = get_doc(&*store.kv, &cursor_key()).await?;
     let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
     let mut hour = cursor
         .map(|c| c.last_hour + Duration::HOUR)
@@ -282,13 +281,12 @@ where
         .max(earliest);
     let mut done = Vec::new();
     while hour <= through {
-        roll_up_hour(state, hour, month_ended).await?;
+        roll_up_hour(store, hour, month_ended).await?;
         done.push(hour);
         hour += Duration::HOUR;
     }
     if let Some(&last) = done.last() {
-        state
-            .store
+        store
             .kv
             .put(
                 doc_item(cursor_key(), &Cursor { last_hour: last })?,
@@ -301,7 +299,7 @@ where
 
 /// A tenant's hourly records in `[from, to)`.
 pub async fn hourly(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     from: OffsetDateTime,
     to: OffsetDateTime,
@@ -310,5 +308,5 @@ pub async fn hourly(
         format!("hour#{}", hour_label(hour_of(from))),
         format!("hour#{}", hour_label(hour_of(to - Duration::NANOSECOND))),
     );
-    sextant_storage::records::query_docs(&*state.store.kv, query).await
+    sextant_storage::records::query_docs(&*store.kv, query).await
 }

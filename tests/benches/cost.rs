@@ -572,9 +572,13 @@ async fn idle_metering() {
                 f64::from(billing::HOURS_PER_GB_MONTH)
             )),
         );
-        billing::close_month(&fixture.state, BillingMonth::of(first))
-            .await
-            .expect("close");
+        billing::close_month(
+            &fixture.state.store,
+            &fixture.state.settings.plan,
+            BillingMonth::of(first),
+        )
+        .await
+        .expect("close");
         let close = fixture.kv.take();
         let close_blobs = fixture.blobs.take();
         println!(

@@ -128,7 +128,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     );
 
     sextant_metering::roll_up_hour(&state, START).await.unwrap();
-    let hours = metering::hourly(&state, tenant, START, START + Duration::HOUR)
+    let hours = metering::hourly(&state.store, tenant, START, START + Duration::HOUR)
         .await
         .unwrap();
     assert_eq!(hours[0].points, 15);

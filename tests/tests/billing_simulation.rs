@@ -1284,7 +1284,7 @@ impl Sim {
     async fn check_report(&mut self, t: usize, month: BillingMonth, status: ReportStatus) {
         let tenant = self.tenants[t].tenant();
         let label = self.tenants[t].label;
-        let report = billing::report(&self.state, &tenant, month)
+        let report = billing::report(&self.state.store, &self.state.settings.plan, &tenant, month)
             .await
             .expect("a report");
         let (points, gb_hours) = self.expected_month(t, month);
@@ -1325,7 +1325,7 @@ impl Sim {
         let tenant = self.tenants[t].tenant();
         let label = self.tenants[t].label;
         let Some(last) = self.cursor else { return };
-        let records = metering::hourly(&self.state, &tenant, START, last + Duration::HOUR)
+        let records = metering::hourly(&self.state.store, &tenant, START, last + Duration::HOUR)
             .await
             .expect("hourly records");
         let got: BTreeMap<OffsetDateTime, (u64, u64)> = records
@@ -1358,7 +1358,10 @@ impl Sim {
         let report = |month| {
             let state = self.state.clone();
             async move {
-                let report: Report = billing::report(&state, &tenant, month).await.unwrap();
+                let report: Report =
+                    billing::report(&state.store, &state.settings.plan, &tenant, month)
+                        .await
+                        .unwrap();
                 serde_json::to_vec(&report).unwrap()
             }
         };
@@ -1367,7 +1370,9 @@ impl Sim {
             async move {
                 format!(
                     "{:?}",
-                    billing::usage(&state, &tenant, month).await.unwrap()
+                    billing::usage(&state.store, &state.settings.plan, &tenant, month)
+                        .await
+                        .unwrap()
                 )
             }
         };
@@ -1382,7 +1387,7 @@ impl Sim {
             october_usage: usage(october()).await,
             november_report: report(november()).await,
             november_usage: usage(november()).await,
-            hours: metering::hourly(&self.state, &tenant, START, START + Duration::days(7))
+            hours: metering::hourly(&self.state.store, &tenant, START, START + Duration::days(7))
                 .await
                 .unwrap(),
         }
@@ -1703,7 +1708,9 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
     for index in hours {
         sim.rerun_hour(hour_at(index)).await;
     }
-    let closed = billing::close_month(&sim.state, october()).await.unwrap();
+    let closed = billing::close_month(&sim.state.store, &sim.state.settings.plan, october())
+        .await
+        .unwrap();
     if closed != 0 {
         sim.violation(format!("closing October again closed {closed} reports"));
     }
@@ -1734,7 +1741,9 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
     sim.rerun_hour(october().end() - Duration::HOUR).await;
     sim.rerun_hour(START + Duration::hours(3)).await;
     sim.rerun_hour(hour_at(HOURS - 1)).await;
-    billing::close_month(&sim.state, october()).await.unwrap();
+    billing::close_month(&sim.state.store, &sim.state.settings.plan, october())
+        .await
+        .unwrap();
     // (The hour the late logging happened in is not rolled up yet: nothing at all may
     // have changed.)
     for (t, before) in before.iter().enumerate() {
@@ -1748,7 +1757,9 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
         }
     }
     let c = sim.tenants[2].tenant();
-    let c_october = billing::report(&sim.state, &c, october()).await.unwrap();
+    let c_october = billing::report(&sim.state.store, &sim.state.settings.plan, &c, october())
+        .await
+        .unwrap();
     assert_eq!(c_october.tenant_id, c.id());
     if (c_october.points, c_october.gb_hours) != (0, Decimal::ZERO) {
         sim.violation(format!(

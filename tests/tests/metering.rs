@@ -73,7 +73,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     let usage = |caller: Caller| {
         let state = state.clone();
         async move {
-            metering::hourly(&state, &caller.tenant, window.0, window.1)
+            metering::hourly(&state.store, &caller.tenant, window.0, window.1)
                 .await
                 .unwrap()
         }
@@ -87,7 +87,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
 
     // The month's usage sums the hours; the other team's are not in it.
     let month = BillingMonth::of(first_hour);
-    let priced = billing::usage(&state, &a.tenant, month).await.unwrap();
+    let priced = billing::usage(&state.store, &state.settings.plan, &a.tenant, month)
+        .await
+        .unwrap();
     if BillingMonth::of(last_hour) == month {
         assert_eq!(priced.points, 1502);
         assert_eq!(
@@ -119,7 +121,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         vec![next],
         "with no cursor yet, only the hour asked for"
     );
-    let later = metering::hourly(&state, &a.tenant, next, next + Duration::HOUR)
+    let later = metering::hourly(&state.store, &a.tenant, next, next + Duration::HOUR)
         .await
         .unwrap();
     assert_eq!(later.len(), 1, "a storer is sampled even in an idle hour");
@@ -140,7 +142,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     sextant_metering::roll_up_hour(&state, last_of_month)
         .await
         .unwrap();
-    let closed = billing::report(&state, &b.tenant, month).await.unwrap();
+    let closed = billing::report(&state.store, &state.settings.plan, &b.tenant, month)
+        .await
+        .unwrap();
     assert_eq!(closed.status, billing::ReportStatus::Closed);
     assert_eq!(closed.closed_at, Some(month.end()));
     assert!(closed.to_csv().contains(",closed,logged points,"));
@@ -154,7 +158,9 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap();
     assert_eq!(
-        billing::report(&state, &b.tenant, month).await.unwrap(),
+        billing::report(&state.store, &state.settings.plan, &b.tenant, month)
+            .await
+            .unwrap(),
         closed,
         "a closed report never changes"
     );

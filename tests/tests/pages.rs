@@ -1300,9 +1300,13 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
     sextant_metering::roll_up_hour(&app.state, calendar::hour_of(february))
         .await
         .unwrap();
-    billing::close_month(&app.state, BillingMonth::of(february))
-        .await
-        .unwrap();
+    billing::close_month(
+        &app.state.store,
+        &app.state.settings.plan,
+        BillingMonth::of(february),
+    )
+    .await
+    .unwrap();
 
     let march = time::macros::datetime!(2026-03-05 14:10 UTC);
     app.clock.set(march);

@@ -57,7 +57,7 @@ pub async fn usage(
 ) -> ApiResult<axum::Json<MonthUsage>> {
     let month = params.month(&state)?;
     Ok(axum::Json(
-        billing::usage(&state, &caller.tenant, month).await?,
+        billing::usage(&state.store, &state.settings.plan, &caller.tenant, month).await?,
     ))
 }
 
@@ -109,7 +109,7 @@ pub async fn report(
     Query(params): Query<ReportParams>,
 ) -> ApiResult<Response> {
     let month = BillingMonth::parse(&month)?;
-    let report = billing::report(&state, &caller.tenant, month).await?;
+    let report = billing::report(&state.store, &state.settings.plan, &caller.tenant, month).await?;
     report_response(report, params.format.as_deref())
 }
 
@@ -162,6 +162,6 @@ pub async fn all_tenants(
     let month = params.month(&state)?;
     Ok(axum::Json(OperatorUsage {
         month: month.to_string(),
-        tenants: billing::tenant_totals(&state, month).await?,
+        tenants: billing::tenant_totals(&state.store, &state.settings.plan, month).await?,
     }))
 }

@@ -42,18 +42,20 @@ pub async fn roll_up_through(
     state: &AppState,
     through: OffsetDateTime,
 ) -> ApiResult<Vec<OffsetDateTime>> {
-    metering::roll_up_through(state, through, &|month| close_reports(state, month)).await
+    metering::roll_up_through(&state.store, through, &|month| close_reports(state, month)).await
 }
 
 /// Rolls up one hour again (or for the first time), closing its month's reports if it
 /// is the month's last.
 pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
-    metering::roll_up_hour(state, hour, &|month| close_reports(state, month)).await
+    metering::roll_up_hour(&state.store, hour, &|month| close_reports(state, month)).await
 }
 
 /// The month-end step the roll-up calls: billing closes the month's reports.
 async fn close_reports(state: &AppState, month: BillingMonth) -> ApiResult<()> {
-    billing::close_month(state, month).await.map(drop)
+    billing::close_month(&state.store, &state.settings.plan, month)
+        .await
+        .map(drop)
 }
 
 /// Settles every sweep note due at `now`, hour by hour, forgetting each once settled

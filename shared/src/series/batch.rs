@@ -483,7 +483,7 @@ pub async fn log(
         accepted: prepared.accepted,
         committed_at: now,
     };
-    crate::metering::mark_storer(state, tenant).await?;
+    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
     for _ in 0..CONFLICT_ATTEMPTS {
         let now = state.now();
         let mut updated = versioned.clone();
@@ -503,7 +503,7 @@ pub async fn log(
                 return Err(refusal);
             }
         };
-        crate::metering::mark_active(state, tenant, now).await?;
+        crate::metering::mark_active(&state.store, &state.marks, tenant, now).await?;
         let mut ops = vec![
             TxOp::Put(
                 doc_item(record_key.clone(), &batch_record)?,

@@ -148,7 +148,7 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageEr
         Err(err) if err.status() == StatusCode::UNAUTHORIZED => return Ok(None),
         Err(err) => return Err(err.into()),
     };
-    let team = accounts::team_name(state, &caller.tenant)
+    let team = accounts::team_name(&state.store, &caller.tenant)
         .await?
         .unwrap_or_default();
     Ok(Some(User { caller, team }))

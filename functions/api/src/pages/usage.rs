@@ -18,8 +18,8 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
     let tenant = &user.caller.tenant;
     let month = BillingMonth::of(page.state.now());
     let (usage, closed) = futures::try_join!(
-        billing::usage(&page.state, tenant, month),
-        billing::closed_months(&page.state, tenant),
+        billing::usage(&page.state.store, &page.state.settings.plan, tenant, month),
+        billing::closed_months(&page.state.store, tenant),
     )?;
     let body = html! {
         h1 { "Usage and billing" }
@@ -95,6 +95,12 @@ pub async fn report(SignedIn(page, user): SignedIn, Path(file): Path<String>) ->
         return Err(PageError::not_found());
     }
     let month = BillingMonth::parse(month).map_err(|_| PageError::not_found())?;
-    let report = billing::report(&page.state, &user.caller.tenant, month).await?;
+    let report = billing::report(
+        &page.state.store,
+        &page.state.settings.plan,
+        &user.caller.tenant,
+        month,
+    )
+    .await?;
     Ok(report_response(report, Some(format))?)
 }
