@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::auth::Caller;
+use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, UserId};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Query, StoreError, TxOp};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, Versioned, doc_item, get_doc, query_docs};
 
@@ -100,13 +100,13 @@ fn name_sk(name: &ProjectName) -> String {
     format!("project-name#{}", name.as_str())
 }
 
-pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> ApiResult<Project> {
+pub async fn create(store: &Store, caller: &Caller, name: ProjectName) -> ApiResult<Project> {
     let tenant = &caller.tenant;
     let project = Project {
         id: ProjectId::generate(),
         name,
         created_by: caller.user,
-        created_at: state.now(),
+        created_at: store.now(),
         tags: BTreeMap::new(),
         updated_at: None,
         trashed_at: None,
@@ -124,7 +124,7 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
             Condition::NotExists,
         ),
     ];
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => Ok(project),
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
             Err(name_taken(&project.name))
@@ -134,16 +134,16 @@ pub async fn create(state: &AppState, caller: &Caller, name: ProjectName) -> Api
 }
 
 /// The team's projects, without the ones in the trash.
-pub async fn list(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> {
-    let mut projects = list_all(state, tenant).await?;
+pub async fn list(store: &Store, tenant: &Tenant) -> ApiResult<Vec<Project>> {
+    let mut projects = list_all(store, tenant).await?;
     projects.retain(|project| project.trashed_at.is_none());
     Ok(projects)
 }
 
 /// The team's projects, including the ones in the trash.
-pub async fn list_all(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Project>> {
+pub async fn list_all(store: &Store, tenant: &Tenant) -> ApiResult<Vec<Project>> {
     Ok(query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(tenant.root()).prefix("project#"),
     )
     .await?)
@@ -178,7 +178,7 @@ fn check_tag(key: &str, value: &str) -> ApiResult<()> {
 /// Applies `change` to the project, retrying from a fresh read when another change
 /// got there first. A new name must be free: its lookup moves in the same transaction.
 pub async fn update(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: ProjectId,
     change: &ProjectChange,
@@ -188,8 +188,7 @@ pub async fn update(
     }
     let key = tenant.key(project_sk(id));
     for _ in 0..CONFLICT_ATTEMPTS {
-        let item = state
-            .store
+        let item = store
             .kv
             .get(&key)
             .await?
@@ -211,11 +210,11 @@ pub async fn update(
             ));
         }
         match change.trashed {
-            Some(true) if project.trashed_at.is_none() => project.trashed_at = Some(state.now()),
+            Some(true) if project.trashed_at.is_none() => project.trashed_at = Some(store.now()),
             Some(false) => project.trashed_at = None,
             _ => {}
         }
-        project.updated_at = Some(state.now());
+        project.updated_at = Some(store.now());
         let mut ops = vec![TxOp::Put(
             versioned.next_item(key.clone())?,
             versioned.unchanged(),
@@ -235,7 +234,7 @@ pub async fn update(
                 Condition::None,
             ));
         }
-        match state.store.kv.transact(ops).await {
+        match store.kv.transact(ops).await {
             Ok(()) => return Ok(versioned.record),
             Err(StoreError::TransactionFailed(failed)) if renamed && failed.contains(&1) => {
                 return Err(name_taken(&project.name));
@@ -258,19 +257,19 @@ fn name_taken(name: &ProjectName) -> ApiError {
 }
 
 /// Finds a project by id (`prj_...`) or by name; a foreign or missing one is 404.
-pub async fn find(state: &AppState, tenant: &Tenant, id_or_name: &str) -> ApiResult<Project> {
+pub async fn find(store: &Store, tenant: &Tenant, id_or_name: &str) -> ApiResult<Project> {
     let not_found = || ApiError::not_found("project");
     let id = match id_or_name.parse::<ProjectId>() {
         Ok(id) => id,
         Err(_) => {
             let name = ProjectName::parse(id_or_name).map_err(|_| not_found())?;
-            get_doc::<NameRecord>(&*state.store.kv, &tenant.key(name_sk(&name)))
+            get_doc::<NameRecord>(&*store.kv, &tenant.key(name_sk(&name)))
                 .await?
                 .ok_or_else(not_found)?
                 .id
         }
     };
-    get_doc::<Project>(&*state.store.kv, &tenant.key(project_sk(id)))
+    get_doc::<Project>(&*store.kv, &tenant.key(project_sk(id)))
         .await?
         .ok_or_else(not_found)
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::artifacts::{self, ArtifactPath};
-use crate::auth::Caller;
+use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};

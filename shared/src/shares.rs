@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
-use crate::auth::Caller;
+use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{RunId, ShareId, TenantId, UserId};
 use crate::runs::{self, RunRecord};

@@ -23,10 +23,10 @@ use sextant_metering::MeteringHour;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
 use sextant_shared::auth;
-use sextant_shared::auth::Caller;
 use sextant_shared::billing;
 use sextant_shared::billing::PricePlan;
 use sextant_shared::calendar::BillingMonth;
+use sextant_shared::credentials::Caller;
 use sextant_shared::credentials::jwt::Keyring;
 use sextant_shared::credentials::password::Password;
 use sextant_shared::ids::RunId;
@@ -158,9 +158,13 @@ impl Fixture {
         )
         .await
         .expect("authenticate");
-        let project = projects::create(&self.state, &caller, ProjectName::parse("cost").unwrap())
-            .await
-            .expect("project");
+        let project = projects::create(
+            &self.state.store,
+            &caller,
+            ProjectName::parse("cost").unwrap(),
+        )
+        .await
+        .expect("project");
         Team {
             caller,
             token: signed_up.session.token,

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde_json::json;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::auth;
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::credentials::jwt::Keyring;
 use sextant_shared::credentials::password::Password;
 use sextant_shared::projects::{self, ProjectName};
@@ -171,9 +171,13 @@ async fn fixture(in_memory: bool) -> Fixture {
     )
     .await
     .expect("authenticate");
-    let project = projects::create(&state, &caller, ProjectName::parse("bench").expect("name"))
-        .await
-        .expect("project");
+    let project = projects::create(
+        &state.store,
+        &caller,
+        ProjectName::parse("bench").expect("name"),
+    )
+    .await
+    .expect("project");
     Fixture {
         state,
         meter,

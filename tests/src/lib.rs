@@ -480,7 +480,7 @@ pub async fn aws_state() -> (
 /// Signs up a new team in `state` and answers its admin, as its first API key.
 pub async fn signed_up_caller(
     state: &sextant_shared::state::AppState,
-) -> sextant_shared::auth::Caller {
+) -> sextant_shared::credentials::Caller {
     use sextant_shared::accounts::{self, DisplayName, Email};
     use sextant_shared::auth;
     let signed_up = accounts::signup(

@@ -73,7 +73,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     .with_clock(clock.clone());
     let caller = signed_up_caller(&state).await;
     let tenant = &caller.tenant;
-    let project = projects::create(&state, &caller, ProjectName::parse("p").unwrap())
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
         .await
         .unwrap();
     let run = runs::create(&state, &caller, &project, NewRun::default())

@@ -35,9 +35,10 @@ use rand::{RngExt, SeedableRng};
 use rust_decimal::Decimal;
 use sextant_shared::accounts::{self, DisplayName, Email};
 use sextant_shared::artifacts::{self, Completion, NewArtifact};
-use sextant_shared::auth::{self, Caller};
+use sextant_shared::auth::{self};
 use sextant_shared::billing::{self, PricePlan, Report, ReportStatus};
 use sextant_shared::calendar::{self, BillingMonth, hour_of};
+use sextant_shared::credentials::Caller;
 use sextant_shared::credentials::jwt::Keyring;
 use sextant_shared::credentials::password::Password;
 use sextant_shared::deletion;
@@ -471,7 +472,7 @@ impl Sim {
         let tenant = &mut self.tenants[t];
         if tenant.project.is_none() {
             let project = projects::create(
-                &self.state,
+                &self.state.store,
                 &tenant.caller,
                 ProjectName::parse("simulation").unwrap(),
             )

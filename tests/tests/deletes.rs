@@ -37,7 +37,7 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
     });
     let caller = signed_up_caller(&state).await;
     let tenant = &caller.tenant;
-    let project = projects::create(&state, &caller, ProjectName::parse("doomed").unwrap())
+    let project = projects::create(&state.store, &caller, ProjectName::parse("doomed").unwrap())
         .await
         .unwrap();
     let mut runs = Vec::new();

@@ -3,9 +3,9 @@
 //! nothing, missed hours filled in, and tenants kept apart.
 
 use serde_json::json;
-use sextant_shared::auth::Caller;
 use sextant_shared::billing;
 use sextant_shared::calendar::{BillingMonth, hour_of};
+use sextant_shared::credentials::Caller;
 use sextant_shared::deletion;
 use sextant_shared::metering;
 use sextant_shared::projects::{self, ProjectName};
@@ -45,7 +45,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     );
     let mut runs = Vec::new();
     for caller in [&a, &b] {
-        let project = projects::create(&state, caller, ProjectName::parse("p").unwrap())
+        let project = projects::create(&state.store, caller, ProjectName::parse("p").unwrap())
             .await
             .unwrap();
         runs.push(
@@ -148,7 +148,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!(closed.status, billing::ReportStatus::Closed);
     assert_eq!(closed.closed_at, Some(month.end()));
     assert!(closed.to_csv().contains(",closed,logged points,"));
-    let project = projects::find(&state, &b.tenant, "p").await.unwrap();
+    let project = projects::find(&state.store, &b.tenant, "p").await.unwrap();
     let late_run = runs::create(&state, &b, &project, NewRun::default())
         .await
         .unwrap()

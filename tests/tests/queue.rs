@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::projects::{self, Project, ProjectName};
 use sextant_shared::queue::{self, Finish, JobState, NewJob, QueueName};
 use sextant_shared::runs::{self, Status};
@@ -639,7 +639,7 @@ async fn agent_lines(
 
 async fn domain_project(state: &AppState) -> (Caller, Project, QueueName) {
     let caller = signed_up_caller(state).await;
-    let project = projects::create(state, &caller, ProjectName::parse("p").unwrap())
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
         .await
         .expect("a project");
     (caller, project, QueueName::parse("default").unwrap())

@@ -117,7 +117,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     )
     .await
     .expect("authenticate");
-    let project = projects::create(&state, &caller, ProjectName::parse("units").unwrap())
+    let project = projects::create(&state.store, &caller, ProjectName::parse("units").unwrap())
         .await
         .expect("project");
     kv.take();

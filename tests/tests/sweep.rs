@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::ids::RunId;
 use sextant_shared::images;
 use sextant_shared::projects::{self, ProjectName};
@@ -203,9 +203,13 @@ async fn bucket_and_billed(w: &World, caller: &Caller) -> (u64, u64) {
 async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     let caller = signed_up_caller(&w.state).await;
     let tenant = &caller.tenant;
-    let project = projects::create(&w.state, &caller, ProjectName::parse("swept").unwrap())
-        .await
-        .unwrap();
+    let project = projects::create(
+        &w.state.store,
+        &caller,
+        ProjectName::parse("swept").unwrap(),
+    )
+    .await
+    .unwrap();
     let run = runs::create(&w.state, &caller, &project, NewRun::default())
         .await
         .unwrap()

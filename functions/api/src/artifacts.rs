@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 use sextant_shared::artifacts::{
     self, ArtifactView, Completed, Completion, Kind, NewArtifact, UploadPlan,
 };
-use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
+use sextant_shared::auth::{RunCaller, RunWriter, Writer};
+use sextant_shared::credentials::Caller;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::{Json, Query};
 use sextant_shared::runs;

@@ -1,7 +1,8 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::Writer;
+use sextant_shared::credentials::Caller;
 use sextant_shared::deletion;
 use sextant_shared::error::ApiResult;
 use sextant_shared::http::Json;
@@ -43,7 +44,7 @@ pub async fn create(
     Json(request): Json<CreateProject>,
 ) -> ApiResult<(StatusCode, axum::Json<Project>)> {
     let name = ProjectName::parse(&request.name)?;
-    let project = projects::create(&state, &caller, name).await?;
+    let project = projects::create(&state.store, &caller, name).await?;
     Ok((StatusCode::CREATED, axum::Json(project)))
 }
 
@@ -65,7 +66,7 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<axum::Json<Projects>> {
-    let projects = projects::list(&state, &caller.tenant).await?;
+    let projects = projects::list(&state.store, &caller.tenant).await?;
     Ok(axum::Json(Projects { projects }))
 }
 
@@ -85,7 +86,7 @@ pub async fn get(
     Path(project): Path<String>,
 ) -> ApiResult<axum::Json<Project>> {
     Ok(axum::Json(
-        projects::find(&state, &caller.tenant, &project).await?,
+        projects::find(&state.store, &caller.tenant, &project).await?,
     ))
 }
 
@@ -104,7 +105,7 @@ pub async fn delete(
     Writer(caller): Writer,
     Path(project): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     deletion::delete_project(&state, &caller.tenant, &project).await?;
     Ok(StatusCode::NO_CONTENT)
 }

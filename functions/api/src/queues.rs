@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_shared::auth;
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::Writer;
+use sextant_shared::credentials::Caller;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::RunId;
@@ -80,7 +81,7 @@ pub async fn enqueue(
     Json(new): Json<NewJob>,
 ) -> ApiResult<(StatusCode, Response)> {
     let queue = QueueName::parse(&queue)?;
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let job = queue::enqueue(&state, &caller, &project, queue, new).await?;
     Ok((StatusCode::CREATED, view(&state, &job)))
 }
@@ -149,7 +150,7 @@ pub async fn list(
             })
         })
         .transpose()?;
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let page = queue::list(
         &state,
         &caller.tenant,
@@ -226,7 +227,7 @@ pub async fn claim(
     let agent_key = auth::agent_key(&caller)?;
     let queue = QueueName::parse(&queue)?;
     let labels = queue::parse_labels(&request.labels)?;
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let claimed = queue::claim(
         &state,
         &caller.tenant,

@@ -4,7 +4,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::{Caller, RunCaller, RunWriter, Writer};
+use sextant_shared::auth::{RunCaller, RunWriter, Writer};
+use sextant_shared::credentials::Caller;
 use sextant_shared::deletion;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::{JsonF64, JsonF64s};
@@ -57,7 +58,7 @@ pub async fn create(
     Path(project): Path<String>,
     Json(new): Json<NewRun>,
 ) -> ApiResult<(StatusCode, Response)> {
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let record = runs::create(&state, &caller, &project, new).await?;
     Ok((StatusCode::CREATED, view(&state, &record)))
 }
@@ -267,7 +268,7 @@ pub async fn list(
     Path(project): Path<String>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<Response> {
-    let project = projects::find(&state, &caller.tenant, &project).await?;
+    let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let table = run_table(&state, &caller.tenant, &project, &params).await?;
     let now = state.now();
     Ok(axum::Json(RunPage {

@@ -2,7 +2,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sextant_shared::accounts::{self, DisplayName, Email, Session, SignedUp};
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::credentials::password::Password;
 use sextant_shared::credentials::{Credential, Role};
 use sextant_shared::error::ApiResult;

@@ -4,8 +4,8 @@
 
 use time::OffsetDateTime;
 
-use super::Caller;
 use crate::accounts;
+use crate::credentials::Caller;
 use crate::credentials::api_key::ApiKeySecret;
 use crate::credentials::jwt::{Scope, Subject};
 use crate::credentials::{Credential, Plane, Role};

@@ -13,33 +13,10 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::credentials::{Credential, Plane, Role};
+use crate::credentials::{Caller, Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::ids::{RunId, UserId};
+use crate::ids::RunId;
 use crate::state::AppState;
-use crate::tenancy::Tenant;
-
-/// An authenticated caller: its team, the member it acts for, and its effective role.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub tenant: Tenant,
-    pub user: UserId,
-    pub role: Role,
-    pub credential: Credential,
-}
-
-impl Caller {
-    pub fn require(&self, role: Role) -> ApiResult<()> {
-        if self.role >= role {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this needs the {role} role; the credential has {}",
-                self.role
-            )))
-        }
-    }
-}
 
 /// The credential in `Authorization`: a bearer token, or HTTP Basic with the credential
 /// as the password (what the MLflow client sends given `MLFLOW_TRACKING_USERNAME` and

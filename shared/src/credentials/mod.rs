@@ -10,7 +10,9 @@ pub mod throttle;
 
 pub use role::Role;
 
-use crate::ids::{ApiKeyId, RunId};
+use crate::error::{ApiError, ApiResult};
+use crate::ids::{ApiKeyId, RunId, UserId};
+use crate::tenancy::Tenant;
 
 /// The credential a request was authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,4 +36,26 @@ pub enum Credential {
 pub enum Plane {
     Control,
     Data,
+}
+
+/// An authenticated caller: its team, the member it acts for, and its effective role.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: Tenant,
+    pub user: UserId,
+    pub role: Role,
+    pub credential: Credential,
+}
+
+impl Caller {
+    pub fn require(&self, role: Role) -> ApiResult<()> {
+        if self.role >= role {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this needs the {role} role; the credential has {}",
+                self.role
+            )))
+        }
+    }
 }

@@ -3,7 +3,8 @@
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::auth::{Caller, Writer};
+use sextant_shared::auth::Writer;
+use sextant_shared::credentials::Caller;
 use sextant_shared::credentials::Role;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query};
@@ -29,16 +30,16 @@ fn not_found() -> ApiError {
 /// first time a member refers to it.
 pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {
     if id == DEFAULT_EXPERIMENT_ID {
-        let found = projects::find(state, &caller.tenant, DEFAULT_PROJECT).await;
+        let found = projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await;
         if matches!(&found, Err(err) if err.code() == ErrorCode::NotFound)
             && caller.require(Role::Member).is_ok()
         {
             let name = ProjectName::parse(DEFAULT_PROJECT)?;
-            return match projects::create(state, caller, name).await {
+            return match projects::create(&state.store, caller, name).await {
                 Ok(project) => Ok(project),
                 // Made by a concurrent request in the meantime.
                 Err(err) if err.code() == ErrorCode::ProjectExists => {
-                    projects::find(state, &caller.tenant, DEFAULT_PROJECT).await
+                    projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await
                 }
                 Err(err) => Err(err),
             };
@@ -46,7 +47,7 @@ pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResu
         return found.map_err(|_| not_found());
     }
     let id: ProjectId = id.parse().map_err(|_| not_found())?;
-    projects::find(state, &caller.tenant, &id.to_string())
+    projects::find(&state.store, &caller.tenant, &id.to_string())
         .await
         .map_err(|err| {
             if err.code() == ErrorCode::NotFound {
@@ -99,9 +100,15 @@ pub async fn create(
             "Sextant stores artifacts itself; leave artifact_location unset",
         ));
     }
-    let project = projects::create(&state, &caller, ProjectName::parse(&body.name)?).await?;
+    let project = projects::create(&state.store, &caller, ProjectName::parse(&body.name)?).await?;
     if !body.tags.is_empty() {
-        projects::update(&state, &caller.tenant, project.id, &tag_changes(body.tags)).await?;
+        projects::update(
+            &state.store,
+            &caller.tenant,
+            project.id,
+            &tag_changes(body.tags),
+        )
+        .await?;
     }
     Ok(axum::Json(
         json!({ "experiment_id": project.id.to_string() }),
@@ -135,7 +142,7 @@ pub async fn get_by_name(
     Query(query): Query<ExperimentName>,
 ) -> JsonResult {
     let name = ProjectName::parse(&query.experiment_name).map_err(|_| not_found())?;
-    let project = projects::find(&state, &caller.tenant, name.as_str())
+    let project = projects::find(&state.store, &caller.tenant, name.as_str())
         .await
         .map_err(|_| not_found())?;
     Ok(axum::Json(
@@ -224,7 +231,7 @@ async fn search_projects(state: &AppState, caller: &Caller, body: SearchExperime
         .collect::<ApiResult<Vec<_>>>()?;
     let view = body.view_type.unwrap_or_default();
     let mut rows = Vec::new();
-    for project in projects::list_all(state, &caller.tenant).await? {
+    for project in projects::list_all(&state.store, &caller.tenant).await? {
         if !view.keeps(project.trashed_at.is_some()) {
             continue;
         }
@@ -277,7 +284,7 @@ pub async fn update(
         name: Some(ProjectName::parse(&body.new_name)?),
         ..ProjectChange::default()
     };
-    projects::update(&state, &caller.tenant, project.id, &change).await?;
+    projects::update(&state.store, &caller.tenant, project.id, &change).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -287,7 +294,7 @@ async fn set_trashed(state: &AppState, caller: &Caller, id: &str, trashed: bool)
         trashed: Some(trashed),
         ..ProjectChange::default()
     };
-    projects::update(state, &caller.tenant, project.id, &change).await?;
+    projects::update(&state.store, &caller.tenant, project.id, &change).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -325,7 +332,7 @@ pub async fn set_tag(
         key: body.key,
         value: body.value,
     }]);
-    projects::update(&state, &caller.tenant, project.id, &change).await?;
+    projects::update(&state.store, &caller.tenant, project.id, &change).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -348,6 +355,6 @@ pub async fn delete_tag(
         remove_tags: vec![body.key],
         ..ProjectChange::default()
     };
-    projects::update(&state, &caller.tenant, project.id, &change).await?;
+    projects::update(&state.store, &caller.tenant, project.id, &change).await?;
     Ok(axum::Json(json!({})))
 }

@@ -3,7 +3,7 @@
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::JsonF64;
 use sextant_shared::http::Query;

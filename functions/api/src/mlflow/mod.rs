@@ -35,7 +35,7 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sextant_shared::auth::Caller;
+use sextant_shared::credentials::Caller;
 use sextant_shared::error::{ApiError, ErrorCode, Reported};
 use sextant_shared::state::AppState;
 

@@ -58,7 +58,7 @@ fn projects_body(
 }
 
 async fn sorted_projects(page: &Page, user: &User) -> PageResult<Vec<Project>> {
-    let mut projects = projects::list(&page.state, &user.caller.tenant).await?;
+    let mut projects = projects::list(&page.state.store, &user.caller.tenant).await?;
     projects.sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
     Ok(projects)
 }
@@ -85,7 +85,7 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
     user.require(Role::Member)?;
     let name = form.get("name").trim();
     let created = match ProjectName::parse(name) {
-        Ok(parsed) => projects::create(&page.state, &user.caller, parsed).await,
+        Ok(parsed) => projects::create(&page.state.store, &user.caller, parsed).await,
         Err(err) => Err(err),
     };
     match created {
@@ -234,7 +234,7 @@ pub async fn runs(
     RawQuery(raw): RawQuery,
 ) -> PageResult<Response> {
     let tenant = &user.caller.tenant;
-    let project = projects::find(&page.state, tenant, &project).await?;
+    let project = projects::find(&page.state.store, tenant, &project).await?;
     let query = TableQuery::parse(raw.as_deref());
     let table = match run_table(&page.state, tenant, &project, &query.list_params()).await {
         Ok(table) => table,

@@ -257,7 +257,7 @@ pub async fn load(
         }
         let project_id = record.project_id.to_string();
         let (project, lineage, shares) = futures::try_join!(
-            projects::find(state, tenant, &project_id),
+            projects::find(&state.store, tenant, &project_id),
             lineage::graph(state, tenant, run),
             shares::list(state, tenant, run),
         )?;
