@@ -444,7 +444,7 @@ pub async fn register(
             "content_type is a MIME type of at most 255 printable characters",
         ));
     }
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
     let blob = blob_key(tenant, run, &path)?;
 
@@ -696,7 +696,7 @@ pub async fn complete(
     completion: Completion,
 ) -> ApiResult<Completed> {
     let path = ArtifactPath::parse(&completion.path)?;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
     let mut artifact = read(state, &key)
         .await?
@@ -930,7 +930,7 @@ pub async fn register_measured(
             format!("an upload has 1 to {MAX_PARTS} parts"),
         ));
     }
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
     match read(state, &key).await? {
         Some(existing) => remove(state, tenant, run, &existing).await?,
@@ -1122,7 +1122,7 @@ pub async fn list(
     kind: Option<Kind>,
     step: Option<i64>,
 ) -> ApiResult<Vec<Artifact>> {
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let partition = runs::data_partition(tenant, run);
     let query = match (kind, step) {
         (Some(kind), Some(step)) => {
@@ -1144,7 +1144,7 @@ pub async fn list(
 pub async fn get(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<Artifact> {
     let not_found = || ApiError::not_found("artifact");
     let path = ArtifactPath::parse(path).map_err(|_| not_found())?;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     read(state, &record_key(tenant, run, &path))
         .await?
         .filter(Artifact::is_ready)
@@ -1175,7 +1175,7 @@ pub async fn download_url(
 /// Deletes an artifact (sealed or not) and its object, releasing its storage.
 pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<()> {
     let path = ArtifactPath::parse(path).map_err(|_| ApiError::not_found("artifact"))?;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let artifact = read(state, &record_key(tenant, run, &path))
         .await?
         .ok_or_else(|| ApiError::not_found("artifact"))?;
@@ -1191,7 +1191,7 @@ pub async fn abort_upload(
     path: &str,
 ) -> ApiResult<()> {
     let path = ArtifactPath::parse(path)?;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     match read(state, &record_key(tenant, run, &path)).await? {
         Some(artifact) if !artifact.is_ready() => remove(state, tenant, run, &artifact).await,
         _ => Ok(()),

@@ -19,20 +19,20 @@ const RUNS_AT_ONCE: usize = 8;
 /// Deletes a run and all its data, releasing their storage. The run is hidden first,
 /// so nothing reads it half-deleted.
 pub async fn delete_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
-    let marked = runs::mark_deleting(state, tenant, run).await?;
+    let marked = runs::mark_deleting(&state.store, tenant, run).await?;
     // Objects first: their records are how they are found.
     artifacts::delete_all(state, tenant, run).await?;
     images::delete_all(state, tenant, run).await?;
     // Shares open nothing once the run is hidden; these are their lookups going too.
     shares::delete_all(state, tenant, run).await?;
     queue::delete_for_run(state, tenant, run).await?;
-    runs::purge(state, tenant, &marked).await
+    runs::purge(&state.store, tenant, &marked).await
 }
 
 /// Deletes a project's runs (with their data, those a stopped delete left marked
 /// too), then the project, its name and its run counter.
 pub async fn delete_project(state: &AppState, tenant: &Tenant, project: &Project) -> ApiResult<()> {
-    let runs = runs::every_record_in_project(state, tenant, project.id).await?;
+    let runs = runs::every_record_in_project(&state.store, tenant, project.id).await?;
     futures::stream::iter(
         runs.into_iter()
             .map(|run| delete_run(state, tenant, run.id)),

@@ -122,7 +122,7 @@ pub async fn log(
             "send a PNG or JPEG image as the body",
         )
     })?;
-    let mut record = runs::load(state, tenant, run).await?.record;
+    let mut record = runs::load(&state.store, tenant, run).await?.record;
     let now = state.now();
     let image = Image {
         id: image_id(series, step, &bytes),
@@ -285,7 +285,7 @@ pub async fn list(
 ) -> ApiResult<ListedPage> {
     let limit = limit.clamp(1, MAX_LISTED);
     check_name(series)?;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
     let mut start_after = None;
     if let Some(after) = after {
@@ -343,7 +343,7 @@ pub async fn series(
     tenant: &Tenant,
     run: RunId,
 ) -> ApiResult<std::collections::BTreeMap<String, SeriesImages>> {
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let mut series = std::collections::BTreeMap::<String, SeriesImages>::new();
     // Page by page: memory holds a page and a line per series, however many images.
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");

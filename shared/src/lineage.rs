@@ -113,7 +113,7 @@ pub async fn add_input(
     consumer: RunId,
     new: NewInput,
 ) -> ApiResult<Input> {
-    runs::load(state, tenant, consumer).await?;
+    runs::load(&state.store, tenant, consumer).await?;
     let (input, dataset) = match new {
         NewInput::Artifact { run, path } => {
             let producer = runs::parse_id(&run)?;
@@ -276,7 +276,7 @@ impl Builder {
         consumer: RunId,
         newcomer: RunId,
     ) -> bool {
-        let Ok(record) = runs::load(state, tenant, newcomer).await else {
+        let Ok(record) = runs::load(&state.store, tenant, newcomer).await else {
             return false;
         };
         if !(self.artifact(producer, path) && self.run(state, &record.record)) {
@@ -301,7 +301,7 @@ impl Builder {
 /// inputs, ...) and downstream (runs that used its artifacts, and theirs). Runs since
 /// deleted are left out.
 pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Graph> {
-    let focus = runs::load(state, tenant, run).await?.record;
+    let focus = runs::load(&state.store, tenant, run).await?.record;
     let mut graph = Builder::default();
     graph.run(state, &focus);
     for artifact in artifacts::list(state, tenant, run, None, None).await? {
@@ -399,7 +399,7 @@ pub async fn dataset(
     .await?;
     let mut used_by = Vec::with_capacity(consumers.len());
     for consumer in consumers {
-        if let Ok(run) = runs::load(state, tenant, consumer.run).await {
+        if let Ok(run) = runs::load(&state.store, tenant, consumer.run).await {
             used_by.push(run.record);
         }
     }

@@ -513,7 +513,7 @@ pub async fn claim_holds(
 }
 
 async fn load_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Option<RunRecord>> {
-    match runs::load(state, tenant, run).await {
+    match runs::load(&state.store, tenant, run).await {
         Ok(versioned) => Ok(Some(versioned.record)),
         Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
         Err(err) => Err(err),
@@ -618,7 +618,10 @@ pub async fn enqueue(
                 status: Some(Status::Queued),
                 ..NewRun::default()
             };
-            (runs::create(state, caller, project, run).await?, true)
+            (
+                runs::create(&state.store, caller, project, run).await?,
+                true,
+            )
         }
     };
     let now = state.now();
@@ -662,8 +665,8 @@ pub async fn enqueue(
             if created {
                 // The client never saw this run, and it owns nothing yet: it goes with
                 // the job it was made for.
-                let deleted = match runs::mark_deleting(state, tenant, run.id).await {
-                    Ok(marked) => runs::purge(state, tenant, &marked).await,
+                let deleted = match runs::mark_deleting(&state.store, tenant, run.id).await {
+                    Ok(marked) => runs::purge(&state.store, tenant, &marked).await,
                     Err(err) => Err(err),
                 };
                 if let Err(cleanup) = deleted {
@@ -689,7 +692,7 @@ async fn existing_queued_run(
     code: Option<&ArtifactPath>,
 ) -> ApiResult<RunRecord> {
     let id = runs::parse_id(id)?;
-    let run = runs::load(state, tenant, id).await?.record;
+    let run = runs::load(&state.store, tenant, id).await?.record;
     if run.project_id != project.id {
         return Err(ApiError::not_found("run"));
     }
@@ -834,7 +837,7 @@ async fn try_claim(
         let batch_id = format!("queue-retry-{}", job.record.attempts);
         note(state, tenant, &record, &batch_id, text).await;
     }
-    match runs::heartbeat(state, tenant, run).await {
+    match runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run).await {
         Ok(started) => {
             job.run = Some(started);
             Ok(Some(job))
@@ -930,7 +933,9 @@ pub async fn heartbeat(
         if !save(state, tenant, &mut job).await? {
             continue;
         }
-        job.run = match runs::heartbeat(state, tenant, run).await {
+        job.run = match runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run)
+            .await
+        {
             Ok(record) => Some(record),
             // The command's own SDK may end the run before the command exits.
             Err(err) if err.code() == ErrorCode::RunEnded => load_run(state, tenant, run).await?,
@@ -1031,7 +1036,7 @@ pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
             }
             _ => {}
         }
-        match runs::abort(state, tenant, run).await {
+        match runs::abort(&state.store, state.settings.heartbeat_timeout, tenant, run).await {
             Ok(_) => {}
             Err(err) if err.code() == ErrorCode::RunEnded => {}
             Err(err) => return Err(err),
@@ -1103,7 +1108,15 @@ async fn end_run(
         status: Some(status),
         ..RunChanges::default()
     };
-    match runs::patch(state, tenant, run, changes).await {
+    match runs::patch(
+        &state.store,
+        state.settings.heartbeat_timeout,
+        tenant,
+        run,
+        changes,
+    )
+    .await
+    {
         Ok(record) => Ok(record.status),
         Err(err) if err.code() == ErrorCode::RunEnded => Ok(load_run(state, tenant, run)
             .await?

@@ -173,7 +173,7 @@ pub async fn create(
 ) -> ApiResult<(Share, ShareToken)> {
     let expiry = check_expiry(new.expires_in)?;
     let tenant = &caller.tenant;
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let token = ShareToken::generate();
     let token_hash = token.hash();
     let now = state.now();
@@ -223,7 +223,7 @@ pub async fn create(
 
 /// A run's shares that have not expired, oldest first.
 pub async fn list(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Share>> {
-    runs::load(state, tenant, run).await?;
+    runs::load(&state.store, tenant, run).await?;
     let records: Vec<ShareRecord> = query_docs(
         &*state.store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix(SORT_PREFIX),
@@ -331,7 +331,7 @@ pub async fn open(state: &AppState, token: &str, client: IpAddr) -> ApiResult<Sh
     state
         .limiter
         .check_share(tenant.id(), &record.share.id.to_string())?;
-    let run = match runs::load(state, &tenant, record.share.run_id).await {
+    let run = match runs::load(&state.store, &tenant, record.share.run_id).await {
         Ok(run) => run.record,
         Err(err) if err.code() == ErrorCode::NotFound => return Err(gone()),
         Err(err) => return Err(err),

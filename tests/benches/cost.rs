@@ -173,10 +173,15 @@ impl Fixture {
     }
 
     async fn new_run(&self, team: &Team) -> RunId {
-        runs::create(&self.state, &team.caller, &team.project, NewRun::default())
-            .await
-            .expect("run")
-            .id
+        runs::create(
+            &self.state.store,
+            &team.caller,
+            &team.project,
+            NewRun::default(),
+        )
+        .await
+        .expect("run")
+        .id
     }
 
     /// Items and billed bytes stored under a run, read past the meter.

@@ -190,10 +190,15 @@ async fn fixture(in_memory: bool) -> Fixture {
 
 impl Fixture {
     async fn new_run(&self) -> sextant_shared::ids::RunId {
-        runs::create(&self.state, &self.caller, &self.project, NewRun::default())
-            .await
-            .expect("run")
-            .id
+        runs::create(
+            &self.state.store,
+            &self.caller,
+            &self.project,
+            NewRun::default(),
+        )
+        .await
+        .expect("run")
+        .id
     }
 }
 
@@ -359,7 +364,7 @@ async fn reads_of_a_million_points() {
     let fixture = fixture(false).await;
     let run = fixture.new_run().await;
     ingest_in_process(&fixture, run, &batches(&workload, 0, 25_000)).await;
-    let record = runs::load(&fixture.state, &fixture.caller.tenant, run)
+    let record = runs::load(&fixture.state.store, &fixture.caller.tenant, run)
         .await
         .expect("the run")
         .record;
@@ -475,9 +480,13 @@ async fn run_table_of_ten_thousand() {
     let mut samples = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();
-        let all = runs::all_in_project(&fixture.state, &fixture.caller.tenant, fixture.project.id)
-            .await
-            .expect("runs");
+        let all = runs::all_in_project(
+            &fixture.state.store,
+            &fixture.caller.tenant,
+            fixture.project.id,
+        )
+        .await
+        .expect("runs");
         let page = listing::page(&all, &Filter::default(), &sort, 50, None, |run| run.status)
             .expect("a page");
         samples.push(started.elapsed());

@@ -35,7 +35,7 @@ fn batch(id: &str, steps: std::ops::Range<i64>) -> LogBatch {
 }
 
 async fn readable_steps(state: &AppState, tenant: &Tenant, run: RunId) -> Vec<i64> {
-    let record = runs::load(state, tenant, run)
+    let record = runs::load(&state.store, tenant, run)
         .await
         .expect("the run")
         .record;
@@ -76,7 +76,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
         .await
         .unwrap();
-    let run = runs::create(&state, &caller, &project, NewRun::default())
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
         .await
         .unwrap()
         .id;

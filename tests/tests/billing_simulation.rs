@@ -482,7 +482,7 @@ impl Sim {
         }
         tenant.runs_created += 1;
         let run = runs::create(
-            &self.state,
+            &self.state.store,
             &tenant.caller,
             tenant.project.as_ref().unwrap(),
             NewRun::default(),
@@ -1010,7 +1010,7 @@ impl Sim {
         if attempts > 1 {
             self.bump("run deletes retried");
         }
-        match runs::load(&self.state, &tenant, run).await {
+        match runs::load(&self.state.store, &tenant, run).await {
             Err(err) if err.code().as_str() == "not_found" => {}
             other => self.violation(format!("run {run} still loads after its delete: {other:?}")),
         }
@@ -1045,7 +1045,7 @@ impl Sim {
         let expected_artifacts = sim.artifacts.clone();
         let mut problems = Vec::new();
 
-        let record = runs::load(&self.state, &tenant, run)
+        let record = runs::load(&self.state.store, &tenant, run)
             .await
             .expect("a live run loads")
             .record;

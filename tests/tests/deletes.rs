@@ -42,7 +42,7 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         .unwrap();
     let mut runs = Vec::new();
     for n in 0..4 {
-        let run = runs::create(&state, &caller, &project, NewRun::default())
+        let run = runs::create(&state.store, &caller, &project, NewRun::default())
             .await
             .unwrap()
             .id;
@@ -84,7 +84,7 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
             .await
             .unwrap();
         assert!(data.items.is_empty(), "run {run} keeps {:?}", data.items);
-        assert!(runs::load(&state, tenant, *run).await.is_err());
+        assert!(runs::load(&state.store, tenant, *run).await.is_err());
     }
     let objects = blobs
         .list(&tenant.blob_prefix(), None, 1_000)

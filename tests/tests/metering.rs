@@ -49,7 +49,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
             .await
             .unwrap();
         runs.push(
-            runs::create(&state, caller, &project, NewRun::default())
+            runs::create(&state.store, caller, &project, NewRun::default())
                 .await
                 .unwrap()
                 .id,
@@ -149,7 +149,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!(closed.closed_at, Some(month.end()));
     assert!(closed.to_csv().contains(",closed,logged points,"));
     let project = projects::find(&state.store, &b.tenant, "p").await.unwrap();
-    let late_run = runs::create(&state, &b, &project, NewRun::default())
+    let late_run = runs::create(&state.store, &b, &project, NewRun::default())
         .await
         .unwrap()
         .id;

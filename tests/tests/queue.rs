@@ -619,7 +619,7 @@ async fn agent_lines(
     caller: &Caller,
     run: sextant_shared::ids::RunId,
 ) -> Vec<String> {
-    let record = runs::load(state, &caller.tenant, run)
+    let record = runs::load(&state.store, &caller.tenant, run)
         .await
         .expect("the run")
         .record;
@@ -752,9 +752,15 @@ async fn a_job_whose_agent_died_after_its_run_ended_takes_the_runs_end(
         .expect("the job");
     // The command's SDK ends the run; the agent dies before it reports.
     let changes = serde_json::from_value(json!({"status": "succeeded"})).unwrap();
-    runs::patch(&state, tenant, run, changes)
-        .await
-        .expect("ended");
+    runs::patch(
+        &state.store,
+        state.settings.heartbeat_timeout,
+        tenant,
+        run,
+        changes,
+    )
+    .await
+    .expect("ended");
     clock.advance(Duration::seconds(61));
     assert!(
         queue::claim(&state, tenant, &project, &default, "b", &none)

@@ -122,7 +122,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         .expect("project");
     kv.take();
 
-    let run = runs::create(&state, &caller, &project, NewRun::default())
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
         .await
         .expect("run")
         .id;
@@ -140,7 +140,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         .await
         .expect("retried");
 
-    let record = runs::load(&state, &caller.tenant, run)
+    let record = runs::load(&state.store, &caller.tenant, run)
         .await
         .unwrap()
         .record;

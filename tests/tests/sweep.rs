@@ -210,7 +210,7 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     )
     .await
     .unwrap();
-    let run = runs::create(&w.state, &caller, &project, NewRun::default())
+    let run = runs::create(&w.state.store, &caller, &project, NewRun::default())
         .await
         .unwrap()
         .id;

@@ -65,7 +65,7 @@ pub async fn inputs(
     Path(run): Path<String>,
 ) -> ApiResult<axum::Json<Inputs>> {
     let run = runs::parse_id(&run)?;
-    runs::load(&state, &caller.tenant, run).await?;
+    runs::load(&state.store, &caller.tenant, run).await?;
     let inputs = lineage::inputs(&state, &caller.tenant, run).await?;
     Ok(axum::Json(Inputs { inputs }))
 }

@@ -59,7 +59,7 @@ pub async fn create(
     Json(new): Json<NewRun>,
 ) -> ApiResult<(StatusCode, Response)> {
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
-    let record = runs::create(&state, &caller, &project, new).await?;
+    let record = runs::create(&state.store, &caller, &project, new).await?;
     Ok((StatusCode::CREATED, view(&state, &record)))
 }
 
@@ -79,7 +79,7 @@ pub async fn get(
     RunCaller(caller): RunCaller,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
-    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let run = runs::load(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(view(&state, &run.record))
 }
 
@@ -107,7 +107,14 @@ pub async fn patch(
     Path(run): Path<String>,
     Json(changes): Json<RunChanges>,
 ) -> ApiResult<Response> {
-    let record = runs::patch(&state, &caller.tenant, runs::parse_id(&run)?, changes).await?;
+    let record = runs::patch(
+        &state.store,
+        state.settings.heartbeat_timeout,
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        changes,
+    )
+    .await?;
     Ok(view(&state, &record))
 }
 
@@ -130,7 +137,13 @@ pub async fn abort(
     Writer(caller): Writer,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
-    let record = runs::abort(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let record = runs::abort(
+        &state.store,
+        state.settings.heartbeat_timeout,
+        &caller.tenant,
+        runs::parse_id(&run)?,
+    )
+    .await?;
     Ok(view(&state, &record))
 }
 
@@ -227,7 +240,7 @@ pub(crate) async fn run_table(
         created_before: params.created_before,
         trashed: params.trashed,
     };
-    let runs = runs::all_in_project(state, tenant, project.id).await?;
+    let runs = runs::all_in_project(&state.store, tenant, project.id).await?;
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
     let page = listing::page(
@@ -303,7 +316,7 @@ pub async fn list_series(
     caller: Caller,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
-    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let run = runs::load(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     let series = run
         .record
         .series
@@ -404,7 +417,7 @@ pub async fn read_series(
     Query(params): Query<ReadParams>,
 ) -> ApiResult<Response> {
     params.check()?;
-    let run = runs::load(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let run = runs::load(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     series_points(&state, &caller.tenant, &run.record, &name, &params).await
 }
 
@@ -603,7 +616,8 @@ pub(crate) async fn load_compared(
     ids: &[RunId],
 ) -> ApiResult<Vec<RunRecord>> {
     let loaded =
-        futures::future::try_join_all(ids.iter().map(|&id| runs::load(state, tenant, id))).await?;
+        futures::future::try_join_all(ids.iter().map(|&id| runs::load(&state.store, tenant, id)))
+            .await?;
     Ok(loaded.into_iter().map(|v| v.record).collect())
 }
 

@@ -25,8 +25,8 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::Project;
 use crate::series::SeriesSummary;
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{
     Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
@@ -366,7 +366,7 @@ pub struct NewRun {
 }
 
 pub async fn create(
-    state: &AppState,
+    store: &Store,
     caller: &Caller,
     project: &Project,
     new: NewRun,
@@ -394,7 +394,7 @@ pub async fn create(
         }
     };
 
-    let now = state.now();
+    let now = store.now();
     let created_at = match new.created_at {
         Some(at) if at > now => {
             return Err(ApiError::new(
@@ -406,8 +406,7 @@ pub async fn create(
         None => now,
     };
     let tenant = &caller.tenant;
-    let number = state
-        .store
+    let number = store
         .kv
         .add(
             &tenant.key(format!("run-counter#{}", project.id)),
@@ -438,8 +437,7 @@ pub async fn create(
         deleting: false,
         trashed_at: None,
     };
-    state
-        .store
+    store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -493,21 +491,20 @@ pub fn parse_id(text: &str) -> ApiResult<RunId> {
 
 /// The run with its version; another team's run, a missing one and one being deleted
 /// all answer 404.
-pub async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
-    let versioned = load_any(state, tenant, run).await?;
+pub async fn load(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
+    let versioned = load_any(store, tenant, run).await?;
     if versioned.record.deleting {
         return Err(ApiError::not_found("run"));
     }
     Ok(versioned)
 }
 
-async fn load_any(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
+async fn load_any(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
     let not_found = || ApiError::not_found("run");
-    let pointer: RunPointer = get_doc(&*state.store.kv, &pointer_key(tenant, run))
+    let pointer: RunPointer = get_doc(&*store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
-    let item = state
-        .store
+    let item = store
         .kv
         .get(&record_key(tenant, pointer.project_id, run))
         .await?
@@ -518,21 +515,16 @@ async fn load_any(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Ve
 /// Applies `change` to the run and writes it back, retrying from a fresh read when a
 /// concurrent writer got there first. `change` may refuse by returning an error.
 pub async fn update<T>(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     mut change: impl FnMut(&mut RunRecord, OffsetDateTime) -> ApiResult<T>,
 ) -> ApiResult<(RunRecord, T)> {
     for _ in 0..CONFLICT_ATTEMPTS {
-        let mut versioned = load(state, tenant, run).await?;
-        let now = state.now();
+        let mut versioned = load(store, tenant, run).await?;
+        let now = store.now();
         let outcome = change(&mut versioned.record, now)?;
-        match state
-            .store
-            .kv
-            .transact(vec![replace(tenant, &versioned)?])
-            .await
-        {
+        match store.kv.transact(vec![replace(tenant, &versioned)?]).await {
             Ok(()) => return Ok((versioned.record, outcome)),
             Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
@@ -590,7 +582,8 @@ pub struct RunChanges {
 }
 
 pub async fn patch(
-    state: &AppState,
+    store: &Store,
+    heartbeat_timeout: time::Duration,
     tenant: &Tenant,
     run: RunId,
     changes: RunChanges,
@@ -615,8 +608,8 @@ pub async fn patch(
             "ended_at goes with a status that ends the run",
         ));
     }
-    let timeout = state.settings.heartbeat_timeout;
-    let (record, ()) = update(state, tenant, run, |record, now| {
+    let timeout = heartbeat_timeout;
+    let (record, ()) = update(store, tenant, run, |record, now| {
         if let Some(status) = changes.status {
             let was_ended = record.status_at(now, timeout).is_ended();
             transition(record, status, now, timeout)?;
@@ -692,9 +685,14 @@ fn transition(
 
 /// Asks the run to stop: its next log or heartbeat response says so and the client
 /// ends it as `aborted`. A queued run has no client yet and is aborted at once.
-pub async fn abort(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<RunRecord> {
-    let timeout = state.settings.heartbeat_timeout;
-    let (record, ()) = update(state, tenant, run, |record, now| {
+pub async fn abort(
+    store: &Store,
+    heartbeat_timeout: time::Duration,
+    tenant: &Tenant,
+    run: RunId,
+) -> ApiResult<RunRecord> {
+    let timeout = heartbeat_timeout;
+    let (record, ()) = update(store, tenant, run, |record, now| {
         match record.status_at(now, timeout) {
             status if status.is_ended() => return Err(run_ended(status)),
             Status::Queued => {
@@ -713,12 +711,12 @@ pub async fn abort(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<R
 
 /// Moves the run to the trash or takes it out again; doing either twice is harmless.
 pub async fn set_trashed(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     trashed: bool,
 ) -> ApiResult<RunRecord> {
-    let (record, ()) = update(state, tenant, run, |record, now| {
+    let (record, ()) = update(store, tenant, run, |record, now| {
         match (trashed, record.trashed_at) {
             (true, None) => record.trashed_at = Some(now),
             (false, Some(_)) => record.trashed_at = None,
@@ -731,9 +729,14 @@ pub async fn set_trashed(
 }
 
 /// Records a heartbeat: the run is alive (and running, if it was queued).
-pub async fn heartbeat(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<RunRecord> {
-    let timeout = state.settings.heartbeat_timeout;
-    let (record, ()) = update(state, tenant, run, |record, now| {
+pub async fn heartbeat(
+    store: &Store,
+    heartbeat_timeout: time::Duration,
+    tenant: &Tenant,
+    run: RunId,
+) -> ApiResult<RunRecord> {
+    let timeout = heartbeat_timeout;
+    let (record, ()) = update(store, tenant, run, |record, now| {
         accept_activity(record, now, timeout)
     })
     .await?;
@@ -759,23 +762,18 @@ pub fn accept_activity(
 /// Hides a run from every read, the first step of deleting it; answers the record as
 /// marked. Safe to repeat: a run already marked answers as it is, so a delete that
 /// stopped halfway is finished by the next (`crate::deletion`).
-pub async fn mark_deleting(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
-    let mut versioned = load_any(state, tenant, run).await?;
+pub async fn mark_deleting(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Versioned> {
+    let mut versioned = load_any(store, tenant, run).await?;
     let mut attempts = 0;
     while !versioned.record.deleting {
         versioned.record.deleting = true;
-        match state
-            .store
-            .kv
-            .transact(vec![replace(tenant, &versioned)?])
-            .await
-        {
+        match store.kv.transact(vec![replace(tenant, &versioned)?]).await {
             Ok(()) => versioned.saved(),
             // Changed meanwhile (by a log batch, or by another delete that marked it
             // first): look again.
             Err(err) if err.is_conflict() && attempts < CONFLICT_ATTEMPTS => {
                 attempts += 1;
-                versioned = load_any(state, tenant, run).await?;
+                versioned = load_any(store, tenant, run).await?;
             }
             Err(err) if err.is_conflict() => return Err(concurrent_update()),
             Err(err) => return Err(err.into()),
@@ -786,9 +784,9 @@ pub async fn mark_deleting(state: &AppState, tenant: &Tenant, run: RunId) -> Api
 
 /// The last step of deleting a marked run, once what it owns is gone: its points and
 /// its record, releasing the storage they were billed for.
-pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> ApiResult<()> {
+pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> ApiResult<()> {
     let record = &marked.record;
-    purge_partition(state, &data_partition(tenant, record.id)).await?;
+    purge_partition(store, &data_partition(tenant, record.id)).await?;
     let ops = vec![
         TxOp::Delete(
             record_key(tenant, record.project_id, record.id),
@@ -797,7 +795,7 @@ pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> Api
         TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
         crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),
     ];
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => Ok(()),
         // A concurrent delete finished first.
         Err(StoreError::TransactionFailed(_)) => Ok(()),
@@ -805,11 +803,10 @@ pub async fn purge(state: &AppState, tenant: &Tenant, marked: &Versioned) -> Api
     }
 }
 
-async fn purge_partition(state: &AppState, partition: &str) -> ApiResult<()> {
+async fn purge_partition(store: &Store, partition: &str) -> ApiResult<()> {
     loop {
         // Always the first page: the previous one is gone.
-        let page = state
-            .store
+        let page = store
             .kv
             .query(Query::partition(partition).limit(500))
             .await?;
@@ -821,31 +818,31 @@ async fn purge_partition(state: &AppState, partition: &str) -> ApiResult<()> {
             .into_iter()
             .map(|item| WriteOp::Delete(item.key))
             .collect();
-        state.store.kv.batch_write(deletes).await?;
+        store.kv.batch_write(deletes).await?;
     }
 }
 
 /// Every run of a project, oldest first, without the ones being deleted.
 pub async fn all_in_project(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     project: ProjectId,
 ) -> ApiResult<Vec<RunRecord>> {
-    let mut runs = every_record_in_project(state, tenant, project).await?;
+    let mut runs = every_record_in_project(store, tenant, project).await?;
     runs.retain(|record| !record.deleting);
     Ok(runs)
 }
 
 /// Every run record of a project, those being deleted too.
 pub async fn every_record_in_project(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     project: ProjectId,
 ) -> ApiResult<Vec<RunRecord>> {
     let mut query = Query::partition(project_partition(tenant, project)).prefix("run#");
     let mut runs = Vec::new();
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             runs.push(read_doc(item)?);
         }

@@ -430,7 +430,8 @@ pub async fn log(
 ) -> ApiResult<LogOutcome> {
     let now = state.now();
     let Some(prepared) = prepare(tenant, run, batch, now)? else {
-        let record = runs::heartbeat(state, tenant, run).await?;
+        let record =
+            runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run).await?;
         return Ok(LogOutcome {
             accepted: 0,
             abort_requested: record.abort_requested_at.is_some(),
@@ -439,7 +440,7 @@ pub async fn log(
     let timeout = state.settings.heartbeat_timeout;
     let record_key = batch_key(tenant, run, &prepared.batch_id);
 
-    let mut versioned = runs::load(state, tenant, run).await?;
+    let mut versioned = runs::load(&state.store, tenant, run).await?;
     if let Some(done) = get_doc::<BatchRecord>(&*state.store.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
     }
@@ -533,7 +534,7 @@ pub async fn log(
                 let done = get_doc::<BatchRecord>(&*state.store.kv, &record_key)
                     .await?
                     .ok_or_else(runs::concurrent_update)?;
-                let run = runs::load(state, tenant, run).await?;
+                let run = runs::load(&state.store, tenant, run).await?;
                 return replay(&done, &prepared.fingerprint, &run.record);
             }
             Err(StoreError::TransactionFailed(failed))
@@ -544,7 +545,7 @@ pub async fn log(
                 return Err(usage::quota_exceeded(cap, now));
             }
             Err(err) if err.is_conflict() => {
-                versioned = runs::load(state, tenant, run).await?;
+                versioned = runs::load(&state.store, tenant, run).await?;
             }
             Err(err) => return Err(err.into()),
         }

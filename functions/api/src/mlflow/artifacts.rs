@@ -57,7 +57,7 @@ async fn locate(state: &AppState, caller: &Caller, full: &str) -> ApiResult<Loca
         return Err(not_found());
     };
     let run = runs::parse_id(run)?;
-    let record = runs::load(state, &caller.tenant, run).await?.record;
+    let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     if record.project_id.to_string() != experiment {
         return Err(not_found());
     }

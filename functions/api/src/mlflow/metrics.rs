@@ -58,7 +58,7 @@ async fn downsampled(
     range: StepRange,
     max_points: usize,
 ) -> ApiResult<Points> {
-    let record = runs::load(state, &caller.tenant, run).await?.record;
+    let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     let Some(summary) = record
         .series
         .get(key)
@@ -82,7 +82,7 @@ async fn read(
     resume: Option<&Place>,
     limit: Option<usize>,
 ) -> ApiResult<(Points, Option<Place>)> {
-    let record = runs::load(state, &caller.tenant, run).await?.record;
+    let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     let Some(summary) = record
         .series
         .get(key)

@@ -55,7 +55,7 @@ impl RunRef {
 
 /// A run that takes changes: MLflow refuses them on a deleted run.
 async fn active_run(state: &AppState, caller: &Caller, run: RunId) -> ApiResult<RunRecord> {
-    let record = runs::load(state, &caller.tenant, run).await?.record;
+    let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     if record.trashed_at.is_some() {
         return Err(ApiError::new(
             ErrorCode::Trashed,
@@ -120,7 +120,7 @@ pub async fn create(
     let experiment = body.experiment_id.clone().unwrap_or_else(|| "0".into());
     let project = experiments::find_active(&state, &caller, &experiment).await?;
     let new = new_run(body, state.now())?;
-    let record = runs::create(&state, &caller, &project, new).await?;
+    let record = runs::create(&state.store, &caller, &project, new).await?;
     Ok(axum::Json(
         json!({ "run": convert::run_json(&state, &record, Vec::new()) }),
     ))
@@ -132,7 +132,7 @@ pub async fn get(
     Query(query): Query<RunRef>,
 ) -> JsonResult {
     let run = query.id()?;
-    let record = runs::load(&state, &caller.tenant, run).await?.record;
+    let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     let inputs = dataset_inputs(&state, &caller, run).await?;
     Ok(axum::Json(
         json!({ "run": convert::run_json(&state, &record, inputs) }),
@@ -172,14 +172,21 @@ pub async fn update(
             .transpose()?,
         ..RunChanges::default()
     };
-    let record = runs::patch(&state, &caller.tenant, run, changes).await?;
+    let record = runs::patch(
+        &state.store,
+        state.settings.heartbeat_timeout,
+        &caller.tenant,
+        run,
+        changes,
+    )
+    .await?;
     Ok(axum::Json(
         json!({ "run_info": convert::run_info(&state, &record) }),
     ))
 }
 
 async fn set_trashed(state: &AppState, caller: &Caller, run: &RunRef, trashed: bool) -> JsonResult {
-    runs::set_trashed(state, &caller.tenant, run.id()?, trashed).await?;
+    runs::set_trashed(&state.store, &caller.tenant, run.id()?, trashed).await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -396,7 +403,7 @@ async fn change_run(
     if params.is_empty() && tags.is_empty() {
         return Ok(());
     }
-    runs::update(state, &caller.tenant, run, |record, _| {
+    runs::update(&state.store, &caller.tenant, run, |record, _| {
         add_params(record, params)?;
         set_tags(record, tags)
     })
@@ -535,7 +542,7 @@ pub async fn delete_tag(
 ) -> JsonResult {
     let run = body.run.id()?;
     active_run(&state, &caller, run).await?;
-    runs::update(&state, &caller.tenant, run, |record, _| {
+    runs::update(&state.store, &caller.tenant, run, |record, _| {
         convert::delete_tag(record, &body.key)
     })
     .await?;
@@ -747,7 +754,7 @@ pub async fn search(
     let mut rows = Vec::new();
     for experiment in &experiment_ids {
         let project = experiments::find(&state, &caller, experiment).await?;
-        let records = runs::all_in_project(&state, &caller.tenant, project.id).await?;
+        let records = runs::all_in_project(&state.store, &caller.tenant, project.id).await?;
         // Matching a project's runs is CPU work proportional to runs × clauses; off
         // the async workers it cannot stall other requests on this instance.
         let (state, clauses, orders) = (state.clone(), clauses.clone(), orders.clone());

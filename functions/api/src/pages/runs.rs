@@ -550,7 +550,7 @@ pub fn bytes(size: u64) -> String {
 
 async fn team_run(page_state: &AppState, user: &User, run: &str) -> PageResult<RunRecord> {
     Ok(
-        runs::load(page_state, &user.caller.tenant, runs::parse_id(run)?)
+        runs::load(&page_state.store, &user.caller.tenant, runs::parse_id(run)?)
             .await?
             .record,
     )
@@ -601,7 +601,13 @@ pub async fn abort(
     _: CsrfForm,
 ) -> PageResult {
     user.require(Role::Member)?;
-    let record = runs::abort(&page.state, &user.caller.tenant, runs::parse_id(&run)?).await?;
+    let record = runs::abort(
+        &page.state.store,
+        page.state.settings.heartbeat_timeout,
+        &user.caller.tenant,
+        runs::parse_id(&run)?,
+    )
+    .await?;
     Ok(page.finish(see_other(&format!("/runs/{}", record.id))))
 }
 
