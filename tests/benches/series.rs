@@ -373,7 +373,7 @@ async fn reads_of_a_million_points() {
 
     let read_all = || async {
         series::read::<Points>(
-            &fixture.state,
+            &fixture.state.store,
             &fixture.caller.tenant,
             run,
             "train/loss",
@@ -393,7 +393,7 @@ async fn reads_of_a_million_points() {
         assert_eq!(points.len(), 1_000_000);
         let started = Instant::now();
         let (points, _) = series::read_downsampled(
-            &fixture.state,
+            &fixture.state.store,
             &fixture.caller.tenant,
             run,
             "train/loss",

@@ -41,7 +41,7 @@ async fn readable_steps(state: &AppState, tenant: &Tenant, run: RunId) -> Vec<i6
         .record;
     let summary = &record.series["loss"];
     let page: series::SeriesPage<Points> = series::read(
-        state,
+        &state.store,
         tenant,
         run,
         "loss",

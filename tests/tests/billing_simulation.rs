@@ -1069,7 +1069,7 @@ impl Sim {
             match summary.kind {
                 SeriesKind::Numeric => {
                     let page = series::read::<Points>(
-                        &self.state,
+                        &self.state.store,
                         &tenant,
                         run,
                         name,
@@ -1101,7 +1101,7 @@ impl Sim {
                 }
                 SeriesKind::Text => {
                     let page = series::read::<TextPoints>(
-                        &self.state,
+                        &self.state.store,
                         &tenant,
                         run,
                         name,

@@ -625,7 +625,7 @@ async fn agent_lines(
         .record;
     let summary = &record.series[queue::AGENT_SERIES];
     let page: series::SeriesPage<TextPoints> = series::read(
-        state,
+        &state.store,
         &caller.tenant,
         run,
         queue::AGENT_SERIES,

@@ -147,7 +147,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     let summary = &record.series["train/loss"];
     let read = |limit| {
         series::read::<Points>(
-            &state,
+            &state.store,
             &caller.tenant,
             run,
             "train/loss",
@@ -159,7 +159,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         )
     };
     let (chart, _) = series::read_downsampled(
-        &state,
+        &state.store,
         &caller.tenant,
         run,
         "train/loss",

@@ -498,7 +498,7 @@ pub async fn series_points(
                 .unwrap_or(EXACT_PAGE_POINTS)
                 .min(EXACT_PAGE_POINTS);
             let mut page = series::read::<TextPoints>(
-                state,
+                &state.store,
                 tenant,
                 run.id,
                 name,
@@ -557,9 +557,16 @@ pub(crate) async fn numeric_points(
     let resume = match shape {
         Shape::Exact { after } => after,
         Shape::Downsampled { max_points } => {
-            let (points, downsampled) =
-                series::read_downsampled(state, tenant, run, name, summary, range, max_points)
-                    .await?;
+            let (points, downsampled) = series::read_downsampled(
+                &state.store,
+                tenant,
+                run,
+                name,
+                summary,
+                range,
+                max_points,
+            )
+            .await?;
             return Ok(NumericRead {
                 points,
                 next_after: None,
@@ -569,7 +576,7 @@ pub(crate) async fn numeric_points(
         }
     };
     let page = series::read::<Points>(
-        state,
+        &state.store,
         tenant,
         run,
         name,

@@ -477,7 +477,7 @@ pub async fn log(
         .await?;
     // Every way out below that is known not to have committed removes this attempt's
     // chunks; an error of unknown outcome leaves them hidden behind the marker.
-    let forget = || pending::forget(state, marker_key.clone(), chunk_keys.clone());
+    let forget = || pending::forget(&state.store, marker_key.clone(), chunk_keys.clone());
 
     let batch_record = BatchRecord {
         fingerprint: prepared.fingerprint.clone(),

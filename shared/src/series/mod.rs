@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Item, Query};
 
 pub use codec::Points;
@@ -435,7 +435,7 @@ impl<P> Ord for Held<P> {
 /// of that size while the chunks stream by, so memory holds a page whatever the
 /// series holds; the store reads stop at `MAX_READ_BYTES`.
 pub async fn read<T: SeriesData>(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     name: &str,
@@ -478,7 +478,7 @@ pub async fn read<T: SeriesData>(
     let mut unread_from: Option<i64> = None;
     let mut fetched = 0u64;
     'pages: loop {
-        let found = state.store.kv.query(query.clone()).await?;
+        let found = store.kv.query(query.clone()).await?;
         for item in &found.items {
             let bytes = chunk_bytes(item)?;
             if heap.len() == limit
@@ -536,7 +536,7 @@ pub async fn read<T: SeriesData>(
     // marker, so the marker is found here unless its batch has committed since (or the
     // attempt was cleaned up in between, which deletes the chunk first).
     if !held.is_empty() {
-        let uncommitted = pending::uncommitted(state, tenant, run).await?;
+        let uncommitted = pending::uncommitted(store, tenant, run).await?;
         held.retain(|held| !uncommitted.contains(&held.place.chunk));
     }
     for Held { place, payload } in held {
@@ -571,7 +571,7 @@ type Recent = (String, Vec<(i64, f64, f64, (i64, u64, u32))>);
 /// arrived within the last `RECENT` (whose markers may be written while the read goes
 /// on) wait aside until the markers are read again.
 pub async fn read_downsampled(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     name: &str,
@@ -589,8 +589,8 @@ pub async fn read_downsampled(
     if lo > hi {
         return Ok((Points::default(), false));
     }
-    let recent_since = i64::try_from((state.now() - RECENT).unix_timestamp_nanos()).unwrap_or(0);
-    let uncommitted_before = pending::uncommitted(state, tenant, run).await?;
+    let recent_since = i64::try_from((store.now() - RECENT).unix_timestamp_nanos()).unwrap_or(0);
+    let uncommitted_before = pending::uncommitted(store, tenant, run).await?;
     let mut downsampler = downsample::MinMax::new(max_points, lo, hi);
     let mut recent: Vec<Recent> = Vec::new();
     let earliest_start = lo.saturating_sub_unsigned(summary.span);
@@ -610,7 +610,7 @@ pub async fn read_downsampled(
         .limit(64);
     let (mut fetched, mut rank) = (0u64, 0u64);
     loop {
-        let found = state.store.kv.query(query.clone()).await?;
+        let found = store.kv.query(query.clone()).await?;
         for item in &found.items {
             if uncommitted_before.contains(&item.key.sk) {
                 continue;
@@ -643,7 +643,7 @@ pub async fn read_downsampled(
         }
     }
     if !recent.is_empty() {
-        let uncommitted = pending::uncommitted(state, tenant, run).await?;
+        let uncommitted = pending::uncommitted(store, tenant, run).await?;
         for (key, points) in recent {
             if !uncommitted.contains(&key) {
                 for (step, value, timestamp, order) in points {

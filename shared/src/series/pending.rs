@@ -18,8 +18,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, Value, WriteOp};
 
 const PREFIX: &str = "p#";
@@ -62,16 +62,16 @@ fn chunk_names(marker: &Item) -> ApiResult<Vec<String>> {
 /// The sort keys of the run's chunks that no committed batch owns. Sweeps the chunks
 /// of abandoned attempts on the way.
 pub(super) async fn uncommitted(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
 ) -> ApiResult<HashSet<String>> {
     let partition = crate::runs::data_partition(tenant, run);
     let mut query = Query::partition(partition.clone()).prefix(PREFIX);
     let mut hidden = HashSet::new();
-    let abandoned_before = state.now() - ABANDONED_AFTER;
+    let abandoned_before = store.now() - ABANDONED_AFTER;
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for marker in &page.items {
             let names = chunk_names(marker)?;
             let written = marker
@@ -82,7 +82,7 @@ pub(super) async fn uncommitted(
                     .iter()
                     .map(|name| Key::new(partition.clone(), name.clone()))
                     .collect();
-                forget(state, marker.key.clone(), chunks).await;
+                forget(store, marker.key.clone(), chunks).await;
             }
             hidden.extend(names);
         }
@@ -95,14 +95,13 @@ pub(super) async fn uncommitted(
 
 /// Deletes an attempt's chunks, then its marker, so the chunks stay hidden until they
 /// are gone. Best effort: what is left stays hidden and is swept later.
-pub(super) async fn forget(state: &AppState, marker: Key, chunks: Vec<Key>) {
+pub(super) async fn forget(store: &Store, marker: Key, chunks: Vec<Key>) {
     let deleted = async {
-        state
-            .store
+        store
             .kv
             .batch_write(chunks.into_iter().map(WriteOp::Delete).collect())
             .await?;
-        state.store.kv.delete(&marker, Condition::None).await
+        store.kv.delete(&marker, Condition::None).await
     };
     if let Err(err) = deleted.await {
         tracing::warn!(error = %err, "could not remove the chunks of an uncommitted batch");

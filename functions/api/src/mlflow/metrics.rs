@@ -66,9 +66,16 @@ async fn downsampled(
     else {
         return Ok(Points::default());
     };
-    let (points, _) =
-        series::read_downsampled(state, &caller.tenant, run, key, summary, range, max_points)
-            .await?;
+    let (points, _) = series::read_downsampled(
+        &state.store,
+        &caller.tenant,
+        run,
+        key,
+        summary,
+        range,
+        max_points,
+    )
+    .await?;
     Ok(points)
 }
 
@@ -91,7 +98,7 @@ async fn read(
         return Ok((Points::default(), None));
     };
     let page = series::read::<Points>(
-        state,
+        &state.store,
         &caller.tenant,
         run,
         key,

@@ -175,7 +175,7 @@ async fn text_tail(
         let mut resume = None;
         loop {
             let page = series::read::<TextPoints>(
-                state,
+                &state.store,
                 tenant,
                 run.id,
                 name,
