@@ -24,7 +24,7 @@ pub async fn delete_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiRes
     artifacts::delete_all(state, tenant, run).await?;
     images::delete_all(state, tenant, run).await?;
     // Shares open nothing once the run is hidden; these are their lookups going too.
-    shares::delete_all(state, tenant, run).await?;
+    shares::delete_all(&state.store, tenant, run).await?;
     queue::delete_for_run(state, tenant, run).await?;
     runs::purge(&state.store, tenant, &marked).await
 }

@@ -15,8 +15,6 @@
 //! creation, and stored only as a SHA-256: no dictionary to attack, so a fast hash is
 //! enough.
 
-use std::net::IpAddr;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -28,8 +26,8 @@ use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{RunId, ShareId, TenantId, UserId};
 use crate::runs::{self, RunRecord};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp, Value, WriteOp};
 use sextant_storage::records::{TTL, doc_item, get_doc, query_docs};
 
@@ -166,17 +164,17 @@ fn check_expiry(expires_in: Option<i64>) -> ApiResult<Duration> {
 /// Shares a run of the caller's team; answers the share and its token, which is
 /// shown this once.
 pub async fn create(
-    state: &AppState,
+    store: &Store,
     caller: &Caller,
     run: RunId,
     new: NewShare,
 ) -> ApiResult<(Share, ShareToken)> {
     let expiry = check_expiry(new.expires_in)?;
     let tenant = &caller.tenant;
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let token = ShareToken::generate();
     let token_hash = token.hash();
-    let now = state.now();
+    let now = store.now();
     // Whole seconds, so the expiry shown is exactly the one DynamoDB's TTL acts on.
     let expires_at = now + expiry;
     let expires_at = expires_at.replace_nanosecond(0).unwrap_or(expires_at);
@@ -199,8 +197,7 @@ pub async fn create(
     let ttl = Value::N(expires_at.unix_timestamp());
     // A run deleted between the load above and this write leaves these items behind
     // until their TTL; they open nothing, since every use loads the run.
-    state
-        .store
+    store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -222,14 +219,14 @@ pub async fn create(
 }
 
 /// A run's shares that have not expired, oldest first.
-pub async fn list(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Share>> {
-    runs::load(&state.store, tenant, run).await?;
+pub async fn list(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Share>> {
+    runs::load(store, tenant, run).await?;
     let records: Vec<ShareRecord> = query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix(SORT_PREFIX),
     )
     .await?;
-    let now = state.now();
+    let now = store.now();
     Ok(records
         .into_iter()
         .map(|record| record.share)
@@ -246,11 +243,11 @@ fn deletes(tenant: &Tenant, record: &ShareRecord) -> [Key; 3] {
 }
 
 /// Revokes a share of the team at once. An expired share is already gone: 404.
-pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult<()> {
+pub async fn revoke(store: &Store, tenant: &Tenant, id: ShareId) -> ApiResult<()> {
     let gone = || ApiError::not_found("share");
-    let record = get_doc::<ShareRecord>(&*state.store.kv, &record_key(tenant, id))
+    let record = get_doc::<ShareRecord>(&*store.kv, &record_key(tenant, id))
         .await?
-        .filter(|record| record.share.is_live(state.now()))
+        .filter(|record| record.share.is_live(store.now()))
         .ok_or_else(gone)?;
     let [record_key, index_key, lookup_key] = deletes(tenant, &record);
     let ops = vec![
@@ -258,7 +255,7 @@ pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult
         TxOp::Delete(index_key, Condition::None),
         TxOp::Delete(lookup_key, Condition::None),
     ];
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => {}
         // A concurrent revocation got there first.
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
@@ -270,9 +267,9 @@ pub async fn revoke(state: &AppState, tenant: &Tenant, id: ShareId) -> ApiResult
 
 /// Deletes every share of a run, for deleting the run (whose hidden state already
 /// makes them open nothing).
-pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let records: Vec<ShareRecord> = query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix(SORT_PREFIX),
     )
     .await?;
@@ -286,8 +283,8 @@ pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiRes
         first.extend([WriteOp::Delete(lookup_key), WriteOp::Delete(record_key)]);
         last.push(WriteOp::Delete(index_key));
     }
-    state.store.kv.batch_write(first).await?;
-    state.store.kv.batch_write(last).await?;
+    store.kv.batch_write(first).await?;
+    store.kv.batch_write(last).await?;
     Ok(())
 }
 
@@ -309,38 +306,38 @@ impl SharedRun {
     }
 }
 
-/// Opens the run a share token names, for a reader at `client`. A malformed,
-/// unknown, revoked or expired token, and a deleted run, all answer the same 404.
-/// Readers are rate limited by address before anything is read, then by link and by
-/// the team that shared it, which their reads are counted against.
-pub async fn open(state: &AppState, token: &str, client: IpAddr) -> ApiResult<SharedRun> {
-    state.limiter.check_address(client)?;
-    let gone = || ApiError::not_found("share");
-    let token = ShareToken::parse(token).ok_or_else(gone)?;
+/// The live share a token names, with the team that shared it: `None` for a
+/// malformed, unknown, revoked or expired token, which readers cannot tell apart.
+pub async fn find(store: &Store, token: &str) -> ApiResult<Option<(Tenant, Share)>> {
+    let Some(token) = ShareToken::parse(token) else {
+        return Ok(None);
+    };
     let token_hash = token.hash();
-    let lookup = get_doc::<ShareLookup>(&*state.store.kv, &lookup_key(&token_hash))
-        .await?
-        .ok_or_else(gone)?;
+    let Some(lookup) = get_doc::<ShareLookup>(&*store.kv, &lookup_key(&token_hash)).await? else {
+        return Ok(None);
+    };
     // The lookup names a tenant; the tenant's own record must agree.
     let tenant = Tenant::verified(lookup.tenant);
-    let record = get_doc::<ShareRecord>(&*state.store.kv, &record_key(&tenant, lookup.share))
-        .await?
-        .filter(|record| bool::from(record.token_hash.as_bytes().ct_eq(token_hash.as_bytes())))
-        .filter(|record| record.share.is_live(state.now()))
-        .ok_or_else(gone)?;
-    state
-        .limiter
-        .check_share(tenant.id(), &record.share.id.to_string())?;
-    let run = match runs::load(&state.store, &tenant, record.share.run_id).await {
-        Ok(run) => run.record,
-        Err(err) if err.code() == ErrorCode::NotFound => return Err(gone()),
-        Err(err) => return Err(err),
-    };
-    Ok(SharedRun {
-        tenant,
-        share: record.share,
-        run,
-    })
+    Ok(
+        get_doc::<ShareRecord>(&*store.kv, &record_key(&tenant, lookup.share))
+            .await?
+            .filter(|record| bool::from(record.token_hash.as_bytes().ct_eq(token_hash.as_bytes())))
+            .filter(|record| record.share.is_live(store.now()))
+            .map(|record| (tenant, record.share)),
+    )
+}
+
+/// The run a live share opens; `None` once the run is deleted.
+pub async fn open(store: &Store, tenant: Tenant, share: Share) -> ApiResult<Option<SharedRun>> {
+    match runs::load(store, &tenant, share.run_id).await {
+        Ok(run) => Ok(Some(SharedRun {
+            tenant,
+            share,
+            run: run.record,
+        })),
+        Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
 }
 
 #[cfg(test)]

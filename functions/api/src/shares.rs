@@ -26,6 +26,26 @@ use utoipa_axum::routes;
 use crate::images::{ImageRange, Images};
 use crate::runs::{ReadParams, SeriesPoints};
 
+/// Opens the run a share token names, for a reader at `client`. A malformed, unknown,
+/// revoked or expired token, and a deleted run, all answer the same 404. Readers are
+/// rate limited by address before anything is read, then by link and by the team
+/// that shared it, which their reads are counted against.
+pub(crate) async fn open(
+    state: &AppState,
+    token: &str,
+    client: std::net::IpAddr,
+) -> ApiResult<shares::SharedRun> {
+    state.limiter.check_address(client)?;
+    let gone = || ApiError::not_found("share");
+    let (tenant, share) = shares::find(&state.store, token).await?.ok_or_else(gone)?;
+    state
+        .limiter
+        .check_share(tenant.id(), &share.id.to_string())?;
+    shares::open(&state.store, tenant, share)
+        .await?
+        .ok_or_else(gone)
+}
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create, list))
@@ -95,7 +115,7 @@ pub async fn create(
     [(header::HeaderName, &'static str); 1],
     axum::Json<CreatedShare>,
 )> {
-    let (share, token) = shares::create(&state, &caller, runs::parse_id(&run)?, new).await?;
+    let (share, token) = shares::create(&state.store, &caller, runs::parse_id(&run)?, new).await?;
     let url = public_url.join(["r", token.expose()]);
     Ok((
         StatusCode::CREATED,
@@ -128,7 +148,7 @@ pub async fn list(
     caller: Caller,
     Path(run): Path<String>,
 ) -> ApiResult<axum::Json<Shares>> {
-    let shares = shares::list(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let shares = shares::list(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(axum::Json(Shares { shares }))
 }
 
@@ -148,7 +168,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id: ShareId = id.parse().map_err(|_| ApiError::not_found("share"))?;
-    shares::revoke(&state, &caller.tenant, id).await?;
+    shares::revoke(&state.store, &caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -189,7 +209,7 @@ pub async fn view(
     ClientAddr(client): ClientAddr,
     Path(token): Path<String>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token, client).await?;
+    let shared = open(&state, &token, client).await?;
     let (artifacts, images) = futures::try_join!(
         artifacts::list(&state, &shared.tenant, shared.run.id, None, None),
         images::series(&state, &shared.tenant, shared.run.id),
@@ -237,7 +257,7 @@ pub async fn read_series(
     Path((token, name)): Path<(String, String)>,
     Query(params): Query<ReadParams>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token, client).await?;
+    let shared = open(&state, &token, client).await?;
     crate::runs::series_points(&state, &shared.tenant, &shared.run, &name, &params).await
 }
 
@@ -273,7 +293,7 @@ pub async fn list_images(
     Path((token, series)): Path<(String, String)>,
     Query(range): Query<ImageRange>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token, client).await?;
+    let shared = open(&state, &token, client).await?;
     crate::images::images_of(&state, &shared.tenant, shared.run.id, &series, &range).await
 }
 
@@ -312,7 +332,7 @@ pub async fn download(
     ClientAddr(client): ClientAddr,
     Path((token, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let shared = shares::open(&state, &token, client).await?;
+    let shared = open(&state, &token, client).await?;
     if !shared.share.allow_downloads {
         return Err(ApiError::new(
             ErrorCode::DownloadsNotShared,

@@ -259,7 +259,7 @@ pub async fn load(
         let (project, lineage, shares) = futures::try_join!(
             projects::find(&state.store, tenant, &project_id),
             lineage::graph(state, tenant, run),
-            shares::list(state, tenant, run),
+            shares::list(&state.store, tenant, run),
         )?;
         Ok::<_, ApiError>((Some(project), Some(lineage), shares))
     };
@@ -630,7 +630,7 @@ pub async fn share(
         allow_downloads: matches!(form.get("allow_downloads"), "true" | "on"),
     };
     let run = runs::parse_id(&run)?;
-    let (share, token) = shares::create(&page.state, &user.caller, run, new).await?;
+    let (share, token) = shares::create(&page.state.store, &user.caller, run, new).await?;
     let url = public_url.join(["r", token.expose()]);
     let body = html! {
         section.narrow {
@@ -664,7 +664,7 @@ pub async fn revoke_share(
 ) -> PageResult {
     user.require(Role::Member)?;
     let id: ShareId = id.parse().map_err(|_| PageError::not_found())?;
-    shares::revoke(&page.state, &user.caller.tenant, id).await?;
+    shares::revoke(&page.state.store, &user.caller.tenant, id).await?;
     let back = match form.get("run").parse::<RunId>() {
         Ok(run) => format!("/runs/{run}"),
         Err(_) => "/projects".to_owned(),

@@ -7,7 +7,6 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use sextant_shared::http::ClientAddr;
-use sextant_shared::shares;
 use sextant_shared::state::AppState;
 
 use axum::extract::State;
@@ -41,7 +40,7 @@ pub async fn page(
 ) -> Response {
     private(
         async {
-            let shared = shares::open(&state, &token, client).await?;
+            let shared = crate::shares::open(&state, &token, client).await?;
             let allow_downloads = shared.share.allow_downloads;
             let data = load(&state, &shared.tenant, shared.run, false).await?;
             let viewer = Viewer::Shared {
@@ -63,7 +62,7 @@ pub async fn charts(
 ) -> Response {
     private(
         async {
-            let shared = shares::open(&state, &token, client).await?;
+            let shared = crate::shares::open(&state, &token, client).await?;
             let charts = charts_markup(&state, &shared.tenant, &shared.run).await?;
             Ok(charts_fragment(&state, &shared.run, charts))
         }
