@@ -173,6 +173,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::ids::ApiKeyId;
 
     fn limits(per_minute: u32, burst: u32) -> RateLimits {
@@ -200,7 +201,7 @@ mod tests {
         }
         let refused = limiter.check(tenant, &a).expect_err("past the burst");
         assert_eq!(refused.status().as_u16(), 429);
-        assert_eq!(refused.code(), crate::error::ErrorCode::RateLimited);
+        assert_eq!(refused.code(), ErrorCode::RateLimited);
         assert!(refused.message().contains("API key"), "{refused}");
         // The team still had tokens; a second key of another team is untouched.
         limiter

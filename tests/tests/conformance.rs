@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cases::*;
 use sextant_storage::blob::{
     BlobError, BlobKey, BlobStore, CREATE_ONLY, CompletedPart, MIN_PART_BYTES, Presign,
 };
@@ -12,7 +13,7 @@ use sextant_storage::kv::{
     Condition, Item, Key, KvStore, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
 use sextant_storage_local::EmbeddedKv;
-use sextant_tests::{fresh_aws_storage, local_blobs_with_routes};
+use sextant_tests::{aws_cases, cases, fresh_aws_storage, local_blobs_with_routes};
 
 /// A storage pair under test, and what keeps it alive.
 struct Fixture {
@@ -580,33 +581,11 @@ mod cases {
     }
 }
 
-/// Runs every case against one adapter pair, each as its own test.
-macro_rules! conformance {
-    ($(#[$attribute:meta])* $backend:ident, $($case:ident),+ $(,)?) => {
-        mod $backend {
-            conformance!(@each [$(#[$attribute])*] $backend; $($case),+);
-        }
-    };
-    // One case at a time: the attributes repeat once per case, which a single
-    // repetition over the cases cannot express.
-    (@each [$($attribute:tt)*] $backend:ident; $case:ident $(, $rest:ident)*) => {
-        $($attribute)*
-        #[tokio::test]
-        async fn $case() {
-            super::cases::$case(super::$backend().await).await;
-        }
-        conformance!(@each [$($attribute)*] $backend; $($rest),*);
-    };
-    (@each [$($attribute:tt)*] $backend:ident;) => {};
-}
-
+/// Runs every case against both adapter pairs, each as its own test.
 macro_rules! both {
     ($($case:ident),+ $(,)?) => {
-        conformance!(embedded, $($case),+);
-        conformance!(
-            #[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
-            aws, $($case),+
-        );
+        cases!(embedded, super::embedded; $($case),+);
+        aws_cases!(aws, super::aws; $($case),+);
     };
 }
 

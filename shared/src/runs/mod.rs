@@ -608,11 +608,10 @@ pub async fn patch(
             "ended_at goes with a status that ends the run",
         ));
     }
-    let timeout = heartbeat_timeout;
     let (record, ()) = update(store, tenant, run, |record, now| {
         if let Some(status) = changes.status {
-            let was_ended = record.status_at(now, timeout).is_ended();
-            transition(record, status, now, timeout)?;
+            let was_ended = record.status_at(now, heartbeat_timeout).is_ended();
+            transition(record, status, now, heartbeat_timeout)?;
             if let Some(ended_at) = changes.ended_at
                 && !was_ended
             {
@@ -691,9 +690,8 @@ pub async fn abort(
     tenant: &Tenant,
     run: RunId,
 ) -> ApiResult<RunRecord> {
-    let timeout = heartbeat_timeout;
     let (record, ()) = update(store, tenant, run, |record, now| {
-        match record.status_at(now, timeout) {
+        match record.status_at(now, heartbeat_timeout) {
             status if status.is_ended() => return Err(run_ended(status)),
             Status::Queued => {
                 record.status = Status::Aborted;
@@ -735,9 +733,8 @@ pub async fn heartbeat(
     tenant: &Tenant,
     run: RunId,
 ) -> ApiResult<RunRecord> {
-    let timeout = heartbeat_timeout;
     let (record, ()) = update(store, tenant, run, |record, now| {
-        accept_activity(record, now, timeout)
+        accept_activity(record, now, heartbeat_timeout)
     })
     .await?;
     Ok(record)
