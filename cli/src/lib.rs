@@ -20,10 +20,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use sextant_shared::auth::operator::OperatorTokenHash;
 use sextant_shared::billing::{self, PricePlan, TenantTotals};
 use sextant_shared::calendar::{self, BillingMonth};
 use sextant_shared::credentials::jwt::Keyring;
+use sextant_shared::credentials::operator::OperatorTokenHash;
 use sextant_shared::http;
 use sextant_shared::state::{AppState, Settings};
 use sextant_storage::Storage;

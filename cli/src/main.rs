@@ -9,9 +9,9 @@ use sextant_cli::enqueue::{self, Enqueue};
 use sextant_cli::import_mlflow;
 use sextant_cli::transfer::{self, UploadOptions};
 use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
-use sextant_shared::auth::operator;
 use sextant_shared::billing::{PricePlan, TenantTotals};
 use sextant_shared::calendar::BillingMonth;
+use sextant_shared::credentials::operator;
 use sextant_shared::rate_limit::RateLimits;
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.

@@ -19,12 +19,11 @@ use time::OffsetDateTime;
 
 use crate::credentials::Role;
 use crate::credentials::api_key::ApiKeySecret;
-use crate::credentials::jwt::Subject;
+use crate::credentials::jwt::{Keyring, Subject};
 use crate::credentials::password::{self, Password};
 use crate::credentials::throttle;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
@@ -260,8 +259,15 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn session(state: &AppState, tenant: TenantId, user: &Member) -> ApiResult<Session> {
-    let (token, expires_at) = state
+/// How sessions are signed and how long they last.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions<'a> {
+    pub keyring: &'a Keyring,
+    pub ttl: time::Duration,
+}
+
+fn session(sessions: Sessions<'_>, tenant: TenantId, user: &Member) -> ApiResult<Session> {
+    let (token, expires_at) = sessions
         .keyring
         .issue(
             tenant,
@@ -270,7 +276,7 @@ fn session(state: &AppState, tenant: TenantId, user: &Member) -> ApiResult<Sessi
                 user: user.id,
                 sid: Some(rand::random()),
             },
-            state.settings.session_ttl,
+            sessions.ttl,
         )
         .map_err(ApiError::internal)?;
     Ok(Session {
@@ -300,7 +306,8 @@ fn key_items(tenant: &Tenant, key: &ApiKey, secret: &ApiKeySecret) -> ApiResult<
 }
 
 pub async fn signup(
-    state: &AppState,
+    store: &Store,
+    sessions: Sessions<'_>,
     team: DisplayName,
     email: Email,
     password: Password,
@@ -357,7 +364,7 @@ pub async fn signup(
         ),
     ];
     ops.extend(key_items(&tenant, &key, &secret)?);
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
             return Err(ApiError::new(
@@ -369,26 +376,27 @@ pub async fn signup(
     }
     tracing::info!(tenant = %tenant.id(), user = %member.id, "team signed up");
     Ok(SignedUp {
-        session: session(state, tenant.id(), &member)?,
+        session: session(sessions, tenant.id(), &member)?,
         api_key: secret.expose(),
     })
 }
 
 /// Signs a member in from `client`; failed attempts back off (`throttle`).
 pub async fn login(
-    state: &AppState,
+    store: &Store,
+    sessions: Sessions<'_>,
     email: &str,
     password: String,
     client: IpAddr,
 ) -> ApiResult<Session> {
     let invalid = || ApiError::unauthorized("e-mail or password is wrong");
     let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*state.store.kv, state.now(), Some(email), client).await?;
+    let attempt = throttle::admit(&*store.kv, store.now(), Some(email), client).await?;
     let found = match Email::parse(email) {
-        Ok(email) => match get_doc::<EmailRecord>(&*state.store.kv, &email_lookup(&email)).await? {
+        Ok(email) => match get_doc::<EmailRecord>(&*store.kv, &email_lookup(&email)).await? {
             Some(lookup) => {
                 let tenant = Tenant::verified(lookup.tenant);
-                get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(lookup.user)))
+                get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(lookup.user)))
                     .await?
                     .map(|user| (lookup.tenant, user))
             }
@@ -401,8 +409,8 @@ pub async fn login(
     let matches = password::verify(password, stored_hash).await?;
     match found {
         Some((tenant, user)) if matches => {
-            attempt.succeeded(&*state.store.kv).await;
-            session(state, tenant, &user.member)
+            attempt.succeeded(&*store.kv).await;
+            session(sessions, tenant, &user.member)
         }
         _ => Err(invalid()),
     }
@@ -410,15 +418,15 @@ pub async fn login(
 
 /// Logs a session out: its token is refused from now on, though it has not expired.
 /// Anything but a live session token is left alone.
-pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
-    let Some(claims) = state.keyring.verify(token) else {
+pub async fn end_session(store: &Store, keyring: &Keyring, token: &str) -> ApiResult<()> {
+    let Some(claims) = keyring.verify(token) else {
         return Ok(());
     };
     let Subject::Session { sid: Some(sid), .. } = claims.subject else {
         return Ok(());
     };
     let item = Item::new(ended_session(sid)).with(TTL, Value::N(claims.exp));
-    state.store.kv.put(item, Condition::None).await?;
+    store.kv.put(item, Condition::None).await?;
     Ok(())
 }
 
@@ -426,10 +434,10 @@ pub async fn end_session(state: &AppState, token: &str) -> ApiResult<()> {
 /// its member's. `None` once the key is revoked or its member removed, or when the
 /// secret is not the key's.
 pub async fn key_holder(
-    state: &AppState,
+    store: &Store,
     secret: &ApiKeySecret,
 ) -> ApiResult<Option<(Tenant, UserId, Role)>> {
-    Ok(live_key(state, secret.id)
+    Ok(live_key(store, secret.id)
         .await?
         .filter(|(lookup, ..)| secret.matches(&lookup.hash))
         .map(|(lookup, tenant, owner)| {
@@ -440,8 +448,8 @@ pub async fn key_holder(
 /// The role a credential derived from API key `key` in `tenant` may have now: no more
 /// than its key's or its member's. `None` once the key is revoked, its member removed,
 /// or when the key is another team's.
-pub async fn key_role(state: &AppState, tenant: &Tenant, key: ApiKeyId) -> ApiResult<Option<Role>> {
-    Ok(live_key(state, key)
+pub async fn key_role(store: &Store, tenant: &Tenant, key: ApiKeyId) -> ApiResult<Option<Role>> {
+    Ok(live_key(store, key)
         .await?
         .filter(|(_, key_tenant, _)| key_tenant == tenant)
         .map(|(lookup, _, owner)| lookup.role.min(owner.member.role)))
@@ -450,21 +458,16 @@ pub async fn key_role(state: &AppState, tenant: &Tenant, key: ApiKeyId) -> ApiRe
 /// The member a session token speaks for, as they are now: `None` once the session
 /// ended (log-out) or the member was removed.
 pub async fn session_member(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     user: UserId,
     sid: Option<u64>,
 ) -> ApiResult<Option<Member>> {
     let member_key = tenant.key(user_sk(user));
-    let member = get_doc::<UserRecord>(&*state.store.kv, &member_key);
+    let member = get_doc::<UserRecord>(&*store.kv, &member_key);
     let ended = async {
         match sid {
-            Some(sid) => state
-                .store
-                .kv
-                .get(&ended_session(sid))
-                .await
-                .map(|i| i.is_some()),
+            Some(sid) => store.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
             None => Ok(false),
         }
     };
@@ -475,33 +478,33 @@ pub async fn session_member(
 /// A live API key: its lookup, and the member it acts for as they are now. `None` once
 /// the key is revoked or its member removed.
 async fn live_key(
-    state: &AppState,
+    store: &Store,
     id: ApiKeyId,
 ) -> ApiResult<Option<(KeyLookup, Tenant, UserRecord)>> {
-    let Some(lookup) = get_doc::<KeyLookup>(&*state.store.kv, &key_lookup(id)).await? else {
+    let Some(lookup) = get_doc::<KeyLookup>(&*store.kv, &key_lookup(id)).await? else {
         return Ok(None);
     };
     let tenant = Tenant::verified(lookup.tenant);
-    let owner = get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(lookup.owner))).await?;
+    let owner = get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(lookup.owner))).await?;
     Ok(owner.map(|owner| (lookup, tenant, owner)))
 }
 
-async fn member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<UserRecord> {
-    get_doc::<UserRecord>(&*state.store.kv, &tenant.key(user_sk(id)))
+async fn member(store: &Store, tenant: &Tenant, id: UserId) -> ApiResult<UserRecord> {
+    get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(id)))
         .await?
         .ok_or_else(|| ApiError::not_found("member"))
 }
 
 /// A new API key of `tenant`, created by member `by`, for `owner` (by default `by`).
 pub async fn create_api_key(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     by: UserId,
     name: DisplayName,
     role: Option<Role>,
     owner: Option<UserId>,
 ) -> ApiResult<(ApiKey, String)> {
-    let owner = member(state, tenant, owner.unwrap_or(by)).await?;
+    let owner = member(store, tenant, owner.unwrap_or(by)).await?;
     let role = role.unwrap_or(owner.member.role);
     if role > owner.member.role {
         return Err(ApiError::new(
@@ -521,8 +524,7 @@ pub async fn create_api_key(
         created_by: by,
         created_at: OffsetDateTime::now_utc(),
     };
-    state
-        .store
+    store
         .kv
         .transact(key_items(tenant, &key, &secret)?.into())
         .await?;
@@ -530,21 +532,16 @@ pub async fn create_api_key(
     Ok((key, secret.expose()))
 }
 
-pub async fn list_api_keys(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<ApiKey>> {
-    Ok(query_docs(
-        &*state.store.kv,
-        Query::partition(tenant.root()).prefix("key#"),
-    )
-    .await?)
+pub async fn list_api_keys(store: &Store, tenant: &Tenant) -> ApiResult<Vec<ApiKey>> {
+    Ok(query_docs(&*store.kv, Query::partition(tenant.root()).prefix("key#")).await?)
 }
 
-pub async fn revoke_api_key(state: &AppState, tenant: &Tenant, id: ApiKeyId) -> ApiResult<()> {
+pub async fn revoke_api_key(store: &Store, tenant: &Tenant, id: ApiKeyId) -> ApiResult<()> {
     let key = tenant.key(key_sk(id));
-    if state.store.kv.get(&key).await?.is_none() {
+    if store.kv.get(&key).await?.is_none() {
         return Err(ApiError::not_found("API key"));
     }
-    state
-        .store
+    store
         .kv
         .batch_write(vec![WriteOp::Delete(key_lookup(id)), WriteOp::Delete(key)])
         .await?;
@@ -554,13 +551,14 @@ pub async fn revoke_api_key(state: &AppState, tenant: &Tenant, id: ApiKeyId) -> 
 
 /// An invite to `tenant`, sent by member `by`.
 pub async fn create_invite(
-    state: &AppState,
+    store: &Store,
+    invite_ttl: time::Duration,
     tenant: &Tenant,
     by: UserId,
     email: Email,
     role: Role,
 ) -> ApiResult<(Invite, String)> {
-    if state.store.kv.get(&email_lookup(&email)).await?.is_some() {
+    if store.kv.get(&email_lookup(&email)).await?.is_some() {
         return Err(ApiError::new(
             ErrorCode::EmailTaken,
             "an account with this e-mail already exists",
@@ -575,15 +573,14 @@ pub async fn create_invite(
         role,
         invited_by: by,
         created_at: now,
-        expires_at: now + state.settings.invite_ttl,
+        expires_at: now + invite_ttl,
     };
     let expiry = Value::N(invite.expires_at.unix_timestamp());
     let lookup = InviteLookup {
         tenant: tenant.id(),
         invite: invite.id,
     };
-    state
-        .store
+    store
         .kv
         .transact(vec![
             TxOp::Put(
@@ -606,22 +603,21 @@ pub async fn create_invite(
     Ok((invite, token))
 }
 
-pub async fn list_invites(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Invite>> {
+pub async fn list_invites(store: &Store, tenant: &Tenant) -> ApiResult<Vec<Invite>> {
     let records: Vec<InviteRecord> = query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(tenant.root()).prefix("invite#"),
     )
     .await?;
     Ok(records.into_iter().map(|record| record.invite).collect())
 }
 
-pub async fn revoke_invite(state: &AppState, tenant: &Tenant, id: InviteId) -> ApiResult<()> {
+pub async fn revoke_invite(store: &Store, tenant: &Tenant, id: InviteId) -> ApiResult<()> {
     let key = tenant.key(invite_sk(id));
-    let record = get_doc::<InviteRecord>(&*state.store.kv, &key)
+    let record = get_doc::<InviteRecord>(&*store.kv, &key)
         .await?
         .ok_or_else(|| ApiError::not_found("invite"))?;
-    state
-        .store
+    store
         .kv
         .batch_write(vec![
             WriteOp::Delete(invite_lookup(&record.token_hash)),
@@ -634,7 +630,8 @@ pub async fn revoke_invite(state: &AppState, tenant: &Tenant, id: InviteId) -> A
 /// Joins the inviting team. The invite is consumed in the same transaction that
 /// creates the member, so it works once.
 pub async fn accept_invite(
-    state: &AppState,
+    store: &Store,
+    sessions: Sessions<'_>,
     token: &str,
     password: Password,
     client: IpAddr,
@@ -642,14 +639,14 @@ pub async fn accept_invite(
     let gone = || ApiError::not_found("invite");
     // Tokens are too long to guess, but each try may cost a password hash.
     let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*state.store.kv, state.now(), None, client).await?;
+    let attempt = throttle::admit(&*store.kv, store.now(), None, client).await?;
     let token_hash = hash_token(token);
-    let lookup = get_doc::<InviteLookup>(&*state.store.kv, &invite_lookup(&token_hash))
+    let lookup = get_doc::<InviteLookup>(&*store.kv, &invite_lookup(&token_hash))
         .await?
         .ok_or_else(gone)?;
     let tenant = Tenant::verified(lookup.tenant);
     let invite_key = tenant.key(invite_sk(lookup.invite));
-    let record = get_doc::<InviteRecord>(&*state.store.kv, &invite_key)
+    let record = get_doc::<InviteRecord>(&*store.kv, &invite_key)
         .await?
         .ok_or_else(gone)?;
     if record.invite.expires_at < OffsetDateTime::now_utc() {
@@ -686,7 +683,7 @@ pub async fn accept_invite(
             Condition::NotExists,
         ),
     ];
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
             return Err(ApiError::new(
@@ -697,17 +694,14 @@ pub async fn accept_invite(
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
         Err(err) => return Err(err.into()),
     }
-    attempt.succeeded(&*state.store.kv).await;
+    attempt.succeeded(&*store.kv).await;
     tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
-    session(state, tenant.id(), &member)
+    session(sessions, tenant.id(), &member)
 }
 
-pub async fn list_members(state: &AppState, tenant: &Tenant) -> ApiResult<Vec<Member>> {
-    let users: Vec<UserRecord> = query_docs(
-        &*state.store.kv,
-        Query::partition(tenant.root()).prefix("user#"),
-    )
-    .await?;
+pub async fn list_members(store: &Store, tenant: &Tenant) -> ApiResult<Vec<Member>> {
+    let users: Vec<UserRecord> =
+        query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
     Ok(users.into_iter().map(|user| user.member).collect())
 }
 
@@ -721,34 +715,30 @@ struct MembershipChange {
 /// Runs a membership change serialised through the team's version, so two admins
 /// demoting each other at once cannot leave the team without an admin.
 async fn change_membership(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     decide: impl Fn(&[UserRecord]) -> ApiResult<MembershipChange>,
 ) -> ApiResult<()> {
     let team_key = tenant.key(TEAM);
     for _ in 0..CONFLICT_ATTEMPTS {
-        let team = state
-            .store
+        let team = store
             .kv
             .get(&team_key)
             .await?
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("team record missing")))?;
         let team = Versioned::<TeamRecord>::read(&team)?;
-        let users: Vec<UserRecord> = query_docs(
-            &*state.store.kv,
-            Query::partition(tenant.root()).prefix("user#"),
-        )
-        .await?;
+        let users: Vec<UserRecord> =
+            query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
         let change = decide(&users)?;
         if !change.before.is_empty() {
-            state.store.kv.batch_write(change.before).await?;
+            store.kv.batch_write(change.before).await?;
         }
         let mut ops = change.ops;
         ops.push(TxOp::Put(
             team.next_item(team_key.clone())?,
             team.unchanged(),
         ));
-        match state.store.kv.transact(ops).await {
+        match store.kv.transact(ops).await {
             Ok(()) => return Ok(()),
             Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),
@@ -783,9 +773,9 @@ fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> ApiResult<()> {
 
 /// The deletes that take back the pending invites `id` sent: an invite is a grant of
 /// its sender's, and goes when the sender is removed or stops being an admin.
-async fn invites_sent_by(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<Vec<WriteOp>> {
+async fn invites_sent_by(store: &Store, tenant: &Tenant, id: UserId) -> ApiResult<Vec<WriteOp>> {
     let records: Vec<InviteRecord> = query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(tenant.root()).prefix("invite#"),
     )
     .await?;
@@ -802,7 +792,7 @@ async fn invites_sent_by(state: &AppState, tenant: &Tenant, id: UserId) -> ApiRe
 }
 
 pub async fn change_role(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     id: UserId,
     role: Role,
@@ -810,9 +800,9 @@ pub async fn change_role(
     let invites = if role == Role::Admin {
         Vec::new()
     } else {
-        invites_sent_by(state, tenant, id).await?
+        invites_sent_by(store, tenant, id).await?
     };
-    change_membership(state, tenant, |users| {
+    change_membership(store, tenant, |users| {
         let user = find(users, id)?;
         if user.member.role == Role::Admin && role != Role::Admin {
             ensure_admin_remains(users, id)?;
@@ -828,17 +818,17 @@ pub async fn change_role(
         })
     })
     .await?;
-    Ok(member(state, tenant, id).await?.member)
+    Ok(member(store, tenant, id).await?.member)
 }
 
-pub async fn remove_member(state: &AppState, tenant: &Tenant, id: UserId) -> ApiResult<()> {
-    let keys: Vec<ApiKey> = list_api_keys(state, tenant)
+pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> ApiResult<()> {
+    let keys: Vec<ApiKey> = list_api_keys(store, tenant)
         .await?
         .into_iter()
         .filter(|key| key.owner == id)
         .collect();
-    let invites = invites_sent_by(state, tenant, id).await?;
-    change_membership(state, tenant, |users| {
+    let invites = invites_sent_by(store, tenant, id).await?;
+    change_membership(store, tenant, |users| {
         let user = find(users, id)?;
         ensure_admin_remains(users, id)?;
         let mut key_deletes: Vec<TxOp> = keys

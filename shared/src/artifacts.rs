@@ -37,12 +37,13 @@ use time::OffsetDateTime;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
+use crate::metering::Marks;
 use crate::runs;
 use crate::series::step_key;
-use crate::state::AppState;
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::Store;
 use sextant_storage::blob::{BlobError, BlobKey, CREATE_ONLY, CompletedPart, MAX_PARTS, Presign};
 use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp, Value};
 use sextant_storage::records::{doc_item, read_doc};
@@ -184,7 +185,7 @@ impl Progress {
 /// Hashes the next slice of `blob` (at most `slice` bytes of its `size`) on from
 /// `progress`; answers the progress after it, and the digest once the object is done.
 async fn hash_slice(
-    state: &AppState,
+    store: &Store,
     blob: &BlobKey,
     progress: &Progress,
     size: u64,
@@ -192,11 +193,7 @@ async fn hash_slice(
 ) -> ApiResult<(Progress, Option<String>)> {
     let mut hasher = progress.hasher()?;
     let end = progress.bytes.saturating_add(slice.max(1)).min(size);
-    let body = state
-        .store
-        .blobs
-        .get_range(blob, progress.bytes..end)
-        .await?;
+    let body = store.blobs.get_range(blob, progress.bytes..end).await?;
     let mut hashed = progress.bytes;
     let mut stream = body.stream;
     while let Some(chunk) = stream.try_next().await.map_err(ApiError::internal)? {
@@ -402,9 +399,8 @@ fn check_sha256(text: &str) -> ApiResult<String> {
     }
 }
 
-async fn read(state: &AppState, key: &Key) -> ApiResult<Option<Artifact>> {
-    Ok(state
-        .store
+async fn read(store: &Store, key: &Key) -> ApiResult<Option<Artifact>> {
+    Ok(store
         .kv
         .get(key)
         .await?
@@ -417,7 +413,7 @@ async fn read(state: &AppState, key: &Key) -> ApiResult<Option<Artifact>> {
 /// size and checksum again while the upload is unfinished answers fresh URLs for the
 /// same upload, so an interrupted client resumes; a sealed path is 409.
 pub async fn register(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     new: NewArtifact,
@@ -444,13 +440,13 @@ pub async fn register(
             "content_type is a MIME type of at most 255 printable characters",
         ));
     }
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
     let blob = blob_key(tenant, run, &path)?;
 
-    let existing = read(state, &key).await?;
+    let existing = read(store, &key).await?;
     if existing.is_none() {
-        check_namespace(state, tenant, run, &path).await?;
+        check_namespace(store, tenant, run, &path).await?;
     }
     let sealed = || {
         ApiError::new(
@@ -472,10 +468,10 @@ pub async fn register(
         }
         stale => {
             if let Some(stale) = stale {
-                drop_upload(state, &blob, &stale).await?;
+                drop_upload(store, &blob, &stale).await?;
             }
             let upload_id = if new.size > SINGLE_UPLOAD_MAX_BYTES {
-                Some(state.store.blobs.start_multipart(&blob).await?)
+                Some(store.blobs.start_multipart(&blob).await?)
             } else {
                 None
             };
@@ -486,7 +482,7 @@ pub async fn register(
                 content_type,
                 kind: new.kind,
                 step: new.step,
-                created_at: state.now(),
+                created_at: store.now(),
                 pending: Some(Pending {
                     upload_id,
                     part_size: part_size_for(new.size),
@@ -499,13 +495,12 @@ pub async fn register(
             (artifact, Condition::None)
         }
     };
-    let urls_until = state.now() + UPLOAD_URL_TTL;
+    let urls_until = store.now() + UPLOAD_URL_TTL;
     if let Some(pending) = &mut artifact.pending {
         pending.urls_until = Some(urls_until);
     }
-    note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
-    match state
-        .store
+    note_upload(store, tenant, run, &blob, &artifact, urls_until).await?;
+    match store
         .kv
         .put(
             doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -517,7 +512,7 @@ pub async fn register(
         Err(StoreError::ConditionFailed) => return Err(sealed()),
         Err(err) => return Err(err.into()),
     }
-    let plan = plan(state, &blob, &artifact).await?;
+    let plan = plan(store, &blob, &artifact).await?;
     Ok((artifact, plan))
 }
 
@@ -525,7 +520,7 @@ pub async fn register(
 /// settles it once they have expired. A multipart upload started for it is aborted if
 /// the note cannot be written.
 async fn note_upload(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     blob: &BlobKey,
@@ -545,9 +540,9 @@ async fn note_upload(
             path: artifact.path.as_str().to_owned(),
         },
     };
-    if let Err(err) = sweep::expect(&*state.store.kv, &note, urls_until).await {
+    if let Err(err) = sweep::expect(&*store.kv, &note, urls_until).await {
         if let Some(upload_id) = upload_id
-            && let Err(abort) = state.store.blobs.abort_multipart(blob, &upload_id).await
+            && let Err(abort) = store.blobs.abort_multipart(blob, &upload_id).await
         {
             tracing::warn!(error = %abort, "could not abort an upload nobody will finish");
         }
@@ -558,14 +553,14 @@ async fn note_upload(
 
 /// Drops the bytes of an unfinished upload: its parts, or the object a single upload
 /// left without completing.
-async fn drop_upload(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResult<()> {
+async fn drop_upload(store: &Store, blob: &BlobKey, artifact: &Artifact) -> ApiResult<()> {
     match artifact
         .pending
         .as_ref()
         .and_then(|pending| pending.upload_id.as_ref())
     {
-        Some(upload_id) => state.store.blobs.abort_multipart(blob, upload_id).await?,
-        None => state.store.blobs.delete(blob).await?,
+        Some(upload_id) => store.blobs.abort_multipart(blob, upload_id).await?,
+        None => store.blobs.delete(blob).await?,
     }
     Ok(())
 }
@@ -573,7 +568,7 @@ async fn drop_upload(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> A
 /// Keeps a run's artifacts a tree, as in a file system (and in the local blob
 /// directory): a path cannot be both an artifact and a directory of others.
 async fn check_namespace(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     path: &ArtifactPath,
@@ -591,19 +586,13 @@ async fn check_namespace(
     let ancestors = text.match_indices('/').map(|(at, _)| &text[..at]);
     let found = futures::future::try_join_all(ancestors.map(|ancestor| async move {
         let key = Key::new(runs::data_partition(tenant, run), format!("a#{ancestor}"));
-        state
-            .store
-            .kv
-            .get(&key)
-            .await
-            .map(|item| item.map(|_| ancestor))
+        store.kv.get(&key).await.map(|item| item.map(|_| ancestor))
     }))
     .await?;
     if let Some(ancestor) = found.into_iter().flatten().next() {
         return conflict(ancestor);
     }
-    let below = state
-        .store
+    let below = store
         .kv
         .query(
             Query::partition(runs::data_partition(tenant, run))
@@ -617,14 +606,13 @@ async fn check_namespace(
     Ok(())
 }
 
-async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResult<UploadPlan> {
+async fn plan(store: &Store, blob: &BlobKey, artifact: &Artifact) -> ApiResult<UploadPlan> {
     let pending = artifact
         .pending
         .as_ref()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("planning a sealed artifact")))?;
     let Some(upload_id) = &pending.upload_id else {
-        let url = state
-            .store
+        let url = store
             .blobs
             .presign(
                 blob,
@@ -651,8 +639,7 @@ async fn plan(state: &AppState, blob: &BlobKey, artifact: &Artifact) -> ApiResul
     for index in 0..count {
         let number = index as u32 + 1;
         let size = part_size.min(artifact.size - index * part_size);
-        let url = state
-            .store
+        let url = store
             .blobs
             .presign_part(blob, upload_id, number, Some(size), UPLOAD_URL_TTL)
             .await?;
@@ -690,15 +677,17 @@ pub enum Completed {
 /// unchanged. An upload through MLflow's proxy, which states no size or checksum, is
 /// sealed at once with its object's size, its checksum computed afterwards.
 pub async fn complete(
-    state: &AppState,
+    store: &Store,
+    marks: &Marks,
+    verify_slice_bytes: u64,
     tenant: &Tenant,
     run: RunId,
     completion: Completion,
 ) -> ApiResult<Completed> {
     let path = ArtifactPath::parse(&completion.path)?;
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
-    let mut artifact = read(state, &key)
+    let mut artifact = read(store, &key)
         .await?
         .ok_or_else(|| ApiError::not_found("artifact"))?;
     let Some(pending) = artifact.pending.clone() else {
@@ -713,8 +702,7 @@ pub async fn complete(
                 "a multipart upload completes with its parts' numbers and ETags",
             ));
         }
-        if let Err(err) = state
-            .store
+        if let Err(err) = store
             .blobs
             .complete_multipart(&blob, upload_id, &completion.parts)
             .await
@@ -722,13 +710,13 @@ pub async fn complete(
             // Another completion of this upload (a retry, or one at the same time)
             // assembled it already: the object it made is checked like any other.
             let assembled = matches!(err, BlobError::InvalidUpload(_))
-                && state.store.blobs.head(&blob).await?.is_some();
+                && store.blobs.head(&blob).await?.is_some();
             if !assembled {
                 return Err(err.into());
             }
         }
     }
-    let stored = state.store.blobs.head(&blob).await?.ok_or_else(|| {
+    let stored = store.blobs.head(&blob).await?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::UploadMissing,
             "nothing has been uploaded for this artifact yet",
@@ -736,7 +724,7 @@ pub async fn complete(
     })?;
     if pending.measured {
         if stored.size > MAX_ARTIFACT_BYTES {
-            refuse(state, &key, &blob, &pending).await?;
+            refuse(store, &key, &blob, &pending).await?;
             return Err(ApiError::new(
                 ErrorCode::ArtifactTooLarge,
                 format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
@@ -744,7 +732,7 @@ pub async fn complete(
         }
         artifact.size = stored.size;
         artifact.hashing = Some(Progress::default());
-        let sealed = seal(state, tenant, run, artifact).await?;
+        let sealed = seal(store, marks, tenant, run, artifact).await?;
         // Its checksum, a slice at a time: the first now, the rest in the hourly run.
         let note = Note {
             tenant: tenant.id(),
@@ -755,15 +743,15 @@ pub async fn complete(
                 path: path.as_str().to_owned(),
             },
         };
-        sweep::expect(&*state.store.kv, &note, state.now()).await?;
+        sweep::expect(&*store.kv, &note, store.now()).await?;
         return Ok(Completed::Sealed(
-            continue_hashing(state, tenant, run, &path)
+            continue_hashing(store, verify_slice_bytes, tenant, run, &path)
                 .await?
                 .unwrap_or(sealed),
         ));
     }
     if stored.size != artifact.size {
-        refuse(state, &key, &blob, &pending).await?;
+        refuse(store, &key, &blob, &pending).await?;
         return Err(ApiError::new(
             ErrorCode::SizeMismatch,
             format!(
@@ -773,14 +761,12 @@ pub async fn complete(
         ));
     }
     let progress = pending.verified.clone().unwrap_or_default();
-    let slice = state.settings.verify_slice_bytes;
-    match hash_slice(state, &blob, &progress, stored.size, slice).await? {
+    match hash_slice(store, &blob, &progress, stored.size, verify_slice_bytes).await? {
         (progress, None) => {
             if let Some(pending) = &mut artifact.pending {
                 pending.verified = Some(progress);
             }
-            match state
-                .store
+            match store
                 .kv
                 .put(
                     doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -790,7 +776,7 @@ pub async fn complete(
             {
                 Ok(()) => Ok(Completed::Verifying(artifact)),
                 // A concurrent completion sealed it meanwhile.
-                Err(StoreError::ConditionFailed) => read(state, &record_key(tenant, run, &path))
+                Err(StoreError::ConditionFailed) => read(store, &record_key(tenant, run, &path))
                     .await?
                     .filter(Artifact::is_ready)
                     .map(Completed::Sealed)
@@ -798,11 +784,11 @@ pub async fn complete(
                 Err(err) => Err(err.into()),
             }
         }
-        (_, Some(sha256)) if sha256 == artifact.sha256 => {
-            Ok(Completed::Sealed(seal(state, tenant, run, artifact).await?))
-        }
+        (_, Some(sha256)) if sha256 == artifact.sha256 => Ok(Completed::Sealed(
+            seal(store, marks, tenant, run, artifact).await?,
+        )),
         (_, Some(_)) => {
-            refuse(state, &key, &blob, &pending).await?;
+            refuse(store, &key, &blob, &pending).await?;
             Err(ApiError::new(
                 ErrorCode::ChecksumMismatch,
                 "the uploaded bytes' SHA-256 differs from the registered one; register and upload again",
@@ -812,15 +798,14 @@ pub async fn complete(
 }
 
 /// Removes an upload that failed its check, and its registration.
-async fn refuse(state: &AppState, key: &Key, blob: &BlobKey, pending: &Pending) -> ApiResult<()> {
-    state.store.blobs.delete(blob).await?;
+async fn refuse(store: &Store, key: &Key, blob: &BlobKey, pending: &Pending) -> ApiResult<()> {
+    store.blobs.delete(blob).await?;
     if let Some(upload_id) = &pending.upload_id {
         // Gone already, unless the object checked was a stale one left at this
         // path by an earlier registration: its parts go too.
-        state.store.blobs.abort_multipart(blob, upload_id).await?;
+        store.blobs.abort_multipart(blob, upload_id).await?;
     }
-    state
-        .store
+    store
         .kv
         .delete(key, Condition::Equals(READY.into(), Value::Bool(false)))
         .await
@@ -834,14 +819,15 @@ async fn refuse(state: &AppState, key: &Key, blob: &BlobKey, pending: &Pending) 
 /// Seals a checked artifact and bills its bytes, once: a concurrent completion that
 /// sealed it first answers what it sealed.
 async fn seal(
-    state: &AppState,
+    store: &Store,
+    marks: &Marks,
     tenant: &Tenant,
     run: RunId,
     mut artifact: Artifact,
 ) -> ApiResult<Artifact> {
     artifact.pending = None;
     let key = record_key(tenant, run, &artifact.path);
-    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
+    crate::metering::mark_storer(store, marks, tenant).await?;
     let mut ops = vec![
         TxOp::Put(
             doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),
@@ -858,9 +844,9 @@ async fn seal(
             Condition::None,
         ));
     }
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => Ok(artifact),
-        Err(StoreError::TransactionFailed(_)) => read(state, &key)
+        Err(StoreError::TransactionFailed(_)) => read(store, &key)
             .await?
             .filter(Artifact::is_ready)
             .ok_or_else(|| ApiError::not_found("artifact")),
@@ -872,21 +858,22 @@ async fn seal(
 /// (`Artifact::hashing`); answers it as it is after, `None` if there is no such
 /// artifact (deleted, or its checksum known).
 pub async fn continue_hashing(
-    state: &AppState,
+    store: &Store,
+    verify_slice_bytes: u64,
     tenant: &Tenant,
     run: RunId,
     path: &ArtifactPath,
 ) -> ApiResult<Option<Artifact>> {
     let key = record_key(tenant, run, path);
-    let Some(mut artifact) = read(state, &key).await?.filter(Artifact::is_ready) else {
+    let Some(mut artifact) = read(store, &key).await?.filter(Artifact::is_ready) else {
         return Ok(None);
     };
     let Some(progress) = artifact.hashing.clone() else {
         return Ok(None);
     };
     let blob = blob_key(tenant, run, path)?;
-    let slice = state.settings.verify_slice_bytes;
-    let (progress, digest) = hash_slice(state, &blob, &progress, artifact.size, slice).await?;
+    let (progress, digest) =
+        hash_slice(store, &blob, &progress, artifact.size, verify_slice_bytes).await?;
     match digest {
         Some(sha256) => {
             artifact.sha256 = sha256;
@@ -904,7 +891,7 @@ pub async fn continue_hashing(
             Condition::None,
         ));
     }
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => Ok(Some(artifact)),
         // Deleted meanwhile.
         Err(StoreError::TransactionFailed(_)) => Ok(None),
@@ -917,7 +904,7 @@ pub async fn continue_hashing(
 /// from the assembled object. An artifact already at the path is replaced, as MLflow
 /// overwrites. Answers the upload id and a URL for each part.
 pub async fn register_measured(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     path: &str,
@@ -930,15 +917,15 @@ pub async fn register_measured(
             format!("an upload has 1 to {MAX_PARTS} parts"),
         ));
     }
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
-    match read(state, &key).await? {
-        Some(existing) => remove(state, tenant, run, &existing).await?,
-        None => check_namespace(state, tenant, run, &path).await?,
+    match read(store, &key).await? {
+        Some(existing) => remove(store, tenant, run, &existing).await?,
+        None => check_namespace(store, tenant, run, &path).await?,
     }
     let blob = blob_key(tenant, run, &path)?;
-    let upload_id = state.store.blobs.start_multipart(&blob).await?;
-    let urls_until = state.now() + UPLOAD_URL_TTL;
+    let upload_id = store.blobs.start_multipart(&blob).await?;
+    let urls_until = store.now() + UPLOAD_URL_TTL;
     let artifact = Artifact {
         path,
         size: 0,
@@ -946,7 +933,7 @@ pub async fn register_measured(
         content_type: "application/octet-stream".to_owned(),
         kind: Kind::File,
         step: None,
-        created_at: state.now(),
+        created_at: store.now(),
         pending: Some(Pending {
             upload_id: Some(upload_id.clone()),
             part_size: 0,
@@ -956,9 +943,8 @@ pub async fn register_measured(
         }),
         hashing: None,
     };
-    note_upload(state, tenant, run, &blob, &artifact, urls_until).await?;
-    state
-        .store
+    note_upload(store, tenant, run, &blob, &artifact, urls_until).await?;
+    store
         .kv
         .put(
             doc_item(key, &artifact)?.with(READY, Value::Bool(false)),
@@ -968,8 +954,7 @@ pub async fn register_measured(
     let mut urls = Vec::with_capacity(parts as usize);
     for number in 1..=parts {
         urls.push(
-            state
-                .store
+            store
                 .blobs
                 .presign_part(&blob, &upload_id, number, None, UPLOAD_URL_TTL)
                 .await?,
@@ -983,7 +968,8 @@ pub async fn register_measured(
 /// An artifact already at the path is replaced, as MLflow overwrites; the same bytes
 /// again change nothing.
 pub async fn store(
-    state: &AppState,
+    store: &Store,
+    marks: &Marks,
     tenant: &Tenant,
     run: RunId,
     path: &str,
@@ -998,9 +984,9 @@ pub async fn store(
         ));
     }
     let sha256 = hex::encode(Sha256::digest(&body));
-    match get(state, tenant, run, path).await {
+    match get(store, tenant, run, path).await {
         Ok(existing) if existing.size == size && existing.sha256 == sha256 => return Ok(existing),
-        Ok(_) => delete(state, tenant, run, path).await?,
+        Ok(_) => delete(store, tenant, run, path).await?,
         Err(err) if err.code() == ErrorCode::NotFound => {}
         Err(err) => return Err(err),
     }
@@ -1012,20 +998,28 @@ pub async fn store(
         kind: Kind::File,
         step: None,
     };
-    let (artifact, _) = register(state, tenant, run, new).await?;
-    state
-        .store
+    let (artifact, _) = register(store, tenant, run, new).await?;
+    store
         .blobs
         .put(&blob_key(tenant, run, &artifact.path)?, body)
         .await?;
-    // The bytes came in one request, under the body limit: checking them all here
-    // takes no longer than receiving them did.
+    // The bytes came in one request, under the body limit: checking them all in one
+    // slice takes no longer than receiving them did.
     loop {
         let completion = Completion {
             path: artifact.path.as_str().to_owned(),
             parts: Vec::new(),
         };
-        if let Completed::Sealed(artifact) = complete(state, tenant, run, completion).await? {
+        let completed = complete(
+            store,
+            marks,
+            SINGLE_UPLOAD_MAX_BYTES,
+            tenant,
+            run,
+            completion,
+        )
+        .await?;
+        if let Completed::Sealed(artifact) = completed {
             return Ok(artifact);
         }
     }
@@ -1038,7 +1032,8 @@ pub async fn store(
 /// written through an old URL after its artifact was deleted) is deleted. Answers
 /// the bytes deleted, and whether the note is to be settled again later.
 pub async fn settle(
-    state: &AppState,
+    store: &Store,
+    verify_slice_bytes: u64,
     note: &Note,
     run: RunId,
     path: &str,
@@ -1046,7 +1041,7 @@ pub async fn settle(
     let tenant = Tenant::verified(note.tenant);
     let blob = BlobKey::parse(note.blob.as_str())?;
     let record = match ArtifactPath::parse(path) {
-        Ok(path) => read(state, &record_key(&tenant, run, &path)).await?,
+        Ok(path) => read(store, &record_key(&tenant, run, &path)).await?,
         Err(_) => None,
     };
     let current_upload = record
@@ -1057,25 +1052,24 @@ pub async fn settle(
         && Some(upload_id) != current_upload
     {
         // Completed (and gone) or replaced by a later registration: nothing to keep.
-        state.store.blobs.abort_multipart(&blob, upload_id).await?;
+        store.blobs.abort_multipart(&blob, upload_id).await?;
     }
     match record {
         Some(artifact) if artifact.is_ready() => {
             let started = std::time::Instant::now();
             let mut hashing = artifact.hashing.is_some();
             while hashing && started.elapsed() < BACKGROUND_HASHING {
-                hashing = continue_hashing(state, &tenant, run, &artifact.path)
+                hashing = continue_hashing(store, verify_slice_bytes, &tenant, run, &artifact.path)
                     .await?
                     .is_some_and(|artifact| artifact.hashing.is_some());
             }
             Ok((0, hashing))
         }
-        Some(artifact) if artifact.urls_until() > Some(state.now()) => Ok((0, false)),
+        Some(artifact) if artifact.urls_until() > Some(store.now()) => Ok((0, false)),
         Some(artifact) => {
             // The registration goes first: a completion that seals it meanwhile keeps
             // its object, and one that comes after finds nothing to complete.
-            match state
-                .store
+            match store
                 .kv
                 .delete(
                     &record_key(&tenant, run, &artifact.path),
@@ -1087,25 +1081,15 @@ pub async fn settle(
                 Err(StoreError::ConditionFailed) => return Ok((0, false)),
                 Err(err) => return Err(err.into()),
             }
-            let size = state
-                .store
-                .blobs
-                .head(&blob)
-                .await?
-                .map_or(0, |meta| meta.size);
-            drop_upload(state, &blob, &artifact).await?;
+            let size = store.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+            drop_upload(store, &blob, &artifact).await?;
             tracing::info!(tenant = %tenant.id(), run = %run, path, size, "abandoned upload removed");
             Ok((size, false))
         }
         None => {
-            let size = state
-                .store
-                .blobs
-                .head(&blob)
-                .await?
-                .map_or(0, |meta| meta.size);
+            let size = store.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
             if size > 0 {
-                state.store.blobs.delete(&blob).await?;
+                store.blobs.delete(&blob).await?;
                 tracing::info!(tenant = %tenant.id(), run = %run, path, size, "unclaimed object removed");
             }
             Ok((size, false))
@@ -1116,13 +1100,13 @@ pub async fn settle(
 /// Sealed artifacts of a run, by path; with `kind` and `step`, only the ones taken at
 /// that step (one query on the step index).
 pub async fn list(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     kind: Option<Kind>,
     step: Option<i64>,
 ) -> ApiResult<Vec<Artifact>> {
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let partition = runs::data_partition(tenant, run);
     let query = match (kind, step) {
         (Some(kind), Some(step)) => {
@@ -1130,8 +1114,7 @@ pub async fn list(
         }
         _ => Query::partition(partition).prefix("a#"),
     };
-    let artifacts: Vec<Artifact> =
-        sextant_storage::records::query_docs(&*state.store.kv, query).await?;
+    let artifacts: Vec<Artifact> = sextant_storage::records::query_docs(&*store.kv, query).await?;
     Ok(artifacts
         .into_iter()
         .filter(|artifact| artifact.is_ready())
@@ -1141,11 +1124,11 @@ pub async fn list(
 }
 
 /// A sealed artifact of a run of the team; anything else is 404.
-pub async fn get(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<Artifact> {
+pub async fn get(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<Artifact> {
     let not_found = || ApiError::not_found("artifact");
     let path = ArtifactPath::parse(path).map_err(|_| not_found())?;
-    runs::load(&state.store, tenant, run).await?;
-    read(state, &record_key(tenant, run, &path))
+    runs::load(store, tenant, run).await?;
+    read(store, &record_key(tenant, run, &path))
         .await?
         .filter(Artifact::is_ready)
         .ok_or_else(not_found)
@@ -1153,15 +1136,14 @@ pub async fn get(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> A
 
 /// A sealed artifact and a short-lived URL to download it.
 pub async fn download_url(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     path: &str,
 ) -> ApiResult<(Artifact, String)> {
-    let artifact = get(state, tenant, run, path).await?;
+    let artifact = get(store, tenant, run, path).await?;
     let path = &artifact.path;
-    let url = state
-        .store
+    let url = store
         .blobs
         .presign(
             &blob_key(tenant, run, path)?,
@@ -1173,44 +1155,34 @@ pub async fn download_url(
 }
 
 /// Deletes an artifact (sealed or not) and its object, releasing its storage.
-pub async fn delete(state: &AppState, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<()> {
+pub async fn delete(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<()> {
     let path = ArtifactPath::parse(path).map_err(|_| ApiError::not_found("artifact"))?;
-    runs::load(&state.store, tenant, run).await?;
-    let artifact = read(state, &record_key(tenant, run, &path))
+    runs::load(store, tenant, run).await?;
+    let artifact = read(store, &record_key(tenant, run, &path))
         .await?
         .ok_or_else(|| ApiError::not_found("artifact"))?;
-    remove(state, tenant, run, &artifact).await
+    remove(store, tenant, run, &artifact).await
 }
 
 /// Drops an unfinished upload and its registration; a sealed artifact at the path is
 /// left alone, and nothing there is no error (the abort may be a retry).
-pub async fn abort_upload(
-    state: &AppState,
-    tenant: &Tenant,
-    run: RunId,
-    path: &str,
-) -> ApiResult<()> {
+pub async fn abort_upload(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> ApiResult<()> {
     let path = ArtifactPath::parse(path)?;
-    runs::load(&state.store, tenant, run).await?;
-    match read(state, &record_key(tenant, run, &path)).await? {
-        Some(artifact) if !artifact.is_ready() => remove(state, tenant, run, &artifact).await,
+    runs::load(store, tenant, run).await?;
+    match read(store, &record_key(tenant, run, &path)).await? {
+        Some(artifact) if !artifact.is_ready() => remove(store, tenant, run, &artifact).await,
         _ => Ok(()),
     }
 }
 
-async fn remove(
-    state: &AppState,
-    tenant: &Tenant,
-    run: RunId,
-    artifact: &Artifact,
-) -> ApiResult<()> {
+async fn remove(store: &Store, tenant: &Tenant, run: RunId, artifact: &Artifact) -> ApiResult<()> {
     let blob = blob_key(tenant, run, &artifact.path)?;
     match &artifact.pending {
         Some(Pending {
             upload_id: Some(upload_id),
             ..
-        }) => state.store.blobs.abort_multipart(&blob, upload_id).await?,
-        _ => state.store.blobs.delete(&blob).await?,
+        }) => store.blobs.abort_multipart(&blob, upload_id).await?,
+        _ => store.blobs.delete(&blob).await?,
     }
     let ready = artifact.is_ready();
     let mut ops = vec![TxOp::Delete(
@@ -1226,7 +1198,7 @@ async fn remove(
             ));
         }
     }
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         // Gone or changed meanwhile: another delete or a completion got there first.
         Ok(()) | Err(StoreError::TransactionFailed(_)) => Ok(()),
         Err(err) => Err(err.into()),
@@ -1234,14 +1206,14 @@ async fn remove(
 }
 
 /// Deletes every artifact of a run, for deleting the run.
-pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let all: Vec<Artifact> = sextant_storage::records::query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix("a#"),
     )
     .await?;
     for artifact in &all {
-        remove(state, tenant, run, artifact).await?;
+        remove(store, tenant, run, artifact).await?;
     }
     Ok(())
 }

@@ -11,12 +11,14 @@ use time::OffsetDateTime;
 use crate::artifacts::DOWNLOAD_URL_TTL;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
+use crate::metering;
 use crate::runs;
+use crate::series::batch::Intake;
 use crate::series::{check_name, step_key};
-use crate::state::AppState;
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::Store;
 use sextant_storage::blob::{BlobKey, Presign};
 use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp};
 use sextant_storage::records::doc_item;
@@ -94,15 +96,16 @@ fn image_id(series: &str, step: i64, bytes: &[u8]) -> String {
     hex::encode(digest.finalize())[..26].to_owned()
 }
 
-async fn existing(state: &AppState, index: &Key) -> ApiResult<Option<Image>> {
-    Ok(sextant_storage::records::get_doc(&*state.store.kv, index).await?)
+async fn existing(store: &Store, index: &Key) -> ApiResult<Option<Image>> {
+    Ok(sextant_storage::records::get_doc(&*store.kv, index).await?)
 }
 
 /// Stores one image of a series at a step, once: the same bytes sent again to the same
 /// series and step answer the image already stored, and are neither stored nor counted
 /// again. Refused on an ended run, like points.
 pub async fn log(
-    state: &AppState,
+    store: &Store,
+    intake: Intake<'_>,
     tenant: &Tenant,
     run: RunId,
     series: &str,
@@ -122,8 +125,8 @@ pub async fn log(
             "send a PNG or JPEG image as the body",
         )
     })?;
-    let mut record = runs::load(&state.store, tenant, run).await?.record;
-    let now = state.now();
+    let mut record = runs::load(store, tenant, run).await?.record;
+    let now = store.now();
     let image = Image {
         id: image_id(series, step, &bytes),
         series: series.to_owned(),
@@ -134,21 +137,14 @@ pub async fn log(
     };
     let index = index_key(tenant, run, &image);
     // A retry is answered as the first attempt was, even once the run has ended.
-    if let Some(stored) = existing(state, &index).await? {
+    if let Some(stored) = existing(store, &index).await? {
         return Ok(stored);
     }
-    runs::accept_activity(&mut record, now, state.settings.heartbeat_timeout)?;
+    runs::accept_activity(&mut record, now, intake.heartbeat_timeout)?;
     let blob = blob_key(tenant, run, &image)?;
-    usage::check_quota(
-        &state.store,
-        state.settings.plan.monthly_points_cap,
-        tenant,
-        now,
-        1,
-    )
-    .await?;
-    crate::metering::mark_active(&state.store, &state.marks, tenant, now).await?;
-    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
+    usage::check_quota(store, intake.meter.points_cap, tenant, now, 1).await?;
+    metering::mark_active(store, intake.meter.marks, tenant, now).await?;
+    metering::mark_storer(store, intake.meter.marks, tenant).await?;
     // Should this process die between storing the object and indexing it, the sweep
     // finds the object unclaimed and deletes it.
     let note = Note {
@@ -160,11 +156,11 @@ pub async fn log(
             index: index.sk.clone(),
         },
     };
-    sweep::expect(&*state.store.kv, &note, now).await?;
-    if let Err(err) = state.store.blobs.put(&blob, bytes).await {
+    sweep::expect(&*store.kv, &note, now).await?;
+    if let Err(err) = store.blobs.put(&blob, bytes).await {
         // The put may have stored the object before failing; unindexed, nothing
         // would ever find it to delete it.
-        if let Err(cleanup) = state.store.blobs.delete(&blob).await {
+        if let Err(cleanup) = store.blobs.delete(&blob).await {
             tracing::warn!(error = %cleanup, "could not remove an image whose upload failed");
         }
         return Err(err.into());
@@ -175,16 +171,16 @@ pub async fn log(
     )];
     let counters = ops.len();
     ops.extend(usage::logged(
-        state.settings.plan.monthly_points_cap,
+        intake.meter.points_cap,
         tenant,
         now,
         1,
         image.size,
     ));
-    let committed = state.store.kv.transact(ops).await;
+    let committed = store.kv.transact(ops).await;
     if let Err(StoreError::TransactionFailed(failed)) = &committed
         && failed.contains(&0)
-        && let Some(stored) = existing(state, &index).await?
+        && let Some(stored) = existing(store, &index).await?
     {
         // A twin of this upload indexed the same bytes first; the object is theirs.
         return Ok(stored);
@@ -194,21 +190,20 @@ pub async fn log(
         // error of unknown outcome may have indexed it after all.
         let indexed = match &err {
             StoreError::TransactionFailed(_) | StoreError::TransactionConflict => false,
-            _ => state
-                .store
+            _ => store
                 .kv
                 .get(&index)
                 .await
                 .map_or(true, |item| item.is_some()),
         };
         if !indexed {
-            state.store.blobs.delete(&blob).await?;
+            store.blobs.delete(&blob).await?;
         }
         return Err(match err {
             StoreError::TransactionFailed(failed)
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>
             {
-                let cap = state.settings.plan.monthly_points_cap.unwrap_or_default();
+                let cap = intake.meter.points_cap.unwrap_or_default();
                 usage::quota_exceeded(cap, now)
             }
             err => err.into(),
@@ -219,20 +214,15 @@ pub async fn log(
 
 /// Settles a sweep note on an image's object: kept while its index claims it, else
 /// deleted (its process died before indexing it). Answers the bytes deleted.
-pub async fn settle(state: &AppState, note: &Note, run: RunId, index: &str) -> ApiResult<u64> {
+pub async fn settle(store: &Store, note: &Note, run: RunId, index: &str) -> ApiResult<u64> {
     let tenant = Tenant::verified(note.tenant);
     let key = Key::new(runs::data_partition(&tenant, run), index);
-    if state.store.kv.get(&key).await?.is_some() {
+    if store.kv.get(&key).await?.is_some() {
         return Ok(0);
     }
     let blob = BlobKey::parse(note.blob.as_str())?;
-    let size = state
-        .store
-        .blobs
-        .head(&blob)
-        .await?
-        .map_or(0, |meta| meta.size);
-    state.store.blobs.delete(&blob).await?;
+    let size = store.blobs.head(&blob).await?.map_or(0, |meta| meta.size);
+    store.blobs.delete(&blob).await?;
     if size > 0 {
         tracing::info!(tenant = %tenant.id(), run = %run, size, "unindexed image removed");
     }
@@ -275,7 +265,7 @@ pub struct ListedPage {
 /// Images of one series in step order, within `[from, to]` and after `after` (where
 /// an earlier page ended), with download URLs: at most `limit` (up to `MAX_LISTED`).
 pub async fn list(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     series: &str,
@@ -285,7 +275,7 @@ pub async fn list(
 ) -> ApiResult<ListedPage> {
     let limit = limit.clamp(1, MAX_LISTED);
     check_name(series)?;
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let (from, to) = (from.unwrap_or(i64::MIN), to.unwrap_or(i64::MAX));
     let mut start_after = None;
     if let Some(after) = after {
@@ -307,7 +297,7 @@ pub async fn list(
     let mut images: Vec<Image> = Vec::new();
     let more = loop {
         query = query.limit(limit - images.len()).after(start_after);
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             images.push(sextant_storage::records::read_doc(item)?);
         }
@@ -318,7 +308,7 @@ pub async fn list(
     };
     let mut listed = Vec::with_capacity(images.len());
     for image in images {
-        listed.push(with_url(state, tenant, run, image).await?);
+        listed.push(with_url(store, tenant, run, image).await?);
     }
     let next = listed.last().filter(|_| more).map(|last| ListedUpTo {
         step: last.image.step,
@@ -339,16 +329,16 @@ pub struct SeriesImages {
 }
 
 pub async fn series(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
 ) -> ApiResult<std::collections::BTreeMap<String, SeriesImages>> {
-    runs::load(&state.store, tenant, run).await?;
+    runs::load(store, tenant, run).await?;
     let mut series = std::collections::BTreeMap::<String, SeriesImages>::new();
     // Page by page: memory holds a page and a line per series, however many images.
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             let image: Image = sextant_storage::records::read_doc(item)?;
             let entry = series.entry(image.series).or_insert(SeriesImages {
@@ -369,7 +359,7 @@ pub async fn series(
 
 /// The newest `count` images of one series (the last in step order), oldest first.
 pub async fn latest(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     series: &str,
@@ -380,12 +370,12 @@ pub async fn latest(
         .prefix(format!("i#{series}#"))
         .reverse()
         .limit(count);
-    let page = state.store.kv.query(query).await?;
+    let page = store.kv.query(query).await?;
     let mut listed = Vec::with_capacity(page.items.len());
     for item in page.items.iter().rev() {
         listed.push(
             with_url(
-                state,
+                store,
                 tenant,
                 run,
                 sextant_storage::records::read_doc(item)?,
@@ -396,14 +386,8 @@ pub async fn latest(
     Ok(listed)
 }
 
-async fn with_url(
-    state: &AppState,
-    tenant: &Tenant,
-    run: RunId,
-    image: Image,
-) -> ApiResult<Listed> {
-    let url = state
-        .store
+async fn with_url(store: &Store, tenant: &Tenant, run: RunId, image: Image) -> ApiResult<Listed> {
+    let url = store
         .blobs
         .presign(
             &blob_key(tenant, run, &image)?,
@@ -415,19 +399,14 @@ async fn with_url(
 }
 
 /// Deletes every image of a run, for deleting the run.
-pub async fn delete_all(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<()> {
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             let image: Image = sextant_storage::records::read_doc(item)?;
-            state
-                .store
-                .blobs
-                .delete(&blob_key(tenant, run, &image)?)
-                .await?;
-            match state
-                .store
+            store.blobs.delete(&blob_key(tenant, run, &image)?).await?;
+            match store
                 .kv
                 .transact(vec![
                     TxOp::Delete(index_key(tenant, run, &image), Condition::Exists),

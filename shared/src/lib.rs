@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod artifacts;
 pub mod auth;
+pub mod authentication;
 pub mod billing;
 pub mod calendar;
 pub mod credentials;

@@ -16,8 +16,8 @@ use crate::artifacts::{self, ArtifactPath};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
 use crate::runs::{self, RunRecord};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp};
 use sextant_storage::records::{doc_item, get_doc, query_docs};
 
@@ -108,17 +108,17 @@ fn check_hash(hash: &str) -> ApiResult<String> {
 
 /// Records that `consumer` used an input. Declaring the same input twice is harmless.
 pub async fn add_input(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     consumer: RunId,
     new: NewInput,
 ) -> ApiResult<Input> {
-    runs::load(&state.store, tenant, consumer).await?;
+    runs::load(store, tenant, consumer).await?;
     let (input, dataset) = match new {
         NewInput::Artifact { run, path } => {
             let producer = runs::parse_id(&run)?;
             // The artifact must exist and be sealed, in this team.
-            let artifact = artifacts::get(state, tenant, producer, &path).await?;
+            let artifact = artifacts::get(store, tenant, producer, &path).await?;
             (
                 Input::Artifact {
                     run: producer,
@@ -139,7 +139,7 @@ pub async fn add_input(
                 hash: hash.clone(),
                 uri,
                 name,
-                first_used_at: state.now(),
+                first_used_at: store.now(),
             };
             (Input::Dataset { hash }, Some(dataset))
         }
@@ -160,19 +160,19 @@ pub async fn add_input(
     if let Some(dataset) = &dataset {
         let key = dataset_key(tenant, &dataset.hash);
         // The first declaration names the dataset version; later ones only use it.
-        if state.store.kv.get(&key).await?.is_none() {
+        if store.kv.get(&key).await?.is_none() {
             ops.push(TxOp::Put(doc_item(key, dataset)?, Condition::None));
         }
     }
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) | Err(StoreError::TransactionFailed(_)) => Ok(input),
         Err(err) => Err(err.into()),
     }
 }
 
-pub async fn inputs(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Input>> {
+pub async fn inputs(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Vec<Input>> {
     Ok(query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(runs::data_partition(tenant, run)).prefix("in#"),
     )
     .await?)
@@ -228,8 +228,11 @@ fn dataset_id(hash: &str) -> String {
     format!("dataset:{hash}")
 }
 
-#[derive(Default)]
 struct Builder {
+    /// When the graph is read, and how long a silent run stays running: a run's node
+    /// shows its status as `GET /v1/runs/{run}` would.
+    now: OffsetDateTime,
+    heartbeat_timeout: time::Duration,
     nodes: BTreeMap<String, Node>,
     edges: BTreeSet<Edge>,
     truncated: bool,
@@ -255,8 +258,8 @@ impl Builder {
         });
     }
 
-    fn run(&mut self, state: &AppState, record: &RunRecord) -> bool {
-        let status = record.status_at(state.now(), state.settings.heartbeat_timeout);
+    fn run(&mut self, record: &RunRecord) -> bool {
+        let status = record.status_at(self.now, self.heartbeat_timeout);
         self.node(record.id.to_string(), || Node::Run {
             id: record.id.to_string(),
             name: record.name.clone(),
@@ -269,17 +272,17 @@ impl Builder {
     /// graph is full. Answers whether the link is in the graph.
     async fn link(
         &mut self,
-        state: &AppState,
+        store: &Store,
         tenant: &Tenant,
         producer: RunId,
         path: &ArtifactPath,
         consumer: RunId,
         newcomer: RunId,
     ) -> bool {
-        let Ok(record) = runs::load(&state.store, tenant, newcomer).await else {
+        let Ok(record) = runs::load(store, tenant, newcomer).await else {
             return false;
         };
-        if !(self.artifact(producer, path) && self.run(state, &record.record)) {
+        if !(self.artifact(producer, path) && self.run(&record.record)) {
             return false;
         }
         let artifact = artifact_id(producer, path);
@@ -300,11 +303,22 @@ impl Builder {
 /// A run's lineage: everything upstream of it (inputs, the runs that made them, their
 /// inputs, ...) and downstream (runs that used its artifacts, and theirs). Runs since
 /// deleted are left out.
-pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Graph> {
-    let focus = runs::load(&state.store, tenant, run).await?.record;
-    let mut graph = Builder::default();
-    graph.run(state, &focus);
-    for artifact in artifacts::list(state, tenant, run, None, None).await? {
+pub async fn graph(
+    store: &Store,
+    heartbeat_timeout: time::Duration,
+    tenant: &Tenant,
+    run: RunId,
+) -> ApiResult<Graph> {
+    let focus = runs::load(store, tenant, run).await?.record;
+    let mut graph = Builder {
+        now: store.now(),
+        heartbeat_timeout,
+        nodes: BTreeMap::new(),
+        edges: BTreeSet::new(),
+        truncated: false,
+    };
+    graph.run(&focus);
+    for artifact in artifacts::list(store, tenant, run, None, None).await? {
         if graph.artifact(run, &artifact.path) {
             graph.edge(&run.to_string(), &artifact_id(run, &artifact.path));
         }
@@ -313,14 +327,14 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
     let mut upstream = VecDeque::from([run]);
     let mut seen = BTreeSet::from([run]);
     while let Some(consumer) = upstream.pop_front() {
-        for input in inputs(state, tenant, consumer).await? {
+        for input in inputs(store, tenant, consumer).await? {
             match input {
                 Input::Artifact {
                     run: producer,
                     path,
                 } => {
                     if graph
-                        .link(state, tenant, producer, &path, consumer, producer)
+                        .link(store, tenant, producer, &path, consumer, producer)
                         .await
                         && seen.insert(producer)
                     {
@@ -329,7 +343,7 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
                 }
                 Input::Dataset { hash } => {
                     let dataset: Option<Dataset> =
-                        get_doc(&*state.store.kv, &dataset_key(tenant, &hash)).await?;
+                        get_doc(&*store.kv, &dataset_key(tenant, &hash)).await?;
                     let id = dataset_id(&hash);
                     if graph.node(id.clone(), || Node::Dataset {
                         id: id.clone(),
@@ -346,8 +360,7 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
     let mut downstream = VecDeque::from([run]);
     let mut seen = BTreeSet::from([run]);
     while let Some(producer) = downstream.pop_front() {
-        let uses = state
-            .store
+        let uses = store
             .kv
             .query(
                 Query::partition(lineage_partition(tenant))
@@ -366,7 +379,7 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
                 continue;
             };
             if graph
-                .link(state, tenant, producer, &path, consumer, consumer)
+                .link(store, tenant, producer, &path, consumer, consumer)
                 .await
                 && seen.insert(consumer)
             {
@@ -384,22 +397,22 @@ pub async fn graph(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<G
 
 /// A dataset version and every run (still present) that used it.
 pub async fn dataset(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     hash: &str,
 ) -> ApiResult<(Dataset, Vec<RunRecord>)> {
     let hash = check_hash(hash).map_err(|_| ApiError::not_found("dataset"))?;
-    let dataset: Dataset = get_doc(&*state.store.kv, &dataset_key(tenant, &hash))
+    let dataset: Dataset = get_doc(&*store.kv, &dataset_key(tenant, &hash))
         .await?
         .ok_or_else(|| ApiError::not_found("dataset"))?;
     let consumers: Vec<Consumer> = query_docs(
-        &*state.store.kv,
+        &*store.kv,
         Query::partition(lineage_partition(tenant)).prefix(format!("dataset#{hash}#")),
     )
     .await?;
     let mut used_by = Vec::with_capacity(consumers.len());
     for consumer in consumers {
-        if let Ok(run) = runs::load(&state.store, tenant, consumer.run).await {
+        if let Ok(run) = runs::load(store, tenant, consumer.run).await {
             used_by.push(run.record);
         }
     }

@@ -64,6 +64,14 @@ impl Marks {
     }
 }
 
+/// What a write that counts points needs besides the store: the plan's monthly cap
+/// and the marks this process has written.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter<'a> {
+    pub marks: &'a Marks,
+    pub points_cap: Option<u64>,
+}
+
 /// The attribute of a storer mark holding when the tenant first stored bytes (Unix
 /// seconds): hours that ended before then are not sampled for it, even when they are
 /// rolled up (again, or late) after it started storing.

@@ -28,11 +28,12 @@ use crate::artifacts::{self, ArtifactPath};
 use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
+use crate::metering::Meter;
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
 use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
-use crate::series::batch::{self, LogBatch, TextLine};
-use crate::state::AppState;
+use crate::series::batch::{self, Intake, LogBatch, TextLine};
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
 use sextant_storage::records::{
     CONFLICT_ATTEMPTS, VERSION, doc_item, get_doc, read_doc, unchanged_since,
@@ -345,6 +346,28 @@ fn unix_ms(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
+/// What the queue's transitions need besides the store: how long claims and runs last
+/// without word from their agent, and the meter for the events they note on runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// After a claim's lease lapses without a heartbeat, another agent may claim the
+    /// job.
+    pub job_lease: time::Duration,
+    /// A running run not heard from for this long reads as lost.
+    pub heartbeat_timeout: time::Duration,
+    /// Job events are noted on the run as text lines, metered like any other.
+    pub meter: Meter<'a>,
+}
+
+impl<'a> Rules<'a> {
+    fn intake(self) -> Intake<'a> {
+        Intake {
+            heartbeat_timeout: self.heartbeat_timeout,
+            meter: self.meter,
+        }
+    }
+}
+
 /// A job with the version it was read at and its run.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -357,16 +380,11 @@ pub struct Job {
 impl Job {
     /// The job as clients see it: the record, how long a claim's lease lasts and
     /// whether the current one lapsed, and the run as `GET /v1/runs/{run}` shows it.
-    pub fn view(
-        &self,
-        now: OffsetDateTime,
-        job_lease: time::Duration,
-        heartbeat_timeout: time::Duration,
-    ) -> JobView<'_> {
+    pub fn view(&self, now: OffsetDateTime, rules: Rules<'_>) -> JobView<'_> {
         let claimed = self.record.state == JobState::Claimed;
         JobView {
             record: &self.record,
-            lease_secs: claimed.then(|| job_lease.whole_seconds()),
+            lease_secs: claimed.then(|| rules.job_lease.whole_seconds()),
             lease_expired: claimed
                 && self
                     .record
@@ -375,7 +393,7 @@ impl Job {
             run: self
                 .run
                 .as_ref()
-                .map(|run| run.view(now, heartbeat_timeout)),
+                .map(|run| run.view(now, rules.heartbeat_timeout)),
         }
     }
 }
@@ -456,9 +474,8 @@ fn save_ops(tenant: &Tenant, record: &JobRecord, read_version: i64) -> ApiResult
 }
 
 /// Writes the job if nobody changed it since it was read; `false` if somebody did.
-async fn save(state: &AppState, tenant: &Tenant, job: &mut Job) -> ApiResult<bool> {
-    match state
-        .store
+async fn save(store: &Store, tenant: &Tenant, job: &mut Job) -> ApiResult<bool> {
+    match store
         .kv
         .transact(save_ops(tenant, &job.record, job.version)?)
         .await
@@ -483,13 +500,12 @@ fn read_job(item: &Item) -> ApiResult<Job> {
 }
 
 /// The job of a run of the team, without its run; 404 for a run that is no job.
-async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
+async fn load(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
     let not_found = || ApiError::not_found("job");
-    let pointer: JobPointer = get_doc(&*state.store.kv, &pointer_key(tenant, run))
+    let pointer: JobPointer = get_doc(&*store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
-    let item = state
-        .store
+    let item = store
         .kv
         .get(&job_key(tenant, pointer.project_id, &pointer.queue, run))
         .await?
@@ -500,20 +516,20 @@ async fn load(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
 /// Whether claim `attempt` still holds the job of `run`: what a job's credential needs
 /// to act beyond the data plane.
 pub async fn claim_holds(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     run: RunId,
     attempt: u32,
 ) -> ApiResult<bool> {
-    match load(state, tenant, run).await {
+    match load(store, tenant, run).await {
         Ok(job) => Ok(job.record.check_claim(attempt).is_ok()),
         Err(err) if err.code() == ErrorCode::NotFound => Ok(false),
         Err(err) => Err(err),
     }
 }
 
-async fn load_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Option<RunRecord>> {
-    match runs::load(&state.store, tenant, run).await {
+async fn load_run(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Option<RunRecord>> {
+    match runs::load(store, tenant, run).await {
         Ok(versioned) => Ok(Some(versioned.record)),
         Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
         Err(err) => Err(err),
@@ -521,9 +537,9 @@ async fn load_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Op
 }
 
 /// The job of a run of the team, with its run.
-pub async fn get(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
-    let mut job = load(state, tenant, run).await?;
-    job.run = load_run(state, tenant, run).await?;
+pub async fn get(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
+    let mut job = load(store, tenant, run).await?;
+    job.run = load_run(store, tenant, run).await?;
     Ok(job)
 }
 
@@ -571,7 +587,7 @@ impl NewJob {
 /// Puts a job on a project's queue: for an existing queued run of the project, or for
 /// a new run created queued.
 pub async fn enqueue(
-    state: &AppState,
+    store: &Store,
     caller: &Caller,
     project: &Project,
     queue: QueueName,
@@ -597,7 +613,7 @@ pub async fn enqueue(
                 ));
             }
             (
-                existing_queued_run(state, tenant, project, id, code.as_ref()).await?,
+                existing_queued_run(store, tenant, project, id, code.as_ref()).await?,
                 false,
             )
         }
@@ -618,13 +634,10 @@ pub async fn enqueue(
                 status: Some(Status::Queued),
                 ..NewRun::default()
             };
-            (
-                runs::create(&state.store, caller, project, run).await?,
-                true,
-            )
+            (runs::create(store, caller, project, run).await?, true)
         }
     };
-    let now = state.now();
+    let now = store.now();
     let record = JobRecord {
         run_id: run.id,
         project_id: project.id,
@@ -655,7 +668,7 @@ pub async fn enqueue(
         Condition::NotExists,
     )];
     ops.extend(save_ops(tenant, &record, 0)?);
-    match state.store.kv.transact(ops).await {
+    match store.kv.transact(ops).await {
         Ok(()) => Ok(Job {
             record,
             version: 1,
@@ -665,8 +678,8 @@ pub async fn enqueue(
             if created {
                 // The client never saw this run, and it owns nothing yet: it goes with
                 // the job it was made for.
-                let deleted = match runs::mark_deleting(&state.store, tenant, run.id).await {
-                    Ok(marked) => runs::purge(&state.store, tenant, &marked).await,
+                let deleted = match runs::mark_deleting(store, tenant, run.id).await {
+                    Ok(marked) => runs::purge(store, tenant, &marked).await,
                     Err(err) => Err(err),
                 };
                 if let Err(cleanup) = deleted {
@@ -685,14 +698,14 @@ pub async fn enqueue(
 }
 
 async fn existing_queued_run(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     project: &Project,
     id: &str,
     code: Option<&ArtifactPath>,
 ) -> ApiResult<RunRecord> {
     let id = runs::parse_id(id)?;
-    let run = runs::load(&state.store, tenant, id).await?.record;
+    let run = runs::load(store, tenant, id).await?.record;
     if run.project_id != project.id {
         return Err(ApiError::not_found("run"));
     }
@@ -706,7 +719,7 @@ async fn existing_queued_run(
         ));
     }
     if let Some(code) = code {
-        artifacts::get(state, tenant, id, code.as_str())
+        artifacts::get(store, tenant, id, code.as_str())
             .await
             .map_err(|err| {
                 if err.code() == ErrorCode::NotFound {
@@ -732,7 +745,7 @@ pub struct JobPage {
 /// A queue's jobs in `states` (every state when empty), oldest first, from after the
 /// run `cursor`, each with its run.
 pub async fn list(
-    state: &AppState,
+    store: &Store,
     tenant: &Tenant,
     project: &Project,
     queue: &QueueName,
@@ -747,7 +760,7 @@ pub async fn list(
     let mut jobs = Vec::new();
     let mut next_cursor = None;
     'pages: loop {
-        let page = state.store.kv.query(query.clone()).await?;
+        let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             let job = read_job(item)?;
             if states.is_empty() || states.contains(&job.record.state) {
@@ -765,7 +778,7 @@ pub async fn list(
     }
     let ids: Vec<RunId> = jobs.iter().map(|job| job.record.run_id).collect();
     let runs: Vec<ApiResult<Option<RunRecord>>> = futures::stream::iter(ids)
-        .map(|run| load_run(state, tenant, run))
+        .map(|run| load_run(store, tenant, run))
         .buffered(8)
         .collect()
         .await;
@@ -779,7 +792,8 @@ pub async fn list(
 /// lapsed lease; `None` when there is none. Jobs found past their last attempt, or
 /// whose run ended or was asked to stop meanwhile, are closed on the way.
 pub async fn claim(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     project: &Project,
     queue: &QueueName,
@@ -791,8 +805,8 @@ pub async fn claim(
         .prefix("open#")
         .limit(CLAIM_PAGE);
     loop {
-        let page = state.store.kv.query(query.clone()).await?;
-        let now_ms = unix_ms(state.now());
+        let page = store.kv.query(query.clone()).await?;
+        let now_ms = unix_ms(store.now());
         for entry in &page.items {
             let open: OpenEntry = read_doc(entry)?;
             if !open.labels.is_subset(labels) || entry.n(LEASE_UNTIL_MS).unwrap_or(0) > now_ms {
@@ -806,7 +820,9 @@ pub async fn claim(
             else {
                 continue;
             };
-            if let Some(job) = try_claim(state, tenant, project.id, queue, run, agent).await? {
+            if let Some(job) =
+                try_claim(store, rules, tenant, project.id, queue, run, agent).await?
+            {
                 return Ok(Some(job));
             }
         }
@@ -818,14 +834,15 @@ pub async fn claim(
 }
 
 async fn try_claim(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     project: ProjectId,
     queue: &QueueName,
     run: RunId,
     agent: &str,
 ) -> ApiResult<Option<Job>> {
-    let claimed = take_if_free(state, tenant, project, queue, run, agent).await?;
+    let claimed = take_if_free(store, rules, tenant, project, queue, run, agent).await?;
     let Some((mut job, record, lapsed)) = claimed else {
         return Ok(None);
     };
@@ -835,9 +852,9 @@ async fn try_claim(
             job.record.attempts
         );
         let batch_id = format!("queue-retry-{}", job.record.attempts);
-        note(state, tenant, &record, &batch_id, text).await;
+        note(store, rules, tenant, &record, &batch_id, text).await;
     }
-    match runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run).await {
+    match runs::heartbeat(store, rules.heartbeat_timeout, tenant, run).await {
         Ok(started) => {
             job.run = Some(started);
             Ok(Some(job))
@@ -845,11 +862,11 @@ async fn try_claim(
         // Ended or deleted since it was read: nothing to run after all.
         Err(err) if err.code() == ErrorCode::RunEnded => {
             let reason = "the run ended or was aborted before an agent took the job".to_owned();
-            close(state, tenant, &mut job, Status::Aborted, reason).await?;
+            close(store, rules, tenant, &mut job, Status::Aborted, reason).await?;
             Ok(None)
         }
         Err(err) if err.code() == ErrorCode::NotFound => {
-            forget(state, tenant, &job.record).await?;
+            forget(store, tenant, &job.record).await?;
             Ok(None)
         }
         Err(err) => Err(err),
@@ -861,7 +878,8 @@ async fn try_claim(
 /// cancels every contender. Answers the claimed job with its run and, for a lapsed
 /// claim, the attempt and agent it takes over from.
 async fn take_if_free(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     project: ProjectId,
     queue: &QueueName,
@@ -869,27 +887,22 @@ async fn take_if_free(
     agent: &str,
 ) -> ApiResult<Option<(Job, RunRecord, Option<(u32, String)>)>> {
     for _ in 0..CONFLICT_ATTEMPTS {
-        let Some(item) = state
-            .store
-            .kv
-            .get(&job_key(tenant, project, queue, run))
-            .await?
-        else {
+        let Some(item) = store.kv.get(&job_key(tenant, project, queue, run)).await? else {
             return Ok(None);
         };
         let mut job = read_job(&item)?;
-        let now = state.now();
+        let now = store.now();
         let lapsed = match job.record.availability(now) {
             Availability::Waiting => None,
             Availability::Lapsed { attempt, agent } => Some((attempt, agent)),
             Availability::Taken => return Ok(None),
         };
         // Whether there is anything left to run is the run's to say.
-        let Some(record) = load_run(state, tenant, run).await? else {
-            forget(state, tenant, &job.record).await?;
+        let Some(record) = load_run(store, tenant, run).await? else {
+            forget(store, tenant, &job.record).await?;
             return Ok(None);
         };
-        let timeout = state.settings.heartbeat_timeout;
+        let timeout = rules.heartbeat_timeout;
         if record.status_at(now, timeout).is_ended() || record.abort_requested_at.is_some() {
             let reason = match &lapsed {
                 None => "the run ended or was aborted before an agent took the job".to_owned(),
@@ -897,7 +910,7 @@ async fn take_if_free(
                     "attempt {attempt} (agent {previous}) stopped answering after the run ended or was aborted"
                 ),
             };
-            close(state, tenant, &mut job, Status::Aborted, reason).await?;
+            close(store, rules, tenant, &mut job, Status::Aborted, reason).await?;
             return Ok(None);
         }
         if let Some((attempt, previous)) = &lapsed
@@ -907,11 +920,11 @@ async fn take_if_free(
                 "gave up after {attempt} attempts: the lease of attempt {attempt} (agent {previous}) \
                  expired without a heartbeat"
             );
-            close(state, tenant, &mut job, Status::Failed, reason).await?;
+            close(store, rules, tenant, &mut job, Status::Failed, reason).await?;
             return Ok(None);
         }
-        job.record.claim(agent, now, state.settings.job_lease);
-        if save(state, tenant, &mut job).await? {
+        job.record.claim(agent, now, rules.job_lease);
+        if save(store, tenant, &mut job).await? {
             return Ok(Some((job, record, lapsed)));
         }
     }
@@ -921,24 +934,22 @@ async fn take_if_free(
 /// Renews the lease of claim `attempt` and keeps the run alive; the run in the answer
 /// tells the agent whether it was asked to stop.
 pub async fn heartbeat(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     run: RunId,
     attempt: u32,
 ) -> ApiResult<Job> {
     for _ in 0..CONFLICT_ATTEMPTS {
-        let mut job = load(state, tenant, run).await?;
-        job.record
-            .renew(attempt, state.now(), state.settings.job_lease)?;
-        if !save(state, tenant, &mut job).await? {
+        let mut job = load(store, tenant, run).await?;
+        job.record.renew(attempt, store.now(), rules.job_lease)?;
+        if !save(store, tenant, &mut job).await? {
             continue;
         }
-        job.run = match runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run)
-            .await
-        {
+        job.run = match runs::heartbeat(store, rules.heartbeat_timeout, tenant, run).await {
             Ok(record) => Some(record),
             // The command's own SDK may end the run before the command exits.
-            Err(err) if err.code() == ErrorCode::RunEnded => load_run(state, tenant, run).await?,
+            Err(err) if err.code() == ErrorCode::RunEnded => load_run(store, tenant, run).await?,
             Err(err) => return Err(err),
         };
         return Ok(job);
@@ -964,7 +975,8 @@ pub struct Finish {
 /// asked to stop, `failed` otherwise, unless it has ended already (the command's SDK
 /// ended it), whose end then stands. Finishing again answers the same.
 pub async fn finish(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     run: RunId,
     finish: Finish,
@@ -977,19 +989,19 @@ pub async fn finish(
             format!("a reason is at most {MAX_REASON_BYTES} bytes"),
         ));
     }
-    let timeout = state.settings.heartbeat_timeout;
+    let timeout = rules.heartbeat_timeout;
     for _ in 0..CONFLICT_ATTEMPTS {
-        let mut job = load(state, tenant, run).await?;
+        let mut job = load(store, tenant, run).await?;
         if job.record.state == JobState::Done && job.record.attempts == finish.attempt {
-            job.run = load_run(state, tenant, run).await?;
+            job.run = load_run(store, tenant, run).await?;
             return Ok(job);
         }
         job.record.check_claim(finish.attempt)?;
-        let Some(record) = load_run(state, tenant, run).await? else {
-            forget(state, tenant, &job.record).await?;
+        let Some(record) = load_run(store, tenant, run).await? else {
+            forget(store, tenant, &job.record).await?;
             return Err(ApiError::not_found("job"));
         };
-        let now = state.now();
+        let now = store.now();
         let ended = record.status_at(now, timeout);
         let result = if ended.is_ended() {
             ended
@@ -1001,13 +1013,13 @@ pub async fn finish(
             } else {
                 Status::Failed
             };
-            end_run(state, tenant, run, outcome).await?
+            end_run(store, rules, tenant, run, outcome).await?
         };
         job.record.finish(result, finish.reason.clone(), now);
         job.record.exit_code = finish.exit_code;
         job.record.signal = finish.signal;
-        if save(state, tenant, &mut job).await? {
-            job.run = load_run(state, tenant, run).await?;
+        if save(store, tenant, &mut job).await? {
+            job.run = load_run(store, tenant, run).await?;
             return Ok(job);
         }
     }
@@ -1017,12 +1029,17 @@ pub async fn finish(
 /// Takes a job off its queue: a waiting job is done at once and its run aborted; a
 /// claimed job's run is asked to stop, which its agent does on its next heartbeat.
 /// Cancelling a cancelled job again answers the same.
-pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<Job> {
+pub async fn cancel(
+    store: &Store,
+    rules: Rules<'_>,
+    tenant: &Tenant,
+    run: RunId,
+) -> ApiResult<Job> {
     for _ in 0..CONFLICT_ATTEMPTS {
-        let mut job = load(state, tenant, run).await?;
+        let mut job = load(store, tenant, run).await?;
         match (job.record.state, job.record.result) {
             (JobState::Done, Some(Status::Aborted)) => {
-                job.run = load_run(state, tenant, run).await?;
+                job.run = load_run(store, tenant, run).await?;
                 return Ok(job);
             }
             (JobState::Done, result) => {
@@ -1036,17 +1053,18 @@ pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
             }
             _ => {}
         }
-        match runs::abort(&state.store, state.settings.heartbeat_timeout, tenant, run).await {
+        match runs::abort(store, rules.heartbeat_timeout, tenant, run).await {
             Ok(_) => {}
             Err(err) if err.code() == ErrorCode::RunEnded => {}
             Err(err) => return Err(err),
         }
         if job.record.state == JobState::Claimed {
-            job.run = load_run(state, tenant, run).await?;
+            job.run = load_run(store, tenant, run).await?;
             return Ok(job);
         }
         if close(
-            state,
+            store,
+            rules,
             tenant,
             &mut job,
             Status::Aborted,
@@ -1064,19 +1082,20 @@ pub async fn cancel(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<
 /// was asked to stop) with `reason` as a line of its `agent` series, unless it ended
 /// already, whose end the job then takes. `false` if the job changed meanwhile.
 async fn close(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     job: &mut Job,
     outcome: Status,
     reason: String,
 ) -> ApiResult<bool> {
     let run = job.record.run_id;
-    let Some(record) = load_run(state, tenant, run).await? else {
-        forget(state, tenant, &job.record).await?;
+    let Some(record) = load_run(store, tenant, run).await? else {
+        forget(store, tenant, &job.record).await?;
         return Ok(true);
     };
-    let now = state.now();
-    let ended = record.status_at(now, state.settings.heartbeat_timeout);
+    let now = store.now();
+    let ended = record.status_at(now, rules.heartbeat_timeout);
     let result = if ended.is_ended() {
         ended
     } else {
@@ -1086,20 +1105,21 @@ async fn close(
             outcome
         };
         let batch_id = format!("queue-end-{}", job.record.attempts);
-        note(state, tenant, &record, &batch_id, reason.clone()).await;
-        end_run(state, tenant, run, outcome).await?
+        note(store, rules, tenant, &record, &batch_id, reason.clone()).await;
+        end_run(store, rules, tenant, run, outcome).await?
     };
     job.record.finish(result, Some(reason), now);
-    let saved = save(state, tenant, job).await?;
+    let saved = save(store, tenant, job).await?;
     if saved {
-        job.run = load_run(state, tenant, run).await?;
+        job.run = load_run(store, tenant, run).await?;
     }
     Ok(saved)
 }
 
 /// Ends the run with `status` unless it has ended already; answers how it ended.
 async fn end_run(
-    state: &AppState,
+    store: &Store,
+    rules: Rules<'_>,
     tenant: &Tenant,
     run: RunId,
     status: Status,
@@ -1108,20 +1128,12 @@ async fn end_run(
         status: Some(status),
         ..RunChanges::default()
     };
-    match runs::patch(
-        &state.store,
-        state.settings.heartbeat_timeout,
-        tenant,
-        run,
-        changes,
-    )
-    .await
-    {
+    match runs::patch(store, rules.heartbeat_timeout, tenant, run, changes).await {
         Ok(record) => Ok(record.status),
-        Err(err) if err.code() == ErrorCode::RunEnded => Ok(load_run(state, tenant, run)
+        Err(err) if err.code() == ErrorCode::RunEnded => Ok(load_run(store, tenant, run)
             .await?
             .map_or(status, |record| {
-                record.status_at(state.now(), state.settings.heartbeat_timeout)
+                record.status_at(store.now(), rules.heartbeat_timeout)
             })),
         Err(err) => Err(err),
     }
@@ -1129,7 +1141,14 @@ async fn end_run(
 
 /// Appends a line to the run's `agent` series. The batch id names the event, so
 /// everyone who handles the same event at once stores the line once.
-async fn note(state: &AppState, tenant: &Tenant, run: &RunRecord, batch_id: &str, text: String) {
+async fn note(
+    store: &Store,
+    rules: Rules<'_>,
+    tenant: &Tenant,
+    run: &RunRecord,
+    batch_id: &str,
+    text: String,
+) {
     let step = run
         .series
         .get(AGENT_SERIES)
@@ -1147,25 +1166,24 @@ async fn note(state: &AppState, tenant: &Tenant, run: &RunRecord, batch_id: &str
         ..LogBatch::default()
     };
     // The job record keeps the reason whatever happens here.
-    if let Err(err) = batch::log(state, tenant, run.id, batch).await {
+    if let Err(err) = batch::log(store, rules.intake(), tenant, run.id, batch).await {
         tracing::warn!(run = %run.id, error = %err, "could not note a job event on its run");
     }
 }
 
 /// Removes the job of a run being deleted, if it has one.
-pub async fn delete_for_run(state: &AppState, tenant: &Tenant, run: RunId) -> ApiResult<()> {
-    match load(state, tenant, run).await {
-        Ok(job) => forget(state, tenant, &job.record).await,
+pub async fn delete_for_run(store: &Store, tenant: &Tenant, run: RunId) -> ApiResult<()> {
+    match load(store, tenant, run).await {
+        Ok(job) => forget(store, tenant, &job.record).await,
         Err(err) if err.code() == ErrorCode::NotFound => Ok(()),
         Err(err) => Err(err),
     }
 }
 
 /// Removes every trace of a job whose run is gone.
-async fn forget(state: &AppState, tenant: &Tenant, record: &JobRecord) -> ApiResult<()> {
+async fn forget(store: &Store, tenant: &Tenant, record: &JobRecord) -> ApiResult<()> {
     let (project, queue, run) = (record.project_id, &record.queue, record.run_id);
-    state
-        .store
+    store
         .kv
         .transact(vec![
             TxOp::Delete(job_key(tenant, project, queue, run), Condition::None),

@@ -28,7 +28,7 @@ pub struct Settings {
     pub job_lease: time::Duration,
     pub plan: crate::billing::PricePlan,
     /// Who may see every tenant's usage; nobody when unset.
-    pub operator_token: Option<crate::auth::operator::OperatorTokenHash>,
+    pub operator_token: Option<crate::credentials::operator::OperatorTokenHash>,
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
@@ -89,6 +89,36 @@ impl AppState {
         self
     }
 
+    /// What a write counting points needs: the plan's cap and this process's marks.
+    pub fn meter(&self) -> crate::metering::Meter<'_> {
+        crate::metering::Meter {
+            marks: &self.marks,
+            points_cap: self.settings.plan.monthly_points_cap,
+        }
+    }
+
+    pub fn queue_rules(&self) -> crate::queue::Rules<'_> {
+        crate::queue::Rules {
+            job_lease: self.settings.job_lease,
+            heartbeat_timeout: self.settings.heartbeat_timeout,
+            meter: self.meter(),
+        }
+    }
+
+    pub fn intake(&self) -> crate::series::batch::Intake<'_> {
+        crate::series::batch::Intake {
+            heartbeat_timeout: self.settings.heartbeat_timeout,
+            meter: self.meter(),
+        }
+    }
+
+    pub fn sessions(&self) -> crate::accounts::Sessions<'_> {
+        crate::accounts::Sessions {
+            keyring: &self.keyring,
+            ttl: self.settings.session_ttl,
+        }
+    }
+
     pub fn now(&self) -> time::OffsetDateTime {
         self.store.now()
     }
@@ -108,7 +138,7 @@ impl AppState {
             .transpose()?;
         let mut settings = Settings::new(public_url);
         settings.plan = crate::billing::PricePlan::from_env()?;
-        settings.operator_token = crate::auth::operator::from_env()?;
+        settings.operator_token = crate::credentials::operator::from_env()?;
         settings.rate_limits = crate::rate_limit::RateLimits::from_env()?;
         if let Ok(secs) = std::env::var("SEXTANT_HEARTBEAT_TIMEOUT_SECS") {
             let secs: u32 = secs

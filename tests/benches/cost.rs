@@ -143,7 +143,8 @@ impl Fixture {
 
     async fn team(&self, n: usize) -> Team {
         let signed_up = accounts::signup(
-            &self.state,
+            &self.state.store,
+            self.state.sessions(),
             DisplayName::parse("team", "Cost").expect("name"),
             Email::parse(&format!("cost{n}@example.com")).expect("email"),
             Password::parse("correct horse battery staple".into()).expect("password"),
@@ -258,9 +259,15 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
     for (run, bodies) in &runs {
         for body in bodies {
             let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
-            batch::log(&fixture.state, &team.caller.tenant, *run, batch)
-                .await
-                .expect("the batch is stored");
+            batch::log(
+                &fixture.state.store,
+                fixture.state.intake(),
+                &team.caller.tenant,
+                *run,
+                batch,
+            )
+            .await
+            .expect("the batch is stored");
             batches_sent += 1;
             body_bytes += body.len() as u64;
             api_requests += body.len().div_ceil(price::API_METER_BYTES) as u64;
@@ -543,9 +550,15 @@ async fn idle_metering() {
                 "series": {"loss": {"steps": [1, 2], "values": [0.5, 0.25]}}
             }))
             .expect("a batch");
-            batch::log(&fixture.state, &team.caller.tenant, run, batch)
-                .await
-                .expect("stored");
+            batch::log(
+                &fixture.state.store,
+                fixture.state.intake(),
+                &team.caller.tenant,
+                run,
+                batch,
+            )
+            .await
+            .expect("stored");
         }
         // The first run finds no cursors; from the next on, one run does one hour.
         sextant_metering::run(&fixture.state, MeteringHour::ending_at_or_before(first))
@@ -677,9 +690,17 @@ async fn uploads() {
     for n in 0..IMAGES {
         let mut image = b"\x89PNG\r\n\x1a\n".to_vec();
         image.extend((0..IMAGE_BYTES).map(|i| (i * 31 + n) as u8));
-        images::log(&state, tenant, run, "samples", n as i64, Bytes::from(image))
-            .await
-            .expect("an image");
+        images::log(
+            &state.store,
+            state.intake(),
+            tenant,
+            run,
+            "samples",
+            n as i64,
+            Bytes::from(image),
+        )
+        .await
+        .expect("an image");
     }
     print("log an image", IMAGES);
     for n in 0..ARTIFACTS {
@@ -691,7 +712,7 @@ async fn uploads() {
             "sha256": hex::encode(Sha256::digest(&body)),
         }))
         .expect("a registration");
-        artifacts::register(&state, tenant, run, new)
+        artifacts::register(&state.store, tenant, run, new)
             .await
             .expect("registered");
         // The client's PUT to the presigned URL, billed to the bucket's owner.
@@ -703,9 +724,16 @@ async fn uploads() {
             .expect("uploaded");
         let completion: Completion =
             serde_json::from_value(serde_json::json!({"path": path})).expect("a completion");
-        let sealed = artifacts::complete(&state, tenant, run, completion)
-            .await
-            .expect("completed");
+        let sealed = artifacts::complete(
+            &state.store,
+            &state.marks,
+            state.settings.verify_slice_bytes,
+            tenant,
+            run,
+            completion,
+        )
+        .await
+        .expect("completed");
         assert!(matches!(sealed, Completed::Sealed(_)));
     }
     print("register, PUT, complete", ARTIFACTS);

@@ -156,7 +156,8 @@ async fn fixture(in_memory: bool) -> Fixture {
         Settings::new(None),
     );
     let signed_up = accounts::signup(
-        &state,
+        &state.store,
+        state.sessions(),
         DisplayName::parse("team", "Bench").expect("name"),
         Email::parse("bench@example.com").expect("email"),
         Password::parse("correct horse battery staple".into()).expect("password"),
@@ -205,9 +206,15 @@ impl Fixture {
 async fn ingest_in_process(fixture: &Fixture, run: sextant_shared::ids::RunId, bodies: &[Vec<u8>]) {
     for body in bodies {
         let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
-        batch::log(&fixture.state, &fixture.caller.tenant, run, batch)
-            .await
-            .expect("the batch is stored");
+        batch::log(
+            &fixture.state.store,
+            fixture.state.intake(),
+            &fixture.caller.tenant,
+            run,
+            batch,
+        )
+        .await
+        .expect("the batch is stored");
     }
 }
 
@@ -472,9 +479,15 @@ async fn run_table_of_ten_thousand() {
             }
         }))
         .expect("a batch");
-        batch::log(&fixture.state, &fixture.caller.tenant, run, batch)
-            .await
-            .expect("stored");
+        batch::log(
+            &fixture.state.store,
+            fixture.state.intake(),
+            &fixture.caller.tenant,
+            run,
+            batch,
+        )
+        .await
+        .expect("stored");
     }
     let sort = Sort::parse("metric:val/acc:max:desc").expect("a sort");
     let mut samples = Vec::new();

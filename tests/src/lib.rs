@@ -484,7 +484,8 @@ pub async fn signed_up_caller(
     use sextant_shared::accounts::{self, DisplayName, Email};
     use sextant_shared::auth;
     let signed_up = accounts::signup(
-        state,
+        &state.store,
+        state.sessions(),
         DisplayName::parse("team", "Domain tests").expect("a team name"),
         Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
         sextant_shared::credentials::password::Password::parse("a long enough password".into())

@@ -81,17 +81,29 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
         .unwrap()
         .id;
 
-    batch::log(&state, tenant, run, batch("first", 0..10))
-        .await
-        .expect("the first batch");
+    batch::log(
+        &state.store,
+        state.intake(),
+        tenant,
+        run,
+        batch("first", 0..10),
+    )
+    .await
+    .expect("the first batch");
     // The second batch's chunks are written, then its commit fails before applying,
     // and the client gives up: its steps overlap the first batch's, so a read would
     // show them if it did not skip uncommitted chunks.
     faults.fail_next(Op::Transact, Timing::Before);
     assert!(
-        batch::log(&state, tenant, run, batch("lost", 5..15))
-            .await
-            .is_err()
+        batch::log(
+            &state.store,
+            state.intake(),
+            tenant,
+            run,
+            batch("lost", 5..15)
+        )
+        .await
+        .is_err()
     );
     assert_eq!(chunk_items(&*kv, tenant, run).await, 2);
     assert_eq!(
@@ -102,13 +114,25 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     // Another batch that dies the same way is retried and counted once.
     faults.fail_next(Op::Transact, Timing::Before);
     assert!(
-        batch::log(&state, tenant, run, batch("retried", 20..25))
-            .await
-            .is_err()
-    );
-    let retried = batch::log(&state, tenant, run, batch("retried", 20..25))
+        batch::log(
+            &state.store,
+            state.intake(),
+            tenant,
+            run,
+            batch("retried", 20..25)
+        )
         .await
-        .expect("the retry");
+        .is_err()
+    );
+    let retried = batch::log(
+        &state.store,
+        state.intake(),
+        tenant,
+        run,
+        batch("retried", 20..25),
+    )
+    .await
+    .expect("the retry");
     assert_eq!(retried.accepted, 5);
     let mut expected: Vec<i64> = (0..10).collect();
     expected.extend(20..25);

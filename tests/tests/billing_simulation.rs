@@ -47,9 +47,10 @@ use sextant_shared::ids::RunId;
 use sextant_shared::images;
 use sextant_shared::metering;
 use sextant_shared::projects::{self, Project, ProjectName};
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::runs::{self, NewRun};
 use sextant_shared::series::batch::{self, LogBatch, SeriesColumns, TextLine};
-use sextant_shared::series::{self, Points, SeriesKind, TextPoints};
+use sextant_shared::series::{self, Points, TextPoints};
 use sextant_shared::state::{AppState, Settings};
 use sextant_shared::tenancy::Tenant;
 use sextant_storage::Storage;
@@ -415,7 +416,8 @@ impl Sim {
 
     async fn signup(&self) -> Caller {
         let signed_up = accounts::signup(
-            &self.state,
+            &self.state.store,
+            self.state.sessions(),
             DisplayName::parse("team", "Simulated").unwrap(),
             Email::parse(&format!("{}@example.com", unique("sim"))).unwrap(),
             Password::parse("a long enough password".into()).unwrap(),
@@ -603,7 +605,14 @@ impl Sim {
             fault.arm(&self.faults);
             self.bump(format!("batch fault injected: {fault:?}"));
         }
-        let outcome = batch::log(&self.state, &tenant, run, body.batch()).await;
+        let outcome = batch::log(
+            &self.state.store,
+            self.state.intake(),
+            &tenant,
+            run,
+            body.batch(),
+        )
+        .await;
         let (fired, unfired) = self.struck();
         let at = self.clock.now();
         if !live {
@@ -707,8 +716,20 @@ impl Sim {
         let (body, _, _) = self.body(t, run, &id);
         let tenant = self.tenants[t].tenant();
         let (first, second) = tokio::join!(
-            batch::log(&self.state, &tenant, run, body.batch()),
-            batch::log(&self.state, &tenant, run, body.batch()),
+            batch::log(
+                &self.state.store,
+                self.state.intake(),
+                &tenant,
+                run,
+                body.batch()
+            ),
+            batch::log(
+                &self.state.store,
+                self.state.intake(),
+                &tenant,
+                run,
+                body.batch()
+            ),
         );
         self.bump("batches sent");
         self.bump("concurrent twin retries");
@@ -749,7 +770,8 @@ impl Sim {
         }
         let tenant = self.tenants[t].tenant();
         let outcome = images::log(
-            &self.state,
+            &self.state.store,
+            self.state.intake(),
             &tenant,
             run,
             series,
@@ -787,9 +809,17 @@ impl Sim {
             if stored {
                 self.bump("images sent again after a commit the client did not hear of");
             }
-            let again = images::log(&self.state, &tenant, run, series, step, Bytes::from(bytes))
-                .await
-                .unwrap_or_else(|err| panic!("seed {:#x}: image retry: {err:?}", self.seed));
+            let again = images::log(
+                &self.state.store,
+                self.state.intake(),
+                &tenant,
+                run,
+                series,
+                step,
+                Bytes::from(bytes),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("seed {:#x}: image retry: {err:?}", self.seed));
             if !stored {
                 let tenant = &mut self.tenants[t];
                 *tenant.points.entry(hour).or_default() += 1;
@@ -810,7 +840,7 @@ impl Sim {
         let step = sim.next_step;
         let tenant = self.tenants[t].tenant();
         let (_, plan) = artifacts::register(
-            &self.state,
+            &self.state.store,
             &tenant,
             run,
             NewArtifact {
@@ -859,7 +889,9 @@ impl Sim {
         let tenant = self.tenants[t].tenant();
         let live = self.tenants[t].runs.contains_key(&run);
         let outcome = artifacts::complete(
-            &self.state,
+            &self.state.store,
+            &self.state.marks,
+            self.state.settings.verify_slice_bytes,
             &tenant,
             run,
             Completion {
@@ -933,7 +965,7 @@ impl Sim {
             self.bump(format!("artifact delete fault injected: {op:?} {timing:?}"));
         }
         let tenant = self.tenants[t].tenant();
-        let mut outcome = artifacts::delete(&self.state, &tenant, run, &path).await;
+        let mut outcome = artifacts::delete(&self.state.store, &tenant, run, &path).await;
         let (fired, unfired) = self.struck();
         if fault.is_some() {
             assert!(fired.len() == 1 && unfired == 0, "{fired:?} {outcome:?}");
@@ -944,7 +976,7 @@ impl Sim {
         // The client retries until the artifact is gone.
         if outcome.is_err() {
             self.tick();
-            outcome = artifacts::delete(&self.state, &tenant, run, &path).await;
+            outcome = artifacts::delete(&self.state.store, &tenant, run, &path).await;
         }
         match outcome {
             Ok(()) => {}
@@ -998,7 +1030,7 @@ impl Sim {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let outcome = deletion::delete_run(&self.state, &tenant, run).await;
+            let outcome = deletion::delete_run(&self.state.store, &tenant, run).await;
             self.struck();
             match outcome {
                 Ok(()) => break,
@@ -1134,7 +1166,7 @@ impl Sim {
         let mut listed_images = Vec::new();
         for series in IMAGE_SERIES {
             for listed in images::list(
-                &self.state,
+                &self.state.store,
                 &tenant,
                 run,
                 series,
@@ -1174,12 +1206,13 @@ impl Sim {
             ));
         }
 
-        let listed: BTreeMap<String, u64> = artifacts::list(&self.state, &tenant, run, None, None)
-            .await
-            .expect("listing artifacts")
-            .into_iter()
-            .map(|a| (a.path.as_str().to_owned(), a.size))
-            .collect();
+        let listed: BTreeMap<String, u64> =
+            artifacts::list(&self.state.store, &tenant, run, None, None)
+                .await
+                .expect("listing artifacts")
+                .into_iter()
+                .map(|a| (a.path.as_str().to_owned(), a.size))
+                .collect();
         if listed != expected_artifacts {
             problems.push(format!(
                 "artifacts listed {listed:?}, sealed {expected_artifacts:?}"
@@ -1612,7 +1645,14 @@ impl Sim {
                     self.bump("batches sent");
                     let (body, _, _) = self.body(0, run, &id);
                     let tenant = self.tenants[0].tenant();
-                    let outcome = batch::log(&self.state, &tenant, run, body.batch()).await;
+                    let outcome = batch::log(
+                        &self.state.store,
+                        self.state.intake(),
+                        &tenant,
+                        run,
+                        body.batch(),
+                    )
+                    .await;
                     let (fired, _) = self.struck();
                     assert!(outcome.is_err() && fired.len() == 1, "{outcome:?}");
                     if fault == BatchFault::CommitAfter && fired[0].applied {

@@ -46,14 +46,28 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
             .await
             .unwrap()
             .id;
-        batch::log(&state, tenant, run, batch(&format!("b{n}")))
-            .await
-            .expect("a batch");
+        batch::log(
+            &state.store,
+            state.intake(),
+            tenant,
+            run,
+            batch(&format!("b{n}")),
+        )
+        .await
+        .expect("a batch");
         let mut image = PNG.to_vec();
         image.push(n);
-        images::log(&state, tenant, run, "samples", 1, image.into())
-            .await
-            .expect("an image");
+        images::log(
+            &state.store,
+            state.intake(),
+            tenant,
+            run,
+            "samples",
+            1,
+            image.into(),
+        )
+        .await
+        .expect("an image");
         runs.push(run);
     }
     let stored = |kv: Arc<dyn KvStore>| async move {
@@ -69,12 +83,12 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
     // two transactions. The 5th from now leaves a run marked but not gone.
     faults.fail(Op::Transact, 5, Timing::Before);
     assert!(
-        deletion::delete_project(&state, tenant, &project)
+        deletion::delete_project(&state.store, tenant, &project)
             .await
             .is_err()
     );
     assert_eq!(faults.take_fired().len(), 1, "the fault struck");
-    deletion::delete_project(&state, tenant, &project)
+    deletion::delete_project(&state.store, tenant, &project)
         .await
         .expect("the retry finishes the delete");
 

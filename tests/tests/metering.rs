@@ -29,7 +29,7 @@ async fn log(
         "text": {"stdout": [{"step": 0, "text": "hello"}]},
     }))
     .unwrap();
-    batch::log(state, &caller.tenant, run, batch)
+    batch::log(&state.store, state.intake(), &caller.tenant, run, batch)
         .await
         .expect("logged")
         .accepted
@@ -109,7 +109,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!(usage(a.clone()).await, a_usage);
 
     // Deleting the run releases its storage; the next hour samples the smaller figure.
-    deletion::delete_run(&state, &a.tenant, runs[0])
+    deletion::delete_run(&state.store, &a.tenant, runs[0])
         .await
         .unwrap();
     let next = last_hour + Duration::HOUR;
@@ -224,7 +224,7 @@ async fn a_months_report_is_a_draft_until_closed_and_comes_as_json_or_csv() {
 
 #[tokio::test]
 async fn only_the_operator_token_lists_every_tenants_usage() {
-    use sextant_shared::auth::operator::OperatorTokenHash;
+    use sextant_shared::credentials::operator::OperatorTokenHash;
     let app = sextant_tests::TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
         config.operator_token = Some(OperatorTokenHash::of("the-operator"));
     })

@@ -658,7 +658,7 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
         max_attempts: Some(2),
         ..NewJob::default()
     };
-    let run = queue::enqueue(&state, &caller, &project, default.clone(), new)
+    let run = queue::enqueue(&state.store, &caller, &project, default.clone(), new)
         .await
         .expect("enqueued")
         .record
@@ -666,9 +666,17 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
     let claim = |agent: &'static str| {
         let (state, project, default, none) = (&state, &project, &default, &none);
         async move {
-            queue::claim(state, tenant, project, default, agent, none)
-                .await
-                .expect("a claim")
+            queue::claim(
+                &state.store,
+                state.queue_rules(),
+                tenant,
+                project,
+                default,
+                agent,
+                none,
+            )
+            .await
+            .expect("a claim")
         }
     };
 
@@ -676,7 +684,7 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
     assert_eq!(first.record.attempts, 1);
     assert!(claim("b").await.is_none(), "the lease holds");
     clock.advance(Duration::seconds(30));
-    queue::heartbeat(&state, tenant, run, 1)
+    queue::heartbeat(&state.store, state.queue_rules(), tenant, run, 1)
         .await
         .expect("renewed");
     clock.advance(Duration::seconds(59));
@@ -690,9 +698,12 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
     assert_eq!(second.record.attempts, 2);
     assert_eq!(second.record.agent.as_deref(), Some("b"));
     for refused in [
-        queue::heartbeat(&state, tenant, run, 1).await.map(|_| ()),
+        queue::heartbeat(&state.store, state.queue_rules(), tenant, run, 1)
+            .await
+            .map(|_| ()),
         queue::finish(
-            &state,
+            &state.store,
+            state.queue_rules(),
             tenant,
             run,
             Finish {
@@ -716,7 +727,9 @@ async fn a_lapsed_lease_hands_the_job_on_until_its_attempts_run_out_then_it_fail
 
     clock.advance(Duration::seconds(61));
     assert!(claim("c").await.is_none(), "no attempt is left");
-    let job = queue::get(&state, tenant, run).await.expect("the job");
+    let job = queue::get(&state.store, tenant, run)
+        .await
+        .expect("the job");
     assert_eq!(job.record.state, JobState::Done);
     assert_eq!(job.record.result, Some(Status::Failed));
     let reason = job.record.reason.clone().expect("a reason");
@@ -740,16 +753,24 @@ async fn a_job_whose_agent_died_after_its_run_ended_takes_the_runs_end(
         command: vec!["true".into()],
         ..NewJob::default()
     };
-    let run = queue::enqueue(&state, &caller, &project, default.clone(), new)
+    let run = queue::enqueue(&state.store, &caller, &project, default.clone(), new)
         .await
         .expect("enqueued")
         .record
         .run_id;
     let none = BTreeSet::new();
-    queue::claim(&state, tenant, &project, &default, "a", &none)
-        .await
-        .expect("a claim")
-        .expect("the job");
+    queue::claim(
+        &state.store,
+        state.queue_rules(),
+        tenant,
+        &project,
+        &default,
+        "a",
+        &none,
+    )
+    .await
+    .expect("a claim")
+    .expect("the job");
     // The command's SDK ends the run; the agent dies before it reports.
     let changes = serde_json::from_value(json!({"status": "succeeded"})).unwrap();
     runs::patch(
@@ -763,13 +784,23 @@ async fn a_job_whose_agent_died_after_its_run_ended_takes_the_runs_end(
     .expect("ended");
     clock.advance(Duration::seconds(61));
     assert!(
-        queue::claim(&state, tenant, &project, &default, "b", &none)
-            .await
-            .expect("a claim")
-            .is_none(),
+        queue::claim(
+            &state.store,
+            state.queue_rules(),
+            tenant,
+            &project,
+            &default,
+            "b",
+            &none
+        )
+        .await
+        .expect("a claim")
+        .is_none(),
         "nothing is left to run"
     );
-    let job = queue::get(&state, tenant, run).await.expect("the job");
+    let job = queue::get(&state.store, tenant, run)
+        .await
+        .expect("the job");
     assert_eq!(job.record.state, JobState::Done);
     assert_eq!(job.record.result, Some(Status::Succeeded));
     assert_eq!(job.record.attempts, 1);

@@ -102,7 +102,8 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     )
     .with_clock(Arc::new(clock));
     let signed_up = accounts::signup(
-        &state,
+        &state.store,
+        state.sessions(),
         DisplayName::parse("team", "Units").unwrap(),
         Email::parse(&format!("{}@example.com", unique("units"))).unwrap(),
         Password::parse("a long enough password".into()).unwrap(),
@@ -130,15 +131,27 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     let bodies = batches(&workload, 0, WINDOW);
     let parse = |body: &[u8]| serde_json::from_slice::<LogBatch>(body).expect("a batch");
     for body in &bodies {
-        batch::log(&state, &caller.tenant, run, parse(body))
-            .await
-            .expect("logged");
+        batch::log(
+            &state.store,
+            state.intake(),
+            &caller.tenant,
+            run,
+            parse(body),
+        )
+        .await
+        .expect("logged");
     }
     // A retry is answered from the batch's record and stores nothing.
     let last = bodies.last().expect("a batch");
-    batch::log(&state, &caller.tenant, run, parse(last))
-        .await
-        .expect("retried");
+    batch::log(
+        &state.store,
+        state.intake(),
+        &caller.tenant,
+        run,
+        parse(last),
+    )
+    .await
+    .expect("retried");
 
     let record = runs::load(&state.store, &caller.tenant, run)
         .await

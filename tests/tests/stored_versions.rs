@@ -53,9 +53,10 @@ async fn a_team_stored_at_version_zero_or_without_one_still_takes_role_changes()
         state.store.kv.put(item, Condition::None).await.unwrap();
 
         for expected in [1, 2] {
-            let member = accounts::change_role(&state, &caller.tenant, caller.user, Role::Admin)
-                .await
-                .unwrap_or_else(|err| panic!("team stored at {stored:?}: {err}"));
+            let member =
+                accounts::change_role(&state.store, &caller.tenant, caller.user, Role::Admin)
+                    .await
+                    .unwrap_or_else(|err| panic!("team stored at {stored:?}: {err}"));
             assert_eq!(member.role, Role::Admin);
             assert_eq!(team_version(&state, &key).await, Some(expected));
         }

@@ -153,7 +153,7 @@ async fn register(w: &World, caller: &Caller, run: RunId, path: &str, body: &[u8
         kind: Default::default(),
         step: None,
     };
-    let (_, plan) = artifacts::register(&w.state, &caller.tenant, run, new)
+    let (_, plan) = artifacts::register(&w.state.store, &caller.tenant, run, new)
         .await
         .expect("a registration");
     serde_json::to_value(plan).unwrap()
@@ -168,9 +168,16 @@ async fn complete(w: &World, caller: &Caller, run: RunId, path: &str) -> usize {
             path: path.to_owned(),
             parts: Vec::new(),
         };
-        match artifacts::complete(&w.state, &caller.tenant, run, completion)
-            .await
-            .expect("a completion")
+        match artifacts::complete(
+            &w.state.store,
+            &w.state.marks,
+            w.state.settings.verify_slice_bytes,
+            &caller.tenant,
+            run,
+            completion,
+        )
+        .await
+        .expect("a completion")
         {
             Completed::Sealed(_) => return calls,
             Completed::Verifying(_) => continue,
@@ -264,7 +271,7 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     );
     put(&url, &headers, gone.clone()).await;
     complete(&w, &caller, run, "gone.bin").await;
-    artifacts::delete(&w.state, tenant, run, "gone.bin")
+    artifacts::delete(&w.state.store, tenant, run, "gone.bin")
         .await
         .unwrap();
     assert_eq!(
@@ -276,7 +283,7 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     // Through MLflow's proxy: one upload completed (its checksum left to the sweep),
     // one abandoned after a part.
     for (path, complete_it) in [("proxied.bin", true), ("dropped.bin", false)] {
-        let (_, urls) = artifacts::register_measured(&w.state, tenant, run, path, 2)
+        let (_, urls) = artifacts::register_measured(&w.state.store, tenant, run, path, 2)
             .await
             .unwrap();
         let first = bytes(5, MIN_PART_BYTES as usize);
@@ -298,9 +305,16 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
                 },
             ],
         };
-        let sealed = artifacts::complete(&w.state, tenant, run, completion)
-            .await
-            .unwrap();
+        let sealed = artifacts::complete(
+            &w.state.store,
+            &w.state.marks,
+            w.state.settings.verify_slice_bytes,
+            tenant,
+            run,
+            completion,
+        )
+        .await
+        .unwrap();
         let Completed::Sealed(sealed) = sealed else {
             panic!("{sealed:?}")
         };
@@ -317,9 +331,17 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     let mut image = PNG.to_vec();
     image.extend(bytes(7, 5_000));
     assert!(
-        images::log(&w.state, tenant, run, "samples", 1, Bytes::from(image))
-            .await
-            .is_err()
+        images::log(
+            &w.state.store,
+            w.state.intake(),
+            tenant,
+            run,
+            "samples",
+            1,
+            Bytes::from(image)
+        )
+        .await
+        .is_err()
     );
     assert_eq!(w.faults.take_fired().len(), 2);
 
@@ -340,7 +362,7 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
     assert_eq!(in_bucket, billed);
     assert_eq!(w.uploads.unfinished().await, 0);
     // What was sealed is intact; the proxied upload has its checksum now.
-    let listed = artifacts::list(&w.state, tenant, run, None, None)
+    let listed = artifacts::list(&w.state.store, tenant, run, None, None)
         .await
         .unwrap();
     let paths: Vec<&str> = listed.iter().map(|a| a.path.as_str()).collect();

@@ -55,7 +55,7 @@ pub async fn register(
     Json(new): Json<NewArtifact>,
 ) -> ApiResult<(StatusCode, axum::Json<Registered>)> {
     let (artifact, plan) =
-        artifacts::register(&state, &caller.tenant, runs::parse_id(&run)?, new).await?;
+        artifacts::register(&state.store, &caller.tenant, runs::parse_id(&run)?, new).await?;
     let registered = Registered {
         plan,
         artifact: artifact.into_view(),
@@ -91,8 +91,15 @@ pub async fn complete(
     Path(run): Path<String>,
     Json(completion): Json<Completion>,
 ) -> ApiResult<(StatusCode, axum::Json<ArtifactView>)> {
-    let completed =
-        artifacts::complete(&state, &caller.tenant, runs::parse_id(&run)?, completion).await?;
+    let completed = artifacts::complete(
+        &state.store,
+        &state.marks,
+        state.settings.verify_slice_bytes,
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        completion,
+    )
+    .await?;
     Ok(match completed {
         Completed::Sealed(artifact) => (StatusCode::OK, axum::Json(artifact.into_view())),
         Completed::Verifying(artifact) => (StatusCode::ACCEPTED, axum::Json(artifact.into_view())),
@@ -132,7 +139,7 @@ pub async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Artifacts>> {
     let artifacts = artifacts::list(
-        &state,
+        &state.store,
         &caller.tenant,
         runs::parse_id(&run)?,
         params.kind,
@@ -170,7 +177,7 @@ pub async fn download(
     Path((run, path)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let (_, url) =
-        artifacts::download_url(&state, &caller.tenant, runs::parse_id(&run)?, &path).await?;
+        artifacts::download_url(&state.store, &caller.tenant, runs::parse_id(&run)?, &path).await?;
     Ok(redirect(url))
 }
 
@@ -205,6 +212,6 @@ pub async fn delete(
     Writer(caller): Writer,
     Path((run, path)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    artifacts::delete(&state, &caller.tenant, runs::parse_id(&run)?, &path).await?;
+    artifacts::delete(&state.store, &caller.tenant, runs::parse_id(&run)?, &path).await?;
     Ok(StatusCode::NO_CONTENT)
 }

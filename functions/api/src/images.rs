@@ -43,7 +43,7 @@ pub async fn series(
     caller: Caller,
     Path(run): Path<String>,
 ) -> ApiResult<axum::Json<ImageSeries>> {
-    let series = images::series(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let series = images::series(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(axum::Json(ImageSeries { series }))
 }
 
@@ -127,7 +127,7 @@ pub async fn images_of(
         .transpose()?;
     let limit = page_limit(range.limit, images::MAX_LISTED, images::MAX_LISTED)?;
     let page = images::list(
-        state,
+        &state.store,
         tenant,
         run,
         series,

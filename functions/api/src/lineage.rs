@@ -40,7 +40,8 @@ pub async fn add_input(
     Path(run): Path<String>,
     Json(input): Json<NewInput>,
 ) -> ApiResult<(StatusCode, axum::Json<Input>)> {
-    let input = lineage::add_input(&state, &caller.tenant, runs::parse_id(&run)?, input).await?;
+    let input =
+        lineage::add_input(&state.store, &caller.tenant, runs::parse_id(&run)?, input).await?;
     Ok((StatusCode::CREATED, axum::Json(input)))
 }
 
@@ -66,7 +67,7 @@ pub async fn inputs(
 ) -> ApiResult<axum::Json<Inputs>> {
     let run = runs::parse_id(&run)?;
     runs::load(&state.store, &caller.tenant, run).await?;
-    let inputs = lineage::inputs(&state, &caller.tenant, run).await?;
+    let inputs = lineage::inputs(&state.store, &caller.tenant, run).await?;
     Ok(axum::Json(Inputs { inputs }))
 }
 
@@ -87,7 +88,13 @@ pub async fn graph(
     Path(run): Path<String>,
 ) -> ApiResult<axum::Json<Graph>> {
     Ok(axum::Json(
-        lineage::graph(&state, &caller.tenant, runs::parse_id(&run)?).await?,
+        lineage::graph(
+            &state.store,
+            state.settings.heartbeat_timeout,
+            &caller.tenant,
+            runs::parse_id(&run)?,
+        )
+        .await?,
     ))
 }
 
@@ -114,7 +121,7 @@ pub async fn dataset(
     caller: Caller,
     Path(hash): Path<String>,
 ) -> ApiResult<Response> {
-    let (dataset, used_by) = lineage::dataset(&state, &caller.tenant, &hash).await?;
+    let (dataset, used_by) = lineage::dataset(&state.store, &caller.tenant, &hash).await?;
     let now = state.now();
     let runs = used_by
         .iter()

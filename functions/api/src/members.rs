@@ -66,7 +66,7 @@ pub async fn create_api_key(
 ) -> ApiResult<(StatusCode, axum::Json<CreatedApiKey>)> {
     let name = DisplayName::parse("name", &request.name)?;
     let (key, secret) = accounts::create_api_key(
-        &state,
+        &state.store,
         &caller.tenant,
         caller.user,
         name,
@@ -98,7 +98,7 @@ pub async fn list_api_keys(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> ApiResult<axum::Json<ApiKeys>> {
-    let api_keys = accounts::list_api_keys(&state, &caller.tenant).await?;
+    let api_keys = accounts::list_api_keys(&state.store, &caller.tenant).await?;
     Ok(axum::Json(ApiKeys { api_keys }))
 }
 
@@ -118,7 +118,7 @@ pub async fn revoke_api_key(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id: ApiKeyId = parse_id(&id, "API key")?;
-    accounts::revoke_api_key(&state, &caller.tenant, id).await?;
+    accounts::revoke_api_key(&state.store, &caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -167,8 +167,15 @@ pub async fn create_invite(
     Json(request): Json<CreateInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedInvite>)> {
     let email = Email::parse(&request.email)?;
-    let (invite, token) =
-        accounts::create_invite(&state, &caller.tenant, caller.user, email, request.role).await?;
+    let (invite, token) = accounts::create_invite(
+        &state.store,
+        state.settings.invite_ttl,
+        &caller.tenant,
+        caller.user,
+        email,
+        request.role,
+    )
+    .await?;
     let url = public_url.join(["v1", "invites", &token, "accept"]);
     Ok((
         StatusCode::CREATED,
@@ -194,7 +201,7 @@ pub async fn list_invites(
     State(state): State<AppState>,
     Admin(caller): Admin,
 ) -> ApiResult<axum::Json<Invites>> {
-    let invites = accounts::list_invites(&state, &caller.tenant).await?;
+    let invites = accounts::list_invites(&state.store, &caller.tenant).await?;
     Ok(axum::Json(Invites { invites }))
 }
 
@@ -214,7 +221,7 @@ pub async fn revoke_invite(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id: InviteId = parse_id(&id, "invite")?;
-    accounts::revoke_invite(&state, &caller.tenant, id).await?;
+    accounts::revoke_invite(&state.store, &caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -248,7 +255,8 @@ pub async fn accept_invite(
     Json(request): Json<AcceptInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<Session>)> {
     let password = Password::parse(request.password)?;
-    let session = accounts::accept_invite(&state, &token, password, client).await?;
+    let session =
+        accounts::accept_invite(&state.store, state.sessions(), &token, password, client).await?;
     Ok((StatusCode::CREATED, axum::Json(session)))
 }
 
@@ -270,7 +278,7 @@ pub async fn list_members(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<axum::Json<Members>> {
-    let members = accounts::list_members(&state, &caller.tenant).await?;
+    let members = accounts::list_members(&state.store, &caller.tenant).await?;
     Ok(axum::Json(Members { members }))
 }
 
@@ -304,7 +312,7 @@ pub async fn change_role(
     Json(request): Json<ChangeRole>,
 ) -> ApiResult<axum::Json<Member>> {
     let id: UserId = parse_id(&id, "member")?;
-    let member = accounts::change_role(&state, &caller.tenant, id, request.role).await?;
+    let member = accounts::change_role(&state.store, &caller.tenant, id, request.role).await?;
     Ok(axum::Json(member))
 }
 
@@ -332,7 +340,7 @@ pub async fn remove_member(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id: UserId = parse_id(&id, "member")?;
-    accounts::remove_member(&state, &caller.tenant, id).await?;
+    accounts::remove_member(&state.store, &caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -106,6 +106,6 @@ pub async fn delete(
     Path(project): Path<String>,
 ) -> ApiResult<StatusCode> {
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
-    deletion::delete_project(&state, &caller.tenant, &project).await?;
+    deletion::delete_project(&state.store, &caller.tenant, &project).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,8 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth;
 use sextant_shared::auth::Writer;
+use sextant_shared::authentication;
 use sextant_shared::credentials::Caller;
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::http::{Json, Query, page_limit};
@@ -32,12 +32,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// A job as clients see it (a `JobView`, which borrows the job, so it is serialized
 /// before the handler returns).
 fn view(state: &AppState, job: &Job) -> Response {
-    axum::Json(job.view(
-        state.now(),
-        state.settings.job_lease,
-        state.settings.heartbeat_timeout,
-    ))
-    .into_response()
+    axum::Json(job.view(state.now(), state.queue_rules())).into_response()
 }
 
 /// A job just claimed, and the credential its command runs with.
@@ -82,7 +77,7 @@ pub async fn enqueue(
 ) -> ApiResult<(StatusCode, Response)> {
     let queue = QueueName::parse(&queue)?;
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
-    let job = queue::enqueue(&state, &caller, &project, queue, new).await?;
+    let job = queue::enqueue(&state.store, &caller, &project, queue, new).await?;
     Ok((StatusCode::CREATED, view(&state, &job)))
 }
 
@@ -152,7 +147,7 @@ pub async fn list(
         .transpose()?;
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let page = queue::list(
-        &state,
+        &state.store,
         &caller.tenant,
         &project,
         &queue,
@@ -166,13 +161,7 @@ pub async fn list(
         jobs: page
             .jobs
             .iter()
-            .map(|job| {
-                job.view(
-                    now,
-                    state.settings.job_lease,
-                    state.settings.heartbeat_timeout,
-                )
-            })
+            .map(|job| job.view(now, state.queue_rules()))
             .collect(),
         next_cursor: page.next_cursor,
     };
@@ -224,12 +213,13 @@ pub async fn claim(
     Path((project, queue)): Path<(String, String)>,
     Json(request): Json<ClaimRequest>,
 ) -> ApiResult<Response> {
-    let agent_key = auth::agent_key(&caller)?;
+    let agent_key = authentication::agent_key(&caller)?;
     let queue = QueueName::parse(&queue)?;
     let labels = queue::parse_labels(&request.labels)?;
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let claimed = queue::claim(
-        &state,
+        &state.store,
+        state.queue_rules(),
         &caller.tenant,
         &project,
         &queue,
@@ -240,8 +230,9 @@ pub async fn claim(
     let Some(job) = claimed else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let (job_token, job_token_expires_at) = auth::job_token(
-        &state,
+    let (job_token, job_token_expires_at) = authentication::job_token(
+        &state.keyring,
+        state.settings.job_token_ttl,
         &caller,
         agent_key,
         job.record.run_id,
@@ -249,11 +240,7 @@ pub async fn claim(
     )?;
     let now = state.now();
     Ok(axum::Json(ClaimedJob {
-        job: job.view(
-            now,
-            state.settings.job_lease,
-            state.settings.heartbeat_timeout,
-        ),
+        job: job.view(now, state.queue_rules()),
         job_token,
         job_token_expires_at,
     })
@@ -275,7 +262,7 @@ pub async fn get(
     caller: Caller,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
-    let job = queue::get(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let job = queue::get(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(view(&state, &job))
 }
 
@@ -299,7 +286,13 @@ pub async fn cancel(
     Writer(caller): Writer,
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
-    let job = queue::cancel(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    let job = queue::cancel(
+        &state.store,
+        state.queue_rules(),
+        &caller.tenant,
+        runs::parse_id(&run)?,
+    )
+    .await?;
     Ok(view(&state, &job))
 }
 
@@ -334,7 +327,14 @@ pub async fn heartbeat(
     Path(run): Path<String>,
     Json(beat): Json<Heartbeat>,
 ) -> ApiResult<Response> {
-    let job = queue::heartbeat(&state, &caller.tenant, runs::parse_id(&run)?, beat.attempt).await?;
+    let job = queue::heartbeat(
+        &state.store,
+        state.queue_rules(),
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        beat.attempt,
+    )
+    .await?;
     Ok(view(&state, &job))
 }
 
@@ -362,6 +362,13 @@ pub async fn finish(
     Path(run): Path<String>,
     Json(finish): Json<Finish>,
 ) -> ApiResult<Response> {
-    let job = queue::finish(&state, &caller.tenant, runs::parse_id(&run)?, finish).await?;
+    let job = queue::finish(
+        &state.store,
+        state.queue_rules(),
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        finish,
+    )
+    .await?;
     Ok(view(&state, &job))
 }

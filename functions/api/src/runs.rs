@@ -13,10 +13,10 @@ use sextant_shared::http::{Json, Query, page_limit};
 use sextant_shared::ids::{ProjectId, RunId};
 use sextant_shared::projects::{self, Project};
 use sextant_shared::runs::listing::{self, Filter, Sort};
+use sextant_shared::runs::summary::{SeriesInfo, SeriesKind, SeriesSummary};
 use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
 use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, SeriesInfo, SeriesKind,
-    SeriesSummary, StepRange, TextPoints, Window,
+    self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, StepRange, TextPoints, Window,
 };
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -166,7 +166,7 @@ pub async fn delete(
     Writer(caller): Writer,
     Path(run): Path<String>,
 ) -> ApiResult<StatusCode> {
-    deletion::delete_run(&state, &caller.tenant, runs::parse_id(&run)?).await?;
+    deletion::delete_run(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -54,7 +54,15 @@ pub async fn signup(
     let team = DisplayName::parse("team", &request.team)?;
     let email = Email::parse(&request.email)?;
     let password = Password::parse(request.password)?;
-    let signed_up = accounts::signup(&state, team, email, password, client).await?;
+    let signed_up = accounts::signup(
+        &state.store,
+        state.sessions(),
+        team,
+        email,
+        password,
+        client,
+    )
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(signed_up)))
 }
 
@@ -89,7 +97,14 @@ pub async fn login(
     Json(request): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<Session>> {
     Ok(axum::Json(
-        accounts::login(&state, &request.email, request.password, client).await?,
+        accounts::login(
+            &state.store,
+            state.sessions(),
+            &request.email,
+            request.password,
+            client,
+        )
+        .await?,
     ))
 }
 

@@ -211,8 +211,8 @@ pub async fn view(
 ) -> ApiResult<Response> {
     let shared = open(&state, &token, client).await?;
     let (artifacts, images) = futures::try_join!(
-        artifacts::list(&state, &shared.tenant, shared.run.id, None, None),
-        images::series(&state, &shared.tenant, shared.run.id),
+        artifacts::list(&state.store, &shared.tenant, shared.run.id, None, None),
+        images::series(&state.store, &shared.tenant, shared.run.id),
     )?;
     Ok(axum::Json(SharedRunView {
         share: shared.terms(),
@@ -339,6 +339,7 @@ pub async fn download(
             "this share does not allow downloading artifacts",
         ));
     }
-    let (_, url) = artifacts::download_url(&state, &shared.tenant, shared.run.id, &path).await?;
+    let (_, url) =
+        artifacts::download_url(&state.store, &shared.tenant, shared.run.id, &path).await?;
     Ok(crate::artifacts::redirect(url))
 }

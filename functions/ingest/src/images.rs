@@ -40,7 +40,8 @@ pub async fn log(
     body: Bytes,
 ) -> ApiResult<(StatusCode, axum::Json<Image>)> {
     let image = images::log(
-        &state,
+        &state.store,
+        state.intake(),
         &caller.tenant,
         runs::parse_id(&run)?,
         &at.series,

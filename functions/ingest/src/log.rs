@@ -33,6 +33,13 @@ pub async fn log(
     Path(run): Path<String>,
     Json(batch): Json<LogBatch>,
 ) -> ApiResult<axum::Json<LogOutcome>> {
-    let outcome = batch::log(&state, &caller.tenant, runs::parse_id(&run)?, batch).await?;
+    let outcome = batch::log(
+        &state.store,
+        state.intake(),
+        &caller.tenant,
+        runs::parse_id(&run)?,
+        batch,
+    )
+    .await?;
     Ok(axum::Json(outcome))
 }

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use serde::Serialize;
-use sextant_shared::auth;
 use sextant_shared::auth::AnyCaller;
+use sextant_shared::authentication;
 use sextant_shared::error::ApiResult;
 use sextant_shared::state::AppState;
 use time::OffsetDateTime;
@@ -27,6 +27,7 @@ pub async fn exchange(
     State(state): State<AppState>,
     AnyCaller(caller): AnyCaller,
 ) -> ApiResult<axum::Json<Token>> {
-    let (token, expires_at) = auth::exchange_api_key(&state, &caller)?;
+    let (token, expires_at) =
+        authentication::exchange_api_key(&state.keyring, state.settings.access_token_ttl, &caller)?;
     Ok(axum::Json(Token { token, expires_at }))
 }

@@ -68,11 +68,19 @@ pub async fn sweep_due(state: &AppState, now: OffsetDateTime) -> ApiResult<RunRe
         for (key, note) in sweep::notes(kv, hour).await? {
             let (deleted, again) = match &note.claimant {
                 Claimant::Artifact { run, path } => {
-                    artifacts::settle(state, &note, *run, path).await?
+                    artifacts::settle(
+                        &state.store,
+                        state.settings.verify_slice_bytes,
+                        &note,
+                        *run,
+                        path,
+                    )
+                    .await?
                 }
-                Claimant::Image { run, index } => {
-                    (images::settle(state, &note, *run, index).await?, false)
-                }
+                Claimant::Image { run, index } => (
+                    images::settle(&state.store, &note, *run, index).await?,
+                    false,
+                ),
             };
             if again {
                 sweep::expect(kv, &note, now).await?;

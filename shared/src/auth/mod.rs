@@ -1,11 +1,8 @@
 //! Who is calling. Every request's tenant comes from its verified credential and from
 //! nowhere else: not the path, not the body.
 
-mod authentication;
 pub mod csrf;
 pub mod operator;
-
-pub use authentication::{agent_key, authenticate, exchange_api_key, job_token};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -13,6 +10,7 @@ use axum::http::request::Parts;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::authentication;
 use crate::credentials::{Caller, Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::ids::RunId;
@@ -44,6 +42,16 @@ fn credential(parts: &Parts) -> ApiResult<String> {
         })
         .filter(|token| !token.is_empty())
         .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <credential>"))
+}
+
+/// Resolves a bearer credential to a caller on `plane` (`authentication::resolve`), and
+/// counts the request against the caller's rate limits (see `rate_limit`).
+pub async fn authenticate(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
+    let caller = authentication::resolve(&state.store, &state.keyring, bearer, plane).await?;
+    state
+        .limiter
+        .check(caller.tenant.id(), &caller.credential)?;
+    Ok(caller)
 }
 
 async fn caller(parts: &Parts, state: &AppState, plane: Plane) -> ApiResult<Caller> {

@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod jwt;
+pub mod operator;
 pub mod password;
 mod role;
 pub mod throttle;

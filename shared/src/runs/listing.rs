@@ -10,10 +10,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::summary::Stat;
 use super::{ParamValue, RunRecord, Status};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::RunId;
-use crate::series::Stat;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;

@@ -14,6 +14,7 @@
 
 pub mod listing;
 pub mod params;
+pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,13 +25,13 @@ use crate::credentials::Caller;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::Project;
-use crate::series::SeriesSummary;
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
 use sextant_storage::kv::{
     Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
 use sextant_storage::records::{self, CONFLICT_ATTEMPTS, VERSION, doc_item, get_doc, read_doc};
+use summary::SeriesSummary;
 
 pub use params::ParamValue;
 
@@ -260,7 +261,7 @@ pub struct RunView<'a> {
     )]
     trashed_at: Option<OffsetDateTime>,
     /// A summary of every series the run logged, by name.
-    series: BTreeMap<&'a str, crate::series::SeriesInfo>,
+    series: BTreeMap<&'a str, summary::SeriesInfo>,
 }
 
 /// Numbers a project's runs.

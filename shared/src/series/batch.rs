@@ -21,16 +21,16 @@ use time::OffsetDateTime;
 
 use super::codec::{self, MAX_CHUNK_POINTS};
 use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
-use super::{
-    ChunkFacts, DATA, Points, SeriesKind, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
-};
+use super::{DATA, Points, TextPoints, WRITTEN, check_name, chunk_sort_key, pending};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::floats::JsonF64;
 use crate::ids::RunId;
+use crate::metering::{self, Meter};
+use crate::runs::summary::{ChunkFacts, SeriesKind};
 use crate::runs::{self, RunRecord};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
 use crate::usage;
+use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value, WriteOp};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, doc_item, get_doc};
 
@@ -421,39 +421,46 @@ pub fn fuzz_log_batch(body: &[u8]) {
     assert_eq!(stored as u64, prepared.accepted);
 }
 
+/// What a write of points to a run needs besides the store: how long a silent run stays
+/// running (an ended run takes no points), and the meter that counts them.
+#[derive(Debug, Clone, Copy)]
+pub struct Intake<'a> {
+    pub heartbeat_timeout: time::Duration,
+    pub meter: Meter<'a>,
+}
+
 /// Stores a log batch for a run of the caller's team.
 pub async fn log(
-    state: &AppState,
+    store: &Store,
+    intake: Intake<'_>,
     tenant: &Tenant,
     run: RunId,
     batch: LogBatch,
 ) -> ApiResult<LogOutcome> {
-    let now = state.now();
+    let now = store.now();
     let Some(prepared) = prepare(tenant, run, batch, now)? else {
-        let record =
-            runs::heartbeat(&state.store, state.settings.heartbeat_timeout, tenant, run).await?;
+        let record = runs::heartbeat(store, intake.heartbeat_timeout, tenant, run).await?;
         return Ok(LogOutcome {
             accepted: 0,
             abort_requested: record.abort_requested_at.is_some(),
         });
     };
-    let timeout = state.settings.heartbeat_timeout;
     let record_key = batch_key(tenant, run, &prepared.batch_id);
 
-    let mut versioned = runs::load(&state.store, tenant, run).await?;
-    if let Some(done) = get_doc::<BatchRecord>(&*state.store.kv, &record_key).await? {
+    let mut versioned = runs::load(store, tenant, run).await?;
+    if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
     }
     // Refuse before writing anything: an ended run, a name of the other kind, or a
     // run record that would outgrow its item.
     let mut preview = versioned.clone();
-    runs::accept_activity(&mut preview.record, now, timeout)?;
+    runs::accept_activity(&mut preview.record, now, intake.heartbeat_timeout)?;
     merge_into(&mut preview.record, &prepared.facts)?;
     runs::replace(tenant, &preview)?;
 
     usage::check_quota(
-        &state.store,
-        state.settings.plan.monthly_points_cap,
+        store,
+        intake.meter.points_cap,
         tenant,
         now,
         prepared.accepted,
@@ -462,34 +469,32 @@ pub async fn log(
 
     let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
     let marker_key = pending::marker_key(tenant, run, &prepared.attempt);
-    state
-        .store
+    store
         .kv
         .put(
             pending::marker(marker_key.clone(), &chunk_keys, now)?,
             Condition::None,
         )
         .await?;
-    state
-        .store
+    store
         .kv
         .batch_write(prepared.items.into_iter().map(WriteOp::Put).collect())
         .await?;
     // Every way out below that is known not to have committed removes this attempt's
     // chunks; an error of unknown outcome leaves them hidden behind the marker.
-    let forget = || pending::forget(&state.store, marker_key.clone(), chunk_keys.clone());
+    let forget = || pending::forget(store, marker_key.clone(), chunk_keys.clone());
 
     let batch_record = BatchRecord {
         fingerprint: prepared.fingerprint.clone(),
         accepted: prepared.accepted,
         committed_at: now,
     };
-    crate::metering::mark_storer(&state.store, &state.marks, tenant).await?;
+    metering::mark_storer(store, intake.meter.marks, tenant).await?;
     for _ in 0..CONFLICT_ATTEMPTS {
-        let now = state.now();
+        let now = store.now();
         let mut updated = versioned.clone();
         updated.record.stored_bytes += prepared.stored_bytes;
-        let replace = runs::accept_activity(&mut updated.record, now, timeout)
+        let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
             .and_then(|()| merge_into(&mut updated.record, &prepared.facts))
             .and_then(|()| runs::replace(tenant, &updated));
         let replace = match replace {
@@ -498,13 +503,13 @@ pub async fn log(
                 forget().await;
                 // A twin attempt of this batch may have committed before the refusal
                 // arose; then it answers.
-                if let Some(done) = get_doc::<BatchRecord>(&*state.store.kv, &record_key).await? {
+                if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
                     return replay(&done, &prepared.fingerprint, &versioned.record);
                 }
                 return Err(refusal);
             }
         };
-        crate::metering::mark_active(&state.store, &state.marks, tenant, now).await?;
+        metering::mark_active(store, intake.meter.marks, tenant, now).await?;
         let mut ops = vec![
             TxOp::Put(
                 doc_item(record_key.clone(), &batch_record)?,
@@ -515,13 +520,13 @@ pub async fn log(
         ];
         let counters = ops.len();
         ops.extend(usage::logged(
-            state.settings.plan.monthly_points_cap,
+            intake.meter.points_cap,
             tenant,
             now,
             prepared.accepted,
             prepared.stored_bytes,
         ));
-        match state.store.kv.transact(ops).await {
+        match store.kv.transact(ops).await {
             Ok(()) => {
                 return Ok(LogOutcome {
                     accepted: prepared.accepted,
@@ -531,21 +536,21 @@ pub async fn log(
             Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
                 // A concurrent attempt of the same batch committed first.
                 forget().await;
-                let done = get_doc::<BatchRecord>(&*state.store.kv, &record_key)
+                let done = get_doc::<BatchRecord>(&*store.kv, &record_key)
                     .await?
                     .ok_or_else(runs::concurrent_update)?;
-                let run = runs::load(&state.store, tenant, run).await?;
+                let run = runs::load(store, tenant, run).await?;
                 return replay(&done, &prepared.fingerprint, &run.record);
             }
             Err(StoreError::TransactionFailed(failed))
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>
             {
                 forget().await;
-                let cap = state.settings.plan.monthly_points_cap.unwrap_or_default();
+                let cap = intake.meter.points_cap.unwrap_or_default();
                 return Err(usage::quota_exceeded(cap, now));
             }
             Err(err) if err.is_conflict() => {
-                versioned = runs::load(&state.store, tenant, run).await?;
+                versioned = runs::load(store, tenant, run).await?;
             }
             Err(err) => return Err(err.into()),
         }

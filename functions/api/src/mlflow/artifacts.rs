@@ -80,7 +80,7 @@ pub async fn list(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<axum::Json<Value>> {
     let location = locate(&state, &caller, query.path.as_deref().unwrap_or("")).await?;
-    let all = artifacts::list(&state, &caller.tenant, location.run, None, None).await?;
+    let all = artifacts::list(&state.store, &caller.tenant, location.run, None, None).await?;
     let prefix = if location.path.is_empty() {
         String::new()
     } else {
@@ -117,7 +117,7 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let location = locate(&state, &caller, &path).await?;
     let (_, url) =
-        artifacts::download_url(&state, &caller.tenant, location.run, &location.path).await?;
+        artifacts::download_url(&state.store, &caller.tenant, location.run, &location.path).await?;
     Ok(crate::artifacts::redirect(url))
 }
 
@@ -134,7 +134,8 @@ pub async fn upload(
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);
     artifacts::store(
-        &state,
+        &state.store,
+        &state.marks,
         &caller.tenant,
         location.run,
         &location.path,
@@ -153,7 +154,7 @@ pub async fn delete(
 ) -> ApiResult<axum::Json<Value>> {
     let location = locate(&state, &caller, &path).await?;
     let tenant = &caller.tenant;
-    let all = artifacts::list(&state, tenant, location.run, None, None).await?;
+    let all = artifacts::list(&state.store, tenant, location.run, None, None).await?;
     let prefix = format!("{}/", location.path);
     let doomed: Vec<_> = all
         .iter()
@@ -166,7 +167,7 @@ pub async fn delete(
         return Err(not_found());
     }
     for artifact in doomed {
-        artifacts::delete(&state, tenant, location.run, artifact.path.as_str()).await?;
+        artifacts::delete(&state.store, tenant, location.run, artifact.path.as_str()).await?;
     }
     Ok(axum::Json(json!({})))
 }
@@ -210,7 +211,8 @@ pub async fn create_multipart(
 ) -> ApiResult<axum::Json<Value>> {
     let (run, path) = multipart_target(&state, &caller, &directory, &body.path).await?;
     let (upload_id, urls) =
-        artifacts::register_measured(&state, &caller.tenant, run, &path, body.num_parts).await?;
+        artifacts::register_measured(&state.store, &caller.tenant, run, &path, body.num_parts)
+            .await?;
     let credentials: Vec<Value> = urls
         .into_iter()
         .zip(1..)
@@ -254,7 +256,15 @@ pub async fn complete_multipart(
             })
             .collect(),
     };
-    artifacts::complete(&state, &caller.tenant, run, completion).await?;
+    artifacts::complete(
+        &state.store,
+        &state.marks,
+        state.settings.verify_slice_bytes,
+        &caller.tenant,
+        run,
+        completion,
+    )
+    .await?;
     Ok(axum::Json(json!({})))
 }
 
@@ -270,6 +280,6 @@ pub async fn abort_multipart(
     Json(body): Json<AbortMultipart>,
 ) -> ApiResult<axum::Json<Value>> {
     let (run, path) = multipart_target(&state, &caller, &directory, &body.path).await?;
-    artifacts::abort_upload(&state, &caller.tenant, run, &path).await?;
+    artifacts::abort_upload(&state.store, &caller.tenant, run, &path).await?;
     Ok(axum::Json(json!({})))
 }

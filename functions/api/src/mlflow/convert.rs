@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
 use sextant_shared::floats::JsonF64;
 use sextant_shared::projects::Project;
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::runs::{self, GitInfo, RunRecord, Status};
-use sextant_shared::series::SeriesKind;
 use sextant_shared::state::AppState;
 use time::OffsetDateTime;
 

@@ -9,9 +9,8 @@ use sextant_shared::floats::JsonF64;
 use sextant_shared::http::Query;
 use sextant_shared::ids::RunId;
 use sextant_shared::runs;
-use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, Place, Points, SeriesKind, StepRange, Window,
-};
+use sextant_shared::runs::summary::SeriesKind;
+use sextant_shared::series::{self, EXACT_PAGE_POINTS, Place, Points, StepRange, Window};
 use sextant_shared::state::AppState;
 
 use super::convert;

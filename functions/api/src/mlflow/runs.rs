@@ -14,9 +14,10 @@ use sextant_shared::http::{Json, Query};
 use sextant_shared::ids::RunId;
 use sextant_shared::lineage::{self, NewInput};
 use sextant_shared::runs::params::{self, ParamValue};
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, Status};
+use sextant_shared::series;
 use sextant_shared::series::batch::{self, LogBatch, SeriesColumns};
-use sextant_shared::series::{self, SeriesKind};
 use sextant_shared::state::AppState;
 use sextant_storage::kv::{Condition, Key, Query as KvQuery};
 use sextant_storage::records::{doc_item, query_docs};
@@ -312,7 +313,7 @@ async fn log_metrics(
         return Ok(());
     }
     let batch = metric_batch(run, metrics, unix_seconds(state))?;
-    batch::log(state, &caller.tenant, run, batch).await?;
+    batch::log(&state.store, state.intake(), &caller.tenant, run, batch).await?;
     Ok(())
 }
 
@@ -633,7 +634,7 @@ pub async fn log_inputs(
             hash: hash.clone(),
             name: Some(input.dataset.name.clone()),
         };
-        lineage::add_input(&state, &caller.tenant, run, new).await?;
+        lineage::add_input(&state.store, &caller.tenant, run, new).await?;
         state
             .store
             .kv

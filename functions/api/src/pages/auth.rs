@@ -95,7 +95,15 @@ pub async fn signup(
         let team = DisplayName::parse("team", team)?;
         let email = Email::parse(email)?;
         let password = Password::parse(form.get("password").to_owned())?;
-        accounts::signup(&page.state, team, email, password, client).await
+        accounts::signup(
+            &page.state.store,
+            page.state.sessions(),
+            team,
+            email,
+            password,
+            client,
+        )
+        .await
     }
     .await;
     let signed_up = match attempt {
@@ -159,7 +167,15 @@ pub async fn login_form(page: Page) -> Response {
 pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfForm) -> PageResult {
     let email = form.get("email");
     let password = form.get("password").to_owned();
-    match accounts::login(&page.state, email, password, client).await {
+    match accounts::login(
+        &page.state.store,
+        page.state.sessions(),
+        email,
+        password,
+        client,
+    )
+    .await
+    {
         Ok(session) => {
             page.rotate_csrf();
             let mut response = page.finish(see_other("/projects"));

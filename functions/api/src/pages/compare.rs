@@ -9,8 +9,8 @@ use futures::{StreamExt, TryStreamExt};
 use maud::html;
 use sextant_shared::error::ApiResult;
 use sextant_shared::runs::RunRecord;
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::series::Points;
-use sextant_shared::series::SeriesKind;
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
 

@@ -22,7 +22,8 @@ enum Notice<'a> {
 }
 
 async fn render(page: &Page, user: &User, status: StatusCode, notice: Notice<'_>) -> PageResult {
-    let mut keys: Vec<ApiKey> = accounts::list_api_keys(&page.state, &user.caller.tenant).await?;
+    let mut keys: Vec<ApiKey> =
+        accounts::list_api_keys(&page.state.store, &user.caller.tenant).await?;
     keys.sort_by_key(|key| key.created_at);
     let csrf = page.csrf();
     let body = html! {
@@ -104,7 +105,7 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
     let created = match DisplayName::parse("name", form.get("name")) {
         Ok(name) => {
             accounts::create_api_key(
-                &page.state,
+                &page.state.store,
                 &user.caller.tenant,
                 user.caller.user,
                 name,
@@ -144,6 +145,6 @@ pub async fn revoke(
 ) -> PageResult {
     user.require(Role::Admin)?;
     let id: ApiKeyId = id.parse().map_err(|_| PageError::not_found())?;
-    accounts::revoke_api_key(&page.state, &user.caller.tenant, id).await?;
+    accounts::revoke_api_key(&page.state.store, &user.caller.tenant, id).await?;
     Ok(page.finish(see_other("/settings/keys")))
 }

@@ -9,8 +9,8 @@ use axum::response::Response;
 use maud::{Markup, html};
 use sextant_shared::credentials::Role;
 use sextant_shared::projects::{self, Project, ProjectName};
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::runs::{ParamValue, RunRecord, Status};
-use sextant_shared::series::SeriesKind;
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};

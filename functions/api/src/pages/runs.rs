@@ -17,10 +17,9 @@ use sextant_shared::ids::{RunId, ShareId};
 use sextant_shared::images::{self, Listed};
 use sextant_shared::lineage::{self, Graph, Node};
 use sextant_shared::projects::{self, Project};
+use sextant_shared::runs::summary::SeriesKind;
 use sextant_shared::runs::{self, RunRecord, Status};
-use sextant_shared::series::{
-    self, EXACT_PAGE_POINTS, Points, SeriesKind, StepRange, TextPoints, Window,
-};
+use sextant_shared::series::{self, EXACT_PAGE_POINTS, Points, StepRange, TextPoints, Window};
 use sextant_shared::shares::{self, NewShare, Share};
 use sextant_shared::state::AppState;
 use sextant_shared::tenancy::Tenant;
@@ -244,9 +243,9 @@ pub async fn load(
         Ok::<_, ApiError>((name.to_owned(), tail))
     }));
     let images = async {
-        let series = images::series(state, tenant, run).await?;
+        let series = images::series(&state.store, tenant, run).await?;
         futures::future::try_join_all(series.into_keys().map(|name| async move {
-            let listed = images::latest(state, tenant, run, &name, IMAGES_SHOWN).await?;
+            let listed = images::latest(&state.store, tenant, run, &name, IMAGES_SHOWN).await?;
             Ok::<_, ApiError>((name, listed))
         }))
         .await
@@ -258,7 +257,7 @@ pub async fn load(
         let project_id = record.project_id.to_string();
         let (project, lineage, shares) = futures::try_join!(
             projects::find(&state.store, tenant, &project_id),
-            lineage::graph(state, tenant, run),
+            lineage::graph(&state.store, state.settings.heartbeat_timeout, tenant, run),
             shares::list(&state.store, tenant, run),
         )?;
         Ok::<_, ApiError>((Some(project), Some(lineage), shares))
@@ -267,7 +266,7 @@ pub async fn load(
         charts_markup(state, tenant, &record),
         texts,
         images,
-        artifacts::list(state, tenant, run, None, None),
+        artifacts::list(&state.store, tenant, run, None, None),
         team_only,
     )?;
     Ok(RunData {
@@ -678,7 +677,7 @@ pub async fn download(
     Path((run, path)): Path<(String, String)>,
 ) -> PageResult {
     let (_, url) = artifacts::download_url(
-        &page.state,
+        &page.state.store,
         &user.caller.tenant,
         runs::parse_id(&run)?,
         &path,

@@ -210,7 +210,7 @@ impl Page {
     /// the cookie is worth nothing), and the cookie is emptied and expires at once.
     pub async fn end_session(&self, response: &mut Response) -> Result<(), PageError> {
         if let Some(token) = &self.session {
-            accounts::end_session(&self.state, token).await?;
+            accounts::end_session(&self.state.store, &self.state.keyring, token).await?;
         }
         response.headers_mut().append(
             header::SET_COOKIE,

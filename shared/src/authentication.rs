@@ -1,38 +1,35 @@
 //! Authentication: a bearer credential resolved to a `Caller` against the accounts as
 //! they are now, and the tokens derived from an API key. The accounts module keeps the
-//! records; this one decides what a credential may do.
+//! records; this one decides what a credential may do. The HTTP edge reads the
+//! credential from the request and counts it against the rate limits.
 
 use time::OffsetDateTime;
 
 use crate::accounts;
 use crate::credentials::Caller;
 use crate::credentials::api_key::ApiKeySecret;
-use crate::credentials::jwt::{Scope, Subject};
+use crate::credentials::jwt::{Keyring, Scope, Subject};
 use crate::credentials::{Credential, Plane, Role};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::ids::{ApiKeyId, RunId};
-use crate::state::AppState;
 use crate::tenancy::Tenant;
+use sextant_storage::Store;
 
 fn unauthorized() -> ApiError {
     ApiError::unauthorized("invalid or expired credential")
 }
 
 /// Resolves a bearer credential (API key, access token, job token or session token) to
-/// a caller on `plane`, and counts the request against the caller's rate limits (see
-/// `rate_limit`).
-pub async fn authenticate(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
-    let caller = resolve(state, bearer, plane).await?;
-    state
-        .limiter
-        .check(caller.tenant.id(), &caller.credential)?;
-    Ok(caller)
-}
-
-async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Caller> {
+/// a caller on `plane`.
+pub async fn resolve(
+    store: &Store,
+    keyring: &Keyring,
+    bearer: &str,
+    plane: Plane,
+) -> ApiResult<Caller> {
     if ApiKeySecret::looks_like_key(bearer) {
         let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
-        let (tenant, user, role) = accounts::key_holder(state, &secret)
+        let (tenant, user, role) = accounts::key_holder(store, &secret)
             .await?
             .ok_or_else(unauthorized)?;
         return Ok(Caller {
@@ -42,12 +39,12 @@ async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Call
             credential: Credential::ApiKey(secret.id),
         });
     }
-    let claims = state.keyring.verify(bearer).ok_or_else(unauthorized)?;
+    let claims = keyring.verify(bearer).ok_or_else(unauthorized)?;
     let tenant = Tenant::verified(claims.tid);
     let on_signature_alone = plane == Plane::Data && claims.scope == Some(Scope::Data);
     match claims.subject {
         Subject::Session { user, sid } => {
-            let member = accounts::session_member(state, &tenant, user, sid)
+            let member = accounts::session_member(store, &tenant, user, sid)
                 .await?
                 .ok_or_else(unauthorized)?;
             Ok(Caller {
@@ -61,7 +58,7 @@ async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Call
             let role = if on_signature_alone {
                 claims.role
             } else {
-                live_role(state, &tenant, key, claims.role).await?
+                live_role(store, &tenant, key, claims.role).await?
             };
             Ok(Caller {
                 tenant,
@@ -80,8 +77,8 @@ async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Call
                 claims.role
             } else {
                 let (role, holds) = futures::try_join!(
-                    live_role(state, &tenant, key, claims.role),
-                    crate::queue::claim_holds(state, &tenant, run, attempt),
+                    live_role(store, &tenant, key, claims.role),
+                    crate::queue::claim_holds(store, &tenant, run, attempt),
                 )?;
                 if !holds {
                     return Err(unauthorized());
@@ -100,13 +97,8 @@ async fn resolve(state: &AppState, bearer: &str, plane: Plane) -> ApiResult<Call
 
 /// The role a token derived from API key `key` has now: no more than it was minted
 /// with, its key's, or its member's. 401 once the key is revoked or its member removed.
-async fn live_role(
-    state: &AppState,
-    tenant: &Tenant,
-    key: ApiKeyId,
-    minted: Role,
-) -> ApiResult<Role> {
-    let now = accounts::key_role(state, tenant, key)
+async fn live_role(store: &Store, tenant: &Tenant, key: ApiKeyId, minted: Role) -> ApiResult<Role> {
+    let now = accounts::key_role(store, tenant, key)
         .await?
         .ok_or_else(unauthorized)?;
     Ok(minted.min(now))
@@ -115,15 +107,18 @@ async fn live_role(
 /// Trades an API key for a short-lived access token that authenticates without a
 /// database read on the data plane. Only the key itself may be exchanged, so a token
 /// cannot renew itself past its key's revocation.
-pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String, OffsetDateTime)> {
+pub fn exchange_api_key(
+    keyring: &Keyring,
+    ttl: time::Duration,
+    caller: &Caller,
+) -> ApiResult<(String, OffsetDateTime)> {
     let Credential::ApiKey(key) = caller.credential else {
         return Err(ApiError::new(
             ErrorCode::ApiKeyRequired,
             "only an API key can be exchanged for a token",
         ));
     };
-    state
-        .keyring
+    keyring
         .issue(
             caller.tenant.id(),
             caller.role,
@@ -131,7 +126,7 @@ pub fn exchange_api_key(state: &AppState, caller: &Caller) -> ApiResult<(String,
                 key,
                 owner: caller.user,
             },
-            state.settings.access_token_ttl,
+            ttl,
         )
         .map_err(ApiError::internal)
 }
@@ -151,14 +146,14 @@ pub fn agent_key(caller: &Caller) -> ApiResult<ApiKeyId> {
 /// A credential for the command of a job that `caller` claimed with API key `key`
 /// (`agent_key`): good only for the job's run, and only while that claim holds the job.
 pub fn job_token(
-    state: &AppState,
+    keyring: &Keyring,
+    ttl: time::Duration,
     caller: &Caller,
     key: ApiKeyId,
     run: RunId,
     attempt: u32,
 ) -> ApiResult<(String, OffsetDateTime)> {
-    state
-        .keyring
+    keyring
         .issue(
             caller.tenant.id(),
             caller.role.min(Role::Member),
@@ -168,7 +163,7 @@ pub fn job_token(
                 run,
                 attempt,
             },
-            state.settings.job_token_ttl,
+            ttl,
         )
         .map_err(ApiError::internal)
 }

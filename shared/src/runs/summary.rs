@@ -1,0 +1,178 @@
+//! What a run record knows of each of its series: its kind and a running summary
+//! (count, step range, last value, extremes), merged as chunks arrive. The series
+//! module stores and reads the points; this is the part the run record carries.
+
+use serde::{Deserialize, Serialize};
+
+/// What a series holds: numbers (metrics) or lines of text.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SeriesKind {
+    Numeric,
+    Text,
+}
+
+impl SeriesKind {
+    pub(crate) fn key_prefix(self) -> &'static str {
+        match self {
+            SeriesKind::Numeric => "c",
+            SeriesKind::Text => "t",
+        }
+    }
+}
+
+/// A series' running summary, kept in the run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeriesSummary {
+    pub kind: SeriesKind,
+    pub count: u64,
+    pub first_step: i64,
+    pub last_step: i64,
+    pub last_timestamp: f64,
+    /// Smallest and largest non-NaN values; `None` while every value was NaN (and for text).
+    #[serde(with = "crate::floats::option", default)]
+    pub min: Option<f64>,
+    #[serde(with = "crate::floats::option", default)]
+    pub max: Option<f64>,
+    #[serde(with = "crate::floats::option", default)]
+    pub last: Option<f64>,
+    /// The widest step range any one chunk covers.
+    pub span: u64,
+}
+
+/// A series' summary as clients see it.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct SeriesInfo {
+    pub kind: SeriesKind,
+    /// Points logged.
+    pub count: u64,
+    pub first_step: i64,
+    pub last_step: i64,
+    /// Unix seconds of the last point.
+    pub last_timestamp: f64,
+    /// The smallest non-NaN value: `null` while every value was NaN, and for text.
+    #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
+    pub min: Option<f64>,
+    /// The largest non-NaN value: `null` while every value was NaN, and for text.
+    #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
+    pub max: Option<f64>,
+    /// The value of the point last in step order; `null` for text.
+    #[serde(with = "crate::floats::option")]
+    #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
+    pub last: Option<f64>,
+}
+
+impl SeriesSummary {
+    pub fn info(&self) -> SeriesInfo {
+        SeriesInfo {
+            kind: self.kind,
+            count: self.count,
+            first_step: self.first_step,
+            last_step: self.last_step,
+            last_timestamp: self.last_timestamp,
+            min: self.min,
+            max: self.max,
+            last: self.last,
+        }
+    }
+
+    /// The value a run table sorts by: `last`, `min` or `max`.
+    pub fn stat(&self, stat: Stat) -> Option<f64> {
+        match stat {
+            Stat::Last => self.last,
+            Stat::Min => self.min,
+            Stat::Max => self.max,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat {
+    Last,
+    Min,
+    Max,
+}
+
+/// What a newly stored chunk adds to a series' summary.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkFacts {
+    pub count: u64,
+    pub first_step: i64,
+    pub last_step: i64,
+    pub last_timestamp: f64,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub last: Option<f64>,
+}
+
+impl ChunkFacts {
+    fn span(&self) -> u64 {
+        self.last_step.abs_diff(self.first_step)
+    }
+
+    pub fn start(self, kind: SeriesKind) -> SeriesSummary {
+        SeriesSummary {
+            kind,
+            count: self.count,
+            first_step: self.first_step,
+            last_step: self.last_step,
+            last_timestamp: self.last_timestamp,
+            min: self.min,
+            max: self.max,
+            last: self.last,
+            span: self.span(),
+        }
+    }
+}
+
+impl SeriesSummary {
+    pub fn merge(&mut self, chunk: &ChunkFacts) {
+        self.count += chunk.count;
+        self.first_step = self.first_step.min(chunk.first_step);
+        self.span = self.span.max(chunk.span());
+        // Later in (step, timestamp) order wins; a tie goes to the later write.
+        if (chunk.last_step, chunk.last_timestamp) >= (self.last_step, self.last_timestamp) {
+            self.last_step = chunk.last_step;
+            self.last_timestamp = chunk.last_timestamp;
+            self.last = chunk.last;
+        }
+        self.min = min_ignoring_none(self.min, chunk.min, f64::min);
+        self.max = min_ignoring_none(self.max, chunk.max, f64::max);
+    }
+}
+
+fn min_ignoring_none(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(pick(a, b)),
+        (a, b) => a.or(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merging_keeps_the_latest_point_as_last_even_when_chunks_arrive_out_of_order() {
+        let facts = |first, last, value: f64| ChunkFacts {
+            count: 2,
+            first_step: first,
+            last_step: last,
+            last_timestamp: 0.0,
+            min: Some(value - 1.0),
+            max: Some(value),
+            last: Some(value),
+        };
+        let mut summary = facts(10, 20, 5.0).start(SeriesKind::Numeric);
+        summary.merge(&facts(0, 9, 7.0));
+        assert_eq!((summary.first_step, summary.last_step), (0, 20));
+        assert_eq!(summary.last, Some(5.0));
+        assert_eq!((summary.min, summary.max), (Some(4.0), Some(7.0)));
+        assert_eq!(summary.count, 4);
+        assert_eq!(summary.span, 10);
+    }
+}
