@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_edge::error::{ApiError, ApiResult};
 use sextant_storage::BlobStore;
 use sextant_storage::blob::MAX_PART_BYTES;
 use sextant_storage_local::LocalBlobs;
@@ -122,7 +123,7 @@ fn refusal(err: PresignedError, idle: Duration) -> ApiError {
             format!("the upload stopped arriving for {} s", idle.as_secs()),
         ),
         PresignedError::Blob(err) => err.into(),
-        PresignedError::Io(err) => ApiError::internal(err),
+        PresignedError::Io(err) => Error::internal(err).into(),
     }
 }
 

@@ -20,13 +20,15 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use sextant_shared::billing::{self, PricePlan, TenantTotals};
-use sextant_shared::calendar::{self, BillingMonth};
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::credentials::operator::OperatorTokenHash;
-use sextant_shared::http;
-use sextant_shared::state::{AppState, Settings};
-use sextant_storage::Storage;
+use sextant_domain::artifacts;
+use sextant_domain::billing::{self, PricePlan, TenantTotals};
+use sextant_domain::calendar::{self, BillingMonth};
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_domain::credentials::operator::OperatorTokenHash;
+use sextant_edge::http;
+use sextant_edge::state::{AppState, Settings};
+use sextant_metering::Metering;
+use sextant_storage::{Storage, Store};
 use sextant_storage_aws::AwsStorageConfig;
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::{LocalBlobs, UrlSigner};
@@ -51,7 +53,7 @@ pub struct ServeConfig {
     pub job_lease: time::Duration,
     pub plan: PricePlan,
     pub operator_token: Option<OperatorTokenHash>,
-    pub rate_limits: sextant_shared::rate_limit::RateLimits,
+    pub rate_limits: sextant_edge::rate_limit::RateLimits,
 }
 
 /// A bound, ready-to-run server. Binding happens first so port 0 works and the URLs
@@ -116,7 +118,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let metering = tokio::spawn(meter_hourly(self.state));
+        let metering = tokio::spawn(meter_hourly(metering(&self.state)));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -131,13 +133,13 @@ impl Application {
 
 /// Runs the metering function's hourly run a minute after each hour ends, as the
 /// EventBridge schedule does.
-async fn meter_hourly(state: AppState) {
+async fn meter_hourly(metering: Metering) {
     loop {
         let now = time::OffsetDateTime::now_utc();
         let next = calendar::hour_of(now) + time::Duration::HOUR + time::Duration::MINUTE;
         tokio::time::sleep((next - now).unsigned_abs()).await;
         let hour = sextant_metering::MeteringHour::ending_at_or_before(next);
-        match sextant_metering::run(&state, hour).await {
+        match metering.run(hour).await {
             Ok(report) => tracing::info!(?report, "metering run"),
             Err(err) => tracing::error!(error = %err, "metering run failed; the next one fills in"),
         }
@@ -162,21 +164,22 @@ fn embedded_storage(
     Ok((storage, blobs))
 }
 
-/// The state of a data directory no server holds open, for commands that work on
-/// the store directly. No server runs, so it hands out no URLs.
-fn offline_state(data_dir: &Path, plan: PricePlan) -> anyhow::Result<AppState> {
+/// What a server's metering runs work with: its store, plan and slice size.
+pub fn metering(state: &AppState) -> Metering {
+    Metering {
+        store: state.store.clone(),
+        plan: state.settings.plan.clone(),
+        verify_slice_bytes: state.settings.verify_slice_bytes,
+    }
+}
+
+/// The store of a data directory no server holds open, for commands that work on it
+/// directly. No server runs, so it hands out no URLs.
+fn offline_store(data_dir: &Path) -> anyhow::Result<Store> {
     let secrets = secrets::Secrets::load_or_create(&data_dir.join("secrets.json"))?;
     let base_url: url::Url = "http://127.0.0.1:0".parse()?;
     let (storage, _) = embedded_storage(data_dir, &secrets, &base_url)?;
-    let settings = Settings {
-        plan,
-        ..Settings::new(None)
-    };
-    Ok(AppState::new(
-        storage,
-        Keyring::new(&secrets.jwt_keys()?)?,
-        settings,
-    ))
+    Ok(Store::new(storage))
 }
 
 /// What `sextant meter` does: the metering function's roll-up, on the embedded store of
@@ -188,15 +191,19 @@ pub async fn meter(
     at: time::OffsetDateTime,
     through: bool,
 ) -> anyhow::Result<Vec<time::OffsetDateTime>> {
-    let state = offline_state(data_dir, plan)?;
+    let metering = Metering {
+        store: offline_store(data_dir)?,
+        plan,
+        verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
+    };
     let hour = sextant_metering::MeteringHour::ending_at_or_before(at);
     let hours = if through {
-        sextant_metering::roll_up_through(&state, hour.start).await?
+        metering.roll_up_through(hour.start).await?
     } else {
-        sextant_metering::roll_up_hour(&state, hour.start).await?;
+        metering.roll_up_hour(hour.start).await?;
         vec![hour.start]
     };
-    let swept = sextant_metering::sweep_due(&state, hour.end()).await?;
+    let swept = metering.sweep_due(hour.end()).await?;
     tracing::info!(
         notes = swept.notes,
         bytes_deleted = swept.bytes_deleted,
@@ -211,8 +218,8 @@ pub async fn tenant_totals(
     plan: PricePlan,
     month: BillingMonth,
 ) -> anyhow::Result<Vec<TenantTotals>> {
-    let state = offline_state(data_dir, plan)?;
-    Ok(billing::tenant_totals(&state.store, &state.settings.plan, month).await?)
+    let store = offline_store(data_dir)?;
+    Ok(billing::tenant_totals(&store, &plan, month).await?)
 }
 
 /// The operator's usage listing as an aligned table, one tenant a line.

@@ -9,10 +9,10 @@ use sextant_cli::enqueue::{self, Enqueue};
 use sextant_cli::import_mlflow;
 use sextant_cli::transfer::{self, UploadOptions};
 use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
-use sextant_shared::billing::{PricePlan, TenantTotals};
-use sextant_shared::calendar::BillingMonth;
-use sextant_shared::credentials::operator;
-use sextant_shared::rate_limit::RateLimits;
+use sextant_domain::billing::{PricePlan, TenantTotals};
+use sextant_domain::calendar::BillingMonth;
+use sextant_domain::credentials::operator;
+use sextant_edge::rate_limit::RateLimits;
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
 #[derive(Debug, Parser)]
@@ -339,7 +339,7 @@ async fn download_code(client: &Client, run: &str, to: Option<PathBuf>) -> anyho
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sextant_shared::telemetry::init();
+    sextant_domain::telemetry::init();
     match Cli::parse().command {
         Command::Serve {
             addr,

@@ -57,7 +57,7 @@ pub fn create(dir: &Path, out: &std::fs::File) -> anyhow::Result<GitInfo> {
         branch: git_text(&root, &["rev-parse", "--abbrev-ref", "HEAD"])?,
         remote: git_text(&root, &["config", "--get", "remote.origin.url"])
             .ok()
-            .map(|remote| sextant_shared::runs::without_credentials(&remote)),
+            .map(|remote| sextant_domain::runs::without_credentials(&remote)),
         dirty: !git(&root, &["status", "--porcelain"])?.is_empty(),
     };
     let mut archive = tar::Builder::new(GzEncoder::new(out, Compression::default()));

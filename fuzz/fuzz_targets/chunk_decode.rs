@@ -2,7 +2,7 @@
 //! encode and decode again to the same bits.
 #![no_main]
 
-use sextant_shared::series::codec;
+use sextant_domain::series::codec;
 
 libfuzzer_sys::fuzz_target!(|chunk: &[u8]| {
     let _ = codec::summary(chunk);
@@ -11,7 +11,7 @@ libfuzzer_sys::fuzz_target!(|chunk: &[u8]| {
     };
     points.sort();
     let again = codec::decode(&codec::encode(&points)).expect("our own chunk decodes");
-    let bits = |p: &sextant_shared::series::Points| {
+    let bits = |p: &sextant_domain::series::Points| {
         (0..p.len())
             .map(|i| (p.steps[i], p.values[i].to_bits(), p.timestamps[i].to_bits()))
             .collect::<Vec<_>>()

@@ -3,5 +3,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|body: &[u8]| {
-    sextant_shared::series::batch::fuzz_log_batch(body);
+    sextant_domain::series::batch::fuzz_log_batch(body);
 });

@@ -19,22 +19,22 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::Value;
+use sextant_domain::accounts::{self, DisplayName, Email};
+use sextant_domain::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
+use sextant_domain::billing;
+use sextant_domain::billing::PricePlan;
+use sextant_domain::calendar::BillingMonth;
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::ids::RunId;
+use sextant_domain::images;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_edge::auth;
+use sextant_edge::state::{AppState, Settings};
 use sextant_metering::MeteringHour;
-use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
-use sextant_shared::auth;
-use sextant_shared::billing;
-use sextant_shared::billing::PricePlan;
-use sextant_shared::calendar::BillingMonth;
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::ids::RunId;
-use sextant_shared::images;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::blob::BlobStore;
 use sextant_storage::clock::ManualClock;
@@ -155,7 +155,7 @@ impl Fixture {
         let caller = auth::authenticate(
             &self.state,
             &signed_up.api_key,
-            sextant_shared::credentials::Plane::Control,
+            sextant_domain::credentials::Plane::Control,
         )
         .await
         .expect("authenticate");
@@ -561,13 +561,15 @@ async fn idle_metering() {
             .expect("stored");
         }
         // The first run finds no cursors; from the next on, one run does one hour.
-        sextant_metering::run(&fixture.state, MeteringHour::ending_at_or_before(first))
+        sextant_cli::metering(&fixture.state)
+            .run(MeteringHour::ending_at_or_before(first))
             .await
             .expect("the first hourly run");
         fixture.kv.take();
         fixture.blobs.take();
         let hour = MeteringHour::ending_at_or_before(first + time::Duration::HOUR);
-        let report = sextant_metering::run(&fixture.state, hour)
+        let report = sextant_cli::metering(&fixture.state)
+            .run(hour)
             .await
             .expect("the hourly run");
         assert_eq!(report.hours, 1);
@@ -641,7 +643,7 @@ fn main() {
 }
 
 /// Images and artifacts: what storing each costs, and what the hourly run's sweep
-/// pays to settle the ledger note each upload left (`shared/src/sweep.rs`).
+/// pays to settle the ledger note each upload left (`shared/domain/src/sweep.rs`).
 async fn uploads() {
     const IMAGES: usize = 100;
     const IMAGE_BYTES: usize = 100 * 1024;
@@ -662,7 +664,8 @@ async fn uploads() {
     let tenant = &team.caller.tenant;
     // A deployment's sweep has run before: its cursor is set, so the runs below look
     // at the hours since, not the first run's two weeks.
-    sextant_metering::sweep_due(&state, state.now())
+    sextant_cli::metering(&state)
+        .sweep_due(state.now())
         .await
         .expect("the first sweep");
     let print = |step: &str, count: usize| {
@@ -739,7 +742,8 @@ async fn uploads() {
     print("register, PUT, complete", ARTIFACTS);
     // Every note falls due once its URL has expired; the hourly run after settles it.
     clock.advance(time::Duration::hours(3));
-    let report = sextant_metering::sweep_due(&state, state.now())
+    let report = sextant_cli::metering(&state)
+        .sweep_due(state.now())
         .await
         .expect("the sweep");
     assert_eq!(report.notes, IMAGES + ARTIFACTS);

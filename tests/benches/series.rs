@@ -17,17 +17,17 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::json;
-use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::auth;
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::listing::{self, Filter, Sort};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points, StepRange};
-use sextant_shared::state::{AppState, Settings};
+use sextant_domain::accounts::{self, DisplayName, Email};
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::listing::{self, Filter, Sort};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::series::{self, Points, StepRange};
+use sextant_edge::auth;
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::kv::{Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp};
 use sextant_storage_local::EmbeddedKv;
@@ -168,7 +168,7 @@ async fn fixture(in_memory: bool) -> Fixture {
     let caller = auth::authenticate(
         &state,
         &signed_up.api_key,
-        sextant_shared::credentials::Plane::Control,
+        sextant_domain::credentials::Plane::Control,
     )
     .await
     .expect("authenticate");
@@ -190,7 +190,7 @@ async fn fixture(in_memory: bool) -> Fixture {
 }
 
 impl Fixture {
-    async fn new_run(&self) -> sextant_shared::ids::RunId {
+    async fn new_run(&self) -> sextant_domain::ids::RunId {
         runs::create(
             &self.state.store,
             &self.caller,
@@ -203,7 +203,7 @@ impl Fixture {
     }
 }
 
-async fn ingest_in_process(fixture: &Fixture, run: sextant_shared::ids::RunId, bodies: &[Vec<u8>]) {
+async fn ingest_in_process(fixture: &Fixture, run: sextant_domain::ids::RunId, bodies: &[Vec<u8>]) {
     for body in bodies {
         let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
         batch::log(

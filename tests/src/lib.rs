@@ -10,7 +10,7 @@ use std::sync::Arc;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::{Application, Backend, ServeConfig};
-use sextant_shared::billing::PricePlan;
+use sextant_domain::billing::PricePlan;
 use sextant_storage_aws::AwsStorageConfig;
 use sextant_storage_aws::DynamoKv;
 use sextant_storage_aws::S3Blobs;
@@ -125,7 +125,7 @@ impl TestApp {
     /// With the defaults `sextant serve` has, adjusted by `adjust` (a price plan, an
     /// operator token).
     pub async fn spawn_adjusted(backend: Backend, adjust: impl FnOnce(&mut ServeConfig)) -> Self {
-        sextant_shared::telemetry::init();
+        sextant_domain::telemetry::init();
         let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
         let mut config = ServeConfig {
             addr: "127.0.0.1:0".parse().expect("loopback address"),
@@ -135,7 +135,7 @@ impl TestApp {
             job_lease: time::Duration::minutes(1),
             plan: PricePlan::default(),
             operator_token: None,
-            rate_limits: sextant_shared::rate_limit::RateLimits::default(),
+            rate_limits: sextant_edge::rate_limit::RateLimits::default(),
         };
         adjust(&mut config);
         let app = Application::build(config)
@@ -436,23 +436,16 @@ macro_rules! aws_cases {
 
 /// An app state over `storage` as the domain tests use it: test signing keys and the
 /// default settings.
-pub fn state_on(storage: sextant_storage::Storage) -> sextant_shared::state::AppState {
+pub fn state_on(storage: sextant_storage::Storage) -> sextant_edge::state::AppState {
     let keyring =
-        sextant_shared::credentials::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
+        sextant_domain::credentials::jwt::Keyring::new(&[("test".to_owned(), vec![3; 32])])
             .expect("keyring");
-    sextant_shared::state::AppState::new(
-        storage,
-        keyring,
-        sextant_shared::state::Settings::new(None),
-    )
+    sextant_edge::state::AppState::new(storage, keyring, sextant_edge::state::Settings::new(None))
 }
 
 /// A state for domain tests on the embedded store and a local blob directory, and the
 /// directory, which must outlive it.
-pub async fn embedded_state() -> (
-    sextant_shared::state::AppState,
-    Box<dyn std::any::Any + Send>,
-) {
+pub async fn embedded_state() -> (sextant_edge::state::AppState, Box<dyn std::any::Any + Send>) {
     let (blobs, dir) = local_blobs_with_routes().await;
     let kv = sextant_storage_local::EmbeddedKv::open(&dir.path().join("store.redb"))
         .expect("opening the store");
@@ -465,10 +458,7 @@ pub async fn embedded_state() -> (
 
 /// A state for domain tests on a fresh table and bucket of the emulator (nothing to
 /// keep alive; the second half matches `embedded_state`).
-pub async fn aws_state() -> (
-    sextant_shared::state::AppState,
-    Box<dyn std::any::Any + Send>,
-) {
+pub async fn aws_state() -> (sextant_edge::state::AppState, Box<dyn std::any::Any + Send>) {
     let (_, kv, blobs) = fresh_aws_storage().await;
     let storage = sextant_storage::Storage {
         kv: Arc::new(kv),
@@ -479,16 +469,16 @@ pub async fn aws_state() -> (
 
 /// Signs up a new team in `state` and answers its admin, as its first API key.
 pub async fn signed_up_caller(
-    state: &sextant_shared::state::AppState,
-) -> sextant_shared::credentials::Caller {
-    use sextant_shared::accounts::{self, DisplayName, Email};
-    use sextant_shared::auth;
+    state: &sextant_edge::state::AppState,
+) -> sextant_domain::credentials::Caller {
+    use sextant_domain::accounts::{self, DisplayName, Email};
+    use sextant_edge::auth;
     let signed_up = accounts::signup(
         &state.store,
         state.sessions(),
         DisplayName::parse("team", "Domain tests").expect("a team name"),
         Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
-        sextant_shared::credentials::password::Password::parse("a long enough password".into())
+        sextant_domain::credentials::password::Password::parse("a long enough password".into())
             .expect("a password"),
         std::net::Ipv4Addr::LOCALHOST.into(),
     )
@@ -497,7 +487,7 @@ pub async fn signed_up_caller(
     auth::authenticate(
         state,
         &signed_up.api_key,
-        sextant_shared::credentials::Plane::Control,
+        sextant_domain::credentials::Plane::Control,
     )
     .await
     .expect("authenticate")
@@ -511,15 +501,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Serves `state` on `listener` with the routes `sextant serve` mounts (blobs are
 /// whatever the state's store hands out URLs for), until the test ends.
-pub fn serve_on(listener: tokio::net::TcpListener, state: sextant_shared::state::AppState) {
+pub fn serve_on(listener: tokio::net::TcpListener, state: sextant_edge::state::AppState) {
     let routes = sextant_api::routes().merge(sextant_ingest::routes());
-    let router = sextant_shared::http::api_service(routes, state);
+    let router = sextant_edge::http::api_service(routes, state);
     let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
     tokio::spawn(async move { axum::serve(listener, service).await });
 }
 
 /// `serve_on` a fresh loopback port; answers the base URL.
-pub async fn serve_state(state: sextant_shared::state::AppState) -> String {
+pub async fn serve_state(state: sextant_edge::state::AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binding loopback");

@@ -3,11 +3,11 @@
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sextant_cli::secrets::Secrets;
-use sextant_shared::credentials::Role;
-use sextant_shared::credentials::jwt::{Keyring, Subject};
+use sextant_domain::credentials::Role;
+use sextant_domain::credentials::jwt::{Keyring, Subject};
 use std::sync::Arc;
 
-use sextant_shared::state::AppState;
+use sextant_edge::state::AppState;
 use sextant_storage::clock::ManualClock;
 use sextant_tests::{TestApp, error_code, serve_state, text, unique};
 use time::OffsetDateTime;

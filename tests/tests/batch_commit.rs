@@ -6,14 +6,14 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sextant_shared::ids::RunId;
-use sextant_shared::metering;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points};
-use sextant_shared::state::AppState;
-use sextant_shared::tenancy::Tenant;
+use sextant_domain::ids::RunId;
+use sextant_domain::metering;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::series::{self, Points};
+use sextant_domain::tenancy::Tenant;
+use sextant_edge::state::AppState;
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage::kv::{KvStore, Query};
@@ -151,7 +151,10 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
         "no marker is left"
     );
 
-    sextant_metering::roll_up_hour(&state, START).await.unwrap();
+    sextant_cli::metering(&state)
+        .roll_up_hour(START)
+        .await
+        .unwrap();
     let hours = metering::hourly(&state.store, tenant, START, START + Duration::HOUR)
         .await
         .unwrap();

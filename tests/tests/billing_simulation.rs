@@ -33,26 +33,26 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{RngExt, SeedableRng};
 use rust_decimal::Decimal;
-use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::artifacts::{self, Completion, NewArtifact};
-use sextant_shared::auth::{self};
-use sextant_shared::billing::{self, PricePlan, Report, ReportStatus};
-use sextant_shared::calendar::{self, BillingMonth, hour_of};
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::deletion;
-use sextant_shared::floats::JsonF64;
-use sextant_shared::ids::RunId;
-use sextant_shared::images;
-use sextant_shared::metering;
-use sextant_shared::projects::{self, Project, ProjectName};
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch, SeriesColumns, TextLine};
-use sextant_shared::series::{self, Points, TextPoints};
-use sextant_shared::state::{AppState, Settings};
-use sextant_shared::tenancy::Tenant;
+use sextant_domain::accounts::{self, DisplayName, Email};
+use sextant_domain::artifacts::{self, Completion, NewArtifact};
+use sextant_domain::billing::{self, PricePlan, Report, ReportStatus};
+use sextant_domain::calendar::{self, BillingMonth, hour_of};
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::deletion;
+use sextant_domain::floats::JsonF64;
+use sextant_domain::ids::RunId;
+use sextant_domain::images;
+use sextant_domain::metering;
+use sextant_domain::projects::{self, Project, ProjectName};
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch, SeriesColumns, TextLine};
+use sextant_domain::series::{self, Points, TextPoints};
+use sextant_domain::tenancy::Tenant;
+use sextant_edge::auth::{self};
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::blob::{BlobKey, BlobStore};
 use sextant_storage::clock::{Clock, ManualClock};
@@ -341,7 +341,7 @@ struct Sim {
 
 impl Sim {
     async fn new(seed: u64) -> Self {
-        sextant_shared::telemetry::init();
+        sextant_domain::telemetry::init();
         let (local, dir): (Arc<LocalBlobs>, TempDir) = local_blobs_with_routes().await;
         let kv: Arc<dyn KvStore> =
             Arc::new(EmbeddedKv::open(&dir.path().join("store.redb")).expect("store"));
@@ -428,7 +428,7 @@ impl Sim {
         auth::authenticate(
             &self.state,
             &signed_up.api_key,
-            sextant_shared::credentials::Plane::Control,
+            sextant_domain::credentials::Plane::Control,
         )
         .await
         .expect("authenticate")
@@ -1472,7 +1472,9 @@ impl Sim {
         let mut attempts = 0;
         let rolled = loop {
             attempts += 1;
-            let outcome = sextant_metering::roll_up_through(&self.state, through).await;
+            let outcome = sextant_cli::metering(&self.state)
+                .roll_up_through(through)
+                .await;
             let (fired, _) = self.struck();
             match outcome {
                 Ok(rolled) => break rolled,
@@ -1500,7 +1502,8 @@ impl Sim {
 
         if self.rng.random_bool(0.15) {
             self.bump("metering runs repeated");
-            let again = sextant_metering::roll_up_through(&self.state, through)
+            let again = sextant_cli::metering(&self.state)
+                .roll_up_through(through)
                 .await
                 .unwrap();
             if !again.is_empty() {
@@ -1530,7 +1533,8 @@ impl Sim {
     }
 
     async fn rerun_hour(&mut self, hour: OffsetDateTime) {
-        let written = sextant_metering::roll_up_hour(&self.state, hour)
+        let written = sextant_cli::metering(&self.state)
+            .roll_up_hour(hour)
             .await
             .unwrap();
         self.bump("hours rolled up again");
@@ -1740,7 +1744,8 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
         }
         all
     };
-    let again = sextant_metering::roll_up_through(&sim.state, last)
+    let again = sextant_cli::metering(&sim.state)
+        .roll_up_through(last)
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use serde_json::json;
-use sextant_shared::deletion;
-use sextant_shared::images;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::usage;
+use sextant_domain::deletion;
+use sextant_domain::images;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::usage;
 use sextant_storage::Storage;
 use sextant_storage::blob::BlobStore;
 use sextant_storage::kv::{KvStore, Query};

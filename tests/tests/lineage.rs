@@ -8,7 +8,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_shared::rate_limit::{Limit, RateLimits};
+use sextant_edge::rate_limit::{Limit, RateLimits};
 use sextant_tests::{PNG, TestApp, error_code, fresh_aws_storage, text};
 
 /// Stores a small artifact through the real upload flow.

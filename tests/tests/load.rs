@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use sextant_cli::Backend;
-use sextant_shared::rate_limit::{Limit, RateLimits};
+use sextant_edge::rate_limit::{Limit, RateLimits};
 use sextant_tests::workload::{batches, points_in, workload};
 use sextant_tests::{TestApp, text};
 

@@ -3,22 +3,22 @@
 //! nothing, missed hours filled in, and tenants kept apart.
 
 use serde_json::json;
-use sextant_shared::billing;
-use sextant_shared::calendar::{BillingMonth, hour_of};
-use sextant_shared::credentials::Caller;
-use sextant_shared::deletion;
-use sextant_shared::metering;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::state::AppState;
+use sextant_domain::billing;
+use sextant_domain::calendar::{BillingMonth, hour_of};
+use sextant_domain::credentials::Caller;
+use sextant_domain::deletion;
+use sextant_domain::metering;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_edge::state::AppState;
 use sextant_tests::{aws_state, embedded_state, signed_up_caller};
 use time::{Duration, OffsetDateTime};
 
 async fn log(
     state: &AppState,
     caller: &Caller,
-    run: sextant_shared::ids::RunId,
+    run: sextant_domain::ids::RunId,
     id: &str,
     n: usize,
 ) -> u64 {
@@ -66,7 +66,10 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     let last_hour = hour_of(OffsetDateTime::now_utc());
     let mut hour = first_hour;
     while hour <= last_hour {
-        sextant_metering::roll_up_hour(&state, hour).await.unwrap();
+        sextant_cli::metering(&state)
+            .roll_up_hour(hour)
+            .await
+            .unwrap();
         hour += Duration::HOUR;
     }
     let window = (first_hour, last_hour + Duration::HOUR);
@@ -101,7 +104,8 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
 
     // Again: nothing is written, nothing changes.
     assert_eq!(
-        sextant_metering::roll_up_hour(&state, last_hour)
+        sextant_cli::metering(&state)
+            .roll_up_hour(last_hour)
             .await
             .unwrap(),
         0
@@ -113,7 +117,8 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap();
     let next = last_hour + Duration::HOUR;
-    let rolled = sextant_metering::roll_up_through(&state, next)
+    let rolled = sextant_cli::metering(&state)
+        .roll_up_through(next)
         .await
         .unwrap();
     assert_eq!(
@@ -128,18 +133,21 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     assert_eq!((later[0].points, later[0].storage_bytes), (0, 0));
 
     // Three hours later, the missed hours are filled in, each once.
-    let rolled = sextant_metering::roll_up_through(&state, next + Duration::hours(3))
+    let rolled = sextant_cli::metering(&state)
+        .roll_up_through(next + Duration::hours(3))
         .await
         .unwrap();
     assert_eq!(rolled.len(), 3);
-    let again = sextant_metering::roll_up_through(&state, next + Duration::hours(3))
+    let again = sextant_cli::metering(&state)
+        .roll_up_through(next + Duration::hours(3))
         .await
         .unwrap();
     assert!(again.is_empty(), "{again:?}");
 
     // Rolling up a month's last hour closes its reports, once and for good.
     let last_of_month = month.end() - Duration::HOUR;
-    sextant_metering::roll_up_hour(&state, last_of_month)
+    sextant_cli::metering(&state)
+        .roll_up_hour(last_of_month)
         .await
         .unwrap();
     let closed = billing::report(&state.store, &state.settings.plan, &b.tenant, month)
@@ -154,7 +162,8 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .unwrap()
         .id;
     log(&state, &b, late_run, "late", 5).await;
-    sextant_metering::roll_up_hour(&state, last_of_month)
+    sextant_cli::metering(&state)
+        .roll_up_hour(last_of_month)
         .await
         .unwrap();
     assert_eq!(
@@ -224,7 +233,7 @@ async fn a_months_report_is_a_draft_until_closed_and_comes_as_json_or_csv() {
 
 #[tokio::test]
 async fn only_the_operator_token_lists_every_tenants_usage() {
-    use sextant_shared::credentials::operator::OperatorTokenHash;
+    use sextant_domain::credentials::operator::OperatorTokenHash;
     let app = sextant_tests::TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
         config.operator_token = Some(OperatorTokenHash::of("the-operator"));
     })

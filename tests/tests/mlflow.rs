@@ -6,7 +6,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_shared::billing::PricePlan;
+use sextant_domain::billing::PricePlan;
 use sextant_tests::{TestApp, aws_cases, cases, fresh_aws_storage, sha256_hex, text};
 
 async fn call(

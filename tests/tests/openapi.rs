@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use sextant_shared::openapi;
+use sextant_edge::openapi;
 use sextant_tests::TestApp;
 
 fn checked_in() -> PathBuf {

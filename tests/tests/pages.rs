@@ -9,11 +9,11 @@ use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode, redirect};
 use scraper::{Html, Selector};
 use serde_json::{Value, json};
-use sextant_shared::billing;
-use sextant_shared::calendar::{self, BillingMonth};
-use sextant_shared::credentials::jwt::Keyring;
+use sextant_domain::billing;
+use sextant_domain::calendar::{self, BillingMonth};
+use sextant_domain::credentials::jwt::Keyring;
 
-use sextant_shared::state::{AppState, Settings};
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
@@ -1227,7 +1227,7 @@ struct MeteredApp {
 }
 
 async fn metered_app(start: time::OffsetDateTime) -> MeteredApp {
-    sextant_shared::telemetry::init();
+    sextant_domain::telemetry::init();
     let (blobs, dir) = local_blobs_with_routes().await;
     let kv = EmbeddedKv::open(&dir.path().join("store.redb")).expect("store");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1297,7 +1297,8 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
         )
     };
     assert!(log_points(1_000).await.unwrap().status().is_success());
-    sextant_metering::roll_up_hour(&app.state, calendar::hour_of(february))
+    sextant_cli::metering(&app.state)
+        .roll_up_hour(calendar::hour_of(february))
         .await
         .unwrap();
     billing::close_month(
@@ -1311,7 +1312,8 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
     let march = time::macros::datetime!(2026-03-05 14:10 UTC);
     app.clock.set(march);
     assert!(log_points(250).await.unwrap().status().is_success());
-    sextant_metering::roll_up_hour(&app.state, calendar::hour_of(march))
+    sextant_cli::metering(&app.state)
+        .roll_up_hour(calendar::hour_of(march))
         .await
         .unwrap();
 

@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use sextant_shared::credentials::Caller;
-use sextant_shared::projects::{self, Project, ProjectName};
-use sextant_shared::queue::{self, Finish, JobState, NewJob, QueueName};
-use sextant_shared::runs::{self, Status};
-use sextant_shared::series::{self, TextPoints};
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::projects::{self, Project, ProjectName};
+use sextant_domain::queue::{self, Finish, JobState, NewJob, QueueName};
+use sextant_domain::runs::{self, Status};
+use sextant_domain::series::{self, TextPoints};
+use sextant_edge::state::AppState;
 use sextant_storage::clock::ManualClock;
 use sextant_tests::{Team, TestApp, aws_cases, cases, error_code, signed_up_caller, text, unique};
 use time::{Duration, OffsetDateTime};
@@ -617,7 +617,7 @@ aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
 async fn agent_lines(
     state: &AppState,
     caller: &Caller,
-    run: sextant_shared::ids::RunId,
+    run: sextant_domain::ids::RunId,
 ) -> Vec<String> {
     let record = runs::load(&state.store, &caller.tenant, run)
         .await

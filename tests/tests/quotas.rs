@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sextant_cli::Backend;
-use sextant_shared::billing::PricePlan;
+use sextant_domain::billing::PricePlan;
 use sextant_tests::{PNG, TestApp, aws_cases, cases, error_code, fresh_aws_storage, text};
 
 const CAP: u64 = 100;

@@ -5,7 +5,7 @@ use std::num::NonZeroU32;
 
 use reqwest::{Method, StatusCode, header};
 use sextant_cli::Backend;
-use sextant_shared::rate_limit::{Limit, RateLimits};
+use sextant_edge::rate_limit::{Limit, RateLimits};
 use sextant_tests::{TestApp, error_code};
 
 const BURST: u32 = 3;

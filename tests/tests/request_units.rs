@@ -6,16 +6,16 @@
 
 use std::sync::Arc;
 
-use sextant_shared::auth;
+use sextant_edge::auth;
 
-use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::series::batch::{self, LogBatch};
-use sextant_shared::series::{self, Points, StepRange};
-use sextant_shared::state::{AppState, Settings};
+use sextant_domain::accounts::{self, DisplayName, Email};
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::series::{self, Points, StepRange};
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
@@ -114,7 +114,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     let caller = auth::authenticate(
         &state,
         &signed_up.api_key,
-        sextant_shared::credentials::Plane::Control,
+        sextant_domain::credentials::Plane::Control,
     )
     .await
     .expect("authenticate");

@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sextant_shared::credentials::jwt::Keyring;
-use sextant_shared::state::{AppState, Settings};
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
@@ -647,7 +647,7 @@ struct ClockedApp {
 const CLOCK_START: time::OffsetDateTime = time::macros::datetime!(2026-03-01 12:00:00 UTC);
 
 async fn clocked(storage: Storage, keep: Option<tempfile::TempDir>) -> ClockedApp {
-    sextant_shared::telemetry::init();
+    sextant_domain::telemetry::init();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let keyring = Keyring::new(&[("test".to_owned(), vec![5; 32])]).expect("keyring");

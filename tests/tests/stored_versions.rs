@@ -2,14 +2,14 @@
 //! records moved to one helper (`sextant_storage::records::Versioned`), and teams now
 //! start at version 1 where they started at 0, or carried no version at all.
 
-use sextant_shared::accounts;
-use sextant_shared::credentials::Role;
+use sextant_domain::accounts;
+use sextant_domain::credentials::Role;
 use sextant_storage::kv::{Condition, Value};
 use sextant_storage::records::VERSION;
 use sextant_tests::{embedded_state, signed_up_caller};
 
 async fn team_version(
-    state: &sextant_shared::state::AppState,
+    state: &sextant_edge::state::AppState,
     key: &sextant_storage::kv::Key,
 ) -> Option<i64> {
     state

@@ -9,14 +9,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use sextant_shared::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
-use sextant_shared::credentials::Caller;
-use sextant_shared::ids::RunId;
-use sextant_shared::images;
-use sextant_shared::projects::{self, ProjectName};
-use sextant_shared::runs::{self, NewRun};
-use sextant_shared::state::{AppState, Settings};
-use sextant_shared::usage;
+use sextant_domain::artifacts::{self, ArtifactPath, Completed, Completion, NewArtifact};
+use sextant_domain::credentials::Caller;
+use sextant_domain::ids::RunId;
+use sextant_domain::images;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::usage;
+use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::blob::{CompletedPart, MIN_PART_BYTES};
 use sextant_storage::clock::ManualClock;
@@ -354,7 +354,8 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
 
     // Once the URLs have expired and the hourly run has come.
     w.clock.advance(Duration::hours(3));
-    let report = sextant_metering::sweep_due(&w.state, w.state.now())
+    let report = sextant_cli::metering(&w.state)
+        .sweep_due(w.state.now())
         .await
         .unwrap();
     eprintln!("swept: {report:?}; before: {in_bucket} bytes in the bucket, {billed} billed");
@@ -383,7 +384,8 @@ async fn bytes_in_the_bucket_equal_bytes_billed_once_swept(w: World) {
         .unwrap();
     assert_eq!(stored, kept);
     // Sweeping again changes nothing.
-    let again = sextant_metering::sweep_due(&w.state, w.state.now())
+    let again = sextant_cli::metering(&w.state)
+        .sweep_due(w.state.now())
         .await
         .unwrap();
     assert_eq!((again.notes, again.bytes_deleted), (0, 0));

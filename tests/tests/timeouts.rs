@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sextant_shared::state::{AppState, Settings};
+use sextant_edge::state::{AppState, Settings};
 use sextant_tests::{embedded_state, serve_state};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

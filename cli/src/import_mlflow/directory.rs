@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use sextant_shared::floats::JsonF64;
+use sextant_domain::floats::JsonF64;
 
 use super::source::{
     Artifacts, Experiment, Int64, KeyValue, LoggedModel, POINTS_PER_PAGE, Page, Point, SourceRun,

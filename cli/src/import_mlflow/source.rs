@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use sextant_shared::floats::JsonF64;
+use sextant_domain::floats::JsonF64;
 
 use super::Refusal;
 use super::directory::Directory;

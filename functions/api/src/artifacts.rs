@@ -2,15 +2,15 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::artifacts::{
+use sextant_domain::artifacts::{
     self, ArtifactView, Completed, Completion, Kind, NewArtifact, UploadPlan,
 };
-use sextant_shared::auth::{RunCaller, RunWriter, Writer};
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::ApiResult;
-use sextant_shared::http::{Json, Query};
-use sextant_shared::runs;
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::runs;
+use sextant_edge::auth::{RunCaller, RunWriter, Writer};
+use sextant_edge::error::ApiResult;
+use sextant_edge::http::{Json, Query};
+use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -21,8 +21,8 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use sextant_shared::state::AppState;
-use sextant_shared::{http, openapi};
+use sextant_edge::state::AppState;
+use sextant_edge::{http, openapi};
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 

@@ -2,10 +2,10 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    sextant_shared::telemetry::init();
+    sextant_domain::telemetry::init();
     let storage = sextant_storage_aws::AwsStorageConfig::from_env()?
         .storage()
         .await;
-    let state = sextant_shared::state::AppState::from_env(storage)?;
+    let state = sextant_edge::state::AppState::from_env(storage)?;
     lambda_http::run(sextant_api::router(state)).await
 }

@@ -1,15 +1,16 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sextant_shared::accounts::{self, ApiKey, DisplayName, Email, Invite, Member, Session};
-use sextant_shared::auth::Admin;
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::Role;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::{ClientAddr, Json, PublicUrl};
-use sextant_shared::ids::{ApiKeyId, InviteId, UserId};
-use sextant_shared::state::AppState;
+use sextant_domain::accounts::{self, ApiKey, DisplayName, Email, Invite, Member, Session};
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::Role;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::error::Error;
+use sextant_domain::ids::{ApiKeyId, InviteId, UserId};
+use sextant_edge::auth::Admin;
+use sextant_edge::error::ApiResult;
+use sextant_edge::http::{ClientAddr, Json, PublicUrl};
+use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -26,8 +27,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// Ids in paths that do not parse name nothing, so they answer like missing ones.
-fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> ApiResult<T> {
-    text.parse().map_err(|_| ApiError::not_found(what))
+fn parse_id<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, Error> {
+    text.parse().map_err(|_| Error::not_found(what))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -348,7 +349,7 @@ pub async fn remove_member(
 mod tests {
     #[test]
     fn unparseable_ids_read_as_not_found() {
-        let err = super::parse_id::<sextant_shared::ids::UserId>("nope", "member").unwrap_err();
-        assert_eq!(err.status(), axum::http::StatusCode::NOT_FOUND);
+        let err = super::parse_id::<sextant_domain::ids::UserId>("nope", "member").unwrap_err();
+        assert_eq!(err.code(), sextant_domain::error::ErrorCode::NotFound);
     }
 }

@@ -1,14 +1,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::Writer;
-use sextant_shared::credentials::Caller;
-use sextant_shared::deletion;
-use sextant_shared::error::ApiResult;
-use sextant_shared::http::Json;
-use sextant_shared::projects::{self, Project, ProjectName};
+use sextant_domain::credentials::Caller;
+use sextant_domain::deletion;
+use sextant_domain::projects::{self, Project, ProjectName};
+use sextant_edge::auth::Writer;
+use sextant_edge::error::ApiResult;
+use sextant_edge::http::Json;
 
-use sextant_shared::state::AppState;
+use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

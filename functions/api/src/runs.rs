@@ -4,22 +4,23 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::{RunCaller, RunWriter, Writer};
-use sextant_shared::credentials::Caller;
-use sextant_shared::deletion;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::floats::{JsonF64, JsonF64s};
-use sextant_shared::http::{Json, Query, page_limit};
-use sextant_shared::ids::{ProjectId, RunId};
-use sextant_shared::projects::{self, Project};
-use sextant_shared::runs::listing::{self, Filter, Sort};
-use sextant_shared::runs::summary::{SeriesInfo, SeriesKind, SeriesSummary};
-use sextant_shared::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
-use sextant_shared::series::{
+use sextant_domain::credentials::Caller;
+use sextant_domain::deletion;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::floats::{JsonF64, JsonF64s};
+use sextant_domain::ids::{ProjectId, RunId};
+use sextant_domain::projects::{self, Project};
+use sextant_domain::runs::listing::{self, Filter, Sort};
+use sextant_domain::runs::summary::{SeriesInfo, SeriesKind, SeriesSummary};
+use sextant_domain::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
+use sextant_domain::series::{
     self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, StepRange, TextPoints, Window,
 };
-use sextant_shared::state::AppState;
-use sextant_shared::tenancy::Tenant;
+use sextant_domain::tenancy::Tenant;
+use sextant_edge::auth::{RunCaller, RunWriter, Writer};
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::{Json, Query, page_limit};
+use sextant_edge::state::AppState;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -437,7 +438,7 @@ impl ReadParams {
         Ok(())
     }
 
-    fn resume(&self) -> ApiResult<Option<Place>> {
+    fn resume(&self) -> Result<Option<Place>, Error> {
         self.cursor.as_deref().map(Place::from_cursor).transpose()
     }
 }
@@ -456,7 +457,7 @@ pub async fn series_points(
     let summary = run
         .series
         .get(name)
-        .ok_or_else(|| ApiError::not_found("series"))?;
+        .ok_or_else(|| Error::not_found("series"))?;
     let range = StepRange {
         from: params.from,
         to: params.to,

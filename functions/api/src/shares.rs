@@ -8,17 +8,18 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use sextant_shared::artifacts::ArtifactView;
-use sextant_shared::auth::Writer;
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::http::{ClientAddr, Json, PublicUrl, Query};
-use sextant_shared::ids::ShareId;
-use sextant_shared::images::SeriesImages;
-use sextant_shared::runs::RunView;
-use sextant_shared::shares::{self, NewShare, Share, Terms};
-use sextant_shared::state::AppState;
-use sextant_shared::{artifacts, images, runs};
+use sextant_domain::artifacts::ArtifactView;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::ids::ShareId;
+use sextant_domain::images::SeriesImages;
+use sextant_domain::runs::RunView;
+use sextant_domain::shares::{self, NewShare, Share, Terms};
+use sextant_domain::{artifacts, images, runs};
+use sextant_edge::auth::Writer;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::{ClientAddr, Json, PublicUrl, Query};
+use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -36,14 +37,14 @@ pub(crate) async fn open(
     client: std::net::IpAddr,
 ) -> ApiResult<shares::SharedRun> {
     state.limiter.check_address(client)?;
-    let gone = || ApiError::not_found("share");
+    let gone = || Error::not_found("share");
     let (tenant, share) = shares::find(&state.store, token).await?.ok_or_else(gone)?;
     state
         .limiter
         .check_share(tenant.id(), &share.id.to_string())?;
-    shares::open(&state.store, tenant, share)
+    Ok(shares::open(&state.store, tenant, share)
         .await?
-        .ok_or_else(gone)
+        .ok_or_else(gone)?)
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -167,7 +168,7 @@ pub async fn revoke(
     Writer(caller): Writer,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id: ShareId = id.parse().map_err(|_| ApiError::not_found("share"))?;
+    let id: ShareId = id.parse().map_err(|_| Error::not_found("share"))?;
     shares::revoke(&state.store, &caller.tenant, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

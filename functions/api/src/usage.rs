@@ -2,13 +2,14 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use sextant_shared::auth::operator::Operator;
-use sextant_shared::billing::{self, MonthUsage, Report, TenantTotals};
-use sextant_shared::calendar::BillingMonth;
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::http::Query;
-use sextant_shared::state::AppState;
+use sextant_domain::billing::{self, MonthUsage, Report, TenantTotals};
+use sextant_domain::calendar::BillingMonth;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_edge::auth::operator::Operator;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::Query;
+use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -32,7 +33,7 @@ pub struct UsageParams {
 }
 
 impl UsageParams {
-    fn month(&self, state: &AppState) -> ApiResult<BillingMonth> {
+    fn month(&self, state: &AppState) -> Result<BillingMonth, Error> {
         match &self.month {
             Some(text) => BillingMonth::parse(text),
             None => Ok(BillingMonth::of(state.now())),

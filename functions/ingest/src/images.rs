@@ -2,12 +2,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Deserialize;
-use sextant_shared::auth::DataWriter;
-use sextant_shared::error::ApiResult;
-use sextant_shared::http::Query;
-use sextant_shared::images::{self, Image};
-use sextant_shared::runs;
-use sextant_shared::state::AppState;
+use sextant_domain::images::{self, Image};
+use sextant_domain::runs;
+use sextant_edge::auth::DataWriter;
+use sextant_edge::error::ApiResult;
+use sextant_edge::http::Query;
+use sextant_edge::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

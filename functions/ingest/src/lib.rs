@@ -7,8 +7,8 @@ mod log;
 mod token;
 
 use axum::Router;
-use sextant_shared::http;
-use sextant_shared::state::AppState;
+use sextant_edge::http;
+use sextant_edge::state::AppState;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

@@ -1,10 +1,10 @@
 use axum::extract::{Path, State};
-use sextant_shared::auth::DataWriter;
-use sextant_shared::error::ApiResult;
-use sextant_shared::http::Json;
-use sextant_shared::runs;
-use sextant_shared::series::batch::{self, LogBatch, LogOutcome};
-use sextant_shared::state::AppState;
+use sextant_domain::runs;
+use sextant_domain::series::batch::{self, LogBatch, LogOutcome};
+use sextant_edge::auth::DataWriter;
+use sextant_edge::error::ApiResult;
+use sextant_edge::http::Json;
+use sextant_edge::state::AppState;
 
 /// Logs a batch of metric points, text lines and/or a heartbeat. The batch id makes a
 /// retry idempotent: a batch is stored once however often it is sent.

@@ -1,9 +1,9 @@
 use axum::extract::State;
 use serde::Serialize;
-use sextant_shared::auth::AnyCaller;
-use sextant_shared::authentication;
-use sextant_shared::error::ApiResult;
-use sextant_shared::state::AppState;
+use sextant_domain::authentication;
+use sextant_edge::auth::AnyCaller;
+use sextant_edge::error::ApiResult;
+use sextant_edge::state::AppState;
 use time::OffsetDateTime;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

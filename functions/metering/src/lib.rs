@@ -3,17 +3,17 @@
 //! accounts for the right hour and tests can drive simulated days.
 //!
 //! Each run rolls up the hour its event names and every hour missed before it
-//! (`sextant_shared::metering`), then settles the sweep's notes that have fallen due
-//! (`sextant_shared::sweep`), so that every byte stored is billed or gone; running an
+//! (`sextant_domain::metering`), then settles the sweep's notes that have fallen due
+//! (`sextant_domain::sweep`), so that every byte stored is billed or gone; running an
 //! hour twice changes nothing.
 
 use serde::{Deserialize, Serialize};
-use sextant_shared::billing;
-use sextant_shared::calendar::BillingMonth;
-use sextant_shared::error::ApiResult;
-use sextant_shared::state::AppState;
-use sextant_shared::sweep::{self, Claimant};
-use sextant_shared::{artifacts, images, metering};
+use sextant_domain::billing::{self, PricePlan};
+use sextant_domain::calendar::BillingMonth;
+use sextant_domain::error::Result;
+use sextant_domain::sweep::{self, Claimant};
+use sextant_domain::{artifacts, images, metering};
+use sextant_storage::{Storage, Store};
 use time::OffsetDateTime;
 
 /// What one run did.
@@ -26,72 +26,83 @@ pub struct RunReport {
     pub bytes_deleted: u64,
 }
 
-/// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
-/// sweep of every note due by then.
-pub async fn run(state: &AppState, hour: MeteringHour) -> ApiResult<RunReport> {
-    let hours = roll_up_through(state, hour.start).await?;
-    let mut report = sweep_due(state, hour.end()).await?;
-    report.hours = hours.len();
-    Ok(report)
+/// What a metering run works with: the store, the price plan that month-end reports
+/// close at, and how many bytes of an artifact one settling checks.
+#[derive(Debug, Clone)]
+pub struct Metering {
+    pub store: Store,
+    pub plan: PricePlan,
+    pub verify_slice_bytes: u64,
 }
 
-/// Rolls up `through` and every hour missed before it, closing the reports of each
-/// month whose last hour it rolls up: the roll-up of every metering run (this
-/// function's, `sextant serve`'s and `sextant meter`'s).
-pub async fn roll_up_through(
-    state: &AppState,
-    through: OffsetDateTime,
-) -> ApiResult<Vec<OffsetDateTime>> {
-    metering::roll_up_through(&state.store, through, &|month| close_reports(state, month)).await
-}
-
-/// Rolls up one hour again (or for the first time), closing its month's reports if it
-/// is the month's last.
-pub async fn roll_up_hour(state: &AppState, hour: OffsetDateTime) -> ApiResult<usize> {
-    metering::roll_up_hour(&state.store, hour, &|month| close_reports(state, month)).await
-}
-
-/// The month-end step the roll-up calls: billing closes the month's reports.
-async fn close_reports(state: &AppState, month: BillingMonth) -> ApiResult<()> {
-    billing::close_month(&state.store, &state.settings.plan, month)
-        .await
-        .map(drop)
-}
-
-/// Settles every sweep note due at `now`, hour by hour, forgetting each once settled
-/// and moving the cursor past each hour once all of its notes are; a note to be looked
-/// at again (a checksum still being computed) is noted anew for the next hour.
-pub async fn sweep_due(state: &AppState, now: OffsetDateTime) -> ApiResult<RunReport> {
-    let kv = &*state.store.kv;
-    let mut report = RunReport::default();
-    for hour in sweep::due_hours(kv, now).await? {
-        for (key, note) in sweep::notes(kv, hour).await? {
-            let (deleted, again) = match &note.claimant {
-                Claimant::Artifact { run, path } => {
-                    artifacts::settle(
-                        &state.store,
-                        state.settings.verify_slice_bytes,
-                        &note,
-                        *run,
-                        path,
-                    )
-                    .await?
-                }
-                Claimant::Image { run, index } => (
-                    images::settle(&state.store, &note, *run, index).await?,
-                    false,
-                ),
-            };
-            if again {
-                sweep::expect(kv, &note, now).await?;
-            }
-            sweep::forget(kv, &key).await?;
-            report.notes += 1;
-            report.bytes_deleted += deleted;
-        }
-        sweep::settled_through(kv, hour).await?;
+impl Metering {
+    /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`.
+    pub fn from_env(storage: Storage) -> anyhow::Result<Self> {
+        Ok(Self {
+            store: Store::new(storage),
+            plan: PricePlan::from_env()?,
+            verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
+        })
     }
-    Ok(report)
+
+    /// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
+    /// sweep of every note due by then.
+    pub async fn run(&self, hour: MeteringHour) -> Result<RunReport> {
+        let hours = self.roll_up_through(hour.start).await?;
+        let mut report = self.sweep_due(hour.end()).await?;
+        report.hours = hours.len();
+        Ok(report)
+    }
+
+    /// Rolls up `through` and every hour missed before it, closing the reports of each
+    /// month whose last hour it rolls up: the roll-up of every metering run (this
+    /// function's, `sextant serve`'s and `sextant meter`'s).
+    pub async fn roll_up_through(&self, through: OffsetDateTime) -> Result<Vec<OffsetDateTime>> {
+        metering::roll_up_through(&self.store, through, &|month| self.close_reports(month)).await
+    }
+
+    /// Rolls up one hour again (or for the first time), closing its month's reports if
+    /// it is the month's last.
+    pub async fn roll_up_hour(&self, hour: OffsetDateTime) -> Result<usize> {
+        metering::roll_up_hour(&self.store, hour, &|month| self.close_reports(month)).await
+    }
+
+    /// The month-end step the roll-up calls: billing closes the month's reports.
+    async fn close_reports(&self, month: BillingMonth) -> Result<()> {
+        billing::close_month(&self.store, &self.plan, month)
+            .await
+            .map(drop)
+    }
+
+    /// Settles every sweep note due at `now`, hour by hour, forgetting each once
+    /// settled and moving the cursor past each hour once all of its notes are; a note to
+    /// be looked at again (a checksum still being computed) is noted anew for the next
+    /// hour.
+    pub async fn sweep_due(&self, now: OffsetDateTime) -> Result<RunReport> {
+        let store = &self.store;
+        let kv = &*store.kv;
+        let mut report = RunReport::default();
+        for hour in sweep::due_hours(kv, now).await? {
+            for (key, note) in sweep::notes(kv, hour).await? {
+                let (deleted, again) = match &note.claimant {
+                    Claimant::Artifact { run, path } => {
+                        artifacts::settle(store, self.verify_slice_bytes, &note, *run, path).await?
+                    }
+                    Claimant::Image { run, index } => {
+                        (images::settle(store, &note, *run, index).await?, false)
+                    }
+                };
+                if again {
+                    sweep::expect(kv, &note, now).await?;
+                }
+                sweep::forget(kv, &key).await?;
+                report.notes += 1;
+                report.bytes_deleted += deleted;
+            }
+            sweep::settled_through(kv, hour).await?;
+        }
+        Ok(report)
+    }
 }
 
 /// An EventBridge scheduled event; only its `time` matters here.

@@ -14,14 +14,15 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::artifacts;
-use sextant_shared::auth::Writer;
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::http::{Json, Query};
-use sextant_shared::ids::RunId;
-use sextant_shared::runs;
-use sextant_shared::state::AppState;
+use sextant_domain::artifacts;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::ids::RunId;
+use sextant_domain::runs;
+use sextant_edge::auth::Writer;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::{Json, Query};
+use sextant_edge::state::AppState;
 use sextant_storage::blob::CompletedPart;
 
 pub fn routes() -> Router<AppState> {
@@ -43,8 +44,8 @@ struct Location {
     path: String,
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("artifact")
+fn not_found() -> Error {
+    Error::not_found("artifact")
 }
 
 /// Resolves `{experiment}/{run}/artifacts[/{path}]`: the run must be the team's and
@@ -54,12 +55,12 @@ async fn locate(state: &AppState, caller: &Caller, full: &str) -> ApiResult<Loca
     let (Some(experiment), Some(run), Some("artifacts")) =
         (parts.next(), parts.next(), parts.next())
     else {
-        return Err(not_found());
+        return Err(not_found().into());
     };
     let run = runs::parse_id(run)?;
     let record = runs::load(&state.store, &caller.tenant, run).await?.record;
     if record.project_id.to_string() != experiment {
-        return Err(not_found());
+        return Err(not_found().into());
     }
     Ok(Location {
         run,
@@ -164,7 +165,7 @@ pub async fn delete(
         })
         .collect();
     if doomed.is_empty() {
-        return Err(not_found());
+        return Err(not_found().into());
     }
     for artifact in doomed {
         artifacts::delete(&state.store, tenant, location.run, artifact.path.as_str()).await?;

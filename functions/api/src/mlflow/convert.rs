@@ -3,12 +3,12 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Value, json};
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::floats::JsonF64;
-use sextant_shared::projects::Project;
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::runs::{self, GitInfo, RunRecord, Status};
-use sextant_shared::state::AppState;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::floats::JsonF64;
+use sextant_domain::projects::Project;
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::{self, GitInfo, RunRecord, Status};
+use sextant_edge::state::AppState;
 use time::OffsetDateTime;
 
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -28,9 +28,9 @@ pub fn millis(at: OffsetDateTime) -> i64 {
     (at.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-pub fn from_millis(ms: i64) -> ApiResult<OffsetDateTime> {
+pub fn from_millis(ms: i64) -> Result<OffsetDateTime, Error> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|_| ApiError::new(ErrorCode::InvalidTime, format!("{ms} is not a time in ms")))
+        .map_err(|_| Error::new(ErrorCode::InvalidTime, format!("{ms} is not a time in ms")))
 }
 
 pub fn status_name(status: Status) -> &'static str {
@@ -44,7 +44,7 @@ pub fn status_name(status: Status) -> &'static str {
     }
 }
 
-pub fn parse_status(name: &str) -> ApiResult<Status> {
+pub fn parse_status(name: &str) -> Result<Status, Error> {
     Ok(match name {
         "SCHEDULED" => Status::Queued,
         "RUNNING" => Status::Running,
@@ -52,7 +52,7 @@ pub fn parse_status(name: &str) -> ApiResult<Status> {
         "FAILED" => Status::Failed,
         "KILLED" => Status::Aborted,
         _ => {
-            return Err(ApiError::new(
+            return Err(Error::new(
                 ErrorCode::InvalidStatus,
                 format!("status is RUNNING, SCHEDULED, FINISHED, FAILED or KILLED, not {name:?}"),
             ));
@@ -79,15 +79,15 @@ pub fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, 
 }
 
 /// Checks a tag key: MLflow's rule, which keeps `=` free to separate key and value.
-pub fn check_tag_key(key: &str) -> ApiResult<()> {
-    if sextant_shared::series::is_key_name(key) {
+pub fn check_tag_key(key: &str) -> Result<(), Error> {
+    if sextant_domain::series::is_key_name(key) {
         Ok(())
     } else {
-        Err(ApiError::new(
+        Err(Error::new(
             ErrorCode::InvalidTag,
             format!(
                 "tag keys are 1 to {} bytes of letters, digits, '_', '-', '.', '/', ':' and spaces: {:?}",
-                sextant_shared::series::MAX_NAME_BYTES,
+                sextant_domain::series::MAX_NAME_BYTES,
                 key.chars().take(60).collect::<String>()
             ),
         ))
@@ -100,7 +100,7 @@ pub fn tag_key(tag: &str) -> &str {
 
 /// Sets an MLflow tag on a run: into the field Sextant has for it, or as `key=value`.
 /// The run is left unchanged when the tag is refused.
-pub fn set_tag(record: &mut RunRecord, key: &str, value: &str) -> ApiResult<()> {
+pub fn set_tag(record: &mut RunRecord, key: &str, value: &str) -> Result<(), Error> {
     check_tag_key(key)?;
     let value = value.to_owned();
     match key {
@@ -145,10 +145,10 @@ pub fn git_field<'a>(git: &'a mut GitInfo, key: &str) -> Option<&'a mut Option<S
 }
 
 /// Removes an MLflow tag; MLflow answers 404 for a tag the run does not have.
-pub fn delete_tag(record: &mut RunRecord, key: &str) -> ApiResult<()> {
+pub fn delete_tag(record: &mut RunRecord, key: &str) -> Result<(), Error> {
     let had = run_tags(record).iter().any(|tag| tag.key == key);
     if !had {
-        return Err(ApiError::not_found("tag"));
+        return Err(Error::not_found("tag"));
     }
     match key {
         RUN_NAME_TAG => {}

@@ -3,14 +3,15 @@
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::auth::Writer;
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::Role;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::http::{Json, Query};
-use sextant_shared::ids::ProjectId;
-use sextant_shared::projects::{self, Project, ProjectChange, ProjectName};
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::Role;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::ids::ProjectId;
+use sextant_domain::projects::{self, Project, ProjectChange, ProjectName};
+use sextant_edge::auth::Writer;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::{Json, Query};
+use sextant_edge::state::AppState;
 
 use super::convert::{self, KeyValue};
 use super::filter::{self, Entity, Field, Key};
@@ -22,13 +23,13 @@ type JsonResult = ApiResult<axum::Json<Value>>;
 const DEFAULT_EXPERIMENT_ID: &str = "0";
 const DEFAULT_PROJECT: &str = "Default";
 
-fn not_found() -> ApiError {
-    ApiError::not_found("experiment")
+fn not_found() -> Error {
+    Error::not_found("experiment")
 }
 
 /// The project an experiment id names. `0` is the team's `Default` project, made the
 /// first time a member refers to it.
-pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Project> {
+pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Project, Error> {
     if id == DEFAULT_EXPERIMENT_ID {
         let found = projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await;
         if matches!(&found, Err(err) if err.code() == ErrorCode::NotFound)
@@ -349,7 +350,7 @@ pub async fn delete_tag(
 ) -> JsonResult {
     let project = find(&state, &caller, &body.experiment_id).await?;
     if !project.tags.contains_key(&body.key) {
-        return Err(ApiError::not_found("tag"));
+        return Err(Error::not_found("tag").into());
     }
     let change = ProjectChange {
         remove_tags: vec![body.key],

@@ -11,7 +11,8 @@
 
 use std::cmp::Ordering;
 
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
+use sextant_domain::error::ErrorCode;
+use sextant_edge::error::{ApiError, ApiResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entity {

@@ -3,15 +3,16 @@
 use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::floats::JsonF64;
-use sextant_shared::http::Query;
-use sextant_shared::ids::RunId;
-use sextant_shared::runs;
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::series::{self, EXACT_PAGE_POINTS, Place, Points, StepRange, Window};
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::ErrorCode;
+use sextant_domain::floats::JsonF64;
+use sextant_domain::ids::RunId;
+use sextant_domain::runs;
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::series::{self, EXACT_PAGE_POINTS, Place, Points, StepRange, Window};
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::Query;
+use sextant_edge::state::AppState;
 
 use super::convert;
 use super::paging;

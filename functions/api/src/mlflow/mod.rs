@@ -35,9 +35,10 @@ use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ErrorCode, Reported};
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::ErrorCode;
+use sextant_edge::error::{self, ApiError, Reported};
+use sextant_edge::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     let tracking = Router::new()
@@ -103,7 +104,7 @@ fn mlflow_code(code: ErrorCode) -> &'static str {
         ErrorCode::ProjectExists | ErrorCode::ArtifactExists => "RESOURCE_ALREADY_EXISTS",
         ErrorCode::RunEnded | ErrorCode::InvalidTransition | ErrorCode::Trashed => "INVALID_STATE",
         ErrorCode::RouteNotFound => "ENDPOINT_NOT_FOUND",
-        other => mlflow_code_for_status(other.status()),
+        other => mlflow_code_for_status(error::status(other)),
     }
 }
 

@@ -6,7 +6,8 @@ use std::cmp::Ordering;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
+use sextant_domain::error::ErrorCode;
+use sextant_edge::error::{ApiError, ApiResult};
 
 use super::filter::{self, Field, OrderBy};
 

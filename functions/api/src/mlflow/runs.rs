@@ -6,19 +6,20 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sextant_shared::auth::Writer;
-use sextant_shared::credentials::Caller;
-use sextant_shared::error::{ApiError, ApiResult, ErrorCode};
-use sextant_shared::floats::JsonF64;
-use sextant_shared::http::{Json, Query};
-use sextant_shared::ids::RunId;
-use sextant_shared::lineage::{self, NewInput};
-use sextant_shared::runs::params::{self, ParamValue};
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, Status};
-use sextant_shared::series;
-use sextant_shared::series::batch::{self, LogBatch, SeriesColumns};
-use sextant_shared::state::AppState;
+use sextant_domain::credentials::Caller;
+use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::floats::JsonF64;
+use sextant_domain::ids::RunId;
+use sextant_domain::lineage::{self, NewInput};
+use sextant_domain::runs::params::{self, ParamValue};
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, Status};
+use sextant_domain::series;
+use sextant_domain::series::batch::{self, LogBatch, SeriesColumns};
+use sextant_edge::auth::Writer;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::{Json, Query};
+use sextant_edge::state::AppState;
 use sextant_storage::kv::{Condition, Key, Query as KvQuery};
 use sextant_storage::records::{doc_item, query_docs};
 use sha2::{Digest, Sha256};
@@ -50,7 +51,7 @@ impl RunRef {
             .as_deref()
             .or(self.run_uuid.as_deref())
             .ok_or_else(|| ApiError::new(ErrorCode::MissingRunId, "run_id is required"))?;
-        runs::parse_id(text)
+        Ok(runs::parse_id(text)?)
     }
 }
 
@@ -338,12 +339,12 @@ pub async fn log_metric(
 
 /// Adds MLflow parameters: new keys are set, a key logged again with the same value is
 /// accepted, and one logged with a different value is refused, as MLflow does.
-fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> ApiResult<()> {
+fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> Result<(), Error> {
     let mut updates: BTreeMap<String, Option<ParamValue>> = BTreeMap::new();
     for param in new {
         convert::check_tag_key(&param.key)?;
         if param.value.len() > params::MAX_STRING_BYTES {
-            return Err(ApiError::new(
+            return Err(Error::new(
                 ErrorCode::InvalidParams,
                 format!(
                     "parameter {:?} is longer than {} bytes",
@@ -367,7 +368,7 @@ fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> ApiResult<()> {
         match logged {
             Some(logged) if logged == param.value => {}
             Some(logged) => {
-                return Err(ApiError::new(
+                return Err(Error::new(
                     ErrorCode::ParamChanged,
                     format!(
                         "Changing param values is not allowed. Param with key='{}' was already \
@@ -385,7 +386,7 @@ fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> ApiResult<()> {
     params::apply(&mut record.params, updates)
 }
 
-fn set_tags(record: &mut RunRecord, tags: &[KeyValue]) -> ApiResult<()> {
+fn set_tags(record: &mut RunRecord, tags: &[KeyValue]) -> Result<(), Error> {
     for tag in tags {
         convert::set_tag(record, &tag.key, &tag.value)?;
     }
@@ -650,10 +651,11 @@ pub async fn log_inputs(
 async fn dataset_inputs(state: &AppState, caller: &Caller, run: RunId) -> ApiResult<Vec<Value>> {
     let query = KvQuery::partition(runs::data_partition(&caller.tenant, run)).prefix("mlflow-in#");
     let inputs: Vec<DatasetInput> = query_docs(&*state.store.kv, query).await?;
-    inputs
+    let inputs = inputs
         .iter()
-        .map(|input| serde_json::to_value(input).map_err(ApiError::internal))
-        .collect()
+        .map(|input| serde_json::to_value(input).map_err(Error::internal))
+        .collect::<Result<_, _>>()?;
+    Ok(inputs)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -778,7 +780,7 @@ pub async fn search(
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(Error::internal)?;
         rows.extend(matched);
     }
     // Newest first unless told otherwise, ties by id.

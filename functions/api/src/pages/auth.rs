@@ -3,12 +3,13 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use sextant_shared::accounts::{self, DisplayName, Email};
-use sextant_shared::auth;
-use sextant_shared::credentials::Plane;
-use sextant_shared::credentials::password::Password;
-use sextant_shared::error::ApiResult;
-use sextant_shared::http::{ClientAddr, PublicUrl};
+use sextant_domain::accounts::{self, DisplayName, Email};
+use sextant_domain::credentials::Plane;
+use sextant_domain::credentials::password::Password;
+use sextant_domain::error::Error;
+use sextant_edge::auth;
+use sextant_edge::error;
+use sextant_edge::http::{ClientAddr, PublicUrl};
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, see_other};
@@ -91,7 +92,7 @@ pub async fn signup(
     form: CsrfForm,
 ) -> PageResult {
     let (team, email) = (form.get("team"), form.get("email"));
-    let attempt: ApiResult<_> = async {
+    let attempt: Result<_, Error> = async {
         let team = DisplayName::parse("team", team)?;
         let email = Email::parse(email)?;
         let password = Password::parse(form.get("password").to_owned())?;
@@ -108,9 +109,15 @@ pub async fn signup(
     .await;
     let signed_up = match attempt {
         Ok(signed_up) => signed_up,
-        Err(err) if err.status().is_client_error() => {
+        Err(err) if error::status(err.code()).is_client_error() => {
             let body = signup_body(&page.csrf(), team, email, Some(err.message()));
-            return Ok(respond(&page, err.status(), Section::None, "Sign up", body));
+            return Ok(respond(
+                &page,
+                error::status(err.code()),
+                Section::None,
+                "Sign up",
+                body,
+            ));
         }
         Err(err) => return Err(PageError::from(err)),
     };
@@ -182,9 +189,15 @@ pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfFor
             page.start_session(&mut response, &session.token);
             Ok(response)
         }
-        Err(err) if err.status().is_client_error() => {
+        Err(err) if error::status(err.code()).is_client_error() => {
             let body = login_body(&page.csrf(), email, Some(err.message()));
-            Ok(respond(&page, err.status(), Section::None, "Log in", body))
+            Ok(respond(
+                &page,
+                error::status(err.code()),
+                Section::None,
+                "Log in",
+                body,
+            ))
         }
         Err(err) => Err(err.into()),
     }

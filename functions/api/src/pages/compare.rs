@@ -7,12 +7,12 @@ use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use futures::{StreamExt, TryStreamExt};
 use maud::html;
-use sextant_shared::error::ApiResult;
-use sextant_shared::runs::RunRecord;
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::series::Points;
-use sextant_shared::state::AppState;
-use sextant_shared::tenancy::Tenant;
+use sextant_domain::runs::RunRecord;
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::series::Points;
+use sextant_domain::tenancy::Tenant;
+use sextant_edge::error::ApiResult;
+use sextant_edge::state::AppState;
 
 use super::chart::{self, Line};
 use super::layout::{Section, respond};

@@ -4,9 +4,10 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use maud::{Markup, html};
-use sextant_shared::accounts::{self, ApiKey, DisplayName};
-use sextant_shared::credentials::Role;
-use sextant_shared::ids::ApiKeyId;
+use sextant_domain::accounts::{self, ApiKey, DisplayName};
+use sextant_domain::credentials::Role;
+use sextant_domain::ids::ApiKeyId;
+use sextant_edge::error;
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
@@ -130,8 +131,14 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
             )
             .await
         }
-        Err(err) if err.status().is_client_error() => {
-            render(&page, &user, err.status(), Notice::Error(err.message())).await
+        Err(err) if error::status(err.code()).is_client_error() => {
+            render(
+                &page,
+                &user,
+                error::status(err.code()),
+                Notice::Error(err.message()),
+            )
+            .await
         }
         Err(err) => Err(err.into()),
     }

@@ -1,6 +1,6 @@
 //! The web pages: server-rendered HTML (maud, which escapes everything it is given),
 //! a small stylesheet and a little JavaScript for live charts, all from the api
-//! function. Pages call the domain in `sextant_shared` directly, scoped to the signed-in
+//! function. Pages call the domain in `sextant_domain` directly, scoped to the signed-in
 //! member's tenant exactly as the JSON API is, and never the JSON API over HTTP.
 //!
 //! Routes:
@@ -31,8 +31,9 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sextant_shared::error::ApiError;
-use sextant_shared::state::AppState;
+use sextant_domain::error::Error;
+use sextant_edge::error::{self, ApiError};
+use sextant_edge::state::AppState;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -74,13 +75,19 @@ impl PageError {
     }
 }
 
-impl From<ApiError> for PageError {
-    fn from(err: ApiError) -> Self {
+impl From<Error> for PageError {
+    fn from(err: Error) -> Self {
         err.log();
-        match err.status() {
+        match error::status(err.code()) {
             StatusCode::NOT_FOUND => Self::not_found(),
             status => Self::Status(status, err.message().to_owned()),
         }
+    }
+}
+
+impl From<ApiError> for PageError {
+    fn from(err: ApiError) -> Self {
+        err.into_inner().into()
     }
 }
 

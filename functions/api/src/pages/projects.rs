@@ -7,10 +7,11 @@ use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use sextant_shared::credentials::Role;
-use sextant_shared::projects::{self, Project, ProjectName};
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::runs::{ParamValue, RunRecord, Status};
+use sextant_domain::credentials::Role;
+use sextant_domain::projects::{self, Project, ProjectName};
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::{ParamValue, RunRecord, Status};
+use sextant_edge::error;
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
@@ -90,7 +91,7 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
     };
     match created {
         Ok(project) => Ok(page.finish(see_other(&format!("/projects/{}", project.name.as_str())))),
-        Err(err) if err.status().is_client_error() => {
+        Err(err) if error::status(err.code()).is_client_error() => {
             let projects = sorted_projects(&page, &user).await?;
             let body = projects_body(
                 &page.csrf(),
@@ -101,7 +102,7 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
             );
             Ok(respond(
                 &page,
-                err.status(),
+                error::status(err.code()),
                 Section::Projects,
                 "Projects",
                 body,
@@ -238,7 +239,7 @@ pub async fn runs(
     let query = TableQuery::parse(raw.as_deref());
     let table = match run_table(&page.state, tenant, &project, &query.list_params()).await {
         Ok(table) => table,
-        Err(err) if err.status() == StatusCode::BAD_REQUEST => {
+        Err(err) if error::status(err.code()) == StatusCode::BAD_REQUEST => {
             return Err(super::PageError::Status(
                 StatusCode::BAD_REQUEST,
                 err.message().to_owned(),

@@ -7,22 +7,23 @@ use std::collections::BTreeMap;
 use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use futures::{StreamExt, TryStreamExt};
+use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use maud::{Markup, html};
-use sextant_shared::artifacts::{self, Artifact};
-use sextant_shared::credentials::Role;
-use sextant_shared::error::{ApiError, ApiResult};
-use sextant_shared::http::PublicUrl;
-use sextant_shared::ids::{RunId, ShareId};
-use sextant_shared::images::{self, Listed};
-use sextant_shared::lineage::{self, Graph, Node};
-use sextant_shared::projects::{self, Project};
-use sextant_shared::runs::summary::SeriesKind;
-use sextant_shared::runs::{self, RunRecord, Status};
-use sextant_shared::series::{self, EXACT_PAGE_POINTS, Points, StepRange, TextPoints, Window};
-use sextant_shared::shares::{self, NewShare, Share};
-use sextant_shared::state::AppState;
-use sextant_shared::tenancy::Tenant;
+use sextant_domain::artifacts::{self, Artifact};
+use sextant_domain::credentials::Role;
+use sextant_domain::error::Error;
+use sextant_domain::ids::{RunId, ShareId};
+use sextant_domain::images::{self, Listed};
+use sextant_domain::lineage::{self, Graph, Node};
+use sextant_domain::projects::{self, Project};
+use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::{self, RunRecord, Status};
+use sextant_domain::series::{self, EXACT_PAGE_POINTS, Points, StepRange, TextPoints, Window};
+use sextant_domain::shares::{self, NewShare, Share};
+use sextant_domain::tenancy::Tenant;
+use sextant_edge::error::{ApiError, ApiResult};
+use sextant_edge::http::PublicUrl;
+use sextant_edge::state::AppState;
 
 use super::chart::{self, Line};
 use super::layout::{Section, csrf_field, respond};
@@ -96,7 +97,7 @@ pub async fn chart_points<'a>(
     let summary = run
         .series
         .get(name)
-        .ok_or_else(|| ApiError::not_found("series"))?;
+        .ok_or_else(|| Error::not_found("series"))?;
     let read = numeric_points(
         state,
         tenant,
@@ -266,7 +267,7 @@ pub async fn load(
         charts_markup(state, tenant, &record),
         texts,
         images,
-        artifacts::list(&state.store, tenant, run, None, None),
+        artifacts::list(&state.store, tenant, run, None, None).err_into(),
         team_only,
     )?;
     Ok(RunData {

@@ -11,11 +11,12 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sextant_shared::auth::csrf::CsrfKey;
-use sextant_shared::credentials::Caller;
-use sextant_shared::credentials::{Credential, Plane, Role};
-use sextant_shared::state::AppState;
-use sextant_shared::{accounts, auth};
+use sextant_domain::accounts;
+use sextant_domain::credentials::Caller;
+use sextant_domain::credentials::{Credential, Plane, Role};
+use sextant_edge::auth;
+use sextant_edge::auth::csrf::CsrfKey;
+use sextant_edge::state::AppState;
 
 use super::PageError;
 

@@ -6,8 +6,8 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use sextant_shared::http::ClientAddr;
-use sextant_shared::state::AppState;
+use sextant_edge::http::ClientAddr;
+use sextant_edge::state::AppState;
 
 use axum::extract::State;
 

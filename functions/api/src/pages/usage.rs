@@ -5,8 +5,8 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 use maud::html;
-use sextant_shared::billing;
-use sextant_shared::calendar::BillingMonth;
+use sextant_domain::billing;
+use sextant_domain::calendar::BillingMonth;
 
 use super::layout::{Section, respond};
 use super::security::SignedIn;

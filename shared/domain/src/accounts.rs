@@ -1,0 +1,857 @@
+//! Teams, members, API keys and invites, written once above the key-value port.
+//!
+//! Layout (one table):
+//! - `{tenant}` / `team`: the team, with a `version` every membership change bumps;
+//! - `{tenant}` / `user#{id}`, `key#{id}`, `invite#{id}`: members, key metadata, invites;
+//! - global lookups, the only items not under a tenant, each naming its tenant:
+//!   `~email#{address}` (e-mail is unique across the service), `~key#{id}` (the key's
+//!   hash and role), `~invite#{token hash}`.
+//!
+//! Secrets (passwords, key secrets, invite tokens) are stored only as hashes.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use crate::credentials::Role;
+use crate::credentials::api_key::ApiKeySecret;
+use crate::credentials::jwt::{Keyring, Subject};
+use crate::credentials::password::{self, Password};
+use crate::credentials::throttle;
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
+use crate::tenancy::Tenant;
+use sextant_storage::Store;
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs};
+
+const TEAM: &str = "team";
+const MAX_NAME_CHARS: usize = 100;
+const MAX_EMAIL_BYTES: usize = 254;
+
+fn user_sk(id: UserId) -> String {
+    format!("user#{id}")
+}
+
+fn key_sk(id: ApiKeyId) -> String {
+    format!("key#{id}")
+}
+
+fn invite_sk(id: InviteId) -> String {
+    format!("invite#{id}")
+}
+
+fn email_lookup(email: &Email) -> Key {
+    Key::new(format!("~email#{}", email.0), "_")
+}
+
+fn key_lookup(id: ApiKeyId) -> Key {
+    Key::new(format!("~key#{id}"), "_")
+}
+
+/// Marks a session ended (logged out) until the token would have expired anyway.
+fn ended_session(sid: u64) -> Key {
+    Key::new(format!("~session#{sid:016x}"), "_")
+}
+
+fn invite_lookup(token_hash: &str) -> Key {
+    Key::new(format!("~invite#{token_hash}"), "_")
+}
+
+/// A syntactically valid e-mail address, lower-cased so lookups ignore case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(text: &str) -> Result<Self> {
+        let normalized = text.trim().to_lowercase();
+        let options = email_address::Options::default()
+            .without_domain_literal()
+            .without_display_text()
+            .with_required_tld();
+        if normalized.len() > MAX_EMAIL_BYTES
+            || email_address::EmailAddress::parse_with_options(&normalized, options).is_err()
+        {
+            return Err(Error::new(
+                ErrorCode::InvalidEmail,
+                "not a valid e-mail address",
+            ));
+        }
+        Ok(Self(normalized))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl utoipa::PartialSchema for Email {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Email,
+            )))
+            .max_length(Some(MAX_EMAIL_BYTES))
+            .description(Some(
+                "An e-mail address, unique across the service; compared and shown lower-cased.",
+            ))
+            .examples(["ada@example.com"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Email {}
+
+/// The pattern of a name people type: no control characters (Unicode's Cc, as
+/// `char::is_control` sees them), and something besides spaces.
+pub const PRINTABLE_NAME: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u001f\\u007f-\\u009f\\s][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+/// A display name (team, API key): trimmed, 1 to 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(field: &'static str, text: &str) -> Result<Self> {
+        let trimmed = text.trim();
+        let length = trimmed.chars().count();
+        if length == 0 || length > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
+            return Err(Error::new(
+                ErrorCode::InvalidName,
+                format!(
+                    "{field} must be 1 to {MAX_NAME_CHARS} characters without control characters"
+                ),
+            ));
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl utoipa::PartialSchema for DisplayName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_NAME_CHARS))
+            .pattern(Some(PRINTABLE_NAME))
+            .description(Some(
+                "1 to 100 characters without control characters, trimmed of surrounding spaces.",
+            ))
+            .examples(["Vision team"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DisplayName {}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TeamRecord {
+    id: TenantId,
+    name: DisplayName,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// The team's name, for operators' listings; `None` if the team is gone.
+pub async fn team_name(store: &Store, tenant: &Tenant) -> Result<Option<String>> {
+    Ok(get_doc::<TeamRecord>(&*store.kv, &tenant.key(TEAM))
+        .await?
+        .map(|team| team.name.0))
+}
+
+/// A member as others see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Member {
+    pub id: UserId,
+    pub email: Email,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRecord {
+    #[serde(flatten)]
+    member: Member,
+    password_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EmailRecord {
+    tenant: TenantId,
+    user: UserId,
+}
+
+/// An API key's metadata; the secret is never stored or shown again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: ApiKeyId,
+    pub name: DisplayName,
+    pub role: Role,
+    /// The member the key acts for; removing the member revokes the key.
+    pub owner: UserId,
+    pub created_by: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyLookup {
+    tenant: TenantId,
+    hash: String,
+    role: Role,
+    owner: UserId,
+}
+
+/// An invitation to join the team, pending until accepted, revoked or expired.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Invite {
+    pub id: InviteId,
+    pub email: Email,
+    pub role: Role,
+    pub invited_by: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InviteRecord {
+    #[serde(flatten)]
+    invite: Invite,
+    token_hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct InviteLookup {
+    tenant: TenantId,
+    invite: InviteId,
+}
+
+/// A session for a member who just signed in.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Session {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    /// A bearer credential for the member, until it expires or they log out.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A new team's first session, and its first API key.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SignedUp {
+    #[serde(flatten)]
+    pub session: Session,
+    /// The team's first API key, shown this once.
+    pub api_key: String,
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// How sessions are signed and how long they last.
+#[derive(Debug, Clone, Copy)]
+pub struct Sessions<'a> {
+    pub keyring: &'a Keyring,
+    pub ttl: time::Duration,
+}
+
+fn session(sessions: Sessions<'_>, tenant: TenantId, user: &Member) -> Result<Session> {
+    let (token, expires_at) = sessions
+        .keyring
+        .issue(
+            tenant,
+            user.role,
+            Subject::Session {
+                user: user.id,
+                sid: Some(rand::random()),
+            },
+            sessions.ttl,
+        )
+        .map_err(Error::internal)?;
+    Ok(Session {
+        tenant_id: tenant,
+        user_id: user.id,
+        token,
+        expires_at,
+    })
+}
+
+/// The two items that make an API key: its metadata under the team, and the global
+/// lookup that authenticates it.
+fn key_items(tenant: &Tenant, key: &ApiKey, secret: &ApiKeySecret) -> Result<[TxOp; 2]> {
+    let lookup = KeyLookup {
+        tenant: tenant.id(),
+        hash: secret.hash(),
+        role: key.role,
+        owner: key.owner,
+    };
+    Ok([
+        TxOp::Put(
+            doc_item(tenant.key(key_sk(key.id)), key)?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(doc_item(key_lookup(key.id), &lookup)?, Condition::NotExists),
+    ])
+}
+
+pub async fn signup(
+    store: &Store,
+    sessions: Sessions<'_>,
+    team: DisplayName,
+    email: Email,
+    password: Password,
+    client: IpAddr,
+) -> Result<SignedUp> {
+    let _place = password::place_for(client)?;
+    let password_hash = password::hash(password).await?;
+    let now = OffsetDateTime::now_utc();
+    let tenant = Tenant::verified(TenantId::generate());
+    let member = Member {
+        id: UserId::generate(),
+        email: email.clone(),
+        role: Role::Admin,
+        created_at: now,
+    };
+    let secret = ApiKeySecret::generate();
+    let key = ApiKey {
+        id: secret.id,
+        name: DisplayName::parse("name", "default")?,
+        role: Role::Admin,
+        owner: member.id,
+        created_by: member.id,
+        created_at: now,
+    };
+    let team_record = TeamRecord {
+        id: tenant.id(),
+        name: team,
+        created_at: now,
+    };
+    let mut ops = vec![
+        TxOp::Put(
+            doc_item(
+                email_lookup(&email),
+                &EmailRecord {
+                    tenant: tenant.id(),
+                    user: member.id,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+        {
+            let team = Versioned::unsaved(team_record);
+            TxOp::Put(team.next_item(tenant.key(TEAM))?, team.unchanged())
+        },
+        TxOp::Put(
+            doc_item(
+                tenant.key(user_sk(member.id)),
+                &UserRecord {
+                    member: member.clone(),
+                    password_hash,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+    ];
+    ops.extend(key_items(&tenant, &key, &secret)?);
+    match store.kv.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
+            return Err(Error::new(
+                ErrorCode::EmailTaken,
+                "an account with this e-mail already exists",
+            ));
+        }
+        Err(err) => return Err(err.into()),
+    }
+    tracing::info!(tenant = %tenant.id(), user = %member.id, "team signed up");
+    Ok(SignedUp {
+        session: session(sessions, tenant.id(), &member)?,
+        api_key: secret.expose(),
+    })
+}
+
+/// Signs a member in from `client`; failed attempts back off (`throttle`).
+pub async fn login(
+    store: &Store,
+    sessions: Sessions<'_>,
+    email: &str,
+    password: String,
+    client: IpAddr,
+) -> Result<Session> {
+    let invalid = || Error::unauthorized("e-mail or password is wrong");
+    let _place = password::place_for(client)?;
+    let attempt = throttle::admit(&*store.kv, store.now(), Some(email), client).await?;
+    let found = match Email::parse(email) {
+        Ok(email) => match get_doc::<EmailRecord>(&*store.kv, &email_lookup(&email)).await? {
+            Some(lookup) => {
+                let tenant = Tenant::verified(lookup.tenant);
+                get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(lookup.user)))
+                    .await?
+                    .map(|user| (lookup.tenant, user))
+            }
+            None => None,
+        },
+        Err(_) => None,
+    };
+    let stored_hash = found.as_ref().map(|(_, user)| user.password_hash.clone());
+    // Verify even when there is no account, so timing does not reveal which e-mails exist.
+    let matches = password::verify(password, stored_hash).await?;
+    match found {
+        Some((tenant, user)) if matches => {
+            attempt.succeeded(&*store.kv).await;
+            session(sessions, tenant, &user.member)
+        }
+        _ => Err(invalid()),
+    }
+}
+
+/// Logs a session out: its token is refused from now on, though it has not expired.
+/// Anything but a live session token is left alone.
+pub async fn end_session(store: &Store, keyring: &Keyring, token: &str) -> Result<()> {
+    let Some(claims) = keyring.verify(token) else {
+        return Ok(());
+    };
+    let Subject::Session { sid: Some(sid), .. } = claims.subject else {
+        return Ok(());
+    };
+    let item = Item::new(ended_session(sid)).with(TTL, Value::N(claims.exp));
+    store.kv.put(item, Condition::None).await?;
+    Ok(())
+}
+
+/// The team, member and role an API key acts for now: the key's role, never more than
+/// its member's. `None` once the key is revoked or its member removed, or when the
+/// secret is not the key's.
+pub async fn key_holder(
+    store: &Store,
+    secret: &ApiKeySecret,
+) -> Result<Option<(Tenant, UserId, Role)>> {
+    Ok(live_key(store, secret.id)
+        .await?
+        .filter(|(lookup, ..)| secret.matches(&lookup.hash))
+        .map(|(lookup, tenant, owner)| {
+            (tenant, owner.member.id, lookup.role.min(owner.member.role))
+        }))
+}
+
+/// The role a credential derived from API key `key` in `tenant` may have now: no more
+/// than its key's or its member's. `None` once the key is revoked, its member removed,
+/// or when the key is another team's.
+pub async fn key_role(store: &Store, tenant: &Tenant, key: ApiKeyId) -> Result<Option<Role>> {
+    Ok(live_key(store, key)
+        .await?
+        .filter(|(_, key_tenant, _)| key_tenant == tenant)
+        .map(|(lookup, _, owner)| lookup.role.min(owner.member.role)))
+}
+
+/// The member a session token speaks for, as they are now: `None` once the session
+/// ended (log-out) or the member was removed.
+pub async fn session_member(
+    store: &Store,
+    tenant: &Tenant,
+    user: UserId,
+    sid: Option<u64>,
+) -> Result<Option<Member>> {
+    let member_key = tenant.key(user_sk(user));
+    let member = get_doc::<UserRecord>(&*store.kv, &member_key);
+    let ended = async {
+        match sid {
+            Some(sid) => store.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
+            None => Ok(false),
+        }
+    };
+    let (user, ended) = futures::try_join!(member, ended)?;
+    Ok(user.filter(|_| !ended).map(|user| user.member))
+}
+
+/// A live API key: its lookup, and the member it acts for as they are now. `None` once
+/// the key is revoked or its member removed.
+async fn live_key(store: &Store, id: ApiKeyId) -> Result<Option<(KeyLookup, Tenant, UserRecord)>> {
+    let Some(lookup) = get_doc::<KeyLookup>(&*store.kv, &key_lookup(id)).await? else {
+        return Ok(None);
+    };
+    let tenant = Tenant::verified(lookup.tenant);
+    let owner = get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(lookup.owner))).await?;
+    Ok(owner.map(|owner| (lookup, tenant, owner)))
+}
+
+async fn member(store: &Store, tenant: &Tenant, id: UserId) -> Result<UserRecord> {
+    get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(id)))
+        .await?
+        .ok_or_else(|| Error::not_found("member"))
+}
+
+/// A new API key of `tenant`, created by member `by`, for `owner` (by default `by`).
+pub async fn create_api_key(
+    store: &Store,
+    tenant: &Tenant,
+    by: UserId,
+    name: DisplayName,
+    role: Option<Role>,
+    owner: Option<UserId>,
+) -> Result<(ApiKey, String)> {
+    let owner = member(store, tenant, owner.unwrap_or(by)).await?;
+    let role = role.unwrap_or(owner.member.role);
+    if role > owner.member.role {
+        return Err(Error::new(
+            ErrorCode::RoleExceedsOwner,
+            format!(
+                "a key cannot have more rights ({role}) than its owner ({})",
+                owner.member.role
+            ),
+        ));
+    }
+    let secret = ApiKeySecret::generate();
+    let key = ApiKey {
+        id: secret.id,
+        name,
+        role,
+        owner: owner.member.id,
+        created_by: by,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    store
+        .kv
+        .transact(key_items(tenant, &key, &secret)?.into())
+        .await?;
+    tracing::info!(tenant = %tenant.id(), key = %key.id, "API key created");
+    Ok((key, secret.expose()))
+}
+
+pub async fn list_api_keys(store: &Store, tenant: &Tenant) -> Result<Vec<ApiKey>> {
+    Ok(query_docs(&*store.kv, Query::partition(tenant.root()).prefix("key#")).await?)
+}
+
+pub async fn revoke_api_key(store: &Store, tenant: &Tenant, id: ApiKeyId) -> Result<()> {
+    let key = tenant.key(key_sk(id));
+    if store.kv.get(&key).await?.is_none() {
+        return Err(Error::not_found("API key"));
+    }
+    store
+        .kv
+        .batch_write(vec![WriteOp::Delete(key_lookup(id)), WriteOp::Delete(key)])
+        .await?;
+    tracing::info!(tenant = %tenant.id(), key = %id, "API key revoked");
+    Ok(())
+}
+
+/// An invite to `tenant`, sent by member `by`.
+pub async fn create_invite(
+    store: &Store,
+    invite_ttl: time::Duration,
+    tenant: &Tenant,
+    by: UserId,
+    email: Email,
+    role: Role,
+) -> Result<(Invite, String)> {
+    if store.kv.get(&email_lookup(&email)).await?.is_some() {
+        return Err(Error::new(
+            ErrorCode::EmailTaken,
+            "an account with this e-mail already exists",
+        ));
+    }
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let token_hash = hash_token(&token);
+    let now = OffsetDateTime::now_utc();
+    let invite = Invite {
+        id: InviteId::generate(),
+        email,
+        role,
+        invited_by: by,
+        created_at: now,
+        expires_at: now + invite_ttl,
+    };
+    let expiry = Value::N(invite.expires_at.unix_timestamp());
+    let lookup = InviteLookup {
+        tenant: tenant.id(),
+        invite: invite.id,
+    };
+    store
+        .kv
+        .transact(vec![
+            TxOp::Put(
+                doc_item(
+                    tenant.key(invite_sk(invite.id)),
+                    &InviteRecord {
+                        invite: invite.clone(),
+                        token_hash: token_hash.clone(),
+                    },
+                )?
+                .with(TTL, expiry.clone()),
+                Condition::NotExists,
+            ),
+            TxOp::Put(
+                doc_item(invite_lookup(&token_hash), &lookup)?.with(TTL, expiry),
+                Condition::NotExists,
+            ),
+        ])
+        .await?;
+    Ok((invite, token))
+}
+
+pub async fn list_invites(store: &Store, tenant: &Tenant) -> Result<Vec<Invite>> {
+    let records: Vec<InviteRecord> = query_docs(
+        &*store.kv,
+        Query::partition(tenant.root()).prefix("invite#"),
+    )
+    .await?;
+    Ok(records.into_iter().map(|record| record.invite).collect())
+}
+
+pub async fn revoke_invite(store: &Store, tenant: &Tenant, id: InviteId) -> Result<()> {
+    let key = tenant.key(invite_sk(id));
+    let record = get_doc::<InviteRecord>(&*store.kv, &key)
+        .await?
+        .ok_or_else(|| Error::not_found("invite"))?;
+    store
+        .kv
+        .batch_write(vec![
+            WriteOp::Delete(invite_lookup(&record.token_hash)),
+            WriteOp::Delete(key),
+        ])
+        .await?;
+    Ok(())
+}
+
+/// Joins the inviting team. The invite is consumed in the same transaction that
+/// creates the member, so it works once.
+pub async fn accept_invite(
+    store: &Store,
+    sessions: Sessions<'_>,
+    token: &str,
+    password: Password,
+    client: IpAddr,
+) -> Result<Session> {
+    let gone = || Error::not_found("invite");
+    // Tokens are too long to guess, but each try may cost a password hash.
+    let _place = password::place_for(client)?;
+    let attempt = throttle::admit(&*store.kv, store.now(), None, client).await?;
+    let token_hash = hash_token(token);
+    let lookup = get_doc::<InviteLookup>(&*store.kv, &invite_lookup(&token_hash))
+        .await?
+        .ok_or_else(gone)?;
+    let tenant = Tenant::verified(lookup.tenant);
+    let invite_key = tenant.key(invite_sk(lookup.invite));
+    let record = get_doc::<InviteRecord>(&*store.kv, &invite_key)
+        .await?
+        .ok_or_else(gone)?;
+    if record.invite.expires_at < OffsetDateTime::now_utc() {
+        return Err(gone());
+    }
+    let password_hash = password::hash(password).await?;
+    let member = Member {
+        id: UserId::generate(),
+        email: record.invite.email.clone(),
+        role: record.invite.role,
+        created_at: OffsetDateTime::now_utc(),
+    };
+    let ops = vec![
+        TxOp::Delete(invite_lookup(&token_hash), Condition::Exists),
+        TxOp::Delete(invite_key, Condition::Exists),
+        TxOp::Put(
+            doc_item(
+                email_lookup(&member.email),
+                &EmailRecord {
+                    tenant: tenant.id(),
+                    user: member.id,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(
+            doc_item(
+                tenant.key(user_sk(member.id)),
+                &UserRecord {
+                    member: member.clone(),
+                    password_hash,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+    ];
+    match store.kv.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
+            return Err(Error::new(
+                ErrorCode::EmailTaken,
+                "an account with this e-mail already exists",
+            ));
+        }
+        Err(StoreError::TransactionFailed(_)) => return Err(gone()),
+        Err(err) => return Err(err.into()),
+    }
+    attempt.succeeded(&*store.kv).await;
+    tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
+    session(sessions, tenant.id(), &member)
+}
+
+pub async fn list_members(store: &Store, tenant: &Tenant) -> Result<Vec<Member>> {
+    let users: Vec<UserRecord> =
+        query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+    Ok(users.into_iter().map(|user| user.member).collect())
+}
+
+/// What a membership change does, decided from a consistent view of the team.
+struct MembershipChange {
+    ops: Vec<TxOp>,
+    /// Unconditional writes that must precede the transaction (it holds 100 items).
+    before: Vec<WriteOp>,
+}
+
+/// Runs a membership change serialised through the team's version, so two admins
+/// demoting each other at once cannot leave the team without an admin.
+async fn change_membership(
+    store: &Store,
+    tenant: &Tenant,
+    decide: impl Fn(&[UserRecord]) -> Result<MembershipChange>,
+) -> Result<()> {
+    let team_key = tenant.key(TEAM);
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let team = store
+            .kv
+            .get(&team_key)
+            .await?
+            .ok_or_else(|| Error::internal(anyhow::anyhow!("team record missing")))?;
+        let team = Versioned::<TeamRecord>::read(&team)?;
+        let users: Vec<UserRecord> =
+            query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+        let change = decide(&users)?;
+        if !change.before.is_empty() {
+            store.kv.batch_write(change.before).await?;
+        }
+        let mut ops = change.ops;
+        ops.push(TxOp::Put(
+            team.next_item(team_key.clone())?,
+            team.unchanged(),
+        ));
+        match store.kv.transact(ops).await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_conflict() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(Error::new(
+        ErrorCode::ConcurrentUpdate,
+        "the team changed while this request ran; retry it",
+    ))
+}
+
+fn find(users: &[UserRecord], id: UserId) -> Result<&UserRecord> {
+    users
+        .iter()
+        .find(|user| user.member.id == id)
+        .ok_or_else(|| Error::not_found("member"))
+}
+
+fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> Result<()> {
+    let admins_left = users
+        .iter()
+        .filter(|user| user.member.role == Role::Admin && user.member.id != losing)
+        .count();
+    if admins_left == 0 {
+        return Err(Error::new(
+            ErrorCode::LastAdmin,
+            "a team keeps at least one admin",
+        ));
+    }
+    Ok(())
+}
+
+/// The deletes that take back the pending invites `id` sent: an invite is a grant of
+/// its sender's, and goes when the sender is removed or stops being an admin.
+async fn invites_sent_by(store: &Store, tenant: &Tenant, id: UserId) -> Result<Vec<WriteOp>> {
+    let records: Vec<InviteRecord> = query_docs(
+        &*store.kv,
+        Query::partition(tenant.root()).prefix("invite#"),
+    )
+    .await?;
+    Ok(records
+        .into_iter()
+        .filter(|record| record.invite.invited_by == id)
+        .flat_map(|record| {
+            [
+                WriteOp::Delete(invite_lookup(&record.token_hash)),
+                WriteOp::Delete(tenant.key(invite_sk(record.invite.id))),
+            ]
+        })
+        .collect())
+}
+
+pub async fn change_role(store: &Store, tenant: &Tenant, id: UserId, role: Role) -> Result<Member> {
+    let invites = if role == Role::Admin {
+        Vec::new()
+    } else {
+        invites_sent_by(store, tenant, id).await?
+    };
+    change_membership(store, tenant, |users| {
+        let user = find(users, id)?;
+        if user.member.role == Role::Admin && role != Role::Admin {
+            ensure_admin_remains(users, id)?;
+        }
+        let mut updated = user.clone();
+        updated.member.role = role;
+        Ok(MembershipChange {
+            ops: vec![TxOp::Put(
+                doc_item(tenant.key(user_sk(id)), &updated)?,
+                Condition::Exists,
+            )],
+            before: invites.clone(),
+        })
+    })
+    .await?;
+    Ok(member(store, tenant, id).await?.member)
+}
+
+pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> Result<()> {
+    let keys: Vec<ApiKey> = list_api_keys(store, tenant)
+        .await?
+        .into_iter()
+        .filter(|key| key.owner == id)
+        .collect();
+    let invites = invites_sent_by(store, tenant, id).await?;
+    change_membership(store, tenant, |users| {
+        let user = find(users, id)?;
+        ensure_admin_remains(users, id)?;
+        let mut key_deletes: Vec<TxOp> = keys
+            .iter()
+            .flat_map(|key| {
+                [
+                    TxOp::Delete(key_lookup(key.id), Condition::None),
+                    TxOp::Delete(tenant.key(key_sk(key.id)), Condition::None),
+                ]
+            })
+            .collect();
+        // User, e-mail and team version take three of the transaction's hundred slots.
+        let room = sextant_storage::kv::MAX_TRANSACT_ITEMS - 3;
+        let overflow = key_deletes.split_off(key_deletes.len().min(room) & !1);
+        let before = overflow
+            .into_iter()
+            .map(|op| WriteOp::Delete(op.key().clone()))
+            .chain(invites.iter().cloned())
+            .collect();
+        let mut ops = vec![
+            TxOp::Delete(tenant.key(user_sk(id)), Condition::Exists),
+            TxOp::Delete(email_lookup(&user.member.email), Condition::None),
+        ];
+        ops.extend(key_deletes);
+        Ok(MembershipChange { ops, before })
+    })
+    .await?;
+    tracing::info!(tenant = %tenant.id(), user = %id, keys = keys.len(), "member removed");
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! Authentication: a bearer credential resolved to a `Caller` against the accounts as
+//! they are now, and the tokens derived from an API key. The accounts module keeps the
+//! records; this one decides what a credential may do. The HTTP edge reads the
+//! credential from the request and counts it against the rate limits.
+
+use time::OffsetDateTime;
+
+use crate::accounts;
+use crate::credentials::Caller;
+use crate::credentials::api_key::ApiKeySecret;
+use crate::credentials::jwt::{Keyring, Scope, Subject};
+use crate::credentials::{Credential, Plane, Role};
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::{ApiKeyId, RunId};
+use crate::tenancy::Tenant;
+use sextant_storage::Store;
+
+fn unauthorized() -> Error {
+    Error::unauthorized("invalid or expired credential")
+}
+
+/// Resolves a bearer credential (API key, access token, job token or session token) to
+/// a caller on `plane`.
+pub async fn resolve(
+    store: &Store,
+    keyring: &Keyring,
+    bearer: &str,
+    plane: Plane,
+) -> Result<Caller> {
+    if ApiKeySecret::looks_like_key(bearer) {
+        let secret = ApiKeySecret::parse(bearer).ok_or_else(unauthorized)?;
+        let (tenant, user, role) = accounts::key_holder(store, &secret)
+            .await?
+            .ok_or_else(unauthorized)?;
+        return Ok(Caller {
+            tenant,
+            user,
+            role,
+            credential: Credential::ApiKey(secret.id),
+        });
+    }
+    let claims = keyring.verify(bearer).ok_or_else(unauthorized)?;
+    let tenant = Tenant::verified(claims.tid);
+    let on_signature_alone = plane == Plane::Data && claims.scope == Some(Scope::Data);
+    match claims.subject {
+        Subject::Session { user, sid } => {
+            let member = accounts::session_member(store, &tenant, user, sid)
+                .await?
+                .ok_or_else(unauthorized)?;
+            Ok(Caller {
+                tenant,
+                user: member.id,
+                role: member.role,
+                credential: Credential::Session,
+            })
+        }
+        Subject::Access { key, owner } => {
+            let role = if on_signature_alone {
+                claims.role
+            } else {
+                live_role(store, &tenant, key, claims.role).await?
+            };
+            Ok(Caller {
+                tenant,
+                user: owner,
+                role,
+                credential: Credential::AccessToken(key),
+            })
+        }
+        Subject::Job {
+            key,
+            owner,
+            run,
+            attempt,
+        } => {
+            let role = if on_signature_alone {
+                claims.role
+            } else {
+                let (role, holds) = futures::try_join!(
+                    live_role(store, &tenant, key, claims.role),
+                    crate::queue::claim_holds(store, &tenant, run, attempt),
+                )?;
+                if !holds {
+                    return Err(unauthorized());
+                }
+                role
+            };
+            Ok(Caller {
+                tenant,
+                user: owner,
+                role,
+                credential: Credential::Job { run, key },
+            })
+        }
+    }
+}
+
+/// The role a token derived from API key `key` has now: no more than it was minted
+/// with, its key's, or its member's. 401 once the key is revoked or its member removed.
+async fn live_role(store: &Store, tenant: &Tenant, key: ApiKeyId, minted: Role) -> Result<Role> {
+    let now = accounts::key_role(store, tenant, key)
+        .await?
+        .ok_or_else(unauthorized)?;
+    Ok(minted.min(now))
+}
+
+/// Trades an API key for a short-lived access token that authenticates without a
+/// database read on the data plane. Only the key itself may be exchanged, so a token
+/// cannot renew itself past its key's revocation.
+pub fn exchange_api_key(
+    keyring: &Keyring,
+    ttl: time::Duration,
+    caller: &Caller,
+) -> Result<(String, OffsetDateTime)> {
+    let Credential::ApiKey(key) = caller.credential else {
+        return Err(Error::new(
+            ErrorCode::ApiKeyRequired,
+            "only an API key can be exchanged for a token",
+        ));
+    };
+    keyring
+        .issue(
+            caller.tenant.id(),
+            caller.role,
+            Subject::Access {
+                key,
+                owner: caller.user,
+            },
+            ttl,
+        )
+        .map_err(Error::internal)
+}
+
+/// The API key an agent claims jobs with (sent as is, or exchanged for a token): its
+/// jobs' credentials derive from it and die with it.
+pub fn agent_key(caller: &Caller) -> Result<ApiKeyId> {
+    match caller.credential {
+        Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
+        Credential::Session | Credential::Job { .. } => Err(Error::new(
+            ErrorCode::ApiKeyRequired,
+            "agents claim jobs with an API key",
+        )),
+    }
+}
+
+/// A credential for the command of a job that `caller` claimed with API key `key`
+/// (`agent_key`): good only for the job's run, and only while that claim holds the job.
+pub fn job_token(
+    keyring: &Keyring,
+    ttl: time::Duration,
+    caller: &Caller,
+    key: ApiKeyId,
+    run: RunId,
+    attempt: u32,
+) -> Result<(String, OffsetDateTime)> {
+    keyring
+        .issue(
+            caller.tenant.id(),
+            caller.role.min(Role::Member),
+            Subject::Job {
+                key,
+                owner: caller.user,
+                run,
+                attempt,
+            },
+            ttl,
+        )
+        .map_err(Error::internal)
+}

@@ -1,0 +1,50 @@
+//! Cascading deletes, in the one place that knows what a run owns: its artifacts,
+//! images, shares and job go before its points and its record, and a project's runs
+//! before the project. Each step is safe to repeat, so a delete that stopped halfway
+//! (a timeout, a crash) is finished by the next one.
+
+use futures::{StreamExt, TryStreamExt};
+use sextant_storage::kv::{Condition, TxOp};
+
+use crate::error::Result;
+use crate::ids::RunId;
+use crate::projects::{self, Project};
+use crate::tenancy::Tenant;
+use crate::{artifacts, images, queue, runs, shares};
+use sextant_storage::Store;
+
+/// How many of a project's runs are deleted at once.
+const RUNS_AT_ONCE: usize = 8;
+
+/// Deletes a run and all its data, releasing their storage. The run is hidden first,
+/// so nothing reads it half-deleted.
+pub async fn delete_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
+    let marked = runs::mark_deleting(store, tenant, run).await?;
+    // Objects first: their records are how they are found.
+    artifacts::delete_all(store, tenant, run).await?;
+    images::delete_all(store, tenant, run).await?;
+    // Shares open nothing once the run is hidden; these are their lookups going too.
+    shares::delete_all(store, tenant, run).await?;
+    queue::delete_for_run(store, tenant, run).await?;
+    runs::purge(store, tenant, &marked).await
+}
+
+/// Deletes a project's runs (with their data, those a stopped delete left marked
+/// too), then the project, its name and its run counter.
+pub async fn delete_project(store: &Store, tenant: &Tenant, project: &Project) -> Result<()> {
+    let runs = runs::every_record_in_project(store, tenant, project.id).await?;
+    futures::stream::iter(
+        runs.into_iter()
+            .map(|run| delete_run(store, tenant, run.id)),
+    )
+    .buffer_unordered(RUNS_AT_ONCE)
+    .try_collect::<Vec<()>>()
+    .await?;
+    let mut ops = Vec::from(projects::removal(tenant, project));
+    ops.push(TxOp::Delete(
+        runs::counter_key(tenant, project.id),
+        Condition::None,
+    ));
+    store.kv.transact(ops).await?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The hourly usage roll-up: for each hour, each tenant's logged points and a sample
+//! of the bytes it stores, written once as an immutable hourly record.
+//!
+//! The roll-up's work scales with the tenants that matter for an hour, never with the
+//! items stored: writers mark a tenant active for the hour they count points in, and
+//! mark it as a storage holder the first time it stores bytes. Both marks live in
+//! global partitions whose sort keys are tenant ids (the design's global lookups):
+//! `metering#hour#{hour}` / `{tenant}` and `metering#storers` / `{tenant}`. A process
+//! remembers the marks it wrote, so a busy tenant costs one mark per hour per process.
+//! A storer mark keeps when the tenant first stored, so an hour rolled up again (or
+//! late) never samples a tenant that started storing after the hour ended.
+//!
+//! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes}`, written
+//! only if absent, so rolling an hour up twice changes nothing. `metering` / `cursor`
+//! remembers the last hour rolled up; a run fills in every hour missed since (up to
+//! `MAX_BACKFILL_HOURS`), sampling storage as it is when the run happens.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+
+use crate::calendar::{BillingMonth, hour_label, hour_of};
+use crate::error::Result;
+use crate::ids::TenantId;
+use crate::tenancy::Tenant;
+use crate::usage;
+use sextant_storage::Store;
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
+use sextant_storage::records::{doc_item, get_doc};
+
+/// Tenants whose records one roll-up writes at once: every storing tenant is sampled
+/// every hour, so a deployment with thousands of them must not visit them one by one.
+pub(crate) const TENANTS_AT_ONCE: usize = 16;
+
+/// How far back a run fills in missed hours.
+pub const MAX_BACKFILL_HOURS: i64 = 24 * 31;
+
+fn active_partition(hour: OffsetDateTime) -> String {
+    format!("metering#hour#{}", hour_label(hour))
+}
+
+const STORERS: &str = "metering#storers";
+
+/// The marks this process has written, so each is written once.
+#[derive(Debug, Default)]
+pub struct Marks {
+    written: Mutex<HashSet<(String, TenantId)>>,
+}
+
+impl Marks {
+    fn first_time(&self, partition: &str, tenant: TenantId) -> bool {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Old hours' marks are never needed again; keep the set small.
+        if written.len() > 100_000 {
+            written.clear();
+        }
+        written.insert((partition.to_owned(), tenant))
+    }
+}
+
+/// What a write that counts points needs besides the store: the plan's monthly cap
+/// and the marks this process has written.
+#[derive(Debug, Clone, Copy)]
+pub struct Meter<'a> {
+    pub marks: &'a Marks,
+    pub points_cap: Option<u64>,
+}
+
+/// The attribute of a storer mark holding when the tenant first stored bytes (Unix
+/// seconds): hours that ended before then are not sampled for it, even when they are
+/// rolled up (again, or late) after it started storing.
+const SINCE: &str = "since";
+
+async fn mark(
+    store: &Store,
+    marks: &Marks,
+    partition: String,
+    tenant: &Tenant,
+    since: Option<OffsetDateTime>,
+) -> StoreResult<()> {
+    if !marks.first_time(&partition, tenant.id()) {
+        return Ok(());
+    }
+    let mut item = Item::new(Key::new(partition.clone(), tenant.id().to_string()));
+    if let Some(since) = since {
+        item = item.with(SINCE, Value::N(since.unix_timestamp()));
+    }
+    // The first mark stays: later ones would move `since` forward.
+    match store.kv.put(item, Condition::NotExists).await {
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(err) => {
+            // Forget it, so the next write tries again.
+            marks
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&(partition, tenant.id()));
+            Err(err)
+        }
+    }
+}
+
+/// Marks the tenant as logging points in the hour holding `at`. Call before the write
+/// that counts them: a mark without points costs nothing, points without a mark would
+/// never be rolled up.
+pub async fn mark_active(
+    store: &Store,
+    marks: &Marks,
+    tenant: &Tenant,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    mark(store, marks, active_partition(hour_of(at)), tenant, None).await
+}
+
+/// Marks the tenant as storing bytes, so every hour from now on samples it. Call
+/// before the write that grows its storage.
+pub async fn mark_storer(store: &Store, marks: &Marks, tenant: &Tenant) -> StoreResult<()> {
+    mark(store, marks, STORERS.to_owned(), tenant, Some(store.now())).await
+}
+
+/// One tenant's usage in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HourlyUsage {
+    #[serde(with = "time::serde::rfc3339")]
+    pub hour: OffsetDateTime,
+    pub points: u64,
+    /// Bytes stored when the hour was rolled up.
+    pub storage_bytes: u64,
+}
+
+fn hourly_key(tenant: &Tenant, hour: OffsetDateTime) -> Key {
+    Key::new(
+        usage::partition(tenant),
+        format!("hour#{}", hour_label(hour)),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Cursor {
+    #[serde(with = "time::serde::rfc3339")]
+    last_hour: OffsetDateTime,
+}
+
+fn cursor_key() -> Key {
+    Key::new("metering", "cursor")
+}
+
+/// The tenants marked in a partition, with when each mark says they started.
+async fn marked(
+    store: &Store,
+    partition: &str,
+) -> StoreResult<Vec<(TenantId, Option<OffsetDateTime>)>> {
+    let mut query = Query::partition(partition);
+    let mut tenants = Vec::new();
+    loop {
+        let page = store.kv.query(query.clone()).await?;
+        tenants.extend(page.items.iter().filter_map(|item| {
+            let tenant = item.key.sk.parse::<TenantId>().ok()?;
+            let since = item
+                .n(SINCE)
+                .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok());
+            Some((tenant, since))
+        }));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(tenants),
+        }
+    }
+}
+
+async fn counter(store: &Store, key: &Key, attr: &str) -> StoreResult<u64> {
+    Ok(store
+        .kv
+        .get(key)
+        .await?
+        .and_then(|item| item.n(attr))
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// Rolls up one hour: a record for every tenant active in it or storing bytes. After
+/// the last hour of a month it calls `month_ended`, through which the metering run
+/// closes the month's reports (`billing::close_month`); a run that fails there leaves
+/// the cursor before the hour, so the next run rolls it up and closes again. Answers
+/// how many records it wrote (0 when the hour was rolled up already).
+pub async fn roll_up_hour<MonthEnded>(
+    store: &Store,
+    hour: OffsetDateTime,
+    month_ended: &impl Fn(BillingMonth) -> MonthEnded,
+) -> Result<usize>
+where
+    MonthEnded: Future<Output = Result<()>>,
+{
+    let hour = hour_of(hour);
+    let end = hour + Duration::HOUR;
+    let month = BillingMonth::of(hour);
+    let mut tenants: BTreeSet<TenantId> = marked(store, &active_partition(hour))
+        .await?
+        .into_iter()
+        .map(|(tenant, _)| tenant)
+        .collect();
+    tenants.extend(
+        marked(store, STORERS)
+            .await?
+            .into_iter()
+            .filter(|(_, since)| since.is_none_or(|since| since < end))
+            .map(|(tenant, _)| tenant),
+    );
+    let written: Vec<bool> = futures::stream::iter(tenants)
+        .map(|tenant| record_hour(store, Tenant::verified(tenant), hour, month))
+        .buffer_unordered(TENANTS_AT_ONCE)
+        .try_collect()
+        .await?;
+    let written = written.into_iter().filter(|&written| written).count();
+    if end == month.end() {
+        month_ended(month).await?;
+    }
+    Ok(written)
+}
+
+/// One tenant's record for the hour, written if absent; answers whether it was.
+async fn record_hour(
+    store: &Store,
+    tenant: Tenant,
+    hour: OffsetDateTime,
+    month: BillingMonth,
+) -> Result<bool> {
+    let record = HourlyUsage {
+        hour,
+        points: counter(store, &usage::points_key(&tenant, hour), usage::POINTS).await?,
+        storage_bytes: counter(store, &usage::totals_key(&tenant), usage::BYTES).await?,
+    };
+    // The month's bill will be made for every tenant with an hour in it.
+    store
+        .kv
+        .put(
+            Item::new(Key::new(month_partition(month), tenant.id().to_string())),
+            Condition::None,
+        )
+        .await?;
+    match store
+        .kv
+        .put(
+            doc_item(hourly_key(&tenant, hour), &record)?,
+            Condition::NotExists,
+        )
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn month_partition(month: BillingMonth) -> String {
+    format!("metering#month#{month}")
+}
+
+/// Every tenant with at least one hour rolled up in the month.
+pub async fn billed_tenants(store: &Store, month: BillingMonth) -> StoreResult<BTreeSet<TenantId>> {
+    Ok(marked(store, &month_partition(month))
+        .await?
+        .into_iter()
+        .map(|(tenant, _)| tenant)
+        .collect())
+}
+
+/// Rolls up `through` and every hour missed since the last run, oldest first.
+/// Answers the hours it rolled up.
+pub async fn roll_up_through<MonthEnded>(
+    store: &Store,
+    through: OffsetDateTime,
+    month_ended: &impl Fn(BillingMonth) -> MonthEnded,
+) -> Result<Vec<OffsetDateTime>>
+where
+    MonthEnded: Future<Output = Result<()>>,
+{
+    let through = hour_of(through);
+    let cursor: Option<Cursor> = get_doc(&*store.kv, &cursor_key()).await?;
+    let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
+    let mut hour = cursor
+        .map(|c| c.last_hour + Duration::HOUR)
+        .unwrap_or(through)
+        .max(earliest);
+    let mut done = Vec::new();
+    while hour <= through {
+        roll_up_hour(store, hour, month_ended).await?;
+        done.push(hour);
+        hour += Duration::HOUR;
+    }
+    if let Some(&last) = done.last() {
+        store
+            .kv
+            .put(
+                doc_item(cursor_key(), &Cursor { last_hour: last })?,
+                Condition::None,
+            )
+            .await?;
+    }
+    Ok(done)
+}
+
+/// A tenant's hourly records in `[from, to)`.
+pub async fn hourly(
+    store: &Store,
+    tenant: &Tenant,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> StoreResult<Vec<HourlyUsage>> {
+    let query = Query::partition(usage::partition(tenant)).between(
+        format!("hour#{}", hour_label(hour_of(from))),
+        format!("hour#{}", hour_label(hour_of(to - Duration::NANOSECOND))),
+    );
+    sextant_storage::records::query_docs(&*store.kv, query).await
+}

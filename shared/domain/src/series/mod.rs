@@ -1,0 +1,603 @@
+//! Metric and text series: names, summaries, chunk keys, and reading points back in
+//! step order, exactly or downsampled.
+//!
+//! A series is stored as sealed chunks in the run's data partition, one item each:
+//! `c#{series}#{first step}#{batch}.{fingerprint}#{part}` for numbers and `t#...` for
+//! text. Keys sort by first step, so a step range is one query; chunks of out-of-order
+//! batches overlap, which the run record's `span` (the widest step range of any chunk)
+//! bounds: a chunk holding a step in `[from, to]` starts in `[from - span, to]`.
+//!
+//! Steps are integers. Points come back sorted by step, then timestamp; a repeated
+//! step keeps every value logged at it (as MLflow's metric history does), in the order
+//! logged. Out-of-order steps are stored as they come and sorted on read. `last` is the
+//! value of the point latest in that order.
+
+pub mod batch;
+pub mod codec;
+pub mod downsample;
+mod pending;
+pub mod text;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::ids::RunId;
+use crate::tenancy::Tenant;
+use sextant_storage::Store;
+use sextant_storage::kv::{Item, Query};
+
+use crate::runs::summary::{SeriesKind, SeriesSummary};
+
+pub use codec::Points;
+pub use text::TextPoints;
+
+pub const MAX_NAME_BYTES: usize = 250;
+/// Most points an exact read returns in one response: at worst about 64 bytes of
+/// JSON a point, a page stays well under Lambda's 6 MB response limit. `next_after`
+/// continues.
+pub const EXACT_PAGE_POINTS: usize = 50_000;
+/// Most text an exact read of a text series returns in one response (lines are up
+/// to 64 KiB each, so a page is cut by size as well as by count).
+pub const TEXT_PAGE_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_DOWNSAMPLED_POINTS: usize = 100_000;
+/// The attribute holding a chunk's bytes.
+const DATA: &str = "d";
+/// The attribute holding when a chunk's batch arrived (Unix nanoseconds): points
+/// equal in step and timestamp read back in the order they were logged.
+const WRITTEN: &str = "w";
+
+/// Whether `name` is 1 to 250 bytes of letters, digits, `_ - . / :` and spaces: MLflow's
+/// rule for metric, param and tag keys, which series names follow too.
+pub fn is_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_BYTES
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | ' '))
+}
+
+/// Checks a series name: 1 to 250 bytes of letters, digits, `_ - . / :` and spaces
+/// (MLflow's rule), which keeps `#` free to separate the parts of chunk keys.
+pub fn check_name(name: &str) -> Result<()> {
+    if is_key_name(name) {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorCode::InvalidSeriesName,
+            format!(
+                "series names are 1 to {MAX_NAME_BYTES} bytes of letters, digits, '_', '-', '.', '/', ':' and spaces: {:?}",
+                name.chars().take(60).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// The sort-key form of a step: fixed-width hex of the step with its sign bit flipped,
+/// so string order is numeric order for every i64.
+pub fn step_key(step: i64) -> String {
+    format!("{:016x}", (step as u64) ^ (1 << 63))
+}
+
+pub fn chunk_sort_key(
+    kind: SeriesKind,
+    name: &str,
+    first_step: i64,
+    batch: &str,
+    part: usize,
+) -> String {
+    format!(
+        "{}#{name}#{}#{batch}#{part:04x}",
+        kind.key_prefix(),
+        step_key(first_step)
+    )
+}
+
+/// Points of a series in a step range: numbers or text lines.
+pub trait SeriesData: Default + Sized {
+    /// What a point carries besides its step and timestamp: a value or a line.
+    type Payload;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn step(&self, index: usize) -> i64;
+    fn timestamp(&self, index: usize) -> f64;
+    /// The payload of point `index`, leaving a placeholder behind.
+    fn take(&mut self, index: usize) -> Self::Payload;
+    fn push(&mut self, step: i64, payload: Self::Payload, timestamp: f64);
+    fn decode(chunk: &[u8]) -> Result<Self>;
+    /// The first step of a chunk, read from its header.
+    fn first_step(chunk: &[u8]) -> Result<i64>;
+    fn truncate(&mut self, len: usize);
+}
+
+impl SeriesData for Points {
+    type Payload = f64;
+
+    fn len(&self) -> usize {
+        Points::len(self)
+    }
+
+    fn step(&self, index: usize) -> i64 {
+        self.steps[index]
+    }
+
+    fn timestamp(&self, index: usize) -> f64 {
+        self.timestamps[index]
+    }
+
+    fn take(&mut self, index: usize) -> f64 {
+        self.values[index]
+    }
+
+    fn push(&mut self, step: i64, value: f64, timestamp: f64) {
+        Points::push(self, step, value, timestamp);
+    }
+
+    fn decode(chunk: &[u8]) -> Result<Self> {
+        codec::decode(chunk).map_err(corrupt)
+    }
+
+    fn first_step(chunk: &[u8]) -> Result<i64> {
+        Ok(codec::summary(chunk).map_err(corrupt)?.first_step)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.steps.truncate(len);
+        self.values.truncate(len);
+        self.timestamps.truncate(len);
+    }
+}
+
+fn corrupt(err: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::internal(anyhow::Error::new(err).context("decoding a stored chunk"))
+}
+
+/// Which points of a series a read wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StepRange {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Only points after this step, for live charts that poll.
+    pub after: Option<i64>,
+}
+
+impl StepRange {
+    fn bounds(&self) -> Option<(i64, i64)> {
+        let mut lo = self.from.unwrap_or(i64::MIN);
+        if let Some(after) = self.after {
+            lo = lo.max(after.checked_add(1)?);
+        }
+        let hi = self.to.unwrap_or(i64::MAX);
+        (lo <= hi).then_some((lo, hi))
+    }
+}
+
+/// Where a point stands in the order reads answer points in: by step, then timestamp,
+/// then when its batch arrived, then its chunk's sort key, then its place in the
+/// chunk. Every point of a series has a place of its own, so a page can end anywhere,
+/// inside a step that holds millions of points too, and the next resume after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Place {
+    step: i64,
+    timestamp: f64,
+    written: i64,
+    chunk: String,
+    index: u32,
+}
+
+impl Eq for Place {}
+
+impl PartialOrd for Place {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Place {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.step
+            .cmp(&other.step)
+            .then(self.timestamp.total_cmp(&other.timestamp))
+            .then(self.written.cmp(&other.written))
+            .then_with(|| self.chunk.cmp(&other.chunk))
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl Place {
+    /// The opaque cursor a client sends back to read on after this point.
+    pub fn cursor(&self) -> String {
+        crate::cursor::encode(self)
+    }
+
+    pub fn from_cursor(cursor: &str) -> Result<Self> {
+        crate::cursor::decode(cursor)
+    }
+
+    pub fn step(&self) -> i64 {
+        self.step
+    }
+}
+
+/// Which page of a series a read wants: the points within `range` after `after` (a
+/// place a previous page ended at), at most `limit` of them. The default is every
+/// point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Window<'a> {
+    pub range: StepRange,
+    pub after: Option<&'a Place>,
+    pub limit: Option<usize>,
+}
+
+/// Points of one read, and where the next page starts if there is more.
+#[derive(Debug)]
+pub struct SeriesPage<T> {
+    pub points: T,
+    /// Each point's place, in the same order.
+    places: Vec<Place>,
+    /// Pass as `after` to read on, when the page ends with a whole step; `None` when
+    /// the range is exhausted or the page ends inside a step.
+    pub next_after: Option<i64>,
+    /// Where the next page starts (`Place::cursor`); `None` when the range is exhausted.
+    pub next: Option<Place>,
+}
+
+/// The most chunk bytes one read may fetch from the store, so that no series, however
+/// large or oddly shaped (millions of points at one step), makes a read unbounded. A
+/// range holding more is refused (`range_too_large`): narrow it with `from`/`to`.
+pub const MAX_READ_BYTES: u64 = 256 * 1024 * 1024;
+
+fn too_large() -> Error {
+    Error::new(
+        ErrorCode::RangeTooLarge,
+        format!(
+            "reading this range would fetch more than {} MiB of stored points; narrow it with from and to",
+            MAX_READ_BYTES / (1024 * 1024)
+        ),
+    )
+}
+
+/// A point waiting in a read's bounded heap: its place, and what it carries.
+struct Held<P> {
+    place: Place,
+    payload: P,
+}
+
+impl<P> PartialEq for Held<P> {
+    fn eq(&self, other: &Self) -> bool {
+        self.place == other.place
+    }
+}
+
+impl<P> Eq for Held<P> {}
+
+impl<P> PartialOrd for Held<P> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<P> Ord for Held<P> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.place.cmp(&other.place)
+    }
+}
+
+/// Reads the points of a series in `window`, in order; only committed batches'
+/// points (see `pending`). With a limit, the first points in order are kept in a heap
+/// of that size while the chunks stream by, so memory holds a page whatever the
+/// series holds; the store reads stop at `MAX_READ_BYTES`.
+pub async fn read<T: SeriesData>(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+    summary: &SeriesSummary,
+    window: Window<'_>,
+) -> Result<SeriesPage<T>> {
+    let Window {
+        range,
+        after: resume,
+        limit,
+    } = window;
+    let mut page = SeriesPage {
+        points: T::default(),
+        places: Vec::new(),
+        next_after: None,
+        next: None,
+    };
+    let Some((mut lo, hi)) = range.bounds() else {
+        return Ok(page);
+    };
+    if let Some(resume) = resume {
+        lo = lo.max(resume.step);
+    }
+    if lo > hi {
+        return Ok(page);
+    }
+    let limit = limit.unwrap_or(usize::MAX).max(1);
+    let earliest_start = lo.saturating_sub_unsigned(summary.span);
+    let kind = summary.kind;
+    let mut query = Query::partition(crate::runs::data_partition(tenant, run))
+        .between(
+            format!("{}#{name}#{}", kind.key_prefix(), step_key(earliest_start)),
+            format!("{}#{name}#{}#~", kind.key_prefix(), step_key(hi)),
+        )
+        .limit(64);
+    let mut heap: std::collections::BinaryHeap<Held<T::Payload>> = Default::default();
+    // The first point in order the heap let go of: everything from it on is left to
+    // the next page.
+    let mut beyond: Option<Place> = None;
+    let mut unread_from: Option<i64> = None;
+    let mut fetched = 0u64;
+    'pages: loop {
+        let found = store.kv.query(query.clone()).await?;
+        for item in &found.items {
+            let bytes = chunk_bytes(item)?;
+            if heap.len() == limit
+                && let Some(last) = heap.peek()
+                && T::first_step(bytes)? > last.place.step
+            {
+                unread_from = Some(T::first_step(bytes)?);
+                break 'pages;
+            }
+            fetched += bytes.len() as u64;
+            if fetched > MAX_READ_BYTES {
+                return Err(too_large());
+            }
+            let mut chunk = T::decode(bytes)?;
+            let written = item.n(WRITTEN).unwrap_or(0);
+            let chunk_key = item.key.sk.clone();
+            for index in 0..chunk.len() {
+                let step = chunk.step(index);
+                if step < lo || step > hi {
+                    continue;
+                }
+                let place = Place {
+                    step,
+                    timestamp: chunk.timestamp(index),
+                    written,
+                    chunk: chunk_key.clone(),
+                    index: index as u32,
+                };
+                if resume.is_some_and(|resume| place <= *resume) {
+                    continue;
+                }
+                if heap.len() == limit {
+                    let top = heap.peek().expect("a full heap");
+                    if place >= top.place {
+                        beyond = Some(beyond.map_or(place.clone(), |b| b.min(place)));
+                        continue;
+                    }
+                    let dropped = heap.pop().expect("a full heap").place;
+                    beyond = Some(beyond.map_or(dropped.clone(), |b| b.min(dropped)));
+                }
+                heap.push(Held {
+                    place,
+                    payload: chunk.take(index),
+                });
+            }
+        }
+        match found.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let mut held = heap.into_sorted_vec();
+    let last_place = held.last().map(|held| held.place.clone());
+    // Markers are read after the chunks: a chunk seen above was written after its
+    // marker, so the marker is found here unless its batch has committed since (or the
+    // attempt was cleaned up in between, which deletes the chunk first).
+    if !held.is_empty() {
+        let uncommitted = pending::uncommitted(store, tenant, run).await?;
+        held.retain(|held| !uncommitted.contains(&held.place.chunk));
+    }
+    for Held { place, payload } in held {
+        page.points.push(place.step, payload, place.timestamp);
+        page.places.push(place);
+    }
+    let more = beyond.is_some() || unread_from.is_some();
+    if more && let Some(last) = last_place {
+        // The page ends with a whole step unless the next point is in the same one.
+        let next_step = match (&beyond, unread_from) {
+            (Some(beyond), Some(unread)) => beyond.step.min(unread),
+            (Some(beyond), None) => beyond.step,
+            (None, unread) => unread.unwrap_or(i64::MAX),
+        };
+        page.next_after = (next_step > last.step).then_some(last.step);
+        page.next = Some(last);
+    }
+    Ok(page)
+}
+
+/// A chunk's points that may belong to a batch still committing, held until the
+/// markers tell.
+type Recent = (String, Vec<(i64, f64, f64, (i64, u64, u32))>);
+
+/// Reads the numeric points of a series within `range` downsampled to at most
+/// `max_points` (`downsample::MinMax`), every bucket's extremes kept, and whether it
+/// had to downsample. Chunks stream through the buckets, so memory holds the buckets
+/// whatever the series holds, and the store reads stop at `MAX_READ_BYTES`.
+///
+/// Chunks of uncommitted batches are skipped as `read` skips them: the markers known
+/// before the chunks are read rule out their chunks, and the chunks of batches that
+/// arrived within the last `RECENT` (whose markers may be written while the read goes
+/// on) wait aside until the markers are read again.
+pub async fn read_downsampled(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+    summary: &SeriesSummary,
+    range: StepRange,
+    max_points: usize,
+) -> Result<(Points, bool)> {
+    /// Longer than any attempt takes to write its marker after it arrives (a request
+    /// lives at most the deadline).
+    const RECENT: time::Duration = time::Duration::minutes(2);
+    let Some((lo, hi)) = range.bounds() else {
+        return Ok((Points::default(), false));
+    };
+    let (lo, hi) = (lo.max(summary.first_step), hi.min(summary.last_step));
+    if lo > hi {
+        return Ok((Points::default(), false));
+    }
+    let recent_since = i64::try_from((store.now() - RECENT).unix_timestamp_nanos()).unwrap_or(0);
+    let uncommitted_before = pending::uncommitted(store, tenant, run).await?;
+    let mut downsampler = downsample::MinMax::new(max_points, lo, hi);
+    let mut recent: Vec<Recent> = Vec::new();
+    let earliest_start = lo.saturating_sub_unsigned(summary.span);
+    let mut query = Query::partition(crate::runs::data_partition(tenant, run))
+        .between(
+            format!(
+                "{}#{name}#{}",
+                SeriesKind::Numeric.key_prefix(),
+                step_key(earliest_start)
+            ),
+            format!(
+                "{}#{name}#{}#~",
+                SeriesKind::Numeric.key_prefix(),
+                step_key(hi)
+            ),
+        )
+        .limit(64);
+    let (mut fetched, mut rank) = (0u64, 0u64);
+    loop {
+        let found = store.kv.query(query.clone()).await?;
+        for item in &found.items {
+            if uncommitted_before.contains(&item.key.sk) {
+                continue;
+            }
+            let bytes = chunk_bytes(item)?;
+            fetched += bytes.len() as u64;
+            if fetched > MAX_READ_BYTES {
+                return Err(too_large());
+            }
+            let chunk = Points::decode(bytes)?;
+            let written = item.n(WRITTEN).unwrap_or(0);
+            rank += 1;
+            let in_range = (0..chunk.len())
+                .filter(|&i| (lo..=hi).contains(&chunk.steps[i]))
+                .map(|i| {
+                    let order = (written, rank, i as u32);
+                    (chunk.steps[i], chunk.values[i], chunk.timestamps[i], order)
+                });
+            if written >= recent_since {
+                recent.push((item.key.sk.clone(), in_range.collect()));
+            } else {
+                for (step, value, timestamp, order) in in_range {
+                    downsampler.push(step, value, timestamp, order);
+                }
+            }
+        }
+        match found.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    if !recent.is_empty() {
+        let uncommitted = pending::uncommitted(store, tenant, run).await?;
+        for (key, points) in recent {
+            if !uncommitted.contains(&key) {
+                for (step, value, timestamp, order) in points {
+                    downsampler.push(step, value, timestamp, order);
+                }
+            }
+        }
+    }
+    Ok(downsampler.finish())
+}
+
+impl SeriesPage<TextPoints> {
+    /// Cuts a page of text once it holds `TEXT_PAGE_BYTES` of text, keeping at least
+    /// one line, so that huge lines page by size.
+    pub fn limit_text_bytes(&mut self) {
+        let texts = &self.points.texts;
+        let mut total = 0;
+        let Some(over) = texts.iter().position(|text| {
+            total += text.len();
+            total > TEXT_PAGE_BYTES
+        }) else {
+            return;
+        };
+        let keep = over.max(1);
+        if keep >= texts.len() {
+            return;
+        }
+        let steps = &self.points.steps;
+        self.next_after = (steps[keep] > steps[keep - 1]).then_some(steps[keep - 1]);
+        self.next = Some(self.places[keep - 1].clone());
+        self.points.truncate(keep);
+        self.places.truncate(keep);
+    }
+}
+
+fn chunk_bytes(item: &Item) -> Result<&[u8]> {
+    item.b(DATA)
+        .map(|b| b.as_ref())
+        .ok_or_else(|| Error::internal(anyhow::anyhow!("chunk {:?} has no data", item.key)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_keys_sort_like_the_steps() {
+        let steps = [i64::MIN, -5, -1, 0, 1, 9, 10, 255, 256, i64::MAX];
+        let keys: Vec<String> = steps.iter().map(|&s| step_key(s)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn series_names_follow_mlflow_rules() {
+        assert!(check_name("train/loss").is_ok());
+        assert!(check_name("val acc:top-1.5").is_ok());
+        assert!(check_name("").is_err());
+        assert!(check_name("a#b").is_err());
+        assert!(check_name("a~b").is_err());
+        assert!(check_name(&"x".repeat(MAX_NAME_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn a_text_page_is_cut_by_size_inside_a_step_if_it_must() {
+        let mega = "x".repeat(1024 * 1024);
+        let mut points = TextPoints::default();
+        let mut places = Vec::new();
+        for (index, step) in [1, 2, 3, 3, 3, 4].into_iter().enumerate() {
+            points.push(step, mega.clone(), 0.0);
+            places.push(Place {
+                step,
+                timestamp: 0.0,
+                written: 0,
+                chunk: "t#lines".into(),
+                index: index as u32,
+            });
+        }
+        let mut page = SeriesPage {
+            points,
+            places,
+            next_after: None,
+            next: None,
+        };
+        page.limit_text_bytes();
+        // The fifth megabyte is over the four a page holds: the page ends before it,
+        // in the middle of step 3, and the cursor resumes after the fourth line.
+        assert_eq!(page.points.steps, vec![1, 2, 3, 3]);
+        assert_eq!(page.next_after, None);
+        assert_eq!(page.next.as_ref().map(|place| place.index), Some(3));
+        let resumed = Place::from_cursor(&page.next.unwrap().cursor()).unwrap();
+        assert_eq!((resumed.step, resumed.index), (3, 3));
+    }
+
+    #[test]
+    fn a_cursor_not_made_by_the_server_is_refused() {
+        for cursor in ["", "not base64!", "e30"] {
+            let err = Place::from_cursor(cursor).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidCursor);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! What every handler shares, built once per process (at Lambda cold start, or when
+//! `sextant serve` starts).
+
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use sextant_domain::credentials::jwt::Keyring;
+use sextant_storage::clock::Clock;
+use sextant_storage::{Storage, Store};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where clients reach the service, for URLs handed out (invites). Without it the
+    /// URL is taken from the request's host (API Gateway's default domain).
+    pub public_url: Option<url::Url>,
+    pub session_ttl: time::Duration,
+    pub access_token_ttl: time::Duration,
+    /// How long a job's credential can live; its claim ending ends it sooner (on the
+    /// data plane, its run ending does).
+    pub job_token_ttl: time::Duration,
+    pub invite_ttl: time::Duration,
+    /// A running run not heard from for this long reads as `lost` (or `aborted`, when
+    /// an abort was requested and never confirmed).
+    pub heartbeat_timeout: time::Duration,
+    /// How long an agent's claim on a queued job lasts without a heartbeat; after that
+    /// the job may go to another agent.
+    pub job_lease: time::Duration,
+    pub plan: sextant_domain::billing::PricePlan,
+    /// Who may see every tenant's usage; nobody when unset.
+    pub operator_token: Option<sextant_domain::credentials::operator::OperatorTokenHash>,
+    /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
+    /// Lambda's 6 MB).
+    pub body_limit: usize,
+    /// Longest an API request may take, its body included, so a slow client cannot
+    /// hold a handler (API Gateway gives up at 30 s too).
+    pub request_deadline: std::time::Duration,
+    /// Bytes of an uploaded artifact one completion call checks (a few seconds of
+    /// reading on Lambda); a larger one takes a call per slice.
+    pub verify_slice_bytes: u64,
+    /// Requests per team and per credential (see `rate_limit`).
+    pub rate_limits: crate::rate_limit::RateLimits,
+}
+
+impl Settings {
+    pub fn new(public_url: Option<url::Url>) -> Self {
+        Self {
+            public_url,
+            session_ttl: time::Duration::hours(12),
+            access_token_ttl: time::Duration::minutes(15),
+            job_token_ttl: time::Duration::days(30),
+            invite_ttl: time::Duration::days(7),
+            heartbeat_timeout: time::Duration::minutes(10),
+            job_lease: time::Duration::minutes(1),
+            plan: sextant_domain::billing::PricePlan::default(),
+            operator_token: None,
+            body_limit: 6 * 1024 * 1024,
+            request_deadline: std::time::Duration::from_secs(30),
+            verify_slice_bytes: sextant_domain::artifacts::VERIFY_SLICE_BYTES,
+            rate_limits: crate::rate_limit::RateLimits::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub limiter: Arc<crate::rate_limit::RateLimiter>,
+    pub settings: Arc<Settings>,
+    /// The metering marks this process has written.
+    pub marks: Arc<sextant_domain::metering::Marks>,
+}
+
+impl AppState {
+    pub fn new(storage: Storage, keyring: Keyring, settings: Settings) -> Self {
+        Self {
+            store: Store::new(storage),
+            keyring: Arc::new(keyring),
+            limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limits)),
+            settings: Arc::new(settings),
+            marks: Arc::default(),
+        }
+    }
+
+    /// The same state reading time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.store.clock = clock;
+        self
+    }
+
+    /// What a write counting points needs: the plan's cap and this process's marks.
+    pub fn meter(&self) -> sextant_domain::metering::Meter<'_> {
+        sextant_domain::metering::Meter {
+            marks: &self.marks,
+            points_cap: self.settings.plan.monthly_points_cap,
+        }
+    }
+
+    pub fn queue_rules(&self) -> sextant_domain::queue::Rules<'_> {
+        sextant_domain::queue::Rules {
+            job_lease: self.settings.job_lease,
+            heartbeat_timeout: self.settings.heartbeat_timeout,
+            meter: self.meter(),
+        }
+    }
+
+    pub fn intake(&self) -> sextant_domain::series::batch::Intake<'_> {
+        sextant_domain::series::batch::Intake {
+            heartbeat_timeout: self.settings.heartbeat_timeout,
+            meter: self.meter(),
+        }
+    }
+
+    pub fn sessions(&self) -> sextant_domain::accounts::Sessions<'_> {
+        sextant_domain::accounts::Sessions {
+            keyring: &self.keyring,
+            ttl: self.settings.session_ttl,
+        }
+    }
+
+    pub fn now(&self) -> time::OffsetDateTime {
+        self.store.now()
+    }
+
+    /// The Lambda configuration over `storage` (the functions' AWS adapters): signing
+    /// keys from `SEXTANT_JWT_KEYS`, public URL from `SEXTANT_PUBLIC_URL`,
+    /// heartbeat timeout from `SEXTANT_HEARTBEAT_TIMEOUT_SECS` and the job lease from
+    /// `SEXTANT_JOB_LEASE_SECS` if set, the price plan
+    /// from `SEXTANT_PLAN_*` and the operator from `SEXTANT_OPERATOR_TOKEN_SHA256`.
+    pub fn from_env(storage: Storage) -> anyhow::Result<Self> {
+        let keyring = Keyring::from_spec(
+            &std::env::var("SEXTANT_JWT_KEYS").context("SEXTANT_JWT_KEYS is not set")?,
+        )?;
+        let public_url = std::env::var("SEXTANT_PUBLIC_URL")
+            .ok()
+            .map(|url| url.parse().context("SEXTANT_PUBLIC_URL is not a URL"))
+            .transpose()?;
+        let mut settings = Settings::new(public_url);
+        settings.plan = sextant_domain::billing::PricePlan::from_env()?;
+        settings.operator_token = sextant_domain::credentials::operator::from_env()?;
+        settings.rate_limits = crate::rate_limit::RateLimits::from_env()?;
+        if let Ok(secs) = std::env::var("SEXTANT_HEARTBEAT_TIMEOUT_SECS") {
+            let secs: u32 = secs
+                .parse()
+                .context("SEXTANT_HEARTBEAT_TIMEOUT_SECS is not a number of seconds")?;
+            settings.heartbeat_timeout = time::Duration::seconds(secs.into());
+        }
+        if let Ok(secs) = std::env::var("SEXTANT_JOB_LEASE_SECS") {
+            let secs: u32 = secs
+                .parse()
+                .ok()
+                .filter(|&secs| secs > 0)
+                .context("SEXTANT_JOB_LEASE_SECS is not a positive number of seconds")?;
+            settings.job_lease = time::Duration::seconds(secs.into());
+        }
+        Ok(Self::new(storage, keyring, settings))
+    }
+}
