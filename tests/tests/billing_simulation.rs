@@ -41,6 +41,7 @@ use sextant_domain::credentials::Caller;
 use sextant_domain::credentials::jwt::Keyring;
 use sextant_domain::credentials::password::Password;
 use sextant_domain::deletion;
+use sextant_domain::error::{Coded, ErrorCode};
 use sextant_domain::floats::JsonF64;
 use sextant_domain::ids::RunId;
 use sextant_domain::images;
@@ -617,7 +618,7 @@ impl Sim {
         let at = self.clock.now();
         if !live {
             match outcome {
-                Err(err) if err.code().as_str() == "not_found" => {
+                Err(err) if err.code() == ErrorCode::NotFound => {
                     self.bump("retries refused: run deleted")
                 }
                 other => self.violation(format!(
@@ -902,7 +903,7 @@ impl Sim {
         .await;
         let (fired, unfired) = self.struck();
         if !live {
-            if !matches!(&outcome, Err(err) if err.code().as_str() == "not_found") {
+            if !matches!(&outcome, Err(err) if err.code() == ErrorCode::NotFound) {
                 self.violation(format!("completing {path} of a deleted run: {outcome:?}"));
             }
             return;
@@ -980,7 +981,7 @@ impl Sim {
         }
         match outcome {
             Ok(()) => {}
-            Err(err) if err.code().as_str() == "not_found" => {
+            Err(err) if err.code() == ErrorCode::NotFound => {
                 self.bump("artifact deletes found done")
             }
             Err(err) => panic!("seed {:#x}: deleting {path}: {err:?}", self.seed),
@@ -1034,7 +1035,7 @@ impl Sim {
             self.struck();
             match outcome {
                 Ok(()) => break,
-                Err(err) if err.code().as_str() == "not_found" && attempts > 1 => break,
+                Err(err) if err.code() == ErrorCode::NotFound && attempts > 1 => break,
                 Err(_) if attempts < 3 => self.tick(),
                 Err(err) => panic!("seed {:#x}: deleting a run: {err:?}", self.seed),
             }
@@ -1043,7 +1044,7 @@ impl Sim {
             self.bump("run deletes retried");
         }
         match runs::load(&self.state.store, &tenant, run).await {
-            Err(err) if err.code().as_str() == "not_found" => {}
+            Err(err) if err.code() == ErrorCode::NotFound => {}
             other => self.violation(format!("run {run} still loads after its delete: {other:?}")),
         }
         let sim = self.tenants[t].runs.remove(&run).unwrap();

@@ -439,7 +439,7 @@ impl ReadParams {
     }
 
     fn resume(&self) -> Result<Option<Place>, Error> {
-        self.cursor.as_deref().map(Place::from_cursor).transpose()
+        Ok(self.cursor.as_deref().map(Place::from_cursor).transpose()?)
     }
 }
 

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
+use futures::TryFutureExt;
 use serde::Serialize;
 use sextant_domain::artifacts::ArtifactView;
 use sextant_domain::credentials::Caller;
@@ -212,8 +213,9 @@ pub async fn view(
 ) -> ApiResult<Response> {
     let shared = open(&state, &token, client).await?;
     let (artifacts, images) = futures::try_join!(
-        artifacts::list(&state.store, &shared.tenant, shared.run.id, None, None),
-        images::series(&state.store, &shared.tenant, shared.run.id),
+        artifacts::list(&state.store, &shared.tenant, shared.run.id, None, None)
+            .err_into::<ApiError>(),
+        images::series(&state.store, &shared.tenant, shared.run.id).err_into(),
     )?;
     Ok(axum::Json(SharedRunView {
         share: shared.terms(),

@@ -35,7 +35,7 @@ pub struct UsageParams {
 impl UsageParams {
     fn month(&self, state: &AppState) -> Result<BillingMonth, Error> {
         match &self.month {
-            Some(text) => BillingMonth::parse(text),
+            Some(text) => Ok(BillingMonth::parse(text)?),
             None => Ok(BillingMonth::of(state.now())),
         }
     }

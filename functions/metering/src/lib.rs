@@ -69,9 +69,8 @@ impl Metering {
 
     /// The month-end step the roll-up calls: billing closes the month's reports.
     async fn close_reports(&self, month: BillingMonth) -> Result<()> {
-        billing::close_month(&self.store, &self.plan, month)
-            .await
-            .map(drop)
+        billing::close_month(&self.store, &self.plan, month).await?;
+        Ok(())
     }
 
     /// Settles every sweep note due at `now`, hour by hour, forgetting each once

@@ -17,16 +17,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use crate::credentials::CredentialError;
 use crate::credentials::Role;
 use crate::credentials::api_key::ApiKeySecret;
 use crate::credentials::jwt::{Keyring, Subject};
 use crate::credentials::password::{self, Password};
 use crate::credentials::throttle;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::kv::{
+    Condition, Item, Key, Query, StoreError, StoreResult, TxOp, Value, WriteOp,
+};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs};
 
 const TEAM: &str = "team";
@@ -67,6 +70,74 @@ fn invite_lookup(token_hash: &str) -> Key {
 #[serde(transparent)]
 pub struct Email(String);
 
+/// Why an account operation is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("not a valid e-mail address")]
+    InvalidEmail,
+    #[error(
+        "{field} must be 1 to {max} characters without control characters",
+        max = MAX_NAME_CHARS
+    )]
+    InvalidName { field: &'static str },
+    #[error("an account with this e-mail already exists")]
+    EmailTaken,
+    /// The same answer whether or not the address has an account.
+    #[error("e-mail or password is wrong")]
+    WrongPassword,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("API key not found")]
+    KeyNotFound,
+    #[error("invite not found")]
+    InviteNotFound,
+    #[error("a key cannot have more rights ({role}) than its owner ({owner})")]
+    RoleExceedsOwner { role: Role, owner: Role },
+    #[error("a team keeps at least one admin")]
+    LastAdmin,
+    #[error("the team changed while this request ran; retry it")]
+    ConcurrentUpdate,
+    /// A team without its record: a failure of ours.
+    #[error("team record missing")]
+    TeamMissing,
+    /// Signing a session failed: a failure of ours.
+    #[error("signing a session: {0}")]
+    Signing(jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for AccountError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidEmail => ErrorCode::InvalidEmail,
+            Self::InvalidName { .. } => ErrorCode::InvalidName,
+            Self::EmailTaken => ErrorCode::EmailTaken,
+            Self::WrongPassword => ErrorCode::Unauthorized,
+            Self::MemberNotFound | Self::KeyNotFound | Self::InviteNotFound => ErrorCode::NotFound,
+            Self::RoleExceedsOwner { .. } => ErrorCode::RoleExceedsOwner,
+            Self::LastAdmin => ErrorCode::LastAdmin,
+            Self::ConcurrentUpdate => ErrorCode::ConcurrentUpdate,
+            Self::TeamMissing | Self::Signing(_) => ErrorCode::Internal,
+            Self::Credential(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::TeamMissing | Self::Signing(_) => Error::internal(self),
+            Self::Credential(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = AccountError> = std::result::Result<T, E>;
+
 impl Email {
     pub fn parse(text: &str) -> Result<Self> {
         let normalized = text.trim().to_lowercase();
@@ -77,10 +148,7 @@ impl Email {
         if normalized.len() > MAX_EMAIL_BYTES
             || email_address::EmailAddress::parse_with_options(&normalized, options).is_err()
         {
-            return Err(Error::new(
-                ErrorCode::InvalidEmail,
-                "not a valid e-mail address",
-            ));
+            return Err(AccountError::InvalidEmail);
         }
         Ok(Self(normalized))
     }
@@ -122,12 +190,7 @@ impl DisplayName {
         let trimmed = text.trim();
         let length = trimmed.chars().count();
         if length == 0 || length > MAX_NAME_CHARS || trimmed.chars().any(char::is_control) {
-            return Err(Error::new(
-                ErrorCode::InvalidName,
-                format!(
-                    "{field} must be 1 to {MAX_NAME_CHARS} characters without control characters"
-                ),
-            ));
+            return Err(AccountError::InvalidName { field });
         }
         Ok(Self(trimmed.to_owned()))
     }
@@ -163,7 +226,7 @@ struct TeamRecord {
 }
 
 /// The team's name, for operators' listings; `None` if the team is gone.
-pub async fn team_name(store: &Store, tenant: &Tenant) -> Result<Option<String>> {
+pub async fn team_name(store: &Store, tenant: &Tenant) -> StoreResult<Option<String>> {
     Ok(get_doc::<TeamRecord>(&*store.kv, &tenant.key(TEAM))
         .await?
         .map(|team| team.name.0))
@@ -282,7 +345,7 @@ fn session(sessions: Sessions<'_>, tenant: TenantId, user: &Member) -> Result<Se
             },
             sessions.ttl,
         )
-        .map_err(Error::internal)?;
+        .map_err(AccountError::Signing)?;
     Ok(Session {
         tenant_id: tenant,
         user_id: user.id,
@@ -371,10 +434,7 @@ pub async fn signup(
     match store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
-            return Err(Error::new(
-                ErrorCode::EmailTaken,
-                "an account with this e-mail already exists",
-            ));
+            return Err(AccountError::EmailTaken);
         }
         Err(err) => return Err(err.into()),
     }
@@ -393,7 +453,7 @@ pub async fn login(
     password: String,
     client: IpAddr,
 ) -> Result<Session> {
-    let invalid = || Error::unauthorized("e-mail or password is wrong");
+    let invalid = || AccountError::WrongPassword;
     let _place = password::place_for(client)?;
     let attempt = throttle::admit(&*store.kv, store.now(), Some(email), client).await?;
     let found = match Email::parse(email) {
@@ -493,7 +553,7 @@ async fn live_key(store: &Store, id: ApiKeyId) -> Result<Option<(KeyLookup, Tena
 async fn member(store: &Store, tenant: &Tenant, id: UserId) -> Result<UserRecord> {
     get_doc::<UserRecord>(&*store.kv, &tenant.key(user_sk(id)))
         .await?
-        .ok_or_else(|| Error::not_found("member"))
+        .ok_or_else(|| AccountError::MemberNotFound)
 }
 
 /// A new API key of `tenant`, created by member `by`, for `owner` (by default `by`).
@@ -508,13 +568,10 @@ pub async fn create_api_key(
     let owner = member(store, tenant, owner.unwrap_or(by)).await?;
     let role = role.unwrap_or(owner.member.role);
     if role > owner.member.role {
-        return Err(Error::new(
-            ErrorCode::RoleExceedsOwner,
-            format!(
-                "a key cannot have more rights ({role}) than its owner ({})",
-                owner.member.role
-            ),
-        ));
+        return Err(AccountError::RoleExceedsOwner {
+            role,
+            owner: owner.member.role,
+        });
     }
     let secret = ApiKeySecret::generate();
     let key = ApiKey {
@@ -540,7 +597,7 @@ pub async fn list_api_keys(store: &Store, tenant: &Tenant) -> Result<Vec<ApiKey>
 pub async fn revoke_api_key(store: &Store, tenant: &Tenant, id: ApiKeyId) -> Result<()> {
     let key = tenant.key(key_sk(id));
     if store.kv.get(&key).await?.is_none() {
-        return Err(Error::not_found("API key"));
+        return Err(AccountError::KeyNotFound);
     }
     store
         .kv
@@ -560,10 +617,7 @@ pub async fn create_invite(
     role: Role,
 ) -> Result<(Invite, String)> {
     if store.kv.get(&email_lookup(&email)).await?.is_some() {
-        return Err(Error::new(
-            ErrorCode::EmailTaken,
-            "an account with this e-mail already exists",
-        ));
+        return Err(AccountError::EmailTaken);
     }
     let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
     let token_hash = hash_token(&token);
@@ -617,7 +671,7 @@ pub async fn revoke_invite(store: &Store, tenant: &Tenant, id: InviteId) -> Resu
     let key = tenant.key(invite_sk(id));
     let record = get_doc::<InviteRecord>(&*store.kv, &key)
         .await?
-        .ok_or_else(|| Error::not_found("invite"))?;
+        .ok_or_else(|| AccountError::InviteNotFound)?;
     store
         .kv
         .batch_write(vec![
@@ -637,7 +691,7 @@ pub async fn accept_invite(
     password: Password,
     client: IpAddr,
 ) -> Result<Session> {
-    let gone = || Error::not_found("invite");
+    let gone = || AccountError::InviteNotFound;
     // Tokens are too long to guess, but each try may cost a password hash.
     let _place = password::place_for(client)?;
     let attempt = throttle::admit(&*store.kv, store.now(), None, client).await?;
@@ -687,10 +741,7 @@ pub async fn accept_invite(
     match store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&2) => {
-            return Err(Error::new(
-                ErrorCode::EmailTaken,
-                "an account with this e-mail already exists",
-            ));
+            return Err(AccountError::EmailTaken);
         }
         Err(StoreError::TransactionFailed(_)) => return Err(gone()),
         Err(err) => return Err(err.into()),
@@ -726,7 +777,7 @@ async fn change_membership(
             .kv
             .get(&team_key)
             .await?
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("team record missing")))?;
+            .ok_or_else(|| AccountError::TeamMissing)?;
         let team = Versioned::<TeamRecord>::read(&team)?;
         let users: Vec<UserRecord> =
             query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
@@ -745,17 +796,14 @@ async fn change_membership(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(Error::new(
-        ErrorCode::ConcurrentUpdate,
-        "the team changed while this request ran; retry it",
-    ))
+    Err(AccountError::ConcurrentUpdate)
 }
 
 fn find(users: &[UserRecord], id: UserId) -> Result<&UserRecord> {
     users
         .iter()
         .find(|user| user.member.id == id)
-        .ok_or_else(|| Error::not_found("member"))
+        .ok_or_else(|| AccountError::MemberNotFound)
 }
 
 fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> Result<()> {
@@ -764,10 +812,7 @@ fn ensure_admin_remains(users: &[UserRecord], losing: UserId) -> Result<()> {
         .filter(|user| user.member.role == Role::Admin && user.member.id != losing)
         .count();
     if admins_left == 0 {
-        return Err(Error::new(
-            ErrorCode::LastAdmin,
-            "a team keeps at least one admin",
-        ));
+        return Err(AccountError::LastAdmin);
     }
     Ok(())
 }

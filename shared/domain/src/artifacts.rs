@@ -35,10 +35,11 @@ use sha2::digest::common::hazmat::SerializableState;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
 use crate::metering::Marks;
 use crate::runs;
+use crate::runs::RunError;
 use crate::series::step_key;
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
@@ -92,6 +93,89 @@ impl Kind {
     }
 }
 
+/// Why an artifact operation is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("artifact not found")]
+    NotFound,
+    #[error(
+        "artifact paths are relative, at most {max} bytes, without empty, '.' or '..' \
+         segments: {why}",
+        max = MAX_PATH_BYTES
+    )]
+    InvalidPath { why: String },
+    #[error("sha256 is the file's SHA-256 as 64 hex digits")]
+    InvalidSha256,
+    #[error("content_type is a MIME type of at most 255 printable characters")]
+    InvalidContentType,
+    #[error("an artifact is at most {} bytes", MAX_ARTIFACT_BYTES)]
+    TooLarge,
+    #[error("files above {} bytes upload in parts", SINGLE_UPLOAD_MAX_BYTES)]
+    TooLargeForOneRequest,
+    #[error("an upload has 1 to {} parts", MAX_PARTS)]
+    InvalidParts,
+    #[error("{0} is already stored; delete it first")]
+    Exists(String),
+    #[error("{path} and {other} cannot both be artifacts: one is a directory of the other")]
+    PathConflict { path: String, other: String },
+    #[error("a multipart upload completes with its parts' numbers and ETags")]
+    MissingParts,
+    #[error("nothing has been uploaded for this artifact yet")]
+    NotUploaded,
+    #[error("the uploaded object changed while it was checked; register and upload again")]
+    ChangedWhileChecked,
+    #[error("{uploaded} bytes were uploaded, {registered} registered; register and upload again")]
+    SizeMismatch { uploaded: u64, registered: u64 },
+    #[error(
+        "the uploaded bytes' SHA-256 differs from the registered one; register and upload again"
+    )]
+    ChecksumMismatch,
+    /// A record or object that does not read as it should: a failure of ours.
+    #[error("{0:#}")]
+    Corrupt(anyhow::Error),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl Coded for ArtifactError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidPath { .. } => ErrorCode::InvalidPath,
+            Self::InvalidSha256 => ErrorCode::InvalidSha256,
+            Self::InvalidContentType => ErrorCode::InvalidContentType,
+            Self::TooLarge | Self::TooLargeForOneRequest => ErrorCode::ArtifactTooLarge,
+            Self::InvalidParts => ErrorCode::InvalidParts,
+            Self::Exists(_) => ErrorCode::ArtifactExists,
+            Self::PathConflict { .. } => ErrorCode::PathConflict,
+            Self::MissingParts => ErrorCode::MissingParts,
+            Self::NotUploaded | Self::ChangedWhileChecked => ErrorCode::UploadMissing,
+            Self::SizeMismatch { .. } => ErrorCode::SizeMismatch,
+            Self::ChecksumMismatch => ErrorCode::ChecksumMismatch,
+            Self::Corrupt(_) => ErrorCode::Internal,
+            Self::Run(err) => err.code(),
+            Self::Store(err) => err.code(),
+            Self::Blob(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Corrupt(cause) => Error::internal(cause),
+            Self::Run(err) => err.into(),
+            Self::Store(err) => err.into(),
+            Self::Blob(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = ArtifactError> = std::result::Result<T, E>;
+
 /// A path inside a run: relative, `/`-separated, no empty, `.` or `..` segments, at
 /// most 512 bytes and 32 segments. `complete` alone is reserved for the completion endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -101,12 +185,9 @@ pub struct ArtifactPath(String);
 impl ArtifactPath {
     pub fn parse(text: &str) -> Result<Self> {
         let refuse = |why: &str| {
-            Err(Error::new(
-                ErrorCode::InvalidPath,
-                format!(
-                    "artifact paths are relative, at most {MAX_PATH_BYTES} bytes, without empty, '.' or '..' segments: {why}"
-                ),
-            ))
+            Err(ArtifactError::InvalidPath {
+                why: why.to_owned(),
+            })
         };
         if text.is_empty() || text.len() > MAX_PATH_BYTES {
             return refuse("length");
@@ -168,7 +249,8 @@ impl Progress {
         if self.state.is_empty() {
             return Ok(Sha256::new());
         }
-        let corrupt = || Error::internal(anyhow::anyhow!("a stored SHA-256 state is corrupt"));
+        let corrupt =
+            || ArtifactError::Corrupt(anyhow::anyhow!("a stored SHA-256 state is corrupt"));
         let bytes = STANDARD.decode(&self.state).map_err(|_| corrupt())?;
         let state = bytes.as_slice().try_into().map_err(|_| corrupt())?;
         Sha256::deserialize(state).map_err(|_| corrupt())
@@ -196,16 +278,17 @@ async fn hash_slice(
     let body = store.blobs.get_range(blob, progress.bytes..end).await?;
     let mut hashed = progress.bytes;
     let mut stream = body.stream;
-    while let Some(chunk) = stream.try_next().await.map_err(Error::internal)? {
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|err| ArtifactError::Corrupt(err.into()))?
+    {
         hashed += chunk.len() as u64;
         hasher.update(&chunk);
     }
     if hashed != end {
         // The object changed size under the check; only a vanished one can.
-        return Err(Error::new(
-            ErrorCode::UploadMissing,
-            "the uploaded object changed while it was checked; register and upload again",
-        ));
+        return Err(ArtifactError::ChangedWhileChecked);
     }
     if hashed == size {
         Ok((Progress::default(), Some(hex::encode(hasher.finalize()))))
@@ -392,10 +475,7 @@ fn check_sha256(text: &str) -> Result<String> {
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hex)
     } else {
-        Err(Error::new(
-            ErrorCode::InvalidSha256,
-            "sha256 is the file's SHA-256 as 64 hex digits",
-        ))
+        Err(ArtifactError::InvalidSha256)
     }
 }
 
@@ -421,10 +501,7 @@ pub async fn register(
     let path = ArtifactPath::parse(&new.path)?;
     let sha256 = check_sha256(&new.sha256)?;
     if new.size > MAX_ARTIFACT_BYTES {
-        return Err(Error::new(
-            ErrorCode::ArtifactTooLarge,
-            format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
-        ));
+        return Err(ArtifactError::TooLarge);
     }
     let content_type = new
         .content_type
@@ -435,10 +512,7 @@ pub async fn register(
             .bytes()
             .all(|b| b.is_ascii_graphic() || b == b' ')
     {
-        return Err(Error::new(
-            ErrorCode::InvalidContentType,
-            "content_type is a MIME type of at most 255 printable characters",
-        ));
+        return Err(ArtifactError::InvalidContentType);
     }
     runs::load(store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
@@ -448,12 +522,7 @@ pub async fn register(
     if existing.is_none() {
         check_namespace(store, tenant, run, &path).await?;
     }
-    let sealed = || {
-        Error::new(
-            ErrorCode::ArtifactExists,
-            format!("{} is already stored; delete it first", path.as_str()),
-        )
-    };
+    let sealed = || ArtifactError::Exists(path.as_str().to_owned());
     let (mut artifact, condition) = match existing {
         Some(existing) if existing.is_ready() => return Err(sealed()),
         Some(mut existing) if existing.size == new.size && existing.sha256 == sha256 => {
@@ -546,7 +615,7 @@ async fn note_upload(
         {
             tracing::warn!(error = %abort, "could not abort an upload nobody will finish");
         }
-        return Err(err);
+        return Err(err.into());
     }
     Ok(())
 }
@@ -574,13 +643,10 @@ async fn check_namespace(
     path: &ArtifactPath,
 ) -> Result<()> {
     let conflict = |other: &str| {
-        Err(Error::new(
-            ErrorCode::PathConflict,
-            format!(
-                "{} and {other} cannot both be artifacts: one is a directory of the other",
-                path.as_str()
-            ),
-        ))
+        Err(ArtifactError::PathConflict {
+            path: path.as_str().to_owned(),
+            other: other.to_owned(),
+        })
     };
     let text = path.as_str();
     let ancestors = text.match_indices('/').map(|(at, _)| &text[..at]);
@@ -610,7 +676,7 @@ async fn plan(store: &Store, blob: &BlobKey, artifact: &Artifact) -> Result<Uplo
     let pending = artifact
         .pending
         .as_ref()
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("planning a sealed artifact")))?;
+        .ok_or_else(|| ArtifactError::Corrupt(anyhow::anyhow!("planning a sealed artifact")))?;
     let Some(upload_id) = &pending.upload_id else {
         let url = store
             .blobs
@@ -693,7 +759,7 @@ pub async fn complete(
     let key = record_key(tenant, run, &path);
     let mut artifact = read(store, &key)
         .await?
-        .ok_or_else(|| Error::not_found("artifact"))?;
+        .ok_or_else(|| ArtifactError::NotFound)?;
     let Some(pending) = artifact.pending.clone() else {
         return Ok(Completed::Sealed(artifact));
     };
@@ -701,10 +767,7 @@ pub async fn complete(
     // A check under way means the upload was assembled by an earlier call.
     if let (Some(upload_id), None) = (&pending.upload_id, &pending.verified) {
         if completion.parts.is_empty() {
-            return Err(Error::new(
-                ErrorCode::MissingParts,
-                "a multipart upload completes with its parts' numbers and ETags",
-            ));
+            return Err(ArtifactError::MissingParts);
         }
         if let Err(err) = store
             .blobs
@@ -720,19 +783,15 @@ pub async fn complete(
             }
         }
     }
-    let stored = store.blobs.head(&blob).await?.ok_or_else(|| {
-        Error::new(
-            ErrorCode::UploadMissing,
-            "nothing has been uploaded for this artifact yet",
-        )
-    })?;
+    let stored = store
+        .blobs
+        .head(&blob)
+        .await?
+        .ok_or_else(|| ArtifactError::NotUploaded)?;
     if pending.measured {
         if stored.size > MAX_ARTIFACT_BYTES {
             refuse(store, &key, &blob, &pending).await?;
-            return Err(Error::new(
-                ErrorCode::ArtifactTooLarge,
-                format!("an artifact is at most {MAX_ARTIFACT_BYTES} bytes"),
-            ));
+            return Err(ArtifactError::TooLarge);
         }
         artifact.size = stored.size;
         artifact.hashing = Some(Progress::default());
@@ -756,13 +815,10 @@ pub async fn complete(
     }
     if stored.size != artifact.size {
         refuse(store, &key, &blob, &pending).await?;
-        return Err(Error::new(
-            ErrorCode::SizeMismatch,
-            format!(
-                "{} bytes were uploaded, {} registered; register and upload again",
-                stored.size, artifact.size
-            ),
-        ));
+        return Err(ArtifactError::SizeMismatch {
+            uploaded: stored.size,
+            registered: artifact.size,
+        });
     }
     let progress = pending.verified.clone().unwrap_or_default();
     match hash_slice(store, &blob, &progress, stored.size, verify_slice_bytes).await? {
@@ -784,7 +840,7 @@ pub async fn complete(
                     .await?
                     .filter(Artifact::is_ready)
                     .map(Completed::Sealed)
-                    .ok_or_else(|| Error::not_found("artifact")),
+                    .ok_or_else(|| ArtifactError::NotFound),
                 Err(err) => Err(err.into()),
             }
         }
@@ -793,10 +849,7 @@ pub async fn complete(
         )),
         (_, Some(_)) => {
             refuse(store, &key, &blob, &pending).await?;
-            Err(Error::new(
-                ErrorCode::ChecksumMismatch,
-                "the uploaded bytes' SHA-256 differs from the registered one; register and upload again",
-            ))
+            Err(ArtifactError::ChecksumMismatch)
         }
     }
 }
@@ -853,7 +906,7 @@ async fn seal(
         Err(StoreError::TransactionFailed(_)) => read(store, &key)
             .await?
             .filter(Artifact::is_ready)
-            .ok_or_else(|| Error::not_found("artifact")),
+            .ok_or_else(|| ArtifactError::NotFound),
         Err(err) => Err(err.into()),
     }
 }
@@ -916,10 +969,7 @@ pub async fn register_measured(
 ) -> Result<(String, Vec<String>)> {
     let path = ArtifactPath::parse(path)?;
     if !(1..=MAX_PARTS).contains(&parts) {
-        return Err(Error::new(
-            ErrorCode::InvalidParts,
-            format!("an upload has 1 to {MAX_PARTS} parts"),
-        ));
+        return Err(ArtifactError::InvalidParts);
     }
     runs::load(store, tenant, run).await?;
     let key = record_key(tenant, run, &path);
@@ -982,16 +1032,13 @@ pub async fn store(
 ) -> Result<Artifact> {
     let size = body.len() as u64;
     if size > SINGLE_UPLOAD_MAX_BYTES {
-        return Err(Error::new(
-            ErrorCode::ArtifactTooLarge,
-            format!("files above {SINGLE_UPLOAD_MAX_BYTES} bytes upload in parts"),
-        ));
+        return Err(ArtifactError::TooLargeForOneRequest);
     }
     let sha256 = hex::encode(Sha256::digest(&body));
     match get(store, tenant, run, path).await {
         Ok(existing) if existing.size == size && existing.sha256 == sha256 => return Ok(existing),
         Ok(_) => delete(store, tenant, run, path).await?,
-        Err(err) if err.code() == ErrorCode::NotFound => {}
+        Err(ArtifactError::NotFound) => {}
         Err(err) => return Err(err),
     }
     let new = NewArtifact {
@@ -1129,7 +1176,7 @@ pub async fn list(
 
 /// A sealed artifact of a run of the team; anything else is 404.
 pub async fn get(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> Result<Artifact> {
-    let not_found = || Error::not_found("artifact");
+    let not_found = || ArtifactError::NotFound;
     let path = ArtifactPath::parse(path).map_err(|_| not_found())?;
     runs::load(store, tenant, run).await?;
     read(store, &record_key(tenant, run, &path))
@@ -1160,11 +1207,11 @@ pub async fn download_url(
 
 /// Deletes an artifact (sealed or not) and its object, releasing its storage.
 pub async fn delete(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> Result<()> {
-    let path = ArtifactPath::parse(path).map_err(|_| Error::not_found("artifact"))?;
+    let path = ArtifactPath::parse(path).map_err(|_| ArtifactError::NotFound)?;
     runs::load(store, tenant, run).await?;
     let artifact = read(store, &record_key(tenant, run, &path))
         .await?
-        .ok_or_else(|| Error::not_found("artifact"))?;
+        .ok_or_else(|| ArtifactError::NotFound)?;
     remove(store, tenant, run, &artifact).await
 }
 

@@ -6,17 +6,66 @@
 use time::OffsetDateTime;
 
 use crate::accounts;
+use crate::accounts::AccountError;
 use crate::credentials::Caller;
 use crate::credentials::api_key::ApiKeySecret;
 use crate::credentials::jwt::{Keyring, Scope, Subject};
 use crate::credentials::{Credential, Plane, Role};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ApiKeyId, RunId};
+use crate::queue::QueueError;
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
+use sextant_storage::kv::StoreError;
 
-fn unauthorized() -> Error {
-    Error::unauthorized("invalid or expired credential")
+/// Why a credential is refused, or a token cannot be made from it.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthenticationError {
+    /// Unknown, expired, revoked, or its member removed: all answer alike.
+    #[error("invalid or expired credential")]
+    Invalid,
+    #[error("only an API key can be exchanged for a token")]
+    NotAnApiKey,
+    #[error("agents claim jobs with an API key")]
+    AgentWithoutApiKey,
+    /// Signing a token failed: a failure of ours.
+    #[error("signing a token: {0}")]
+    Signing(#[from] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for AuthenticationError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid => ErrorCode::Unauthorized,
+            Self::NotAnApiKey | Self::AgentWithoutApiKey => ErrorCode::ApiKeyRequired,
+            Self::Signing(_) => ErrorCode::Internal,
+            Self::Account(err) => err.code(),
+            Self::Queue(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Signing(_) => Error::internal(self),
+            Self::Account(err) => err.into(),
+            Self::Queue(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = AuthenticationError> = std::result::Result<T, E>;
+
+fn unauthorized() -> AuthenticationError {
+    AuthenticationError::Invalid
 }
 
 /// Resolves a bearer credential (API key, access token, job token or session token) to
@@ -76,10 +125,10 @@ pub async fn resolve(
             let role = if on_signature_alone {
                 claims.role
             } else {
-                let (role, holds) = futures::try_join!(
-                    live_role(store, &tenant, key, claims.role),
-                    crate::queue::claim_holds(store, &tenant, run, attempt),
-                )?;
+                let (role, holds) =
+                    futures::try_join!(live_role(store, &tenant, key, claims.role), async {
+                        Ok(crate::queue::claim_holds(store, &tenant, run, attempt).await?)
+                    },)?;
                 if !holds {
                     return Err(unauthorized());
                 }
@@ -113,10 +162,7 @@ pub fn exchange_api_key(
     caller: &Caller,
 ) -> Result<(String, OffsetDateTime)> {
     let Credential::ApiKey(key) = caller.credential else {
-        return Err(Error::new(
-            ErrorCode::ApiKeyRequired,
-            "only an API key can be exchanged for a token",
-        ));
+        return Err(AuthenticationError::NotAnApiKey);
     };
     keyring
         .issue(
@@ -128,7 +174,7 @@ pub fn exchange_api_key(
             },
             ttl,
         )
-        .map_err(Error::internal)
+        .map_err(AuthenticationError::Signing)
 }
 
 /// The API key an agent claims jobs with (sent as is, or exchanged for a token): its
@@ -136,10 +182,9 @@ pub fn exchange_api_key(
 pub fn agent_key(caller: &Caller) -> Result<ApiKeyId> {
     match caller.credential {
         Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
-        Credential::Session | Credential::Job { .. } => Err(Error::new(
-            ErrorCode::ApiKeyRequired,
-            "agents claim jobs with an API key",
-        )),
+        Credential::Session | Credential::Job { .. } => {
+            Err(AuthenticationError::AgentWithoutApiKey)
+        }
     }
 }
 
@@ -165,5 +210,5 @@ pub fn job_token(
             },
             ttl,
         )
-        .map_err(Error::internal)
+        .map_err(AuthenticationError::Signing)
 }

@@ -12,17 +12,50 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::calendar::BillingMonth;
-use crate::error::{Error, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::TenantId;
 use crate::metering::{self, HourlyUsage};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
+use sextant_storage::blob::BlobError;
 use sextant_storage::blob::BlobKey;
 use sextant_storage::kv::{Condition, Key, Query, StoreError};
 use sextant_storage::records::{doc_item, get_doc};
 
 pub const HOURS_PER_GB_MONTH: u32 = 730;
 const BYTES_PER_GB: u64 = 1_000_000_000;
+
+/// Why billing could not answer: every failure is ours (a report that does not read
+/// or write, the store), never the client's.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("a stored monthly report does not read back: {0}")]
+    Report(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl Coded for BillingError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Report(_) => ErrorCode::Internal,
+            Self::Store(err) => err.code(),
+            Self::Blob(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Report(err) => Error::internal(err),
+            Self::Store(err) => err.into(),
+            Self::Blob(err) => err.into(),
+        }
+    }
+}
+
+type Result<T, E = BillingError> = std::result::Result<T, E>;
 
 /// What a team pays. The defaults are the published plan.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,7 +387,7 @@ pub async fn report(
             .await?
             .bytes()
             .await?;
-        return serde_json::from_slice(&bytes).map_err(Error::internal);
+        return serde_json::from_slice(&bytes).map_err(BillingError::Report);
     }
     Ok(Report::from_usage(
         tenant,
@@ -449,7 +482,7 @@ async fn close_report(
     let mut report = Report::from_usage(&tenant, usage(store, plan, &tenant, month).await?);
     report.status = ReportStatus::Closed;
     report.closed_at = Some(month.end());
-    let json = serde_json::to_vec_pretty(&report).map_err(Error::internal)?;
+    let json = serde_json::to_vec_pretty(&report).map_err(BillingError::Report)?;
     store
         .blobs
         .put(&report_blob(&tenant, month)?, json.into())

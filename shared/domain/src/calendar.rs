@@ -4,7 +4,18 @@
 use time::macros::format_description;
 use time::{Date, Month, OffsetDateTime, Time};
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, ErrorCode};
+
+/// A month that is not written `YYYY-MM`.
+#[derive(Debug, thiserror::Error)]
+#[error("month is YYYY-MM, e.g. 2026-11")]
+pub struct InvalidMonth;
+
+impl Coded for InvalidMonth {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidMonth
+    }
+}
 
 /// A calendar month in UTC, written `YYYY-MM`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,8 +25,8 @@ pub struct BillingMonth {
 }
 
 impl BillingMonth {
-    pub fn parse(text: &str) -> Result<Self> {
-        let invalid = || Error::new(ErrorCode::InvalidMonth, "month is YYYY-MM, e.g. 2026-11");
+    pub fn parse(text: &str) -> Result<Self, InvalidMonth> {
+        let invalid = || InvalidMonth;
         let (year, month) = text.split_once('-').ok_or_else(invalid)?;
         let year: i32 = year
             .parse()

@@ -4,14 +4,62 @@
 //! (a timeout, a crash) is finished by the next one.
 
 use futures::{StreamExt, TryStreamExt};
-use sextant_storage::kv::{Condition, TxOp};
+use sextant_storage::kv::{Condition, StoreError, TxOp};
 
-use crate::error::Result;
+use crate::artifacts::ArtifactError;
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
+use crate::images::ImageError;
 use crate::projects::{self, Project};
+use crate::queue::QueueError;
+use crate::runs::RunError;
+use crate::shares::ShareError;
 use crate::tenancy::Tenant;
 use crate::{artifacts, images, queue, runs, shares};
 use sextant_storage::Store;
+
+/// What stopped a delete; deleting again finishes it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeletionError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Share(#[from] ShareError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for DeletionError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Run(err) => err.code(),
+            Self::Artifact(err) => err.code(),
+            Self::Image(err) => err.code(),
+            Self::Share(err) => err.code(),
+            Self::Queue(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Run(err) => err.into(),
+            Self::Artifact(err) => err.into(),
+            Self::Image(err) => err.into(),
+            Self::Share(err) => err.into(),
+            Self::Queue(err) => err.into(),
+            Self::Store(err) => err.into(),
+        }
+    }
+}
+
+type Result<T, E = DeletionError> = std::result::Result<T, E>;
 
 /// How many of a project's runs are deleted at once.
 const RUNS_AT_ONCE: usize = 8;
@@ -26,7 +74,7 @@ pub async fn delete_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
     // Shares open nothing once the run is hidden; these are their lookups going too.
     shares::delete_all(store, tenant, run).await?;
     queue::delete_for_run(store, tenant, run).await?;
-    runs::purge(store, tenant, &marked).await
+    Ok(runs::purge(store, tenant, &marked).await?)
 }
 
 /// Deletes a project's runs (with their data, those a stopped delete left marked

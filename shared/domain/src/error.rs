@@ -319,23 +319,60 @@ impl std::error::Error for Error {
     }
 }
 
-impl From<StoreError> for Error {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Throttled | StoreError::TransactionConflict => Self::unavailable(err),
-            other => Self::internal(other),
+/// A module's typed error: each of its failures reaches clients as one code, with its
+/// message. Modules return their own error (`runs::RunError`, `queue::QueueError`, ...),
+/// so a signature says what can go wrong and callers match on variants; `?` turns any
+/// of them into the `Error` the edge answers with.
+pub trait Coded: std::error::Error + Send + Sync + Sized + 'static {
+    fn code(&self) -> ErrorCode;
+
+    /// The error clients are told about. Errors that wrap another layer's (the
+    /// store's, another module's) hand those on as they are, cause and all.
+    fn into_error(self) -> Error {
+        Error::new(self.code(), self.to_string())
+    }
+}
+
+impl<E: Coded> From<E> for Error {
+    fn from(err: E) -> Self {
+        err.into_error()
+    }
+}
+
+impl Coded for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Throttled | StoreError::TransactionConflict => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self.code() {
+            ErrorCode::Unavailable => Error::unavailable(self),
+            _ => Error::internal(self),
         }
     }
 }
 
-impl From<BlobError> for Error {
-    fn from(err: BlobError) -> Self {
-        match err {
-            BlobError::NotFound => Self::not_found("object"),
-            BlobError::InvalidKey(message) => Self::new(ErrorCode::InvalidPath, message),
-            BlobError::InvalidUpload(message) => Self::new(ErrorCode::InvalidUpload, message),
-            BlobError::Throttled => Self::unavailable(err),
-            BlobError::Unavailable(_) => Self::internal(err),
+impl Coded for BlobError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            BlobError::NotFound => ErrorCode::NotFound,
+            BlobError::InvalidKey(_) => ErrorCode::InvalidPath,
+            BlobError::InvalidUpload(_) => ErrorCode::InvalidUpload,
+            BlobError::Throttled => ErrorCode::Unavailable,
+            BlobError::Unavailable(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            BlobError::NotFound => Error::not_found("object"),
+            BlobError::InvalidKey(message) => Error::new(ErrorCode::InvalidPath, message),
+            BlobError::InvalidUpload(message) => Error::new(ErrorCode::InvalidUpload, message),
+            BlobError::Throttled => Error::unavailable(self),
+            BlobError::Unavailable(_) => Error::internal(self),
         }
     }
 }

@@ -9,16 +9,21 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::artifacts::DOWNLOAD_URL_TTL;
-use crate::error::{Error, ErrorCode, Result};
+use crate::cursor::InvalidCursor;
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
 use crate::metering;
 use crate::runs;
+use crate::runs::RunError;
+use crate::series::SeriesError;
 use crate::series::batch::Intake;
 use crate::series::{check_name, step_key};
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use crate::usage::UsageError;
 use sextant_storage::Store;
+use sextant_storage::blob::BlobError;
 use sextant_storage::blob::{BlobKey, Presign};
 use sextant_storage::kv::{Condition, Key, Query, StoreError, TxOp};
 use sextant_storage::records::doc_item;
@@ -74,6 +79,55 @@ fn index_key(tenant: &Tenant, run: RunId, image: &Image) -> Key {
     )
 }
 
+/// Why an image is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("an image is at most {} bytes", MAX_IMAGE_BYTES)]
+    TooLarge,
+    #[error("send a PNG or JPEG image as the body")]
+    NotAnImage,
+    #[error(transparent)]
+    Series(#[from] SeriesError),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Cursor(#[from] InvalidCursor),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+impl Coded for ImageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::TooLarge => ErrorCode::ImageTooLarge,
+            Self::NotAnImage => ErrorCode::InvalidImage,
+            Self::Series(err) => err.code(),
+            Self::Run(err) => err.code(),
+            Self::Usage(err) => err.code(),
+            Self::Cursor(err) => err.code(),
+            Self::Store(err) => err.code(),
+            Self::Blob(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Series(err) => err.into(),
+            Self::Run(err) => err.into(),
+            Self::Usage(err) => err.into(),
+            Self::Store(err) => err.into(),
+            Self::Blob(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = ImageError> = std::result::Result<T, E>;
+
 fn blob_key(tenant: &Tenant, run: RunId, image: &Image) -> Result<BlobKey> {
     Ok(BlobKey::parse(format!(
         "{}runs/{run}/images/{}.{}",
@@ -114,17 +168,9 @@ pub async fn log(
 ) -> Result<Image> {
     check_name(series)?;
     if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(Error::new(
-            ErrorCode::ImageTooLarge,
-            format!("an image is at most {MAX_IMAGE_BYTES} bytes"),
-        ));
+        return Err(ImageError::TooLarge);
     }
-    let format = Format::sniff(&bytes).ok_or_else(|| {
-        Error::new(
-            ErrorCode::InvalidImage,
-            "send a PNG or JPEG image as the body",
-        )
-    })?;
+    let format = Format::sniff(&bytes).ok_or(ImageError::NotAnImage)?;
     let mut record = runs::load(store, tenant, run).await?.record;
     let now = store.now();
     let image = Image {
@@ -204,7 +250,7 @@ pub async fn log(
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>
             {
                 let cap = intake.meter.points_cap.unwrap_or_default();
-                usage::quota_exceeded(cap, now)
+                usage::quota_exceeded(cap, now).into()
             }
             err => err.into(),
         });
@@ -250,7 +296,7 @@ impl ListedUpTo {
         crate::cursor::encode(self)
     }
 
-    pub fn from_cursor(cursor: &str) -> Result<Self> {
+    pub fn from_cursor(cursor: &str) -> Result<Self, InvalidCursor> {
         crate::cursor::decode(cursor)
     }
 }

@@ -12,9 +12,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::artifacts::ArtifactError;
 use crate::artifacts::{self, ArtifactPath};
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
+use crate::runs::RunError;
 use crate::runs::{self, RunRecord};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
@@ -94,15 +96,53 @@ fn dataset_key(tenant: &Tenant, hash: &str) -> Key {
     Key::new(lineage_partition(tenant), format!("ds#{hash}"))
 }
 
+/// Why a lineage operation is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LineageError {
+    #[error("dataset not found")]
+    DatasetNotFound,
+    #[error("a dataset version's hash is 16 to 128 hex digits (an MD5 or SHA-256 of its content)")]
+    InvalidHash,
+    #[error("a dataset URI is 1 to {} bytes", MAX_URI_BYTES)]
+    InvalidUri,
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for LineageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::DatasetNotFound => ErrorCode::NotFound,
+            Self::InvalidHash => ErrorCode::InvalidHash,
+            Self::InvalidUri => ErrorCode::InvalidUri,
+            Self::Run(err) => err.code(),
+            Self::Artifact(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Run(err) => err.into(),
+            Self::Artifact(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = LineageError> = std::result::Result<T, E>;
+
 fn check_hash(hash: &str) -> Result<String> {
     let hash = hash.to_ascii_lowercase();
     if (16..=128).contains(&hash.len()) && hash.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hash)
     } else {
-        Err(Error::new(
-            ErrorCode::InvalidHash,
-            "a dataset version's hash is 16 to 128 hex digits (an MD5 or SHA-256 of its content)",
-        ))
+        Err(LineageError::InvalidHash)
     }
 }
 
@@ -130,10 +170,7 @@ pub async fn add_input(
         NewInput::Dataset { uri, hash, name } => {
             let hash = check_hash(&hash)?;
             if uri.is_empty() || uri.len() > MAX_URI_BYTES || uri.chars().any(char::is_control) {
-                return Err(Error::new(
-                    ErrorCode::InvalidUri,
-                    format!("a dataset URI is 1 to {MAX_URI_BYTES} bytes"),
-                ));
+                return Err(LineageError::InvalidUri);
             }
             let dataset = Dataset {
                 hash: hash.clone(),
@@ -401,10 +438,10 @@ pub async fn dataset(
     tenant: &Tenant,
     hash: &str,
 ) -> Result<(Dataset, Vec<RunRecord>)> {
-    let hash = check_hash(hash).map_err(|_| Error::not_found("dataset"))?;
+    let hash = check_hash(hash).map_err(|_| LineageError::DatasetNotFound)?;
     let dataset: Dataset = get_doc(&*store.kv, &dataset_key(tenant, &hash))
         .await?
-        .ok_or_else(|| Error::not_found("dataset"))?;
+        .ok_or_else(|| LineageError::DatasetNotFound)?;
     let consumers: Vec<Consumer> = query_docs(
         &*store.kv,
         Query::partition(lineage_partition(tenant)).prefix(format!("dataset#{hash}#")),

@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
 use crate::calendar::{BillingMonth, hour_label, hour_of};
-use crate::error::Result;
 use crate::ids::TenantId;
 use crate::tenancy::Tenant;
 use crate::usage;
@@ -188,13 +187,14 @@ async fn counter(store: &Store, key: &Key, attr: &str) -> StoreResult<u64> {
 /// closes the month's reports (`billing::close_month`); a run that fails there leaves
 /// the cursor before the hour, so the next run rolls it up and closes again. Answers
 /// how many records it wrote (0 when the hour was rolled up already).
-pub async fn roll_up_hour<MonthEnded>(
+pub async fn roll_up_hour<MonthEnded, E>(
     store: &Store,
     hour: OffsetDateTime,
     month_ended: &impl Fn(BillingMonth) -> MonthEnded,
-) -> Result<usize>
+) -> Result<usize, E>
 where
-    MonthEnded: Future<Output = Result<()>>,
+    MonthEnded: Future<Output = Result<(), E>>,
+    E: From<StoreError>,
 {
     let hour = hour_of(hour);
     let end = hour + Duration::HOUR;
@@ -229,7 +229,7 @@ async fn record_hour(
     tenant: Tenant,
     hour: OffsetDateTime,
     month: BillingMonth,
-) -> Result<bool> {
+) -> StoreResult<bool> {
     let record = HourlyUsage {
         hour,
         points: counter(store, &usage::points_key(&tenant, hour), usage::POINTS).await?,
@@ -253,7 +253,7 @@ async fn record_hour(
     {
         Ok(()) => Ok(true),
         Err(StoreError::ConditionFailed) => Ok(false),
-        Err(err) => Err(err.into()),
+        Err(err) => Err(err),
     }
 }
 
@@ -272,13 +272,14 @@ pub async fn billed_tenants(store: &Store, month: BillingMonth) -> StoreResult<B
 
 /// Rolls up `through` and every hour missed since the last run, oldest first.
 /// Answers the hours it rolled up.
-pub async fn roll_up_through<MonthEnded>(
+pub async fn roll_up_through<MonthEnded, E>(
     store: &Store,
     through: OffsetDateTime,
     month_ended: &impl Fn(BillingMonth) -> MonthEnded,
-) -> Result<Vec<OffsetDateTime>>
+) -> Result<Vec<OffsetDateTime>, E>
 where
-    MonthEnded: Future<Output = Result<()>>,
+    MonthEnded: Future<Output = Result<(), E>>,
+    E: From<StoreError>,
 {
     let through = hour_of(through);
     let cursor: Option<Cursor> = get_doc(&*store.kv, &cursor_key()).await?;

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::credentials::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ProjectId, UserId};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
@@ -25,6 +25,56 @@ pub const MAX_TAG_VALUE_BYTES: usize = 5_000;
 #[serde(transparent)]
 pub struct ProjectName(String);
 
+/// Why a project operation is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectError {
+    #[error("project not found")]
+    NotFound,
+    #[error(
+        "project names are 1 to {} letters, digits, '-', '_' or '.', starting with a letter \
+         or digit",
+        MAX_PROJECT_NAME_CHARS
+    )]
+    InvalidName,
+    #[error("a project named {0:?} already exists")]
+    NameTaken(String),
+    #[error(
+        "a project tag's key is 1 to {} bytes and its value at most {}, without control \
+         characters",
+        MAX_TAG_KEY_BYTES,
+        MAX_TAG_VALUE_BYTES
+    )]
+    InvalidTag,
+    #[error("a project has at most {} tags", MAX_TAGS)]
+    TooManyTags,
+    #[error("the project changed many times while this request ran; retry it")]
+    ConcurrentUpdate,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for ProjectError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidName => ErrorCode::InvalidProjectName,
+            Self::NameTaken(_) => ErrorCode::ProjectExists,
+            Self::InvalidTag | Self::TooManyTags => ErrorCode::InvalidTag,
+            Self::ConcurrentUpdate => ErrorCode::ConcurrentUpdate,
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = ProjectError> = std::result::Result<T, E>;
+
 impl ProjectName {
     pub fn parse(text: &str) -> Result<Self> {
         let valid = (1..=MAX_PROJECT_NAME_CHARS).contains(&text.len())
@@ -33,12 +83,7 @@ impl ProjectName {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid {
-            return Err(Error::new(
-                ErrorCode::InvalidProjectName,
-                format!(
-                    "project names are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
-                ),
-            ));
+            return Err(ProjectError::InvalidName);
         }
         Ok(Self(text.to_owned()))
     }
@@ -164,13 +209,7 @@ fn check_tag(key: &str, value: &str) -> Result<()> {
         || value.len() > MAX_TAG_VALUE_BYTES
         || key.chars().chain(value.chars()).any(char::is_control)
     {
-        return Err(Error::new(
-            ErrorCode::InvalidTag,
-            format!(
-                "a project tag's key is 1 to {MAX_TAG_KEY_BYTES} bytes and its value at most \
-                 {MAX_TAG_VALUE_BYTES}, without control characters"
-            ),
-        ));
+        return Err(ProjectError::InvalidTag);
     }
     Ok(())
 }
@@ -192,7 +231,7 @@ pub async fn update(
             .kv
             .get(&key)
             .await?
-            .ok_or_else(|| Error::not_found("project"))?;
+            .ok_or_else(|| ProjectError::NotFound)?;
         let mut versioned = Versioned::<Project>::read(&item)?;
         let project = &mut versioned.record;
         let old_name = project.name.clone();
@@ -204,10 +243,7 @@ pub async fn update(
             project.tags.remove(tag);
         }
         if project.tags.len() > MAX_TAGS {
-            return Err(Error::new(
-                ErrorCode::InvalidTag,
-                format!("a project has at most {MAX_TAGS} tags"),
-            ));
+            return Err(ProjectError::TooManyTags);
         }
         match change.trashed {
             Some(true) if project.trashed_at.is_none() => project.trashed_at = Some(store.now()),
@@ -243,22 +279,16 @@ pub async fn update(
             Err(err) => return Err(err.into()),
         }
     }
-    Err(Error::new(
-        ErrorCode::ConcurrentUpdate,
-        "the project changed many times while this request ran; retry it",
-    ))
+    Err(ProjectError::ConcurrentUpdate)
 }
 
-fn name_taken(name: &ProjectName) -> Error {
-    Error::new(
-        ErrorCode::ProjectExists,
-        format!("a project named {:?} already exists", name.as_str()),
-    )
+fn name_taken(name: &ProjectName) -> ProjectError {
+    ProjectError::NameTaken(name.as_str().to_owned())
 }
 
 /// Finds a project by id (`prj_...`) or by name; a foreign or missing one is 404.
 pub async fn find(store: &Store, tenant: &Tenant, id_or_name: &str) -> Result<Project> {
-    let not_found = || Error::not_found("project");
+    let not_found = || ProjectError::NotFound;
     let id = match id_or_name.parse::<ProjectId>() {
         Ok(id) => id,
         Err(_) => {

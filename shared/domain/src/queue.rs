@@ -24,12 +24,14 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::artifacts::ArtifactError;
 use crate::artifacts::{self, ArtifactPath};
 use crate::credentials::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::metering::Meter;
 use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
+use crate::runs::RunError;
 use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
 use crate::series::batch::{self, Intake, LogBatch, TextLine};
 use crate::tenancy::Tenant;
@@ -55,6 +57,116 @@ const LEASE_UNTIL_MS: &str = "lease_until_ms";
 /// Index entries read per query while looking for a claimable job.
 const CLAIM_PAGE: usize = 100;
 
+/// Why a queue operation is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("job not found")]
+    NotFound,
+    #[error(
+        "queue names are 1 to {} letters, digits, '-', '_' or '.', starting with a letter or \
+         digit",
+        MAX_PROJECT_NAME_CHARS
+    )]
+    InvalidQueueName,
+    #[error(
+        "labels are 1 to {} letters, digits, '-', '_' or '.', starting with a letter or digit",
+        MAX_PROJECT_NAME_CHARS
+    )]
+    InvalidLabel,
+    #[error("at most {} labels", MAX_LABELS)]
+    TooManyLabels,
+    #[error(
+        "command is the program and its arguments: 1 to {} strings without NUL, {} bytes in \
+         all, the first not empty",
+        MAX_COMMAND_ARGS,
+        MAX_COMMAND_BYTES
+    )]
+    InvalidCommand,
+    #[error(
+        "an agent's name is 1 to {} characters without control characters",
+        MAX_AGENT_NAME_CHARS
+    )]
+    InvalidAgent,
+    #[error("state is one of waiting, claimed, done")]
+    UnknownState,
+    #[error("max_attempts is 1 to {}", MAX_ATTEMPTS_LIMIT)]
+    InvalidMaxAttempts,
+    #[error("a reason is at most {} bytes", MAX_REASON_BYTES)]
+    InvalidReason,
+    #[error(
+        "a job for an existing run takes the run as it is: change it with PATCH /v1/runs/{{run}}"
+    )]
+    RunTakenAsItIs,
+    #[error(
+        "a new run has no artifacts yet: create the run queued, upload its code, then enqueue \
+         it with `run`"
+    )]
+    CodeOfANewRun,
+    #[error("the run has no uploaded artifact {0}")]
+    NoSuchCode(String),
+    #[error("only a queued run can be enqueued; this one is {0}")]
+    RunNotQueued(Status),
+    #[error("this run is already on a queue")]
+    JobExists,
+    #[error("the job is done ({0}); there is nothing to cancel")]
+    JobEnded(String),
+    #[error(
+        "attempt {attempt} no longer holds this job (it is {state} at attempt {current}); stop \
+         running it"
+    )]
+    LeaseLost {
+        attempt: u32,
+        state: &'static str,
+        current: u32,
+    },
+    /// A stored job that does not read as it should: a failure of ours.
+    #[error("{0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for QueueError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidQueueName => ErrorCode::InvalidQueueName,
+            Self::InvalidLabel | Self::TooManyLabels => ErrorCode::InvalidLabel,
+            Self::InvalidCommand => ErrorCode::InvalidCommand,
+            Self::InvalidAgent => ErrorCode::InvalidAgent,
+            Self::UnknownState => ErrorCode::InvalidState,
+            Self::InvalidMaxAttempts => ErrorCode::InvalidMaxAttempts,
+            Self::InvalidReason => ErrorCode::InvalidReason,
+            Self::RunTakenAsItIs => ErrorCode::InvalidRequest,
+            Self::CodeOfANewRun | Self::NoSuchCode(_) => ErrorCode::InvalidCode,
+            Self::RunNotQueued(_) => ErrorCode::RunNotQueued,
+            Self::JobExists => ErrorCode::JobExists,
+            Self::JobEnded(_) => ErrorCode::JobEnded,
+            Self::LeaseLost { .. } => ErrorCode::LeaseLost,
+            Self::Corrupt(_) => ErrorCode::Internal,
+            Self::Run(err) => err.code(),
+            Self::Artifact(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Corrupt(what) => Error::internal(anyhow::anyhow!(what)),
+            Self::Run(err) => err.into(),
+            Self::Artifact(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = QueueError> = std::result::Result<T, E>;
+
 /// A queue's name: the rules of project names, since it goes verbatim into URLs,
 /// storage keys and command lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,14 +177,7 @@ impl QueueName {
     pub fn parse(text: &str) -> Result<Self> {
         ProjectName::parse(text)
             .map(|_| Self(text.to_owned()))
-            .map_err(|_| {
-                Error::new(
-                    ErrorCode::InvalidQueueName,
-                    format!(
-                        "queue names are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
-                    ),
-                )
-            })
+            .map_err(|_| QueueError::InvalidQueueName)
     }
 
     pub fn as_str(&self) -> &str {
@@ -100,21 +205,11 @@ impl utoipa::ToSchema for QueueName {}
 pub fn parse_labels<'a>(labels: impl IntoIterator<Item = &'a String>) -> Result<BTreeSet<String>> {
     let mut parsed = BTreeSet::new();
     for label in labels {
-        ProjectName::parse(label).map_err(|_| {
-            Error::new(
-                ErrorCode::InvalidLabel,
-                format!(
-                    "labels are 1 to {MAX_PROJECT_NAME_CHARS} letters, digits, '-', '_' or '.', starting with a letter or digit"
-                ),
-            )
-        })?;
+        ProjectName::parse(label).map_err(|_| QueueError::InvalidLabel)?;
         parsed.insert(label.clone());
     }
     if parsed.len() > MAX_LABELS {
-        return Err(Error::new(
-            ErrorCode::InvalidLabel,
-            format!("at most {MAX_LABELS} labels"),
-        ));
+        return Err(QueueError::TooManyLabels);
     }
     Ok(parsed)
 }
@@ -146,13 +241,7 @@ fn check_command(command: &[String]) -> Result<()> {
         && total <= MAX_COMMAND_BYTES
         && command.iter().all(|arg| !arg.contains('\0'));
     if !valid {
-        return Err(Error::new(
-            ErrorCode::InvalidCommand,
-            format!(
-                "command is the program and its arguments: 1 to {MAX_COMMAND_ARGS} strings without NUL, \
-                 {MAX_COMMAND_BYTES} bytes in all, the first not empty"
-            ),
-        ));
+        return Err(QueueError::InvalidCommand);
     }
     Ok(())
 }
@@ -172,12 +261,7 @@ fn check_agent(agent: &str) -> Result<()> {
         || agent.chars().count() > MAX_AGENT_NAME_CHARS
         || agent.chars().any(char::is_control)
     {
-        return Err(Error::new(
-            ErrorCode::InvalidAgent,
-            format!(
-                "an agent's name is 1 to {MAX_AGENT_NAME_CHARS} characters without control characters"
-            ),
-        ));
+        return Err(QueueError::InvalidAgent);
     }
     Ok(())
 }
@@ -198,12 +282,8 @@ pub enum JobState {
 
 impl JobState {
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-            Error::new(
-                ErrorCode::InvalidState,
-                "state is one of waiting, claimed, done",
-            )
-        })
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .map_err(|_| QueueError::UnknownState)
     }
 }
 
@@ -320,14 +400,11 @@ impl JobRecord {
         if self.state == JobState::Claimed && self.attempts == attempt {
             Ok(())
         } else {
-            Err(Error::new(
-                ErrorCode::LeaseLost,
-                format!(
-                    "attempt {attempt} no longer holds this job (it is {} at attempt {}); stop running it",
-                    state_name(self.state),
-                    self.attempts
-                ),
-            ))
+            Err(QueueError::LeaseLost {
+                attempt,
+                state: state_name(self.state),
+                current: self.attempts,
+            })
         }
     }
 }
@@ -492,14 +569,14 @@ fn read_job(item: &Item) -> Result<Job> {
         record: read_doc(item)?,
         version: item
             .n(VERSION)
-            .ok_or_else(|| Error::internal(anyhow::anyhow!("job record without version")))?,
+            .ok_or_else(|| QueueError::Corrupt("a job record without a version"))?,
         run: None,
     })
 }
 
 /// The job of a run of the team, without its run; 404 for a run that is no job.
 async fn load(store: &Store, tenant: &Tenant, run: RunId) -> Result<Job> {
-    let not_found = || Error::not_found("job");
+    let not_found = || QueueError::NotFound;
     let pointer: JobPointer = get_doc(&*store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
@@ -516,7 +593,7 @@ async fn load(store: &Store, tenant: &Tenant, run: RunId) -> Result<Job> {
 pub async fn claim_holds(store: &Store, tenant: &Tenant, run: RunId, attempt: u32) -> Result<bool> {
     match load(store, tenant, run).await {
         Ok(job) => Ok(job.record.check_claim(attempt).is_ok()),
-        Err(err) if err.code() == ErrorCode::NotFound => Ok(false),
+        Err(QueueError::NotFound) => Ok(false),
         Err(err) => Err(err),
     }
 }
@@ -524,8 +601,8 @@ pub async fn claim_holds(store: &Store, tenant: &Tenant, run: RunId, attempt: u3
 async fn load_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<Option<RunRecord>> {
     match runs::load(store, tenant, run).await {
         Ok(versioned) => Ok(Some(versioned.record)),
-        Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
-        Err(err) => Err(err),
+        Err(RunError::NotFound) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -590,20 +667,14 @@ pub async fn enqueue(
     let labels = parse_labels(&new.labels)?;
     let max_attempts = new.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
-        return Err(Error::new(
-            ErrorCode::InvalidMaxAttempts,
-            format!("max_attempts is 1 to {MAX_ATTEMPTS_LIMIT}"),
-        ));
+        return Err(QueueError::InvalidMaxAttempts);
     }
     let code = new.code.as_deref().map(ArtifactPath::parse).transpose()?;
     let tenant = &caller.tenant;
     let (run, created) = match &new.run {
         Some(id) => {
             if new.describes_a_run() {
-                return Err(Error::new(
-                    ErrorCode::InvalidRequest,
-                    "a job for an existing run takes the run as it is: change it with PATCH /v1/runs/{run}",
-                ));
+                return Err(QueueError::RunTakenAsItIs);
             }
             (
                 existing_queued_run(store, tenant, project, id, code.as_ref()).await?,
@@ -612,11 +683,7 @@ pub async fn enqueue(
         }
         None => {
             if code.is_some() {
-                return Err(Error::new(
-                    ErrorCode::InvalidCode,
-                    "a new run has no artifacts yet: create the run queued, upload its code, \
-                     then enqueue it with `run`",
-                ));
+                return Err(QueueError::CodeOfANewRun);
             }
             let run = NewRun {
                 name: new.name,
@@ -680,10 +747,9 @@ pub async fn enqueue(
                 }
             }
             match err {
-                StoreError::TransactionFailed(failed) if failed.contains(&0) => Err(Error::new(
-                    ErrorCode::JobExists,
-                    "this run is already on a queue",
-                )),
+                StoreError::TransactionFailed(failed) if failed.contains(&0) => {
+                    Err(QueueError::JobExists)
+                }
                 err => Err(err.into()),
             }
         }
@@ -700,29 +766,17 @@ async fn existing_queued_run(
     let id = runs::parse_id(id)?;
     let run = runs::load(store, tenant, id).await?.record;
     if run.project_id != project.id {
-        return Err(Error::not_found("run"));
+        return Err(RunError::NotFound.into());
     }
     if run.status != Status::Queued {
-        return Err(Error::new(
-            ErrorCode::RunNotQueued,
-            format!(
-                "only a queued run can be enqueued; this one is {}",
-                run.status
-            ),
-        ));
+        return Err(QueueError::RunNotQueued(run.status));
     }
     if let Some(code) = code {
         artifacts::get(store, tenant, id, code.as_str())
             .await
-            .map_err(|err| {
-                if err.code() == ErrorCode::NotFound {
-                    Error::new(
-                        ErrorCode::InvalidCode,
-                        format!("the run has no uploaded artifact {}", code.as_str()),
-                    )
-                } else {
-                    err
-                }
+            .map_err(|err| match err {
+                ArtifactError::NotFound => QueueError::NoSuchCode(code.as_str().to_owned()),
+                err => err.into(),
             })?;
     }
     Ok(run)
@@ -853,16 +907,16 @@ async fn try_claim(
             Ok(Some(job))
         }
         // Ended or deleted since it was read: nothing to run after all.
-        Err(err) if err.code() == ErrorCode::RunEnded => {
+        Err(RunError::Ended(_)) => {
             let reason = "the run ended or was aborted before an agent took the job".to_owned();
             close(store, rules, tenant, &mut job, Status::Aborted, reason).await?;
             Ok(None)
         }
-        Err(err) if err.code() == ErrorCode::NotFound => {
+        Err(RunError::NotFound) => {
             forget(store, tenant, &job.record).await?;
             Ok(None)
         }
-        Err(err) => Err(err),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -921,7 +975,7 @@ async fn take_if_free(
             return Ok(Some((job, record, lapsed)));
         }
     }
-    Err(runs::concurrent_update())
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 /// Renews the lease of claim `attempt` and keeps the run alive; the run in the answer
@@ -942,12 +996,12 @@ pub async fn heartbeat(
         job.run = match runs::heartbeat(store, rules.heartbeat_timeout, tenant, run).await {
             Ok(record) => Some(record),
             // The command's own SDK may end the run before the command exits.
-            Err(err) if err.code() == ErrorCode::RunEnded => load_run(store, tenant, run).await?,
-            Err(err) => return Err(err),
+            Err(RunError::Ended(_)) => load_run(store, tenant, run).await?,
+            Err(err) => return Err(err.into()),
         };
         return Ok(job);
     }
-    Err(runs::concurrent_update())
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -977,10 +1031,7 @@ pub async fn finish(
     if let Some(reason) = &finish.reason
         && reason.len() > MAX_REASON_BYTES
     {
-        return Err(Error::new(
-            ErrorCode::InvalidReason,
-            format!("a reason is at most {MAX_REASON_BYTES} bytes"),
-        ));
+        return Err(QueueError::InvalidReason);
     }
     let timeout = rules.heartbeat_timeout;
     for _ in 0..CONFLICT_ATTEMPTS {
@@ -992,7 +1043,7 @@ pub async fn finish(
         job.record.check_claim(finish.attempt)?;
         let Some(record) = load_run(store, tenant, run).await? else {
             forget(store, tenant, &job.record).await?;
-            return Err(Error::not_found("job"));
+            return Err(QueueError::NotFound);
         };
         let now = store.now();
         let ended = record.status_at(now, timeout);
@@ -1016,7 +1067,7 @@ pub async fn finish(
             return Ok(job);
         }
     }
-    Err(runs::concurrent_update())
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 /// Takes a job off its queue: a waiting job is done at once and its run aborted; a
@@ -1031,20 +1082,16 @@ pub async fn cancel(store: &Store, rules: Rules<'_>, tenant: &Tenant, run: RunId
                 return Ok(job);
             }
             (JobState::Done, result) => {
-                return Err(Error::new(
-                    ErrorCode::JobEnded,
-                    format!(
-                        "the job is done ({}); there is nothing to cancel",
-                        result.map_or_else(|| "ended".to_owned(), |status| status.to_string())
-                    ),
+                return Err(QueueError::JobEnded(
+                    result.map_or_else(|| "ended".to_owned(), |status| status.to_string()),
                 ));
             }
             _ => {}
         }
         match runs::abort(store, rules.heartbeat_timeout, tenant, run).await {
             Ok(_) => {}
-            Err(err) if err.code() == ErrorCode::RunEnded => {}
-            Err(err) => return Err(err),
+            Err(RunError::Ended(_)) => {}
+            Err(err) => return Err(err.into()),
         }
         if job.record.state == JobState::Claimed {
             job.run = load_run(store, tenant, run).await?;
@@ -1063,7 +1110,7 @@ pub async fn cancel(store: &Store, rules: Rules<'_>, tenant: &Tenant, run: RunId
             return Ok(job);
         }
     }
-    Err(runs::concurrent_update())
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 /// Marks a job done without an agent's report: its run ends `outcome` (`aborted` if it
@@ -1118,12 +1165,12 @@ async fn end_run(
     };
     match runs::patch(store, rules.heartbeat_timeout, tenant, run, changes).await {
         Ok(record) => Ok(record.status),
-        Err(err) if err.code() == ErrorCode::RunEnded => Ok(load_run(store, tenant, run)
+        Err(RunError::Ended(_)) => Ok(load_run(store, tenant, run)
             .await?
             .map_or(status, |record| {
                 record.status_at(store.now(), rules.heartbeat_timeout)
             })),
-        Err(err) => Err(err),
+        Err(err) => Err(err.into()),
     }
 }
 
@@ -1163,7 +1210,7 @@ async fn note(
 pub async fn delete_for_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
     match load(store, tenant, run).await {
         Ok(job) => forget(store, tenant, &job.record).await,
-        Err(err) if err.code() == ErrorCode::NotFound => Ok(()),
+        Err(QueueError::NotFound) => Ok(()),
         Err(err) => Err(err),
     }
 }

@@ -23,8 +23,9 @@ use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 
 use crate::credentials::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{RunId, ShareId, TenantId, UserId};
+use crate::runs::RunError;
 use crate::runs::{self, RunRecord};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
@@ -143,20 +144,51 @@ pub struct NewShare {
     pub allow_downloads: bool,
 }
 
+/// Why a share is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("share not found")]
+    NotFound,
+    #[error(
+        "expires_in is {} to {} seconds",
+        MIN_EXPIRY.whole_seconds(),
+        MAX_EXPIRY.whole_seconds()
+    )]
+    InvalidExpiry,
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for ShareError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::InvalidExpiry => ErrorCode::InvalidExpiry,
+            Self::Run(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Run(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = ShareError> = std::result::Result<T, E>;
+
 fn check_expiry(expires_in: Option<i64>) -> Result<Duration> {
     let Some(secs) = expires_in else {
         return Ok(DEFAULT_EXPIRY);
     };
     let expiry = Duration::seconds(secs);
     if !(MIN_EXPIRY..=MAX_EXPIRY).contains(&expiry) {
-        return Err(Error::new(
-            ErrorCode::InvalidExpiry,
-            format!(
-                "expires_in is {} to {} seconds",
-                MIN_EXPIRY.whole_seconds(),
-                MAX_EXPIRY.whole_seconds()
-            ),
-        ));
+        return Err(ShareError::InvalidExpiry);
     }
     Ok(expiry)
 }
@@ -244,7 +276,7 @@ fn deletes(tenant: &Tenant, record: &ShareRecord) -> [Key; 3] {
 
 /// Revokes a share of the team at once. An expired share is already gone: 404.
 pub async fn revoke(store: &Store, tenant: &Tenant, id: ShareId) -> Result<()> {
-    let gone = || Error::not_found("share");
+    let gone = || ShareError::NotFound;
     let record = get_doc::<ShareRecord>(&*store.kv, &record_key(tenant, id))
         .await?
         .filter(|record| record.share.is_live(store.now()))
@@ -335,8 +367,8 @@ pub async fn open(store: &Store, tenant: Tenant, share: Share) -> Result<Option<
             share,
             run: run.record,
         })),
-        Err(err) if err.code() == ErrorCode::NotFound => Ok(None),
-        Err(err) => Err(err),
+        Err(RunError::NotFound) => Ok(None),
+        Err(err) => Err(err.into()),
     }
 }
 

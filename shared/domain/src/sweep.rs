@@ -18,9 +18,8 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use crate::calendar::{hour_label, hour_of};
-use crate::error::Result;
 use crate::ids::{RunId, TenantId};
-use sextant_storage::kv::{Condition, Key, KvStore, Query};
+use sextant_storage::kv::{Condition, Key, KvStore, Query, StoreResult};
 use sextant_storage::records::{doc_item, get_doc};
 
 /// Partitions each hour's notes are spread over, so a busy hour is no hot partition.
@@ -80,7 +79,7 @@ struct Cursor {
 
 /// Notes `note`, to be settled in the first run after `until`, when whatever URL let
 /// the object be written has expired.
-pub async fn expect(kv: &dyn KvStore, note: &Note, until: OffsetDateTime) -> Result<()> {
+pub async fn expect(kv: &dyn KvStore, note: &Note, until: OffsetDateTime) -> StoreResult<()> {
     let due = hour_of(until) + Duration::HOUR;
     let key = Key::new(partition(due, note.shard()), note.digest());
     kv.put(doc_item(key, note)?, Condition::None).await?;
@@ -89,7 +88,7 @@ pub async fn expect(kv: &dyn KvStore, note: &Note, until: OffsetDateTime) -> Res
 
 /// The hours whose notes are due at `now` and not yet settled, oldest first: every
 /// hour that ended before the current one began, since the last one settled.
-pub async fn due_hours(kv: &dyn KvStore, now: OffsetDateTime) -> Result<Vec<OffsetDateTime>> {
+pub async fn due_hours(kv: &dyn KvStore, now: OffsetDateTime) -> StoreResult<Vec<OffsetDateTime>> {
     let last_complete = hour_of(now) - Duration::HOUR;
     let first = match get_doc::<Cursor>(kv, &cursor_key()).await? {
         Some(cursor) => cursor.last_hour + Duration::HOUR,
@@ -105,7 +104,7 @@ pub async fn due_hours(kv: &dyn KvStore, now: OffsetDateTime) -> Result<Vec<Offs
 }
 
 /// The notes that fall due in `hour`, with the keys that forget them.
-pub async fn notes(kv: &dyn KvStore, hour: OffsetDateTime) -> Result<Vec<(Key, Note)>> {
+pub async fn notes(kv: &dyn KvStore, hour: OffsetDateTime) -> StoreResult<Vec<(Key, Note)>> {
     let mut notes = Vec::new();
     for shard in 0..SHARDS {
         let mut query = Query::partition(partition(hour, shard));
@@ -124,13 +123,13 @@ pub async fn notes(kv: &dyn KvStore, hour: OffsetDateTime) -> Result<Vec<(Key, N
 }
 
 /// Forgets a settled note.
-pub async fn forget(kv: &dyn KvStore, key: &Key) -> Result<()> {
+pub async fn forget(kv: &dyn KvStore, key: &Key) -> StoreResult<()> {
     kv.delete(key, Condition::None).await?;
     Ok(())
 }
 
 /// Records that every note of `hour` (and of the hours before it) is settled.
-pub async fn settled_through(kv: &dyn KvStore, hour: OffsetDateTime) -> Result<()> {
+pub async fn settled_through(kv: &dyn KvStore, hour: OffsetDateTime) -> StoreResult<()> {
     kv.put(
         doc_item(cursor_key(), &Cursor { last_hour: hour })?,
         Condition::None,

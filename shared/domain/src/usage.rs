@@ -14,10 +14,10 @@
 use time::OffsetDateTime;
 
 use crate::calendar::BillingMonth;
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{Coded, Error, ErrorCode};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Key, TxOp};
+use sextant_storage::kv::{Condition, Key, StoreError, TxOp};
 
 pub const POINTS: &str = "points";
 pub const BYTES: &str = "bytes";
@@ -88,6 +88,34 @@ pub fn storage_change(tenant: &Tenant, delta: i64) -> TxOp {
     }
 }
 
+/// Why usage refuses a write.
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(
+        "this team's plan allows {cap} points a month and this request would pass that in \
+         {month}; nothing from it was stored"
+    )]
+    QuotaExceeded { cap: u64, month: BillingMonth },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for UsageError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
 /// Refuses `points` more this month if they would pass `cap` (the plan's). Checked
 /// before a batch writes anything; the commit checks again, atomically.
 pub async fn check_quota(
@@ -96,7 +124,7 @@ pub async fn check_quota(
     tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
-) -> Result<()> {
+) -> Result<(), UsageError> {
     let Some(cap) = cap else {
         return Ok(());
     };
@@ -114,13 +142,9 @@ pub async fn check_quota(
 
 /// The refusal of points past the month's cap, for a request refused by `logged`'s
 /// condition.
-pub fn quota_exceeded(cap: u64, at: OffsetDateTime) -> Error {
-    Error::new(
-        ErrorCode::QuotaExceeded,
-        format!(
-            "this team's plan allows {cap} points a month and this request would pass \
-             that in {}; nothing from it was stored",
-            BillingMonth::of(at)
-        ),
-    )
+pub fn quota_exceeded(cap: u64, at: OffsetDateTime) -> UsageError {
+    UsageError::QuotaExceeded {
+        cap,
+        month: BillingMonth::of(at),
+    }
 }

@@ -8,8 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use sextant_domain::error::{Class, Error, ErrorCode};
-use sextant_storage::blob::BlobError;
-use sextant_storage::kv::StoreError;
 
 /// The status a code is sent with: its class's.
 pub const fn status(code: ErrorCode) -> StatusCode {
@@ -93,20 +91,12 @@ impl std::error::Error for ApiError {
     }
 }
 
-impl From<Error> for ApiError {
-    fn from(err: Error) -> Self {
-        Self(err)
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        Self(err.into())
-    }
-}
-
-impl From<BlobError> for ApiError {
-    fn from(err: BlobError) -> Self {
+/// Any domain error, a module's typed one included, goes out through `?`.
+impl<E> From<E> for ApiError
+where
+    Error: From<E>,
+{
+    fn from(err: E) -> Self {
         Self(err.into())
     }
 }

@@ -3,7 +3,7 @@
 //! never records credentials.
 
 use axum::Router;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, StatusCode, header};
@@ -14,45 +14,58 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use serde::de::DeserializeOwned;
 use sextant_domain::error::{Error, ErrorCode};
 
 /// A JSON body parsed into `T`, or our error envelope: 400 for malformed or mistyped
 /// JSON, 415 without a JSON content type, 413 over the body limit.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
 /// Query parameters parsed into `T`, or a 400 in our error envelope.
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(err) => {
-                ApiError::new(ErrorCode::InvalidRequest, err.body_text())
-            }
-            JsonRejection::JsonSyntaxError(_) => {
-                ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON")
-            }
-            JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "send JSON with Content-Type: application/json",
-            ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds the limit")
-            }
-            other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
-        }
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> ApiResult<Self> {
+        let axum::Json(value) = axum::Json::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
+        Ok(Self(value))
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::new(ErrorCode::InvalidQuery, rejection.body_text())
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> ApiResult<Self> {
+        let axum::extract::Query(value) = axum::extract::Query::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::new(ErrorCode::InvalidQuery, rejection.body_text()))?;
+        Ok(Self(value))
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::JsonDataError(err) => {
+            ApiError::new(ErrorCode::InvalidRequest, err.body_text())
+        }
+        JsonRejection::JsonSyntaxError(_) => {
+            ApiError::new(ErrorCode::InvalidJson, "the request body is not valid JSON")
+        }
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send JSON with Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "request body exceeds the limit")
+        }
+        other => ApiError::new(ErrorCode::InvalidRequest, other.body_text()),
     }
 }
 

@@ -7,7 +7,7 @@ use sextant_domain::credentials::Caller;
 use sextant_domain::credentials::Role;
 use sextant_domain::error::{Error, ErrorCode};
 use sextant_domain::ids::ProjectId;
-use sextant_domain::projects::{self, Project, ProjectChange, ProjectName};
+use sextant_domain::projects::{self, Project, ProjectChange, ProjectError, ProjectName};
 use sextant_edge::auth::Writer;
 use sextant_edge::error::{ApiError, ApiResult};
 use sextant_edge::http::{Json, Query};
@@ -32,17 +32,15 @@ fn not_found() -> Error {
 pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Project, Error> {
     if id == DEFAULT_EXPERIMENT_ID {
         let found = projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await;
-        if matches!(&found, Err(err) if err.code() == ErrorCode::NotFound)
-            && caller.require(Role::Member).is_ok()
-        {
+        if matches!(found, Err(ProjectError::NotFound)) && caller.require(Role::Member).is_ok() {
             let name = ProjectName::parse(DEFAULT_PROJECT)?;
             return match projects::create(&state.store, caller, name).await {
                 Ok(project) => Ok(project),
                 // Made by a concurrent request in the meantime.
-                Err(err) if err.code() == ErrorCode::ProjectExists => {
-                    projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await
+                Err(ProjectError::NameTaken(_)) => {
+                    Ok(projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await?)
                 }
-                Err(err) => Err(err),
+                Err(err) => Err(err.into()),
             };
         }
         return found.map_err(|_| not_found());
@@ -50,12 +48,9 @@ pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<
     let id: ProjectId = id.parse().map_err(|_| not_found())?;
     projects::find(&state.store, &caller.tenant, &id.to_string())
         .await
-        .map_err(|err| {
-            if err.code() == ErrorCode::NotFound {
-                not_found()
-            } else {
-                err
-            }
+        .map_err(|err| match err {
+            ProjectError::NotFound => not_found(),
+            err => err.into(),
         })
 }
 

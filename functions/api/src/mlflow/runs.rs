@@ -383,14 +383,14 @@ fn add_params(record: &mut RunRecord, new: &[KeyValue]) -> Result<(), Error> {
             }
         }
     }
-    params::apply(&mut record.params, updates)
+    Ok(params::apply(&mut record.params, updates)?)
 }
 
 fn set_tags(record: &mut RunRecord, tags: &[KeyValue]) -> Result<(), Error> {
     for tag in tags {
         convert::set_tag(record, &tag.key, &tag.value)?;
     }
-    runs::check_tag_count(&record.tags)
+    Ok(runs::check_tag_count(&record.tags)?)
 }
 
 /// Applies parameters and tags to the run in one write; nothing changes if any of them

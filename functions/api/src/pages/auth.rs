@@ -96,7 +96,7 @@ pub async fn signup(
         let team = DisplayName::parse("team", team)?;
         let email = Email::parse(email)?;
         let password = Password::parse(form.get("password").to_owned())?;
-        accounts::signup(
+        let signed_up = accounts::signup(
             &page.state.store,
             page.state.sessions(),
             team,
@@ -104,7 +104,8 @@ pub async fn signup(
             password,
             client,
         )
-        .await
+        .await?;
+        Ok(signed_up)
     }
     .await;
     let signed_up = match attempt {
@@ -182,6 +183,7 @@ pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfFor
         client,
     )
     .await
+    .map_err(Error::from)
     {
         Ok(session) => {
             page.rotate_csrf();

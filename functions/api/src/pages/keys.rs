@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use maud::{Markup, html};
 use sextant_domain::accounts::{self, ApiKey, DisplayName};
 use sextant_domain::credentials::Role;
+use sextant_domain::error::Error;
 use sextant_domain::ids::ApiKeyId;
 use sextant_edge::error;
 
@@ -116,7 +117,8 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
             .await
         }
         Err(err) => Err(err),
-    };
+    }
+    .map_err(Error::from);
     match created {
         Ok((_, secret)) => {
             let name = form.get("name").trim();

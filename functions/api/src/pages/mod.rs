@@ -31,8 +31,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sextant_domain::error::Error;
-use sextant_edge::error::{self, ApiError};
+use sextant_edge::error::ApiError;
 use sextant_edge::state::AppState;
 
 pub fn routes() -> Router<AppState> {
@@ -75,19 +74,18 @@ impl PageError {
     }
 }
 
-impl From<Error> for PageError {
-    fn from(err: Error) -> Self {
+/// Any error the API would answer, a domain module's included, shown as a page.
+impl<E> From<E> for PageError
+where
+    ApiError: From<E>,
+{
+    fn from(err: E) -> Self {
+        let err = ApiError::from(err);
         err.log();
-        match error::status(err.code()) {
+        match err.status() {
             StatusCode::NOT_FOUND => Self::not_found(),
             status => Self::Status(status, err.message().to_owned()),
         }
-    }
-}
-
-impl From<ApiError> for PageError {
-    fn from(err: ApiError) -> Self {
-        err.into_inner().into()
     }
 }
 

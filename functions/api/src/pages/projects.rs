@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use sextant_domain::credentials::Role;
+use sextant_domain::error::Error;
 use sextant_domain::projects::{self, Project, ProjectName};
 use sextant_domain::runs::summary::SeriesKind;
 use sextant_domain::runs::{ParamValue, RunRecord, Status};
@@ -88,7 +89,8 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
     let created = match ProjectName::parse(name) {
         Ok(parsed) => projects::create(&page.state.store, &user.caller, parsed).await,
         Err(err) => Err(err),
-    };
+    }
+    .map_err(Error::from);
     match created {
         Ok(project) => Ok(page.finish(see_other(&format!("/projects/{}", project.name.as_str())))),
         Err(err) if error::status(err.code()).is_client_error() => {

@@ -257,9 +257,9 @@ pub async fn load(
         }
         let project_id = record.project_id.to_string();
         let (project, lineage, shares) = futures::try_join!(
-            projects::find(&state.store, tenant, &project_id),
-            lineage::graph(&state.store, state.settings.heartbeat_timeout, tenant, run),
-            shares::list(&state.store, tenant, run),
+            projects::find(&state.store, tenant, &project_id).err_into::<ApiError>(),
+            lineage::graph(&state.store, state.settings.heartbeat_timeout, tenant, run).err_into(),
+            shares::list(&state.store, tenant, run).err_into(),
         )?;
         Ok::<_, ApiError>((Some(project), Some(lineage), shares))
     };

@@ -11,9 +11,58 @@ pub mod throttle;
 
 pub use role::Role;
 
-use crate::error::{Error, Result};
+use sextant_storage::kv::StoreError;
+
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ApiKeyId, RunId, UserId};
 use crate::tenancy::Tenant;
+
+/// Why a credential, or a password, is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    #[error("this needs the {needs} role; the credential has {has}")]
+    Forbidden { needs: Role, has: Role },
+    #[error("passwords need at least {} characters", password::MIN_PASSWORD_CHARS)]
+    WeakPassword,
+    #[error("passwords are at most {} bytes", password::MAX_PASSWORD_BYTES)]
+    PasswordTooLong,
+    #[error("too many password attempts at once from this address; retry in 1 s")]
+    TooManyAtOnce,
+    #[error("too many failed attempts; retry in {secs} s")]
+    BackingOff { secs: u64 },
+    #[error("every password check slot is taken; retry shortly")]
+    HashersBusy,
+    /// Hashing or checking a password failed: a failure of ours.
+    #[error("{0:#}")]
+    Hashing(anyhow::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for CredentialError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Forbidden { .. } => ErrorCode::Forbidden,
+            Self::WeakPassword => ErrorCode::WeakPassword,
+            Self::PasswordTooLong => ErrorCode::InvalidPassword,
+            Self::TooManyAtOnce | Self::BackingOff { .. } => ErrorCode::RateLimited,
+            Self::HashersBusy => ErrorCode::Unavailable,
+            Self::Hashing(_) => ErrorCode::Internal,
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::TooManyAtOnce => Error::rate_limited(self.to_string(), 1),
+            Self::BackingOff { secs } => Error::rate_limited(self.to_string(), secs),
+            Self::HashersBusy => Error::busy(self.to_string()),
+            Self::Hashing(cause) => Error::internal(cause),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
 
 /// The credential a request was authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,14 +98,14 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn require(&self, role: Role) -> Result<()> {
+    pub fn require(&self, role: Role) -> Result<(), CredentialError> {
         if self.role >= role {
             Ok(())
         } else {
-            Err(Error::forbidden(format!(
-                "this needs the {role} role; the credential has {}",
-                self.role
-            )))
+            Err(CredentialError::Forbidden {
+                needs: role,
+                has: self.role,
+            })
         }
     }
 }

@@ -14,7 +14,9 @@ use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 use tokio::sync::Semaphore;
 
-use crate::error::{Error, ErrorCode, Result};
+use super::CredentialError;
+
+type Result<T, E = CredentialError> = std::result::Result<T, E>;
 
 pub const MIN_PASSWORD_CHARS: usize = 12;
 /// Argon2 cost grows with input; a cap keeps one request from burning a core.
@@ -45,18 +47,12 @@ impl utoipa::PartialSchema for Password {
 impl utoipa::ToSchema for Password {}
 
 impl Password {
-    pub fn parse(password: String) -> Result<Self, Error> {
+    pub fn parse(password: String) -> Result<Self> {
         if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(Error::new(
-                ErrorCode::WeakPassword,
-                format!("passwords need at least {MIN_PASSWORD_CHARS} characters"),
-            ));
+            return Err(CredentialError::WeakPassword);
         }
         if password.len() > MAX_PASSWORD_BYTES {
-            return Err(Error::new(
-                ErrorCode::InvalidPassword,
-                format!("passwords are at most {MAX_PASSWORD_BYTES} bytes"),
-            ));
+            return Err(CredentialError::PasswordTooLong);
         }
         Ok(Self(password))
     }
@@ -146,10 +142,7 @@ pub fn place_for(client: IpAddr) -> Result<AddressPlace> {
         .unwrap_or_else(PoisonError::into_inner);
     let count = places.entry(client).or_default();
     if *count >= MAX_ATTEMPTS_PER_ADDRESS {
-        return Err(Error::rate_limited(
-            "too many password attempts at once from this address; retry in 1 s",
-            1,
-        ));
+        return Err(CredentialError::TooManyAtOnce);
     }
     *count += 1;
     Ok(AddressPlace(client))
@@ -159,8 +152,8 @@ pub fn place_for(client: IpAddr) -> Result<AddressPlace> {
 async fn gated<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let _slot = tokio::time::timeout(SLOT_WAIT, GATE.slots.acquire())
         .await
-        .map_err(|_| Error::busy("every password check slot is taken; retry shortly"))?
-        .map_err(Error::internal)?;
+        .map_err(|_| CredentialError::HashersBusy)?
+        .map_err(|err| CredentialError::Hashing(err.into()))?;
     // A slot held means a hashing thread is free for this job.
     let (done, outcome) = tokio::sync::oneshot::channel();
     GATE.hashers
@@ -169,10 +162,10 @@ async fn gated<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> 
         .send(Box::new(move || {
             let _ = done.send(work());
         }))
-        .map_err(|_| Error::internal(anyhow::anyhow!("the password hashers are gone")))?;
+        .map_err(|_| CredentialError::Hashing(anyhow::anyhow!("the password hashers are gone")))?;
     outcome
         .await
-        .map_err(|_| Error::internal(anyhow::anyhow!("a password hasher dropped its job")))
+        .map_err(|_| CredentialError::Hashing(anyhow::anyhow!("a password hasher dropped its job")))
 }
 
 thread_local! {
@@ -247,7 +240,7 @@ fn verify_now(candidate: &[u8], stored: &str) -> anyhow::Result<bool> {
 pub async fn hash(password: Password) -> Result<String> {
     gated(move || hash_now(password.0.as_bytes()))
         .await?
-        .map_err(Error::internal)
+        .map_err(CredentialError::Hashing)
 }
 
 /// A hash of a random password, verified against when the account does not exist,
@@ -266,12 +259,13 @@ pub async fn verify(candidate: String, stored: Option<String>) -> Result<bool> {
         Ok::<_, anyhow::Error>(verify_now(candidate.as_bytes(), &stored)? && exists)
     })
     .await?
-    .map_err(Error::internal)
+    .map_err(CredentialError::Hashing)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Coded, ErrorCode};
 
     #[test]
     fn short_passwords_are_refused_with_a_stable_code() {

@@ -22,8 +22,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{Error, Result};
+use super::CredentialError;
 use sextant_storage::kv::{Condition, Key, KvStore, StoreError, Value};
+
+type Result<T, E = CredentialError> = std::result::Result<T, E>;
 use sextant_storage::records::{TTL, VERSION, doc_item, read_doc, unchanged_since};
 
 /// When attempts of one scope start to wait, and how long they wait at most.
@@ -123,9 +125,9 @@ async fn read(kv: &dyn KvStore, key: &Key) -> Result<(Count, Option<i64>)> {
     })
 }
 
-fn too_many(wait_ms: i64) -> Error {
+fn too_many(wait_ms: i64) -> CredentialError {
     let secs = u64::try_from(wait_ms).unwrap_or(0).div_ceil(1000).max(1);
-    Error::rate_limited(format!("too many failed attempts; retry in {secs} s"), secs)
+    CredentialError::BackingOff { secs }
 }
 
 /// Writes `count` over the version read; false when another attempt wrote first.
@@ -199,7 +201,9 @@ impl Admitted {
     pub async fn succeeded(self, kv: &dyn KvStore) {
         for (key, policy) in &self.scopes {
             let outcome = if *policy == ACCOUNT_AND_ADDRESS {
-                kv.delete(key, Condition::None).await.map_err(Error::from)
+                kv.delete(key, Condition::None)
+                    .await
+                    .map_err(CredentialError::from)
             } else {
                 match read(kv, key).await {
                     Ok((count, version @ Some(_))) => {

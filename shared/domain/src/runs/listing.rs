@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::summary::Stat;
 use super::{ParamValue, RunRecord, Status};
-use crate::error::{Error, ErrorCode, Result};
+use super::{Result, RunError};
 use crate::ids::RunId;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -45,12 +45,7 @@ impl Default for Sort {
 
 impl Sort {
     pub fn parse(spec: &str) -> Result<Self> {
-        let invalid = || {
-            Error::new(
-                ErrorCode::InvalidSort,
-                "sort is created, name, param:NAME or metric:NAME[:last|min|max], then :asc or :desc",
-            )
-        };
+        let invalid = || RunError::InvalidSort;
         let (rest, descending) = match spec.rsplit_once(':') {
             Some((rest, "asc")) => (rest, false),
             Some((rest, "desc")) => (rest, true),
@@ -159,10 +154,7 @@ impl Cursor {
     fn decode(text: &str, sort: &Sort) -> Result<Self> {
         let cursor: Cursor = crate::cursor::decode(text)?;
         if cursor.sort != sort.spec {
-            return Err(Error::new(
-                ErrorCode::InvalidCursor,
-                "the cursor belongs to another sort order",
-            ));
+            return Err(RunError::CursorOfAnotherSort);
         }
         Ok(cursor)
     }

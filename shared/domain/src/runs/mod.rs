@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::credentials::Caller;
-use crate::error::{Error, ErrorCode, Result};
+use crate::cursor::InvalidCursor;
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ProjectId, RunId, UserId};
 use crate::projects::Project;
 use crate::tenancy::Tenant;
@@ -63,12 +64,8 @@ impl Status {
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|_| {
-            Error::new(
-                ErrorCode::InvalidStatus,
-                "status is one of queued, running, succeeded, failed, aborted, lost",
-            )
-        })
+        serde_json::from_value(serde_json::Value::String(text.to_owned()))
+            .map_err(|_| RunError::UnknownStatus)
     }
 }
 
@@ -123,10 +120,7 @@ impl GitInfo {
             .iter()
             .any(|f| f.as_ref().is_some_and(|s| s.len() > 1_000))
         {
-            return Err(Error::new(
-                ErrorCode::InvalidGit,
-                "git fields are at most 1,000 bytes each",
-            ));
+            return Err(RunError::GitTooLong);
         }
         Ok(())
     }
@@ -291,22 +285,109 @@ struct RunPointer {
     project_id: ProjectId,
 }
 
+/// Why an operation on a run is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Missing, another team's, or being deleted: all answer alike.
+    #[error("run not found")]
+    NotFound,
+    #[error("status is one of queued, running, succeeded, failed, aborted, lost")]
+    UnknownStatus,
+    #[error("a new run is queued or running")]
+    NewRunNotStarted,
+    #[error("lost is read from missing heartbeats; it cannot be set")]
+    LostIsRead,
+    #[error("a run that has started cannot be queued again")]
+    AlreadyStarted,
+    #[error("the run has ended ({0}); it takes no more changes or points")]
+    Ended(Status),
+    #[error("git fields are at most 1,000 bytes each")]
+    GitTooLong,
+    #[error(
+        "a run name is 1 to {} bytes without control characters",
+        MAX_NAME_BYTES
+    )]
+    InvalidName,
+    #[error("a description is at most {} bytes", MAX_DESCRIPTION_BYTES)]
+    DescriptionTooLong,
+    #[error(
+        "a tag is a label of 1 to {} bytes, optionally followed by `=` and a value of at \
+         most {} bytes, without control characters",
+        MAX_TAG_BYTES,
+        MAX_TAG_VALUE_BYTES
+    )]
+    InvalidTag,
+    #[error("a run has at most {} tags", MAX_TAGS)]
+    TooManyTags,
+    #[error("created_at is a time in the past")]
+    CreatedInFuture,
+    #[error("ended_at goes with a status that ends the run")]
+    EndedAtWithoutEnd,
+    #[error(
+        "the run's parameters, tags, description and series (names and summaries) would \
+         take more than a run can hold; use fewer or shorter ones"
+    )]
+    TooLarge,
+    #[error("the run changed many times while this request ran; retry it")]
+    ConcurrentUpdate,
+    /// A parameter breaks a rule of `params`; the message says which.
+    #[error("{0}")]
+    InvalidParams(String),
+    #[error("sort is created, name, param:NAME or metric:NAME[:last|min|max], then :asc or :desc")]
+    InvalidSort,
+    #[error("the cursor belongs to another sort order")]
+    CursorOfAnotherSort,
+    #[error(transparent)]
+    Cursor(#[from] InvalidCursor),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for RunError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotFound => ErrorCode::NotFound,
+            Self::UnknownStatus | Self::NewRunNotStarted | Self::LostIsRead => {
+                ErrorCode::InvalidStatus
+            }
+            Self::AlreadyStarted => ErrorCode::InvalidTransition,
+            Self::Ended(_) => ErrorCode::RunEnded,
+            Self::GitTooLong => ErrorCode::InvalidGit,
+            Self::InvalidName => ErrorCode::InvalidName,
+            Self::DescriptionTooLong => ErrorCode::InvalidDescription,
+            Self::InvalidTag | Self::TooManyTags => ErrorCode::InvalidTag,
+            Self::CreatedInFuture => ErrorCode::InvalidCreatedAt,
+            Self::EndedAtWithoutEnd => ErrorCode::InvalidEndedAt,
+            Self::TooLarge => ErrorCode::RunTooLarge,
+            Self::ConcurrentUpdate => ErrorCode::ConcurrentUpdate,
+            Self::InvalidParams(_) => ErrorCode::InvalidParams,
+            Self::InvalidSort => ErrorCode::InvalidSort,
+            Self::CursorOfAnotherSort => ErrorCode::InvalidCursor,
+            Self::Cursor(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = RunError> = std::result::Result<T, E>;
+
 pub fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-        return Err(Error::new(
-            ErrorCode::InvalidName,
-            format!("a run name is 1 to {MAX_NAME_BYTES} bytes without control characters"),
-        ));
+        return Err(RunError::InvalidName);
     }
     Ok(())
 }
 
 pub fn check_description(description: &str) -> Result<()> {
     if description.len() > MAX_DESCRIPTION_BYTES {
-        return Err(Error::new(
-            ErrorCode::InvalidDescription,
-            format!("a description is at most {MAX_DESCRIPTION_BYTES} bytes"),
-        ));
+        return Err(RunError::DescriptionTooLong);
     }
     Ok(())
 }
@@ -321,14 +402,7 @@ pub fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> Result<()> 
             || value.len() > MAX_TAG_VALUE_BYTES
             || tag.chars().any(char::is_control)
         {
-            return Err(Error::new(
-                ErrorCode::InvalidTag,
-                format!(
-                    "a tag is a label of 1 to {MAX_TAG_BYTES} bytes, optionally followed by \
-                     `=` and a value of at most {MAX_TAG_VALUE_BYTES} bytes, without control \
-                     characters"
-                ),
-            ));
+            return Err(RunError::InvalidTag);
         }
     }
     Ok(())
@@ -336,10 +410,7 @@ pub fn check_tags<'a>(tags: impl IntoIterator<Item = &'a String>) -> Result<()> 
 
 pub fn check_tag_count(tags: &BTreeSet<String>) -> Result<()> {
     if tags.len() > MAX_TAGS {
-        return Err(Error::new(
-            ErrorCode::InvalidTag,
-            format!("a run has at most {MAX_TAGS} tags"),
-        ));
+        return Err(RunError::TooManyTags);
     }
     Ok(())
 }
@@ -388,20 +459,14 @@ pub async fn create(
     let status = match new.status.unwrap_or(Status::Running) {
         status @ (Status::Queued | Status::Running) => status,
         _ => {
-            return Err(Error::new(
-                ErrorCode::InvalidStatus,
-                "a new run is queued or running",
-            ));
+            return Err(RunError::NewRunNotStarted);
         }
     };
 
     let now = store.now();
     let created_at = match new.created_at {
         Some(at) if at > now => {
-            return Err(Error::new(
-                ErrorCode::InvalidCreatedAt,
-                "created_at is a time in the past",
-            ));
+            return Err(RunError::CreatedInFuture);
         }
         Some(at) => at,
         None => now,
@@ -465,11 +530,7 @@ fn record_item(tenant: &Tenant, record: &RunRecord, version: i64) -> Result<Item
     // Each limit (series, parameters, tags, description) holds on its own, but all of
     // them at once can outgrow the one item a run's record lives in.
     if !record.deleting && item.billed_size() + RECORD_HEADROOM_BYTES > MAX_ITEM_BYTES {
-        return Err(Error::new(
-            ErrorCode::RunTooLarge,
-            "the run's parameters, tags, description and series (names and summaries) \
-             would take more than a run can hold; use fewer or shorter ones",
-        ));
+        return Err(RunError::TooLarge);
     }
     Ok(item)
 }
@@ -487,7 +548,7 @@ pub fn replace(tenant: &Tenant, versioned: &Versioned) -> Result<TxOp> {
 
 /// Parses a run id from a path; a malformed one is as absent as a missing one.
 pub fn parse_id(text: &str) -> Result<RunId> {
-    text.parse().map_err(|_| Error::not_found("run"))
+    text.parse().map_err(|_| RunError::NotFound)
 }
 
 /// The run with its version; another team's run, a missing one and one being deleted
@@ -495,13 +556,13 @@ pub fn parse_id(text: &str) -> Result<RunId> {
 pub async fn load(store: &Store, tenant: &Tenant, run: RunId) -> Result<Versioned> {
     let versioned = load_any(store, tenant, run).await?;
     if versioned.record.deleting {
-        return Err(Error::not_found("run"));
+        return Err(RunError::NotFound);
     }
     Ok(versioned)
 }
 
 async fn load_any(store: &Store, tenant: &Tenant, run: RunId) -> Result<Versioned> {
-    let not_found = || Error::not_found("run");
+    let not_found = || RunError::NotFound;
     let pointer: RunPointer = get_doc(&*store.kv, &pointer_key(tenant, run))
         .await?
         .ok_or_else(not_found)?;
@@ -515,12 +576,12 @@ async fn load_any(store: &Store, tenant: &Tenant, run: RunId) -> Result<Versione
 
 /// Applies `change` to the run and writes it back, retrying from a fresh read when a
 /// concurrent writer got there first. `change` may refuse by returning an error.
-pub async fn update<T>(
+pub async fn update<T, E: From<RunError>>(
     store: &Store,
     tenant: &Tenant,
     run: RunId,
-    mut change: impl FnMut(&mut RunRecord, OffsetDateTime) -> Result<T>,
-) -> Result<(RunRecord, T)> {
+    mut change: impl FnMut(&mut RunRecord, OffsetDateTime) -> Result<T, E>,
+) -> Result<(RunRecord, T), E> {
     for _ in 0..CONFLICT_ATTEMPTS {
         let mut versioned = load(store, tenant, run).await?;
         let now = store.now();
@@ -528,24 +589,10 @@ pub async fn update<T>(
         match store.kv.transact(vec![replace(tenant, &versioned)?]).await {
             Ok(()) => return Ok((versioned.record, outcome)),
             Err(err) if err.is_conflict() => continue,
-            Err(err) => return Err(err.into()),
+            Err(err) => return Err(RunError::from(err).into()),
         }
     }
-    Err(concurrent_update())
-}
-
-pub fn concurrent_update() -> Error {
-    Error::new(
-        ErrorCode::ConcurrentUpdate,
-        "the run changed many times while this request ran; retry it",
-    )
-}
-
-pub fn run_ended(status: Status) -> Error {
-    Error::new(
-        ErrorCode::RunEnded,
-        format!("the run has ended ({status}); it takes no more changes or points"),
-    )
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 impl std::fmt::Display for Status {
@@ -604,10 +651,7 @@ pub async fn patch(
     let param_updates = changes.params.as_ref().map(params::flatten).transpose()?;
     let ending = changes.status.is_some_and(Status::is_ended);
     if changes.ended_at.is_some() && !ending {
-        return Err(Error::new(
-            ErrorCode::InvalidEndedAt,
-            "ended_at goes with a status that ends the run",
-        ));
+        return Err(RunError::EndedAtWithoutEnd);
     }
     let (record, ()) = update(store, tenant, run, |record, now| {
         if let Some(status) = changes.status {
@@ -638,7 +682,7 @@ pub async fn patch(
         if let Some(git) = &changes.git {
             record.git = Some(git.clone());
         }
-        Ok(())
+        Ok::<_, RunError>(())
     })
     .await?;
     Ok(record)
@@ -657,18 +701,12 @@ fn transition(
         return if current == target {
             Ok(())
         } else {
-            Err(run_ended(current))
+            Err(RunError::Ended(current))
         };
     }
     match target {
-        Status::Lost => Err(Error::new(
-            ErrorCode::InvalidStatus,
-            "lost is read from missing heartbeats; it cannot be set",
-        )),
-        Status::Queued if record.status != Status::Queued => Err(Error::new(
-            ErrorCode::InvalidTransition,
-            "a run that has started cannot be queued again",
-        )),
+        Status::Lost => Err(RunError::LostIsRead),
+        Status::Queued if record.status != Status::Queued => Err(RunError::AlreadyStarted),
         Status::Queued => Ok(()),
         Status::Running => {
             record.status = Status::Running;
@@ -693,7 +731,7 @@ pub async fn abort(
 ) -> Result<RunRecord> {
     let (record, ()) = update(store, tenant, run, |record, now| {
         match record.status_at(now, heartbeat_timeout) {
-            status if status.is_ended() => return Err(run_ended(status)),
+            status if status.is_ended() => return Err(RunError::Ended(status)),
             Status::Queued => {
                 record.status = Status::Aborted;
                 record.ended_at = Some(now);
@@ -702,7 +740,7 @@ pub async fn abort(
                 record.abort_requested_at.get_or_insert(now);
             }
         }
-        Ok(())
+        Ok::<_, RunError>(())
     })
     .await?;
     Ok(record)
@@ -721,7 +759,7 @@ pub async fn set_trashed(
             (false, Some(_)) => record.trashed_at = None,
             _ => {}
         }
-        Ok(())
+        Ok::<_, RunError>(())
     })
     .await?;
     Ok(record)
@@ -750,7 +788,7 @@ pub fn accept_activity(
 ) -> Result<()> {
     let status = record.status_at(now, timeout);
     if status.is_ended() {
-        return Err(run_ended(status));
+        return Err(RunError::Ended(status));
     }
     record.status = Status::Running;
     record.heartbeat_at = now;
@@ -773,7 +811,7 @@ pub async fn mark_deleting(store: &Store, tenant: &Tenant, run: RunId) -> Result
                 attempts += 1;
                 versioned = load_any(store, tenant, run).await?;
             }
-            Err(err) if err.is_conflict() => return Err(concurrent_update()),
+            Err(err) if err.is_conflict() => return Err(RunError::ConcurrentUpdate),
             Err(err) => return Err(err.into()),
         }
     }

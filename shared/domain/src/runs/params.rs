@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorCode, Result};
+use super::{Result, RunError};
 
 pub const MAX_NAME_BYTES: usize = 250;
 pub const MAX_STRING_BYTES: usize = 6_000;
@@ -98,8 +98,8 @@ impl ParamValue {
     }
 }
 
-fn invalid(message: String) -> Error {
-    Error::new(ErrorCode::InvalidParams, message)
+fn invalid(message: String) -> RunError {
+    RunError::InvalidParams(message)
 }
 
 /// Flattens a JSON object of parameters. `None` entries are names set to `null`.
@@ -243,6 +243,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::error::{Coded, ErrorCode};
 
     fn flat(value: Value) -> Result<BTreeMap<String, Option<ParamValue>>> {
         flatten(value.as_object().expect("an object"))

@@ -21,13 +21,14 @@ use time::OffsetDateTime;
 
 use super::codec::{self, MAX_CHUNK_POINTS};
 use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
-use super::{DATA, Points, TextPoints, WRITTEN, check_name, chunk_sort_key, pending};
-use crate::error::{Error, ErrorCode, Result};
+use super::{
+    DATA, Points, Result, SeriesError, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
+};
 use crate::floats::JsonF64;
 use crate::ids::RunId;
 use crate::metering::{self, Meter};
 use crate::runs::summary::{ChunkFacts, SeriesKind};
-use crate::runs::{self, RunRecord};
+use crate::runs::{self, RunError, RunRecord};
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::Store;
@@ -105,10 +106,6 @@ struct Prepared {
     stored_bytes: u64,
 }
 
-fn invalid(code: ErrorCode, message: impl Into<String>) -> Error {
-    Error::new(code, message)
-}
-
 fn check_batch_id(id: &str) -> Result<()> {
     let valid = !id.is_empty()
         && id.len() <= MAX_BATCH_ID_BYTES
@@ -118,12 +115,7 @@ fn check_batch_id(id: &str) -> Result<()> {
     if valid {
         Ok(())
     } else {
-        Err(invalid(
-            ErrorCode::InvalidBatchId,
-            format!(
-                "batch_id is 1 to {MAX_BATCH_ID_BYTES} letters, digits, '-' or '_' (a UUID, say)"
-            ),
-        ))
+        Err(SeriesError::InvalidBatchId)
     }
 }
 
@@ -141,18 +133,12 @@ fn prepare(
     let total: usize = batch.series.values().map(|s| s.steps.len()).sum::<usize>()
         + batch.text.values().map(Vec::len).sum::<usize>();
     if total > MAX_BATCH_POINTS {
-        return Err(Error::new(
-            ErrorCode::BatchTooLarge,
-            format!("a batch holds at most {MAX_BATCH_POINTS} points; split it"),
-        ));
+        return Err(SeriesError::BatchTooLarge);
     }
     for name in batch.series.keys().chain(batch.text.keys()) {
         check_name(name)?;
         if batch.series.contains_key(name) && batch.text.contains_key(name) {
-            return Err(invalid(
-                ErrorCode::SeriesKindMismatchInOneBatch,
-                format!("{name:?} is sent both as numbers and as text"),
-            ));
+            return Err(SeriesError::KindMismatchInOneBatch(name.clone()));
         }
     }
     // Before the shortcut for batches without points: values without steps are an
@@ -160,21 +146,16 @@ fn prepare(
     for (name, columns) in &batch.series {
         let n = columns.steps.len();
         if columns.values.len() != n || columns.timestamps.as_ref().is_some_and(|t| t.len() != n) {
-            return Err(invalid(
-                ErrorCode::LengthMismatch,
-                format!("{name}: steps, values and timestamps must have the same length"),
-            ));
+            return Err(SeriesError::LengthMismatch(name.clone()));
         }
     }
     if total == 0 {
         return Ok(None);
     }
-    let batch_id = batch.batch_id.clone().ok_or_else(|| {
-        invalid(
-            ErrorCode::MissingBatchId,
-            "a batch with points needs a batch_id",
-        )
-    })?;
+    let batch_id = batch
+        .batch_id
+        .clone()
+        .ok_or_else(|| SeriesError::MissingBatchId)?;
     check_batch_id(&batch_id)?;
     let fingerprint = fingerprint(&batch);
     let server_time = now_seconds(now);
@@ -217,10 +198,9 @@ fn prepare(
         let mut points = TextPoints::default();
         for line in lines {
             if line.text.len() > MAX_LINE_BYTES {
-                return Err(invalid(
-                    ErrorCode::TextTooLong,
-                    format!("{name}: a text line is at most {MAX_LINE_BYTES} bytes"),
-                ));
+                return Err(SeriesError::TextTooLong {
+                    series: name.clone(),
+                });
             }
             points.push(
                 line.step,
@@ -345,8 +325,7 @@ fn merge_into(
     for (name, (kind, chunks)) in facts {
         match record.series.get_mut(name) {
             Some(summary) if summary.kind != *kind => {
-                return Err(Error::new(
-                    ErrorCode::SeriesKindMismatch,
+                return Err(SeriesError::KindMismatch(
                     format!("{name:?} already holds {:?} points", summary.kind).to_lowercase(),
                 ));
             }
@@ -359,10 +338,7 @@ fn merge_into(
         }
     }
     if record.series.len() > MAX_SERIES_PER_RUN {
-        return Err(invalid(
-            ErrorCode::TooManySeries,
-            format!("a run has at most {MAX_SERIES_PER_RUN} series"),
-        ));
+        return Err(SeriesError::TooManySeries);
     }
     Ok(())
 }
@@ -374,10 +350,7 @@ fn batch_key(tenant: &Tenant, run: RunId, batch_id: &str) -> Key {
 /// The answer to a batch whose id was committed before.
 fn replay(record: &BatchRecord, fingerprint: &str, run: &RunRecord) -> Result<LogOutcome> {
     if record.fingerprint != fingerprint {
-        return Err(Error::new(
-            ErrorCode::BatchIdReused,
-            "this batch_id was already used for a batch with other points",
-        ));
+        return Err(SeriesError::BatchIdReused);
     }
     Ok(LogOutcome {
         accepted: record.accepted,
@@ -495,8 +468,9 @@ pub async fn log(
         let mut updated = versioned.clone();
         updated.record.stored_bytes += prepared.stored_bytes;
         let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
+            .map_err(SeriesError::from)
             .and_then(|()| merge_into(&mut updated.record, &prepared.facts))
-            .and_then(|()| runs::replace(tenant, &updated));
+            .and_then(|()| Ok(runs::replace(tenant, &updated)?));
         let replace = match replace {
             Ok(replace) => replace,
             Err(refusal) => {
@@ -538,7 +512,7 @@ pub async fn log(
                 forget().await;
                 let done = get_doc::<BatchRecord>(&*store.kv, &record_key)
                     .await?
-                    .ok_or_else(runs::concurrent_update)?;
+                    .ok_or(RunError::ConcurrentUpdate)?;
                 let run = runs::load(store, tenant, run).await?;
                 return replay(&done, &prepared.fingerprint, &run.record);
             }
@@ -547,7 +521,7 @@ pub async fn log(
             {
                 forget().await;
                 let cap = intake.meter.points_cap.unwrap_or_default();
-                return Err(usage::quota_exceeded(cap, now));
+                return Err(usage::quota_exceeded(cap, now).into());
             }
             Err(err) if err.is_conflict() => {
                 versioned = runs::load(store, tenant, run).await?;
@@ -556,12 +530,13 @@ pub async fn log(
         }
     }
     forget().await;
-    Err(runs::concurrent_update())
+    Err(RunError::ConcurrentUpdate.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::{Coded, ErrorCode};
     use crate::ids::TenantId;
 
     fn batch(json: serde_json::Value) -> LogBatch {

@@ -20,10 +20,14 @@ pub mod text;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::cursor::InvalidCursor;
+use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
+use crate::runs::RunError;
 use crate::tenancy::Tenant;
+use crate::usage::UsageError;
 use sextant_storage::Store;
+use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
 use crate::runs::summary::{SeriesKind, SeriesSummary};
@@ -56,19 +60,101 @@ pub fn is_key_name(name: &str) -> bool {
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':' | ' '))
 }
 
+/// Why a series write or read is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    /// The name (its first 60 characters) breaks MLflow's rule for keys.
+    #[error(
+        "series names are 1 to {max} bytes of letters, digits, '_', '-', '.', '/', ':' and \
+         spaces: {excerpt:?}",
+        max = MAX_NAME_BYTES
+    )]
+    InvalidName { excerpt: String },
+    #[error(
+        "reading this range would fetch more than {} MiB of stored points; narrow it with \
+         from and to",
+        MAX_READ_BYTES / (1024 * 1024)
+    )]
+    RangeTooLarge,
+    #[error(
+        "batch_id is 1 to {} letters, digits, '-' or '_' (a UUID, say)",
+        batch::MAX_BATCH_ID_BYTES
+    )]
+    InvalidBatchId,
+    #[error("a batch with points needs a batch_id")]
+    MissingBatchId,
+    #[error("a batch holds at most {} points; split it", batch::MAX_BATCH_POINTS)]
+    BatchTooLarge,
+    #[error("{0:?} is sent both as numbers and as text")]
+    KindMismatchInOneBatch(String),
+    /// The series is stored as the other kind: `{name:?} already holds {kind} points`.
+    #[error("{0}")]
+    KindMismatch(String),
+    #[error("{0}: steps, values and timestamps must have the same length")]
+    LengthMismatch(String),
+    #[error("{series}: a text line is at most {max} bytes", max = text::MAX_LINE_BYTES)]
+    TextTooLong { series: String },
+    #[error("a run has at most {} series", batch::MAX_SERIES_PER_RUN)]
+    TooManySeries,
+    #[error("this batch_id was already used for a batch with other points")]
+    BatchIdReused,
+    /// A stored chunk or marker that does not read back: a failure of ours.
+    #[error("decoding a stored chunk: {0:#}")]
+    Corrupt(anyhow::Error),
+    #[error(transparent)]
+    Cursor(#[from] InvalidCursor),
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error(transparent)]
+    Usage(#[from] UsageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Coded for SeriesError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidName { .. } => ErrorCode::InvalidSeriesName,
+            Self::RangeTooLarge => ErrorCode::RangeTooLarge,
+            Self::InvalidBatchId => ErrorCode::InvalidBatchId,
+            Self::MissingBatchId => ErrorCode::MissingBatchId,
+            Self::BatchTooLarge => ErrorCode::BatchTooLarge,
+            Self::KindMismatchInOneBatch(_) => ErrorCode::SeriesKindMismatchInOneBatch,
+            Self::KindMismatch(_) => ErrorCode::SeriesKindMismatch,
+            Self::LengthMismatch(_) => ErrorCode::LengthMismatch,
+            Self::TextTooLong { .. } => ErrorCode::TextTooLong,
+            Self::TooManySeries => ErrorCode::TooManySeries,
+            Self::BatchIdReused => ErrorCode::BatchIdReused,
+            Self::Corrupt(_) => ErrorCode::Internal,
+            Self::Cursor(err) => err.code(),
+            Self::Run(err) => err.code(),
+            Self::Usage(err) => err.code(),
+            Self::Store(err) => err.code(),
+        }
+    }
+
+    fn into_error(self) -> Error {
+        match self {
+            Self::Corrupt(cause) => Error::internal(cause.context("decoding a stored chunk")),
+            Self::Run(err) => err.into(),
+            Self::Usage(err) => err.into(),
+            Self::Store(err) => err.into(),
+            other => Error::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+type Result<T, E = SeriesError> = std::result::Result<T, E>;
+
 /// Checks a series name: 1 to 250 bytes of letters, digits, `_ - . / :` and spaces
 /// (MLflow's rule), which keeps `#` free to separate the parts of chunk keys.
 pub fn check_name(name: &str) -> Result<()> {
     if is_key_name(name) {
         Ok(())
     } else {
-        Err(Error::new(
-            ErrorCode::InvalidSeriesName,
-            format!(
-                "series names are 1 to {MAX_NAME_BYTES} bytes of letters, digits, '_', '-', '.', '/', ':' and spaces: {:?}",
-                name.chars().take(60).collect::<String>()
-            ),
-        ))
+        Err(SeriesError::InvalidName {
+            excerpt: name.chars().take(60).collect(),
+        })
     }
 }
 
@@ -149,8 +235,8 @@ impl SeriesData for Points {
     }
 }
 
-fn corrupt(err: impl std::error::Error + Send + Sync + 'static) -> Error {
-    Error::internal(anyhow::Error::new(err).context("decoding a stored chunk"))
+fn corrupt(err: impl std::error::Error + Send + Sync + 'static) -> SeriesError {
+    SeriesError::Corrupt(anyhow::Error::new(err))
 }
 
 /// Which points of a series a read wants.
@@ -211,7 +297,7 @@ impl Place {
         crate::cursor::encode(self)
     }
 
-    pub fn from_cursor(cursor: &str) -> Result<Self> {
+    pub fn from_cursor(cursor: &str) -> Result<Self, InvalidCursor> {
         crate::cursor::decode(cursor)
     }
 
@@ -248,14 +334,8 @@ pub struct SeriesPage<T> {
 /// range holding more is refused (`range_too_large`): narrow it with `from`/`to`.
 pub const MAX_READ_BYTES: u64 = 256 * 1024 * 1024;
 
-fn too_large() -> Error {
-    Error::new(
-        ErrorCode::RangeTooLarge,
-        format!(
-            "reading this range would fetch more than {} MiB of stored points; narrow it with from and to",
-            MAX_READ_BYTES / (1024 * 1024)
-        ),
-    )
+fn too_large() -> SeriesError {
+    SeriesError::RangeTooLarge
 }
 
 /// A point waiting in a read's bounded heap: its place, and what it carries.
@@ -536,7 +616,7 @@ impl SeriesPage<TextPoints> {
 fn chunk_bytes(item: &Item) -> Result<&[u8]> {
     item.b(DATA)
         .map(|b| b.as_ref())
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("chunk {:?} has no data", item.key)))
+        .ok_or_else(|| SeriesError::Corrupt(anyhow::anyhow!("chunk {:?} has no data", item.key)))
 }
 
 #[cfg(test)]

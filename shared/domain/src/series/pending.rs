@@ -16,7 +16,7 @@ use std::io::Read;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::error::{Error, Result};
+use super::{Result, SeriesError};
 use crate::ids::RunId;
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
@@ -42,7 +42,8 @@ pub(super) fn marker(key: Key, chunks: &[Key], at: OffsetDateTime) -> Result<Ite
         .map(|chunk| chunk.sk.as_str())
         .collect::<Vec<_>>()
         .join("\n");
-    let compressed = zstd::bulk::compress(names.as_bytes(), 3).map_err(Error::internal)?;
+    let compressed = zstd::bulk::compress(names.as_bytes(), 3)
+        .map_err(|err| SeriesError::Corrupt(err.into()))?;
     Ok(Item::new(key)
         .with(CHUNKS, Value::B(compressed.into()))
         .with(WRITTEN_AT, Value::N(at.unix_timestamp())))
@@ -51,11 +52,11 @@ pub(super) fn marker(key: Key, chunks: &[Key], at: OffsetDateTime) -> Result<Ite
 fn chunk_names(marker: &Item) -> Result<Vec<String>> {
     let compressed = marker
         .b(CHUNKS)
-        .ok_or_else(|| Error::internal(anyhow::anyhow!("a pending marker without chunks")))?;
+        .ok_or_else(|| SeriesError::Corrupt(anyhow::anyhow!("a pending marker without chunks")))?;
     let mut names = String::new();
     zstd::stream::read::Decoder::new(compressed.as_ref())
         .and_then(|mut decoder| decoder.read_to_string(&mut names))
-        .map_err(Error::internal)?;
+        .map_err(|err| SeriesError::Corrupt(err.into()))?;
     Ok(names.lines().map(str::to_owned).collect())
 }
 

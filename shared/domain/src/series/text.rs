@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::SeriesData;
-use crate::error::{Error, Result};
+use super::{Result, SeriesError};
 
 const FORMAT_VERSION: u8 = 1;
 const HEADER_BYTES: usize = 1 + 8 + 8;
@@ -90,8 +90,8 @@ impl TextPoints {
     }
 }
 
-fn malformed(what: &str) -> Error {
-    Error::internal(anyhow::anyhow!("malformed text chunk: {what}"))
+fn malformed(what: &str) -> SeriesError {
+    SeriesError::Corrupt(anyhow::anyhow!("malformed text chunk: {what}"))
 }
 
 impl SeriesData for TextPoints {
