@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use sextant_domain::accounts;
 use sextant_domain::credentials::Caller;
 use sextant_domain::credentials::{Credential, Plane, Role};
+use sextant_domain::error::Class;
 use sextant_edge::auth;
 use sextant_edge::auth::csrf::CsrfKey;
 use sextant_edge::state::AppState;
@@ -146,7 +147,7 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageEr
     let caller = match auth::authenticate(state, token, Plane::Control).await {
         Ok(caller) if caller.credential == Credential::Session => caller,
         Ok(_) => return Ok(None),
-        Err(err) if err.status() == StatusCode::UNAUTHORIZED => return Ok(None),
+        Err(err) if err.code().class() == Class::Unauthenticated => return Ok(None),
         Err(err) => return Err(err.into()),
     };
     let team = accounts::team_name(&state.store, &caller.tenant)
