@@ -42,30 +42,10 @@ use sextant_storage::kv::{Item, KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
 use sextant_tests::capacity::{
-    BlobUsage, KvUsage, MeteredBlobs, MeteredKv, Operation, RequestClass,
+    BlobUsage, KvUsage, MeteredBlobs, MeteredKv, Operation, RequestClass, price,
 };
 use sextant_tests::workload::{Series, batches, points_in, workload};
 use sha2::{Digest, Sha256};
-
-/// us-east-1 list prices in USD; `docs/cost.md` cites each.
-mod price {
-    /// DynamoDB on-demand, after the November 2024 cut.
-    pub const WRITE_UNIT: f64 = 0.625e-6;
-    pub const READ_UNIT: f64 = 0.125e-6;
-    /// DynamoDB Standard table class storage, and continuous backups (PITR, which the
-    /// template enables) on the same bytes.
-    pub const DYNAMODB_GB_MONTH: f64 = 0.25;
-    pub const PITR_GB_MONTH: f64 = 0.20;
-    /// Lambda on arm64.
-    pub const LAMBDA_REQUEST: f64 = 0.20e-6;
-    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
-    /// API Gateway HTTP API, first 300 million requests a month, metered per 512 KB.
-    pub const API_REQUEST: f64 = 1.00e-6;
-    pub const API_METER_BYTES: usize = 512 * 1024;
-    /// S3 Standard requests.
-    pub const S3_PUT_CLASS: f64 = 0.005e-3;
-    pub const S3_GET_CLASS: f64 = 0.0004e-3;
-}
 
 /// How long a log request runs on Lambda is estimated, not measured: the CPU time the
 /// domain code takes here, stretched to the CPU share of the template's 512 MB (Lambda

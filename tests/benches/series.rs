@@ -28,10 +28,11 @@ use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{self, Points, StepRange};
 use sextant_edge::auth;
 use sextant_edge::state::{AppState, Settings};
-use sextant_storage::Storage;
 use sextant_storage::kv::{Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp};
+use sextant_storage::{Storage, Store};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
+use sextant_tests::capacity::{MeteredKv, price};
 use sextant_tests::workload::{Series, batches, points_in, workload};
 
 /// The key-value port with a meter: DynamoDB write units, from item sizes.
@@ -508,6 +509,23 @@ async fn run_table_of_ten_thousand() {
     println!(
         "in process: read, sort and page 10,000 runs: median {}",
         ms(median(samples))
+    );
+    // What one view costs on DynamoDB: the same reads through the request-unit meter
+    // (`tests/tests/request_units.rs` holds it to the DynamoDB adapter's billing).
+    let metered = Arc::new(MeteredKv::new(Arc::clone(&fixture.state.store.kv)));
+    let store = Store {
+        kv: metered.clone(),
+        ..fixture.state.store.clone()
+    };
+    runs::all_in_project(&store, &fixture.caller.tenant, fixture.project.id)
+        .await
+        .expect("runs");
+    let usage = metered.take();
+    println!(
+        "one view on DynamoDB: {} requests, {} read units (strongly consistent), ${:.6}",
+        usage.requests(),
+        usage.read_units(),
+        usage.read_units() as f64 * price::READ_UNIT
     );
 
     let base = sextant_tests::serve_state(fixture.state.clone()).await;

@@ -556,6 +556,26 @@ impl BlobStore for MeteredBlobs {
     }
 }
 
+/// us-east-1 list prices in USD; `docs/cost.md` cites each.
+pub mod price {
+    /// DynamoDB on-demand, after the November 2024 cut.
+    pub const WRITE_UNIT: f64 = 0.625e-6;
+    pub const READ_UNIT: f64 = 0.125e-6;
+    /// DynamoDB Standard table class storage, and continuous backups (PITR, which the
+    /// template enables) on the same bytes.
+    pub const DYNAMODB_GB_MONTH: f64 = 0.25;
+    pub const PITR_GB_MONTH: f64 = 0.20;
+    /// Lambda on arm64.
+    pub const LAMBDA_REQUEST: f64 = 0.20e-6;
+    pub const LAMBDA_GB_SECOND: f64 = 0.000_013_333_4;
+    /// API Gateway HTTP API, first 300 million requests a month, metered per 512 KB.
+    pub const API_REQUEST: f64 = 1.00e-6;
+    pub const API_METER_BYTES: usize = 512 * 1024;
+    /// S3 Standard requests.
+    pub const S3_PUT_CLASS: f64 = 0.005e-3;
+    pub const S3_GET_CLASS: f64 = 0.0004e-3;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
