@@ -60,10 +60,11 @@ mod lambda {
 const RUNS: usize = 4;
 /// Four series log every step, so 62,500 steps a run make about a million points.
 const STEPS: usize = 62_500;
-/// Steps per batch: about 40, 100, 1,000 and 10,000 points. The SDK sends what
-/// waited a second (`flush_interval`), at most 10,000 points (`flush_points`): the
-/// workload's ten steps a second make the first, a fast loop the last.
-const WINDOWS: [i64; 4] = [10, 25, 250, 2_500];
+/// Steps per batch: about 40, 200, 1,000 and 10,000 points. The SDK sends what waited
+/// `flush_interval` (5 s by default), at most 10,000 points (`flush_points`): at the
+/// workload's ten steps a second the default makes the second, `flush_interval=1` the
+/// first, and a fast loop the last.
+const WINDOWS: [i64; 4] = [10, 50, 250, 2_500];
 const MILLION: f64 = 1e6;
 
 struct Fixture {

@@ -644,7 +644,7 @@ def init(
     system_interval: float = 5.0,
     git: Optional[bool] = None,
     code: Optional[bool] = None,
-    flush_interval: float = 1.0,
+    flush_interval: float = 5.0,
     flush_points: int = 10_000,
     heartbeat_interval: float = 15.0,
     finish_timeout: float = 60.0,

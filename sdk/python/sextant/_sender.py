@@ -276,7 +276,7 @@ class Sender:
         uploader: Optional[Uploader],
         take: Callable[[], List[Row]],
         builder: BatchBuilder,
-        flush_interval: float = 1.0,
+        flush_interval: float = 5.0,
         heartbeat_interval: float = 15.0,
         durable: bool = True,
         backoff: Optional[Backoff] = None,
