@@ -12,10 +12,8 @@
 //! started KiB of each item, doubled inside transactions, as DynamoDB bills them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::json;
 use sextant_domain::accounts::{self, DisplayName, Email};
 use sextant_domain::credentials::Caller;
@@ -28,96 +26,19 @@ use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{self, Points, StepRange};
 use sextant_edge::auth;
 use sextant_edge::state::{AppState, Settings};
-use sextant_storage::kv::{Condition, Item, Key, KvStore, Page, Query, StoreResult, TxOp, WriteOp};
-use sextant_storage::{Storage, Store};
+use sextant_storage::Storage;
+use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
-use sextant_tests::capacity::{MeteredKv, price};
+use sextant_tests::capacity::{MeteredKv, Operation, price};
 use sextant_tests::workload::{Series, batches, points_in, workload};
-
-/// The key-value port with a meter: DynamoDB write units, from item sizes.
-#[derive(Debug)]
-struct Metered {
-    inner: Arc<dyn KvStore>,
-    write_units: AtomicU64,
-    /// The part of `write_units` spent in transactions (batch commits).
-    transaction_units: AtomicU64,
-    chunk_bytes: AtomicU64,
-}
-
-fn units(item: &Item) -> u64 {
-    item.billed_size().div_ceil(1024) as u64
-}
-
-impl Metered {
-    fn count(&self, item: &Item, factor: u64) {
-        self.write_units
-            .fetch_add(units(item) * factor, Ordering::Relaxed);
-        if let Some(data) = item.b("d") {
-            self.chunk_bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-        }
-    }
-}
-
-#[async_trait]
-impl KvStore for Metered {
-    async fn get(&self, key: &Key) -> StoreResult<Option<Item>> {
-        self.inner.get(key).await
-    }
-
-    async fn put(&self, item: Item, condition: Condition) -> StoreResult<()> {
-        self.count(&item, 1);
-        self.inner.put(item, condition).await
-    }
-
-    async fn delete(&self, key: &Key, condition: Condition) -> StoreResult<()> {
-        self.write_units.fetch_add(1, Ordering::Relaxed);
-        self.inner.delete(key, condition).await
-    }
-
-    async fn add(&self, key: &Key, attr: &str, delta: i64) -> StoreResult<i64> {
-        self.write_units.fetch_add(1, Ordering::Relaxed);
-        self.inner.add(key, attr, delta).await
-    }
-
-    async fn query(&self, query: Query) -> StoreResult<Page> {
-        self.inner.query(query).await
-    }
-
-    async fn batch_write(&self, ops: Vec<WriteOp>) -> StoreResult<()> {
-        for op in &ops {
-            match op {
-                WriteOp::Put(item) => self.count(item, 1),
-                WriteOp::Delete(_) => {
-                    self.write_units.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        self.inner.batch_write(ops).await
-    }
-
-    async fn transact(&self, ops: Vec<TxOp>) -> StoreResult<()> {
-        let before = self.write_units.load(Ordering::Relaxed);
-        for op in &ops {
-            match op {
-                TxOp::Put(item, _) => self.count(item, 2),
-                // Counters and deletes touch items well under a KiB.
-                TxOp::Add { .. } | TxOp::Delete(..) => {
-                    self.write_units.fetch_add(2, Ordering::Relaxed);
-                }
-                TxOp::Check(..) => {}
-            }
-        }
-        let spent = self.write_units.load(Ordering::Relaxed) - before;
-        self.transaction_units.fetch_add(spent, Ordering::Relaxed);
-        self.inner.transact(ops).await
-    }
-}
 
 struct Fixture {
     state: AppState,
-    meter: Arc<Metered>,
+    /// The store's request-unit meter (`sextant_tests::capacity`), and the store under
+    /// it, to look at what was stored without counting.
+    meter: Arc<MeteredKv>,
+    raw: Arc<dyn KvStore>,
     caller: Caller,
     /// A session token of the team, for requests over HTTP.
     token: String,
@@ -133,12 +54,7 @@ async fn fixture(in_memory: bool) -> Fixture {
     };
     let kv: Arc<dyn KvStore> =
         Arc::new(EmbeddedKv::open(&dir.path().join("store.redb")).expect("store"));
-    let meter = Arc::new(Metered {
-        inner: kv,
-        write_units: AtomicU64::new(0),
-        transaction_units: AtomicU64::new(0),
-        chunk_bytes: AtomicU64::new(0),
-    });
+    let meter = Arc::new(MeteredKv::new(Arc::clone(&kv)));
     let blobs = Arc::new(
         LocalBlobs::open(
             &dir.path().join("blobs"),
@@ -183,6 +99,7 @@ async fn fixture(in_memory: bool) -> Fixture {
     Fixture {
         state,
         meter,
+        raw: kv,
         caller,
         token: signed_up.session.token,
         project,
@@ -191,6 +108,25 @@ async fn fixture(in_memory: bool) -> Fixture {
 }
 
 impl Fixture {
+    /// The bytes of points a run's chunks hold (their `d` attribute), keys left out.
+    async fn stored_chunk_bytes(&self, run: sextant_domain::ids::RunId) -> usize {
+        let mut query = Query::partition(runs::data_partition(&self.caller.tenant, run));
+        let mut bytes = 0;
+        loop {
+            let page = self.raw.query(query.clone()).await.expect("a page");
+            bytes += page
+                .items
+                .iter()
+                .filter_map(|item| item.b("d"))
+                .map(|data| data.len())
+                .sum::<usize>();
+            match page.next {
+                Some(next) => query = query.after(Some(next)),
+                None => return bytes,
+            }
+        }
+    }
+
     async fn new_run(&self) -> sextant_domain::ids::RunId {
         runs::create(
             &self.state.store,
@@ -242,24 +178,25 @@ async fn storage_and_write_units(workload: &[Series], runs: usize) {
         let mut batches_sent = 0;
         let mut units = 0;
         let mut commit_units = 0;
+        let mut chunk_bytes = 0;
         for run in 0..runs {
             let id = fixture.new_run().await;
             let bodies = batches(workload, run, window);
             batches_sent += bodies.len();
             // Only what logging writes: not the sign-up, project and run creation.
-            let before = fixture.meter.write_units.load(Ordering::Relaxed);
-            let commits_before = fixture.meter.transaction_units.load(Ordering::Relaxed);
+            fixture.meter.take();
             ingest_in_process(&fixture, id, &bodies).await;
-            units += fixture.meter.write_units.load(Ordering::Relaxed) - before;
-            commit_units +=
-                fixture.meter.transaction_units.load(Ordering::Relaxed) - commits_before;
+            let usage = fixture.meter.take();
+            units += usage.write_units();
+            commit_units += usage.of(Operation::TransactWriteItems).write_units;
+            chunk_bytes += fixture.stored_chunk_bytes(id).await;
         }
         let points = points_in(workload) as f64;
         println!(
             "{:>12} {:>13.0} {:>12.3} {:>13.0} {:>18.0}",
             window,
             points / batches_sent as f64,
-            fixture.meter.chunk_bytes.load(Ordering::Relaxed) as f64 / points,
+            chunk_bytes as f64 / points,
             units as f64 / points * 1e6,
             commit_units as f64 / points * 1e6,
         );
@@ -510,17 +447,17 @@ async fn run_table_of_ten_thousand() {
         "in process: read, sort and page 10,000 runs: median {}",
         ms(median(samples))
     );
-    // What one view costs on DynamoDB: the same reads through the request-unit meter
+    // What one view costs on DynamoDB, from the request-unit meter
     // (`tests/tests/request_units.rs` holds it to the DynamoDB adapter's billing).
-    let metered = Arc::new(MeteredKv::new(Arc::clone(&fixture.state.store.kv)));
-    let store = Store {
-        kv: metered.clone(),
-        ..fixture.state.store.clone()
-    };
-    runs::all_in_project(&store, &fixture.caller.tenant, fixture.project.id)
-        .await
-        .expect("runs");
-    let usage = metered.take();
+    fixture.meter.take();
+    runs::all_in_project(
+        &fixture.state.store,
+        &fixture.caller.tenant,
+        fixture.project.id,
+    )
+    .await
+    .expect("runs");
+    let usage = fixture.meter.take();
     println!(
         "one view on DynamoDB: {} requests, {} read units (strongly consistent), ${:.6}",
         usage.requests(),
