@@ -3,6 +3,7 @@
 //! records; this one decides what a credential may do. The HTTP edge reads the
 //! credential from the request and counts it against the rate limits.
 
+use futures::TryFutureExt;
 use time::OffsetDateTime;
 
 use crate::accounts;
@@ -125,10 +126,10 @@ pub async fn resolve(
             let role = if on_signature_alone {
                 claims.role
             } else {
-                let (role, holds) =
-                    futures::try_join!(live_role(store, &tenant, key, claims.role), async {
-                        Ok(crate::queue::claim_holds(store, &tenant, run, attempt).await?)
-                    },)?;
+                let (role, holds) = futures::try_join!(
+                    live_role(store, &tenant, key, claims.role),
+                    crate::queue::claim_holds(store, &tenant, run, attempt).err_into(),
+                )?;
                 if !holds {
                     return Err(unauthorized());
                 }

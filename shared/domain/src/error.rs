@@ -246,13 +246,6 @@ impl Error {
         }
     }
 
-    pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body exceeds the {limit}-byte limit"),
-        )
-    }
-
     /// A failure of ours; the cause is logged and the client sees only that it happened.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self {

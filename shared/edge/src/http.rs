@@ -78,7 +78,11 @@ async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Ne
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
-        return ApiError::from(Error::payload_too_large(limit)).into_response();
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request body exceeds the {limit}-byte limit"),
+        )
+        .into_response();
     }
     next.run(request).await
 }
