@@ -204,6 +204,9 @@ impl utoipa::PartialSchema for ErrorCode {
 
 impl utoipa::ToSchema for ErrorCode {}
 
+/// What a client is told of any failure: its code and message, when to retry, and, for
+/// failures of ours, the cause that is logged instead of sent. Every module's typed
+/// error turns into one (`Coded`).
 #[derive(Debug)]
 pub struct Error {
     code: ErrorCode,
