@@ -1,6 +1,7 @@
 //! What Sextant costs on AWS, from the requests its code issues: the standard workload
 //! (`tests/workloads/curves.py`, about a million points) logged through the real
-//! domain code at four batch sizes, a chart read and an exact read of one series,
+//! domain code at four batch sizes, folded into blocks as the hourly run does, a chart
+//! read and an exact read of one series before and after the fold,
 //! an idle hour of metering, and images and artifacts stored and swept, each counted in DynamoDB request units and requests
 //! by `sextant_tests::capacity` (the pricing rules applied to item sizes),
 //! then priced at us-east-1 list prices beside the default plan. `docs/cost.md` says
@@ -32,6 +33,7 @@ use sextant_domain::images;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::series::fold;
 use sextant_edge::auth;
 use sextant_edge::state::{AppState, Settings};
 use sextant_metering::MeteringHour;
@@ -66,6 +68,8 @@ const STEPS: usize = 62_500;
 /// first, and a fast loop the last.
 const WINDOWS: [i64; 4] = [10, 50, 250, 2_500];
 const MILLION: f64 = 1e6;
+/// The workload's pace: the standard training loop logs ten steps a second.
+const STEPS_A_SECOND: f64 = 10.0;
 
 struct Fixture {
     state: AppState,
@@ -76,6 +80,8 @@ struct Fixture {
     /// The blob store under the meter, for what a client sends to a presigned URL (the
     /// meter counts that request when the URL is made).
     raw_blobs: Arc<dyn BlobStore>,
+    /// Batches arrive at the workload's pace, and folds wait for them to settle.
+    clock: Arc<ManualClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -104,6 +110,9 @@ impl Fixture {
         let raw_blobs: Arc<dyn BlobStore> = Arc::new(local);
         let blobs = Arc::new(MeteredBlobs::new(Arc::clone(&raw_blobs)));
         let keyring = Keyring::new(&[("bench".to_owned(), vec![7; 32])]).expect("keyring");
+        let clock = Arc::new(ManualClock::starting_at(
+            time::macros::datetime!(2026-11-05 13:00 UTC),
+        ));
         let state = AppState::new(
             Storage {
                 kv: kv.clone(),
@@ -111,13 +120,15 @@ impl Fixture {
             },
             keyring,
             Settings::new(None),
-        );
+        )
+        .with_clock(clock.clone());
         Self {
             state,
             kv,
             blobs,
             raw,
             raw_blobs,
+            clock,
             _dir: dir,
         }
     }
@@ -166,20 +177,63 @@ impl Fixture {
         .id
     }
 
-    /// Items and billed bytes stored under a run, read past the meter.
-    async fn stored(&self, team: &Team, run: RunId) -> (u64, u64) {
+    /// What a run stores, read past the meter.
+    async fn stored(&self, team: &Team, run: RunId) -> Stored {
         let mut query =
             Query::partition(runs::data_partition(&team.caller.tenant, run)).limit(1000);
-        let (mut items, mut bytes) = (0, 0);
+        let mut stored = Stored::default();
         loop {
             let page = self.raw.query(query.clone()).await.expect("query");
-            items += page.items.len() as u64;
-            bytes += page.items.iter().map(Item::billed_size).sum::<usize>() as u64;
+            stored.items += page.items.len() as u64;
+            stored.item_bytes += page.items.iter().map(Item::billed_size).sum::<usize>() as u64;
             match page.next {
                 Some(next) => query.after = Some(next),
-                None => return (items, bytes),
+                None => break,
             }
         }
+        let prefix = format!("{}runs/{run}/series/", team.caller.tenant.blob_prefix());
+        let blocks = self
+            .raw_blobs
+            .list(&prefix, None, 1000)
+            .await
+            .expect("a listing");
+        stored.blocks = blocks.blobs.len() as u64;
+        stored.block_bytes = blocks.blobs.iter().map(|b| b.size).sum();
+        stored
+    }
+
+    /// Folds every run as the hourly run does: once the last batches are past the
+    /// commit window, then again once the sealed items may go.
+    async fn fold(&self, team: &Team, runs: &[RunId]) -> (KvUsage, BlobUsage) {
+        self.kv.take();
+        self.blobs.take();
+        for wait in [3, 16] {
+            self.clock.advance(time::Duration::minutes(wait));
+            for &run in runs {
+                fold::fold(&self.state.store, &team.caller.tenant, run)
+                    .await
+                    .expect("a fold");
+            }
+        }
+        (self.kv.take(), self.blobs.take())
+    }
+}
+
+/// What runs store: items in DynamoDB, blocks in S3.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stored {
+    items: u64,
+    item_bytes: u64,
+    blocks: u64,
+    block_bytes: u64,
+}
+
+impl std::ops::AddAssign for Stored {
+    fn add_assign(&mut self, other: Self) {
+        self.items += other.items;
+        self.item_bytes += other.item_bytes;
+        self.blocks += other.blocks;
+        self.block_bytes += other.block_bytes;
     }
 }
 
@@ -188,6 +242,7 @@ struct Read {
     what: &'static str,
     http_requests: u64,
     kv: KvUsage,
+    blobs: BlobUsage,
 }
 
 /// What logging the workload at one batch size cost.
@@ -200,9 +255,13 @@ struct Logged {
     kv: KvUsage,
     blobs: BlobUsage,
     elapsed: Duration,
-    stored_items: u64,
-    stored_bytes: u64,
+    /// As the batches left it, and after the fold.
+    stored: Stored,
+    folded: Stored,
+    fold_kv: KvUsage,
+    fold_blobs: BlobUsage,
     reads: Vec<Read>,
+    folded_reads: Vec<Read>,
 }
 
 impl Logged {
@@ -237,8 +296,12 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
     fixture.kv.take();
     fixture.blobs.take();
     let started = Instant::now();
+    let seconds_a_batch = window as f64 / STEPS_A_SECOND;
     for (run, bodies) in &runs {
         for body in bodies {
+            fixture
+                .clock
+                .advance(time::Duration::seconds_f64(seconds_a_batch));
             let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
             batch::log(
                 &fixture.state.store,
@@ -258,13 +321,18 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
     let kv = fixture.kv.take();
     let blobs = fixture.blobs.take();
 
-    let (mut stored_items, mut stored_bytes) = (0, 0);
+    let mut stored = Stored::default();
     for (run, _) in &runs {
-        let (items, bytes) = fixture.stored(&team, *run).await;
-        stored_items += items;
-        stored_bytes += bytes;
+        stored += fixture.stored(&team, *run).await;
     }
-    let reads = reads(&fixture, &team, runs[0].0).await;
+    let reads = reads_of(&fixture, &team, runs[0].0).await;
+    let run_ids: Vec<RunId> = runs.iter().map(|(run, _)| *run).collect();
+    let (fold_kv, fold_blobs) = fixture.fold(&team, &run_ids).await;
+    let mut folded = Stored::default();
+    for run in &run_ids {
+        folded += fixture.stored(&team, *run).await;
+    }
+    let folded_reads = reads_of(&fixture, &team, runs[0].0).await;
     Logged {
         batches: batches_sent,
         points: points_in(workload),
@@ -273,15 +341,18 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
         kv,
         blobs,
         elapsed,
-        stored_items,
-        stored_bytes,
+        stored,
+        folded,
+        fold_kv,
+        fold_blobs,
         reads,
+        folded_reads,
     }
 }
 
 /// The reads a teammate makes of a run over HTTP, as the web app does: the run page,
 /// a chart of one series (downsampled to 1,000 points) and its exact points, paged.
-async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
+async fn reads_of(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
     let base = sextant_tests::serve_state(fixture.state.clone()).await;
     let client = reqwest::Client::new();
     let get = |url: String| {
@@ -296,11 +367,13 @@ async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
     let mut reads = Vec::new();
 
     fixture.kv.take();
+    fixture.blobs.take();
     get(format!("{base}/v1/runs/{run}")).await;
     reads.push(Read {
         what: "run page",
         http_requests: 1,
         kv: fixture.kv.take(),
+        blobs: fixture.blobs.take(),
     });
 
     let chart = get(format!("{series}?max_points=1000")).await;
@@ -309,6 +382,7 @@ async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
         what: "chart (1,000 of 62,500 points)",
         http_requests: 1,
         kv: fixture.kv.take(),
+        blobs: fixture.blobs.take(),
     });
 
     let (mut points, mut pages, mut cursor) = (0, 0, None::<String>);
@@ -330,6 +404,7 @@ async fn reads(fixture: &Fixture, team: &Team, run: RunId) -> Vec<Read> {
         what: "exact (62,500 points)",
         http_requests: pages,
         kv: fixture.kv.take(),
+        blobs: fixture.blobs.take(),
     });
     reads
 }
@@ -393,26 +468,33 @@ fn print_logging(results: &[Logged]) {
 
 fn print_reads(results: &[Logged]) {
     println!(
-        "\n## Reading train/loss of one run after logging at each batch size (HTTP, session token)"
+        "\n## Reading train/loss of one run as logged and after the fold (HTTP, session token)"
     );
     println!(
-        "{:>12} {:<32} {:>6} {:>9} {:>8} {:>12}",
-        "points/batch", "read", "HTTP", "DDB req", "RRU", "cost"
+        "{:>12} {:<7} {:<32} {:>6} {:>9} {:>8} {:>7} {:>12}",
+        "points/batch", "", "read", "HTTP", "DDB req", "RRU", "S3 GET", "cost"
     );
     for r in results {
-        for read in &r.reads {
-            println!(
-                "{:>12.0} {:<32} {:>6} {:>9} {:>8} {:>12}",
-                r.points as f64 / r.batches as f64,
-                read.what,
-                read.http_requests,
-                read.kv.requests(),
-                read.kv.read_units(),
-                dollars(
-                    read.kv.read_units() as f64 * price::READ_UNIT
-                        + read.http_requests as f64 * (price::API_REQUEST + price::LAMBDA_REQUEST)
-                ),
-            );
+        for (phase, reads) in [("logged", &r.reads), ("folded", &r.folded_reads)] {
+            for read in reads {
+                let gets = read.blobs.in_class(RequestClass::GetAndOther);
+                println!(
+                    "{:>12.0} {:<7} {:<32} {:>6} {:>9} {:>8} {:>7} {:>12}",
+                    r.points as f64 / r.batches as f64,
+                    phase,
+                    read.what,
+                    read.http_requests,
+                    read.kv.requests(),
+                    read.kv.read_units(),
+                    gets,
+                    dollars(
+                        read.kv.read_units() as f64 * price::READ_UNIT
+                            + gets as f64 * price::S3_GET_CLASS
+                            + read.http_requests as f64
+                                * (price::API_REQUEST + price::LAMBDA_REQUEST)
+                    ),
+                );
+            }
         }
     }
 }
@@ -427,7 +509,7 @@ fn print_dollars(results: &[Logged]) {
         "\n## AWS cost of 1,000,000 logged points at us-east-1 list prices, beside the default plan"
     );
     println!(
-        "{:>12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10}",
+        "{:>12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "points/batch",
         "DDB write",
         "DDB read",
@@ -435,6 +517,7 @@ fn print_dollars(results: &[Logged]) {
         "Lambda dur*",
         "(ms/batch*)",
         "API GW",
+        "fold",
         "total",
         "plan",
         "margin"
@@ -448,9 +531,10 @@ fn print_dollars(results: &[Logged]) {
         let seconds = r.lambda_seconds_per_batch();
         let lambda_duration = batches * seconds * lambda::MEMORY_GB * price::LAMBDA_GB_SECOND;
         let api = r.api_requests as f64 * scale * price::API_REQUEST;
-        let total = writes + reads + lambda_requests + lambda_duration + api;
+        let fold = fold_cost(r);
+        let total = writes + reads + lambda_requests + lambda_duration + api + fold;
         println!(
-            "{:>12.0} {:>10} {:>10} {:>10} {:>11} {:>11.1} {:>10} {:>10} {:>10} {:>9.0}%",
+            "{:>12.0} {:>10} {:>10} {:>10} {:>11} {:>11.1} {:>10} {:>10} {:>10} {:>10} {:>9.0}%",
             r.points as f64 / r.batches as f64,
             dollars(writes),
             dollars(reads),
@@ -458,6 +542,7 @@ fn print_dollars(results: &[Logged]) {
             dollars(lambda_duration),
             seconds * 1000.0,
             dollars(api),
+            dollars(fold),
             dollars(total),
             dollars(plan_price),
             (plan_price - total) / plan_price * 100.0,
@@ -483,33 +568,73 @@ fn print_dollars(results: &[Logged]) {
 fn print_storage(results: &[Logged]) {
     let plan = PricePlan::default();
     let plan_gb_month = plan.per_gb_month.to_f64().expect("a price");
-    println!("\n## Storing 1,000,000 points for a month");
+    println!("\n## Storing 1,000,000 points for a month, as logged and after the fold");
     println!(
-        "{:>12} {:>8} {:>12} {:>14} {:>16} {:>14}",
-        "points/batch", "items", "bytes/point", "+100 B/item", "AWS (DDB+PITR)", "plan charges"
+        "{:>12} {:<7} {:>8} {:>7} {:>12} {:>14} {:>14} {:>14}",
+        "points/batch", "", "items", "blocks", "bytes/point", "+100 B/item", "AWS", "plan charges"
     );
     for r in results {
-        let scale = MILLION / r.points as f64;
-        let billed = r.stored_bytes as f64 * scale;
-        let with_overhead = (r.stored_bytes + 100 * r.stored_items) as f64 * scale;
-        println!(
-            "{:>12.0} {:>8} {:>12.2} {:>14.2} {:>16} {:>14}",
-            r.points as f64 / r.batches as f64,
-            r.stored_items,
-            billed / MILLION,
-            with_overhead / MILLION,
-            dollars(with_overhead / 1e9 * (price::DYNAMODB_GB_MONTH + price::PITR_GB_MONTH)),
-            dollars(billed / 1e9 * plan_gb_month),
-        );
+        for (phase, stored) in [("logged", r.stored), ("folded", r.folded)] {
+            let scale = MILLION / r.points as f64;
+            let billed = (stored.item_bytes + stored.block_bytes) as f64 * scale;
+            let item_bytes = (stored.item_bytes + 100 * stored.items) as f64 * scale;
+            let block_bytes = stored.block_bytes as f64 * scale;
+            let aws = item_bytes / 1e9 * (price::DYNAMODB_GB_MONTH + price::PITR_GB_MONTH)
+                + block_bytes / 1e9 * price::S3_GB_MONTH;
+            println!(
+                "{:>12.0} {:<7} {:>8} {:>7} {:>12.2} {:>14.2} {:>14} {:>14}",
+                r.points as f64 / r.batches as f64,
+                phase,
+                stored.items,
+                stored.blocks,
+                billed / MILLION,
+                (item_bytes + block_bytes) / MILLION,
+                dollars(aws),
+                dollars(billed / 1e9 * plan_gb_month),
+            );
+        }
     }
     println!(
-        "  AWS: {}/GB-month DynamoDB + {}/GB-month PITR on item bytes plus 100 B an item; \
-         plan: {}/GB-month on the bytes it counts, after {} GB-months free",
+        "  AWS: items at {}/GB-month DynamoDB + {}/GB-month PITR on their bytes plus 100 B an \
+         item, blocks at {}/GB-month S3; plan: {}/GB-month on the bytes it counts, after {} \
+         GB-months free",
         dollars(price::DYNAMODB_GB_MONTH),
         dollars(price::PITR_GB_MONTH),
+        dollars(price::S3_GB_MONTH),
         dollars(plan_gb_month),
         plan.free_gb_months
     );
+}
+
+/// What folding a run's items into blocks costs: the hourly run's fold, then its
+/// deletion of the sealed items.
+fn fold_cost(r: &Logged) -> f64 {
+    (r.fold_kv.write_units() as f64 * price::WRITE_UNIT
+        + r.fold_kv.read_units() as f64 * price::READ_UNIT
+        + r.fold_blobs.in_class(RequestClass::PutCopyPostList) as f64 * price::S3_PUT_CLASS
+        + r.fold_blobs.in_class(RequestClass::GetAndOther) as f64 * price::S3_GET_CLASS)
+        * MILLION
+        / r.points as f64
+}
+
+fn print_folding(results: &[Logged]) {
+    println!("\n## Folding the logged runs into blocks (the hourly run), per million points");
+    println!(
+        "{:>12} {:>9} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "points/batch", "DDB req", "WRU", "RRU", "S3 PUT", "S3 GET", "cost"
+    );
+    for r in results {
+        println!(
+            "{:>12.0} {:>9.0} {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>10}",
+            r.points as f64 / r.batches as f64,
+            r.per_million(r.fold_kv.requests()),
+            r.per_million(r.fold_kv.write_units()),
+            r.per_million(r.fold_kv.read_units()),
+            r.per_million(r.fold_blobs.in_class(RequestClass::PutCopyPostList)),
+            r.per_million(r.fold_blobs.in_class(RequestClass::GetAndOther)),
+            dollars(fold_cost(r)),
+        );
+    }
 }
 
 /// One idle hour of the metering function (no points logged) with `storers` teams that
@@ -618,6 +743,7 @@ fn main() {
     print_logging(&results);
     print_reads(&results);
     print_dollars(&results);
+    print_folding(&results);
     print_storage(&results);
     runtime.block_on(idle_metering());
     runtime.block_on(uploads());

@@ -574,6 +574,8 @@ pub mod price {
     /// S3 Standard requests.
     pub const S3_PUT_CLASS: f64 = 0.005e-3;
     pub const S3_GET_CLASS: f64 = 0.0004e-3;
+    /// S3 Standard storage, first 50 TB a month.
+    pub const S3_GB_MONTH: f64 = 0.023;
 }
 
 #[cfg(test)]

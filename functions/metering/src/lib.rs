@@ -12,7 +12,7 @@ use sextant_domain::billing::{self, PricePlan};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::error::Result;
 use sextant_domain::sweep::{self, Claimant};
-use sextant_domain::{artifacts, images, metering};
+use sextant_domain::{artifacts, images, metering, series};
 use sextant_storage::{Storage, Store};
 use time::OffsetDateTime;
 
@@ -89,6 +89,9 @@ impl Metering {
                     }
                     Claimant::Image { run, index } => {
                         (images::settle(store, &note, *run, index).await?, false)
+                    }
+                    Claimant::Series { run } => {
+                        (0, series::fold::settle(store, &note, *run).await?)
                     }
                 };
                 if again {

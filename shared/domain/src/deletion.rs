@@ -13,9 +13,10 @@ use crate::images::ImageError;
 use crate::projects::{self, Project};
 use crate::queue::QueueError;
 use crate::runs::RunError;
+use crate::series::SeriesError;
 use crate::shares::ShareError;
 use crate::tenancy::Tenant;
-use crate::{artifacts, images, queue, runs, shares};
+use crate::{artifacts, images, queue, runs, series, shares};
 use sextant_storage::Store;
 
 /// What stopped a delete; deleting again finishes it.
@@ -32,6 +33,8 @@ pub enum DeletionError {
     #[error(transparent)]
     Queue(#[from] QueueError),
     #[error(transparent)]
+    Series(#[from] SeriesError),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -43,6 +46,7 @@ impl Coded for DeletionError {
             Self::Image(err) => err.code(),
             Self::Share(err) => err.code(),
             Self::Queue(err) => err.code(),
+            Self::Series(err) => err.code(),
             Self::Store(err) => err.code(),
         }
     }
@@ -54,6 +58,7 @@ impl Coded for DeletionError {
             Self::Image(err) => err.into(),
             Self::Share(err) => err.into(),
             Self::Queue(err) => err.into(),
+            Self::Series(err) => err.into(),
             Self::Store(err) => err.into(),
         }
     }
@@ -71,6 +76,7 @@ pub async fn delete_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
     // Objects first: their records are how they are found.
     artifacts::delete_all(store, tenant, run).await?;
     images::delete_all(store, tenant, run).await?;
+    series::fold::delete_all(store, tenant, run).await?;
     // Shares open nothing once the run is hidden; these are their lookups going too.
     shares::delete_all(store, tenant, run).await?;
     queue::delete_for_run(store, tenant, run).await?;

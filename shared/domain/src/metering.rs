@@ -50,7 +50,8 @@ pub struct Marks {
 }
 
 impl Marks {
-    fn first_time(&self, partition: &str, tenant: TenantId) -> bool {
+    /// Whether this is the first time the process marks `partition` for `tenant`.
+    pub(crate) fn first_time(&self, partition: &str, tenant: TenantId) -> bool {
         let mut written = self
             .written
             .lock()
@@ -60,6 +61,16 @@ impl Marks {
             written.clear();
         }
         written.insert((partition.to_owned(), tenant))
+    }
+}
+
+impl Marks {
+    /// Forgets a mark whose write failed, so the next write tries again.
+    pub(crate) fn forget(&self, partition: &str, tenant: TenantId) {
+        self.written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(partition.to_owned(), tenant));
     }
 }
 
@@ -94,12 +105,7 @@ async fn mark(
     match store.kv.put(item, Condition::NotExists).await {
         Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
         Err(err) => {
-            // Forget it, so the next write tries again.
-            marks
-                .written
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&(partition, tenant.id()));
+            marks.forget(&partition, tenant.id());
             Err(err)
         }
     }

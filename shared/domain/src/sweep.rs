@@ -36,6 +36,9 @@ pub enum Claimant {
     Artifact { run: RunId, path: String },
     /// An image's index item (its sort key in the run's data partition).
     Image { run: RunId, index: String },
+    /// The blocks under the note's prefix belong to the run's series: settling folds
+    /// the run (`series::fold`) and deletes the blocks its record does not name.
+    Series { run: RunId },
 }
 
 /// A note: an object (and its multipart upload) that `claimant` should hold by the

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::codec::{self, MAX_CHUNK_POINTS};
-use super::text::{MAX_CHUNK_LINES, MAX_CHUNK_TEXT_BYTES, MAX_LINE_BYTES};
+use super::text::MAX_LINE_BYTES;
 use super::{
     DATA, Points, Result, SeriesError, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
 };
@@ -209,24 +209,15 @@ fn prepare(
             );
         }
         points.sort();
-        let mut start = 0;
-        while start < points.steps.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < points.steps.len()
-                && end - start < MAX_CHUNK_LINES
-                && (end == start || bytes + points.texts[end].len() <= MAX_CHUNK_TEXT_BYTES)
-            {
-                bytes += points.texts[end].len();
-                end += 1;
-            }
+        for range in points.chunk_ranges() {
+            let (first, last) = (range.start, range.end - 1);
             let mut chunk = TextPoints::default();
-            chunk.extend_from(&points, start..end);
+            chunk.extend_from(&points, range.clone());
             let facts = ChunkFacts {
-                count: (end - start) as u64,
-                first_step: chunk.steps[0],
-                last_step: chunk.steps[end - start - 1],
-                last_timestamp: chunk.timestamps[end - start - 1],
+                count: range.len() as u64,
+                first_step: points.steps[first],
+                last_step: points.steps[last],
+                last_timestamp: points.timestamps[last],
                 min: None,
                 max: None,
                 last: None,
@@ -238,7 +229,6 @@ fn prepare(
                 chunk.encode(),
                 facts,
             ));
-            start = end;
         }
     }
 
@@ -440,6 +430,7 @@ pub async fn log(
     )
     .await?;
 
+    super::fold::expect(store, intake.meter.marks, tenant, run).await?;
     let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
     let marker_key = pending::marker_key(tenant, run, &prepared.attempt);
     store

@@ -13,8 +13,10 @@
 //! value of the point latest in that order.
 
 pub mod batch;
+pub mod block;
 pub mod codec;
 pub mod downsample;
+pub mod fold;
 mod pending;
 pub mod text;
 
@@ -27,6 +29,7 @@ use crate::runs::RunError;
 use crate::tenancy::Tenant;
 use crate::usage::UsageError;
 use sextant_storage::Store;
+use sextant_storage::blob::BlobError;
 use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
@@ -46,6 +49,9 @@ pub const TEXT_PAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_DOWNSAMPLED_POINTS: usize = 100_000;
 /// The attribute holding a chunk's bytes.
 const DATA: &str = "d";
+/// Longer than any batch attempt takes to commit after it arrives (a request lives at
+/// most its deadline): a chunk item older than this is committed or never will be.
+const COMMIT_WINDOW: time::Duration = time::Duration::minutes(2);
 /// The attribute holding when a chunk's batch arrived (Unix nanoseconds): points
 /// equal in step and timestamp read back in the order they were logged.
 const WRITTEN: &str = "w";
@@ -109,6 +115,8 @@ pub enum SeriesError {
     Usage(#[from] UsageError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
 }
 
 impl Coded for SeriesError {
@@ -130,6 +138,7 @@ impl Coded for SeriesError {
             Self::Run(err) => err.code(),
             Self::Usage(err) => err.code(),
             Self::Store(err) => err.code(),
+            Self::Blob(err) => err.code(),
         }
     }
 
@@ -139,6 +148,7 @@ impl Coded for SeriesError {
             Self::Run(err) => err.into(),
             Self::Usage(err) => err.into(),
             Self::Store(err) => err.into(),
+            Self::Blob(err) => err.into(),
             other => Error::new(other.code(), other.to_string()),
         }
     }
@@ -195,6 +205,8 @@ pub trait SeriesData: Default + Sized {
     /// The first step of a chunk, read from its header.
     fn first_step(chunk: &[u8]) -> Result<i64>;
     fn truncate(&mut self, len: usize);
+    /// Sorted points cut and encoded into chunks, as a fold seals them into a block.
+    fn seal(&self) -> Vec<block::SealedChunk>;
 }
 
 impl SeriesData for Points {
@@ -232,6 +244,23 @@ impl SeriesData for Points {
         self.steps.truncate(len);
         self.values.truncate(len);
         self.timestamps.truncate(len);
+    }
+
+    fn seal(&self) -> Vec<block::SealedChunk> {
+        (0..self.len())
+            .step_by(codec::MAX_CHUNK_POINTS)
+            .map(|start| {
+                let end = self.len().min(start + codec::MAX_CHUNK_POINTS);
+                let mut chunk = Points::with_capacity(end - start);
+                chunk.extend_from(self, start..end);
+                block::SealedChunk {
+                    bytes: codec::encode(&chunk),
+                    count: (end - start) as u32,
+                    first_step: self.steps[start],
+                    last_step: self.steps[end - 1],
+                }
+            })
+            .collect()
     }
 }
 
@@ -364,6 +393,84 @@ impl<P> Ord for Held<P> {
     }
 }
 
+/// Where the points of a block's chunk stand in read order: before every chunk item
+/// written after the fold (whose arrival times are positive), blocks in the order
+/// their folds made them, chunks in the order of the block.
+fn block_origin(position: usize, key: &str, ordinal: usize) -> (i64, String) {
+    (i64::MIN + position as i64, format!("{key}#{ordinal:08}"))
+}
+
+/// A page being gathered: the first `limit` points in order after `resume`, in a
+/// bounded heap, whatever order the chunks come in.
+struct Gather<'a, T: SeriesData> {
+    heap: std::collections::BinaryHeap<Held<T::Payload>>,
+    /// The first point in order the heap let go of: everything from it on is left to
+    /// the next page.
+    beyond: Option<Place>,
+    limit: usize,
+    range: std::ops::RangeInclusive<i64>,
+    resume: Option<&'a Place>,
+    fetched: u64,
+}
+
+impl<T: SeriesData> Gather<'_, T> {
+    /// The chunk's first step, if the page is full of points before it: then neither
+    /// it nor any chunk after it in its source belongs to this page.
+    fn full_before(&self, chunk: &[u8]) -> Result<Option<i64>> {
+        if self.heap.len() < self.limit {
+            return Ok(None);
+        }
+        let first = T::first_step(chunk)?;
+        Ok(self
+            .heap
+            .peek()
+            .is_some_and(|last| first > last.place.step)
+            .then_some(first))
+    }
+
+    fn offer(&mut self, bytes: &[u8], written: i64, chunk_key: &str) -> Result<()> {
+        self.fetched += bytes.len() as u64;
+        if self.fetched > MAX_READ_BYTES {
+            return Err(too_large());
+        }
+        let mut chunk = T::decode(bytes)?;
+        for index in 0..chunk.len() {
+            let step = chunk.step(index);
+            if !self.range.contains(&step) {
+                continue;
+            }
+            let place = Place {
+                step,
+                timestamp: chunk.timestamp(index),
+                written,
+                chunk: chunk_key.to_owned(),
+                index: index as u32,
+            };
+            if self.resume.is_some_and(|resume| place <= *resume) {
+                continue;
+            }
+            if self.heap.len() == self.limit {
+                let top = self.heap.peek().expect("a full heap");
+                if place >= top.place {
+                    self.beyond = Some(self.beyond.take().map_or(place.clone(), |b| b.min(place)));
+                    continue;
+                }
+                let dropped = self.heap.pop().expect("a full heap").place;
+                self.beyond = Some(
+                    self.beyond
+                        .take()
+                        .map_or(dropped.clone(), |b| b.min(dropped)),
+                );
+            }
+            self.heap.push(Held {
+                place,
+                payload: chunk.take(index),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Reads the points of a series in `window`, in order; only committed batches'
 /// points (see `pending`). With a limit, the first points in order are kept in a heap
 /// of that size while the chunks stream by, so memory holds a page whatever the
@@ -405,65 +512,50 @@ pub async fn read<T: SeriesData>(
             format!("{}#{name}#{}#~", kind.key_prefix(), step_key(hi)),
         )
         .limit(64);
-    let mut heap: std::collections::BinaryHeap<Held<T::Payload>> = Default::default();
-    // The first point in order the heap let go of: everything from it on is left to
-    // the next page.
-    let mut beyond: Option<Place> = None;
+    let mut gather = Gather::<T> {
+        heap: Default::default(),
+        beyond: None,
+        limit,
+        range: lo..=hi,
+        resume,
+        fetched: 0,
+    };
+    // Points stream from two sources, each in order of its chunks' first steps: the
+    // blocks of folds, then the chunk items written since (items a fold sealed are
+    // read from its block instead). Each stops where the page is full.
     let mut unread_from: Option<i64> = None;
-    let mut fetched = 0u64;
+    let folded = summary.folded.as_ref();
+    for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
+        for (ordinal, bytes) in block::chunks_in(store, block, lo, hi).await? {
+            if let Some(first) = gather.full_before(&bytes)? {
+                unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
+                break;
+            }
+            let (written, chunk) = block_origin(position, &block.key, ordinal);
+            gather.offer(&bytes, written, &chunk)?;
+        }
+    }
+    let folded_through = folded.map_or(i64::MIN, |f| f.through);
     'pages: loop {
         let found = store.kv.query(query.clone()).await?;
         for item in &found.items {
+            let written = item.n(WRITTEN).unwrap_or(0);
+            if written <= folded_through {
+                continue;
+            }
             let bytes = chunk_bytes(item)?;
-            if heap.len() == limit
-                && let Some(last) = heap.peek()
-                && T::first_step(bytes)? > last.place.step
-            {
-                unread_from = Some(T::first_step(bytes)?);
+            if let Some(first) = gather.full_before(bytes)? {
+                unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
                 break 'pages;
             }
-            fetched += bytes.len() as u64;
-            if fetched > MAX_READ_BYTES {
-                return Err(too_large());
-            }
-            let mut chunk = T::decode(bytes)?;
-            let written = item.n(WRITTEN).unwrap_or(0);
-            let chunk_key = item.key.sk.clone();
-            for index in 0..chunk.len() {
-                let step = chunk.step(index);
-                if step < lo || step > hi {
-                    continue;
-                }
-                let place = Place {
-                    step,
-                    timestamp: chunk.timestamp(index),
-                    written,
-                    chunk: chunk_key.clone(),
-                    index: index as u32,
-                };
-                if resume.is_some_and(|resume| place <= *resume) {
-                    continue;
-                }
-                if heap.len() == limit {
-                    let top = heap.peek().expect("a full heap");
-                    if place >= top.place {
-                        beyond = Some(beyond.map_or(place.clone(), |b| b.min(place)));
-                        continue;
-                    }
-                    let dropped = heap.pop().expect("a full heap").place;
-                    beyond = Some(beyond.map_or(dropped.clone(), |b| b.min(dropped)));
-                }
-                heap.push(Held {
-                    place,
-                    payload: chunk.take(index),
-                });
-            }
+            gather.offer(bytes, written, &item.key.sk)?;
         }
         match found.next {
             Some(next) => query.after = Some(next),
             None => break,
         }
     }
+    let Gather { heap, beyond, .. } = gather;
     let mut held = heap.into_sorted_vec();
     let last_place = held.last().map(|held| held.place.clone());
     // Markers are read after the chunks: a chunk seen above was written after its
@@ -502,7 +594,7 @@ type Recent = (String, Vec<(i64, f64, f64, (i64, u64, u32))>);
 ///
 /// Chunks of uncommitted batches are skipped as `read` skips them: the markers known
 /// before the chunks are read rule out their chunks, and the chunks of batches that
-/// arrived within the last `RECENT` (whose markers may be written while the read goes
+/// arrived within the last `COMMIT_WINDOW` (whose markers may be written while the read goes
 /// on) wait aside until the markers are read again.
 pub async fn read_downsampled(
     store: &Store,
@@ -513,9 +605,6 @@ pub async fn read_downsampled(
     range: StepRange,
     max_points: usize,
 ) -> Result<(Points, bool)> {
-    /// Longer than any attempt takes to write its marker after it arrives (a request
-    /// lives at most the deadline).
-    const RECENT: time::Duration = time::Duration::minutes(2);
     let Some((lo, hi)) = range.bounds() else {
         return Ok((Points::default(), false));
     };
@@ -523,8 +612,11 @@ pub async fn read_downsampled(
     if lo > hi {
         return Ok((Points::default(), false));
     }
-    let recent_since = i64::try_from((store.now() - RECENT).unix_timestamp_nanos()).unwrap_or(0);
-    let uncommitted_before = pending::uncommitted(store, tenant, run).await?;
+    let recent_since =
+        i64::try_from((store.now() - COMMIT_WINDOW).unix_timestamp_nanos()).unwrap_or(0);
+    // Read when the first chunk items turn up: a run whose points are all in blocks
+    // needs no look at the markers.
+    let mut uncommitted_before = None;
     let mut downsampler = downsample::MinMax::new(max_points, lo, hi);
     let mut recent: Vec<Recent> = Vec::new();
     let earliest_start = lo.saturating_sub_unsigned(summary.span);
@@ -543,10 +635,35 @@ pub async fn read_downsampled(
         )
         .limit(64);
     let (mut fetched, mut rank) = (0u64, 0u64);
+    let folded = summary.folded.as_ref();
+    for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
+        for (_, bytes) in block::chunks_in(store, block, lo, hi).await? {
+            fetched += bytes.len() as u64;
+            if fetched > MAX_READ_BYTES {
+                return Err(too_large());
+            }
+            let chunk = Points::decode(&bytes)?;
+            rank += 1;
+            let written = i64::MIN + position as i64;
+            for i in 0..chunk.len() {
+                if (lo..=hi).contains(&chunk.steps[i]) {
+                    let order = (written, rank, i as u32);
+                    downsampler.push(chunk.steps[i], chunk.values[i], chunk.timestamps[i], order);
+                }
+            }
+        }
+    }
+    let folded_through = folded.map_or(i64::MIN, |f| f.through);
     loop {
         let found = store.kv.query(query.clone()).await?;
+        if uncommitted_before.is_none() && !found.items.is_empty() {
+            uncommitted_before = Some(pending::uncommitted(store, tenant, run).await?);
+        }
+        let uncommitted_before = uncommitted_before.as_ref();
         for item in &found.items {
-            if uncommitted_before.contains(&item.key.sk) {
+            if uncommitted_before.is_some_and(|hidden| hidden.contains(&item.key.sk))
+                || item.n(WRITTEN).unwrap_or(0) <= folded_through
+            {
                 continue;
             }
             let bytes = chunk_bytes(item)?;

@@ -58,6 +58,27 @@ impl TextPoints {
         self.timestamps.extend_from_slice(&other.timestamps[range]);
     }
 
+    /// Sorted lines cut into runs that each make one chunk: at most `MAX_CHUNK_LINES`
+    /// lines and, past its first line, `MAX_CHUNK_TEXT_BYTES` of text.
+    pub fn chunk_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let mut ranges = Vec::new();
+        let mut start = 0;
+        while start < self.steps.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < self.steps.len()
+                && end - start < MAX_CHUNK_LINES
+                && (end == start || bytes + self.texts[end].len() <= MAX_CHUNK_TEXT_BYTES)
+            {
+                bytes += self.texts[end].len();
+                end += 1;
+            }
+            ranges.push(start..end);
+            start = end;
+        }
+        ranges
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let lines: Vec<Line<'_>> = (0..self.steps.len())
             .map(|i| Line {
@@ -145,6 +166,22 @@ impl SeriesData for TextPoints {
         self.steps.truncate(len);
         self.texts.truncate(len);
         self.timestamps.truncate(len);
+    }
+
+    fn seal(&self) -> Vec<super::block::SealedChunk> {
+        self.chunk_ranges()
+            .into_iter()
+            .map(|range| {
+                let mut chunk = TextPoints::default();
+                chunk.extend_from(self, range.clone());
+                super::block::SealedChunk {
+                    bytes: chunk.encode(),
+                    count: range.len() as u32,
+                    first_step: self.steps[range.start],
+                    last_step: self.steps[range.end - 1],
+                }
+            })
+            .collect()
     }
 }
 

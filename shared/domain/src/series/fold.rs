@@ -1,0 +1,373 @@
+//! The fold: moves a run's points out of the small chunk items its batches wrote into
+//! one block per series in the blob store (see `block`), so that a run stores about
+//! 2.5 bytes a point at S3's price whatever its batches were, and a chart reads a
+//! block instead of a hundred items.
+//!
+//! Every write of points notes its run for the sweep of the next hour (once per process
+//! per run and hour), and the hourly metering run settles each note by folding the run.
+//! A fold, series by series:
+//!
+//! 1. reads the series' committed chunk items written more than `COMMIT_WINDOW` ago
+//!    (newer ones may belong to attempts still committing) and seals their points, in
+//!    the order reads answer them in, into a new block under a key of its own;
+//! 2. commits, in one conditional write of the run record, each series' new block and
+//!    the arrival time through which its chunk items are now in blocks (`through`),
+//!    with the storage the run is billed for moved from the items to the block;
+//! 3. deletes the chunk items an earlier fold sealed, once no read that began before
+//!    that fold can still be going (`READS_LAST_AT_MOST`).
+//!
+//! Points are counted when their batch commits, never here: a fold moves points, so a
+//! fold that crashes at any step loses and bills nothing. A crash before the commit
+//! leaves a block no record names, which a later settle deletes; a crash after it
+//! leaves chunk items that readers skip and the next fold deletes. A reader that loaded
+//! the record before the commit reads the items (still there), one that loaded it after
+//! reads the block and skips the items, so no read sees a point twice or misses one.
+
+use std::collections::{BTreeMap, HashSet};
+
+use time::{Duration, OffsetDateTime};
+
+use super::block::{self, SealedChunk};
+use super::{
+    COMMIT_WINDOW, Place, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN,
+    chunk_bytes, pending,
+};
+use crate::ids::RunId;
+use crate::metering::Marks;
+use crate::runs::summary::{BlockRef, Folded, SeriesKind, SeriesSummary};
+use crate::runs::{self, RunError};
+use crate::sweep::{self, Claimant, Note};
+use crate::tenancy::Tenant;
+use crate::usage;
+use sextant_storage::Store;
+use sextant_storage::blob::BlobKey;
+use sextant_storage::kv::{Item, Key, Query, WriteOp};
+use sextant_storage::records::CONFLICT_ATTEMPTS;
+
+/// How long a read can go on (a Lambda runs at most 15 minutes): chunk items a fold
+/// sealed stay this long after it, for reads that loaded the record before it.
+pub const READS_LAST_AT_MOST: Duration = Duration::minutes(15);
+/// Most points in one block; a series with more gets several.
+pub const BLOCK_POINTS: usize = 1_000_000;
+/// A block no record names is a fold's that crashed before its commit once it is this
+/// old; younger ones may belong to a fold still committing.
+const ORPHAN_AFTER: Duration = Duration::HOUR;
+
+/// What one fold did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FoldReport {
+    pub points: u64,
+    pub blocks: usize,
+    /// Chunk items of earlier folds deleted.
+    pub items_deleted: usize,
+    /// Whether something is left for a later fold: items too recent to seal, or sealed
+    /// items too recently to delete.
+    pub more: bool,
+}
+
+fn nanos(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
+
+fn series_prefix(tenant: &Tenant, run: RunId) -> String {
+    format!("{}runs/{run}/series/", tenant.blob_prefix())
+}
+
+/// Notes the run for the sweep of the next hour, once per process per run and hour.
+/// Call before storing points: a note for a run with nothing to fold costs a look.
+pub async fn expect(store: &Store, marks: &Marks, tenant: &Tenant, run: RunId) -> Result<()> {
+    let now = store.now();
+    let label = format!(
+        "fold#{}#{run}",
+        crate::calendar::hour_label(crate::calendar::hour_of(now))
+    );
+    if !marks.first_time(&label, tenant.id()) {
+        return Ok(());
+    }
+    let note = Note {
+        tenant: tenant.id(),
+        blob: series_prefix(tenant, run),
+        upload_id: None,
+        claimant: Claimant::Series { run },
+    };
+    if let Err(err) = sweep::expect(&*store.kv, &note, now).await {
+        marks.forget(&label, tenant.id());
+        return Err(err.into());
+    }
+    Ok(())
+}
+
+/// Settles a sweep note for a run (`Claimant::Series`): folds it, deletes blocks no
+/// record names, and answers whether the run should be looked at again next hour. A
+/// run that is gone has nothing to settle.
+pub async fn settle(store: &Store, note: &Note, run: RunId) -> Result<bool> {
+    let tenant = &Tenant::verified(note.tenant);
+    let report = match fold(store, tenant, run).await {
+        Ok(report) => report,
+        Err(SeriesError::Run(RunError::NotFound)) => return Ok(false),
+        Err(err) => return Err(err),
+    };
+    delete_orphans(store, tenant, run).await?;
+    Ok(report.more)
+}
+
+/// Folds what can be folded of every series of the run.
+pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldReport> {
+    let now = store.now();
+    let cutoff = nanos(now - COMMIT_WINDOW);
+    let delete_before = (now - READS_LAST_AT_MOST).unix_timestamp();
+    let versioned = runs::load(store, tenant, run).await?;
+    let uncommitted = pending::uncommitted(store, tenant, run).await?;
+    let fold_id = format!("{:016x}", rand::random::<u64>());
+    let mut report = FoldReport::default();
+    let mut garbage: Vec<Key> = Vec::new();
+    let mut sealed: BTreeMap<String, Vec<BlockRef>> = BTreeMap::new();
+    let mut freed_bytes = 0u64;
+    for (ordinal, (name, summary)) in versioned.record.series.iter().enumerate() {
+        let through = summary.folded.as_ref().map_or(i64::MIN, |f| f.through);
+        let old_enough = summary
+            .folded
+            .as_ref()
+            .is_none_or(|folded| folded.at <= delete_before);
+        let mut sealable = Vec::new();
+        for item in chunk_items(store, tenant, run, summary.kind, name).await? {
+            let written = item.n(WRITTEN).unwrap_or(0);
+            if written <= through {
+                if old_enough {
+                    garbage.push(item.key);
+                } else {
+                    report.more = true;
+                }
+            } else if written >= cutoff {
+                report.more = true;
+            } else if !uncommitted.contains(&item.key.sk) {
+                sealable.push(item);
+            }
+        }
+        if sealable.is_empty() {
+            continue;
+        }
+        freed_bytes += sealable
+            .iter()
+            .map(|item| item.billed_size() as u64)
+            .sum::<u64>();
+        let blocks = match summary.kind {
+            SeriesKind::Numeric => {
+                seal::<Points>(store, tenant, run, &fold_id, ordinal, &sealable).await?
+            }
+            SeriesKind::Text => {
+                seal::<TextPoints>(store, tenant, run, &fold_id, ordinal, &sealable).await?
+            }
+        };
+        report.points += blocks.iter().map(|b| b.count).sum::<u64>();
+        report.blocks += blocks.len();
+        sealed.insert(name.clone(), blocks);
+        // Anything sealed now is deleted by a later fold.
+        report.more = true;
+    }
+    if !sealed.is_empty() {
+        commit(
+            store,
+            tenant,
+            run,
+            versioned,
+            &sealed,
+            cutoff - 1,
+            now,
+            freed_bytes,
+        )
+        .await?;
+    }
+    if !garbage.is_empty() {
+        report.items_deleted = garbage.len();
+        store
+            .kv
+            .batch_write(garbage.into_iter().map(WriteOp::Delete).collect())
+            .await?;
+    }
+    Ok(report)
+}
+
+/// Every chunk item of one series, sealed or not.
+async fn chunk_items(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    kind: SeriesKind,
+    name: &str,
+) -> Result<Vec<Item>> {
+    let mut query = Query::partition(runs::data_partition(tenant, run))
+        .prefix(format!("{}#{name}#", kind.key_prefix()));
+    let mut items = Vec::new();
+    loop {
+        let page = store.kv.query(query.clone()).await?;
+        items.extend(page.items);
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(items),
+        }
+    }
+}
+
+/// Seals chunk items' points into blocks, written to the blob store; answers the
+/// blocks, oldest first.
+async fn seal<T: SeriesData>(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    fold_id: &str,
+    ordinal: usize,
+    sealable: &[Item],
+) -> Result<Vec<BlockRef>> {
+    let mut points: Vec<(Place, T::Payload)> = Vec::new();
+    for item in sealable {
+        let mut chunk = T::decode(chunk_bytes(item)?)?;
+        let written = item.n(WRITTEN).unwrap_or(0);
+        for index in 0..chunk.len() {
+            let place = Place {
+                step: chunk.step(index),
+                timestamp: chunk.timestamp(index),
+                written,
+                chunk: item.key.sk.clone(),
+                index: index as u32,
+            };
+            points.push((place, chunk.take(index)));
+        }
+    }
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut blocks = Vec::new();
+    let mut points = points.into_iter().peekable();
+    let mut part = 0;
+    while points.peek().is_some() {
+        let mut series = T::default();
+        for (place, payload) in points.by_ref().take(BLOCK_POINTS) {
+            series.push(place.step, payload, place.timestamp);
+        }
+        let chunks: Vec<SealedChunk> = series.seal();
+        let (bytes, index_bytes) = block::encode(&chunks);
+        let key = BlobKey::parse(format!(
+            "{}{fold_id}/{ordinal:04}-{part:04}.blk",
+            series_prefix(tenant, run)
+        ))?;
+        let size = bytes.len() as u64;
+        store.blobs.put(&key, bytes.into()).await?;
+        blocks.push(BlockRef {
+            key: key.as_str().to_owned(),
+            first_step: chunks
+                .iter()
+                .map(|c| c.first_step)
+                .min()
+                .unwrap_or_default(),
+            last_step: chunks.iter().map(|c| c.last_step).max().unwrap_or_default(),
+            count: series.len() as u64,
+            bytes: size,
+            index_bytes,
+        });
+        part += 1;
+    }
+    Ok(blocks)
+}
+
+/// Names the new blocks in the run record, if no other fold got there first. A
+/// concurrent change of anything else (a heartbeat, a batch) is applied on top.
+#[allow(clippy::too_many_arguments)]
+async fn commit(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    mut versioned: runs::Versioned,
+    sealed: &BTreeMap<String, Vec<BlockRef>>,
+    through: i64,
+    now: OffsetDateTime,
+    freed_bytes: u64,
+) -> Result<()> {
+    let expected: BTreeMap<&String, Option<Folded>> = sealed
+        .keys()
+        .map(|name| {
+            let folded = versioned
+                .record
+                .series
+                .get(name)
+                .and_then(|s| s.folded.clone());
+            (name, folded)
+        })
+        .collect();
+    let block_bytes: u64 = sealed.values().flatten().map(|b| b.bytes).sum();
+    let delta = block_bytes as i64 - freed_bytes as i64;
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let mut updated = versioned.clone();
+        for (name, blocks) in sealed {
+            let summary: &mut SeriesSummary =
+                updated.record.series.get_mut(name).ok_or_else(|| {
+                    SeriesError::Corrupt(anyhow::anyhow!("series {name:?} vanished"))
+                })?;
+            if summary.folded != expected[name] {
+                // Another fold sealed these items too; its blocks stand, ours are
+                // orphans for a later settle to delete.
+                return Ok(());
+            }
+            let folded = summary.folded.get_or_insert(Folded {
+                through,
+                at: 0,
+                blocks: Vec::new(),
+            });
+            folded.through = through;
+            folded.at = now.unix_timestamp();
+            folded.blocks.extend(blocks.iter().cloned());
+        }
+        updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
+        let ops = vec![
+            runs::replace(tenant, &updated)?,
+            usage::storage_change(tenant, delta),
+        ];
+        match store.kv.transact(ops).await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_conflict() => {
+                versioned = runs::load(store, tenant, run).await?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(RunError::ConcurrentUpdate.into())
+}
+
+/// Deletes the run's blocks that no record names and no fold can still be committing.
+async fn delete_orphans(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
+    let record = runs::load(store, tenant, run).await?.record;
+    let named: HashSet<&str> = record
+        .series
+        .values()
+        .filter_map(|s| s.folded.as_ref())
+        .flat_map(|f| f.blocks.iter().map(|b| b.key.as_str()))
+        .collect();
+    let prefix = series_prefix(tenant, run);
+    let old_before = store.now() - ORPHAN_AFTER;
+    let mut after = None;
+    loop {
+        let page = store.blobs.list(&prefix, after.as_ref(), 1000).await?;
+        for blob in &page.blobs {
+            if !named.contains(blob.key.as_str()) && blob.modified < old_before {
+                store.blobs.delete(&blob.key).await?;
+            }
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// Deletes every block of a run, for the run's deletion.
+pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
+    let prefix = series_prefix(tenant, run);
+    loop {
+        // Always the first page: the previous one is gone.
+        let page = store.blobs.list(&prefix, None, 1000).await?;
+        if page.blobs.is_empty() {
+            return Ok(());
+        }
+        for blob in &page.blobs {
+            store.blobs.delete(&blob.key).await?;
+        }
+    }
+}

@@ -1,0 +1,539 @@
+//! The fold moves a run's chunk items into blocks in the blob store: every read answers
+//! the same points in the same order before, during and after it, points are billed
+//! once whatever happens to it, the storage the run is billed for shrinks, and a
+//! crash at any step of it leaves nothing lost, doubled or orphaned for good. On both
+//! storage backends.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use sextant_domain::credentials::Caller;
+use sextant_domain::ids::RunId;
+use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs::summary::SeriesSummary;
+use sextant_domain::runs::{self, NewRun};
+use sextant_domain::series::batch::{self, LogBatch};
+use sextant_domain::series::fold::{self, FoldReport};
+use sextant_domain::series::{self, Place, Points, StepRange, TextPoints, Window};
+use sextant_domain::tenancy::Tenant;
+use sextant_domain::{deletion, usage};
+use sextant_edge::state::AppState;
+use sextant_storage::Storage;
+use sextant_storage::clock::{Clock, ManualClock};
+use sextant_storage::kv::{KvStore, Query};
+use sextant_tests::faults::{Faults, Op, Timing};
+use sextant_tests::{
+    aws_cases, cases, fresh_aws_storage, local_blobs_with_routes, signed_up_caller, state_on,
+};
+use time::{Duration, OffsetDateTime};
+
+/// A run of a new team, on a store whose clock the test moves and whose calls it can
+/// make fail.
+struct Bench {
+    state: AppState,
+    clock: Arc<ManualClock>,
+    faults: Arc<Faults>,
+    kv: Arc<dyn KvStore>,
+    caller: Caller,
+    run: RunId,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// A minute into the next hour: ahead of the real clock (which dates blobs), so a blob
+/// is as old as the test's clock says or older, and with a whole hour to log in.
+fn start() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    let hour = now - Duration::seconds(i64::from(now.minute()) * 60 + i64::from(now.second()));
+    hour.replace_nanosecond(0).unwrap_or(hour) + Duration::minutes(61)
+}
+
+async fn bench_on(storage: Storage, keep: Box<dyn std::any::Any + Send>) -> Bench {
+    let faults = Faults::new();
+    let clock = Arc::new(ManualClock::starting_at(start()));
+    let kv = Arc::clone(&storage.kv);
+    let state = state_on(Storage {
+        kv: faults.kv(storage.kv),
+        blobs: faults.blobs(storage.blobs),
+    })
+    .with_clock(clock.clone());
+    let caller = signed_up_caller(&state).await;
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
+        .await
+        .unwrap();
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
+        .await
+        .unwrap()
+        .id;
+    Bench {
+        state,
+        clock,
+        faults,
+        kv,
+        caller,
+        run,
+        _keep: keep,
+    }
+}
+
+async fn embedded() -> Bench {
+    let (blobs, dir) = local_blobs_with_routes().await;
+    let kv = sextant_storage_local::EmbeddedKv::open(&dir.path().join("store.redb"))
+        .expect("opening the store");
+    bench_on(
+        Storage {
+            kv: Arc::new(kv),
+            blobs,
+        },
+        Box::new(dir),
+    )
+    .await
+}
+
+async fn on_aws() -> Bench {
+    let (_, kv, blobs) = fresh_aws_storage().await;
+    bench_on(
+        Storage {
+            kv: Arc::new(kv),
+            blobs: Arc::new(blobs),
+        },
+        Box::new(()),
+    )
+    .await
+}
+
+/// A batch of `loss` at steps `from..from + n` stepping back every seventh point (so
+/// chunks overlap and steps repeat), a NaN now and then, and a line of text per point.
+fn batch(id: &str, from: i64, n: i64) -> LogBatch {
+    let steps: Vec<i64> = (from..from + n)
+        .map(|i| i - (i % 7 == 0) as i64 * 3)
+        .collect();
+    let values: Vec<Value> = steps
+        .iter()
+        .map(|&s| {
+            if s % 11 == 0 {
+                json!("NaN")
+            } else {
+                json!(1.0 / (1.0 + s as f64))
+            }
+        })
+        .collect();
+    let lines: Vec<Value> = steps
+        .iter()
+        .map(|s| json!({"step": s, "text": format!("line {s} of {id}")}))
+        .collect();
+    serde_json::from_value(json!({
+        "batch_id": id,
+        "series": {"loss": {"steps": steps, "values": values}},
+        "text": {"stdout": lines},
+    }))
+    .expect("a valid batch")
+}
+
+impl Bench {
+    fn tenant(&self) -> &Tenant {
+        &self.caller.tenant
+    }
+
+    async fn log(&self, id: &str, from: i64, n: i64) {
+        batch::log(
+            &self.state.store,
+            self.state.intake(),
+            self.tenant(),
+            self.run,
+            batch(id, from, n),
+        )
+        .await
+        .expect("a stored batch");
+        self.clock.advance(Duration::seconds(5));
+    }
+
+    async fn summary(&self, name: &str) -> SeriesSummary {
+        runs::load(&self.state.store, self.tenant(), self.run)
+            .await
+            .expect("the run")
+            .record
+            .series[name]
+            .clone()
+    }
+
+    /// Every point of `loss`, read a few at a time, as (step, value bits, timestamp).
+    async fn points_with(&self, summary: &SeriesSummary) -> Vec<(i64, u64, u64)> {
+        let mut out = Vec::new();
+        let mut after: Option<Place> = None;
+        loop {
+            let page: series::SeriesPage<Points> = series::read(
+                &self.state.store,
+                self.tenant(),
+                self.run,
+                "loss",
+                summary,
+                Window {
+                    range: StepRange::default(),
+                    after: after.as_ref(),
+                    limit: Some(37),
+                },
+            )
+            .await
+            .expect("a read");
+            let p = &page.points;
+            out.extend(
+                (0..p.len())
+                    .map(|i| (p.steps[i], p.values[i].to_bits(), p.timestamps[i].to_bits())),
+            );
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return out,
+            }
+        }
+    }
+
+    async fn points(&self) -> Vec<(i64, u64, u64)> {
+        self.points_with(&self.summary("loss").await).await
+    }
+
+    async fn lines(&self) -> Vec<(i64, String)> {
+        let page: series::SeriesPage<TextPoints> = series::read(
+            &self.state.store,
+            self.tenant(),
+            self.run,
+            "stdout",
+            &self.summary("stdout").await,
+            Window::default(),
+        )
+        .await
+        .expect("a read");
+        page.points
+            .steps
+            .into_iter()
+            .zip(page.points.texts)
+            .collect()
+    }
+
+    async fn downsampled(&self) -> (Vec<i64>, Vec<u64>) {
+        let (points, _) = series::read_downsampled(
+            &self.state.store,
+            self.tenant(),
+            self.run,
+            "loss",
+            &self.summary("loss").await,
+            StepRange::default(),
+            40,
+        )
+        .await
+        .expect("a downsampled read");
+        (
+            points.steps,
+            points.values.iter().map(|v| v.to_bits()).collect(),
+        )
+    }
+
+    async fn fold(&self) -> FoldReport {
+        fold::fold(&self.state.store, self.tenant(), self.run)
+            .await
+            .expect("a fold")
+    }
+
+    async fn chunk_items(&self) -> usize {
+        let query = Query::partition(runs::data_partition(self.tenant(), self.run));
+        let items = self.kv.query(query).await.expect("a query").items;
+        items
+            .iter()
+            .filter(|item| item.key.sk.starts_with("c#") || item.key.sk.starts_with("t#"))
+            .count()
+    }
+
+    async fn blocks(&self) -> usize {
+        let prefix = format!("{}runs/{}/series/", self.tenant().blob_prefix(), self.run);
+        self.state
+            .store
+            .blobs
+            .list(&prefix, None, 1000)
+            .await
+            .expect("a listing")
+            .blobs
+            .len()
+    }
+
+    async fn stored_bytes(&self) -> u64 {
+        runs::load(&self.state.store, self.tenant(), self.run)
+            .await
+            .unwrap()
+            .record
+            .stored_bytes
+    }
+
+    async fn billed_points(&self, at: OffsetDateTime) -> i64 {
+        let key = usage::points_key(self.tenant(), at);
+        self.kv
+            .get(&key)
+            .await
+            .unwrap()
+            .and_then(|item| item.n(usage::POINTS))
+            .unwrap_or(0)
+    }
+}
+
+async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: Bench) {
+    let logged_at = bench.clock.now();
+    for i in 0..30 {
+        bench.log(&format!("b{i}"), i * 20, 20).await;
+    }
+    let points = bench.points().await;
+    let lines = bench.lines().await;
+    let downsampled = bench.downsampled().await;
+    let bytes_before = bench.stored_bytes().await;
+    let items_before = bench.chunk_items().await;
+    assert_eq!(points.len(), 600);
+    let before_fold = bench.summary("loss").await;
+
+    // Batches of the last two minutes may still be committing: they wait.
+    let report = bench.fold().await;
+    assert_eq!(report.points, 2 * (600 - 24 * 20), "{report:?}");
+    bench.clock.advance(Duration::minutes(3));
+    let report = bench.fold().await;
+    assert_eq!(report.points, 2 * 24 * 20, "{report:?}");
+    assert!(report.more, "the items it sealed are left to delete");
+    assert_eq!(bench.blocks().await, 4);
+
+    assert_eq!(bench.points().await, points);
+    assert_eq!(bench.lines().await, lines);
+    assert_eq!(bench.downsampled().await, downsampled);
+    // A read that loaded the record before the fold still sees every point once.
+    assert_eq!(bench.points_with(&before_fold).await, points);
+    assert!(
+        bench.stored_bytes().await < bytes_before / 2,
+        "blocks store less than items"
+    );
+    assert_eq!(
+        bench.chunk_items().await,
+        items_before,
+        "sealed items stay a while"
+    );
+
+    // Points logged since are read after the blocks'.
+    bench.log("late", 2_000, 20).await;
+    let mut expected = points.clone();
+    expected.extend(bench.points().await.split_off(600));
+    assert_eq!(bench.points().await.len(), 620);
+    assert_eq!(bench.points().await, expected);
+
+    // Once no read can have begun before the fold, its items go.
+    bench.clock.advance(Duration::minutes(16));
+    let report = bench.fold().await;
+    assert_eq!(report.items_deleted, items_before, "{report:?}");
+    assert_eq!(report.points, 40);
+    bench.clock.advance(Duration::minutes(16));
+    let report = bench.fold().await;
+    assert_eq!(report.points, 0);
+    assert!(!report.more, "{report:?}");
+    assert_eq!(bench.chunk_items().await, 0);
+    assert_eq!(bench.points().await, expected);
+    assert_eq!(bench.lines().await.len(), 620);
+
+    // Folding billed nothing: every point was counted once, when its batch committed.
+    assert_eq!(bench.billed_points(logged_at).await, 1_240);
+
+    // Deleting the run deletes its blocks.
+    deletion::delete_run(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap();
+    assert_eq!(bench.blocks().await, 0);
+}
+
+cases!(embedded, super::embedded; a_fold_moves_every_point_into_blocks_and_reads_answer_the_same);
+aws_cases!(dynamodb, super::on_aws; a_fold_moves_every_point_into_blocks_and_reads_answer_the_same);
+
+/// Every call a fold makes, failed before and after it reaches the store: the fold
+/// that fails and the one after it leave the points as they were, billed once, and
+/// every block that no record names goes within the hour after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind() {
+    let probe = embedded().await;
+    for i in 0..6 {
+        probe.log(&format!("b{i}"), i * 20, 20).await;
+    }
+    probe.clock.advance(Duration::minutes(3));
+    let calls = |faults: &Faults| {
+        [
+            Op::Get,
+            Op::Query,
+            Op::Transact,
+            Op::BatchWrite,
+            Op::BlobPut,
+            Op::BlobList,
+        ]
+        .map(|op| (op, faults.calls(op)))
+    };
+    let before = calls(&probe.faults);
+    probe.fold().await;
+    probe.clock.advance(Duration::minutes(16));
+    probe.fold().await;
+    let during: Vec<(Op, u64)> = calls(&probe.faults)
+        .into_iter()
+        .zip(before)
+        .map(|((op, after), (_, before))| (op, after - before))
+        .collect();
+
+    let mut cases = 0;
+    for (op, count) in during {
+        for nth in 1..=count as u32 {
+            for timing in [Timing::Before, Timing::After] {
+                let bench = embedded().await;
+                for i in 0..6 {
+                    bench.log(&format!("b{i}"), i * 20, 20).await;
+                }
+                let points = bench.points().await;
+                let logged_at = bench.clock.now();
+                bench.clock.advance(Duration::minutes(3));
+                bench.faults.fail(op, nth, timing);
+                // The probe's calls came from two folds 16 minutes apart.
+                let mut outcome = fold::fold(&bench.state.store, bench.tenant(), bench.run).await;
+                bench.clock.advance(Duration::minutes(16));
+                if outcome.is_ok() {
+                    outcome = fold::fold(&bench.state.store, bench.tenant(), bench.run).await;
+                }
+                bench.faults.disarm();
+                let case = format!("{op:?} #{nth} {timing:?}: {outcome:?}");
+                assert!(outcome.is_err(), "{case}: the fault strikes");
+                cases += 1;
+                assert_eq!(bench.points().await, points, "{case}");
+                bench.clock.advance(Duration::minutes(16));
+                bench.fold().await;
+                assert_eq!(bench.points().await, points, "{case}");
+                bench.clock.advance(Duration::minutes(61));
+                let note = sextant_domain::sweep::Note {
+                    tenant: bench.tenant().id(),
+                    blob: String::new(),
+                    upload_id: None,
+                    claimant: sextant_domain::sweep::Claimant::Series { run: bench.run },
+                };
+                fold::settle(&bench.state.store, &note, bench.run)
+                    .await
+                    .expect("a settle");
+                assert_eq!(bench.points().await, points, "{case}");
+                assert_eq!(bench.chunk_items().await, 0, "{case}");
+                assert_eq!(bench.blocks().await, 2, "{case}: one block a series");
+                assert_eq!(bench.billed_points(logged_at).await, 240, "{case}");
+            }
+        }
+    }
+    // Two loads, three queries, two block writes, a commit, a deletion: each twice.
+    assert!(cases >= 18, "{cases} cases");
+}
+
+/// The hourly metering run folds every run that logged points in an hour gone by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_run_folds_the_runs_that_logged() {
+    let bench = embedded().await;
+    for i in 0..3 {
+        bench.log(&format!("b{i}"), i * 20, 20).await;
+    }
+    assert!(bench.summary("loss").await.folded.is_none());
+    let metering = sextant_cli::metering(&bench.state);
+    bench.clock.advance(Duration::hours(2));
+    let hour = sextant_metering::MeteringHour::ending_at_or_before(bench.clock.now());
+    metering.run(hour).await.expect("a metering run");
+    let folded = bench.summary("loss").await.folded.expect("a fold");
+    assert_eq!(folded.blocks.iter().map(|b| b.count).sum::<u64>(), 60);
+    // It looks again the hour after, to delete the sealed items.
+    bench.clock.advance(Duration::hours(2));
+    let hour = sextant_metering::MeteringHour::ending_at_or_before(bench.clock.now());
+    metering.run(hour).await.expect("a metering run");
+    assert_eq!(bench.chunk_items().await, 0);
+}
+
+/// A block over a megabyte is read in two ranges, the index and the chunks a read's
+/// steps touch; the points come back as they went in, whatever the range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_block_answers_any_step_range_as_the_items_did() {
+    let bench = embedded().await;
+    // Values with 52 bits of noise: about 7 bytes a point, 180,000 points.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for b in 0..18 {
+        let steps: Vec<i64> = (b * 10_000..(b + 1) * 10_000).collect();
+        let values: Vec<f64> = steps
+            .iter()
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                f64::from_bits((state >> 12) | 0x3FF0_0000_0000_0000)
+            })
+            .collect();
+        let batch: LogBatch = serde_json::from_value(json!({
+            "batch_id": format!("big{b}"),
+            "series": {"loss": {"steps": steps, "values": values}},
+        }))
+        .unwrap();
+        batch::log(
+            &bench.state.store,
+            bench.state.intake(),
+            bench.tenant(),
+            bench.run,
+            batch,
+        )
+        .await
+        .unwrap();
+    }
+    let ranges = [
+        (None, None),
+        (Some(12_345), Some(12_400)),
+        (Some(31_000), Some(147_000)),
+        (Some(179_999), None),
+    ];
+    let read = |summary: SeriesSummary, (from, to): (Option<i64>, Option<i64>)| {
+        let bench = &bench;
+        async move {
+            let range = StepRange {
+                from,
+                to,
+                after: None,
+            };
+            let exact: series::SeriesPage<Points> = series::read(
+                &bench.state.store,
+                bench.tenant(),
+                bench.run,
+                "loss",
+                &summary,
+                Window {
+                    range,
+                    after: None,
+                    limit: None,
+                },
+            )
+            .await
+            .unwrap();
+            let (downsampled, _) = series::read_downsampled(
+                &bench.state.store,
+                bench.tenant(),
+                bench.run,
+                "loss",
+                &summary,
+                range,
+                100,
+            )
+            .await
+            .unwrap();
+            (exact.points, downsampled)
+        }
+    };
+    let mut before = Vec::new();
+    for range in ranges {
+        before.push(read(bench.summary("loss").await, range).await);
+    }
+    bench.clock.advance(Duration::minutes(3));
+    bench.fold().await;
+    let folded = bench.summary("loss").await.folded.expect("a fold");
+    assert!(
+        folded.blocks[0].bytes > 1024 * 1024,
+        "{:?}",
+        folded.blocks[0]
+    );
+    for (range, before) in ranges.into_iter().zip(before) {
+        assert_eq!(
+            read(bench.summary("loss").await, range).await,
+            before,
+            "{range:?}"
+        );
+    }
+}
