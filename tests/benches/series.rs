@@ -1,6 +1,7 @@
 //! Figures for runs and series on the standard workload (`tests/workloads/curves.py`):
 //! stored bytes per point, DynamoDB write units per million points, ingest throughput
-//! in process and over HTTP, reads of a 1,000,000-point series, and the run table over
+//! in process and over HTTP, reads of a 1,000,000-point series as logged and folded
+//! side by side, a chart of a folded 100,000,000-point series, and the run table over
 //! 10,000 runs. It prints its figures; run it with
 //!
 //! ```text
@@ -19,14 +20,16 @@ use sextant_domain::accounts::{self, DisplayName, Email};
 use sextant_domain::credentials::Caller;
 use sextant_domain::credentials::jwt::Keyring;
 use sextant_domain::credentials::password::Password;
+use sextant_domain::floats::JsonF64;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::listing::{self, Filter, Sort};
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch};
-use sextant_domain::series::{self, Points, StepRange};
+use sextant_domain::series::batch::{self, LogBatch, SeriesColumns};
+use sextant_domain::series::{self, Points, StepRange, fold};
 use sextant_edge::auth;
 use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
+use sextant_storage::clock::ManualClock;
 use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
@@ -143,16 +146,20 @@ impl Fixture {
 async fn ingest_in_process(fixture: &Fixture, run: sextant_domain::ids::RunId, bodies: &[Vec<u8>]) {
     for body in bodies {
         let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
-        batch::log(
-            &fixture.state.store,
-            fixture.state.intake(),
-            &fixture.caller.tenant,
-            run,
-            batch,
-        )
-        .await
-        .expect("the batch is stored");
+        log(fixture, run, batch).await;
     }
+}
+
+async fn log(fixture: &Fixture, run: sextant_domain::ids::RunId, batch: LogBatch) {
+    batch::log(
+        &fixture.state.store,
+        fixture.state.intake(),
+        &fixture.caller.tenant,
+        run,
+        batch,
+    )
+    .await
+    .expect("the batch is stored");
 }
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -303,61 +310,30 @@ async fn ingest_http_throughput(workload: &[Series], runs: usize) {
     );
 }
 
-async fn reads_of_a_million_points() {
-    println!("\n## Reading a 1,000,000-point series (train/loss of one 1,000,000-step run)");
-    let workload = workload(1, 1_000_000);
-    let fixture = fixture(false).await;
-    let run = fixture.new_run().await;
-    ingest_in_process(&fixture, run, &batches(&workload, 0, 25_000)).await;
-    let record = runs::load(&fixture.state.store, &fixture.caller.tenant, run)
+/// Median times of the reads a chart and an export make of one series: exact (every
+/// point, paged over HTTP) and downsampled to 1,000 points, in process and over HTTP.
+struct ReadTimes {
+    exact: Duration,
+    downsampled: Duration,
+    exact_http: Duration,
+    downsampled_http: Duration,
+}
+
+async fn time_reads(
+    fixture: &Fixture,
+    base: &str,
+    run: sextant_domain::ids::RunId,
+    name: &str,
+    points: usize,
+    exact_too: bool,
+) -> ReadTimes {
+    let summary = runs::load(&fixture.state.store, &fixture.caller.tenant, run)
         .await
         .expect("the run")
-        .record;
-    let summary = &record.series["train/loss"];
-    assert_eq!(summary.count, 1_000_000);
-
-    let read_all = || async {
-        series::read::<Points>(
-            &fixture.state.store,
-            &fixture.caller.tenant,
-            run,
-            "train/loss",
-            summary,
-            series::Window::default(),
-        )
-        .await
-        .expect("a read")
-        .points
-    };
-    let mut exact = Vec::new();
-    let mut sampled = Vec::new();
-    for _ in 0..5 {
-        let started = Instant::now();
-        let points = read_all().await;
-        exact.push(started.elapsed());
-        assert_eq!(points.len(), 1_000_000);
-        let started = Instant::now();
-        let (points, _) = series::read_downsampled(
-            &fixture.state.store,
-            &fixture.caller.tenant,
-            run,
-            "train/loss",
-            summary,
-            StepRange::default(),
-            1_000,
-        )
-        .await
-        .expect("a downsampled read");
-        sampled.push(started.elapsed());
-        assert!(points.len() <= 1_000);
-    }
-    println!("in process, exact: median {}", ms(median(exact)));
-    println!(
-        "in process, downsampled to 1,000 points: median {}",
-        ms(median(sampled))
-    );
-
-    let base = sextant_tests::serve_state(fixture.state.clone()).await;
+        .record
+        .series[name]
+        .clone();
+    assert_eq!(summary.count, points as u64);
     let client = reqwest::Client::new();
     let get = |url: String| {
         let request = client.get(url).bearer_auth(&fixture.token);
@@ -367,39 +343,210 @@ async fn reads_of_a_million_points() {
             response.json::<serde_json::Value>().await.expect("JSON")
         }
     };
-    let series_url = format!("{base}/v1/runs/{run}/series/train/loss");
-    let mut exact = Vec::new();
-    let mut sampled = Vec::new();
+    let series_url = format!("{base}/v1/runs/{run}/series/{name}");
+    // Each kind of read five times in a row, so that none is timed in the wake of
+    // another's allocations.
+    let (mut exact, mut sampled, mut exact_http, mut sampled_http) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         let started = Instant::now();
-        let (mut points, mut after) = (0, None::<i64>);
+        let (sample, _) = series::read_downsampled(
+            &fixture.state.store,
+            &fixture.caller.tenant,
+            run,
+            name,
+            &summary,
+            StepRange::default(),
+            1_000,
+        )
+        .await
+        .expect("a downsampled read");
+        sampled.push(started.elapsed());
+        assert!(
+            sample.len() <= 1_000 && sample.len() >= 500,
+            "{}",
+            sample.len()
+        );
+    }
+    for _ in 0..5 {
+        let started = Instant::now();
+        let page = get(format!("{series_url}?max_points=1000")).await;
+        sampled_http.push(started.elapsed());
+        assert!(page["steps"].as_array().expect("steps").len() <= 1_000);
+    }
+    for _ in 0..5 {
+        if !exact_too {
+            break;
+        }
+        let started = Instant::now();
+        let page = series::read::<Points>(
+            &fixture.state.store,
+            &fixture.caller.tenant,
+            run,
+            name,
+            &summary,
+            series::Window::default(),
+        )
+        .await
+        .expect("a read");
+        exact.push(started.elapsed());
+        assert_eq!(page.points.len(), points);
+    }
+    for _ in 0..5 {
+        if !exact_too {
+            break;
+        }
+        let started = Instant::now();
+        let (mut read, mut cursor) = (0, None::<String>);
         loop {
-            let url = match after {
-                Some(step) => format!("{series_url}?after={step}"),
+            let url = match &cursor {
+                Some(cursor) => format!("{series_url}?cursor={cursor}"),
                 None => series_url.clone(),
             };
             let page = get(url).await;
-            points += page["steps"].as_array().expect("steps").len();
-            match page["next_after"].as_i64() {
-                Some(step) => after = Some(step),
+            read += page["steps"].as_array().expect("steps").len();
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
                 None => break,
             }
         }
-        exact.push(started.elapsed());
-        assert_eq!(points, 1_000_000);
-        let started = Instant::now();
-        let page = get(format!("{series_url}?max_points=1000")).await;
-        sampled.push(started.elapsed());
-        assert!(page["steps"].as_array().expect("steps").len() <= 1_000);
+        exact_http.push(started.elapsed());
+        assert_eq!(read, points);
     }
+    let median_or_zero = |samples: Vec<Duration>| {
+        if samples.is_empty() {
+            Duration::ZERO
+        } else {
+            median(samples)
+        }
+    };
+    ReadTimes {
+        exact: median_or_zero(exact),
+        downsampled: median(sampled),
+        exact_http: median_or_zero(exact_http),
+        downsampled_http: median(sampled_http),
+    }
+}
+
+/// Folds a run as the hourly runs do: on a clock three minutes ahead, so that every
+/// batch is past the commit window, until nothing is left to fold; then, twenty
+/// minutes on, once more to delete the folded items. Answers the time the folding took.
+async fn fold_all(fixture: &Fixture, run: sextant_domain::ids::RunId) -> Duration {
+    let clock = Arc::new(ManualClock::starting_at(
+        time::OffsetDateTime::now_utc() + time::Duration::minutes(3),
+    ));
+    let mut later = fixture.state.store.clone();
+    later.clock = clock.clone();
+    let started = Instant::now();
+    loop {
+        let report = fold::fold(&later, &fixture.caller.tenant, run)
+            .await
+            .expect("a fold");
+        if !report.capped {
+            break;
+        }
+    }
+    let folding = started.elapsed();
+    clock.advance(time::Duration::minutes(20));
+    fold::fold(&later, &fixture.caller.tenant, run)
+        .await
+        .expect("the fold that deletes");
+    folding
+}
+
+async fn reads_of_a_million_points() {
     println!(
-        "over HTTP, exact in pages of {}: median {}",
-        series::EXACT_PAGE_POINTS,
-        ms(median(exact))
+        "\n## Reading a 1,000,000-point series (train/loss of one 1,000,000-step run), \
+         as logged in batches of 25,000 steps and after the fold"
+    );
+    let workload = workload(1, 1_000_000);
+    let fixture = fixture(false).await;
+    let run = fixture.new_run().await;
+    ingest_in_process(&fixture, run, &batches(&workload, 0, 25_000)).await;
+    let base = sextant_tests::serve_state(fixture.state.clone()).await;
+    let logged = time_reads(&fixture, &base, run, "train/loss", 1_000_000, true).await;
+    let fold_time = fold_all(&fixture, run).await;
+    let folded = time_reads(&fixture, &base, run, "train/loss", 1_000_000, true).await;
+    println!(
+        "folding the run's 7 series (7,000,000 points): {}",
+        ms(fold_time)
     );
     println!(
-        "over HTTP, downsampled to 1,000 points: median {}",
-        ms(median(sampled))
+        "{:<44} {:>10} {:>10} {:>7}",
+        "median of 5", "logged", "folded", "ratio"
+    );
+    let rows = [
+        ("in process, exact", logged.exact, folded.exact),
+        (
+            "in process, downsampled to 1,000",
+            logged.downsampled,
+            folded.downsampled,
+        ),
+        (
+            "over HTTP, exact in pages of 50,000",
+            logged.exact_http,
+            folded.exact_http,
+        ),
+        (
+            "over HTTP, downsampled to 1,000",
+            logged.downsampled_http,
+            folded.downsampled_http,
+        ),
+    ];
+    for (what, logged, folded) in rows {
+        println!(
+            "{what:<44} {:>10} {:>10} {:>6.1}x",
+            ms(logged),
+            ms(folded),
+            logged.as_secs_f64() / folded.as_secs_f64()
+        );
+    }
+}
+
+/// One series of 100,000,000 points (a noisy decaying curve), logged in batches of
+/// 50,000 and folded: what a chart of all of it costs. The items as logged are past
+/// what one read may fetch (`MAX_READ_BYTES`), so only the folded series is charted.
+async fn a_chart_of_a_hundred_million_points() {
+    const POINTS: usize = 100_000_000;
+    const BATCH: usize = 50_000;
+    println!("\n## A chart of a 100,000,000-point series, folded");
+    let fixture = fixture(false).await;
+    let run = fixture.new_run().await;
+    let started = Instant::now();
+    for (number, first) in (0..POINTS).step_by(BATCH).enumerate() {
+        let steps: Vec<i64> = (first..first + BATCH).map(|s| s as i64).collect();
+        let values = steps
+            .iter()
+            .map(|&s| {
+                let noise =
+                    ((s as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) as f64 / 16_777_216.0;
+                JsonF64((2.0 / (1.0 + s as f64 / 1e6) + 0.1 * noise) as f32 as f64)
+            })
+            .collect();
+        let timestamps = Some(steps.iter().map(|&s| 1.7e9 + s as f64 * 0.01).collect());
+        let batch = LogBatch {
+            batch_id: Some(format!("b{number}")),
+            series: [(
+                "loss".to_owned(),
+                SeriesColumns {
+                    steps,
+                    values,
+                    timestamps,
+                },
+            )]
+            .into(),
+            ..LogBatch::default()
+        };
+        log(&fixture, run, batch).await;
+    }
+    println!("logging: {}", ms(started.elapsed()));
+    println!("folding: {}", ms(fold_all(&fixture, run).await));
+    let base = sextant_tests::serve_state(fixture.state.clone()).await;
+    let folded = time_reads(&fixture, &base, run, "loss", POINTS, false).await;
+    println!(
+        "downsampled to 1,000 points, median of 5: in process {}, over HTTP {}",
+        ms(folded.downsampled),
+        ms(folded.downsampled_http)
     );
 }
 
@@ -504,5 +651,6 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(ingest_http_throughput(&workload, runs));
     runtime.block_on(reads_of_a_million_points());
+    runtime.block_on(a_chart_of_a_hundred_million_points());
     runtime.block_on(run_table_of_ten_thousand());
 }

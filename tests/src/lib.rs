@@ -493,6 +493,27 @@ pub async fn signed_up_caller(
     .expect("authenticate")
 }
 
+/// Signs up a new team in `state` and starts a run in a new project of it: the admin
+/// and the run.
+pub async fn signed_up_run(
+    state: &sextant_edge::state::AppState,
+) -> (
+    sextant_domain::credentials::Caller,
+    sextant_domain::ids::RunId,
+) {
+    use sextant_domain::projects::{self, ProjectName};
+    use sextant_domain::runs::{self, NewRun};
+    let caller = signed_up_caller(state).await;
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
+        .await
+        .expect("a project");
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
+        .await
+        .expect("a run")
+        .id;
+    (caller, run)
+}
+
 /// SHA-256 in lowercase hex, as the artifact API takes it.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

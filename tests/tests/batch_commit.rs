@@ -8,8 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use sextant_domain::ids::RunId;
 use sextant_domain::metering;
-use sextant_domain::projects::{self, ProjectName};
-use sextant_domain::runs::{self, NewRun};
+use sextant_domain::runs;
 use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{self, Points};
 use sextant_domain::tenancy::Tenant;
@@ -19,7 +18,7 @@ use sextant_storage::clock::ManualClock;
 use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
-use sextant_tests::{local_blobs_with_routes, signed_up_caller, state_on};
+use sextant_tests::{local_blobs_with_routes, signed_up_run, state_on};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -71,15 +70,8 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
         blobs,
     })
     .with_clock(clock.clone());
-    let caller = signed_up_caller(&state).await;
+    let (caller, run) = signed_up_run(&state).await;
     let tenant = &caller.tenant;
-    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
-        .await
-        .unwrap();
-    let run = runs::create(&state.store, &caller, &project, NewRun::default())
-        .await
-        .unwrap()
-        .id;
 
     batch::log(
         &state.store,

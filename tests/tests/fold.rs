@@ -9,9 +9,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sextant_domain::credentials::Caller;
 use sextant_domain::ids::RunId;
-use sextant_domain::projects::{self, ProjectName};
+use sextant_domain::runs;
 use sextant_domain::runs::summary::SeriesSummary;
-use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::fold::{self, FoldReport};
 use sextant_domain::series::{self, Place, Points, StepRange, TextPoints, Window};
@@ -23,7 +22,7 @@ use sextant_storage::clock::{Clock, ManualClock};
 use sextant_storage::kv::{KvStore, Query};
 use sextant_tests::faults::{Faults, Op, Timing};
 use sextant_tests::{
-    aws_cases, cases, fresh_aws_storage, local_blobs_with_routes, signed_up_caller, state_on,
+    aws_cases, cases, fresh_aws_storage, local_blobs_with_routes, signed_up_run, state_on,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -56,14 +55,7 @@ async fn bench_on(storage: Storage, keep: Box<dyn std::any::Any + Send>) -> Benc
         blobs: faults.blobs(storage.blobs),
     })
     .with_clock(clock.clone());
-    let caller = signed_up_caller(&state).await;
-    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
-        .await
-        .unwrap();
-    let run = runs::create(&state.store, &caller, &project, NewRun::default())
-        .await
-        .unwrap()
-        .id;
+    let (caller, run) = signed_up_run(&state).await;
     Bench {
         state,
         clock,
@@ -293,7 +285,8 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     let report = bench.fold().await;
     assert_eq!(report.points, 2 * 24 * 20, "{report:?}");
     assert!(report.more, "the items it sealed are left to delete");
-    assert_eq!(bench.blocks().await, 4);
+    // A block a series a fold, and each fold's overview of the numbers.
+    assert_eq!(bench.blocks().await, 6);
 
     assert_eq!(bench.points().await, points);
     assert_eq!(bench.lines().await, lines);
@@ -332,6 +325,20 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
 
     // Folding billed nothing: every point was counted once, when its batch committed.
     assert_eq!(bench.billed_points(logged_at).await, 1_240);
+    // The run is billed for the bytes of the blocks and overview its record names,
+    // now that its items are gone.
+    let record = runs::load(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap()
+        .record;
+    let named: u64 = record
+        .series
+        .values()
+        .filter_map(|summary| summary.folded.as_ref())
+        .flat_map(|folded| folded.blocks.iter().chain(&folded.overview))
+        .map(|block| block.bytes)
+        .sum();
+    assert_eq!(record.stored_bytes, named);
 
     // Deleting the run deletes its blocks.
     deletion::delete_run(&bench.state.store, bench.tenant(), bench.run)
@@ -412,7 +419,11 @@ async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind()
                     .expect("a settle");
                 assert_eq!(bench.points().await, points, "{case}");
                 assert_eq!(bench.chunk_items().await, 0, "{case}");
-                assert_eq!(bench.blocks().await, 2, "{case}: one block a series");
+                assert_eq!(
+                    bench.blocks().await,
+                    3,
+                    "{case}: one block a series and the overview"
+                );
                 assert_eq!(bench.billed_points(logged_at).await, 240, "{case}");
             }
         }
@@ -521,19 +532,113 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
     for range in ranges {
         before.push(read(bench.summary("loss").await, range).await);
     }
+    let tiny_chart = |summary: SeriesSummary| {
+        let bench = &bench;
+        async move {
+            series::read_downsampled(
+                &bench.state.store,
+                bench.tenant(),
+                bench.run,
+                "loss",
+                &summary,
+                StepRange::default(),
+                4,
+            )
+            .await
+            .unwrap()
+            .0
+        }
+    };
+    let tiny_before = tiny_chart(bench.summary("loss").await).await;
     bench.clock.advance(Duration::minutes(3));
     bench.fold().await;
+    // Four points of 180,000 come from the overview, and keep the extremes.
+    let tiny = tiny_chart(bench.summary("loss").await).await;
+    assert!(tiny.len() <= 4);
+    let extremes = |points: &Points| {
+        let values = points.values.iter().copied();
+        (
+            values.clone().fold(f64::INFINITY, f64::min),
+            values.fold(f64::NEG_INFINITY, f64::max),
+        )
+    };
+    assert_eq!(extremes(&tiny), extremes(&tiny_before));
     let folded = bench.summary("loss").await.folded.expect("a fold");
+    assert!(folded.overview.is_some());
+    // Pages of an export fetch the block's chunks a few at a time, and resume right.
+    let (mut paged, mut after) = (Vec::new(), None::<Place>);
+    loop {
+        let page: series::SeriesPage<Points> = series::read(
+            &bench.state.store,
+            bench.tenant(),
+            bench.run,
+            "loss",
+            &bench.summary("loss").await,
+            Window {
+                range: StepRange::default(),
+                after: after.as_ref(),
+                limit: Some(7_000),
+            },
+        )
+        .await
+        .unwrap();
+        paged.extend(
+            page.points
+                .steps
+                .iter()
+                .zip(&page.points.values)
+                .map(|(s, v)| (*s, v.to_bits())),
+        );
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let (all, _) = read(bench.summary("loss").await, (None, None)).await;
+    let all: Vec<(i64, u64)> = all
+        .steps
+        .iter()
+        .zip(&all.values)
+        .map(|(s, v)| (*s, v.to_bits()))
+        .collect();
+    assert_eq!(paged, all);
     assert!(
         folded.blocks[0].bytes > 1024 * 1024,
         "{:?}",
         folded.blocks[0]
     );
-    for (range, before) in ranges.into_iter().zip(before) {
-        assert_eq!(
-            read(bench.summary("loss").await, range).await,
-            before,
-            "{range:?}"
+    for (range, (exact_before, chart_before)) in ranges.into_iter().zip(before) {
+        let (exact, chart) = read(bench.summary("loss").await, range).await;
+        assert_eq!(exact, exact_before, "{range:?}");
+        if exact.len() <= 100 {
+            assert_eq!(chart, chart_before, "{range:?}");
+            continue;
+        }
+        // Wide ranges are charted from the block's summary level: buckets may end a
+        // few points from where they did, but every point is a stored one, the
+        // extremes are the same, and there are as many as asked for at most.
+        assert!(
+            chart.len() <= 100 && chart.len() >= 50,
+            "{range:?}: {}",
+            chart.len()
         );
+        let stored: std::collections::HashMap<i64, u64> = (0..exact.len())
+            .map(|i| (exact.steps[i], exact.values[i].to_bits()))
+            .collect();
+        for i in 0..chart.len() {
+            assert_eq!(
+                stored.get(&chart.steps[i]),
+                Some(&chart.values[i].to_bits())
+            );
+        }
+        let extremes = |points: &Points| {
+            let values = points.values.iter().copied();
+            (
+                values.clone().fold(f64::INFINITY, f64::min),
+                values.fold(f64::NEG_INFINITY, f64::max),
+            )
+        };
+        assert_eq!(extremes(&chart), extremes(&chart_before), "{range:?}");
+        assert_eq!(extremes(&chart), extremes(&exact), "{range:?}");
     }
 }

@@ -56,6 +56,10 @@ pub struct Folded {
     pub at: i64,
     /// Oldest first; points in a later block arrived after every point of an earlier one.
     pub blocks: Vec<BlockRef>,
+    /// For numbers: one block holding the coarsest summary level of every block, so a
+    /// chart of the whole of a long series reads one object however many blocks it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overview: Option<BlockRef>,
 }
 
 /// One block: where it is and what it covers.

@@ -108,6 +108,14 @@ impl MinMax {
         self.fold(point);
     }
 
+    /// Stops keeping every point: what comes next is already a summary (a block's
+    /// level), so the answer is downsampled however few points it holds.
+    pub fn summarised(&mut self) {
+        for point in self.exact.take().into_iter().flatten() {
+            self.fold(point);
+        }
+    }
+
     fn fold(&mut self, point: Candidate) {
         self.has_nan |= point.value.is_nan();
         let offset = u128::from(point.step.abs_diff(self.lo));

@@ -29,8 +29,8 @@ use time::{Duration, OffsetDateTime};
 
 use super::block::{self, SealedChunk};
 use super::{
-    COMMIT_WINDOW, Place, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN,
-    chunk_bytes, pending,
+    COMMIT_WINDOW, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN, chunk_bytes,
+    pending,
 };
 use crate::ids::RunId;
 use crate::metering::Marks;
@@ -49,6 +49,11 @@ use sextant_storage::records::CONFLICT_ATTEMPTS;
 pub const READS_LAST_AT_MOST: Duration = Duration::minutes(15);
 /// Most points in one block; a series with more gets several.
 pub const BLOCK_POINTS: usize = 1_000_000;
+/// Most chunk bytes of one series a fold takes at once (about 6 million points, some
+/// 250 MB decoded); what is left waits for the next fold.
+const FOLD_BYTES: usize = 16 * 1024 * 1024;
+/// Folds one settle of a note runs at most, one after another.
+const FOLDS_A_SETTLE: usize = 16;
 /// A block no record names is a fold's that crashed before its commit once it is this
 /// old; younger ones may belong to a fold still committing.
 const ORPHAN_AFTER: Duration = Duration::HOUR;
@@ -63,6 +68,8 @@ pub struct FoldReport {
     /// Whether something is left for a later fold: items too recent to seal, or sealed
     /// items too recently to delete.
     pub more: bool,
+    /// Whether a series had more items than one fold holds (`FOLD_BYTES`).
+    pub capped: bool,
 }
 
 fn nanos(at: OffsetDateTime) -> i64 {
@@ -102,13 +109,22 @@ pub async fn expect(store: &Store, marks: &Marks, tenant: &Tenant, run: RunId) -
 /// run that is gone has nothing to settle.
 pub async fn settle(store: &Store, note: &Note, run: RunId) -> Result<bool> {
     let tenant = &Tenant::verified(note.tenant);
-    let report = match fold(store, tenant, run).await {
-        Ok(report) => report,
-        Err(SeriesError::Run(RunError::NotFound)) => return Ok(false),
-        Err(err) => return Err(err),
-    };
+    // A run that logged more in an hour than one fold holds is folded a piece at a
+    // time, so a backlog shrinks every hour.
+    let mut more = false;
+    for _ in 0..FOLDS_A_SETTLE {
+        let report = match fold(store, tenant, run).await {
+            Ok(report) => report,
+            Err(SeriesError::Run(RunError::NotFound)) => return Ok(false),
+            Err(err) => return Err(err),
+        };
+        more = report.more || report.capped;
+        if !report.capped {
+            break;
+        }
+    }
     delete_orphans(store, tenant, run).await?;
-    Ok(report.more)
+    Ok(more)
 }
 
 /// Folds what can be folded of every series of the run.
@@ -121,7 +137,7 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
     let fold_id = format!("{:016x}", rand::random::<u64>());
     let mut report = FoldReport::default();
     let mut garbage: Vec<Key> = Vec::new();
-    let mut sealed: BTreeMap<String, Vec<BlockRef>> = BTreeMap::new();
+    let mut sealed: BTreeMap<String, Sealed> = BTreeMap::new();
     let mut freed_bytes = 0u64;
     for (ordinal, (name, summary)) in versioned.record.series.iter().enumerate() {
         let through = summary.folded.as_ref().map_or(i64::MIN, |f| f.through);
@@ -129,7 +145,7 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             .folded
             .as_ref()
             .is_none_or(|folded| folded.at <= delete_before);
-        let mut sealable = Vec::new();
+        let mut sealable: Vec<Item> = Vec::new();
         for item in chunk_items(store, tenant, run, summary.kind, name).await? {
             let written = item.n(WRITTEN).unwrap_or(0);
             if written <= through {
@@ -147,11 +163,18 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
         if sealable.is_empty() {
             continue;
         }
+        let through = match within_budget(&mut sealable, FOLD_BYTES) {
+            Some(last) => {
+                report.capped = true;
+                last
+            }
+            None => cutoff - 1,
+        };
         freed_bytes += sealable
             .iter()
             .map(|item| item.billed_size() as u64)
             .sum::<u64>();
-        let blocks = match summary.kind {
+        let (blocks, added) = match summary.kind {
             SeriesKind::Numeric => {
                 seal::<Points>(store, tenant, run, &fold_id, ordinal, &sealable).await?
             }
@@ -159,24 +182,21 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
                 seal::<TextPoints>(store, tenant, run, &fold_id, ordinal, &sealable).await?
             }
         };
+        let previous = summary.folded.as_ref().and_then(|f| f.overview.as_ref());
+        let overview = match added {
+            Some(added) => {
+                Some(extend_overview(store, tenant, run, &fold_id, ordinal, previous, added).await?)
+            }
+            None => None,
+        };
         report.points += blocks.iter().map(|b| b.count).sum::<u64>();
         report.blocks += blocks.len();
-        sealed.insert(name.clone(), blocks);
+        sealed.insert(name.clone(), (blocks, through, overview));
         // Anything sealed now is deleted by a later fold.
         report.more = true;
     }
     if !sealed.is_empty() {
-        commit(
-            store,
-            tenant,
-            run,
-            versioned,
-            &sealed,
-            cutoff - 1,
-            now,
-            freed_bytes,
-        )
-        .await?;
+        commit(store, tenant, run, versioned, &sealed, now, freed_bytes).await?;
     }
     if !garbage.is_empty() {
         report.items_deleted = garbage.len();
@@ -186,6 +206,39 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             .await?;
     }
     Ok(report)
+}
+
+/// What a fold made of one series: its new blocks, the arrival time through which its
+/// items are in blocks, and its new overview.
+type Sealed = (Vec<BlockRef>, i64, Option<BlockRef>);
+
+/// A point's place in read order (`Place`'s order: step, timestamp, arrival, chunk key,
+/// index), with the chunk key as the item's position among the sealed items, which are
+/// in key order.
+type SealOrder = (i64, f64, i64, u32, u32);
+
+/// Keeps the oldest of `sealable` that one fold holds in memory (`budget` bytes of
+/// chunks, whole batches at a time, at least one), in key order; answers the arrival
+/// time of the last batch kept when it left some out.
+fn within_budget(sealable: &mut Vec<Item>, budget: usize) -> Option<i64> {
+    let written = |item: &Item| item.n(WRITTEN).unwrap_or(0);
+    let mut arrivals: Vec<(i64, usize)> = sealable
+        .iter()
+        .map(|item| (written(item), item.b(super::DATA).map_or(0, |b| b.len())))
+        .collect();
+    arrivals.sort_unstable();
+    let mut total = 0;
+    let mut last_kept = None;
+    for (index, &(arrival, bytes)) in arrivals.iter().enumerate() {
+        let new_batch = index == 0 || arrivals[index - 1].0 != arrival;
+        if new_batch && total + bytes > budget && last_kept.is_some() {
+            sealable.retain(|item| written(item) <= last_kept.unwrap_or(i64::MIN));
+            return last_kept;
+        }
+        total += bytes;
+        last_kept = Some(arrival);
+    }
+    None
 }
 
 /// Every chunk item of one series, sealed or not.
@@ -218,54 +271,112 @@ async fn seal<T: SeriesData>(
     fold_id: &str,
     ordinal: usize,
     sealable: &[Item],
-) -> Result<Vec<BlockRef>> {
-    let mut points: Vec<(Place, T::Payload)> = Vec::new();
-    for item in sealable {
+) -> Result<(Vec<BlockRef>, Option<Points>)> {
+    let mut points: Vec<(SealOrder, T::Payload)> = Vec::new();
+    for (position, item) in sealable.iter().enumerate() {
         let mut chunk = T::decode(chunk_bytes(item)?)?;
         let written = item.n(WRITTEN).unwrap_or(0);
         for index in 0..chunk.len() {
-            let place = Place {
-                step: chunk.step(index),
-                timestamp: chunk.timestamp(index),
+            let place = (
+                chunk.step(index),
+                chunk.timestamp(index),
                 written,
-                chunk: item.key.sk.clone(),
-                index: index as u32,
-            };
+                position as u32,
+                index as u32,
+            );
             points.push((place, chunk.take(index)));
         }
     }
-    points.sort_by(|a, b| a.0.cmp(&b.0));
+    points.sort_by(|(a, _), (b, _)| {
+        (a.0.cmp(&b.0))
+            .then(a.1.total_cmp(&b.1))
+            .then((a.2, a.3, a.4).cmp(&(b.2, b.3, b.4)))
+    });
     let mut blocks = Vec::new();
+    let mut overview: Option<Points> = None;
     let mut points = points.into_iter().peekable();
     let mut part = 0;
     while points.peek().is_some() {
         let mut series = T::default();
-        for (place, payload) in points.by_ref().take(BLOCK_POINTS) {
-            series.push(place.step, payload, place.timestamp);
+        for ((step, timestamp, ..), payload) in points.by_ref().take(BLOCK_POINTS) {
+            series.push(step, payload, timestamp);
         }
-        let chunks: Vec<SealedChunk> = series.seal();
-        let (bytes, index_bytes) = block::encode(&chunks);
-        let key = BlobKey::parse(format!(
-            "{}{fold_id}/{ordinal:04}-{part:04}.blk",
-            series_prefix(tenant, run)
-        ))?;
-        let size = bytes.len() as u64;
-        store.blobs.put(&key, bytes.into()).await?;
-        blocks.push(BlockRef {
-            key: key.as_str().to_owned(),
-            first_step: chunks
-                .iter()
-                .map(|c| c.first_step)
-                .min()
-                .unwrap_or_default(),
-            last_step: chunks.iter().map(|c| c.last_step).max().unwrap_or_default(),
-            count: series.len() as u64,
-            bytes: size,
-            index_bytes,
-        });
+        let mut levels: Vec<(u32, Vec<SealedChunk>)> = vec![(1, series.seal())];
+        levels.extend(
+            series
+                .summary_levels()
+                .into_iter()
+                .map(|(bucket, kept)| (bucket, kept.seal())),
+        );
+        if let Some(coarsest) = series.overview() {
+            let overview = overview.get_or_insert_with(Points::default);
+            overview.extend_from(&coarsest, 0..coarsest.len());
+        }
+        let name = format!("{ordinal:04}-{part:04}");
+        blocks.push(put_block(store, tenant, run, fold_id, &name, &levels, series.len()).await?);
         part += 1;
     }
-    Ok(blocks)
+    Ok((blocks, overview))
+}
+
+/// Writes a block of `levels` under the fold's keys.
+async fn put_block(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    fold_id: &str,
+    name: &str,
+    levels: &[(u32, Vec<SealedChunk>)],
+    count: usize,
+) -> Result<BlockRef> {
+    let (bytes, index_bytes) = block::encode(levels);
+    let chunks = &levels[0].1;
+    let key = BlobKey::parse(format!(
+        "{}{fold_id}/{name}.blk",
+        series_prefix(tenant, run)
+    ))?;
+    let size = bytes.len() as u64;
+    store.blobs.put(&key, bytes.into()).await?;
+    Ok(BlockRef {
+        key: key.as_str().to_owned(),
+        first_step: chunks
+            .iter()
+            .map(|c| c.first_step)
+            .min()
+            .unwrap_or_default(),
+        last_step: chunks.iter().map(|c| c.last_step).max().unwrap_or_default(),
+        count: count as u64,
+        bytes: size,
+        index_bytes,
+    })
+}
+
+/// The series' overview with `added` (the coarsest level of new blocks) merged in: a
+/// new block, since blocks never change.
+async fn extend_overview(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    fold_id: &str,
+    ordinal: usize,
+    previous: Option<&BlockRef>,
+    added: Points,
+) -> Result<BlockRef> {
+    let mut points = Points::default();
+    if let Some(previous) = previous {
+        for (_, bytes) in block::chunks_in(store, previous, 0, i64::MIN, i64::MAX).await? {
+            let chunk = Points::decode(&bytes)?;
+            points.extend_from(&chunk, 0..chunk.len());
+        }
+    }
+    points.extend_from(&added, 0..added.len());
+    // Stable: points equal in step and timestamp keep the order their blocks have.
+    points.sort();
+    let count = points.len();
+    let top = *block::LEVEL_BUCKETS.last().expect("levels") as u32;
+    let levels = [(top, points.seal())];
+    let name = format!("{ordinal:04}-overview");
+    put_block(store, tenant, run, fold_id, &name, &levels, count).await
 }
 
 /// Names the new blocks in the run record, if no other fold got there first. A
@@ -276,8 +387,7 @@ async fn commit(
     tenant: &Tenant,
     run: RunId,
     mut versioned: runs::Versioned,
-    sealed: &BTreeMap<String, Vec<BlockRef>>,
-    through: i64,
+    sealed: &BTreeMap<String, Sealed>,
     now: OffsetDateTime,
     freed_bytes: u64,
 ) -> Result<()> {
@@ -292,11 +402,22 @@ async fn commit(
             (name, folded)
         })
         .collect();
-    let block_bytes: u64 = sealed.values().flatten().map(|b| b.bytes).sum();
-    let delta = block_bytes as i64 - freed_bytes as i64;
+    let block_bytes: u64 = sealed
+        .values()
+        .flat_map(|(blocks, _, overview)| blocks.iter().chain(overview))
+        .map(|b| b.bytes)
+        .sum();
+    // A new overview replaces the old one.
+    let replaced_bytes: u64 = sealed
+        .iter()
+        .filter(|(_, (.., overview))| overview.is_some())
+        .filter_map(|(name, _)| expected[name].as_ref()?.overview.as_ref())
+        .map(|b| b.bytes)
+        .sum();
+    let delta = block_bytes as i64 - freed_bytes as i64 - replaced_bytes as i64;
     for _ in 0..CONFLICT_ATTEMPTS {
         let mut updated = versioned.clone();
-        for (name, blocks) in sealed {
+        for (name, (blocks, through, overview)) in sealed {
             let summary: &mut SeriesSummary =
                 updated.record.series.get_mut(name).ok_or_else(|| {
                     SeriesError::Corrupt(anyhow::anyhow!("series {name:?} vanished"))
@@ -307,13 +428,17 @@ async fn commit(
                 return Ok(());
             }
             let folded = summary.folded.get_or_insert(Folded {
-                through,
+                through: *through,
                 at: 0,
                 blocks: Vec::new(),
+                overview: None,
             });
-            folded.through = through;
+            folded.through = *through;
             folded.at = now.unix_timestamp();
             folded.blocks.extend(blocks.iter().cloned());
+            if overview.is_some() {
+                folded.overview.clone_from(overview);
+            }
         }
         updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
         let ops = vec![
@@ -338,7 +463,8 @@ async fn delete_orphans(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
         .series
         .values()
         .filter_map(|s| s.folded.as_ref())
-        .flat_map(|f| f.blocks.iter().map(|b| b.key.as_str()))
+        .flat_map(|f| f.blocks.iter().chain(&f.overview))
+        .map(|b| b.key.as_str())
         .collect();
     let prefix = series_prefix(tenant, run);
     let old_before = store.now() - ORPHAN_AFTER;
@@ -369,5 +495,39 @@ pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
         for blob in &page.blobs {
             store.blobs.delete(&blob.key).await?;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sextant_storage::kv::Value;
+
+    fn item(written: i64, bytes: usize, key: &str) -> Item {
+        Item::new(Key::new("run", key))
+            .with(WRITTEN, Value::N(written))
+            .with(super::super::DATA, Value::B(vec![0; bytes].into()))
+    }
+
+    #[test]
+    fn a_fold_takes_the_oldest_whole_batches_that_fit_its_budget() {
+        let mut items = vec![
+            item(30, 40, "c#a#1"),
+            item(10, 40, "c#a#2"),
+            item(20, 40, "c#a#3"),
+            item(10, 40, "c#a#4"),
+        ];
+        // Batch 10 (two items, 80 bytes) and batch 20 fit 120 bytes; batch 30 waits.
+        assert_eq!(within_budget(&mut items, 120), Some(20));
+        let kept: Vec<&str> = items.iter().map(|i| i.key.sk.as_str()).collect();
+        assert_eq!(kept, ["c#a#2", "c#a#3", "c#a#4"], "in key order");
+        // The oldest batch is taken whatever its size.
+        let mut items = vec![item(10, 500, "x"), item(20, 1, "y")];
+        assert_eq!(within_budget(&mut items, 100), Some(10));
+        assert_eq!(items.len(), 1);
+        // All of it fits: nothing is left out.
+        let mut items = vec![item(10, 5, "x"), item(20, 5, "y")];
+        assert_eq!(within_budget(&mut items, 100), None);
+        assert_eq!(items.len(), 2);
     }
 }

@@ -33,7 +33,7 @@ use sextant_storage::blob::BlobError;
 use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
-use crate::runs::summary::{SeriesKind, SeriesSummary};
+use crate::runs::summary::{BlockRef, SeriesKind, SeriesSummary};
 
 pub use codec::Points;
 pub use text::TextPoints;
@@ -207,6 +207,16 @@ pub trait SeriesData: Default + Sized {
     fn truncate(&mut self, len: usize);
     /// Sorted points cut and encoded into chunks, as a fold seals them into a block.
     fn seal(&self) -> Vec<block::SealedChunk>;
+    /// A block's summary levels of these sorted points (`block::summary_levels`); none
+    /// for text, which charts do not downsample.
+    fn summary_levels(&self) -> Vec<(u32, Points)> {
+        Vec::new()
+    }
+    /// What these sorted points add to the series' overview (`block::coarsest`);
+    /// nothing for text.
+    fn overview(&self) -> Option<Points> {
+        None
+    }
 }
 
 impl SeriesData for Points {
@@ -244,6 +254,14 @@ impl SeriesData for Points {
         self.steps.truncate(len);
         self.values.truncate(len);
         self.timestamps.truncate(len);
+    }
+
+    fn summary_levels(&self) -> Vec<(u32, Points)> {
+        block::summary_levels(self)
+    }
+
+    fn overview(&self) -> Option<Points> {
+        Some(block::coarsest(self))
     }
 
     fn seal(&self) -> Vec<block::SealedChunk> {
@@ -393,6 +411,9 @@ impl<P> Ord for Held<P> {
     }
 }
 
+/// Chunks of a large block one fetch brings while a page fills: about 40 KB of points.
+const CHUNKS_A_FETCH: usize = 4;
+
 /// Where the points of a block's chunk stand in read order: before every chunk item
 /// written after the fold (whose arrival times are positive), blocks in the order
 /// their folds made them, chunks in the order of the block.
@@ -414,18 +435,14 @@ struct Gather<'a, T: SeriesData> {
 }
 
 impl<T: SeriesData> Gather<'_, T> {
-    /// The chunk's first step, if the page is full of points before it: then neither
-    /// it nor any chunk after it in its source belongs to this page.
-    fn full_before(&self, chunk: &[u8]) -> Result<Option<i64>> {
-        if self.heap.len() < self.limit {
-            return Ok(None);
-        }
-        let first = T::first_step(chunk)?;
-        Ok(self
-            .heap
-            .peek()
-            .is_some_and(|last| first > last.place.step)
-            .then_some(first))
+    /// Whether the page is full of points before a chunk starting at `first_step`:
+    /// then neither it nor any chunk after it in its source belongs to this page.
+    fn full_before(&self, first_step: i64) -> bool {
+        self.heap.len() == self.limit
+            && self
+                .heap
+                .peek()
+                .is_some_and(|last| first_step > last.place.step)
     }
 
     fn offer(&mut self, bytes: &[u8], written: i64, chunk_key: &str) -> Result<()> {
@@ -526,13 +543,21 @@ pub async fn read<T: SeriesData>(
     let mut unread_from: Option<i64> = None;
     let folded = summary.folded.as_ref();
     for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
-        for (ordinal, bytes) in block::chunks_in(store, block, lo, hi).await? {
-            if let Some(first) = gather.full_before(&bytes)? {
-                unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
-                break;
+        let opened = block::Opened::open(store, block, 0, lo, hi).await?;
+        'block: for start in (0..opened.wanted.len()).step_by(CHUNKS_A_FETCH) {
+            let end = opened.wanted.len().min(start + CHUNKS_A_FETCH);
+            let fetched = opened.fetch(store, start..end).await?;
+            for ((ordinal, bytes), (_, entry)) in
+                fetched.into_iter().zip(&opened.wanted[start..end])
+            {
+                if gather.full_before(entry.first_step) {
+                    let first = entry.first_step;
+                    unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
+                    break 'block;
+                }
+                let (written, chunk) = block_origin(position, &block.key, ordinal);
+                gather.offer(&bytes, written, &chunk)?;
             }
-            let (written, chunk) = block_origin(position, &block.key, ordinal);
-            gather.offer(&bytes, written, &chunk)?;
         }
     }
     let folded_through = folded.map_or(i64::MIN, |f| f.through);
@@ -544,7 +569,8 @@ pub async fn read<T: SeriesData>(
                 continue;
             }
             let bytes = chunk_bytes(item)?;
-            if let Some(first) = gather.full_before(bytes)? {
+            let first = T::first_step(bytes)?;
+            if gather.full_before(first) {
                 unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
                 break 'pages;
             }
@@ -581,6 +607,22 @@ pub async fn read<T: SeriesData>(
         page.next = Some(last);
     }
     Ok(page)
+}
+
+/// About how many points of `blocks` lie in `[lo, hi]`, taking each block's points as
+/// spread evenly over its steps.
+fn points_between(blocks: &[BlockRef], lo: i64, hi: i64) -> usize {
+    blocks
+        .iter()
+        .map(|block| {
+            let (first, last) = (block.first_step.max(lo), block.last_step.min(hi));
+            if first > last {
+                return 0.0;
+            }
+            let width = block.last_step.abs_diff(block.first_step) as f64 + 1.0;
+            block.count as f64 * (last.abs_diff(first) as f64 + 1.0) / width
+        })
+        .sum::<f64>() as usize
 }
 
 /// A chunk's points that may belong to a batch still committing, held until the
@@ -636,18 +678,32 @@ pub async fn read_downsampled(
         .limit(64);
     let (mut fetched, mut rank) = (0u64, 0u64);
     let folded = summary.folded.as_ref();
-    for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
-        for (_, bytes) in block::chunks_in(store, block, lo, hi).await? {
+    let blocks = folded.map_or(&[][..], |f| &f.blocks[..]);
+    // Blocks read from the level that leaves at least two buckets per point asked for,
+    // so an overview never decodes every point; every spike is in every level.
+    let level = block::level_for(points_between(blocks, lo, hi) / (2 * max_points.max(1)));
+    if level > 0 {
+        downsampler.summarised();
+    }
+    // The coarsest level of every block is in the series' overview: one read.
+    let overview = folded
+        .and_then(|f| f.overview.as_ref())
+        .filter(|_| level == block::LEVEL_BUCKETS.len());
+    let sources: Vec<(&BlockRef, usize)> = match overview {
+        Some(overview) => vec![(overview, 0)],
+        None => blocks.iter().map(|block| (block, level)).collect(),
+    };
+    for (position, (block, level)) in sources.into_iter().enumerate() {
+        for (ordinal, bytes) in block::chunks_in(store, block, level, lo, hi).await? {
             fetched += bytes.len() as u64;
             if fetched > MAX_READ_BYTES {
                 return Err(too_large());
             }
             let chunk = Points::decode(&bytes)?;
-            rank += 1;
             let written = i64::MIN + position as i64;
             for i in 0..chunk.len() {
                 if (lo..=hi).contains(&chunk.steps[i]) {
-                    let order = (written, rank, i as u32);
+                    let order = (written, ordinal as u64, i as u32);
                     downsampler.push(chunk.steps[i], chunk.values[i], chunk.timestamps[i], order);
                 }
             }
