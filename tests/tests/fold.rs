@@ -12,7 +12,7 @@ use sextant_domain::ids::RunId;
 use sextant_domain::runs;
 use sextant_domain::runs::summary::SeriesSummary;
 use sextant_domain::series::batch::{self, LogBatch};
-use sextant_domain::series::fold::{self, FoldReport};
+use sextant_domain::series::fold::{self, FoldReport, Folded};
 use sextant_domain::series::{self, Place, Points, StepRange, TextPoints, Window};
 use sextant_domain::tenancy::Tenant;
 use sextant_domain::{deletion, usage};
@@ -219,6 +219,16 @@ impl Bench {
         )
     }
 
+    /// What folds sealed of a series, from the run's fold index.
+    async fn folded(&self, name: &str) -> Option<Folded> {
+        fold::index(&self.state.store, self.tenant(), self.run)
+            .await
+            .expect("the fold index")
+            .record
+            .series
+            .remove(name)
+    }
+
     async fn fold(&self) -> FoldReport {
         fold::fold(&self.state.store, self.tenant(), self.run)
             .await
@@ -277,6 +287,14 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     let items_before = bench.chunk_items().await;
     assert_eq!(points.len(), 600);
     let before_fold = bench.summary("loss").await;
+    let record_bytes = || async {
+        let record = runs::load(&bench.state.store, bench.tenant(), bench.run)
+            .await
+            .unwrap()
+            .record;
+        serde_json::to_string(&record).unwrap().len()
+    };
+    let record_before = record_bytes().await;
 
     // Batches of the last two minutes may still be committing: they wait.
     let report = bench.fold().await;
@@ -285,6 +303,10 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     let report = bench.fold().await;
     assert_eq!(report.points, 2 * 24 * 20, "{report:?}");
     assert!(report.more, "the items it sealed are left to delete");
+    // Every batch rewrites the run record: blocks are named in the fold index, and the
+    // record only gains a flag a series (and a few digits of stored bytes).
+    let flags = 2 * r#","folded":true"#.len();
+    assert!(record_bytes().await <= record_before + flags + 2);
     // A block a series a fold, and each fold's overview of the numbers.
     assert_eq!(bench.blocks().await, 6);
 
@@ -331,10 +353,13 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
         .await
         .unwrap()
         .record;
-    let named: u64 = record
+    let folds = fold::index(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap()
+        .record;
+    let named: u64 = folds
         .series
         .values()
-        .filter_map(|summary| summary.folded.as_ref())
         .flat_map(|folded| folded.blocks.iter().chain(&folded.overview))
         .map(|block| block.bytes)
         .sum();
@@ -439,12 +464,13 @@ async fn the_hourly_run_folds_the_runs_that_logged() {
     for i in 0..3 {
         bench.log(&format!("b{i}"), i * 20, 20).await;
     }
-    assert!(bench.summary("loss").await.folded.is_none());
+    assert!(bench.folded("loss").await.is_none());
+    assert!(!bench.summary("loss").await.folded);
     let metering = sextant_cli::metering(&bench.state);
     bench.clock.advance(Duration::hours(2));
     let hour = sextant_metering::MeteringHour::ending_at_or_before(bench.clock.now());
     metering.run(hour).await.expect("a metering run");
-    let folded = bench.summary("loss").await.folded.expect("a fold");
+    let folded = bench.folded("loss").await.expect("a fold");
     assert_eq!(folded.blocks.iter().map(|b| b.count).sum::<u64>(), 60);
     // It looks again the hour after, to delete the sealed items.
     bench.clock.advance(Duration::hours(2));
@@ -563,7 +589,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
         )
     };
     assert_eq!(extremes(&tiny), extremes(&tiny_before));
-    let folded = bench.summary("loss").await.folded.expect("a fold");
+    let folded = bench.folded("loss").await.expect("a fold");
     assert!(folded.overview.is_some());
     // Pages of an export fetch the block's chunks a few at a time, and resume right.
     let (mut paged, mut after) = (Vec::new(), None::<Place>);
@@ -641,4 +667,66 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
         assert_eq!(extremes(&chart), extremes(&chart_before), "{range:?}");
         assert_eq!(extremes(&chart), extremes(&exact), "{range:?}");
     }
+}
+
+/// Runs logged before folds existed have no note for the sweep: the hourly run notes
+/// them, a few teams at a time, resuming where it stopped, and folds them after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hourly_run_notes_runs_logged_before_folds_existed_and_folds_them() {
+    let bench = embedded().await;
+    bench.log("old", 0, 50).await;
+    let other = signed_up_run(&bench.state).await;
+    batch::log(
+        &bench.state.store,
+        bench.state.intake(),
+        &other.0.tenant,
+        other.1,
+        batch("theirs", 0, 10),
+    )
+    .await
+    .unwrap();
+    // As the version before left them: points, and no notes.
+    let kv = &*bench.state.store.kv;
+    let due = sextant_domain::calendar::hour_of(bench.clock.now()) + Duration::HOUR;
+    for (key, _) in sextant_domain::sweep::notes(kv, due).await.unwrap() {
+        sextant_domain::sweep::forget(kv, &key).await.unwrap();
+    }
+    assert!(
+        sextant_domain::sweep::notes(kv, due)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // One team at a time, then nothing left to look at.
+    assert_eq!(
+        fold::note_unfolded_runs(&bench.state.store, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        fold::note_unfolded_runs(&bench.state.store, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        fold::note_unfolded_runs(&bench.state.store, 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        sextant_domain::sweep::notes(kv, due).await.unwrap().len(),
+        2
+    );
+
+    let metering = sextant_cli::metering(&bench.state);
+    bench.clock.advance(Duration::hours(2));
+    let hour = sextant_metering::MeteringHour::ending_at_or_before(bench.clock.now());
+    let report = metering.run(hour).await.expect("a metering run");
+    assert_eq!(report.runs_noted, 0, "the migration is done");
+    let folded = bench.folded("loss").await.expect("a fold");
+    assert_eq!(folded.blocks.iter().map(|b| b.count).sum::<u64>(), 50);
 }

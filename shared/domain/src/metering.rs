@@ -156,6 +156,17 @@ fn cursor_key() -> Key {
     Key::new("metering", "cursor")
 }
 
+/// Every tenant that has stored bytes, in id order.
+pub(crate) async fn storing_tenants(store: &Store) -> StoreResult<Vec<TenantId>> {
+    let mut tenants: Vec<TenantId> = marked(store, STORERS)
+        .await?
+        .into_iter()
+        .map(|(tenant, _)| tenant)
+        .collect();
+    tenants.sort();
+    Ok(tenants)
+}
+
 /// The tenants marked in a partition, with when each mark says they started.
 async fn marked(
     store: &Store,

@@ -40,38 +40,12 @@ pub struct SeriesSummary {
     pub last: Option<f64>,
     /// The widest step range any one chunk covers.
     pub span: u64,
-    /// What the hourly fold moved out of small chunk items into blocks, if anything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub folded: Option<Folded>,
-}
-
-/// A series' sealed part: blocks in the blob store holding every point of the chunk
-/// items written up to `through`, which readers skip from then on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Folded {
-    /// Chunk items written (Unix nanoseconds) at or before this are in `blocks`.
-    pub through: i64,
-    /// When the last fold committed (Unix seconds): its chunk items stay until no read
-    /// that began before it can still be going, then the next fold deletes them.
-    pub at: i64,
-    /// Oldest first; points in a later block arrived after every point of an earlier one.
-    pub blocks: Vec<BlockRef>,
-    /// For numbers: one block holding the coarsest summary level of every block, so a
-    /// chart of the whole of a long series reads one object however many blocks it has.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overview: Option<BlockRef>,
-}
-
-/// One block: where it is and what it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockRef {
-    pub key: String,
-    pub first_step: i64,
-    pub last_step: i64,
-    pub count: u64,
-    pub bytes: u64,
-    /// The length of the block's index, which a reader fetches first.
-    pub index_bytes: u32,
+    /// Whether a fold has sealed some of the series into blocks; they are named in the
+    /// run's fold index (`series::fold`), which reads of the series then fetch. Only a
+    /// flag here: the run record is rewritten by every batch, and block names would
+    /// make every batch pay for them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub folded: bool,
 }
 
 /// A series' summary as clients see it.
@@ -157,7 +131,7 @@ impl ChunkFacts {
             max: self.max,
             last: self.last,
             span: self.span(),
-            folded: None,
+            folded: false,
         }
     }
 }
@@ -213,7 +187,7 @@ mod tests {
     fn a_summary_stored_before_folds_existed_reads_unfolded_and_stores_unchanged() {
         let stored = r#"{"kind":"numeric","count":3,"first_step":0,"last_step":2,"last_timestamp":1.5,"min":0.1,"max":0.3,"last":0.2,"span":2}"#;
         let summary: SeriesSummary = serde_json::from_str(stored).unwrap();
-        assert_eq!(summary.folded, None);
+        assert!(!summary.folded);
         assert_eq!(serde_json::to_string(&summary).unwrap(), stored);
     }
 }

@@ -25,8 +25,8 @@
 use bytes::Bytes;
 
 use super::codec::Points;
+use super::fold::BlockRef;
 use super::{Result, SeriesError};
-use crate::runs::summary::BlockRef;
 use sextant_storage::Store;
 use sextant_storage::blob::BlobKey;
 

@@ -32,17 +32,20 @@ use super::{
     COMMIT_WINDOW, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN, chunk_bytes,
     pending,
 };
-use crate::ids::RunId;
-use crate::metering::Marks;
-use crate::runs::summary::{BlockRef, Folded, SeriesKind, SeriesSummary};
+use crate::ids::{RunId, TenantId};
+use crate::metering::{self, Marks};
+use crate::projects;
+use crate::runs::summary::{SeriesKind, SeriesSummary};
 use crate::runs::{self, RunError};
 use crate::sweep::{self, Claimant, Note};
 use crate::tenancy::Tenant;
 use crate::usage;
+use serde::{Deserialize, Serialize};
 use sextant_storage::Store;
 use sextant_storage::blob::BlobKey;
-use sextant_storage::kv::{Item, Key, Query, WriteOp};
-use sextant_storage::records::CONFLICT_ATTEMPTS;
+use sextant_storage::kv::TxOp;
+use sextant_storage::kv::{Condition, Item, Key, Query, WriteOp};
+use sextant_storage::records::{CONFLICT_ATTEMPTS, Versioned, doc_item, get_doc};
 
 /// How long a read can go on (a Lambda runs at most 15 minutes): chunk items a fold
 /// sealed stay this long after it, for reads that loaded the record before it.
@@ -72,12 +75,86 @@ pub struct FoldReport {
     pub capped: bool,
 }
 
+/// A run's sealed part, one item beside its points (`{run data}` / `f#index`): per
+/// series, its blocks and how far they go.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct FoldIndex {
+    #[serde(default)]
+    pub series: BTreeMap<String, Folded>,
+}
+
+/// A series' sealed part: blocks in the blob store holding every point of the chunk
+/// items written up to `through`, which readers skip from then on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Folded {
+    /// Chunk items written (Unix nanoseconds) at or before this are in `blocks`.
+    pub through: i64,
+    /// When the last fold committed (Unix seconds): its chunk items stay until no read
+    /// that began before it can still be going, then the next fold deletes them.
+    pub at: i64,
+    /// Oldest first; points in a later block arrived after every point of an earlier one.
+    pub blocks: Vec<BlockRef>,
+    /// For numbers: one block holding the coarsest summary level of every block, so a
+    /// chart of the whole of a long series reads one object however many blocks it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overview: Option<BlockRef>,
+}
+
+/// One block: where it is and what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRef {
+    pub key: String,
+    pub first_step: i64,
+    pub last_step: i64,
+    pub count: u64,
+    pub bytes: u64,
+    /// The length of the block's index, which a reader fetches first.
+    pub index_bytes: u32,
+}
+
+fn index_key(tenant: &Tenant, run: RunId) -> Key {
+    Key::new(runs::data_partition(tenant, run), "f#index")
+}
+
+/// The run's fold index, as stored (empty if no fold has committed).
+pub async fn index(store: &Store, tenant: &Tenant, run: RunId) -> Result<Versioned<FoldIndex>> {
+    Ok(match store.kv.get(&index_key(tenant, run)).await? {
+        Some(item) => Versioned::read(&item)?,
+        None => Versioned::unsaved(FoldIndex::default()),
+    })
+}
+
+/// What folds sealed of one series, read from the fold index only if its summary says
+/// there is something: a series never folded costs no read.
+pub async fn folded(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+    summary: &SeriesSummary,
+) -> Result<Option<Folded>> {
+    if !summary.folded {
+        return Ok(None);
+    }
+    Ok(index(store, tenant, run).await?.record.series.remove(name))
+}
+
 fn nanos(at: OffsetDateTime) -> i64 {
     i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
 }
 
 fn series_prefix(tenant: &Tenant, run: RunId) -> String {
     format!("{}runs/{run}/series/", tenant.blob_prefix())
+}
+
+/// The sweep's note that folds a run.
+fn series_note(tenant: &Tenant, run: RunId) -> Note {
+    Note {
+        tenant: tenant.id(),
+        blob: series_prefix(tenant, run),
+        upload_id: None,
+        claimant: Claimant::Series { run },
+    }
 }
 
 /// Notes the run for the sweep of the next hour, once per process per run and hour.
@@ -91,13 +168,7 @@ pub async fn expect(store: &Store, marks: &Marks, tenant: &Tenant, run: RunId) -
     if !marks.first_time(&label, tenant.id()) {
         return Ok(());
     }
-    let note = Note {
-        tenant: tenant.id(),
-        blob: series_prefix(tenant, run),
-        upload_id: None,
-        claimant: Claimant::Series { run },
-    };
-    if let Err(err) = sweep::expect(&*store.kv, &note, now).await {
+    if let Err(err) = sweep::expect(&*store.kv, &series_note(tenant, run), now).await {
         marks.forget(&label, tenant.id());
         return Err(err.into());
     }
@@ -133,6 +204,7 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
     let cutoff = nanos(now - COMMIT_WINDOW);
     let delete_before = (now - READS_LAST_AT_MOST).unix_timestamp();
     let versioned = runs::load(store, tenant, run).await?;
+    let folds = index(store, tenant, run).await?;
     let uncommitted = pending::uncommitted(store, tenant, run).await?;
     let fold_id = format!("{:016x}", rand::random::<u64>());
     let mut report = FoldReport::default();
@@ -140,11 +212,9 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
     let mut sealed: BTreeMap<String, Sealed> = BTreeMap::new();
     let mut freed_bytes = 0u64;
     for (ordinal, (name, summary)) in versioned.record.series.iter().enumerate() {
-        let through = summary.folded.as_ref().map_or(i64::MIN, |f| f.through);
-        let old_enough = summary
-            .folded
-            .as_ref()
-            .is_none_or(|folded| folded.at <= delete_before);
+        let folded = folds.record.series.get(name);
+        let through = folded.map_or(i64::MIN, |f| f.through);
+        let old_enough = folded.is_none_or(|folded| folded.at <= delete_before);
         let mut sealable: Vec<Item> = Vec::new();
         for item in chunk_items(store, tenant, run, summary.kind, name).await? {
             let written = item.n(WRITTEN).unwrap_or(0);
@@ -182,7 +252,7 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
                 seal::<TextPoints>(store, tenant, run, &fold_id, ordinal, &sealable).await?
             }
         };
-        let previous = summary.folded.as_ref().and_then(|f| f.overview.as_ref());
+        let previous = folded.and_then(|f| f.overview.as_ref());
         let overview = match added {
             Some(added) => {
                 Some(extend_overview(store, tenant, run, &fold_id, ordinal, previous, added).await?)
@@ -196,7 +266,16 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
         report.more = true;
     }
     if !sealed.is_empty() {
-        commit(store, tenant, run, versioned, &sealed, now, freed_bytes).await?;
+        commit(
+            store,
+            tenant,
+            run,
+            (versioned, folds),
+            &sealed,
+            now,
+            freed_bytes,
+        )
+        .await?;
     }
     if !garbage.is_empty() {
         report.items_deleted = garbage.len();
@@ -379,28 +458,21 @@ async fn extend_overview(
     put_block(store, tenant, run, fold_id, &name, &levels, count).await
 }
 
-/// Names the new blocks in the run record, if no other fold got there first. A
-/// concurrent change of anything else (a heartbeat, a batch) is applied on top.
-#[allow(clippy::too_many_arguments)]
+/// Names the new blocks in the fold index and flags their series in the run record
+/// (with the run's bytes), if no other fold got there first. A concurrent change of
+/// anything else in the record (a heartbeat, a batch) is applied on top.
 async fn commit(
     store: &Store,
     tenant: &Tenant,
     run: RunId,
-    mut versioned: runs::Versioned,
+    (mut versioned, mut folds): (runs::Versioned, Versioned<FoldIndex>),
     sealed: &BTreeMap<String, Sealed>,
     now: OffsetDateTime,
     freed_bytes: u64,
 ) -> Result<()> {
     let expected: BTreeMap<&String, Option<Folded>> = sealed
         .keys()
-        .map(|name| {
-            let folded = versioned
-                .record
-                .series
-                .get(name)
-                .and_then(|s| s.folded.clone());
-            (name, folded)
-        })
+        .map(|name| (name, folds.record.series.get(name).cloned()))
         .collect();
     let block_bytes: u64 = sealed
         .values()
@@ -416,18 +488,15 @@ async fn commit(
         .sum();
     let delta = block_bytes as i64 - freed_bytes as i64 - replaced_bytes as i64;
     for _ in 0..CONFLICT_ATTEMPTS {
+        let mut next = folds.clone();
         let mut updated = versioned.clone();
         for (name, (blocks, through, overview)) in sealed {
-            let summary: &mut SeriesSummary =
-                updated.record.series.get_mut(name).ok_or_else(|| {
-                    SeriesError::Corrupt(anyhow::anyhow!("series {name:?} vanished"))
-                })?;
-            if summary.folded != expected[name] {
+            if next.record.series.get(name) != expected[name].as_ref() {
                 // Another fold sealed these items too; its blocks stand, ours are
                 // orphans for a later settle to delete.
                 return Ok(());
             }
-            let folded = summary.folded.get_or_insert(Folded {
+            let folded = next.record.series.entry(name.clone()).or_insert(Folded {
                 through: *through,
                 at: 0,
                 blocks: Vec::new(),
@@ -439,9 +508,15 @@ async fn commit(
             if overview.is_some() {
                 folded.overview.clone_from(overview);
             }
+            let summary =
+                updated.record.series.get_mut(name).ok_or_else(|| {
+                    SeriesError::Corrupt(anyhow::anyhow!("series {name:?} vanished"))
+                })?;
+            summary.folded = true;
         }
         updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
         let ops = vec![
+            TxOp::Put(next.next_item(index_key(tenant, run))?, next.unchanged()),
             runs::replace(tenant, &updated)?,
             usage::storage_change(tenant, delta),
         ];
@@ -449,6 +524,7 @@ async fn commit(
             Ok(()) => return Ok(()),
             Err(err) if err.is_conflict() => {
                 versioned = runs::load(store, tenant, run).await?;
+                folds = index(store, tenant, run).await?;
             }
             Err(err) => return Err(err.into()),
         }
@@ -456,13 +532,13 @@ async fn commit(
     Err(RunError::ConcurrentUpdate.into())
 }
 
-/// Deletes the run's blocks that no record names and no fold can still be committing.
+/// Deletes the run's blocks that its fold index does not name and no fold can still
+/// be committing.
 async fn delete_orphans(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
-    let record = runs::load(store, tenant, run).await?.record;
-    let named: HashSet<&str> = record
+    let folds = index(store, tenant, run).await?.record;
+    let named: HashSet<&str> = folds
         .series
         .values()
-        .filter_map(|s| s.folded.as_ref())
         .flat_map(|f| f.blocks.iter().chain(&f.overview))
         .map(|b| b.key.as_str())
         .collect();
@@ -481,6 +557,69 @@ async fn delete_orphans(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
             None => return Ok(()),
         }
     }
+}
+
+/// How far the migration of runs logged before folds existed has got: the last tenant
+/// whose runs it noted, and whether it has seen them all.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Migration {
+    after: Option<TenantId>,
+    done: bool,
+}
+
+fn migration_key() -> Key {
+    Key::new("migration#fold", "cursor")
+}
+
+/// Notes for the sweep every run of up to `tenants` more tenants that has series
+/// not yet folded, resuming where the last call stopped, so that runs logged before
+/// folds existed (and not logged to since) get folded too. The hourly run calls it
+/// until it has seen every tenant that stores bytes; answers the runs it noted.
+pub async fn note_unfolded_runs(store: &Store, tenants: usize) -> Result<usize> {
+    let migration: Migration = get_doc(&*store.kv, &migration_key())
+        .await?
+        .unwrap_or_default();
+    if migration.done {
+        return Ok(0);
+    }
+    let pending: Vec<TenantId> = metering::storing_tenants(store)
+        .await?
+        .into_iter()
+        .filter(|tenant| migration.after.is_none_or(|after| *tenant > after))
+        .collect();
+    let now = store.now();
+    let mut noted = 0;
+    for &id in pending.iter().take(tenants) {
+        let tenant = Tenant::verified(id);
+        for project in projects::list_all(store, &tenant).await? {
+            for record in runs::every_record_in_project(store, &tenant, project.id).await? {
+                let unfolded = record.series.values().any(|s| !s.folded);
+                if unfolded && !record.deleting {
+                    sweep::expect(&*store.kv, &series_note(&tenant, record.id), now).await?;
+                    noted += 1;
+                }
+            }
+        }
+        let cursor = Migration {
+            after: Some(id),
+            done: false,
+        };
+        store
+            .kv
+            .put(doc_item(migration_key(), &cursor)?, Condition::None)
+            .await?;
+    }
+    if pending.len() <= tenants {
+        let cursor = Migration {
+            after: pending.last().copied().or(migration.after),
+            done: true,
+        };
+        store
+            .kv
+            .put(doc_item(migration_key(), &cursor)?, Condition::None)
+            .await?;
+    }
+    Ok(noted)
 }
 
 /// Deletes every block of a run, for the run's deletion.

@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::cursor::InvalidCursor;
 use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
+use crate::projects::ProjectError;
 use crate::runs::RunError;
 use crate::tenancy::Tenant;
 use crate::usage::UsageError;
@@ -33,7 +34,8 @@ use sextant_storage::blob::BlobError;
 use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
-use crate::runs::summary::{BlockRef, SeriesKind, SeriesSummary};
+use crate::runs::summary::{SeriesKind, SeriesSummary};
+use fold::BlockRef;
 
 pub use codec::Points;
 pub use text::TextPoints;
@@ -112,6 +114,8 @@ pub enum SeriesError {
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
     Usage(#[from] UsageError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,6 +140,7 @@ impl Coded for SeriesError {
             Self::Corrupt(_) => ErrorCode::Internal,
             Self::Cursor(err) => err.code(),
             Self::Run(err) => err.code(),
+            Self::Project(err) => err.code(),
             Self::Usage(err) => err.code(),
             Self::Store(err) => err.code(),
             Self::Blob(err) => err.code(),
@@ -146,6 +151,7 @@ impl Coded for SeriesError {
         match self {
             Self::Corrupt(cause) => Error::internal(cause.context("decoding a stored chunk")),
             Self::Run(err) => err.into(),
+            Self::Project(err) => err.into(),
             Self::Usage(err) => err.into(),
             Self::Store(err) => err.into(),
             Self::Blob(err) => err.into(),
@@ -541,7 +547,8 @@ pub async fn read<T: SeriesData>(
     // blocks of folds, then the chunk items written since (items a fold sealed are
     // read from its block instead). Each stops where the page is full.
     let mut unread_from: Option<i64> = None;
-    let folded = summary.folded.as_ref();
+    let folded = fold::folded(store, tenant, run, name, summary).await?;
+    let folded = folded.as_ref();
     for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
         let opened = block::Opened::open(store, block, 0, lo, hi).await?;
         'block: for start in (0..opened.wanted.len()).step_by(CHUNKS_A_FETCH) {
@@ -677,7 +684,8 @@ pub async fn read_downsampled(
         )
         .limit(64);
     let (mut fetched, mut rank) = (0u64, 0u64);
-    let folded = summary.folded.as_ref();
+    let folded = fold::folded(store, tenant, run, name, summary).await?;
+    let folded = folded.as_ref();
     let blocks = folded.map_or(&[][..], |f| &f.blocks[..]);
     // Blocks read from the level that leaves at least two buckets per point asked for,
     // so an overview never decodes every point; every spike is in every level.
