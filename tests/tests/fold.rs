@@ -219,13 +219,11 @@ impl Bench {
         )
     }
 
-    /// What folds sealed of a series, from the run's fold index.
+    /// What folds sealed of a series, from its fold item.
     async fn folded(&self, name: &str) -> Option<Folded> {
-        fold::index(&self.state.store, self.tenant(), self.run)
+        fold::all_folded(&self.state.store, self.tenant(), self.run)
             .await
-            .expect("the fold index")
-            .record
-            .series
+            .expect("the fold items")
             .remove(name)
     }
 
@@ -303,8 +301,8 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     let report = bench.fold().await;
     assert_eq!(report.points, 2 * 24 * 20, "{report:?}");
     assert!(report.more, "the items it sealed are left to delete");
-    // Every batch rewrites the run record: blocks are named in the fold index, and the
-    // record only gains a flag a series (and a few digits of stored bytes).
+    // Every batch rewrites the run record: blocks are named in fold items of their own,
+    // and the record only gains a flag a series (and a few digits of stored bytes).
     let flags = 2 * r#","folded":true"#.len();
     assert!(record_bytes().await <= record_before + flags + 2);
     // A block a series a fold, and each fold's overview of the numbers.
@@ -353,12 +351,10 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
         .await
         .unwrap()
         .record;
-    let folds = fold::index(&bench.state.store, bench.tenant(), bench.run)
+    let folds = fold::all_folded(&bench.state.store, bench.tenant(), bench.run)
         .await
-        .unwrap()
-        .record;
+        .unwrap();
     let named: u64 = folds
-        .series
         .values()
         .flat_map(|folded| folded.blocks.iter().chain(&folded.overview))
         .map(|block| block.bytes)
@@ -729,4 +725,53 @@ async fn the_hourly_run_notes_runs_logged_before_folds_existed_and_folds_them() 
     assert_eq!(report.runs_noted, 0, "the migration is done");
     let folded = bench.folded("loss").await.expect("a fold");
     assert_eq!(folded.blocks.iter().map(|b| b.count).sum::<u64>(), 50);
+}
+
+/// A run with more series than one transaction can commit folds them in groups, each
+/// whole, and every series reads back as it was logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_a_hundred_series_folds_them_all() {
+    let bench = embedded().await;
+    let series: serde_json::Map<String, Value> = (0..100)
+        .map(|i| {
+            let columns = json!({"steps": [1, 2, 3], "values": [i as f64, 0.5, -(i as f64)]});
+            (format!("metric/{i:03}"), columns)
+        })
+        .collect();
+    let batch: LogBatch =
+        serde_json::from_value(json!({"batch_id": "wide", "series": series})).unwrap();
+    batch::log(
+        &bench.state.store,
+        bench.state.intake(),
+        bench.tenant(),
+        bench.run,
+        batch,
+    )
+    .await
+    .unwrap();
+    bench.clock.advance(Duration::minutes(3));
+    assert_eq!(bench.fold().await.blocks, 100);
+    let folds = fold::all_folded(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap();
+    assert_eq!(folds.len(), 100);
+    let record = runs::load(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap()
+        .record;
+    for (name, summary) in &record.series {
+        assert!(summary.folded, "{name}");
+        let page: series::SeriesPage<Points> = series::read(
+            &bench.state.store,
+            bench.tenant(),
+            bench.run,
+            name,
+            summary,
+            Window::default(),
+        )
+        .await
+        .unwrap();
+        let i: f64 = name["metric/".len()..].parse().unwrap();
+        assert_eq!(page.points.values, vec![i, 0.5, -i], "{name}");
+    }
 }

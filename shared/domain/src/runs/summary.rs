@@ -41,7 +41,7 @@ pub struct SeriesSummary {
     /// The widest step range any one chunk covers.
     pub span: u64,
     /// Whether a fold has sealed some of the series into blocks; they are named in the
-    /// run's fold index (`series::fold`), which reads of the series then fetch. Only a
+    /// series' fold item (`series::fold`), which reads of the series then fetch. Only a
     /// flag here: the run record is rewritten by every batch, and block names would
     /// make every batch pay for them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -198,16 +198,17 @@ pub fn level_for(bucket_points: usize) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// The chunks of one level of a block (0: every point) that hold steps in `[lo, hi]`,
-/// each with its place in the level. See `Opened`.
+/// The chunks of one level of the block stored at `key` (0: every point) that hold
+/// steps in `[lo, hi]`, each with its place in the level. See `Opened`.
 pub async fn chunks_in(
     store: &Store,
+    key: BlobKey,
     block: &BlockRef,
     level: usize,
     lo: i64,
     hi: i64,
 ) -> Result<Vec<(usize, Bytes)>> {
-    let opened = Opened::open(store, block, level, lo, hi).await?;
+    let opened = Opened::open(store, key, block, level, lo, hi).await?;
     opened.fetch(store, 0..opened.wanted.len()).await
 }
 
@@ -227,12 +228,12 @@ pub struct Opened {
 impl Opened {
     pub async fn open(
         store: &Store,
+        key: BlobKey,
         block: &BlockRef,
         level: usize,
         lo: i64,
         hi: i64,
     ) -> Result<Self> {
-        let key = BlobKey::parse(block.key.clone()).map_err(|_| corrupt("bad block key"))?;
         if block.last_step < lo || block.first_step > hi {
             return Ok(Self {
                 key,

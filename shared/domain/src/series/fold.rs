@@ -75,16 +75,10 @@ pub struct FoldReport {
     pub capped: bool,
 }
 
-/// A run's sealed part, one item beside its points (`{run data}` / `f#index`): per
-/// series, its blocks and how far they go.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct FoldIndex {
-    #[serde(default)]
-    pub series: BTreeMap<String, Folded>,
-}
-
-/// A series' sealed part: blocks in the blob store holding every point of the chunk
-/// items written up to `through`, which readers skip from then on.
+/// A series' sealed part, one item beside its points (`{run data}` / `f#{series}`):
+/// blocks in the blob store holding every point of the chunk items written up to
+/// `through`, which readers skip from then on. Not in the run record, which every batch
+/// rewrites whole: block names there would make every batch pay for them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Folded {
     /// Chunk items written (Unix nanoseconds) at or before this are in `blocks`.
@@ -100,32 +94,60 @@ pub struct Folded {
     pub overview: Option<BlockRef>,
 }
 
-/// One block: where it is and what it covers.
+/// One block: where it is (under the run's series prefix, `fold::block_key`) and what
+/// it covers. Names are relative and fields short, since a series keeps one of these
+/// for every block it has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockRef {
-    pub key: String,
+    #[serde(rename = "k")]
+    pub name: String,
+    #[serde(rename = "f")]
     pub first_step: i64,
+    #[serde(rename = "l")]
     pub last_step: i64,
+    #[serde(rename = "n")]
     pub count: u64,
+    #[serde(rename = "b")]
     pub bytes: u64,
     /// The length of the block's index, which a reader fetches first.
+    #[serde(rename = "i")]
     pub index_bytes: u32,
 }
 
-fn index_key(tenant: &Tenant, run: RunId) -> Key {
-    Key::new(runs::data_partition(tenant, run), "f#index")
+/// Where a block of the run is stored.
+pub fn block_key(tenant: &Tenant, run: RunId, block: &BlockRef) -> Result<BlobKey> {
+    Ok(BlobKey::parse(format!(
+        "{}{}",
+        series_prefix(tenant, run),
+        block.name
+    ))?)
 }
 
-/// The run's fold index, as stored (empty if no fold has committed).
-pub async fn index(store: &Store, tenant: &Tenant, run: RunId) -> Result<Versioned<FoldIndex>> {
-    Ok(match store.kv.get(&index_key(tenant, run)).await? {
-        Some(item) => Versioned::read(&item)?,
-        None => Versioned::unsaved(FoldIndex::default()),
-    })
+const FOLDED_PREFIX: &str = "f#";
+
+fn folded_key(tenant: &Tenant, run: RunId, name: &str) -> Key {
+    Key::new(
+        runs::data_partition(tenant, run),
+        format!("{FOLDED_PREFIX}{name}"),
+    )
 }
 
-/// What folds sealed of one series, read from the fold index only if its summary says
-/// there is something: a series never folded costs no read.
+/// What folds sealed of one series, as stored, with its version; `None` before the
+/// first fold of it commits.
+async fn load_folded(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    name: &str,
+) -> Result<Option<Versioned<Folded>>> {
+    match store.kv.get(&folded_key(tenant, run, name)).await? {
+        Some(item) => Ok(Some(Versioned::read(&item)?)),
+        None => Ok(None),
+    }
+}
+
+/// What folds sealed of one series, read only if its summary says there is something:
+/// a series never folded costs no read.
 pub async fn folded(
     store: &Store,
     tenant: &Tenant,
@@ -136,7 +158,25 @@ pub async fn folded(
     if !summary.folded {
         return Ok(None);
     }
-    Ok(index(store, tenant, run).await?.record.series.remove(name))
+    Ok(load_folded(store, tenant, run, name)
+        .await?
+        .map(|versioned| versioned.record))
+}
+
+/// What folds sealed of every series of the run, by series name.
+pub async fn all_folded(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+) -> Result<BTreeMap<String, Folded>> {
+    let query = Query::partition(runs::data_partition(tenant, run)).prefix(FOLDED_PREFIX);
+    let mut folded = BTreeMap::new();
+    for item in store.kv.query(query).await?.items {
+        if let Some(name) = item.key.sk.strip_prefix(FOLDED_PREFIX) {
+            folded.insert(name.to_owned(), sextant_storage::records::read_doc(&item)?);
+        }
+    }
+    Ok(folded)
 }
 
 fn nanos(at: OffsetDateTime) -> i64 {
@@ -204,15 +244,22 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
     let cutoff = nanos(now - COMMIT_WINDOW);
     let delete_before = (now - READS_LAST_AT_MOST).unix_timestamp();
     let versioned = runs::load(store, tenant, run).await?;
-    let folds = index(store, tenant, run).await?;
+    let mut folds: BTreeMap<String, Option<Versioned<Folded>>> = BTreeMap::new();
+    for (name, summary) in &versioned.record.series {
+        let stored = if summary.folded {
+            load_folded(store, tenant, run, name).await?
+        } else {
+            None
+        };
+        folds.insert(name.clone(), stored);
+    }
     let uncommitted = pending::uncommitted(store, tenant, run).await?;
     let fold_id = format!("{:016x}", rand::random::<u64>());
     let mut report = FoldReport::default();
     let mut garbage: Vec<Key> = Vec::new();
     let mut sealed: BTreeMap<String, Sealed> = BTreeMap::new();
-    let mut freed_bytes = 0u64;
     for (ordinal, (name, summary)) in versioned.record.series.iter().enumerate() {
-        let folded = folds.record.series.get(name);
+        let folded = folds[name].as_ref().map(|versioned| &versioned.record);
         let through = folded.map_or(i64::MIN, |f| f.through);
         let old_enough = folded.is_none_or(|folded| folded.at <= delete_before);
         let mut sealable: Vec<Item> = Vec::new();
@@ -240,10 +287,7 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             }
             None => cutoff - 1,
         };
-        freed_bytes += sealable
-            .iter()
-            .map(|item| item.billed_size() as u64)
-            .sum::<u64>();
+        let freed = sealable.iter().map(|item| item.billed_size() as u64).sum();
         let (blocks, added) = match summary.kind {
             SeriesKind::Numeric => {
                 seal::<Points>(store, tenant, run, &fold_id, ordinal, &sealable).await?
@@ -261,21 +305,27 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
         };
         report.points += blocks.iter().map(|b| b.count).sum::<u64>();
         report.blocks += blocks.len();
-        sealed.insert(name.clone(), (blocks, through, overview));
+        let replaced = previous
+            .filter(|_| overview.is_some())
+            .map_or(0, |b| b.bytes);
+        sealed.insert(
+            name.clone(),
+            Sealed {
+                blocks,
+                through,
+                overview,
+                freed,
+                replaced,
+            },
+        );
         // Anything sealed now is deleted by a later fold.
         report.more = true;
     }
-    if !sealed.is_empty() {
-        commit(
-            store,
-            tenant,
-            run,
-            (versioned, folds),
-            &sealed,
-            now,
-            freed_bytes,
-        )
-        .await?;
+    // A transaction holds at most 100 writes: series commit in groups, each whole.
+    let sealed: Vec<(String, Sealed)> = sealed.into_iter().collect();
+    let mut versioned = versioned;
+    for group in sealed.chunks(SERIES_A_COMMIT) {
+        versioned = commit(store, tenant, run, versioned, &folds, group, now).await?;
     }
     if !garbage.is_empty() {
         report.items_deleted = garbage.len();
@@ -287,9 +337,21 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
     Ok(report)
 }
 
-/// What a fold made of one series: its new blocks, the arrival time through which its
-/// items are in blocks, and its new overview.
-type Sealed = (Vec<BlockRef>, i64, Option<BlockRef>);
+/// What a fold made of one series.
+#[derive(Debug)]
+struct Sealed {
+    blocks: Vec<BlockRef>,
+    /// The arrival time through which its items are in blocks.
+    through: i64,
+    overview: Option<BlockRef>,
+    /// Bytes of the items sealed, and of the overview the new one replaces.
+    freed: u64,
+    replaced: u64,
+}
+
+/// Series whose folds commit in one transaction, with the run record and the storage
+/// counter: under DynamoDB's 100 writes.
+const SERIES_A_COMMIT: usize = 64;
 
 /// A point's place in read order (`Place`'s order: step, timestamp, arrival, chunk key,
 /// index), with the chunk key as the item's position among the sealed items, which are
@@ -410,14 +472,12 @@ async fn put_block(
 ) -> Result<BlockRef> {
     let (bytes, index_bytes) = block::encode(levels);
     let chunks = &levels[0].1;
-    let key = BlobKey::parse(format!(
-        "{}{fold_id}/{name}.blk",
-        series_prefix(tenant, run)
-    ))?;
+    let block = format!("{fold_id}/{name}.blk");
+    let key = BlobKey::parse(format!("{}{block}", series_prefix(tenant, run)))?;
     let size = bytes.len() as u64;
     store.blobs.put(&key, bytes.into()).await?;
     Ok(BlockRef {
-        key: key.as_str().to_owned(),
+        name: block,
         first_step: chunks
             .iter()
             .map(|c| c.first_step)
@@ -443,7 +503,8 @@ async fn extend_overview(
 ) -> Result<BlockRef> {
     let mut points = Points::default();
     if let Some(previous) = previous {
-        for (_, bytes) in block::chunks_in(store, previous, 0, i64::MIN, i64::MAX).await? {
+        let key = block_key(tenant, run, previous)?;
+        for (_, bytes) in block::chunks_in(store, key, previous, 0, i64::MIN, i64::MAX).await? {
             let chunk = Points::decode(&bytes)?;
             points.extend_from(&chunk, 0..chunk.len());
         }
@@ -458,56 +519,61 @@ async fn extend_overview(
     put_block(store, tenant, run, fold_id, &name, &levels, count).await
 }
 
-/// Names the new blocks in the fold index and flags their series in the run record
-/// (with the run's bytes), if no other fold got there first. A concurrent change of
-/// anything else in the record (a heartbeat, a batch) is applied on top.
+/// Names the new blocks of a group of series in their fold items and flags the series
+/// in the run record (with the run's bytes), unless another fold got there first.
+/// A concurrent change of anything else in the record (a heartbeat, a batch) is
+/// applied on top. Answers the record as written.
 async fn commit(
     store: &Store,
     tenant: &Tenant,
     run: RunId,
-    (mut versioned, mut folds): (runs::Versioned, Versioned<FoldIndex>),
-    sealed: &BTreeMap<String, Sealed>,
+    mut versioned: runs::Versioned,
+    folds: &BTreeMap<String, Option<Versioned<Folded>>>,
+    group: &[(String, Sealed)],
     now: OffsetDateTime,
-    freed_bytes: u64,
-) -> Result<()> {
-    let expected: BTreeMap<&String, Option<Folded>> = sealed
-        .keys()
-        .map(|name| (name, folds.record.series.get(name).cloned()))
-        .collect();
-    let block_bytes: u64 = sealed
-        .values()
-        .flat_map(|(blocks, _, overview)| blocks.iter().chain(overview))
-        .map(|b| b.bytes)
-        .sum();
-    // A new overview replaces the old one.
-    let replaced_bytes: u64 = sealed
+) -> Result<runs::Versioned> {
+    let delta: i64 = group
         .iter()
-        .filter(|(_, (.., overview))| overview.is_some())
-        .filter_map(|(name, _)| expected[name].as_ref()?.overview.as_ref())
-        .map(|b| b.bytes)
+        .map(|(_, sealed)| {
+            let added: u64 = sealed
+                .blocks
+                .iter()
+                .chain(&sealed.overview)
+                .map(|b| b.bytes)
+                .sum();
+            added as i64 - sealed.freed as i64 - sealed.replaced as i64
+        })
         .sum();
-    let delta = block_bytes as i64 - freed_bytes as i64 - replaced_bytes as i64;
+    let mut stored: Vec<Option<Versioned<Folded>>> =
+        group.iter().map(|(name, _)| folds[name].clone()).collect();
     for _ in 0..CONFLICT_ATTEMPTS {
-        let mut next = folds.clone();
         let mut updated = versioned.clone();
-        for (name, (blocks, through, overview)) in sealed {
-            if next.record.series.get(name) != expected[name].as_ref() {
+        let mut ops = Vec::with_capacity(group.len() + 2);
+        for ((name, sealed), current) in group.iter().zip(&stored) {
+            let expected = folds[name].as_ref().map(|v| &v.record);
+            if current.as_ref().map(|v| &v.record) != expected {
                 // Another fold sealed these items too; its blocks stand, ours are
                 // orphans for a later settle to delete.
-                return Ok(());
+                return Ok(versioned);
             }
-            let folded = next.record.series.entry(name.clone()).or_insert(Folded {
-                through: *through,
-                at: 0,
-                blocks: Vec::new(),
-                overview: None,
+            let mut next = current.clone().unwrap_or_else(|| {
+                Versioned::unsaved(Folded {
+                    through: sealed.through,
+                    at: 0,
+                    blocks: Vec::new(),
+                    overview: None,
+                })
             });
-            folded.through = *through;
-            folded.at = now.unix_timestamp();
-            folded.blocks.extend(blocks.iter().cloned());
-            if overview.is_some() {
-                folded.overview.clone_from(overview);
+            next.record.through = sealed.through;
+            next.record.at = now.unix_timestamp();
+            next.record.blocks.extend(sealed.blocks.iter().cloned());
+            if sealed.overview.is_some() {
+                next.record.overview.clone_from(&sealed.overview);
             }
+            ops.push(TxOp::Put(
+                next.next_item(folded_key(tenant, run, name))?,
+                next.unchanged(),
+            ));
             let summary =
                 updated.record.series.get_mut(name).ok_or_else(|| {
                     SeriesError::Corrupt(anyhow::anyhow!("series {name:?} vanished"))
@@ -515,16 +581,19 @@ async fn commit(
             summary.folded = true;
         }
         updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
-        let ops = vec![
-            TxOp::Put(next.next_item(index_key(tenant, run))?, next.unchanged()),
-            runs::replace(tenant, &updated)?,
-            usage::storage_change(tenant, delta),
-        ];
+        ops.push(runs::replace(tenant, &updated)?);
+        ops.push(usage::storage_change(tenant, delta));
         match store.kv.transact(ops).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                updated.saved();
+                return Ok(updated);
+            }
             Err(err) if err.is_conflict() => {
                 versioned = runs::load(store, tenant, run).await?;
-                folds = index(store, tenant, run).await?;
+                stored.clear();
+                for (name, _) in group {
+                    stored.push(load_folded(store, tenant, run, name).await?);
+                }
             }
             Err(err) => return Err(err.into()),
         }
@@ -532,16 +601,15 @@ async fn commit(
     Err(RunError::ConcurrentUpdate.into())
 }
 
-/// Deletes the run's blocks that its fold index does not name and no fold can still
-/// be committing.
+/// Deletes the run's blocks that no series' fold item names and no fold can still be
+/// committing.
 async fn delete_orphans(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
-    let folds = index(store, tenant, run).await?.record;
-    let named: HashSet<&str> = folds
-        .series
+    let folds = all_folded(store, tenant, run).await?;
+    let named: HashSet<String> = folds
         .values()
         .flat_map(|f| f.blocks.iter().chain(&f.overview))
-        .map(|b| b.key.as_str())
-        .collect();
+        .map(|b| block_key(tenant, run, b).map(|key| key.as_str().to_owned()))
+        .collect::<Result<_>>()?;
     let prefix = series_prefix(tenant, run);
     let old_before = store.now() - ORPHAN_AFTER;
     let mut after = None;

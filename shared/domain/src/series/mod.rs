@@ -550,7 +550,8 @@ pub async fn read<T: SeriesData>(
     let folded = fold::folded(store, tenant, run, name, summary).await?;
     let folded = folded.as_ref();
     for (position, block) in folded.iter().flat_map(|f| f.blocks.iter().enumerate()) {
-        let opened = block::Opened::open(store, block, 0, lo, hi).await?;
+        let key = fold::block_key(tenant, run, block)?;
+        let opened = block::Opened::open(store, key, block, 0, lo, hi).await?;
         'block: for start in (0..opened.wanted.len()).step_by(CHUNKS_A_FETCH) {
             let end = opened.wanted.len().min(start + CHUNKS_A_FETCH);
             let fetched = opened.fetch(store, start..end).await?;
@@ -562,7 +563,7 @@ pub async fn read<T: SeriesData>(
                     unread_from = Some(unread_from.map_or(first, |u| u.min(first)));
                     break 'block;
                 }
-                let (written, chunk) = block_origin(position, &block.key, ordinal);
+                let (written, chunk) = block_origin(position, &block.name, ordinal);
                 gather.offer(&bytes, written, &chunk)?;
             }
         }
@@ -702,7 +703,8 @@ pub async fn read_downsampled(
         None => blocks.iter().map(|block| (block, level)).collect(),
     };
     for (position, (block, level)) in sources.into_iter().enumerate() {
-        for (ordinal, bytes) in block::chunks_in(store, block, level, lo, hi).await? {
+        let key = fold::block_key(tenant, run, block)?;
+        for (ordinal, bytes) in block::chunks_in(store, key, block, level, lo, hi).await? {
             fetched += bytes.len() as u64;
             if fetched > MAX_READ_BYTES {
                 return Err(too_large());
