@@ -564,15 +564,7 @@ async fn run_table_of_ten_thousand() {
             }
         }))
         .expect("a batch");
-        batch::log(
-            &fixture.state.store,
-            fixture.state.intake(),
-            &fixture.caller.tenant,
-            run,
-            batch,
-        )
-        .await
-        .expect("stored");
+        log(&fixture, run, batch).await;
     }
     let sort = Sort::parse("metric:val/acc:max:desc").expect("a sort");
     let mut samples = Vec::new();

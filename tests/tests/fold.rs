@@ -126,17 +126,22 @@ impl Bench {
         &self.caller.tenant
     }
 
+    /// Logs the batch of `batch(id, from, n)`, then lets five seconds pass.
     async fn log(&self, id: &str, from: i64, n: i64) {
+        self.log_batch(batch(id, from, n)).await;
+        self.clock.advance(Duration::seconds(5));
+    }
+
+    async fn log_batch(&self, batch: LogBatch) {
         batch::log(
             &self.state.store,
             self.state.intake(),
             self.tenant(),
             self.run,
-            batch(id, from, n),
+            batch,
         )
         .await
         .expect("a stored batch");
-        self.clock.advance(Duration::seconds(5));
     }
 
     async fn summary(&self, name: &str) -> SeriesSummary {
@@ -498,15 +503,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
             "series": {"loss": {"steps": steps, "values": values}},
         }))
         .unwrap();
-        batch::log(
-            &bench.state.store,
-            bench.state.intake(),
-            bench.tenant(),
-            bench.run,
-            batch,
-        )
-        .await
-        .unwrap();
+        bench.log_batch(batch).await;
     }
     let ranges = [
         (None, None),
@@ -740,15 +737,7 @@ async fn a_run_with_a_hundred_series_folds_them_all() {
         .collect();
     let batch: LogBatch =
         serde_json::from_value(json!({"batch_id": "wide", "series": series})).unwrap();
-    batch::log(
-        &bench.state.store,
-        bench.state.intake(),
-        bench.tenant(),
-        bench.run,
-        batch,
-    )
-    .await
-    .unwrap();
+    bench.log_batch(batch).await;
     bench.clock.advance(Duration::minutes(3));
     assert_eq!(bench.fold().await.blocks, 100);
     let folds = fold::all_folded(&bench.state.store, bench.tenant(), bench.run)
