@@ -764,3 +764,55 @@ async fn a_run_with_a_hundred_series_folds_them_all() {
         assert_eq!(page.points.values, vec![i, 0.5, -i], "{name}");
     }
 }
+
+/// A run that logs slowly gets a small block an hour; eight in a row are merged into
+/// one, with every point in its place, the bytes billed moving with them, and the
+/// blocks merged away deleted once no read can want them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_blocks_of_a_long_run_are_merged_and_read_the_same() {
+    let bench = embedded().await;
+    for hour in 0..10 {
+        // Each hour's steps overlap the last's, so merging must interleave them.
+        bench.log(&format!("h{hour}"), hour * 15, 20).await;
+        bench.clock.advance(Duration::minutes(3));
+        let (points, lines) = (bench.points().await, bench.lines().await);
+        bench.fold().await;
+        assert_eq!(bench.points().await, points, "after fold {hour}");
+        assert_eq!(bench.lines().await, lines, "after fold {hour}");
+    }
+    let points = bench.points().await;
+    let lines = bench.lines().await;
+    let folded = bench.folded("loss").await.expect("folds");
+    assert_eq!(folded.blocks.len(), 3, "8 merged into 1, then 2 more");
+    assert_eq!(folded.blocks.iter().map(|b| b.count).sum::<u64>(), 200);
+    assert_eq!(points.len(), 200);
+    assert_eq!(lines.len(), 200);
+    let sorted = points.windows(2).all(|w| w[0].0 <= w[1].0);
+    assert!(sorted, "in step order");
+
+    // Once the merged-away blocks are an hour old, the settle deletes them, and what
+    // is billed is what the fold items name.
+    bench.clock.advance(Duration::minutes(61));
+    let note = sextant_domain::sweep::Note {
+        tenant: bench.tenant().id(),
+        blob: String::new(),
+        upload_id: None,
+        claimant: sextant_domain::sweep::Claimant::Series { run: bench.run },
+    };
+    fold::settle(&bench.state.store, &note, bench.run)
+        .await
+        .unwrap();
+    assert_eq!(bench.points().await, points);
+    let folds = fold::all_folded(&bench.state.store, bench.tenant(), bench.run)
+        .await
+        .unwrap();
+    let named: Vec<&fold::BlockRef> = folds
+        .values()
+        .flat_map(|f| f.blocks.iter().chain(&f.overview))
+        .collect();
+    assert_eq!(bench.blocks().await, named.len());
+    assert_eq!(
+        bench.stored_bytes().await,
+        named.iter().map(|b| b.bytes).sum::<u64>()
+    );
+}

@@ -287,8 +287,8 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             }
             None => cutoff - 1,
         };
-        let freed = sealable.iter().map(|item| item.billed_size() as u64).sum();
-        let (blocks, added) = match summary.kind {
+        let freed: u64 = sealable.iter().map(|item| item.billed_size() as u64).sum();
+        let (added, overview_points) = match summary.kind {
             SeriesKind::Numeric => {
                 seal::<Points>(store, tenant, run, &fold_id, ordinal, &sealable).await?
             }
@@ -297,25 +297,38 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             }
         };
         let previous = folded.and_then(|f| f.overview.as_ref());
-        let overview = match added {
-            Some(added) => {
-                Some(extend_overview(store, tenant, run, &fold_id, ordinal, previous, added).await?)
-            }
+        let overview = match overview_points {
+            Some(points) => Some(
+                extend_overview(store, tenant, run, &fold_id, ordinal, previous, points).await?,
+            ),
             None => None,
         };
-        report.points += blocks.iter().map(|b| b.count).sum::<u64>();
-        report.blocks += blocks.len();
-        let replaced = previous
-            .filter(|_| overview.is_some())
-            .map_or(0, |b| b.bytes);
+        report.points += added.iter().map(|b| b.count).sum::<u64>();
+        report.blocks += added.len();
+        let mut blocks: Vec<BlockRef> = folded.map_or_else(Vec::new, |f| f.blocks.clone());
+        let mut delta = bytes_of(&added) as i64 - freed as i64;
+        blocks.extend(added);
+        if let Some(overview) = &overview {
+            // The new overview replaces the old one.
+            delta += overview.bytes as i64 - previous.map_or(0, |b| b.bytes as i64);
+        }
+        let merge = match summary.kind {
+            SeriesKind::Numeric => {
+                merge_small::<Points>(store, tenant, run, &fold_id, ordinal, &mut blocks).await?
+            }
+            SeriesKind::Text => {
+                merge_small::<TextPoints>(store, tenant, run, &fold_id, ordinal, &mut blocks)
+                    .await?
+            }
+        };
+        delta += merge;
         sealed.insert(
             name.clone(),
             Sealed {
                 blocks,
                 through,
                 overview,
-                freed,
-                replaced,
+                delta,
             },
         );
         // Anything sealed now is deleted by a later fold.
@@ -340,13 +353,84 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
 /// What a fold made of one series.
 #[derive(Debug)]
 struct Sealed {
+    /// Every block of the series after the fold, oldest first.
     blocks: Vec<BlockRef>,
     /// The arrival time through which its items are in blocks.
     through: i64,
     overview: Option<BlockRef>,
-    /// Bytes of the items sealed, and of the overview the new one replaces.
-    freed: u64,
-    replaced: u64,
+    /// What the fold changed the series' stored bytes by: blocks added and merged,
+    /// items sealed, overviews replaced.
+    delta: i64,
+}
+
+/// Blocks under a quarter of `BLOCK_POINTS` are small: a run logging slowly makes one
+/// an hour, and eight of them in a row are merged into one.
+const SMALL_BLOCK_POINTS: u64 = BLOCK_POINTS as u64 / 4;
+const SMALL_BLOCKS_TO_MERGE: usize = 8;
+
+fn bytes_of(blocks: &[BlockRef]) -> u64 {
+    blocks.iter().map(|b| b.bytes).sum()
+}
+
+/// Merges the oldest run of `SMALL_BLOCKS_TO_MERGE` or more consecutive small blocks (as
+/// many of them as fit one block) into one block in their place, so that a run logging
+/// for months keeps a bounded list and a read of a range fetches few blocks. Its points
+/// keep their read order: by step and timestamp, then the block they were in. Answers
+/// what the merge changed the stored bytes by; the blocks it replaced go as orphans.
+async fn merge_small<T: SeriesData>(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    fold_id: &str,
+    ordinal: usize,
+    blocks: &mut Vec<BlockRef>,
+) -> Result<i64> {
+    let small = |block: &BlockRef| block.count < SMALL_BLOCK_POINTS;
+    let Some(start) = (0..blocks.len()).find(|&at| {
+        blocks[at..].len() >= SMALL_BLOCKS_TO_MERGE
+            && blocks[at..at + SMALL_BLOCKS_TO_MERGE].iter().all(small)
+    }) else {
+        return Ok(0);
+    };
+    let mut end = start;
+    let mut total = 0;
+    while end < blocks.len()
+        && small(&blocks[end])
+        && total + blocks[end].count <= BLOCK_POINTS as u64
+    {
+        total += blocks[end].count;
+        end += 1;
+    }
+    let mut points: Vec<(SealOrder, T::Payload)> = Vec::with_capacity(total as usize);
+    for (position, block) in blocks[start..end].iter().enumerate() {
+        let key = block_key(tenant, run, block)?;
+        for (ordinal, bytes) in block::chunks_in(store, key, block, 0, i64::MIN, i64::MAX).await? {
+            let mut chunk = T::decode(&bytes)?;
+            for index in 0..chunk.len() {
+                let place = (
+                    chunk.step(index),
+                    chunk.timestamp(index),
+                    position as i64,
+                    ordinal as u32,
+                    index as u32,
+                );
+                points.push((place, chunk.take(index)));
+            }
+        }
+    }
+    let merged = seal_points::<T>(
+        store,
+        tenant,
+        run,
+        fold_id,
+        &format!("{ordinal:04}-merged"),
+        points,
+    )
+    .await?;
+    let replaced = bytes_of(&blocks[start..end]);
+    let added = bytes_of(&merged.0);
+    blocks.splice(start..end, merged.0);
+    Ok(added as i64 - replaced as i64)
 }
 
 /// Series whose folds commit in one transaction, with the run record and the storage
@@ -428,6 +512,27 @@ async fn seal<T: SeriesData>(
             points.push((place, chunk.take(index)));
         }
     }
+    seal_points::<T>(
+        store,
+        tenant,
+        run,
+        fold_id,
+        &format!("{ordinal:04}"),
+        points,
+    )
+    .await
+}
+
+/// Sorts points into read order and writes them as blocks named `{name}-{part}`;
+/// answers the blocks, oldest first, and what they add to the series' overview.
+async fn seal_points<T: SeriesData>(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    fold_id: &str,
+    name: &str,
+    mut points: Vec<(SealOrder, T::Payload)>,
+) -> Result<(Vec<BlockRef>, Option<Points>)> {
     points.sort_by(|(a, _), (b, _)| {
         (a.0.cmp(&b.0))
             .then(a.1.total_cmp(&b.1))
@@ -453,8 +558,19 @@ async fn seal<T: SeriesData>(
             let overview = overview.get_or_insert_with(Points::default);
             overview.extend_from(&coarsest, 0..coarsest.len());
         }
-        let name = format!("{ordinal:04}-{part:04}");
-        blocks.push(put_block(store, tenant, run, fold_id, &name, &levels, series.len()).await?);
+        let part_name = format!("{name}-{part:04}");
+        blocks.push(
+            put_block(
+                store,
+                tenant,
+                run,
+                fold_id,
+                &part_name,
+                &levels,
+                series.len(),
+            )
+            .await?,
+        );
         part += 1;
     }
     Ok((blocks, overview))
@@ -532,18 +648,7 @@ async fn commit(
     group: &[(String, Sealed)],
     now: OffsetDateTime,
 ) -> Result<runs::Versioned> {
-    let delta: i64 = group
-        .iter()
-        .map(|(_, sealed)| {
-            let added: u64 = sealed
-                .blocks
-                .iter()
-                .chain(&sealed.overview)
-                .map(|b| b.bytes)
-                .sum();
-            added as i64 - sealed.freed as i64 - sealed.replaced as i64
-        })
-        .sum();
+    let delta: i64 = group.iter().map(|(_, sealed)| sealed.delta).sum();
     let mut stored: Vec<Option<Versioned<Folded>>> =
         group.iter().map(|(name, _)| folds[name].clone()).collect();
     for _ in 0..CONFLICT_ATTEMPTS {
@@ -566,7 +671,7 @@ async fn commit(
             });
             next.record.through = sealed.through;
             next.record.at = now.unix_timestamp();
-            next.record.blocks.extend(sealed.blocks.iter().cloned());
+            next.record.blocks.clone_from(&sealed.blocks);
             if sealed.overview.is_some() {
                 next.record.overview.clone_from(&sealed.overview);
             }
