@@ -1,7 +1,7 @@
 //! The fold: moves a run's points out of the small chunk items its batches wrote into
-//! one block per series in the blob store (see `block`), so that a run stores about
-//! 2.5 bytes a point at S3's price whatever its batches were, and a chart reads a
-//! block instead of a hundred items.
+//! blocks in the blob store (see `block`), so that a run stores about 2.5 bytes a point
+//! at S3's price whatever its batches were, and a chart reads a block (or a series'
+//! overview) instead of a hundred items.
 //!
 //! Every write of points notes its run for the sweep of the next hour (once per process
 //! per run and hour), and the hourly metering run settles each note by folding the run.
@@ -9,19 +9,23 @@
 //!
 //! 1. reads the series' committed chunk items written more than `COMMIT_WINDOW` ago
 //!    (newer ones may belong to attempts still committing) and seals their points, in
-//!    the order reads answer them in, into a new block under a key of its own;
-//! 2. commits, in one conditional write of the run record, each series' new block and
-//!    the arrival time through which its chunk items are now in blocks (`through`),
-//!    with the storage the run is billed for moved from the items to the block;
+//!    the order reads answer them in, into new blocks under keys of their own, with the
+//!    series' overview (the coarsest summary level of all its blocks) rewritten, and
+//!    eight small blocks in a row merged into one;
+//! 2. commits, in one transaction, each series' fold item (`f#{series}`: its blocks,
+//!    its overview, and the arrival time `through` which its chunk items are now in
+//!    blocks), the `folded` flag of the series in the run record, and the storage the
+//!    run is billed for, moved from the items to the blocks;
 //! 3. deletes the chunk items an earlier fold sealed, once no read that began before
 //!    that fold can still be going (`READS_LAST_AT_MOST`).
 //!
 //! Points are counted when their batch commits, never here: a fold moves points, so a
 //! fold that crashes at any step loses and bills nothing. A crash before the commit
-//! leaves a block no record names, which a later settle deletes; a crash after it
-//! leaves chunk items that readers skip and the next fold deletes. A reader that loaded
-//! the record before the commit reads the items (still there), one that loaded it after
-//! reads the block and skips the items, so no read sees a point twice or misses one.
+//! leaves blocks no fold item names, which a later settle deletes; a crash after it
+//! leaves chunk items that readers skip and the next fold deletes. A reader that read
+//! the fold item before the commit reads the items (still there), one that read it
+//! after reads the blocks and skips the items, so no read sees a point twice or misses
+//! one.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -43,8 +47,7 @@ use crate::usage;
 use serde::{Deserialize, Serialize};
 use sextant_storage::Store;
 use sextant_storage::blob::BlobKey;
-use sextant_storage::kv::TxOp;
-use sextant_storage::kv::{Condition, Item, Key, Query, WriteOp};
+use sextant_storage::kv::{Condition, Item, Key, Query, TxOp, WriteOp};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, Versioned, doc_item, get_doc};
 
 /// How long a read can go on (a Lambda runs at most 15 minutes): chunk items a fold
