@@ -290,50 +290,20 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             }
             None => cutoff - 1,
         };
-        let freed: u64 = sealable.iter().map(|item| item.billed_size() as u64).sum();
-        let (added, overview_points) = match summary.kind {
-            SeriesKind::Numeric => {
-                seal::<Points>(store, tenant, run, &fold_id, ordinal, &sealable).await?
-            }
-            SeriesKind::Text => {
-                seal::<TextPoints>(store, tenant, run, &fold_id, ordinal, &sealable).await?
-            }
+        let fold = SeriesFold {
+            store,
+            tenant,
+            run,
+            fold_id: &fold_id,
+            ordinal,
         };
-        let previous = folded.and_then(|f| f.overview.as_ref());
-        let overview = match overview_points {
-            Some(points) => Some(
-                extend_overview(store, tenant, run, &fold_id, ordinal, previous, points).await?,
-            ),
-            None => None,
+        let series = match summary.kind {
+            SeriesKind::Numeric => fold.seal::<Points>(folded, &sealable, through).await?,
+            SeriesKind::Text => fold.seal::<TextPoints>(folded, &sealable, through).await?,
         };
-        report.points += added.iter().map(|b| b.count).sum::<u64>();
-        report.blocks += added.len();
-        let mut blocks: Vec<BlockRef> = folded.map_or_else(Vec::new, |f| f.blocks.clone());
-        let mut delta = bytes_of(&added) as i64 - freed as i64;
-        blocks.extend(added);
-        if let Some(overview) = &overview {
-            // The new overview replaces the old one.
-            delta += overview.bytes as i64 - previous.map_or(0, |b| b.bytes as i64);
-        }
-        let merge = match summary.kind {
-            SeriesKind::Numeric => {
-                merge_small::<Points>(store, tenant, run, &fold_id, ordinal, &mut blocks).await?
-            }
-            SeriesKind::Text => {
-                merge_small::<TextPoints>(store, tenant, run, &fold_id, ordinal, &mut blocks)
-                    .await?
-            }
-        };
-        delta += merge;
-        sealed.insert(
-            name.clone(),
-            Sealed {
-                blocks,
-                through,
-                overview,
-                delta,
-            },
-        );
+        report.points += series.points;
+        report.blocks += series.added;
+        sealed.insert(name.clone(), series.sealed);
         // Anything sealed now is deleted by a later fold.
         report.more = true;
     }
@@ -351,6 +321,72 @@ pub async fn fold(store: &Store, tenant: &Tenant, run: RunId) -> Result<FoldRepo
             .await?;
     }
     Ok(report)
+}
+
+/// One series' part of a fold: where its blocks go.
+struct SeriesFold<'a> {
+    store: &'a Store,
+    tenant: &'a Tenant,
+    run: RunId,
+    fold_id: &'a str,
+    /// The series' place among the run's, which names its blocks in this fold.
+    ordinal: usize,
+}
+
+/// What sealing one series made, and what the report counts of it.
+struct SeriesSealed {
+    sealed: Sealed,
+    points: u64,
+    added: usize,
+}
+
+impl SeriesFold<'_> {
+    /// Seals `sealable` into new blocks after the series' `folded` ones, rewrites its
+    /// overview and merges its small blocks: everything but the commit.
+    async fn seal<T: SeriesData>(
+        &self,
+        folded: Option<&Folded>,
+        sealable: &[Item],
+        through: i64,
+    ) -> Result<SeriesSealed> {
+        let Self {
+            store,
+            tenant,
+            run,
+            fold_id,
+            ordinal,
+        } = *self;
+        let freed: u64 = sealable.iter().map(|item| item.billed_size() as u64).sum();
+        let (added, overview_points) =
+            seal::<T>(store, tenant, run, fold_id, ordinal, sealable).await?;
+        let previous = folded.and_then(|f| f.overview.as_ref());
+        let overview = match overview_points {
+            Some(points) => {
+                Some(extend_overview(store, tenant, run, fold_id, ordinal, previous, points).await?)
+            }
+            None => None,
+        };
+        let points = added.iter().map(|b| b.count).sum::<u64>();
+        let added_blocks = added.len();
+        let mut blocks: Vec<BlockRef> = folded.map_or_else(Vec::new, |f| f.blocks.clone());
+        let mut delta = bytes_of(&added) as i64 - freed as i64;
+        blocks.extend(added);
+        if let Some(overview) = &overview {
+            // The new overview replaces the old one.
+            delta += overview.bytes as i64 - previous.map_or(0, |b| b.bytes as i64);
+        }
+        delta += merge_small::<T>(store, tenant, run, fold_id, ordinal, &mut blocks).await?;
+        Ok(SeriesSealed {
+            sealed: Sealed {
+                blocks,
+                through,
+                overview,
+                delta,
+            },
+            points,
+            added: added_blocks,
+        })
+    }
 }
 
 /// What a fold made of one series.
