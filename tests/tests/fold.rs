@@ -121,6 +121,15 @@ fn batch(id: &str, from: i64, n: i64) -> LogBatch {
     .expect("a valid batch")
 }
 
+/// The smallest and largest value of a read, which a chart must keep.
+fn extremes(points: &Points) -> (f64, f64) {
+    let values = points.values.iter().copied();
+    (
+        values.clone().fold(f64::INFINITY, f64::min),
+        values.fold(f64::NEG_INFINITY, f64::max),
+    )
+}
+
 impl Bench {
     fn tenant(&self) -> &Tenant {
         &self.caller.tenant
@@ -230,6 +239,20 @@ impl Bench {
             .await
             .expect("the fold items")
             .remove(name)
+    }
+
+    /// What the hourly run does with the run's sweep note: fold it, and delete blocks
+    /// no fold item names.
+    async fn settle(&self) {
+        let note = sextant_domain::sweep::Note {
+            tenant: self.tenant().id(),
+            blob: String::new(),
+            upload_id: None,
+            claimant: sextant_domain::sweep::Claimant::Series { run: self.run },
+        };
+        fold::settle(&self.state.store, &note, self.run)
+            .await
+            .expect("a settle");
     }
 
     async fn fold(&self) -> FoldReport {
@@ -434,15 +457,7 @@ async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind()
                 bench.fold().await;
                 assert_eq!(bench.points().await, points, "{case}");
                 bench.clock.advance(Duration::minutes(61));
-                let note = sextant_domain::sweep::Note {
-                    tenant: bench.tenant().id(),
-                    blob: String::new(),
-                    upload_id: None,
-                    claimant: sextant_domain::sweep::Claimant::Series { run: bench.run },
-                };
-                fold::settle(&bench.state.store, &note, bench.run)
-                    .await
-                    .expect("a settle");
+                bench.settle().await;
                 assert_eq!(bench.points().await, points, "{case}");
                 assert_eq!(bench.chunk_items().await, 0, "{case}");
                 assert_eq!(
@@ -574,13 +589,6 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
     // Four points of 180,000 come from the overview, and keep the extremes.
     let tiny = tiny_chart(bench.summary("loss").await).await;
     assert!(tiny.len() <= 4);
-    let extremes = |points: &Points| {
-        let values = points.values.iter().copied();
-        (
-            values.clone().fold(f64::INFINITY, f64::min),
-            values.fold(f64::NEG_INFINITY, f64::max),
-        )
-    };
     assert_eq!(extremes(&tiny), extremes(&tiny_before));
     let folded = bench.folded("loss").await.expect("a fold");
     assert!(folded.overview.is_some());
@@ -650,13 +658,6 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
                 Some(&chart.values[i].to_bits())
             );
         }
-        let extremes = |points: &Points| {
-            let values = points.values.iter().copied();
-            (
-                values.clone().fold(f64::INFINITY, f64::min),
-                values.fold(f64::NEG_INFINITY, f64::max),
-            )
-        };
         assert_eq!(extremes(&chart), extremes(&chart_before), "{range:?}");
         assert_eq!(extremes(&chart), extremes(&exact), "{range:?}");
     }
@@ -793,15 +794,7 @@ async fn small_blocks_of_a_long_run_are_merged_and_read_the_same() {
     // Once the merged-away blocks are an hour old, the settle deletes them, and what
     // is billed is what the fold items name.
     bench.clock.advance(Duration::minutes(61));
-    let note = sextant_domain::sweep::Note {
-        tenant: bench.tenant().id(),
-        blob: String::new(),
-        upload_id: None,
-        claimant: sextant_domain::sweep::Claimant::Series { run: bench.run },
-    };
-    fold::settle(&bench.state.store, &note, bench.run)
-        .await
-        .unwrap();
+    bench.settle().await;
     assert_eq!(bench.points().await, points);
     let folds = fold::all_folded(&bench.state.store, bench.tenant(), bench.run)
         .await
