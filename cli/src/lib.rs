@@ -96,6 +96,15 @@ impl Application {
             ..Settings::new(Some(base_url.clone()))
         };
         let state = AppState::new(storage, keyring, settings);
+        // Batches this process stored before it last stopped may wait to be settled.
+        let settled =
+            sextant_domain::series::hot::settle_noted(&state.store, &state.marks, state.now())
+                .await
+                .context("settling the batches stored before the last stop")?;
+        tracing::debug!(
+            runs = settled,
+            "settled the runs logged to since the last sweep"
+        );
         let routes = sextant_api::routes().merge(sextant_ingest::routes());
         let router =
             http::with_observability(router.merge(http::api_service(routes, state.clone())));

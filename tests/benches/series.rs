@@ -327,13 +327,11 @@ async fn time_reads(
     points: usize,
     exact_too: bool,
 ) -> ReadTimes {
-    let summary = runs::load(&fixture.state.store, &fixture.caller.tenant, run)
+    let record = runs::load(&fixture.state.store, &fixture.caller.tenant, run)
         .await
         .expect("the run")
-        .record
-        .series[name]
-        .clone();
-    assert_eq!(summary.count, points as u64);
+        .record;
+    assert_eq!(record.series[name].count, points as u64);
     let client = reqwest::Client::new();
     let get = |url: String| {
         let request = client.get(url).bearer_auth(&fixture.token);
@@ -353,9 +351,8 @@ async fn time_reads(
         let (sample, _) = series::read_downsampled(
             &fixture.state.store,
             &fixture.caller.tenant,
-            run,
+            &record,
             name,
-            &summary,
             StepRange::default(),
             1_000,
         )
@@ -382,9 +379,8 @@ async fn time_reads(
         let page = series::read::<Points>(
             &fixture.state.store,
             &fixture.caller.tenant,
-            run,
+            &record,
             name,
-            &summary,
             series::Window::default(),
         )
         .await

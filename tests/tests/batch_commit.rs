@@ -1,7 +1,8 @@
-//! A log batch's points become readable in the same transaction that counts them: an
-//! attempt that dies between writing its chunks and committing leaves nothing readable
-//! or billable, its retry counts once, and its leftover chunks are swept once no
-//! attempt could still commit them.
+//! A log batch committed whole (one that starts a series, `batch::log_claiming`)
+//! becomes readable in the same transaction that counts it: an attempt that dies
+//! between writing its chunks and committing leaves nothing readable or billable, its
+//! retry counts once, and its leftover chunks are swept once no attempt could still
+//! commit them.
 
 use std::sync::Arc;
 
@@ -24,11 +25,16 @@ use time::{Duration, OffsetDateTime};
 
 const START: OffsetDateTime = datetime!(2026-11-05 13:00 UTC);
 
+/// A batch of `loss` at `steps` that also starts a series of its own (named after the
+/// batch), so that it is committed whole.
 fn batch(id: &str, steps: std::ops::Range<i64>) -> LogBatch {
     let steps: Vec<i64> = steps.collect();
     serde_json::from_value(json!({
         "batch_id": id,
-        "series": {"loss": {"steps": steps, "values": vec![0.25; steps.len()]}},
+        "series": {
+            "loss": {"steps": steps, "values": vec![0.25; steps.len()]},
+            id: {"steps": [0], "values": [1.0]},
+        },
     }))
     .expect("a valid batch")
 }
@@ -38,13 +44,11 @@ async fn readable_steps(state: &AppState, tenant: &Tenant, run: RunId) -> Vec<i6
         .await
         .expect("the run")
         .record;
-    let summary = &record.series["loss"];
     let page: series::SeriesPage<Points> = series::read(
         &state.store,
         tenant,
-        run,
+        &record,
         "loss",
-        summary,
         series::Window::default(),
     )
     .await
@@ -97,7 +101,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
         .await
         .is_err()
     );
-    assert_eq!(chunk_items(&*kv, tenant, run).await, 2);
+    assert_eq!(chunk_items(&*kv, tenant, run).await, 4);
     assert_eq!(
         readable_steps(&state, tenant, run).await,
         (0..10).collect::<Vec<_>>()
@@ -125,7 +129,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     )
     .await
     .expect("the retry");
-    assert_eq!(retried.accepted, 5);
+    assert_eq!(retried.accepted, 6);
     let mut expected: Vec<i64> = (0..10).collect();
     expected.extend(20..25);
     assert_eq!(readable_steps(&state, tenant, run).await, expected);
@@ -133,7 +137,7 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     // An hour on, no attempt could still commit the lost chunks: a read sweeps them.
     clock.advance(Duration::minutes(90));
     assert_eq!(readable_steps(&state, tenant, run).await, expected);
-    assert_eq!(chunk_items(&*kv, tenant, run).await, 2);
+    assert_eq!(chunk_items(&*kv, tenant, run).await, 4);
     assert!(
         kv.query(Query::partition(runs::data_partition(tenant, run)).prefix("p#"))
             .await
@@ -150,5 +154,5 @@ async fn an_attempt_that_dies_before_committing_leaves_nothing_readable_or_bille
     let hours = metering::hourly(&state.store, tenant, START, START + Duration::HOUR)
         .await
         .unwrap();
-    assert_eq!(hours[0].points, 15);
+    assert_eq!(hours[0].points, 17);
 }

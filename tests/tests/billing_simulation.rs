@@ -1104,9 +1104,8 @@ impl Sim {
                     let page = series::read::<Points>(
                         &self.state.store,
                         &tenant,
-                        run,
+                        &record,
                         name,
-                        summary,
                         series::Window::default(),
                     )
                     .await
@@ -1136,9 +1135,8 @@ impl Sim {
                     let page = series::read::<TextPoints>(
                         &self.state.store,
                         &tenant,
-                        run,
+                        &record,
                         name,
-                        summary,
                         series::Window::default(),
                     )
                     .await

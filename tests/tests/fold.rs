@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sextant_domain::credentials::Caller;
 use sextant_domain::ids::RunId;
 use sextant_domain::runs;
+use sextant_domain::runs::RunRecord;
 use sextant_domain::runs::summary::SeriesSummary;
 use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::fold::{self, FoldReport, Folded};
@@ -153,26 +154,27 @@ impl Bench {
         .expect("a stored batch");
     }
 
-    async fn summary(&self, name: &str) -> SeriesSummary {
+    async fn record(&self) -> RunRecord {
         runs::load(&self.state.store, self.tenant(), self.run)
             .await
             .expect("the run")
             .record
-            .series[name]
-            .clone()
+    }
+
+    async fn summary(&self, name: &str) -> SeriesSummary {
+        self.record().await.series[name].clone()
     }
 
     /// Every point of `loss`, read a few at a time, as (step, value bits, timestamp).
-    async fn points_with(&self, summary: &SeriesSummary) -> Vec<(i64, u64, u64)> {
+    async fn points_with(&self, record: &RunRecord) -> Vec<(i64, u64, u64)> {
         let mut out = Vec::new();
         let mut after: Option<Place> = None;
         loop {
             let page: series::SeriesPage<Points> = series::read(
                 &self.state.store,
                 self.tenant(),
-                self.run,
+                record,
                 "loss",
-                summary,
                 Window {
                     range: StepRange::default(),
                     after: after.as_ref(),
@@ -194,16 +196,15 @@ impl Bench {
     }
 
     async fn points(&self) -> Vec<(i64, u64, u64)> {
-        self.points_with(&self.summary("loss").await).await
+        self.points_with(&self.record().await).await
     }
 
     async fn lines(&self) -> Vec<(i64, String)> {
         let page: series::SeriesPage<TextPoints> = series::read(
             &self.state.store,
             self.tenant(),
-            self.run,
+            &self.record().await,
             "stdout",
-            &self.summary("stdout").await,
             Window::default(),
         )
         .await
@@ -219,9 +220,8 @@ impl Bench {
         let (points, _) = series::read_downsampled(
             &self.state.store,
             self.tenant(),
-            self.run,
+            &self.record().await,
             "loss",
-            &self.summary("loss").await,
             StepRange::default(),
             40,
         )
@@ -250,7 +250,7 @@ impl Bench {
             upload_id: None,
             claimant: sextant_domain::sweep::Claimant::Series { run: self.run },
         };
-        fold::settle(&self.state.store, &note, self.run)
+        fold::settle(&self.state.store, &self.state.marks, &note, self.run)
             .await
             .expect("a settle");
     }
@@ -312,7 +312,7 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     let bytes_before = bench.stored_bytes().await;
     let items_before = bench.chunk_items().await;
     assert_eq!(points.len(), 600);
-    let before_fold = bench.summary("loss").await;
+    let before_fold = bench.record().await;
     let record_bytes = || async {
         let record = runs::load(&bench.state.store, bench.tenant(), bench.run)
             .await
@@ -526,7 +526,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
         (Some(31_000), Some(147_000)),
         (Some(179_999), None),
     ];
-    let read = |summary: SeriesSummary, (from, to): (Option<i64>, Option<i64>)| {
+    let read = |record: RunRecord, (from, to): (Option<i64>, Option<i64>)| {
         let bench = &bench;
         async move {
             let range = StepRange {
@@ -537,9 +537,8 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
             let exact: series::SeriesPage<Points> = series::read(
                 &bench.state.store,
                 bench.tenant(),
-                bench.run,
+                &record,
                 "loss",
-                &summary,
                 Window {
                     range,
                     after: None,
@@ -551,9 +550,8 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
             let (downsampled, _) = series::read_downsampled(
                 &bench.state.store,
                 bench.tenant(),
-                bench.run,
+                &record,
                 "loss",
-                &summary,
                 range,
                 100,
             )
@@ -564,17 +562,16 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
     };
     let mut before = Vec::new();
     for range in ranges {
-        before.push(read(bench.summary("loss").await, range).await);
+        before.push(read(bench.record().await, range).await);
     }
-    let tiny_chart = |summary: SeriesSummary| {
+    let tiny_chart = |record: RunRecord| {
         let bench = &bench;
         async move {
             series::read_downsampled(
                 &bench.state.store,
                 bench.tenant(),
-                bench.run,
+                &record,
                 "loss",
-                &summary,
                 StepRange::default(),
                 4,
             )
@@ -583,11 +580,11 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
             .0
         }
     };
-    let tiny_before = tiny_chart(bench.summary("loss").await).await;
+    let tiny_before = tiny_chart(bench.record().await).await;
     bench.clock.advance(Duration::minutes(3));
     bench.fold().await;
     // Four points of 180,000 come from the overview, and keep the extremes.
-    let tiny = tiny_chart(bench.summary("loss").await).await;
+    let tiny = tiny_chart(bench.record().await).await;
     assert!(tiny.len() <= 4);
     assert_eq!(extremes(&tiny), extremes(&tiny_before));
     let folded = bench.folded("loss").await.expect("a fold");
@@ -598,9 +595,8 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
         let page: series::SeriesPage<Points> = series::read(
             &bench.state.store,
             bench.tenant(),
-            bench.run,
+            &bench.record().await,
             "loss",
-            &bench.summary("loss").await,
             Window {
                 range: StepRange::default(),
                 after: after.as_ref(),
@@ -621,7 +617,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
             None => break,
         }
     }
-    let (all, _) = read(bench.summary("loss").await, (None, None)).await;
+    let (all, _) = read(bench.record().await, (None, None)).await;
     let all: Vec<(i64, u64)> = all
         .steps
         .iter()
@@ -635,7 +631,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
         folded.blocks[0]
     );
     for (range, (exact_before, chart_before)) in ranges.into_iter().zip(before) {
-        let (exact, chart) = read(bench.summary("loss").await, range).await;
+        let (exact, chart) = read(bench.record().await, range).await;
         assert_eq!(exact, exact_before, "{range:?}");
         if exact.len() <= 100 {
             assert_eq!(chart, chart_before, "{range:?}");
@@ -754,9 +750,8 @@ async fn a_run_with_a_hundred_series_folds_them_all() {
         let page: series::SeriesPage<Points> = series::read(
             &bench.state.store,
             bench.tenant(),
-            bench.run,
+            &record,
             name,
-            summary,
             Window::default(),
         )
         .await

@@ -623,13 +623,11 @@ async fn agent_lines(
         .await
         .expect("the run")
         .record;
-    let summary = &record.series[queue::AGENT_SERIES];
     let page: series::SeriesPage<TextPoints> = series::read(
         &state.store,
         &caller.tenant,
-        run,
+        &record,
         queue::AGENT_SERIES,
-        summary,
         series::Window::default(),
     )
     .await

@@ -157,14 +157,12 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         .await
         .unwrap()
         .record;
-    let summary = &record.series["train/loss"];
     let read = |limit| {
         series::read::<Points>(
             &state.store,
             &caller.tenant,
-            run,
+            &record,
             "train/loss",
-            summary,
             series::Window {
                 limit,
                 ..Default::default()
@@ -174,9 +172,8 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     let (chart, _) = series::read_downsampled(
         &state.store,
         &caller.tenant,
-        run,
+        &record,
         "train/loss",
-        summary,
         StepRange::default(),
         100,
     )

@@ -11,7 +11,7 @@ use sextant_domain::floats::{JsonF64, JsonF64s};
 use sextant_domain::ids::{ProjectId, RunId};
 use sextant_domain::projects::{self, Project};
 use sextant_domain::runs::listing::{self, Filter, Sort};
-use sextant_domain::runs::summary::{SeriesInfo, SeriesKind, SeriesSummary};
+use sextant_domain::runs::summary::{SeriesInfo, SeriesKind};
 use sextant_domain::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
 use sextant_domain::series::{
     self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, StepRange, TextPoints, Window,
@@ -469,9 +469,8 @@ pub async fn series_points(
             let read = numeric_points(
                 state,
                 tenant,
-                run.id,
+                run,
                 name,
-                summary,
                 range,
                 match params.max_points {
                     Some(max_points) => Shape::Downsampled { max_points },
@@ -501,9 +500,8 @@ pub async fn series_points(
             let mut page = series::read::<TextPoints>(
                 &state.store,
                 tenant,
-                run.id,
+                run,
                 name,
-                summary,
                 Window {
                     range,
                     after: resume.as_ref(),
@@ -549,25 +547,17 @@ pub(crate) enum Shape<'a> {
 pub(crate) async fn numeric_points(
     state: &AppState,
     tenant: &Tenant,
-    run: RunId,
+    run: &RunRecord,
     name: &str,
-    summary: &SeriesSummary,
     range: StepRange,
     shape: Shape<'_>,
 ) -> ApiResult<NumericRead> {
     let resume = match shape {
         Shape::Exact { after } => after,
         Shape::Downsampled { max_points } => {
-            let (points, downsampled) = series::read_downsampled(
-                &state.store,
-                tenant,
-                run,
-                name,
-                summary,
-                range,
-                max_points,
-            )
-            .await?;
+            let (points, downsampled) =
+                series::read_downsampled(&state.store, tenant, run, name, range, max_points)
+                    .await?;
             return Ok(NumericRead {
                 points,
                 next_after: None,
@@ -581,7 +571,6 @@ pub(crate) async fn numeric_points(
         tenant,
         run,
         name,
-        summary,
         Window {
             range,
             after: resume,

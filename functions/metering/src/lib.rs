@@ -92,6 +92,9 @@ impl Metering {
         let store = &self.store;
         let kv = &*store.kv;
         let mut report = RunReport::default();
+        // Settling a run's hot batches counts its points: the hour's usage marks,
+        // written once per run of this function.
+        let marks = metering::Marks::default();
         for hour in sweep::due_hours(kv, now).await? {
             for (key, note) in sweep::notes(kv, hour).await? {
                 let (deleted, again) = match &note.claimant {
@@ -102,7 +105,7 @@ impl Metering {
                         (images::settle(store, &note, *run, index).await?, false)
                     }
                     Claimant::Series { run } => {
-                        (0, series::fold::settle(store, &note, *run).await?)
+                        (0, series::fold::settle(store, &marks, &note, *run).await?)
                     }
                 };
                 if again {

@@ -34,6 +34,7 @@ use crate::projects::{MAX_PROJECT_NAME_CHARS, Project, ProjectName};
 use crate::runs::RunError;
 use crate::runs::{self, GitInfo, NewRun, RunChanges, RunRecord, RunView, Status};
 use crate::series::batch::{self, Intake, LogBatch, TextLine};
+use crate::series::hot::Settling;
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
 use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, Value};
@@ -432,6 +433,7 @@ pub struct Rules<'a> {
     pub heartbeat_timeout: time::Duration,
     /// Job events are noted on the run as text lines, metered like any other.
     pub meter: Meter<'a>,
+    pub settling: Settling<'a>,
 }
 
 impl<'a> Rules<'a> {
@@ -439,6 +441,7 @@ impl<'a> Rules<'a> {
         Intake {
             heartbeat_timeout: self.heartbeat_timeout,
             meter: self.meter,
+            settling: self.settling,
         }
     }
 }

@@ -70,6 +70,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// The metering marks this process has written.
     pub marks: Arc<sextant_domain::metering::Marks>,
+    /// Held while a write stores and settles a team's batches, when this process is
+    /// the only one writing to its store (`sextant serve`); `None` where many are
+    /// (Lambda), which settle later (`series::hot`).
+    pub team_locks: Option<Arc<sextant_domain::series::hot::TeamLocks>>,
 }
 
 impl AppState {
@@ -80,6 +84,21 @@ impl AppState {
             limiter: Arc::new(crate::rate_limit::RateLimiter::new(settings.rate_limits)),
             settings: Arc::new(settings),
             marks: Arc::default(),
+            team_locks: Some(Arc::default()),
+        }
+    }
+
+    /// The same state for a process that shares its store with others writing to it:
+    /// hot batches are settled behind the writes, not by them.
+    pub fn deferring_settlement(mut self) -> Self {
+        self.team_locks = None;
+        self
+    }
+
+    fn settling(&self) -> sextant_domain::series::hot::Settling<'_> {
+        match &self.team_locks {
+            Some(locks) => sextant_domain::series::hot::Settling::Inline(locks),
+            None => sextant_domain::series::hot::Settling::Deferred,
         }
     }
 
@@ -102,6 +121,7 @@ impl AppState {
             job_lease: self.settings.job_lease,
             heartbeat_timeout: self.settings.heartbeat_timeout,
             meter: self.meter(),
+            settling: self.settling(),
         }
     }
 
@@ -109,6 +129,7 @@ impl AppState {
         sextant_domain::series::batch::Intake {
             heartbeat_timeout: self.settings.heartbeat_timeout,
             meter: self.meter(),
+            settling: self.settling(),
         }
     }
 
@@ -154,6 +175,6 @@ impl AppState {
                 .context("SEXTANT_JOB_LEASE_SECS is not a positive number of seconds")?;
             settings.job_lease = time::Duration::seconds(secs.into());
         }
-        Ok(Self::new(storage, keyring, settings))
+        Ok(Self::new(storage, keyring, settings).deferring_settlement())
     }
 }

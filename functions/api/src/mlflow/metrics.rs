@@ -59,19 +59,14 @@ async fn downsampled(
     max_points: usize,
 ) -> ApiResult<Points> {
     let record = runs::load(&state.store, &caller.tenant, run).await?.record;
-    let Some(summary) = record
-        .series
-        .get(key)
-        .filter(|summary| summary.kind == SeriesKind::Numeric)
-    else {
+    if record.series.get(key).map(|summary| summary.kind) != Some(SeriesKind::Numeric) {
         return Ok(Points::default());
-    };
+    }
     let (points, _) = series::read_downsampled(
         &state.store,
         &caller.tenant,
-        run,
+        &record,
         key,
-        summary,
         range,
         max_points,
     )
@@ -90,19 +85,14 @@ async fn read(
     limit: Option<usize>,
 ) -> ApiResult<(Points, Option<Place>)> {
     let record = runs::load(&state.store, &caller.tenant, run).await?.record;
-    let Some(summary) = record
-        .series
-        .get(key)
-        .filter(|summary| summary.kind == SeriesKind::Numeric)
-    else {
+    if record.series.get(key).map(|summary| summary.kind) != Some(SeriesKind::Numeric) {
         return Ok((Points::default(), None));
-    };
+    }
     let page = series::read::<Points>(
         &state.store,
         &caller.tenant,
-        run,
+        &record,
         key,
-        summary,
         Window {
             range,
             after: resume,

@@ -94,16 +94,14 @@ pub async fn chart_points<'a>(
     name: &'a str,
     max_points: usize,
 ) -> ApiResult<(&'a str, Points)> {
-    let summary = run
-        .series
-        .get(name)
-        .ok_or_else(|| Error::not_found("series"))?;
+    if !run.series.contains_key(name) {
+        return Err(Error::not_found("series").into());
+    }
     let read = numeric_points(
         state,
         tenant,
-        run.id,
+        run,
         name,
-        summary,
         StepRange::default(),
         Shape::Downsampled { max_points },
     )
@@ -177,9 +175,8 @@ async fn text_tail(
             let page = series::read::<TextPoints>(
                 &state.store,
                 tenant,
-                run.id,
+                run,
                 name,
-                summary,
                 Window {
                     range,
                     after: resume.as_ref(),

@@ -126,6 +126,10 @@ impl GitInfo {
     }
 }
 
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -158,6 +162,11 @@ pub struct RunRecord {
     /// Bytes of series data stored for this run, released when it is deleted.
     #[serde(default)]
     pub stored_bytes: u64,
+    /// The arrival time (Unix nanoseconds) through which the run's hot batches are
+    /// settled into its series (`series::hot`): summaries, chunk items and the team's
+    /// usage include them; readers read the hot batches after it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub settled_through: i64,
     /// Set while the run's data is being deleted; such a run is already gone for readers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
@@ -500,6 +509,7 @@ pub async fn create(
         abort_requested_at: None,
         series: BTreeMap::new(),
         stored_bytes: 0,
+        settled_through: 0,
         deleting: false,
         trashed_at: None,
     };
@@ -914,6 +924,7 @@ mod tests {
             abort_requested_at: None,
             series: BTreeMap::new(),
             stored_bytes: 0,
+            settled_through: 0,
             deleting: false,
             trashed_at: None,
         }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::codec::{self, MAX_CHUNK_POINTS};
+use super::hot::{self, Settling};
 use super::text::MAX_LINE_BYTES;
 use super::{
     DATA, Points, Result, SeriesError, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
@@ -92,18 +93,24 @@ struct BatchRecord {
     committed_at: OffsetDateTime,
 }
 
-/// A batch turned into chunk items, before anything is written.
+/// One chunk of a series' points as encoded, and what it adds to the series' summary.
+#[derive(Debug)]
+pub(super) struct Encoded {
+    pub kind: SeriesKind,
+    pub name: String,
+    pub first_step: i64,
+    pub bytes: Vec<u8>,
+    pub facts: ChunkFacts,
+}
+
+/// A checked batch cut into chunks, before anything is written.
 #[derive(Debug)]
 struct Prepared {
     batch_id: String,
-    /// Names this attempt's chunks: unique per attempt.
-    attempt: String,
     fingerprint: String,
-    items: Vec<Item>,
-    /// Per series: its kind and what each of its chunks adds to its summary.
-    facts: BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)>,
+    /// In a fixed order (series by name, then parts), the same on every attempt.
+    chunks: Vec<Encoded>,
     accepted: u64,
-    stored_bytes: u64,
 }
 
 fn check_batch_id(id: &str) -> Result<()> {
@@ -124,12 +131,115 @@ fn now_seconds(now: OffsetDateTime) -> f64 {
     (now.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0
 }
 
-fn prepare(
+/// Sorted numbers cut into chunks of at most `MAX_CHUNK_POINTS`.
+pub(super) fn numeric_chunks(name: &str, points: &Points) -> Vec<Encoded> {
+    let n = points.len();
+    (0..n)
+        .step_by(MAX_CHUNK_POINTS)
+        .map(|start| {
+            let mut chunk = Points::with_capacity(MAX_CHUNK_POINTS.min(n - start));
+            chunk.extend_from(points, start..n.min(start + MAX_CHUNK_POINTS));
+            let summary = codec::ChunkSummary::of(&chunk).expect("non-empty chunk");
+            Encoded {
+                kind: SeriesKind::Numeric,
+                name: name.to_owned(),
+                first_step: summary.first_step,
+                bytes: codec::encode(&chunk),
+                facts: ChunkFacts {
+                    count: summary.count as u64,
+                    first_step: summary.first_step,
+                    last_step: summary.last_step,
+                    last_timestamp: *chunk.timestamps.last().expect("non-empty"),
+                    min: (!summary.min.is_nan()).then_some(summary.min),
+                    max: (!summary.max.is_nan()).then_some(summary.max),
+                    last: Some(summary.last),
+                },
+            }
+        })
+        .collect()
+}
+
+/// Sorted lines of text cut into chunks (`TextPoints::chunk_ranges`).
+pub(super) fn text_chunks(name: &str, points: &TextPoints) -> Vec<Encoded> {
+    points
+        .chunk_ranges()
+        .into_iter()
+        .map(|range| {
+            let (first, last) = (range.start, range.end - 1);
+            let mut chunk = TextPoints::default();
+            chunk.extend_from(points, range.clone());
+            Encoded {
+                kind: SeriesKind::Text,
+                name: name.to_owned(),
+                first_step: points.steps[first],
+                bytes: chunk.encode(),
+                facts: ChunkFacts {
+                    count: range.len() as u64,
+                    first_step: points.steps[first],
+                    last_step: points.steps[last],
+                    last_timestamp: points.timestamps[last],
+                    min: None,
+                    max: None,
+                    last: None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// What each series' chunks add to its summary.
+pub(super) fn facts_of(chunks: &[Encoded]) -> BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)> {
+    let mut facts: BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)> = BTreeMap::new();
+    for chunk in chunks {
+        facts
+            .entry(chunk.name.clone())
+            .or_insert_with(|| (chunk.kind, Vec::new()))
+            .1
+            .push(chunk.facts);
+    }
+    facts
+}
+
+/// The chunk items of one attempt at storing `chunks` (the attempt id is in their
+/// keys, so attempts never write each other's items), written at `written` (Unix
+/// nanoseconds); a round's items also carry the mark it settles through. Answers the
+/// items and the bytes they are billed as.
+pub(super) fn chunk_items(
     tenant: &Tenant,
     run: RunId,
-    batch: LogBatch,
-    now: OffsetDateTime,
-) -> Result<Option<Prepared>> {
+    chunks: &[Encoded],
+    attempt: &str,
+    written: i64,
+    settled: Option<i64>,
+) -> (Vec<Item>, u64) {
+    let partition = runs::data_partition(tenant, run);
+    let mut parts: BTreeMap<(SeriesKind, &str, i64), usize> = BTreeMap::new();
+    let mut stored_bytes = 0;
+    let items = chunks
+        .iter()
+        .map(|chunk| {
+            let part = parts
+                .entry((chunk.kind, &chunk.name, chunk.first_step))
+                .or_default();
+            let key = Key::new(
+                partition.clone(),
+                chunk_sort_key(chunk.kind, &chunk.name, chunk.first_step, attempt, *part),
+            );
+            *part += 1;
+            let mut item = Item::new(key)
+                .with(DATA, Value::B(Bytes::from(chunk.bytes.clone())))
+                .with(WRITTEN, Value::N(written));
+            if let Some(mark) = settled {
+                item = item.with(hot::SETTLED, Value::N(mark));
+            }
+            stored_bytes += item.billed_size() as u64;
+            item
+        })
+        .collect();
+    (items, stored_bytes)
+}
+
+fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
     let total: usize = batch.series.values().map(|s| s.steps.len()).sum::<usize>()
         + batch.text.values().map(Vec::len).sum::<usize>();
     if total > MAX_BATCH_POINTS {
@@ -160,9 +270,7 @@ fn prepare(
     let fingerprint = fingerprint(&batch);
     let server_time = now_seconds(now);
 
-    // Chunks in a fixed order (series by name, then parts), so the fingerprint and
-    // the keys are the same on every attempt.
-    let mut encoded: Vec<(SeriesKind, String, i64, Vec<u8>, ChunkFacts)> = Vec::new();
+    let mut chunks = Vec::new();
     for (name, columns) in &batch.series {
         let n = columns.steps.len();
         let mut points = Points::with_capacity(n);
@@ -172,27 +280,7 @@ fn prepare(
             points.push(columns.steps[i], columns.values[i].0, timestamp);
         }
         points.sort();
-        for start in (0..n).step_by(MAX_CHUNK_POINTS) {
-            let mut chunk = Points::with_capacity(MAX_CHUNK_POINTS.min(n - start));
-            chunk.extend_from(&points, start..n.min(start + MAX_CHUNK_POINTS));
-            let summary = codec::ChunkSummary::of(&chunk).expect("non-empty chunk");
-            let facts = ChunkFacts {
-                count: summary.count as u64,
-                first_step: summary.first_step,
-                last_step: summary.last_step,
-                last_timestamp: *chunk.timestamps.last().expect("non-empty"),
-                min: (!summary.min.is_nan()).then_some(summary.min),
-                max: (!summary.max.is_nan()).then_some(summary.max),
-                last: Some(summary.last),
-            };
-            encoded.push((
-                SeriesKind::Numeric,
-                name.clone(),
-                summary.first_step,
-                codec::encode(&chunk),
-                facts,
-            ));
-        }
+        chunks.extend(numeric_chunks(name, &points));
     }
     for (name, lines) in &batch.text {
         let mut points = TextPoints::default();
@@ -209,65 +297,14 @@ fn prepare(
             );
         }
         points.sort();
-        for range in points.chunk_ranges() {
-            let (first, last) = (range.start, range.end - 1);
-            let mut chunk = TextPoints::default();
-            chunk.extend_from(&points, range.clone());
-            let facts = ChunkFacts {
-                count: range.len() as u64,
-                first_step: points.steps[first],
-                last_step: points.steps[last],
-                last_timestamp: points.timestamps[last],
-                min: None,
-                max: None,
-                last: None,
-            };
-            encoded.push((
-                SeriesKind::Text,
-                name.clone(),
-                facts.first_step,
-                chunk.encode(),
-                facts,
-            ));
-        }
+        chunks.extend(text_chunks(name, &points));
     }
-
-    let attempt = format!("{batch_id}.{:016x}", rand::random::<u64>());
-    let written = i64::try_from(now.unix_timestamp_nanos()).unwrap_or(i64::MAX);
-
-    let partition = runs::data_partition(tenant, run);
-    let mut items = Vec::with_capacity(encoded.len());
-    let mut facts: BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)> = BTreeMap::new();
-    let mut parts: BTreeMap<(SeriesKind, String, i64), usize> = BTreeMap::new();
-    let mut stored_bytes = 0;
-    let mut accepted = 0;
-    for (kind, name, first_step, bytes, chunk_facts) in encoded {
-        let part = parts.entry((kind, name.clone(), first_step)).or_default();
-        let key = Key::new(
-            partition.clone(),
-            chunk_sort_key(kind, &name, first_step, &attempt, *part),
-        );
-        *part += 1;
-        let item = Item::new(key)
-            .with(DATA, Value::B(Bytes::from(bytes)))
-            .with(WRITTEN, Value::N(written));
-        stored_bytes += item.billed_size() as u64;
-        accepted += chunk_facts.count;
-        items.push(item);
-        facts
-            .entry(name)
-            .or_insert_with(|| (kind, Vec::new()))
-            .1
-            .push(chunk_facts);
-    }
+    let accepted = chunks.iter().map(|chunk| chunk.facts.count).sum();
     Ok(Some(Prepared {
         batch_id,
-        attempt,
         fingerprint,
-        items,
-        facts,
+        chunks,
         accepted,
-        stored_bytes,
     }))
 }
 
@@ -308,7 +345,7 @@ fn fingerprint(batch: &LogBatch) -> String {
 
 /// Folds a batch's chunks into the run's summaries, refusing a name used as the other
 /// kind and a run with too many series.
-fn merge_into(
+pub(super) fn merge_into(
     record: &mut RunRecord,
     facts: &BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)>,
 ) -> Result<()> {
@@ -359,40 +396,40 @@ pub fn fuzz_log_batch(body: &[u8]) {
     let Ok(batch) = serde_json::from_slice::<LogBatch>(body) else {
         return;
     };
-    let tenant = Tenant::verified(crate::ids::TenantId::generate());
-    let Ok(Some(prepared)) = prepare(
-        &tenant,
-        RunId::generate(),
-        batch,
-        OffsetDateTime::UNIX_EPOCH,
-    ) else {
+    let Ok(Some(prepared)) = prepare(batch, OffsetDateTime::UNIX_EPOCH) else {
         return;
     };
     let mut stored = 0;
-    for item in &prepared.items {
-        let chunk = super::chunk_bytes(item).expect("every chunk item holds its bytes");
-        stored += if item.key.sk.starts_with("t#") {
-            TextPoints::decode(chunk)
+    for chunk in &prepared.chunks {
+        stored += match chunk.kind {
+            SeriesKind::Text => TextPoints::decode(&chunk.bytes)
                 .expect("a text chunk reads back")
-                .len()
-        } else {
-            Points::decode(chunk)
+                .len(),
+            SeriesKind::Numeric => Points::decode(&chunk.bytes)
                 .expect("a numeric chunk reads back")
-                .len()
+                .len(),
         };
     }
     assert_eq!(stored as u64, prepared.accepted);
 }
 
 /// What a write of points to a run needs besides the store: how long a silent run stays
-/// running (an ended run takes no points), and the meter that counts them.
+/// running (an ended run takes no points), the meter that counts them, and who settles
+/// the hot batches it stores.
 #[derive(Debug, Clone, Copy)]
 pub struct Intake<'a> {
     pub heartbeat_timeout: time::Duration,
     pub meter: Meter<'a>,
+    pub settling: Settling<'a>,
 }
 
 /// Stores a log batch for a run of the caller's team.
+///
+/// A batch for series the run already has, small enough for one item, is stored hot
+/// (`super::hot`): one transaction of its record and its points, settled into the run's
+/// summaries and usage by a round. A batch that starts a series (whose name and kind
+/// the run record must hold before any point of it is stored), or too large for one
+/// item, is committed whole at once (`log_claiming`).
 pub async fn log(
     store: &Store,
     intake: Intake<'_>,
@@ -401,24 +438,160 @@ pub async fn log(
     batch: LogBatch,
 ) -> Result<LogOutcome> {
     let now = store.now();
-    let Some(prepared) = prepare(tenant, run, batch, now)? else {
+    let Some(prepared) = prepare(batch, now)? else {
         let record = runs::heartbeat(store, intake.heartbeat_timeout, tenant, run).await?;
         return Ok(LogOutcome {
             accepted: 0,
             abort_requested: record.abort_requested_at.is_some(),
         });
     };
-    let record_key = batch_key(tenant, run, &prepared.batch_id);
+    let versioned = runs::load(store, tenant, run).await?;
+    let series = &versioned.record.series;
+    let known = prepared.chunks.iter().all(|chunk| {
+        series
+            .get(&chunk.name)
+            .is_some_and(|summary| summary.kind == chunk.kind)
+    });
+    let payload = if known {
+        hot::payload(&prepared.chunks)?
+    } else {
+        None
+    };
+    match payload {
+        Some(payload) => {
+            log_hot(
+                store,
+                intake,
+                tenant,
+                run,
+                prepared,
+                payload,
+                versioned.record,
+            )
+            .await
+        }
+        None => log_claiming(store, intake, tenant, run, prepared, versioned).await,
+    }
+}
 
-    let mut versioned = runs::load(store, tenant, run).await?;
+/// The answer to a batch refused with `refusal`, unless it is a retry of one stored
+/// before: then the answer it had.
+async fn replay_or(
+    store: &Store,
+    record_key: &Key,
+    fingerprint: &str,
+    run: &RunRecord,
+    refusal: SeriesError,
+) -> Result<LogOutcome> {
+    match get_doc::<BatchRecord>(&*store.kv, record_key).await? {
+        Some(done) => replay(&done, fingerprint, run),
+        None => Err(refusal),
+    }
+}
+
+async fn log_hot(
+    store: &Store,
+    intake: Intake<'_>,
+    tenant: &Tenant,
+    run: RunId,
+    prepared: Prepared,
+    payload: Vec<u8>,
+    record: RunRecord,
+) -> Result<LogOutcome> {
+    let record_key = batch_key(tenant, run, &prepared.batch_id);
+    let mut held = match intake.settling {
+        Settling::Inline(locks) => Some(locks.lock(tenant).await),
+        Settling::Deferred => None,
+    };
+    let now = store.now();
+    let refusal = match runs::accept_activity(&mut record.clone(), now, intake.heartbeat_timeout) {
+        Ok(()) => usage::check_quota(
+            store,
+            intake.meter.points_cap,
+            tenant,
+            now,
+            prepared.accepted,
+        )
+        .await
+        .err()
+        .map(SeriesError::from),
+        Err(ended) => Some(ended.into()),
+    };
+    if let Some(refusal) = refusal {
+        return replay_or(store, &record_key, &prepared.fingerprint, &record, refusal).await;
+    }
+    super::fold::expect(store, intake.meter.marks, tenant, run).await?;
+    let arrived = match held.as_mut() {
+        Some(held) => held.arrival(now),
+        None => super::nanos(now),
+    };
+    let item = hot::item(tenant, run, arrived, &prepared.batch_id, payload, now);
+    let batch_record = BatchRecord {
+        fingerprint: prepared.fingerprint.clone(),
+        accepted: prepared.accepted,
+        committed_at: now,
+    };
+    let ops = vec![
+        TxOp::Put(
+            doc_item(record_key.clone(), &batch_record)?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(item, Condition::None),
+    ];
+    match store.kv.transact(ops).await {
+        Ok(()) => {}
+        Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
+            let done = get_doc::<BatchRecord>(&*store.kv, &record_key)
+                .await?
+                .ok_or(RunError::ConcurrentUpdate)?;
+            return replay(&done, &prepared.fingerprint, &record);
+        }
+        Err(err) => return Err(err.into()),
+    }
+    // The batch is stored: a round that fails here is done again by the next one.
+    let through = match intake.settling {
+        Settling::Inline(_) => Some(arrived),
+        Settling::Deferred => {
+            let due = super::nanos(now - hot::SETTLE_AFTER - hot::SETTLE_EVERY);
+            (record.settled_through < due && hot::round_due(intake.meter.marks, tenant, run, now))
+                .then(|| super::nanos(now - hot::SETTLE_AFTER))
+        }
+    };
+    if let Some(through) = through
+        && let Err(err) = hot::settle(store, intake.meter, tenant, run, through).await
+    {
+        tracing::warn!(error = %err, "could not settle a run's hot batches; a later round will");
+    }
+    drop(held);
+    Ok(LogOutcome {
+        accepted: prepared.accepted,
+        abort_requested: record.abort_requested_at.is_some(),
+    })
+}
+
+/// Commits a batch whole: its chunk items behind a marker, then one transaction of its
+/// record, the run record with the batch's summaries merged (claiming new series'
+/// names and kinds), the usage counters (refused past the plan's cap) and the marker's
+/// deletion.
+async fn log_claiming(
+    store: &Store,
+    intake: Intake<'_>,
+    tenant: &Tenant,
+    run: RunId,
+    prepared: Prepared,
+    mut versioned: runs::Versioned,
+) -> Result<LogOutcome> {
+    let now = store.now();
+    let record_key = batch_key(tenant, run, &prepared.batch_id);
     if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
     }
+    let facts = facts_of(&prepared.chunks);
     // Refuse before writing anything: an ended run, a name of the other kind, or a
     // run record that would outgrow its item.
     let mut preview = versioned.clone();
     runs::accept_activity(&mut preview.record, now, intake.heartbeat_timeout)?;
-    merge_into(&mut preview.record, &prepared.facts)?;
+    merge_into(&mut preview.record, &facts)?;
     runs::replace(tenant, &preview)?;
 
     usage::check_quota(
@@ -431,8 +604,17 @@ pub async fn log(
     .await?;
 
     super::fold::expect(store, intake.meter.marks, tenant, run).await?;
-    let chunk_keys: Vec<Key> = prepared.items.iter().map(|item| item.key.clone()).collect();
-    let marker_key = pending::marker_key(tenant, run, &prepared.attempt);
+    let attempt = format!("{}.{:016x}", prepared.batch_id, rand::random::<u64>());
+    let (items, stored_bytes) = chunk_items(
+        tenant,
+        run,
+        &prepared.chunks,
+        &attempt,
+        super::nanos(now),
+        None,
+    );
+    let chunk_keys: Vec<Key> = items.iter().map(|item| item.key.clone()).collect();
+    let marker_key = pending::marker_key(tenant, run, &attempt);
     store
         .kv
         .put(
@@ -442,7 +624,7 @@ pub async fn log(
         .await?;
     store
         .kv
-        .batch_write(prepared.items.into_iter().map(WriteOp::Put).collect())
+        .batch_write(items.into_iter().map(WriteOp::Put).collect())
         .await?;
     // Every way out below that is known not to have committed removes this attempt's
     // chunks; an error of unknown outcome leaves them hidden behind the marker.
@@ -457,10 +639,10 @@ pub async fn log(
     for _ in 0..CONFLICT_ATTEMPTS {
         let now = store.now();
         let mut updated = versioned.clone();
-        updated.record.stored_bytes += prepared.stored_bytes;
+        updated.record.stored_bytes += stored_bytes;
         let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
             .map_err(SeriesError::from)
-            .and_then(|()| merge_into(&mut updated.record, &prepared.facts))
+            .and_then(|()| merge_into(&mut updated.record, &facts))
             .and_then(|()| Ok(runs::replace(tenant, &updated)?));
         let replace = match replace {
             Ok(replace) => replace,
@@ -468,10 +650,14 @@ pub async fn log(
                 forget().await;
                 // A twin attempt of this batch may have committed before the refusal
                 // arose; then it answers.
-                if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
-                    return replay(&done, &prepared.fingerprint, &versioned.record);
-                }
-                return Err(refusal);
+                return replay_or(
+                    store,
+                    &record_key,
+                    &prepared.fingerprint,
+                    &versioned.record,
+                    refusal,
+                )
+                .await;
             }
         };
         metering::mark_active(store, intake.meter.marks, tenant, now).await?;
@@ -489,7 +675,7 @@ pub async fn log(
             tenant,
             now,
             prepared.accepted,
-            prepared.stored_bytes,
+            stored_bytes,
         ));
         match store.kv.transact(ops).await {
             Ok(()) => {
@@ -539,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn each_attempt_at_a_batch_writes_chunks_of_its_own_under_one_fingerprint() {
+    fn each_attempt_at_a_batch_writes_chunk_items_of_its_own_under_one_fingerprint() {
         let tenant = tenant();
         let run = RunId::generate();
         let body = serde_json::json!({
@@ -548,16 +734,18 @@ mod tests {
             "text": {"log": [{"step": 1, "text": "hello"}]}
         });
         let now = OffsetDateTime::now_utc();
-        let first = prepare(&tenant, run, batch(body.clone()), now)
-            .unwrap()
-            .unwrap();
-        let again = prepare(&tenant, run, batch(body), now).unwrap().unwrap();
+        let first = prepare(batch(body.clone()), now).unwrap().unwrap();
+        let again = prepare(batch(body), now).unwrap().unwrap();
         assert_eq!(first.fingerprint, again.fingerprint);
-        let keys = |p: &Prepared| p.items.iter().map(|i| i.key.clone()).collect::<Vec<_>>();
-        assert_eq!(keys(&first).len(), keys(&again).len());
-        assert!(keys(&first).iter().all(|key| !keys(&again).contains(key)));
+        let keys = |attempt: &str| {
+            let (items, _) = chunk_items(&tenant, run, &first.chunks, attempt, 0, None);
+            items.into_iter().map(|i| i.key).collect::<Vec<_>>()
+        };
+        let (mine, theirs) = (keys("b1.1"), keys("b1.2"));
+        assert_eq!(mine.len(), theirs.len());
+        assert!(mine.iter().all(|key| !theirs.contains(key)));
         assert_eq!(first.accepted, 4);
-        let loss = &first.facts["loss"].1[0];
+        let loss = &facts_of(&first.chunks)["loss"].1[0];
         assert_eq!(
             (loss.first_step, loss.last_step, loss.last),
             (1, 3, Some(0.3))
@@ -568,14 +756,9 @@ mod tests {
     #[test]
     fn bad_batches_get_their_own_error_codes() {
         let code = |json: serde_json::Value| {
-            prepare(
-                &tenant(),
-                RunId::generate(),
-                batch(json),
-                OffsetDateTime::now_utc(),
-            )
-            .unwrap_err()
-            .code()
+            prepare(batch(json), OffsetDateTime::now_utc())
+                .unwrap_err()
+                .code()
         };
         let one = serde_json::json!({"steps": [1], "values": [1.0]});
         assert_eq!(

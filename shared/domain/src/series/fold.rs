@@ -34,7 +34,7 @@ use time::{Duration, OffsetDateTime};
 use super::block::{self, SealedChunk};
 use super::{
     COMMIT_WINDOW, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN, chunk_bytes,
-    pending,
+    nanos, pending,
 };
 use crate::ids::{RunId, TenantId};
 use crate::metering::{self, Marks};
@@ -182,10 +182,6 @@ pub async fn all_folded(
     Ok(folded)
 }
 
-fn nanos(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
-}
-
 fn series_prefix(tenant: &Tenant, run: RunId) -> String {
     format!("{}runs/{run}/series/", tenant.blob_prefix())
 }
@@ -218,11 +214,17 @@ pub async fn expect(store: &Store, marks: &Marks, tenant: &Tenant, run: RunId) -
     Ok(())
 }
 
-/// Settles a sweep note for a run (`Claimant::Series`): folds it, deletes blocks no
-/// record names, and answers whether the run should be looked at again next hour. A
-/// run that is gone has nothing to settle.
-pub async fn settle(store: &Store, note: &Note, run: RunId) -> Result<bool> {
+/// Settles a sweep note for a run (`Claimant::Series`): settles its hot batches
+/// (`super::hot`), folds it, deletes blocks no record names, and answers whether the
+/// run should be looked at again next hour. A run that is gone has nothing to settle.
+pub async fn settle(store: &Store, marks: &Marks, note: &Note, run: RunId) -> Result<bool> {
     let tenant = &Tenant::verified(note.tenant);
+    let meter = metering::Meter {
+        marks,
+        points_cap: None,
+    };
+    let through = nanos(store.now() - super::hot::SETTLE_AFTER);
+    super::hot::settle(store, meter, tenant, run, through).await?;
     // A run that logged more in an hour than one fold holds is folded a piece at a
     // time, so a backlog shrinks every hour.
     let mut more = false;

@@ -17,6 +17,7 @@ pub mod block;
 pub mod codec;
 pub mod downsample;
 pub mod fold;
+pub mod hot;
 mod pending;
 pub mod text;
 
@@ -24,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cursor::InvalidCursor;
 use crate::error::{Coded, Error, ErrorCode};
-use crate::ids::RunId;
 use crate::projects::ProjectError;
 use crate::runs::RunError;
 use crate::tenancy::Tenant;
@@ -34,7 +34,8 @@ use sextant_storage::blob::BlobError;
 use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
-use crate::runs::summary::{SeriesKind, SeriesSummary};
+use crate::runs::RunRecord;
+use crate::runs::summary::SeriesKind;
 use fold::BlockRef;
 
 pub use codec::Points;
@@ -57,6 +58,11 @@ const COMMIT_WINDOW: time::Duration = time::Duration::minutes(2);
 /// The attribute holding when a chunk's batch arrived (Unix nanoseconds): points
 /// equal in step and timestamp read back in the order they were logged.
 const WRITTEN: &str = "w";
+
+/// Unix nanoseconds, as chunk and hot items record arrival times.
+fn nanos(at: time::OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos()).unwrap_or(i64::MAX)
+}
 
 /// Whether `name` is 1 to 250 bytes of letters, digits, `_ - . / :` and spaces: MLflow's
 /// rule for metric, param and tag keys, which series names follow too.
@@ -494,6 +500,30 @@ impl<T: SeriesData> Gather<'_, T> {
     }
 }
 
+/// Whether a chunk item was written by a round that settled the run's hot batches
+/// after `record` was read: its points are read from the hot batches instead.
+fn settled_later(item: &Item, record: &RunRecord) -> bool {
+    item.n(hot::SETTLED)
+        .is_some_and(|mark| mark > record.settled_through)
+}
+
+/// The run's hot batches not yet settled as of `record`. None can come after a run
+/// that ended `SETTLE_AFTER` before its mark, which spares a finished run's reads the
+/// look.
+async fn unsettled(
+    store: &Store,
+    tenant: &Tenant,
+    record: &RunRecord,
+) -> Result<Vec<hot::HotBatch>> {
+    let settled = record
+        .ended_at
+        .is_some_and(|ended| nanos(ended + hot::SETTLE_AFTER) <= record.settled_through);
+    if settled {
+        return Ok(Vec::new());
+    }
+    hot::after(store, tenant, record.id, record.settled_through, None).await
+}
+
 /// Reads the points of a series in `window`, in order; only committed batches'
 /// points (see `pending`). With a limit, the first points in order are kept in a heap
 /// of that size while the chunks stream by, so memory holds a page whatever the
@@ -501,9 +531,8 @@ impl<T: SeriesData> Gather<'_, T> {
 pub async fn read<T: SeriesData>(
     store: &Store,
     tenant: &Tenant,
-    run: RunId,
+    record: &RunRecord,
     name: &str,
-    summary: &SeriesSummary,
     window: Window<'_>,
 ) -> Result<SeriesPage<T>> {
     let Window {
@@ -517,7 +546,8 @@ pub async fn read<T: SeriesData>(
         next_after: None,
         next: None,
     };
-    let Some((mut lo, hi)) = range.bounds() else {
+    let run = record.id;
+    let (Some(summary), Some((mut lo, hi))) = (record.series.get(name), range.bounds()) else {
         return Ok(page);
     };
     if let Some(resume) = resume {
@@ -573,7 +603,7 @@ pub async fn read<T: SeriesData>(
         let found = store.kv.query(query.clone()).await?;
         for item in &found.items {
             let written = item.n(WRITTEN).unwrap_or(0);
-            if written <= folded_through {
+            if written <= folded_through || settled_later(item, record) {
                 continue;
             }
             let bytes = chunk_bytes(item)?;
@@ -587,6 +617,11 @@ pub async fn read<T: SeriesData>(
         match found.next {
             Some(next) => query.after = Some(next),
             None => break,
+        }
+    }
+    for batch in unsettled(store, tenant, record).await? {
+        for (chunk, bytes) in batch.chunks_of(kind, name) {
+            gather.offer(bytes, batch.arrived, &chunk)?;
         }
     }
     let Gather { heap, beyond, .. } = gather;
@@ -649,16 +684,28 @@ type Recent = (String, Vec<(i64, f64, f64, (i64, u64, u32))>);
 pub async fn read_downsampled(
     store: &Store,
     tenant: &Tenant,
-    run: RunId,
+    record: &RunRecord,
     name: &str,
-    summary: &SeriesSummary,
     range: StepRange,
     max_points: usize,
 ) -> Result<(Points, bool)> {
-    let Some((lo, hi)) = range.bounds() else {
+    let run = record.id;
+    let (Some(summary), Some((lo, hi))) = (record.series.get(name), range.bounds()) else {
         return Ok((Points::default(), false));
     };
-    let (lo, hi) = (lo.max(summary.first_step), hi.min(summary.last_step));
+    // Hot points are not in the summary yet: they may widen the steps to cover.
+    let mut hot_points: Vec<(i64, Points)> = Vec::new();
+    let (mut first_step, mut last_step) = (summary.first_step, summary.last_step);
+    for batch in unsettled(store, tenant, record).await? {
+        for (_, bytes) in batch.chunks_of(SeriesKind::Numeric, name) {
+            let points = Points::decode(bytes)?;
+            if let (Some(first), Some(last)) = (points.steps.first(), points.steps.last()) {
+                (first_step, last_step) = (first_step.min(*first), last_step.max(*last));
+            }
+            hot_points.push((batch.arrived, points));
+        }
+    }
+    let (lo, hi) = (lo.max(first_step), hi.min(last_step));
     if lo > hi {
         return Ok((Points::default(), false));
     }
@@ -729,6 +776,7 @@ pub async fn read_downsampled(
         for item in &found.items {
             if uncommitted_before.is_some_and(|hidden| hidden.contains(&item.key.sk))
                 || item.n(WRITTEN).unwrap_or(0) <= folded_through
+                || settled_later(item, record)
             {
                 continue;
             }
@@ -766,6 +814,15 @@ pub async fn read_downsampled(
                 for (step, value, timestamp, order) in points {
                     downsampler.push(step, value, timestamp, order);
                 }
+            }
+        }
+    }
+    for (arrived, chunk) in hot_points {
+        rank += 1;
+        for i in 0..chunk.len() {
+            if (lo..=hi).contains(&chunk.steps[i]) {
+                let order = (arrived, rank, i as u32);
+                downsampler.push(chunk.steps[i], chunk.values[i], chunk.timestamps[i], order);
             }
         }
     }
