@@ -17,7 +17,7 @@ use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{self, Points, StepRange};
 use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
-use sextant_storage::clock::ManualClock;
+use sextant_storage::clock::{Clock, ManualClock};
 use sextant_storage_local::EmbeddedKv;
 use sextant_tests::capacity::{KvUsage, MeteredKv};
 use sextant_tests::workload::{Series, batches, points_in};
@@ -26,7 +26,7 @@ use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, unique};
 /// Steps of the one run logged: 2,000 steps of `curves`, 8,280 points, in batches of
 /// 250 steps (about 1,000 points).
 const STEPS: usize = 2_000;
-const WINDOW: i64 = 250;
+const WINDOW: i64 = 50;
 
 /// Write units per logged point at about 1,000 points a batch, creating the run
 /// included. Measured: 0.0237 (196 WRU for 8,280 points in 8 batches: each batch's
@@ -89,9 +89,12 @@ fn curves(steps: usize) -> Vec<Series> {
 async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     let kv = Arc::new(MeteredKv::new(storage.kv));
     let keyring = Keyring::new(&[("units".to_owned(), vec![5; 32])]).expect("keyring");
-    // A clock that stands still, so timestamps stored in items have the same length on
-    // both stores; sign-up reads the system clock, so it is not counted.
-    let clock = ManualClock::starting_at(time::macros::datetime!(2026-11-05 13:20 UTC));
+    // A clock the test moves, so timestamps stored in items have the same length on
+    // both stores; sign-up reads the system clock, so it is not counted. Settled as on
+    // Lambda, whose bill this is.
+    let clock = Arc::new(ManualClock::starting_at(
+        time::macros::datetime!(2026-11-05 13:20 UTC),
+    ));
     let state = AppState::new(
         Storage {
             kv: kv.clone(),
@@ -100,7 +103,8 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         keyring,
         Settings::new(None),
     )
-    .with_clock(Arc::new(clock));
+    .with_clock(clock.clone())
+    .deferring_settlement();
     let signed_up = accounts::signup(
         &state.store,
         state.sessions(),
@@ -140,6 +144,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         )
         .await
         .expect("logged");
+        clock.advance(time::Duration::seconds(5));
     }
     // A retry is answered from the batch's record and stores nothing.
     let last = bodies.last().expect("a batch");
@@ -152,6 +157,18 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     )
     .await
     .expect("retried");
+    // The hourly run settles what no write settled.
+    clock.advance(time::Duration::minutes(2));
+    let through = clock.now() - series::hot::SETTLE_AFTER;
+    series::hot::settle(
+        &state.store,
+        state.meter(),
+        &caller.tenant,
+        run,
+        i64::try_from(through.unix_timestamp_nanos()).unwrap(),
+    )
+    .await
+    .expect("settled");
 
     let record = runs::load(&state.store, &caller.tenant, run)
         .await

@@ -67,7 +67,7 @@ const ROUND_POINTS: u64 = 2_000_000;
 /// The largest hot item. Past a few kilobytes a batch costs less written as chunk
 /// items (one write unit a kilobyte) than inside a transaction (two), and DynamoDB
 /// holds at most 400 KB in an item.
-pub(super) const MAX_HOT_BYTES: usize = 8 * 1024;
+pub(super) const MAX_HOT_BYTES: usize = 4 * 1024;
 
 /// When a process settles the hot batches its writes store.
 #[derive(Debug, Clone, Copy)]
