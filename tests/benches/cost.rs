@@ -33,14 +33,14 @@ use sextant_domain::images;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch};
-use sextant_domain::series::fold;
+use sextant_domain::series::{fold, hot};
 use sextant_edge::auth;
 use sextant_edge::state::{AppState, Settings};
 use sextant_metering::MeteringHour;
 use sextant_storage::Storage;
 use sextant_storage::blob::BlobStore;
-use sextant_storage::clock::ManualClock;
-use sextant_storage::kv::{Item, KvStore, Query};
+use sextant_storage::clock::{Clock, ManualClock};
+use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};
 use sextant_tests::capacity::{
@@ -121,7 +121,9 @@ impl Fixture {
             keyring,
             Settings::new(None),
         )
-        .with_clock(clock.clone());
+        .with_clock(clock.clone())
+        // Settled as on Lambda, whose bill this is.
+        .deferring_settlement();
         Self {
             state,
             kv,
@@ -177,15 +179,22 @@ impl Fixture {
         .id
     }
 
-    /// What a run stores, read past the meter.
-    async fn stored(&self, team: &Team, run: RunId) -> Stored {
+    /// What a run stores, read past the meter; without its hot items once they have
+    /// expired (DynamoDB's TTL deletes them for free, `series::hot`).
+    async fn stored(&self, team: &Team, run: RunId, hot_expired: bool) -> Stored {
         let mut query =
             Query::partition(runs::data_partition(&team.caller.tenant, run)).limit(1000);
         let mut stored = Stored::default();
         loop {
             let page = self.raw.query(query.clone()).await.expect("query");
-            stored.items += page.items.len() as u64;
-            stored.item_bytes += page.items.iter().map(Item::billed_size).sum::<usize>() as u64;
+            let kept = page
+                .items
+                .iter()
+                .filter(|item| !(hot_expired && item.key.sk.starts_with("h#")));
+            for item in kept {
+                stored.items += 1;
+                stored.item_bytes += item.billed_size() as u64;
+            }
             match page.next {
                 Some(next) => query.after = Some(next),
                 None => break,
@@ -317,20 +326,34 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
             api_requests += body.len().div_ceil(price::API_METER_BYTES) as u64;
         }
     }
+    // The hourly run settles the batches no write settled (the last minute or two).
+    fixture.clock.advance(time::Duration::minutes(2));
+    let through = fixture.clock.now() - hot::SETTLE_AFTER;
+    for (run, _) in &runs {
+        hot::settle(
+            &fixture.state.store,
+            fixture.state.meter(),
+            &team.caller.tenant,
+            *run,
+            i64::try_from(through.unix_timestamp_nanos()).expect("a time"),
+        )
+        .await
+        .expect("settled");
+    }
     let elapsed = started.elapsed();
     let kv = fixture.kv.take();
     let blobs = fixture.blobs.take();
 
     let mut stored = Stored::default();
     for (run, _) in &runs {
-        stored += fixture.stored(&team, *run).await;
+        stored += fixture.stored(&team, *run, false).await;
     }
     let reads = reads_of(&fixture, &team, runs[0].0).await;
     let run_ids: Vec<RunId> = runs.iter().map(|(run, _)| *run).collect();
     let (fold_kv, fold_blobs) = fixture.fold(&team, &run_ids).await;
     let mut folded = Stored::default();
     for run in &run_ids {
-        folded += fixture.stored(&team, *run).await;
+        folded += fixture.stored(&team, *run, true).await;
     }
     let folded_reads = reads_of(&fixture, &team, runs[0].0).await;
     Logged {

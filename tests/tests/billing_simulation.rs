@@ -50,7 +50,7 @@ use sextant_domain::projects::{self, Project, ProjectName};
 use sextant_domain::runs::summary::SeriesKind;
 use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch, SeriesColumns, TextLine};
-use sextant_domain::series::{self, Points, TextPoints};
+use sextant_domain::series::{self, Points, TextPoints, hot};
 use sextant_domain::tenancy::Tenant;
 use sextant_edge::auth::{self};
 use sextant_edge::state::{AppState, Settings};
@@ -209,11 +209,14 @@ impl Body {
 #[derive(Debug)]
 struct BatchSim {
     body: Body,
-    /// When the attempt that committed it was made, once one did. Its hour is the
-    /// hour the points count in; the time itself tells that attempt's chunks from
-    /// those of attempts that failed (each attempt writes chunks of its own, stamped
-    /// with its time).
+    /// When the attempt that committed it was made, once one did: its points read
+    /// from then on. For a batch committed whole, the time tells that attempt's chunks
+    /// from those of attempts that failed (each attempt writes chunks of its own,
+    /// stamped with its time).
     committed: Option<OffsetDateTime>,
+    /// Whether its points are counted: at once for a batch committed whole, by a round
+    /// for one stored hot (`series::hot`); they count in the hour that happens in.
+    settled: bool,
 }
 
 /// An image as the test knows it: series, step, size.
@@ -570,6 +573,7 @@ impl Sim {
             BatchSim {
                 body,
                 committed: None,
+                settled: false,
             },
         );
         id
@@ -586,16 +590,65 @@ impl Sim {
     }
 
     fn commit(&mut self, t: usize, run: RunId, id: &str, at: OffsetDateTime) {
-        let hour = hour_of(at);
-        let tenant = &mut self.tenants[t];
-        let batch = tenant
+        let batch = self.tenants[t]
             .runs
             .get_mut(&run)
             .and_then(|sim| sim.batches.get_mut(id))
             .expect("a batch of a live run");
         assert!(batch.committed.is_none());
         batch.committed = Some(at);
-        *tenant.points.entry(hour).or_default() += batch.body.points();
+    }
+
+    /// Counts the run's committed batches not yet counted, in the hour of `at`: what a
+    /// round does.
+    fn settle_run(&mut self, t: usize, run: RunId, at: OffsetDateTime) {
+        let ids: Vec<String> = self.tenants[t].runs[&run].batches.keys().cloned().collect();
+        for id in ids {
+            self.settle(t, run, &id, at);
+        }
+    }
+
+    fn settle(&mut self, t: usize, run: RunId, id: &str, at: OffsetDateTime) {
+        let tenant = &mut self.tenants[t];
+        let batch = tenant
+            .runs
+            .get_mut(&run)
+            .and_then(|sim| sim.batches.get_mut(id))
+            .expect("a batch of a live run");
+        if batch.committed.is_some() && !batch.settled {
+            batch.settled = true;
+            *tenant.points.entry(hour_of(at)).or_default() += batch.body.points();
+        }
+    }
+
+    /// Whether the batch is stored hot: one item, counted by a round.
+    async fn stored_hot(&self, t: usize, run: RunId, id: &str) -> bool {
+        let tenant = self.tenants[t].tenant();
+        let query = Query::partition(runs::data_partition(&tenant, run)).prefix("h#");
+        let hot = self.kv.query(query).await.expect("query").items;
+        let suffix = format!("#{id}");
+        hot.iter().any(|item| item.key.sk.ends_with(&suffix))
+    }
+
+    /// The books after a batch's commit applied but its write failed after it: stored
+    /// hot, it waits for a round; committed whole, it counted.
+    async fn stored_unheard(&mut self, t: usize, run: RunId, id: &str, at: OffsetDateTime) {
+        self.commit(t, run, id, at);
+        if !self.stored_hot(t, run, id).await {
+            self.settle(t, run, id, at);
+        }
+    }
+
+    /// The books after a new batch was stored by a write that went through: a batch
+    /// committed whole counts itself; a hot one's round counts every batch of the run
+    /// still waiting, itself included.
+    async fn stored(&mut self, t: usize, run: RunId, id: &str, at: OffsetDateTime) {
+        self.commit(t, run, id, at);
+        if self.stored_hot(t, run, id).await {
+            self.settle_run(t, run, at);
+        } else {
+            self.settle(t, run, id, at);
+        }
     }
 
     /// Sends a batch (again, for a retry), maybe with a fault, and keeps the books.
@@ -637,13 +690,21 @@ impl Sim {
                     ));
                 }
                 if committed.is_none() {
-                    self.commit(t, run, id, at);
+                    self.stored(t, run, id, at).await;
                 }
             }
             (None, Err(err)) => panic!(
                 "seed {:#x}: batch {id} failed unprovoked: {err:?}",
                 self.seed
             ),
+            // A hot batch writes no chunks: a fault on chunk writes strikes its round,
+            // after the batch is stored, and leaves it to be counted by a later round.
+            (Some(BatchFault::BeforeChunks | BatchFault::AfterChunks), Ok(_))
+                if fired.len() == 1 && self.stored_hot(t, run, id).await =>
+            {
+                self.bump("rounds failed after a hot batch was stored");
+                self.commit(t, run, id, at);
+            }
             (Some(fault), Ok(_)) => self.violation(format!(
                 "batch {id} succeeded although {fault:?} struck: {fired:?}, {unfired} not struck"
             )),
@@ -658,7 +719,7 @@ impl Sim {
                     "faults are armed on uncommitted batches"
                 );
                 if fault == BatchFault::CommitAfter && fired[0].applied {
-                    self.commit(t, run, id, at);
+                    self.stored_unheard(t, run, id, at).await;
                 }
                 // The client retries at once, or later (perhaps hours later, perhaps
                 // in another month), or gives up for good.
@@ -741,7 +802,7 @@ impl Sim {
             }
         }
         let at = self.clock.now();
-        self.commit(t, run, &id, at);
+        self.stored(t, run, &id, at).await;
     }
 
     async fn retry(&mut self, t: usize, run: RunId, id: String) {
@@ -1060,6 +1121,14 @@ impl Sim {
         let sim = &self.tenants[t].runs[&run];
         let mut numbers: BTreeMap<String, Vec<(i64, u64, u64)>> = BTreeMap::new();
         let mut text: BTreeMap<String, Vec<(i64, String)>> = BTreeMap::new();
+        // What the summaries count: the points of settled batches.
+        let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+        for batch in sim.batches.values().filter(|b| b.settled) {
+            let series = batch.body.numbers.iter().map(|(n, p)| (n, p.len()));
+            for (name, n) in series.chain(batch.body.text.iter().map(|(n, l)| (n, l.len()))) {
+                *counted.entry(name.clone()).or_default() += n as u64;
+            }
+        }
         for batch in sim.batches.values().filter(|b| b.committed.is_some()) {
             for (name, points) in &batch.body.numbers {
                 numbers.entry(name.clone()).or_default().extend(
@@ -1088,14 +1157,10 @@ impl Sim {
             problems.push(format!("series {stored:?}, committed {sent:?}"));
         }
         for (name, summary) in &record.series {
-            let expected = numbers
-                .get(name)
-                .map(Vec::len)
-                .or_else(|| text.get(name).map(Vec::len))
-                .unwrap_or(0) as u64;
+            let expected = counted.get(name).copied().unwrap_or(0);
             if summary.count != expected {
                 problems.push(format!(
-                    "{name}: the summary counts {}, committed {expected}",
+                    "{name}: the summary counts {}, settled {expected}",
                     summary.count
                 ));
             }
@@ -1258,18 +1323,33 @@ impl Sim {
                 Some((id.as_str(), i64::try_from(at).unwrap()))
             })
             .collect();
+        // Rounds that have not committed: their markers (`p#{attempt}`) are still there.
+        let partition = runs::data_partition(&tenant, run);
+        let markers = Query::partition(partition.clone()).prefix("p#");
+        let pending: BTreeSet<String> = self
+            .kv
+            .query(markers)
+            .await
+            .expect("query")
+            .items
+            .into_iter()
+            .map(|marker| marker.key.sk[2..].to_owned())
+            .collect();
         let mut total = 0;
         for prefix in ["c#", "t#"] {
-            let mut query = Query::partition(runs::data_partition(&tenant, run)).prefix(prefix);
+            let mut query = Query::partition(partition.clone()).prefix(prefix);
             loop {
                 let page = self.kv.query(query.clone()).await.expect("query");
                 for item in &page.items {
                     // `{c|t}#{series}#{step}#{batch id}.{attempt}#{part}`, stamped
                     // `w` with the attempt's time: chunks of other attempts at a
                     // committed batch (failed, or hidden until cleaned up) are not its.
+                    // A round's chunks (`r{mark}.{attempt}`, stamped `a` with the mark)
+                    // hold hot batches' points, and are the run's once it commits.
                     let attempt = item.key.sk.split('#').nth(3).unwrap_or_default();
                     let id = attempt.split('.').next().unwrap_or_default();
-                    if committed.get(id).is_some_and(|at| item.n("w") == Some(*at)) {
+                    let round = item.n("a").is_some() && !pending.contains(attempt);
+                    if round || committed.get(id).is_some_and(|at| item.n("w") == Some(*at)) {
                         total += item.billed_size() as u64;
                     }
                 }
@@ -1443,6 +1523,18 @@ impl Sim {
                 .map(|n| last + Duration::hours(n))
                 .collect(),
         };
+        // The hourly run settles the runs logged to first: it counts their hot batches
+        // in this hour.
+        let now = self.clock.now();
+        hot::settle_noted(&self.state.store, &self.state.marks, now)
+            .await
+            .expect("settling hot batches");
+        for t in 0..self.tenants.len() {
+            let live: Vec<RunId> = self.tenants[t].runs.keys().copied().collect();
+            for run in live {
+                self.settle_run(t, run, now);
+            }
+        }
         // Nothing changes while it runs: every hour it fills in samples these bytes.
         let mut now_bytes = Vec::new();
         for t in 0..self.tenants.len() {
@@ -1660,7 +1752,7 @@ impl Sim {
                     assert!(outcome.is_err() && fired.len() == 1, "{outcome:?}");
                     if fault == BatchFault::CommitAfter && fired[0].applied {
                         let at = self.clock.now();
-                        self.commit(0, run, &id, at);
+                        self.stored_unheard(0, run, &id, at).await;
                     }
                     self.tenants[0].retries.push((run, id, retry_at));
                     self.bump("failed batches retried later");
