@@ -70,6 +70,8 @@ const WINDOWS: [i64; 4] = [10, 50, 250, 2_500];
 const MILLION: f64 = 1e6;
 /// The workload's pace: the standard training loop logs ten steps a second.
 const STEPS_A_SECOND: f64 = 10.0;
+/// The SDK's `flush_interval`: what a live run sends in one request.
+const SDK_FLUSH_SECONDS: f64 = 5.0;
 
 struct Fixture {
     state: AppState,
@@ -522,15 +524,13 @@ fn print_reads(results: &[Logged]) {
     }
 }
 
-fn print_dollars(results: &[Logged]) {
+fn print_dollars(title: &str, results: &[Logged]) {
     let plan = PricePlan::default();
     let plan_price = plan
         .per_million_points
         .to_f64()
         .expect("a price in dollars");
-    println!(
-        "\n## AWS cost of 1,000,000 logged points at us-east-1 list prices, beside the default plan"
-    );
+    println!("\n## {title}");
     println!(
         "{:>12} {:>10} {:>10} {:>10} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "points/batch",
@@ -765,7 +765,21 @@ fn main() {
         .collect();
     print_logging(&results);
     print_reads(&results);
-    print_dollars(&results);
+    print_dollars(
+        "AWS cost of 1,000,000 logged points at us-east-1 list prices, beside the default plan",
+        &results,
+    );
+    // The hardest case: one metric at ten steps a second, 50 points a request.
+    let scalar: Vec<Series> = workload
+        .iter()
+        .filter(|series| series.name == "train/loss")
+        .cloned()
+        .collect();
+    let window = (STEPS_A_SECOND * SDK_FLUSH_SECONDS) as i64;
+    print_dollars(
+        "One scalar (train/loss) at ten steps a second, sent every five seconds",
+        &[runtime.block_on(log_and_read(&scalar, window))],
+    );
     print_folding(&results);
     print_storage(&results);
     runtime.block_on(idle_metering());

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 /// One series of one run, as `curves.py` prints it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct Series {
     pub run: usize,
     pub name: String,

@@ -1524,14 +1524,17 @@ impl Sim {
                 .collect(),
         };
         // The hourly run settles the runs logged to first: it counts their hot batches
-        // in this hour.
+        // in this hour. (Nothing writes meanwhile, so it may settle up to now.)
         let now = self.clock.now();
-        hot::settle_noted(&self.state.store, &self.state.marks, now)
-            .await
-            .expect("settling hot batches");
+        let settle_through = i64::try_from(now.unix_timestamp_nanos()).unwrap();
         for t in 0..self.tenants.len() {
+            let tenant = self.tenants[t].tenant();
             let live: Vec<RunId> = self.tenants[t].runs.keys().copied().collect();
             for run in live {
+                let meter = self.state.meter();
+                hot::settle(&self.state.store, meter, &tenant, run, settle_through)
+                    .await
+                    .expect("settling hot batches");
                 self.settle_run(t, run, now);
             }
         }

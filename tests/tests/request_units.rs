@@ -24,16 +24,19 @@ use sextant_tests::workload::{Series, batches, points_in};
 use sextant_tests::{fresh_aws_storage, local_blobs_with_routes, unique};
 
 /// Steps of the one run logged: 2,000 steps of `curves`, 8,280 points, in batches of
-/// 250 steps (about 1,000 points).
+/// 50 steps (about 200 points, what the SDK sends a live run every five seconds).
 const STEPS: usize = 2_000;
 const WINDOW: i64 = 50;
 
-/// Write units per logged point at about 1,000 points a batch, creating the run
-/// included. Measured: 0.0237 (196 WRU for 8,280 points in 8 batches: each batch's
-/// chunks, its pending marker, and a commit that rewrites the run record and two
-/// counters, twice over as a transaction). The budget leaves about 30% for growth;
+/// Write units per logged point at about 200 points a batch, five seconds apart,
+/// creating the run and settling the last batches included. Measured: 0.0535 (443 WRU
+/// for 8,280 points in 40 batches: the first batch committed whole, since it starts the
+/// seven series; 39 hot batches of about 6 WRU, each a batch record and a hot item
+/// billed twice as a transaction; four rounds, each one chunk item a series, a marker
+/// and a commit rewriting the run record and two counters). Before hot batches the
+/// same workload cost about 17 WRU a batch. The budget leaves about 30% for growth;
 /// more than that is a regression to explain, or a budget to raise on purpose.
-const WRU_PER_POINT_BUDGET: f64 = 0.032;
+const WRU_PER_POINT_BUDGET: f64 = 0.07;
 
 /// Training curves shaped like the standard workload's (seven series, losses decaying
 /// with noise, a learning-rate schedule, evaluations every 50 steps), generated here

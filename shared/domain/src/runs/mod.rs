@@ -931,6 +931,16 @@ mod tests {
     }
 
     #[test]
+    fn a_record_stored_before_hot_batches_existed_reads_unsettled_and_stores_unchanged() {
+        let record = running();
+        let stored = serde_json::to_value(&record).unwrap();
+        assert!(stored.get("settled_through").is_none());
+        let read: RunRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(read.settled_through, 0);
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+    }
+
+    #[test]
     fn a_silent_run_reads_as_lost_and_an_unconfirmed_abort_as_aborted_once_the_heartbeat_times_out()
     {
         let mut run = running();

@@ -130,6 +130,8 @@ pub(super) fn round_due(marks: &Marks, tenant: &Tenant, run: RunId, now: OffsetD
 pub(super) struct HotChunk {
     pub kind: SeriesKind,
     pub name: String,
+    /// Points in the chunk, so a round sizes itself without decoding.
+    pub points: u64,
     pub bytes: Vec<u8>,
 }
 
@@ -169,6 +171,7 @@ pub(super) fn payload(chunks: &[Encoded]) -> Result<Option<Vec<u8>>> {
         .map(|chunk| HotChunk {
             kind: chunk.kind,
             name: chunk.name.clone(),
+            points: chunk.facts.count,
             bytes: chunk.bytes.clone(),
         })
         .collect();
@@ -301,28 +304,23 @@ pub async fn settle(
 }
 
 /// Settles up to `now` the runs noted for folding (`super::fold::expect`, which every
-/// write does before it stores) since the sweep last settled them, the current hour's
-/// too: what a process that is the only writer to its store does before it takes
-/// requests, since it may have stopped between storing a batch and settling it.
-/// Answers how many runs it looked at.
+/// write does before it stores) in this hour and the last: what a process that is the
+/// only writer to its store does before it takes requests, since it may have stopped
+/// between storing a batch and settling it. Notes of earlier hours are due, and the
+/// next hourly run settles them. Answers how many runs it looked at.
 pub async fn settle_noted(store: &Store, marks: &Marks, now: OffsetDateTime) -> Result<usize> {
     let meter = Meter {
         marks,
         points_cap: None,
     };
     let mut looked = 0;
-    // A note made this hour is filed under the next, when it falls due.
-    for hour in sweep::due_hours(&*store.kv, now + 2 * Duration::HOUR).await? {
+    // A note is filed under the hour after the one it was made in, when it falls due.
+    let this_hour = crate::calendar::hour_of(now);
+    for hour in [this_hour, this_hour + Duration::HOUR] {
         for (_, note) in sweep::notes(&*store.kv, hour).await? {
             if let Claimant::Series { run } = note.claimant {
-                settle(
-                    store,
-                    meter,
-                    &Tenant::verified(note.tenant),
-                    run,
-                    nanos(now),
-                )
-                .await?;
+                let tenant = Tenant::verified(note.tenant);
+                settle(store, meter, &tenant, run, nanos(now)).await?;
                 looked += 1;
             }
         }
@@ -349,7 +347,7 @@ async fn round(
         let mut points = 0u64;
         let mut more = false;
         if let Some(cut) = batches.iter().position(|batch| {
-            points += batch.chunks.iter().map(|c| chunk_points(c)).sum::<u64>();
+            points += batch.chunks.iter().map(|chunk| chunk.points).sum::<u64>();
             points > ROUND_POINTS
         }) {
             more = cut + 1 < batches.len();
@@ -414,12 +412,4 @@ async fn round(
         }
     }
     Err(RunError::ConcurrentUpdate.into())
-}
-
-fn chunk_points(chunk: &HotChunk) -> u64 {
-    let count = match chunk.kind {
-        SeriesKind::Numeric => super::codec::summary(&chunk.bytes).ok().map(|s| s.count),
-        SeriesKind::Text => TextPoints::decode(&chunk.bytes).ok().map(|p| p.len()),
-    };
-    count.unwrap_or(0) as u64
 }
