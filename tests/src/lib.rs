@@ -3,6 +3,7 @@
 
 pub mod capacity;
 pub mod faults;
+pub mod series_bench;
 pub mod workload;
 
 use std::sync::Arc;

@@ -4,94 +4,25 @@
 //! crash at any step of it leaves nothing lost, doubled or orphaned for good. On both
 //! storage backends.
 
-use std::sync::Arc;
-
 use serde_json::{Value, json};
-use sextant_domain::credentials::Caller;
-use sextant_domain::ids::RunId;
+use sextant_domain::deletion;
 use sextant_domain::runs;
 use sextant_domain::runs::RunRecord;
-use sextant_domain::runs::summary::SeriesSummary;
 use sextant_domain::series::batch::{self, LogBatch};
-use sextant_domain::series::fold::{self, FoldReport, Folded};
-use sextant_domain::series::{self, Place, Points, StepRange, TextPoints, Window};
-use sextant_domain::tenancy::Tenant;
-use sextant_domain::{deletion, usage};
-use sextant_edge::state::AppState;
-use sextant_storage::Storage;
-use sextant_storage::clock::{Clock, ManualClock};
-use sextant_storage::kv::{KvStore, Query};
+use sextant_domain::series::fold::{self};
+use sextant_domain::series::{self, Place, Points, StepRange, Window};
+use sextant_storage::clock::Clock;
 use sextant_tests::faults::{Faults, Op, Timing};
-use sextant_tests::{
-    aws_cases, cases, fresh_aws_storage, local_blobs_with_routes, signed_up_run, state_on,
-};
-use time::{Duration, OffsetDateTime};
-
-/// A run of a new team, on a store whose clock the test moves and whose calls it can
-/// make fail.
-struct Bench {
-    state: AppState,
-    clock: Arc<ManualClock>,
-    faults: Arc<Faults>,
-    kv: Arc<dyn KvStore>,
-    caller: Caller,
-    run: RunId,
-    _keep: Box<dyn std::any::Any + Send>,
-}
-
-/// A minute into the next hour: ahead of the real clock (which dates blobs), so a blob
-/// is as old as the test's clock says or older, and with a whole hour to log in.
-fn start() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    let hour = now - Duration::seconds(i64::from(now.minute()) * 60 + i64::from(now.second()));
-    hour.replace_nanosecond(0).unwrap_or(hour) + Duration::minutes(61)
-}
-
-async fn bench_on(storage: Storage, keep: Box<dyn std::any::Any + Send>) -> Bench {
-    let faults = Faults::new();
-    let clock = Arc::new(ManualClock::starting_at(start()));
-    let kv = Arc::clone(&storage.kv);
-    let state = state_on(Storage {
-        kv: faults.kv(storage.kv),
-        blobs: faults.blobs(storage.blobs),
-    })
-    .with_clock(clock.clone());
-    let (caller, run) = signed_up_run(&state).await;
-    Bench {
-        state,
-        clock,
-        faults,
-        kv,
-        caller,
-        run,
-        _keep: keep,
-    }
-}
+use sextant_tests::series_bench::Bench;
+use sextant_tests::{aws_cases, cases, signed_up_run};
+use time::Duration;
 
 async fn embedded() -> Bench {
-    let (blobs, dir) = local_blobs_with_routes().await;
-    let kv = sextant_storage_local::EmbeddedKv::open(&dir.path().join("store.redb"))
-        .expect("opening the store");
-    bench_on(
-        Storage {
-            kv: Arc::new(kv),
-            blobs,
-        },
-        Box::new(dir),
-    )
-    .await
+    Bench::embedded(false).await
 }
 
 async fn on_aws() -> Bench {
-    let (_, kv, blobs) = fresh_aws_storage().await;
-    bench_on(
-        Storage {
-            kv: Arc::new(kv),
-            blobs: Arc::new(blobs),
-        },
-        Box::new(()),
-    )
-    .await
+    Bench::on_aws().await
 }
 
 /// A batch of `loss` at steps `from..from + n` stepping back every seventh point (so
@@ -131,184 +62,16 @@ fn extremes(points: &Points) -> (f64, f64) {
     )
 }
 
-impl Bench {
-    fn tenant(&self) -> &Tenant {
-        &self.caller.tenant
-    }
-
-    /// Logs the batch of `batch(id, from, n)`, then lets five seconds pass.
-    async fn log(&self, id: &str, from: i64, n: i64) {
-        self.log_batch(batch(id, from, n)).await;
-        self.clock.advance(Duration::seconds(5));
-    }
-
-    async fn log_batch(&self, batch: LogBatch) {
-        batch::log(
-            &self.state.store,
-            self.state.intake(),
-            self.tenant(),
-            self.run,
-            batch,
-        )
-        .await
-        .expect("a stored batch");
-    }
-
-    async fn record(&self) -> RunRecord {
-        runs::load(&self.state.store, self.tenant(), self.run)
-            .await
-            .expect("the run")
-            .record
-    }
-
-    async fn summary(&self, name: &str) -> SeriesSummary {
-        self.record().await.series[name].clone()
-    }
-
-    /// Every point of `loss`, read a few at a time, as (step, value bits, timestamp).
-    async fn points_with(&self, record: &RunRecord) -> Vec<(i64, u64, u64)> {
-        let mut out = Vec::new();
-        let mut after: Option<Place> = None;
-        loop {
-            let page: series::SeriesPage<Points> = series::read(
-                &self.state.store,
-                self.tenant(),
-                record,
-                "loss",
-                Window {
-                    range: StepRange::default(),
-                    after: after.as_ref(),
-                    limit: Some(37),
-                },
-            )
-            .await
-            .expect("a read");
-            let p = &page.points;
-            out.extend(
-                (0..p.len())
-                    .map(|i| (p.steps[i], p.values[i].to_bits(), p.timestamps[i].to_bits())),
-            );
-            match page.next {
-                Some(next) => after = Some(next),
-                None => return out,
-            }
-        }
-    }
-
-    async fn points(&self) -> Vec<(i64, u64, u64)> {
-        self.points_with(&self.record().await).await
-    }
-
-    async fn lines(&self) -> Vec<(i64, String)> {
-        let page: series::SeriesPage<TextPoints> = series::read(
-            &self.state.store,
-            self.tenant(),
-            &self.record().await,
-            "stdout",
-            Window::default(),
-        )
-        .await
-        .expect("a read");
-        page.points
-            .steps
-            .into_iter()
-            .zip(page.points.texts)
-            .collect()
-    }
-
-    async fn downsampled(&self) -> (Vec<i64>, Vec<u64>) {
-        let (points, _) = series::read_downsampled(
-            &self.state.store,
-            self.tenant(),
-            &self.record().await,
-            "loss",
-            StepRange::default(),
-            40,
-        )
-        .await
-        .expect("a downsampled read");
-        (
-            points.steps,
-            points.values.iter().map(|v| v.to_bits()).collect(),
-        )
-    }
-
-    /// What folds sealed of a series, from its fold item.
-    async fn folded(&self, name: &str) -> Option<Folded> {
-        fold::all_folded(&self.state.store, self.tenant(), self.run)
-            .await
-            .expect("the fold items")
-            .remove(name)
-    }
-
-    /// What the hourly run does with the run's sweep note: fold it, and delete blocks
-    /// no fold item names.
-    async fn settle(&self) {
-        let note = sextant_domain::sweep::Note {
-            tenant: self.tenant().id(),
-            blob: String::new(),
-            upload_id: None,
-            claimant: sextant_domain::sweep::Claimant::Series { run: self.run },
-        };
-        fold::settle(&self.state.store, &self.state.marks, &note, self.run)
-            .await
-            .expect("a settle");
-    }
-
-    async fn fold(&self) -> FoldReport {
-        fold::fold(&self.state.store, self.tenant(), self.run)
-            .await
-            .expect("a fold")
-    }
-
-    async fn chunk_items(&self) -> usize {
-        let query = Query::partition(runs::data_partition(self.tenant(), self.run));
-        let items = self.kv.query(query).await.expect("a query").items;
-        items
-            .iter()
-            .filter(|item| item.key.sk.starts_with("c#") || item.key.sk.starts_with("t#"))
-            .count()
-    }
-
-    async fn blocks(&self) -> usize {
-        let prefix = format!("{}runs/{}/series/", self.tenant().blob_prefix(), self.run);
-        self.state
-            .store
-            .blobs
-            .list(&prefix, None, 1000)
-            .await
-            .expect("a listing")
-            .blobs
-            .len()
-    }
-
-    async fn stored_bytes(&self) -> u64 {
-        runs::load(&self.state.store, self.tenant(), self.run)
-            .await
-            .unwrap()
-            .record
-            .stored_bytes
-    }
-
-    async fn billed_points(&self, at: OffsetDateTime) -> i64 {
-        let key = usage::points_key(self.tenant(), at);
-        self.kv
-            .get(&key)
-            .await
-            .unwrap()
-            .and_then(|item| item.n(usage::POINTS))
-            .unwrap_or(0)
-    }
-}
-
 async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: Bench) {
     let logged_at = bench.clock.now();
     for i in 0..30 {
-        bench.log(&format!("b{i}"), i * 20, 20).await;
+        bench
+            .log_and_wait(batch(&format!("b{i}"), i * 20, 20))
+            .await;
     }
     let points = bench.points().await;
     let lines = bench.lines().await;
-    let downsampled = bench.downsampled().await;
+    let downsampled = bench.downsampled(40).await;
     let bytes_before = bench.stored_bytes().await;
     let items_before = bench.chunk_items().await;
     assert_eq!(points.len(), 600);
@@ -338,7 +101,7 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
 
     assert_eq!(bench.points().await, points);
     assert_eq!(bench.lines().await, lines);
-    assert_eq!(bench.downsampled().await, downsampled);
+    assert_eq!(bench.downsampled(40).await, downsampled);
     // A read that loaded the record before the fold still sees every point once.
     assert_eq!(bench.points_with(&before_fold).await, points);
     assert!(
@@ -352,7 +115,7 @@ async fn a_fold_moves_every_point_into_blocks_and_reads_answer_the_same(bench: B
     );
 
     // Points logged since are read after the blocks'.
-    bench.log("late", 2_000, 20).await;
+    bench.log_and_wait(batch("late", 2_000, 20)).await;
     let mut expected = points.clone();
     expected.extend(bench.points().await.split_off(600));
     assert_eq!(bench.points().await.len(), 620);
@@ -406,7 +169,9 @@ aws_cases!(dynamodb, super::on_aws; a_fold_moves_every_point_into_blocks_and_rea
 async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind() {
     let probe = embedded().await;
     for i in 0..6 {
-        probe.log(&format!("b{i}"), i * 20, 20).await;
+        probe
+            .log_and_wait(batch(&format!("b{i}"), i * 20, 20))
+            .await;
     }
     probe.clock.advance(Duration::minutes(3));
     let calls = |faults: &Faults| {
@@ -436,7 +201,9 @@ async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind()
             for timing in [Timing::Before, Timing::After] {
                 let bench = embedded().await;
                 for i in 0..6 {
-                    bench.log(&format!("b{i}"), i * 20, 20).await;
+                    bench
+                        .log_and_wait(batch(&format!("b{i}"), i * 20, 20))
+                        .await;
                 }
                 let points = bench.points().await;
                 let logged_at = bench.clock.now();
@@ -478,7 +245,9 @@ async fn a_fold_that_fails_at_any_step_loses_nothing_and_leaves_nothing_behind()
 async fn the_hourly_run_folds_the_runs_that_logged() {
     let bench = embedded().await;
     for i in 0..3 {
-        bench.log(&format!("b{i}"), i * 20, 20).await;
+        bench
+            .log_and_wait(batch(&format!("b{i}"), i * 20, 20))
+            .await;
     }
     assert!(bench.folded("loss").await.is_none());
     assert!(!bench.summary("loss").await.folded);
@@ -664,7 +433,7 @@ async fn a_large_block_answers_any_step_range_as_the_items_did() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hourly_run_notes_runs_logged_before_folds_existed_and_folds_them() {
     let bench = embedded().await;
-    bench.log("old", 0, 50).await;
+    bench.log_and_wait(batch("old", 0, 50)).await;
     let other = signed_up_run(&bench.state).await;
     batch::log(
         &bench.state.store,
@@ -769,7 +538,9 @@ async fn small_blocks_of_a_long_run_are_merged_and_read_the_same() {
     let bench = embedded().await;
     for hour in 0..10 {
         // Each hour's steps overlap the last's, so merging must interleave them.
-        bench.log(&format!("h{hour}"), hour * 15, 20).await;
+        bench
+            .log_and_wait(batch(&format!("h{hour}"), hour * 15, 20))
+            .await;
         bench.clock.advance(Duration::minutes(3));
         let (points, lines) = (bench.points().await, bench.lines().await);
         bench.fold().await;

@@ -33,7 +33,7 @@ use crate::runs::{self, RunError, RunRecord};
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value, WriteOp};
+use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, doc_item, get_doc};
 
 /// Points (numbers and text lines) one batch may carry.
@@ -613,19 +613,8 @@ async fn log_claiming(
         super::nanos(now),
         None,
     );
-    let chunk_keys: Vec<Key> = items.iter().map(|item| item.key.clone()).collect();
-    let marker_key = pending::marker_key(tenant, run, &attempt);
-    store
-        .kv
-        .put(
-            pending::marker(marker_key.clone(), &chunk_keys, now)?,
-            Condition::None,
-        )
-        .await?;
-    store
-        .kv
-        .batch_write(items.into_iter().map(WriteOp::Put).collect())
-        .await?;
+    let (marker_key, chunk_keys) =
+        pending::write_hidden(store, tenant, run, &attempt, items, now).await?;
     // Every way out below that is known not to have committed removes this attempt's
     // chunks; an error of unknown outcome leaves them hidden behind the marker.
     let forget = || pending::forget(store, marker_key.clone(), chunk_keys.clone());

@@ -44,7 +44,7 @@ use crate::sweep::{self, Claimant};
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Item, Key, Query, TxOp, Value, WriteOp};
+use sextant_storage::kv::{Condition, Item, Key, Query, TxOp, Value};
 use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL};
 
 const PREFIX: &str = "h#";
@@ -383,19 +383,8 @@ async fn round(
         }
         let replace = runs::replace(tenant, &versioned)?;
 
-        let chunk_keys: Vec<Key> = items.iter().map(|item| item.key.clone()).collect();
-        let marker_key = pending::marker_key(tenant, run, &attempt);
-        store
-            .kv
-            .put(
-                pending::marker(marker_key.clone(), &chunk_keys, now)?,
-                Condition::None,
-            )
-            .await?;
-        store
-            .kv
-            .batch_write(items.into_iter().map(WriteOp::Put).collect())
-            .await?;
+        let (marker_key, chunk_keys) =
+            pending::write_hidden(store, tenant, run, &attempt, items, now).await?;
         metering::mark_storer(store, meter.marks, tenant).await?;
         metering::mark_active(store, meter.marks, tenant, now).await?;
         let mut ops = vec![replace, TxOp::Delete(marker_key.clone(), Condition::None)];

@@ -27,7 +27,7 @@ const CHUNKS: &str = "chunks";
 const WRITTEN_AT: &str = "at";
 const ABANDONED_AFTER: Duration = Duration::HOUR;
 
-pub(super) fn marker_key(tenant: &Tenant, run: RunId, attempt: &str) -> Key {
+fn marker_key(tenant: &Tenant, run: RunId, attempt: &str) -> Key {
     Key::new(
         crate::runs::data_partition(tenant, run),
         format!("{PREFIX}{attempt}"),
@@ -36,7 +36,7 @@ pub(super) fn marker_key(tenant: &Tenant, run: RunId, attempt: &str) -> Key {
 
 /// The marker for an attempt's chunks. Sort keys repeat the series name and attempt
 /// id, so they compress well: a batch touching a thousand series still fits an item.
-pub(super) fn marker(key: Key, chunks: &[Key], at: OffsetDateTime) -> Result<Item> {
+fn marker(key: Key, chunks: &[Key], at: OffsetDateTime) -> Result<Item> {
     let names = chunks
         .iter()
         .map(|chunk| chunk.sk.as_str())
@@ -92,6 +92,33 @@ pub(super) async fn uncommitted(
             None => return Ok(hidden),
         }
     }
+}
+
+/// Writes an attempt's marker naming `items`, then the items: from here until its
+/// commit deletes the marker, readers skip them. Answers the marker's key and the
+/// items' keys, which `forget` takes should the attempt not commit.
+pub(super) async fn write_hidden(
+    store: &Store,
+    tenant: &Tenant,
+    run: RunId,
+    attempt: &str,
+    items: Vec<Item>,
+    now: OffsetDateTime,
+) -> Result<(Key, Vec<Key>)> {
+    let chunk_keys: Vec<Key> = items.iter().map(|item| item.key.clone()).collect();
+    let marker_key = marker_key(tenant, run, attempt);
+    store
+        .kv
+        .put(
+            marker(marker_key.clone(), &chunk_keys, now)?,
+            Condition::None,
+        )
+        .await?;
+    store
+        .kv
+        .batch_write(items.into_iter().map(WriteOp::Put).collect())
+        .await?;
+    Ok((marker_key, chunk_keys))
 }
 
 /// Deletes an attempt's chunks, then its marker, so the chunks stay hidden until they
