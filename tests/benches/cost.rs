@@ -328,7 +328,24 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
             api_requests += body.len().div_ceil(price::API_METER_BYTES) as u64;
         }
     }
-    // The hourly run settles the batches no write settled (the last minute or two).
+    // The client ends each run; the hourly run settles the batches no write settled
+    // (the last minute or two).
+    for (run, _) in &runs {
+        let end = runs::RunChanges {
+            status: Some(runs::Status::Succeeded),
+            ..runs::RunChanges::default()
+        };
+        let timeout = fixture.state.settings.heartbeat_timeout;
+        runs::patch(
+            &fixture.state.store,
+            timeout,
+            &team.caller.tenant,
+            *run,
+            end,
+        )
+        .await
+        .expect("the run ends");
+    }
     fixture.clock.advance(time::Duration::minutes(2));
     let through = fixture.clock.now() - hot::SETTLE_AFTER;
     for (run, _) in &runs {

@@ -4,6 +4,7 @@
 //! writer, a minute or two behind the writes on Lambda.
 
 use serde_json::json;
+use sextant_domain::runs;
 use sextant_domain::series::batch::LogBatch;
 use sextant_domain::series::hot;
 use sextant_tests::faults::{Op, Timing};
@@ -149,4 +150,32 @@ async fn on_lambda_points_read_at_once_and_count_a_minute_or_two_behind() {
     assert_eq!(bench.steps().await, (0..140).collect::<Vec<_>>());
     assert!(bench.record().await.settled_through > 0);
     assert!(bench.blocks().await > 0, "folded too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_of_a_finished_folded_run_reads_its_blocks_and_no_items() {
+    let bench = Bench::embedded(false).await;
+    for i in 0..5 {
+        bench.log_batch(batch(&format!("b{i}"), i * 10, 10)).await;
+    }
+    let end = runs::RunChanges {
+        status: Some(runs::Status::Succeeded),
+        ..runs::RunChanges::default()
+    };
+    let timeout = bench.state.settings.heartbeat_timeout;
+    runs::patch(&bench.state.store, timeout, bench.tenant(), bench.run, end)
+        .await
+        .expect("the run ends");
+    bench.clock.advance(Duration::minutes(3));
+    bench.settle().await;
+    assert!(bench.summary("loss").await.folded);
+
+    let queries = bench.faults.calls(Op::Query);
+    assert_eq!(chart_steps(&bench).await, (0..50).collect::<Vec<_>>());
+    assert_eq!(bench.steps().await, (0..50).collect::<Vec<_>>());
+    assert_eq!(
+        bench.faults.calls(Op::Query) - queries,
+        0,
+        "neither chunk items nor hot batches are looked for"
+    );
 }

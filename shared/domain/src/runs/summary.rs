@@ -46,6 +46,11 @@ pub struct SeriesSummary {
     /// make every batch pay for them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub folded: bool,
+    /// When the series' newest chunk item was written (Unix nanoseconds): once a fold
+    /// has sealed through it, a read of the series looks for no chunk items. `None` in
+    /// records from before it was kept: there may be some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<i64>,
 }
 
 /// A series' summary as clients see it.
@@ -132,11 +137,23 @@ impl ChunkFacts {
             last: self.last,
             span: self.span(),
             folded: false,
+            written: None,
         }
     }
 }
 
 impl SeriesSummary {
+    /// Notes a chunk item written at `written`: every chunk item of the series was
+    /// written at or before the newest this notes.
+    pub fn note_written(&mut self, written: i64) {
+        self.written = Some(self.written.map_or(written, |known| known.max(written)));
+    }
+
+    /// Whether every chunk item of the series was written at or before `through`.
+    pub fn written_by(&self, through: i64) -> bool {
+        self.written.is_some_and(|written| written <= through)
+    }
+
     pub fn merge(&mut self, chunk: &ChunkFacts) {
         self.count += chunk.count;
         self.first_step = self.first_step.min(chunk.first_step);

@@ -343,26 +343,31 @@ fn fingerprint(batch: &LogBatch) -> String {
     hex::encode(&hasher.finalize()[..8])
 }
 
-/// Folds a batch's chunks into the run's summaries, refusing a name used as the other
-/// kind and a run with too many series.
+/// Folds the chunks of a batch (or a round) written at `written` into the run's
+/// summaries, refusing a name used as the other kind and a run with too many series.
 pub(super) fn merge_into(
     record: &mut RunRecord,
     facts: &BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)>,
+    written: i64,
 ) -> Result<()> {
     for (name, (kind, chunks)) in facts {
-        match record.series.get_mut(name) {
+        let summary = match record.series.get_mut(name) {
             Some(summary) if summary.kind != *kind => {
                 return Err(SeriesError::KindMismatch(
                     format!("{name:?} already holds {:?} points", summary.kind).to_lowercase(),
                 ));
             }
-            Some(summary) => chunks.iter().for_each(|chunk| summary.merge(chunk)),
+            Some(summary) => {
+                chunks.iter().for_each(|chunk| summary.merge(chunk));
+                summary
+            }
             None => {
                 let mut summary = chunks[0].start(*kind);
                 chunks[1..].iter().for_each(|chunk| summary.merge(chunk));
-                record.series.insert(name.clone(), summary);
+                record.series.entry(name.clone()).or_insert(summary)
             }
-        }
+        };
+        summary.note_written(written);
     }
     if record.series.len() > MAX_SERIES_PER_RUN {
         return Err(SeriesError::TooManySeries);
@@ -582,6 +587,7 @@ async fn log_claiming(
     mut versioned: runs::Versioned,
 ) -> Result<LogOutcome> {
     let now = store.now();
+    let written = super::nanos(now);
     let record_key = batch_key(tenant, run, &prepared.batch_id);
     if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
         return replay(&done, &prepared.fingerprint, &versioned.record);
@@ -591,7 +597,7 @@ async fn log_claiming(
     // run record that would outgrow its item.
     let mut preview = versioned.clone();
     runs::accept_activity(&mut preview.record, now, intake.heartbeat_timeout)?;
-    merge_into(&mut preview.record, &facts)?;
+    merge_into(&mut preview.record, &facts, written)?;
     runs::replace(tenant, &preview)?;
 
     usage::check_quota(
@@ -605,14 +611,7 @@ async fn log_claiming(
 
     super::fold::expect(store, intake.meter.marks, tenant, run).await?;
     let attempt = format!("{}.{:016x}", prepared.batch_id, rand::random::<u64>());
-    let (items, stored_bytes) = chunk_items(
-        tenant,
-        run,
-        &prepared.chunks,
-        &attempt,
-        super::nanos(now),
-        None,
-    );
+    let (items, stored_bytes) = chunk_items(tenant, run, &prepared.chunks, &attempt, written, None);
     let (marker_key, chunk_keys) =
         pending::write_hidden(store, tenant, run, &attempt, items, now).await?;
     // Every way out below that is known not to have committed removes this attempt's
@@ -631,7 +630,7 @@ async fn log_claiming(
         updated.record.stored_bytes += stored_bytes;
         let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
             .map_err(SeriesError::from)
-            .and_then(|()| merge_into(&mut updated.record, &facts))
+            .and_then(|()| merge_into(&mut updated.record, &facts, written))
             .and_then(|()| Ok(runs::replace(tenant, &updated)?));
         let replace = match replace {
             Ok(replace) => replace,

@@ -328,6 +328,34 @@ pub async fn settle_noted(store: &Store, marks: &Marks, now: OffsetDateTime) -> 
     Ok(looked)
 }
 
+/// Moves the mark of an ended run with nothing left to settle past the last moment a
+/// batch could have arrived hot, so that reads stop looking for hot batches
+/// (`series::unsettled`). Once per run: afterwards the mark is past it.
+async fn close_ended(
+    store: &Store,
+    tenant: &Tenant,
+    mut versioned: runs::Versioned,
+    through: i64,
+) -> Result<()> {
+    let Some(ended) = versioned.record.ended_at else {
+        return Ok(());
+    };
+    let last_arrival = nanos(ended + SETTLE_AFTER);
+    if versioned.record.settled_through >= last_arrival || through < last_arrival {
+        return Ok(());
+    }
+    versioned.record.settled_through = through;
+    match store
+        .kv
+        .transact(vec![runs::replace(tenant, &versioned)?])
+        .await
+    {
+        // Changed meanwhile: the next round looks again.
+        Err(err) if err.is_conflict() => Ok(()),
+        outcome => Ok(outcome?),
+    }
+}
+
 /// One round: settles the oldest hot batches up to `through`, answering whether some
 /// were left for another round.
 async fn round(
@@ -354,6 +382,7 @@ async fn round(
             batches.truncate(cut + 1);
         }
         let Some(mark) = batches.last().map(|batch| batch.arrived) else {
+            close_ended(store, tenant, versioned, through).await?;
             return Ok(false);
         };
         let mark = if more { mark } else { through };
@@ -367,13 +396,14 @@ async fn round(
             });
         }
         let now = store.now();
+        let written = nanos(now);
         let attempt = format!("r{:016x}.{:016x}", mark as u64, rand::random::<u64>());
         let (items, stored_bytes) =
-            batch::chunk_items(tenant, run, &chunks, &attempt, nanos(now), Some(mark));
+            batch::chunk_items(tenant, run, &chunks, &attempt, written, Some(mark));
         let accepted: u64 = chunks.iter().map(|chunk| chunk.facts.count).sum();
 
         let record = &mut versioned.record;
-        batch::merge_into(record, &batch::facts_of(&chunks))?;
+        batch::merge_into(record, &batch::facts_of(&chunks), written)?;
         record.stored_bytes += stored_bytes;
         record.settled_through = mark;
         if record.status == Status::Running {

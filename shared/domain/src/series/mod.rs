@@ -508,8 +508,8 @@ fn settled_later(item: &Item, record: &RunRecord) -> bool {
 }
 
 /// The run's hot batches not yet settled as of `record`. None can come after a run
-/// that ended `SETTLE_AFTER` before its mark, which spares a finished run's reads the
-/// look.
+/// that ended `SETTLE_AFTER` before its mark (which the round after its end moves
+/// there), which spares a finished run's reads the look.
 async fn unsettled(
     store: &Store,
     tenant: &Tenant,
@@ -573,9 +573,10 @@ pub async fn read<T: SeriesData>(
         resume,
         fetched: 0,
     };
-    // Points stream from two sources, each in order of its chunks' first steps: the
-    // blocks of folds, then the chunk items written since (items a fold sealed are
-    // read from its block instead). Each stops where the page is full.
+    // Points stream from three sources: the blocks of folds, then the chunk items
+    // written since (items a fold sealed are read from its block instead, and none are
+    // looked for once a fold sealed the newest), each in order of its chunks' first
+    // steps and stopping where the page is full; then the hot batches not yet settled.
     let mut unread_from: Option<i64> = None;
     let folded = fold::folded(store, tenant, run, name, summary).await?;
     let folded = folded.as_ref();
@@ -599,7 +600,8 @@ pub async fn read<T: SeriesData>(
         }
     }
     let folded_through = folded.map_or(i64::MIN, |f| f.through);
-    'pages: loop {
+    let mut items_offered = false;
+    'pages: while !summary.written_by(folded_through) {
         let found = store.kv.query(query.clone()).await?;
         for item in &found.items {
             let written = item.n(WRITTEN).unwrap_or(0);
@@ -613,6 +615,7 @@ pub async fn read<T: SeriesData>(
                 break 'pages;
             }
             gather.offer(bytes, written, &item.key.sk)?;
+            items_offered = true;
         }
         match found.next {
             Some(next) => query.after = Some(next),
@@ -629,8 +632,9 @@ pub async fn read<T: SeriesData>(
     let last_place = held.last().map(|held| held.place.clone());
     // Markers are read after the chunks: a chunk seen above was written after its
     // marker, so the marker is found here unless its batch has committed since (or the
-    // attempt was cleaned up in between, which deletes the chunk first).
-    if !held.is_empty() {
+    // attempt was cleaned up in between, which deletes the chunk first). Only chunk
+    // items can be uncommitted: blocks and hot batches commit whole.
+    if items_offered && !held.is_empty() {
         let uncommitted = pending::uncommitted(store, tenant, run).await?;
         held.retain(|held| !uncommitted.contains(&held.place.chunk));
     }
@@ -767,7 +771,8 @@ pub async fn read_downsampled(
         }
     }
     let folded_through = folded.map_or(i64::MIN, |f| f.through);
-    loop {
+    // A series folded through its newest chunk item has none left to look for.
+    while !summary.written_by(folded_through) {
         let found = store.kv.query(query.clone()).await?;
         if uncommitted_before.is_none() && !found.items.is_empty() {
             uncommitted_before = Some(pending::uncommitted(store, tenant, run).await?);
