@@ -347,17 +347,11 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
         .expect("the run ends");
     }
     fixture.clock.advance(time::Duration::minutes(2));
-    let through = fixture.clock.now() - hot::SETTLE_AFTER;
     for (run, _) in &runs {
-        hot::settle(
-            &fixture.state.store,
-            fixture.state.meter(),
-            &team.caller.tenant,
-            *run,
-            i64::try_from(through.unix_timestamp_nanos()).expect("a time"),
-        )
-        .await
-        .expect("settled");
+        let (store, meter) = (&fixture.state.store, fixture.state.meter());
+        hot::settle_due(store, meter, &team.caller.tenant, *run)
+            .await
+            .expect("settled");
     }
     let elapsed = started.elapsed();
     let kv = fixture.kv.take();

@@ -52,10 +52,6 @@ fn start() -> OffsetDateTime {
     hour.replace_nanosecond(0).unwrap_or(hour) + Duration::minutes(61)
 }
 
-fn nanos(at: OffsetDateTime) -> i64 {
-    i64::try_from(at.unix_timestamp_nanos()).expect("a time within i64 nanoseconds")
-}
-
 impl Bench {
     /// On `storage`, keeping `keep` (a temporary directory, say) as long as the bench;
     /// `deferred`: settled as on Lambda, behind the writes, not by each write.
@@ -242,9 +238,8 @@ impl Bench {
     /// Only the first part of `settle`: the run's hot batches that arrived over
     /// `SETTLE_AFTER` ago.
     pub async fn settle_hot(&self) -> Result<(), series::SeriesError> {
-        let through = nanos(self.state.now() - hot::SETTLE_AFTER);
         let (store, meter) = (&self.state.store, self.state.meter());
-        hot::settle(store, meter, self.tenant(), self.run, through).await
+        hot::settle_due(store, meter, self.tenant(), self.run).await
     }
 
     pub async fn fold(&self) -> FoldReport {

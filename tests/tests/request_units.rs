@@ -162,16 +162,9 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
     .expect("retried");
     // The hourly run settles what no write settled.
     clock.advance(time::Duration::minutes(2));
-    let through = clock.now() - series::hot::SETTLE_AFTER;
-    series::hot::settle(
-        &state.store,
-        state.meter(),
-        &caller.tenant,
-        run,
-        i64::try_from(through.unix_timestamp_nanos()).unwrap(),
-    )
-    .await
-    .expect("settled");
+    series::hot::settle_due(&state.store, state.meter(), &caller.tenant, run)
+        .await
+        .expect("settled");
 
     let record = runs::load(&state.store, &caller.tenant, run)
         .await

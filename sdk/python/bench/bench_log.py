@@ -62,6 +62,26 @@ def request(url: str, method: str = "GET", body: Any = None, key: Optional[str] 
         return json.loads(response.read())
 
 
+def server_binary(arg: str, build: str) -> Path:
+    """The server binary ``arg`` names (relative to the repository root), or exit
+    saying how to build it."""
+    binary = Path(arg)
+    binary = binary if binary.is_absolute() else REPO_ROOT / binary
+    if not binary.exists():
+        raise SystemExit("no server binary at {}: {}".format(binary, build))
+    return binary
+
+
+def sign_up(url: str) -> str:
+    """A new team on the server at ``url``; answers its API key."""
+    account = request(
+        url + "/v1/signup",
+        "POST",
+        {"team": "Bench", "email": "bench@example.com", "password": "correct horse battery"},
+    )
+    return account["api_key"]
+
+
 def start_server(binary: Path, data_dir: Path) -> Tuple[subprocess.Popen, str]:
     log_path = data_dir.parent / "server.log"
     with open(log_path, "wb") as log:
@@ -115,22 +135,14 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--points", type=int, default=1_500_000)
     args = parser.parse_args()
-    binary = Path(args.bin)
-    binary = binary if binary.is_absolute() else REPO_ROOT / binary
-    if not binary.exists():
-        raise SystemExit("no server binary at {}: cargo build -p sextant-cli".format(binary))
+    binary = server_binary(args.bin, "cargo build -p sextant-cli")
 
     import sextant
 
     workdir = Path(tempfile.mkdtemp(prefix="sextant-bench-"))
     server, url = start_server(binary, workdir / "data")
     try:
-        account = request(
-            url + "/v1/signup",
-            "POST",
-            {"team": "Bench", "email": "bench@example.com", "password": "correct horse battery"},
-        )
-        key = account["api_key"]
+        key = sign_up(url)
         options: Dict[str, Any] = dict(
             url=url,
             api_key=key,

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_log import REPO_ROOT, request, start_server  # noqa: E402
+from bench_log import REPO_ROOT, server_binary, sign_up, start_server  # noqa: E402
 
 METRICS = ("loss", "acc", "lr")
 ROWS_A_REQUEST = 1_000
@@ -175,10 +175,7 @@ def main() -> int:
     parser.add_argument("--points", type=int, default=600_000)
     parser.add_argument("--mlflow-points", type=int, default=60_000)
     args = parser.parse_args()
-    binary = Path(args.bin)
-    binary = binary if binary.is_absolute() else REPO_ROOT / binary
-    if not binary.exists():
-        raise SystemExit("no server binary at {}: cargo build --release -p sextant-cli".format(binary))
+    binary = server_binary(args.bin, "cargo build --release -p sextant-cli")
 
     workdir = Path(tempfile.mkdtemp(prefix="sextant-vs-mlflow-"))
     try:
@@ -196,12 +193,7 @@ def main() -> int:
                 os.environ["SEXTANT_RATE_{}_{}".format(scope, limit)] = "100000000"
         server, url = start_server(binary, workdir / "sextant")
         try:
-            account = request(
-                url + "/v1/signup",
-                "POST",
-                {"team": "Bench", "email": "bench@example.com", "password": "correct horse battery"},
-            )
-            key = account["api_key"]
+            key = sign_up(url)
             same_api = mlflow_log_batch(url, args.points, key)
             native = {n: sextant_log(url, args.points, n, key) for n in (1_000, 10_000)}
         finally:

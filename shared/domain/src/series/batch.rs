@@ -19,11 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use super::codec::{self, MAX_CHUNK_POINTS};
 use super::hot::{self, Settling};
 use super::text::MAX_LINE_BYTES;
 use super::{
-    DATA, Points, Result, SeriesError, TextPoints, WRITTEN, check_name, chunk_sort_key, pending,
+    Chunk, DATA, Points, Result, SeriesData, SeriesError, TextPoints, WRITTEN, check_name,
+    chunk_sort_key, pending,
 };
 use crate::floats::JsonF64;
 use crate::ids::RunId;
@@ -98,9 +98,22 @@ struct BatchRecord {
 pub(super) struct Encoded {
     pub kind: SeriesKind,
     pub name: String,
-    pub first_step: i64,
-    pub bytes: Vec<u8>,
-    pub facts: ChunkFacts,
+    pub chunk: Chunk,
+}
+
+impl Encoded {
+    /// The chunks of one series' sorted points (`SeriesData::cut`).
+    pub(super) fn series<'a>(
+        kind: SeriesKind,
+        name: &'a str,
+        points: &impl SeriesData,
+    ) -> impl Iterator<Item = Encoded> + 'a {
+        points.cut().into_iter().map(move |chunk| Encoded {
+            kind,
+            name: name.to_owned(),
+            chunk,
+        })
+    }
 }
 
 /// A checked batch cut into chunks, before anything is written.
@@ -111,6 +124,17 @@ struct Prepared {
     /// In a fixed order (series by name, then parts), the same on every attempt.
     chunks: Vec<Encoded>,
     accepted: u64,
+}
+
+impl Prepared {
+    /// What the batch leaves behind once committed at `now`, to answer its retries.
+    fn record(&self, now: OffsetDateTime) -> BatchRecord {
+        BatchRecord {
+            fingerprint: self.fingerprint.clone(),
+            accepted: self.accepted,
+            committed_at: now,
+        }
+    }
 }
 
 fn check_batch_id(id: &str) -> Result<()> {
@@ -131,62 +155,6 @@ fn now_seconds(now: OffsetDateTime) -> f64 {
     (now.unix_timestamp_nanos() / 1_000_000) as f64 / 1000.0
 }
 
-/// Sorted numbers cut into chunks of at most `MAX_CHUNK_POINTS`.
-pub(super) fn numeric_chunks(name: &str, points: &Points) -> Vec<Encoded> {
-    let n = points.len();
-    (0..n)
-        .step_by(MAX_CHUNK_POINTS)
-        .map(|start| {
-            let mut chunk = Points::with_capacity(MAX_CHUNK_POINTS.min(n - start));
-            chunk.extend_from(points, start..n.min(start + MAX_CHUNK_POINTS));
-            let summary = codec::ChunkSummary::of(&chunk).expect("non-empty chunk");
-            Encoded {
-                kind: SeriesKind::Numeric,
-                name: name.to_owned(),
-                first_step: summary.first_step,
-                bytes: codec::encode(&chunk),
-                facts: ChunkFacts {
-                    count: summary.count as u64,
-                    first_step: summary.first_step,
-                    last_step: summary.last_step,
-                    last_timestamp: *chunk.timestamps.last().expect("non-empty"),
-                    min: (!summary.min.is_nan()).then_some(summary.min),
-                    max: (!summary.max.is_nan()).then_some(summary.max),
-                    last: Some(summary.last),
-                },
-            }
-        })
-        .collect()
-}
-
-/// Sorted lines of text cut into chunks (`TextPoints::chunk_ranges`).
-pub(super) fn text_chunks(name: &str, points: &TextPoints) -> Vec<Encoded> {
-    points
-        .chunk_ranges()
-        .into_iter()
-        .map(|range| {
-            let (first, last) = (range.start, range.end - 1);
-            let mut chunk = TextPoints::default();
-            chunk.extend_from(points, range.clone());
-            Encoded {
-                kind: SeriesKind::Text,
-                name: name.to_owned(),
-                first_step: points.steps[first],
-                bytes: chunk.encode(),
-                facts: ChunkFacts {
-                    count: range.len() as u64,
-                    first_step: points.steps[first],
-                    last_step: points.steps[last],
-                    last_timestamp: points.timestamps[last],
-                    min: None,
-                    max: None,
-                    last: None,
-                },
-            }
-        })
-        .collect()
-}
-
 /// What each series' chunks add to its summary.
 pub(super) fn facts_of(chunks: &[Encoded]) -> BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)> {
     let mut facts: BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)> = BTreeMap::new();
@@ -195,7 +163,7 @@ pub(super) fn facts_of(chunks: &[Encoded]) -> BTreeMap<String, (SeriesKind, Vec<
             .entry(chunk.name.clone())
             .or_insert_with(|| (chunk.kind, Vec::new()))
             .1
-            .push(chunk.facts);
+            .push(chunk.chunk.facts);
     }
     facts
 }
@@ -207,27 +175,24 @@ pub(super) fn facts_of(chunks: &[Encoded]) -> BTreeMap<String, (SeriesKind, Vec<
 pub(super) fn chunk_items(
     tenant: &Tenant,
     run: RunId,
-    chunks: &[Encoded],
+    chunks: Vec<Encoded>,
     attempt: &str,
     written: i64,
     settled: Option<i64>,
 ) -> (Vec<Item>, u64) {
     let partition = runs::data_partition(tenant, run);
-    let mut parts: BTreeMap<(SeriesKind, &str, i64), usize> = BTreeMap::new();
+    let mut parts: BTreeMap<(SeriesKind, String, i64), usize> = BTreeMap::new();
     let mut stored_bytes = 0;
     let items = chunks
-        .iter()
-        .map(|chunk| {
-            let part = parts
-                .entry((chunk.kind, &chunk.name, chunk.first_step))
-                .or_default();
-            let key = Key::new(
-                partition.clone(),
-                chunk_sort_key(chunk.kind, &chunk.name, chunk.first_step, attempt, *part),
-            );
+        .into_iter()
+        .map(|Encoded { kind, name, chunk }| {
+            let first_step = chunk.facts.first_step;
+            let part = parts.entry((kind, name.clone(), first_step)).or_default();
+            let sk = chunk_sort_key(kind, &name, first_step, attempt, *part);
             *part += 1;
+            let key = Key::new(partition.clone(), sk);
             let mut item = Item::new(key)
-                .with(DATA, Value::B(Bytes::from(chunk.bytes.clone())))
+                .with(DATA, Value::B(Bytes::from(chunk.bytes)))
                 .with(WRITTEN, Value::N(written));
             if let Some(mark) = settled {
                 item = item.with(hot::SETTLED, Value::N(mark));
@@ -280,7 +245,7 @@ fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
             points.push(columns.steps[i], columns.values[i].0, timestamp);
         }
         points.sort();
-        chunks.extend(numeric_chunks(name, &points));
+        chunks.extend(Encoded::series(SeriesKind::Numeric, name, &points));
     }
     for (name, lines) in &batch.text {
         let mut points = TextPoints::default();
@@ -297,9 +262,9 @@ fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
             );
         }
         points.sort();
-        chunks.extend(text_chunks(name, &points));
+        chunks.extend(Encoded::series(SeriesKind::Text, name, &points));
     }
-    let accepted = chunks.iter().map(|chunk| chunk.facts.count).sum();
+    let accepted = chunks.iter().map(|encoded| encoded.chunk.facts.count).sum();
     Ok(Some(Prepared {
         batch_id,
         fingerprint,
@@ -407,10 +372,10 @@ pub fn fuzz_log_batch(body: &[u8]) {
     let mut stored = 0;
     for chunk in &prepared.chunks {
         stored += match chunk.kind {
-            SeriesKind::Text => TextPoints::decode(&chunk.bytes)
+            SeriesKind::Text => TextPoints::decode(&chunk.chunk.bytes)
                 .expect("a text chunk reads back")
                 .len(),
-            SeriesKind::Numeric => Points::decode(&chunk.bytes)
+            SeriesKind::Numeric => Points::decode(&chunk.chunk.bytes)
                 .expect("a numeric chunk reads back")
                 .len(),
         };
@@ -531,11 +496,7 @@ async fn log_hot(
         None => super::nanos(now),
     };
     let item = hot::item(tenant, run, arrived, &prepared.batch_id, payload, now);
-    let batch_record = BatchRecord {
-        fingerprint: prepared.fingerprint.clone(),
-        accepted: prepared.accepted,
-        committed_at: now,
-    };
+    let batch_record = prepared.record(now);
     let ops = vec![
         TxOp::Put(
             doc_item(record_key.clone(), &batch_record)?,
@@ -611,18 +572,14 @@ async fn log_claiming(
 
     super::fold::expect(store, intake.meter.marks, tenant, run).await?;
     let attempt = format!("{}.{:016x}", prepared.batch_id, rand::random::<u64>());
-    let (items, stored_bytes) = chunk_items(tenant, run, &prepared.chunks, &attempt, written, None);
+    let batch_record = prepared.record(now);
+    let (items, stored_bytes) = chunk_items(tenant, run, prepared.chunks, &attempt, written, None);
     let (marker_key, chunk_keys) =
         pending::write_hidden(store, tenant, run, &attempt, items, now).await?;
     // Every way out below that is known not to have committed removes this attempt's
     // chunks; an error of unknown outcome leaves them hidden behind the marker.
     let forget = || pending::forget(store, marker_key.clone(), chunk_keys.clone());
 
-    let batch_record = BatchRecord {
-        fingerprint: prepared.fingerprint.clone(),
-        accepted: prepared.accepted,
-        committed_at: now,
-    };
     metering::mark_storer(store, intake.meter.marks, tenant).await?;
     for _ in 0..CONFLICT_ATTEMPTS {
         let now = store.now();
@@ -725,15 +682,16 @@ mod tests {
         let first = prepare(batch(body.clone()), now).unwrap().unwrap();
         let again = prepare(batch(body), now).unwrap().unwrap();
         assert_eq!(first.fingerprint, again.fingerprint);
-        let keys = |attempt: &str| {
-            let (items, _) = chunk_items(&tenant, run, &first.chunks, attempt, 0, None);
+        assert_eq!(first.accepted, 4);
+        let facts = facts_of(&first.chunks);
+        let keys = |prepared: Prepared, attempt: &str| {
+            let (items, _) = chunk_items(&tenant, run, prepared.chunks, attempt, 0, None);
             items.into_iter().map(|i| i.key).collect::<Vec<_>>()
         };
-        let (mine, theirs) = (keys("b1.1"), keys("b1.2"));
+        let (mine, theirs) = (keys(first, "b1.1"), keys(again, "b1.2"));
         assert_eq!(mine.len(), theirs.len());
         assert!(mine.iter().all(|key| !theirs.contains(key)));
-        assert_eq!(first.accepted, 4);
-        let loss = &facts_of(&first.chunks)["loss"].1[0];
+        let loss = &facts["loss"].1[0];
         assert_eq!(
             (loss.first_step, loss.last_step, loss.last),
             (1, 3, Some(0.3))

@@ -69,6 +69,17 @@ pub struct SealedChunk {
     pub last_step: i64,
 }
 
+impl From<super::Chunk> for SealedChunk {
+    fn from(chunk: super::Chunk) -> Self {
+        Self {
+            bytes: chunk.bytes,
+            count: u32::try_from(chunk.facts.count).expect("a chunk holds 10,000 points at most"),
+            first_step: chunk.facts.first_step,
+            last_step: chunk.facts.last_step,
+        }
+    }
+}
+
 /// A block's bytes and the length of its index, from its levels' chunks (level 0
 /// first).
 pub fn encode(levels: &[(u32, Vec<SealedChunk>)]) -> (Vec<u8>, u32) {

@@ -223,8 +223,7 @@ pub async fn settle(store: &Store, marks: &Marks, note: &Note, run: RunId) -> Re
         marks,
         points_cap: None,
     };
-    let through = nanos(store.now() - super::hot::SETTLE_AFTER);
-    super::hot::settle(store, meter, tenant, run, through).await?;
+    super::hot::settle_due(store, meter, tenant, run).await?;
     // A run that logged more in an hour than one fold holds is folded a piece at a
     // time, so a backlog shrinks every hour.
     let mut more = false;

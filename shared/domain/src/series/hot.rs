@@ -30,6 +30,7 @@
 //! folds. Hot items expire after `KEEP` (DynamoDB deletes them for free); reads never
 //! look behind the mark, so expired ones are never missed.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -127,14 +128,15 @@ pub(super) fn round_due(marks: &Marks, tenant: &Tenant, run: RunId, now: OffsetD
     marks.first_time(&format!("settle#{minute}#{run}"), tenant.id())
 }
 
-/// One chunk of a hot batch, as the batch encoded it.
+/// One chunk of a hot batch, as the batch encoded it: borrowed from the batch when
+/// written, owned when read back.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct HotChunk {
+pub(super) struct HotChunk<'a> {
     pub kind: SeriesKind,
-    pub name: String,
+    pub name: Cow<'a, str>,
     /// Points in the chunk, so a round sizes itself without decoding.
     pub points: u64,
-    pub bytes: Vec<u8>,
+    pub bytes: Cow<'a, [u8]>,
 }
 
 /// A hot batch as read back.
@@ -143,7 +145,7 @@ pub(super) struct HotBatch {
     /// Names the batch's chunks in the order reads answer points in.
     pub sk: String,
     pub arrived: i64,
-    pub chunks: Vec<HotChunk>,
+    pub chunks: Vec<HotChunk<'static>>,
 }
 
 impl HotBatch {
@@ -168,13 +170,13 @@ fn sort_key(arrived: i64) -> String {
 /// A batch's chunks as one hot item holds them, or `None` when they are too large for
 /// one (`MAX_HOT_BYTES`).
 pub(super) fn payload(chunks: &[Encoded]) -> Result<Option<Vec<u8>>> {
-    let chunks: Vec<HotChunk> = chunks
+    let chunks: Vec<HotChunk<'_>> = chunks
         .iter()
-        .map(|chunk| HotChunk {
-            kind: chunk.kind,
-            name: chunk.name.clone(),
-            points: chunk.facts.count,
-            bytes: chunk.bytes.clone(),
+        .map(|encoded| HotChunk {
+            kind: encoded.kind,
+            name: Cow::Borrowed(&encoded.name),
+            points: encoded.chunk.facts.count,
+            bytes: Cow::Borrowed(&encoded.chunk.bytes),
         })
         .collect();
     let payload = postcard::to_allocvec(&chunks).map_err(|err| SeriesError::Corrupt(err.into()))?;
@@ -217,7 +219,7 @@ pub(super) async fn after(
         let page = store.kv.query(query.clone()).await?;
         for item in page.items {
             let payload = super::chunk_bytes(&item)?;
-            let chunks: Vec<HotChunk> =
+            let chunks: Vec<HotChunk<'static>> =
                 postcard::from_bytes(payload).map_err(|err| SeriesError::Corrupt(err.into()))?;
             batches.push(HotBatch {
                 arrived: item.n(WRITTEN).unwrap_or(0),
@@ -249,7 +251,7 @@ fn gather(batches: &[HotBatch]) -> Result<BTreeMap<String, Gathered>> {
                 SeriesKind::Numeric => {
                     let points = Points::decode(&chunk.bytes)?;
                     let entry = series
-                        .entry(chunk.name.clone())
+                        .entry(chunk.name.to_string())
                         .or_insert_with(|| Gathered::Numbers(Points::default()));
                     let Gathered::Numbers(all) = entry else {
                         return Err(kind_clash(&chunk.name));
@@ -259,7 +261,7 @@ fn gather(batches: &[HotBatch]) -> Result<BTreeMap<String, Gathered>> {
                 SeriesKind::Text => {
                     let mut points = TextPoints::decode(&chunk.bytes)?;
                     let entry = series
-                        .entry(chunk.name.clone())
+                        .entry(chunk.name.to_string())
                         .or_insert_with(|| Gathered::Text(TextPoints::default()));
                     let Gathered::Text(all) = entry else {
                         return Err(kind_clash(&chunk.name));
@@ -303,6 +305,17 @@ pub async fn settle(
             Err(err) => return Err(err),
         }
     }
+}
+
+/// Settles the run's hot batches that arrived over `SETTLE_AFTER` ago, behind which no
+/// write can still be committing: what the hourly run does before it folds a run.
+pub async fn settle_due(
+    store: &Store,
+    meter: Meter<'_>,
+    tenant: &Tenant,
+    run: RunId,
+) -> Result<()> {
+    settle(store, meter, tenant, run, nanos(store.now() - SETTLE_AFTER)).await
 }
 
 /// Settles up to `now` the runs noted for folding (`super::fold::expect`, which every
@@ -392,20 +405,25 @@ async fn round(
 
         let mut chunks: Vec<Encoded> = Vec::new();
         for (name, gathered) in gather(&batches)? {
-            chunks.extend(match gathered {
-                Gathered::Numbers(points) => batch::numeric_chunks(&name, &points),
-                Gathered::Text(points) => batch::text_chunks(&name, &points),
-            });
+            match gathered {
+                Gathered::Numbers(points) => {
+                    chunks.extend(Encoded::series(SeriesKind::Numeric, &name, &points))
+                }
+                Gathered::Text(points) => {
+                    chunks.extend(Encoded::series(SeriesKind::Text, &name, &points))
+                }
+            }
         }
+        let facts = batch::facts_of(&chunks);
+        let accepted: u64 = chunks.iter().map(|encoded| encoded.chunk.facts.count).sum();
         let now = store.now();
         let written = nanos(now);
         let attempt = format!("r{:016x}.{:016x}", mark as u64, rand::random::<u64>());
         let (items, stored_bytes) =
-            batch::chunk_items(tenant, run, &chunks, &attempt, written, Some(mark));
-        let accepted: u64 = chunks.iter().map(|chunk| chunk.facts.count).sum();
+            batch::chunk_items(tenant, run, chunks, &attempt, written, Some(mark));
 
         let record = &mut versioned.record;
-        batch::merge_into(record, &batch::facts_of(&chunks), written)?;
+        batch::merge_into(record, &facts, written)?;
         record.stored_bytes += stored_bytes;
         record.settled_through = mark;
         if record.status == Status::Running {

@@ -35,7 +35,7 @@ use sextant_storage::kv::StoreError;
 use sextant_storage::kv::{Item, Query};
 
 use crate::runs::RunRecord;
-use crate::runs::summary::SeriesKind;
+use crate::runs::summary::{ChunkFacts, SeriesKind};
 use fold::BlockRef;
 
 pub use codec::Points;
@@ -200,6 +200,13 @@ pub fn chunk_sort_key(
     )
 }
 
+/// A chunk of a series as encoded, and what it adds to the series' summary.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub facts: ChunkFacts,
+}
+
 /// Points of a series in a step range: numbers or text lines.
 pub trait SeriesData: Default + Sized {
     /// What a point carries besides its step and timestamp: a value or a line.
@@ -217,8 +224,16 @@ pub trait SeriesData: Default + Sized {
     /// The first step of a chunk, read from its header.
     fn first_step(chunk: &[u8]) -> Result<i64>;
     fn truncate(&mut self, len: usize);
-    /// Sorted points cut and encoded into chunks, as a fold seals them into a block.
-    fn seal(&self) -> Vec<block::SealedChunk>;
+    /// Sorted points cut and encoded into chunks (of at most `codec::MAX_CHUNK_POINTS`
+    /// numbers, or `TextPoints::chunk_ranges`), as batches, rounds and folds store them.
+    fn cut(&self) -> Vec<Chunk>;
+    /// The chunks of `cut`, as a fold seals them into a block.
+    fn seal(&self) -> Vec<block::SealedChunk> {
+        self.cut()
+            .into_iter()
+            .map(block::SealedChunk::from)
+            .collect()
+    }
     /// A block's summary levels of these sorted points (`block::summary_levels`); none
     /// for text, which charts do not downsample.
     fn summary_levels(&self) -> Vec<(u32, Points)> {
@@ -276,18 +291,25 @@ impl SeriesData for Points {
         Some(block::coarsest(self))
     }
 
-    fn seal(&self) -> Vec<block::SealedChunk> {
+    fn cut(&self) -> Vec<Chunk> {
         (0..self.len())
             .step_by(codec::MAX_CHUNK_POINTS)
             .map(|start| {
                 let end = self.len().min(start + codec::MAX_CHUNK_POINTS);
                 let mut chunk = Points::with_capacity(end - start);
                 chunk.extend_from(self, start..end);
-                block::SealedChunk {
+                let summary = codec::ChunkSummary::of(&chunk).expect("a chunk has points");
+                Chunk {
                     bytes: codec::encode(&chunk),
-                    count: (end - start) as u32,
-                    first_step: self.steps[start],
-                    last_step: self.steps[end - 1],
+                    facts: ChunkFacts {
+                        count: summary.count as u64,
+                        first_step: summary.first_step,
+                        last_step: summary.last_step,
+                        last_timestamp: self.timestamps[end - 1],
+                        min: (!summary.min.is_nan()).then_some(summary.min),
+                        max: (!summary.max.is_nan()).then_some(summary.max),
+                        last: Some(summary.last),
+                    },
                 }
             })
             .collect()

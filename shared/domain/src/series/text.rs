@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SeriesData;
 use super::{Result, SeriesError};
+use crate::runs::summary::ChunkFacts;
 
 const FORMAT_VERSION: u8 = 1;
 const HEADER_BYTES: usize = 1 + 8 + 8;
@@ -168,17 +169,24 @@ impl SeriesData for TextPoints {
         self.timestamps.truncate(len);
     }
 
-    fn seal(&self) -> Vec<super::block::SealedChunk> {
+    fn cut(&self) -> Vec<super::Chunk> {
         self.chunk_ranges()
             .into_iter()
             .map(|range| {
+                let (first, last) = (range.start, range.end - 1);
                 let mut chunk = TextPoints::default();
                 chunk.extend_from(self, range.clone());
-                super::block::SealedChunk {
+                super::Chunk {
                     bytes: chunk.encode(),
-                    count: range.len() as u32,
-                    first_step: self.steps[range.start],
-                    last_step: self.steps[range.end - 1],
+                    facts: ChunkFacts {
+                        count: range.len() as u64,
+                        first_step: self.steps[first],
+                        last_step: self.steps[last],
+                        last_timestamp: self.timestamps[last],
+                        min: None,
+                        max: None,
+                        last: None,
+                    },
                 }
             })
             .collect()
