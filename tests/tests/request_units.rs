@@ -17,7 +17,7 @@ use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{self, Points, StepRange};
 use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
-use sextant_storage::clock::{Clock, ManualClock};
+use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
 use sextant_tests::capacity::{KvUsage, MeteredKv};
 use sextant_tests::workload::{Series, batches, points_in};
