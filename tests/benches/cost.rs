@@ -39,7 +39,7 @@ use sextant_edge::state::{AppState, Settings};
 use sextant_metering::MeteringHour;
 use sextant_storage::Storage;
 use sextant_storage::blob::BlobStore;
-use sextant_storage::clock::{Clock, ManualClock};
+use sextant_storage::clock::ManualClock;
 use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::blob::{LocalBlobs, UrlSigner};

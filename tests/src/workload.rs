@@ -43,7 +43,7 @@ pub fn workload(runs: usize, steps: usize) -> Vec<Series> {
 }
 
 /// Log batches as the SDK sends them: every series of a run, `window` steps at a time,
-/// as JSON bodies of `POST /v1/runs/{run}/log`.
+/// numbered in one sender session, as JSON bodies of `POST /v1/runs/{run}/log`.
 pub fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
     let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
     let last = series
@@ -71,10 +71,14 @@ pub fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
                 );
             }
         }
-        bodies.push(
-            serde_json::to_vec(&json!({"batch_id": format!("r{run}-s{start}"), "series": batch}))
-                .expect("a batch serializes"),
-        );
+        let sequence = bodies.len() + 1;
+        let body = json!({
+            "batch_id": format!("r{run}-{sequence}"),
+            "session": format!("r{run}"),
+            "sequence": sequence,
+            "series": batch,
+        });
+        bodies.push(serde_json::to_vec(&body).expect("a batch serializes"));
         start = end;
     }
     bodies

@@ -50,7 +50,7 @@ use sextant_domain::projects::{self, Project, ProjectName};
 use sextant_domain::runs::summary::SeriesKind;
 use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch, SeriesColumns, TextLine};
-use sextant_domain::series::{self, Points, TextPoints, hot};
+use sextant_domain::series::{self, Points, SeriesError, TextPoints, hot};
 use sextant_domain::tenancy::Tenant;
 use sextant_edge::auth::{self};
 use sextant_edge::state::{AppState, Settings};
@@ -155,6 +155,9 @@ impl BatchFault {
 #[derive(Debug, Clone)]
 struct Body {
     id: String,
+    /// Its number in the run's sender session (`SESSION`), for a batch sent as the SDK
+    /// sends them; None for one idempotent by its id alone.
+    sequence: Option<i64>,
     /// Per series: (step, value, client timestamp).
     numbers: BTreeMap<String, Vec<(i64, f64, f64)>>,
     /// Per series: (step, text); the server stamps the time.
@@ -170,6 +173,8 @@ impl Body {
     fn batch(&self) -> LogBatch {
         LogBatch {
             batch_id: Some(self.id.clone()),
+            session: self.sequence.map(|_| SESSION.to_owned()),
+            sequence: self.sequence,
             series: self
                 .numbers
                 .iter()
@@ -206,6 +211,11 @@ impl Body {
     }
 }
 
+/// The sender session of every run's numbered batches. A session sends in order, one
+/// batch at a time: a numbered batch that fails is sent again at once or given up,
+/// before the next is sent.
+const SESSION: &str = "sdk";
+
 #[derive(Debug)]
 struct BatchSim {
     body: Body,
@@ -226,13 +236,17 @@ type ImageSim = (String, i64, u64);
 struct RunSim {
     next_step: i64,
     next_batch: u32,
+    /// The number of the run's last numbered batch sent, and of the last committed.
+    sent_sequence: i64,
+    committed_sequence: i64,
     next_artifact: u32,
     batches: BTreeMap<String, BatchSim>,
     images: Vec<ImageSim>,
     /// Sealed artifacts: path -> size.
     artifacts: BTreeMap<String, u64>,
-    /// Uploaded but not sealed (the completion failed): path -> size.
-    unsealed: BTreeMap<String, u64>,
+    /// Uploaded but not sealed (the completion failed): path -> size, and when its
+    /// upload URLs expire (after which the hourly sweep takes it for abandoned).
+    unsealed: BTreeMap<String, (u64, OffsetDateTime)>,
 }
 
 #[derive(Debug)]
@@ -511,7 +525,8 @@ impl Sim {
 
     /// A new batch for a run: a few metric series over the run's next steps and some
     /// lines of text.
-    fn new_body(&mut self, t: usize, run: RunId, burst: bool) -> String {
+    /// A new batch for `run`; `numbered` in the run's session, or idempotent by its id.
+    fn new_body(&mut self, t: usize, run: RunId, burst: bool, numbered: bool) -> String {
         let rng = &mut self.rng;
         let n: i64 = if burst {
             rng.random_range(100..=2_500)
@@ -526,6 +541,10 @@ impl Sim {
         run_sim.next_step += n;
         run_sim.next_batch += 1;
         let id = format!("{label}-{run}-{:05}", run_sim.next_batch);
+        let sequence = numbered.then(|| {
+            run_sim.sent_sequence += 1;
+            run_sim.sent_sequence
+        });
         let base = self.clock.now().unix_timestamp() as f64;
         let mut numbers = BTreeMap::new();
         for (name, p) in [("train/loss", 1.0), ("train/acc", 0.5), ("lr", 0.3)] {
@@ -565,6 +584,7 @@ impl Sim {
         }
         let body = Body {
             id: id.clone(),
+            sequence,
             numbers,
             text,
         };
@@ -597,6 +617,10 @@ impl Sim {
             .expect("a batch of a live run");
         assert!(batch.committed.is_none());
         batch.committed = Some(at);
+        if let Some(sequence) = batch.body.sequence {
+            let run = self.tenants[t].runs.get_mut(&run).expect("a live run");
+            run.committed_sequence = run.committed_sequence.max(sequence);
+        }
     }
 
     /// Counts the run's committed batches not yet counted, in the hour of `at`: what a
@@ -722,9 +746,16 @@ impl Sim {
                     self.stored_unheard(t, run, id, at).await;
                 }
                 // The client retries at once, or later (perhaps hours later, perhaps
-                // in another month), or gives up for good.
+                // in another month), or gives up for good; a numbered batch is sent
+                // again before its session's next, so at once.
+                let numbered = body.sequence.is_some();
                 match self.rng.random_range(0..10) {
                     0..3 => self.bump("failed batches given up"),
+                    _ if numbered => {
+                        self.bump("failed numbered batches retried at once");
+                        self.tick();
+                        Box::pin(self.send(t, run, id, None)).await;
+                    }
                     3..5 => {
                         self.bump("failed batches retried at once");
                         self.tick();
@@ -743,7 +774,8 @@ impl Sim {
 
     async fn log(&mut self, t: usize, burst: bool) {
         let run = self.some_run(t).await;
-        let id = self.new_body(t, run, burst);
+        let numbered = self.rng.random_bool(0.5);
+        let id = self.new_body(t, run, burst, numbered);
         let fault = self
             .rng
             .random_bool(0.2)
@@ -764,9 +796,38 @@ impl Sim {
                     .map(|(id, _)| (*run, id.clone()))
             })
             .collect();
-        if let Some((run, id)) = committed.choose(&mut self.rng).cloned() {
-            self.bump("client retries of committed batches");
-            self.send(t, run, &id, None).await;
+        let Some((run, id)) = committed.choose(&mut self.rng).cloned() else {
+            return;
+        };
+        let (body, _, _) = self.body(t, run, &id);
+        let last = self.tenants[t].runs[&run].committed_sequence;
+        match body.sequence {
+            // A late attempt of a numbered batch, arriving after its session's next
+            // batches committed: refused, storing nothing.
+            Some(sequence) if sequence < last => {
+                self.bump("late attempts of numbered batches");
+                let tenant = self.tenants[t].tenant();
+                let outcome = batch::log(
+                    &self.state.store,
+                    self.state.intake(),
+                    &tenant,
+                    run,
+                    body.batch(),
+                )
+                .await;
+                match outcome {
+                    Err(SeriesError::SequenceBehind { sent, committed })
+                        if sent == sequence && committed == last => {}
+                    other => self.violation(format!(
+                        "late attempt of batch {id} (number {sequence}, {last} committed) \
+                         answered {other:?}"
+                    )),
+                }
+            }
+            _ => {
+                self.bump("client retries of committed batches");
+                self.send(t, run, &id, None).await;
+            }
         }
     }
 
@@ -774,7 +835,8 @@ impl Sim {
     /// attempt is still in flight.
     async fn twin(&mut self, t: usize) {
         let run = self.some_run(t).await;
-        let id = self.new_body(t, run, true);
+        let numbered = self.rng.random_bool(0.5);
+        let id = self.new_body(t, run, true, numbered);
         let (body, _, _) = self.body(t, run, &id);
         let tenant = self.tenants[t].tenant();
         let (first, second) = tokio::join!(
@@ -901,6 +963,7 @@ impl Sim {
         let path = format!("checkpoints/{:04}.bin", sim.next_artifact);
         let step = sim.next_step;
         let tenant = self.tenants[t].tenant();
+        let urls_until = self.clock.now() + artifacts::UPLOAD_URL_TTL;
         let (_, plan) = artifacts::register(
             &self.state.store,
             &tenant,
@@ -931,8 +994,18 @@ impl Sim {
             .run_mut(run)
             .unwrap()
             .unsealed
-            .insert(path.clone(), size as u64);
+            .insert(path.clone(), (size as u64, urls_until));
         self.complete(t, run, path, true).await;
+    }
+
+    /// Whether a completion of `path` may find nothing: the artifact was deleted, or
+    /// its upload was left unfinished past its URLs' expiry.
+    fn gone(&self, t: usize, run: RunId, path: &str) -> bool {
+        let sim = &self.tenants[t].runs[&run];
+        match sim.unsealed.get(path) {
+            Some(&(_, urls_until)) => urls_until < self.clock.now(),
+            None => !sim.artifacts.contains_key(path),
+        }
     }
 
     /// Completes an upload (again); a failure is retried later or given up.
@@ -982,6 +1055,14 @@ impl Sim {
                 );
                 true
             }
+            // A completion retried after the artifact was deleted, or after its upload's
+            // URLs expired (when the hourly sweep may have removed the abandoned upload,
+            // bytes and registration), finds nothing to complete.
+            (None, Err(err)) if err.code() == ErrorCode::NotFound && self.gone(t, run, &path) => {
+                self.bump("completions of deleted or abandoned uploads");
+                self.tenants[t].run_mut(run).unwrap().unsealed.remove(&path);
+                return;
+            }
             (None, Err(err)) => panic!("seed {:#x}: completing {path}: {err:?}", self.seed),
             (Some((op, timing)), Err(_)) => {
                 assert!(fired.len() == 1 && unfired == 0, "{fired:?}");
@@ -989,7 +1070,7 @@ impl Sim {
             }
         };
         let sim = self.tenants[t].run_mut(run).unwrap();
-        if sealed && let Some(size) = sim.unsealed.remove(&path) {
+        if sealed && let Some((size, _)) = sim.unsealed.remove(&path) {
             sim.artifacts.insert(path.clone(), size);
         }
         if outcome.is_err() {
@@ -1375,9 +1456,14 @@ impl Sim {
         total
     }
 
+    /// What a month's report bills, from the hours rolled up so far: points a metering
+    /// run settled count in the hour it ran in, which the next run rolls up.
     fn expected_month(&self, t: usize, month: BillingMonth) -> (u64, Decimal) {
         let tenant = &self.tenants[t];
-        let within = |hour: &&OffsetDateTime| **hour >= month.start() && **hour < month.end();
+        let rolled_up = |hour: &OffsetDateTime| self.cursor.is_some_and(|last| *hour <= last);
+        let within = |hour: &&OffsetDateTime| {
+            **hour >= month.start() && **hour < month.end() && rolled_up(hour)
+        };
         let points = tenant
             .points
             .iter()
@@ -1737,7 +1823,8 @@ impl Sim {
                     (BatchFault::CommitAfter, 48),
                     (BatchFault::AfterChunks, 50),
                 ] {
-                    let id = self.new_body(0, run, true);
+                    // Retried hours later: idempotent by its id alone.
+                    let id = self.new_body(0, run, true, false);
                     fault.arm(&self.faults);
                     self.bump(format!("batch fault injected: {fault:?}"));
                     self.bump("batches sent");
@@ -1752,8 +1839,17 @@ impl Sim {
                     )
                     .await;
                     let (fired, _) = self.struck();
-                    assert!(outcome.is_err() && fired.len() == 1, "{outcome:?}");
-                    if fault == BatchFault::CommitAfter && fired[0].applied {
+                    assert_eq!(fired.len(), 1, "{fault:?} strikes once");
+                    if outcome.is_ok() {
+                        // A hot batch writes no chunks: the fault struck its round.
+                        assert!(
+                            fault == BatchFault::AfterChunks && self.stored_hot(0, run, &id).await,
+                            "{fault:?} on batch {id} answered {outcome:?}"
+                        );
+                        self.bump("rounds failed after a hot batch was stored");
+                        let at = self.clock.now();
+                        self.commit(0, run, &id, at);
+                    } else if fault == BatchFault::CommitAfter && fired[0].applied {
                         let at = self.clock.now();
                         self.stored_unheard(0, run, &id, at).await;
                     }

@@ -5,8 +5,8 @@
 
 use serde_json::json;
 use sextant_domain::runs;
-use sextant_domain::series::batch::LogBatch;
-use sextant_domain::series::hot;
+use sextant_domain::series::batch::{self, LogBatch, LogOutcome};
+use sextant_domain::series::{SeriesError, hot};
 use sextant_tests::faults::{Op, Timing};
 use sextant_tests::series_bench::Bench;
 use time::Duration;
@@ -20,6 +20,31 @@ fn batch(id: &str, from: i64, n: i64) -> LogBatch {
         "series": {"loss": {"steps": steps, "values": values}},
     }))
     .expect("a valid batch")
+}
+
+/// Batch `sequence` of sender session `session`: `n` points of `series` from step
+/// `from`.
+fn numbered(session: &str, sequence: i64, series: &str, from: i64, n: i64) -> LogBatch {
+    let steps: Vec<i64> = (from..from + n).collect();
+    serde_json::from_value(json!({
+        "batch_id": format!("{session}-{sequence}"),
+        "session": session,
+        "sequence": sequence,
+        "series": {series: {"steps": steps, "values": vec![0.5; n as usize]}},
+    }))
+    .expect("a valid batch")
+}
+
+async fn try_log(bench: &Bench, batch: LogBatch) -> Result<LogOutcome, SeriesError> {
+    let state = &bench.state;
+    batch::log(
+        &state.store,
+        state.intake(),
+        bench.tenant(),
+        bench.run,
+        batch,
+    )
+    .await
 }
 
 /// What the run's summary of `loss` counts, and what the team's usage counts.
@@ -178,4 +203,71 @@ async fn a_chart_of_a_finished_folded_run_reads_its_blocks_and_no_items() {
         0,
         "neither chunk items nor hot batches are looked for"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_batches_leave_one_record_and_each_number_is_stored_once() {
+    let bench = Bench::embedded(false).await;
+    // Batch 1 starts the series (committed whole), the others are hot.
+    for n in 1..=5 {
+        bench
+            .log_batch(numbered("s1", n, "loss", (n - 1) * 10, 10))
+            .await;
+    }
+    assert_eq!(bench.items(&["b#"]).await, 0);
+    assert_eq!(bench.items(&["q#"]).await, 1);
+    assert_eq!(counted(&bench).await, (50, 50));
+
+    // The last batch's retry answers as its first attempt did.
+    let retry = bench.log_batch(numbered("s1", 5, "loss", 40, 10)).await;
+    assert_eq!(retry.accepted, 10);
+    // An attempt that lost to its retry and arrives after later batches stores
+    // nothing, whether its series is known (a hot write) or not (a whole commit).
+    for late in [
+        numbered("s1", 3, "loss", 20, 10),
+        numbered("s1", 1, "other", 0, 10),
+    ] {
+        match try_log(&bench, late).await {
+            Err(SeriesError::SequenceBehind { sent, committed: 5 }) => {
+                assert!(sent < 5);
+            }
+            other => panic!("a late batch answered {other:?}"),
+        }
+    }
+    assert!(!bench.record().await.series.contains_key("other"));
+    // The last number with other points is another batch under a used name.
+    assert!(matches!(
+        try_log(&bench, numbered("s1", 5, "loss", 1_000, 10)).await,
+        Err(SeriesError::BatchIdReused)
+    ));
+    assert_eq!(counted(&bench).await, (50, 50));
+
+    // A number skipped (a batch the server refused for good, set aside by the SDK) is
+    // not waited for, and another session of the run counts on its own.
+    bench.log_batch(numbered("s1", 7, "loss", 50, 10)).await;
+    bench.log_batch(numbered("s2", 1, "loss", 60, 10)).await;
+    assert_eq!(bench.items(&["q#"]).await, 2);
+    assert_eq!(counted(&bench).await, (70, 70));
+    assert_eq!(bench.steps().await, (0..70).collect::<Vec<_>>());
+}
+
+/// A hot write whose transaction applied but whose answer was lost: the SDK retries
+/// the same number, which answers as stored and counts nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_numbered_batch_whose_answer_was_lost_is_retried_and_counted_once() {
+    let bench = Bench::embedded(false).await;
+    bench.log_batch(numbered("s", 1, "loss", 0, 10)).await;
+    bench.faults.fail(Op::Transact, 1, Timing::After);
+    assert!(
+        try_log(&bench, numbered("s", 2, "loss", 10, 10))
+            .await
+            .is_err()
+    );
+    assert_eq!(bench.faults.disarm(), 0, "the fault strikes");
+    let retry = bench.log_batch(numbered("s", 2, "loss", 10, 10)).await;
+    assert_eq!(retry.accepted, 10);
+    bench.log_batch(numbered("s", 3, "loss", 20, 10)).await;
+    bench.settle_hot().await.expect("settled");
+    assert_eq!(counted(&bench).await, (30, 30));
+    assert_eq!(bench.steps().await, (0..30).collect::<Vec<_>>());
 }

@@ -51,39 +51,43 @@ async fn concurrent_runs_logging_at_once_store_every_point_exactly_once() {
     let key = team.api_key.clone();
     let load = workload(runs, steps);
     app.create_project(&key, "load").await;
-    let mut bodies = Vec::new();
+    let mut senders = Vec::new();
     let mut run_ids = Vec::new();
     for run in 0..runs {
         let id = text(
             &app.create_run(&key, "load", serde_json::json!({})).await,
             "id",
         );
-        for body in batches(&load, run, 250) {
-            bodies.push((id.clone(), body));
-        }
+        senders.push((id.clone(), batches(&load, run, 250)));
         run_ids.push(id);
     }
     let app = Arc::new(app);
     let started = Instant::now();
-    // As many requests in flight as there are runs: each run's SDK sends one at a time.
-    let outcomes: Vec<(StatusCode, Duration)> = futures::stream::iter(bodies)
-        .map(|(run, body)| {
+    // As many requests in flight as there are runs: each run's SDK sends its numbered
+    // batches one at a time, in order.
+    let outcomes: Vec<Vec<(StatusCode, Duration)>> = futures::stream::iter(senders)
+        .map(|(run, bodies)| {
             let (app, key) = (Arc::clone(&app), key.clone());
             async move {
-                let sent = Instant::now();
-                let response = app
-                    .request(Method::POST, &format!("/v1/runs/{run}/log"), Some(&key))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .expect("the server answers");
-                (response.status(), sent.elapsed())
+                let mut outcomes = Vec::new();
+                for body in bodies {
+                    let sent = Instant::now();
+                    let response = app
+                        .request(Method::POST, &format!("/v1/runs/{run}/log"), Some(&key))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("the server answers");
+                    outcomes.push((response.status(), sent.elapsed()));
+                }
+                outcomes
             }
         })
         .buffer_unordered(runs)
         .collect()
         .await;
+    let outcomes: Vec<(StatusCode, Duration)> = outcomes.into_iter().flatten().collect();
     let elapsed = started.elapsed();
 
     let errors = outcomes

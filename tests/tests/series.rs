@@ -107,6 +107,7 @@ macro_rules! on_both_backends {
 on_both_backends!(
     values_and_timestamps_round_trip_bit_for_bit_including_nan_infinities_and_negative_zero,
     a_retried_batch_is_stored_and_counted_once,
+    a_sessions_numbered_batches_are_stored_once_and_late_ones_refused,
     points_come_back_in_step_order_and_a_repeated_step_keeps_its_logged_order,
     text_series_round_trip_in_step_order_and_page,
     downsampling_keeps_every_spike_and_each_buckets_extremes,
@@ -489,6 +490,50 @@ async fn a_retried_batch_is_stored_and_counted_once(app: TestApp) {
     assert_eq!(twice["loss"]["count"], 6);
     assert_eq!(twice["acc"]["count"], 6);
     assert_eq!(twice["log"]["count"], 2);
+}
+
+async fn a_sessions_numbered_batches_are_stored_once_and_late_ones_refused(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let run = app.new_run(key).await;
+    let numbered = |session: &str, sequence: i64, step: i64| {
+        json!({
+            "batch_id": format!("{session}-{sequence}"),
+            "session": session,
+            "sequence": sequence,
+            "series": {"loss": {"steps": [step], "values": [step as f64]}},
+        })
+    };
+    for n in 1..=3 {
+        let answer = app.log_ok(key, &run, numbered("s", n, n)).await;
+        assert_eq!(answer["accepted"], 1);
+    }
+    // The last one's retry answers as it did; an earlier one's is refused.
+    assert_eq!(
+        app.log_ok(key, &run, numbered("s", 3, 3)).await["accepted"],
+        1
+    );
+    let (status, body) = app.log(key, &run, numbered("s", 2, 2)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "sequence_behind".into()),
+        "{body}"
+    );
+    // The last number with other points is a reused one.
+    let (status, body) = app.log(key, &run, numbered("s", 3, 30)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::CONFLICT, "batch_id_reused".into()),
+        "{body}"
+    );
+    // A gap is no reason to wait, and another session counts on its own.
+    app.log_ok(key, &run, numbered("s", 9, 9)).await;
+    app.log_ok(key, &run, numbered("t", 1, 10)).await;
+    assert_eq!(summaries(&app, key, &run).await["loss"]["count"], 5);
+    assert_eq!(
+        ints(&read(&app, key, &run, "loss").await["steps"]),
+        [1, 2, 3, 9, 10]
+    );
 }
 
 async fn concurrent_writers_to_one_run_lose_no_points_and_count_each_once(app: TestApp) {
@@ -1291,6 +1336,26 @@ async fn bad_batches_get_clear_codes_and_store_nothing(app: TestApp) {
             json!({"batch_id": "b#1", "series": {"loss": one}}),
             400,
             "invalid_batch_id",
+        ),
+        (
+            json!({"batch_id": "b", "session": "s", "series": {"loss": one}}),
+            400,
+            "invalid_sequence",
+        ),
+        (
+            json!({"batch_id": "b", "sequence": 1, "series": {"loss": one}}),
+            400,
+            "invalid_sequence",
+        ),
+        (
+            json!({"batch_id": "b", "session": "s", "sequence": 0, "series": {"loss": one}}),
+            400,
+            "invalid_sequence",
+        ),
+        (
+            json!({"batch_id": "b", "session": "s#1", "sequence": 1, "series": {"loss": one}}),
+            400,
+            "invalid_sequence",
         ),
     ];
     for (batch, status, code) in cases {

@@ -21,8 +21,9 @@ use sextant_edge::state::AppState;
         (
             status = CONFLICT,
             description = "The run has ended (`run_ended`), a series holds the other kind of \
-                           points (`series_kind_mismatch`), or the batch id was used for other \
-                           points (`batch_id_reused`)."
+                           points (`series_kind_mismatch`), the batch id (or session and \
+                           sequence) was used for other points (`batch_id_reused`), or the \
+                           session committed a later batch (`sequence_behind`)."
         ),
     ),
     extensions(("x-sextant-job" = json!(true)), ("x-sextant-plane" = json!("data")))

@@ -21,7 +21,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tu
 
 from . import _codes as codes
 from ._http import ApiError, AuthError, Backoff, TransientError, encode_float, is_retryable
-from ._spool import RunSpool
+from ._spool import ORDERED, RunSpool
 from ._uploader import Uploader
 
 log = logging.getLogger("sextant")
@@ -67,6 +67,11 @@ class BatchBuilder:
 
     Names the server would refuse (invalid, or used as the other kind) are dropped
     with a warning, once per name, rather than making the whole batch fail.
+
+    With ``numbered`` (where the spool's lock keeps a second process from sending the
+    same batches), each batch also declares its ``session`` and ``sequence``: the
+    sender sends them in order, one at a time, so the server keeps one record per
+    session rather than one per batch.
     """
 
     def __init__(
@@ -75,11 +80,13 @@ class BatchBuilder:
         max_bytes: int = 5_000_000,
         kinds: Optional[Dict[str, str]] = None,
         session: Optional[str] = None,
+        numbered: bool = ORDERED,
     ) -> None:
         self.max_points = max_points
         self.max_bytes = max_bytes
         self.kinds: Dict[str, str] = dict(kinds or {})
         self.session = session or uuid.uuid4().hex[:16]
+        self.numbered = numbered
         self._count = 0
         self._warned: Set[Tuple[str, str]] = set()
 
@@ -107,9 +114,14 @@ class BatchBuilder:
         self.kinds[name] = kind
         return True
 
-    def next_id(self) -> str:
+    def _next_head(self) -> Tuple[str, bytes]:
+        """The next batch's id, and the start of its body naming it."""
         self._count += 1
-        return "{}-{}".format(self.session, self._count)
+        batch_id = "{}-{}".format(self.session, self._count)
+        head = '{"batch_id":"%s",' % batch_id
+        if self.numbered:
+            head += '"session":"%s","sequence":%d,' % (self.session, self._count)
+        return batch_id, head.encode("ascii")
 
     def columns(self, rows: Sequence[Row]) -> Tuple[List[str], int]:
         """The encoded ``series`` and ``text`` fields for ``rows``, and how many
@@ -243,8 +255,8 @@ class BatchBuilder:
             self._build_group(rows[:middle], out)
             self._build_group(rows[middle:], out)
             return
-        batch_id = self.next_id()
-        body = b'{"batch_id":"' + batch_id.encode("ascii") + b'",' + encoded + b"}"
+        batch_id, head = self._next_head()
+        body = head + encoded + b"}"
         out.append((batch_id, body, points))
 
 

@@ -31,6 +31,10 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows: locking is best effort
     fcntl = None  # type: ignore[assignment]
 
+#: Whether the run's lock keeps every other process from sending its batches, so a
+#: session's batches reach the server in order (see ``BatchBuilder``).
+ORDERED = fcntl is not None
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 META = "run.json"

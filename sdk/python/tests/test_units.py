@@ -5,6 +5,7 @@ import http.server
 import json
 import math
 import random
+import sys
 import threading
 import time
 from pathlib import Path
@@ -170,6 +171,7 @@ def test_batches_are_columnar_with_api_floats_and_unique_ids() -> None:
     assert batch_id == "s-1" and points == 6
     parsed = json.loads(body)
     assert parsed["batch_id"] == "s-1"
+    assert (parsed["session"], parsed["sequence"]) == ("s", 1)
     assert parsed["series"]["loss"] == {"steps": [0, 1], "values": [1.0, "-Infinity"], "timestamps": [10.0, 11.0]}
     assert parsed["series"]["acc"] == {"steps": [0, 1, 2], "values": ["NaN", 0.5, 2.0], "timestamps": [10.0, 11.0, 12.0]}
     assert parsed["text"] == {"log": [{"step": 1, "text": "hello", "timestamp": 11.5}]}
@@ -177,7 +179,17 @@ def test_batches_are_columnar_with_api_floats_and_unique_ids() -> None:
     # A name is numbers or text: logging text under "loss" is dropped, not sent.
     ((second_id, body2, _),) = builder.build([(3, 13.0, "loss", "oops"), (3, 13.0, {"loss": 0.0})])
     assert second_id == "s-2"
+    assert json.loads(body2)["sequence"] == 2
     assert "text" not in json.loads(body2)
+
+
+def test_batches_are_numbered_in_their_session_only_where_the_spool_lock_holds() -> None:
+    rows = [(0, 1.0, {"loss": 1.0})]
+    ((_, numbered, _),) = BatchBuilder(session="s", numbered=True).build(rows)
+    ((_, plain, _),) = BatchBuilder(session="s", numbered=False).build(rows)
+    assert json.loads(numbered)["sequence"] == 1
+    assert "session" not in json.loads(plain) and "sequence" not in json.loads(plain)
+    assert BatchBuilder().numbered == (sys.platform != "win32")
 
 
 def test_batches_are_split_by_points_and_bytes() -> None:

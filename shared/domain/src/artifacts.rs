@@ -59,7 +59,7 @@ pub const MAX_PATH_BYTES: usize = 512;
 pub const MAX_PATH_SEGMENTS: usize = 32;
 /// Long enough to send a part of any planned size; an upload that takes longer
 /// registers again for fresh URLs, as interrupted ones do.
-const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
+pub const UPLOAD_URL_TTL: Duration = Duration::from_secs(15 * 60);
 /// How long the hourly run spends on one artifact's checksum before leaving the rest
 /// to the next run (the metering function has five minutes for everything).
 const BACKGROUND_HASHING: Duration = Duration::from_secs(20);

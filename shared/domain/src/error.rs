@@ -120,6 +120,7 @@ error_codes! {
     InvalidReason = ("invalid_reason", Invalid),
     InvalidRequest = ("invalid_request", Invalid),
     InvalidRuns = ("invalid_runs", Invalid),
+    InvalidSequence = ("invalid_sequence", Invalid),
     InvalidSeriesName = ("invalid_series_name", Invalid),
     InvalidSha256 = ("invalid_sha256", Invalid),
     InvalidSignature = ("invalid_signature", Forbidden),
@@ -157,6 +158,7 @@ error_codes! {
     RunEnded = ("run_ended", Conflict),
     RunNotQueued = ("run_not_queued", Conflict),
     RunTooLarge = ("run_too_large", Invalid),
+    SequenceBehind = ("sequence_behind", Conflict),
     SeriesKindMismatch = ("series_kind_mismatch", Conflict),
     // One batch sending a name both as numbers and as text is malformed (400); a batch
     // whose series is stored as the other kind conflicts with it (409).

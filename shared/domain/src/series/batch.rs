@@ -5,10 +5,11 @@
 //! about to write (see `super::pending`: reads skip them until the commit), then the
 //! chunks, under keys holding the batch id and an id of the attempt, so concurrent or
 //! retried attempts never write the same item. Then one transaction commits it: the
-//! batch record (which must not exist yet), the run record with merged series
+//! batch's receipt (its own record, which must not exist yet, or its session's, which
+//! must hold an earlier number: `Receipt`), the run record with merged series
 //! summaries (which must be at the version read), the usage counters (refused past
 //! the plan's monthly cap), and the marker's deletion. Points become readable and
-//! billable in that one step. A retry of a committed batch finds its record and
+//! billable in that one step. A retry of a committed batch finds its receipt and
 //! answers as the first attempt did, storing and counting nothing; concurrent writers
 //! to one run serialise on the run record's version and retry, so nothing is lost.
 
@@ -47,6 +48,16 @@ pub struct LogBatch {
     /// Required when the batch carries points: makes a retry harmless.
     #[schema(max_length = 64)]
     pub batch_id: Option<String>,
+    /// With `sequence`, declares that this batch is number `sequence` of a sender
+    /// session that sends its batches in order, one at a time (the Python SDK does).
+    /// The run then keeps one record per session instead of one per batch: a batch
+    /// numbered at most the session's last committed one is stored nothing (the last
+    /// one's retry answers as it did; an older one is 409 `sequence_behind`).
+    #[schema(max_length = 64)]
+    pub session: Option<String>,
+    /// The batch's number in its session: 1 or more, increasing, gaps allowed.
+    #[schema(minimum = 1)]
+    pub sequence: Option<i64>,
     #[serde(default)]
     pub series: BTreeMap<String, SeriesColumns>,
     #[serde(default)]
@@ -84,13 +95,101 @@ pub struct LogOutcome {
     pub abort_requested: bool,
 }
 
-/// What a committed batch leaves behind, to answer its retries.
+/// What a committed batch without a session leaves behind, to answer its retries.
 #[derive(Debug, Serialize, Deserialize)]
 struct BatchRecord {
     fingerprint: String,
     accepted: u64,
     #[serde(with = "time::serde::rfc3339")]
     committed_at: OffsetDateTime,
+}
+
+/// A session record's attributes: the last sequence number committed, and that
+/// batch's fingerprint and accepted points (to answer its retry).
+const SESSION_LAST: &str = "n";
+const SESSION_FINGERPRINT: &str = "f";
+const SESSION_ACCEPTED: &str = "c";
+
+/// Where a committed batch leaves what answers its retries, written in the transaction
+/// that stores it. A batch of its own has a record `b#{batch_id}`, kept for good since
+/// a retry may come any time later; it is most of what a run stores beyond its points
+/// when batches are small. A batch of a declared session moves the session's one record
+/// `q#{session}` forward instead, on condition that its number is past the last.
+#[derive(Debug)]
+enum Receipt {
+    Batch(Key),
+    Session { key: Key, sequence: i64 },
+}
+
+impl Receipt {
+    fn of(tenant: &Tenant, run: RunId, prepared: &Prepared) -> Self {
+        let partition = runs::data_partition(tenant, run);
+        match &prepared.sequence {
+            Some((session, sequence)) => Receipt::Session {
+                key: Key::new(partition, format!("q#{session}")),
+                sequence: *sequence,
+            },
+            None => Receipt::Batch(Key::new(partition, format!("b#{}", prepared.batch_id))),
+        }
+    }
+
+    /// The transaction's first operation: it fails exactly when the batch was committed
+    /// before (or, for a session, a later one was).
+    fn commit(&self, prepared: &Prepared, now: OffsetDateTime) -> Result<TxOp> {
+        Ok(match self {
+            Receipt::Batch(key) => {
+                let record = BatchRecord {
+                    fingerprint: prepared.fingerprint.clone(),
+                    accepted: prepared.accepted,
+                    committed_at: now,
+                };
+                TxOp::Put(doc_item(key.clone(), &record)?, Condition::NotExists)
+            }
+            Receipt::Session { key, sequence } => TxOp::Put(
+                Item::new(key.clone())
+                    .with(SESSION_LAST, Value::N(*sequence))
+                    .with(SESSION_FINGERPRINT, Value::S(prepared.fingerprint.clone()))
+                    .with(SESSION_ACCEPTED, Value::N(prepared.accepted as i64)),
+                // An absent record counts as 0, below every sequence number.
+                Condition::AtMost(SESSION_LAST.to_owned(), sequence - 1),
+            ),
+        })
+    }
+
+    /// The points accepted when this batch was committed before, if it was; a reused id
+    /// (or number) with other points, and a number behind its session, are refused.
+    async fn committed_before(&self, store: &Store, fingerprint: &str) -> Result<Option<u64>> {
+        let (stored_fingerprint, accepted) = match self {
+            Receipt::Batch(key) => match get_doc::<BatchRecord>(&*store.kv, key).await? {
+                Some(record) => (record.fingerprint, record.accepted),
+                None => return Ok(None),
+            },
+            Receipt::Session { key, sequence } => {
+                let Some(item) = store.kv.get(key).await? else {
+                    return Ok(None);
+                };
+                let last = item.n(SESSION_LAST).unwrap_or_default();
+                if last < *sequence {
+                    return Ok(None);
+                }
+                if last > *sequence {
+                    return Err(SeriesError::SequenceBehind {
+                        sent: *sequence,
+                        committed: last,
+                    });
+                }
+                let fingerprint = item.s(SESSION_FINGERPRINT).unwrap_or_default().to_owned();
+                (
+                    fingerprint,
+                    item.n(SESSION_ACCEPTED).unwrap_or_default() as u64,
+                )
+            }
+        };
+        if stored_fingerprint != fingerprint {
+            return Err(SeriesError::BatchIdReused);
+        }
+        Ok(Some(accepted))
+    }
 }
 
 /// One chunk of a series' points as encoded, and what it adds to the series' summary.
@@ -120,33 +219,30 @@ impl Encoded {
 #[derive(Debug)]
 struct Prepared {
     batch_id: String,
+    /// The declared session and the batch's number in it.
+    sequence: Option<(String, i64)>,
     fingerprint: String,
     /// In a fixed order (series by name, then parts), the same on every attempt.
     chunks: Vec<Encoded>,
     accepted: u64,
 }
 
-impl Prepared {
-    /// What the batch leaves behind once committed at `now`, to answer its retries.
-    fn record(&self, now: OffsetDateTime) -> BatchRecord {
-        BatchRecord {
-            fingerprint: self.fingerprint.clone(),
-            accepted: self.accepted,
-            committed_at: now,
-        }
-    }
-}
-
-fn check_batch_id(id: &str) -> Result<()> {
-    let valid = !id.is_empty()
+/// Batch ids and session names: short, and safe in a sort key.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
         && id.len() <= MAX_BATCH_ID_BYTES
         && id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(SeriesError::InvalidBatchId)
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_sequence(batch: &LogBatch) -> Result<Option<(String, i64)>> {
+    match (&batch.session, batch.sequence) {
+        (None, None) => Ok(None),
+        (Some(session), Some(sequence)) if valid_id(session) && sequence >= 1 => {
+            Ok(Some((session.clone(), sequence)))
+        }
+        _ => Err(SeriesError::InvalidSequence),
     }
 }
 
@@ -231,7 +327,10 @@ fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
         .batch_id
         .clone()
         .ok_or_else(|| SeriesError::MissingBatchId)?;
-    check_batch_id(&batch_id)?;
+    if !valid_id(&batch_id) {
+        return Err(SeriesError::InvalidBatchId);
+    }
+    let sequence = check_sequence(&batch)?;
     let fingerprint = fingerprint(&batch);
     let server_time = now_seconds(now);
 
@@ -267,6 +366,7 @@ fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
     let accepted = chunks.iter().map(|encoded| encoded.chunk.facts.count).sum();
     Ok(Some(Prepared {
         batch_id,
+        sequence,
         fingerprint,
         chunks,
         accepted,
@@ -340,19 +440,12 @@ pub(super) fn merge_into(
     Ok(())
 }
 
-fn batch_key(tenant: &Tenant, run: RunId, batch_id: &str) -> Key {
-    Key::new(runs::data_partition(tenant, run), format!("b#{batch_id}"))
-}
-
-/// The answer to a batch whose id was committed before.
-fn replay(record: &BatchRecord, fingerprint: &str, run: &RunRecord) -> Result<LogOutcome> {
-    if record.fingerprint != fingerprint {
-        return Err(SeriesError::BatchIdReused);
-    }
-    Ok(LogOutcome {
-        accepted: record.accepted,
+/// The answer to a batch: `accepted` points, now or when it was committed before.
+fn answer(accepted: u64, run: &RunRecord) -> LogOutcome {
+    LogOutcome {
+        accepted,
         abort_requested: run.abort_requested_at.is_some(),
-    })
+    }
 }
 
 /// What the log-batch fuzz target (`fuzz/fuzz_targets/log_batch.rs`) drives: a body
@@ -448,15 +541,30 @@ pub async fn log(
 /// before: then the answer it had.
 async fn replay_or(
     store: &Store,
-    record_key: &Key,
+    receipt: &Receipt,
     fingerprint: &str,
     run: &RunRecord,
     refusal: SeriesError,
 ) -> Result<LogOutcome> {
-    match get_doc::<BatchRecord>(&*store.kv, record_key).await? {
-        Some(done) => replay(&done, fingerprint, run),
+    match receipt.committed_before(store, fingerprint).await? {
+        Some(accepted) => Ok(answer(accepted, run)),
         None => Err(refusal),
     }
+}
+
+/// The answer to a batch whose receipt failed its condition: a concurrent attempt of
+/// it committed first.
+async fn replay_lost_race(
+    store: &Store,
+    receipt: &Receipt,
+    fingerprint: &str,
+    run: &RunRecord,
+) -> Result<LogOutcome> {
+    let accepted = receipt
+        .committed_before(store, fingerprint)
+        .await?
+        .ok_or(RunError::ConcurrentUpdate)?;
+    Ok(answer(accepted, run))
 }
 
 async fn log_hot(
@@ -468,7 +576,7 @@ async fn log_hot(
     payload: Vec<u8>,
     record: RunRecord,
 ) -> Result<LogOutcome> {
-    let record_key = batch_key(tenant, run, &prepared.batch_id);
+    let receipt = Receipt::of(tenant, run, &prepared);
     let mut held = match intake.settling {
         Settling::Inline(locks) => Some(locks.lock(tenant).await),
         Settling::Deferred => None,
@@ -488,7 +596,7 @@ async fn log_hot(
         Err(ended) => Some(ended.into()),
     };
     if let Some(refusal) = refusal {
-        return replay_or(store, &record_key, &prepared.fingerprint, &record, refusal).await;
+        return replay_or(store, &receipt, &prepared.fingerprint, &record, refusal).await;
     }
     super::fold::expect(store, intake.meter.marks, tenant, run).await?;
     let arrived = match held.as_mut() {
@@ -496,21 +604,14 @@ async fn log_hot(
         None => super::nanos(now),
     };
     let item = hot::item(tenant, run, arrived, &prepared.batch_id, payload, now);
-    let batch_record = prepared.record(now);
     let ops = vec![
-        TxOp::Put(
-            doc_item(record_key.clone(), &batch_record)?,
-            Condition::NotExists,
-        ),
+        receipt.commit(&prepared, now)?,
         TxOp::Put(item, Condition::None),
     ];
     match store.kv.transact(ops).await {
         Ok(()) => {}
         Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
-            let done = get_doc::<BatchRecord>(&*store.kv, &record_key)
-                .await?
-                .ok_or(RunError::ConcurrentUpdate)?;
-            return replay(&done, &prepared.fingerprint, &record);
+            return replay_lost_race(store, &receipt, &prepared.fingerprint, &record).await;
         }
         Err(err) => return Err(err.into()),
     }
@@ -529,10 +630,7 @@ async fn log_hot(
         tracing::warn!(error = %err, "could not settle a run's hot batches; a later round will");
     }
     drop(held);
-    Ok(LogOutcome {
-        accepted: prepared.accepted,
-        abort_requested: record.abort_requested_at.is_some(),
-    })
+    Ok(answer(prepared.accepted, &record))
 }
 
 /// Commits a batch whole: its chunk items behind a marker, then one transaction of its
@@ -549,9 +647,12 @@ async fn log_claiming(
 ) -> Result<LogOutcome> {
     let now = store.now();
     let written = super::nanos(now);
-    let record_key = batch_key(tenant, run, &prepared.batch_id);
-    if let Some(done) = get_doc::<BatchRecord>(&*store.kv, &record_key).await? {
-        return replay(&done, &prepared.fingerprint, &versioned.record);
+    let receipt = Receipt::of(tenant, run, &prepared);
+    if let Some(accepted) = receipt
+        .committed_before(store, &prepared.fingerprint)
+        .await?
+    {
+        return Ok(answer(accepted, &versioned.record));
     }
     let facts = facts_of(&prepared.chunks);
     // Refuse before writing anything: an ended run, a name of the other kind, or a
@@ -572,7 +673,7 @@ async fn log_claiming(
 
     super::fold::expect(store, intake.meter.marks, tenant, run).await?;
     let attempt = format!("{}.{:016x}", prepared.batch_id, rand::random::<u64>());
-    let batch_record = prepared.record(now);
+    let commit_receipt = receipt.commit(&prepared, now)?;
     let (items, stored_bytes) = chunk_items(tenant, run, prepared.chunks, &attempt, written, None);
     let (marker_key, chunk_keys) =
         pending::write_hidden(store, tenant, run, &attempt, items, now).await?;
@@ -597,7 +698,7 @@ async fn log_claiming(
                 // arose; then it answers.
                 return replay_or(
                     store,
-                    &record_key,
+                    &receipt,
                     &prepared.fingerprint,
                     &versioned.record,
                     refusal,
@@ -607,10 +708,7 @@ async fn log_claiming(
         };
         metering::mark_active(store, intake.meter.marks, tenant, now).await?;
         let mut ops = vec![
-            TxOp::Put(
-                doc_item(record_key.clone(), &batch_record)?,
-                Condition::NotExists,
-            ),
+            commit_receipt.clone(),
             replace,
             TxOp::Delete(marker_key.clone(), Condition::None),
         ];
@@ -624,19 +722,13 @@ async fn log_claiming(
         ));
         match store.kv.transact(ops).await {
             Ok(()) => {
-                return Ok(LogOutcome {
-                    accepted: prepared.accepted,
-                    abort_requested: updated.record.abort_requested_at.is_some(),
-                });
+                return Ok(answer(prepared.accepted, &updated.record));
             }
             Err(StoreError::TransactionFailed(failed)) if failed.contains(&0) => {
                 // A concurrent attempt of the same batch committed first.
                 forget().await;
-                let done = get_doc::<BatchRecord>(&*store.kv, &record_key)
-                    .await?
-                    .ok_or(RunError::ConcurrentUpdate)?;
                 let run = runs::load(store, tenant, run).await?;
-                return replay(&done, &prepared.fingerprint, &run.record);
+                return replay_lost_race(store, &receipt, &prepared.fingerprint, &run.record).await;
             }
             Err(StoreError::TransactionFailed(failed))
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>

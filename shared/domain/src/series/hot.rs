@@ -5,8 +5,9 @@
 //! run record and two usage counters. Most of that is the same work for every batch
 //! of a run, so it is now done once for many batches:
 //!
-//! - **The write** is one transaction of two small items: the batch record (which
-//!   must not exist yet: a retry finds it and stores nothing) and the hot item
+//! - **The write** is one transaction of two small items: the batch's receipt (its
+//!   own record, which must not exist yet, or its sender session's, which must hold
+//!   an earlier number: a retry fails the condition and stores nothing) and the hot item
 //!   (`h#{arrival}#{batch id}`), holding every chunk of the batch: 4 to 6 write units
 //!   at a live run's few hundred points, both items billed twice. Readers read the hot
 //!   items after the run's `settled_through` as they are, so a point is readable as

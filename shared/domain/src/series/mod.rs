@@ -97,6 +97,18 @@ pub enum SeriesError {
     InvalidBatchId,
     #[error("a batch with points needs a batch_id")]
     MissingBatchId,
+    #[error(
+        "session (1 to {} of A-Z a-z 0-9 - _) and sequence (1 or more) come together",
+        batch::MAX_BATCH_ID_BYTES
+    )]
+    InvalidSequence,
+    /// A batch numbered below the last its session committed: an attempt that lost to
+    /// its own retry, or a sender that broke the order it declared.
+    #[error(
+        "this session already committed batch {committed}, after {sent}; a session sends \
+         its batches in order, one at a time"
+    )]
+    SequenceBehind { sent: i64, committed: i64 },
     #[error("a batch holds at most {} points; split it", batch::MAX_BATCH_POINTS)]
     BatchTooLarge,
     #[error("{0:?} is sent both as numbers and as text")]
@@ -110,7 +122,7 @@ pub enum SeriesError {
     TextTooLong { series: String },
     #[error("a run has at most {} series", batch::MAX_SERIES_PER_RUN)]
     TooManySeries,
-    #[error("this batch_id was already used for a batch with other points")]
+    #[error("this batch_id (or session and sequence) was already used for other points")]
     BatchIdReused,
     /// A stored chunk or marker that does not read back: a failure of ours.
     #[error("decoding a stored chunk: {0:#}")]
@@ -136,6 +148,8 @@ impl Coded for SeriesError {
             Self::RangeTooLarge => ErrorCode::RangeTooLarge,
             Self::InvalidBatchId => ErrorCode::InvalidBatchId,
             Self::MissingBatchId => ErrorCode::MissingBatchId,
+            Self::InvalidSequence => ErrorCode::InvalidSequence,
+            Self::SequenceBehind { .. } => ErrorCode::SequenceBehind,
             Self::BatchTooLarge => ErrorCode::BatchTooLarge,
             Self::KindMismatchInOneBatch(_) => ErrorCode::SeriesKindMismatchInOneBatch,
             Self::KindMismatch(_) => ErrorCode::SeriesKindMismatch,
