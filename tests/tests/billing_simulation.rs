@@ -49,7 +49,7 @@ use sextant_domain::metering;
 use sextant_domain::projects::{self, Project, ProjectName};
 use sextant_domain::runs::summary::SeriesKind;
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch, SeriesColumns, TextLine};
+use sextant_domain::series::batch::{self, LogBatch, LogOutcome, SeriesColumns, TextLine};
 use sextant_domain::series::{self, Points, SeriesError, TextPoints, hot};
 use sextant_domain::tenancy::Tenant;
 use sextant_edge::auth::{self};
@@ -609,6 +609,19 @@ impl Sim {
         (batch.body.clone(), batch.committed, live)
     }
 
+    /// One attempt at a batch, as the ingest function makes it.
+    async fn log_body(&self, t: usize, run: RunId, body: &Body) -> Result<LogOutcome, SeriesError> {
+        let tenant = self.tenants[t].tenant();
+        batch::log(
+            &self.state.store,
+            self.state.intake(),
+            &tenant,
+            run,
+            body.batch(),
+        )
+        .await
+    }
+
     fn commit(&mut self, t: usize, run: RunId, id: &str, at: OffsetDateTime) {
         let batch = self.tenants[t]
             .runs
@@ -678,19 +691,11 @@ impl Sim {
     /// Sends a batch (again, for a retry), maybe with a fault, and keeps the books.
     async fn send(&mut self, t: usize, run: RunId, id: &str, fault: Option<BatchFault>) {
         let (body, committed, live) = self.body(t, run, id);
-        let tenant = self.tenants[t].tenant();
         if let Some(fault) = fault {
             fault.arm(&self.faults);
             self.bump(format!("batch fault injected: {fault:?}"));
         }
-        let outcome = batch::log(
-            &self.state.store,
-            self.state.intake(),
-            &tenant,
-            run,
-            body.batch(),
-        )
-        .await;
+        let outcome = self.log_body(t, run, &body).await;
         let (fired, unfired) = self.struck();
         let at = self.clock.now();
         if !live {
@@ -806,15 +811,7 @@ impl Sim {
             // batches committed: refused, storing nothing.
             Some(sequence) if sequence < last => {
                 self.bump("late attempts of numbered batches");
-                let tenant = self.tenants[t].tenant();
-                let outcome = batch::log(
-                    &self.state.store,
-                    self.state.intake(),
-                    &tenant,
-                    run,
-                    body.batch(),
-                )
-                .await;
+                let outcome = self.log_body(t, run, &body).await;
                 match outcome {
                     Err(SeriesError::SequenceBehind { sent, committed })
                         if sent == sequence && committed == last => {}
@@ -838,23 +835,8 @@ impl Sim {
         let numbered = self.rng.random_bool(0.5);
         let id = self.new_body(t, run, true, numbered);
         let (body, _, _) = self.body(t, run, &id);
-        let tenant = self.tenants[t].tenant();
-        let (first, second) = tokio::join!(
-            batch::log(
-                &self.state.store,
-                self.state.intake(),
-                &tenant,
-                run,
-                body.batch()
-            ),
-            batch::log(
-                &self.state.store,
-                self.state.intake(),
-                &tenant,
-                run,
-                body.batch()
-            ),
-        );
+        let (first, second) =
+            tokio::join!(self.log_body(t, run, &body), self.log_body(t, run, &body),);
         self.bump("batches sent");
         self.bump("concurrent twin retries");
         for outcome in [first, second] {
@@ -1829,15 +1811,7 @@ impl Sim {
                     self.bump(format!("batch fault injected: {fault:?}"));
                     self.bump("batches sent");
                     let (body, _, _) = self.body(0, run, &id);
-                    let tenant = self.tenants[0].tenant();
-                    let outcome = batch::log(
-                        &self.state.store,
-                        self.state.intake(),
-                        &tenant,
-                        run,
-                        body.batch(),
-                    )
-                    .await;
+                    let outcome = self.log_body(0, run, &body).await;
                     let (fired, _) = self.struck();
                     assert_eq!(fired.len(), 1, "{fault:?} strikes once");
                     if outcome.is_ok() {
