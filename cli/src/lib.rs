@@ -95,7 +95,12 @@ impl Application {
             rate_limits: config.rate_limits,
             ..Settings::new(Some(base_url.clone()))
         };
-        let state = AppState::new(storage, keyring, settings);
+        // Mail goes to files a newcomer can open, whichever store the server runs on.
+        let outbox = sextant_storage_local::OutboxMailer::new(
+            config.data_dir.join("outbox"),
+            "Sextant <sextant@localhost>",
+        );
+        let state = AppState::new(storage, keyring, settings).with_mailer(Arc::new(outbox));
         // Batches this process stored before it last stopped may wait to be settled.
         let settled =
             sextant_domain::series::hot::settle_noted(&state.store, &state.marks, state.now())

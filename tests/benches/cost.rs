@@ -144,7 +144,7 @@ impl Fixture {
             DisplayName::parse("team", "Cost").expect("name"),
             Email::parse(&format!("cost{n}@example.com")).expect("email"),
             Password::parse("correct horse battery staple".into()).expect("password"),
-            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
         )
         .await
         .expect("signup");

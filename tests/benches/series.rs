@@ -81,7 +81,7 @@ async fn fixture(in_memory: bool) -> Fixture {
         DisplayName::parse("team", "Bench").expect("name"),
         Email::parse("bench@example.com").expect("email"),
         Password::parse("correct horse battery staple".into()).expect("password"),
-        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
     )
     .await
     .expect("signup");

@@ -333,6 +333,23 @@ impl TestApp {
         }
     }
 
+    /// The mail the server wrote to its outbox, oldest first.
+    pub fn outbox(&self) -> Vec<sextant_storage_local::OutboxMessage> {
+        sextant_storage_local::read_outbox(&self.data_dir.path().join("outbox"))
+            .expect("reading the outbox")
+    }
+
+    /// The token of the newest link to `page` mailed to `to`, as a reader would click it.
+    pub fn mailed_token(&self, to: &str, page: &str) -> String {
+        let link = mailed_link(&self.outbox(), to, page);
+        assert!(
+            link.starts_with(&self.base),
+            "{link} is not under the server's URL {}",
+            self.base
+        );
+        link_token(&link)
+    }
+
     /// Creates an API key with a role in the team, returning its secret.
     pub async fn key_with_role(&self, team: &Team, role: &str) -> String {
         let (status, body) = self
@@ -369,6 +386,36 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{session}");
         (text(&session, "user_id"), text(&session, "token"))
     }
+}
+
+/// The newest link to the page `page` in the mail to `to` among `messages`.
+pub fn mailed_link(
+    messages: &[sextant_storage_local::OutboxMessage],
+    to: &str,
+    page: &str,
+) -> String {
+    let path = format!("/{page}?token=");
+    messages
+        .iter()
+        .rev()
+        .filter(|message| message.to == to)
+        .find_map(|message| {
+            message
+                .text
+                .split_whitespace()
+                .find(|word| word.starts_with("http") && word.contains(&path))
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("no mail to {to} with a link to /{page}"))
+}
+
+/// The `token` a mailed link carries.
+pub fn link_token(link: &str) -> String {
+    let url = url::Url::parse(link).expect("a link");
+    url.query_pairs()
+        .find(|(name, _)| name == "token")
+        .map(|(_, token)| token.into_owned())
+        .expect("a token in the link")
 }
 
 /// A signed-up team and its first admin.
@@ -481,7 +528,7 @@ pub async fn signed_up_caller(
         Email::parse(&format!("{}@example.com", unique("team"))).expect("an e-mail"),
         sextant_domain::credentials::password::Password::parse("a long enough password".into())
             .expect("a password"),
-        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
     )
     .await
     .expect("signup");

@@ -439,7 +439,7 @@ impl Sim {
             DisplayName::parse("team", "Simulated").unwrap(),
             Email::parse(&format!("{}@example.com", unique("sim"))).unwrap(),
             Password::parse("a long enough password".into()).unwrap(),
-            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
         )
         .await
         .expect("signup");

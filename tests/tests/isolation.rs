@@ -14,6 +14,10 @@ struct World {
     a_invite_id: String,
     a_member_id: String,
     a_project_id: String,
+    /// A viewer of team A's session, which the sweep uses for the operations only a
+    /// session may call, and its id (ending it is the last of them: a log-out).
+    a_viewer_session: String,
+    a_viewer_session_id: String,
 }
 
 async fn world(app: TestApp) -> World {
@@ -30,6 +34,15 @@ async fn world(app: TestApp) -> World {
         )
         .await;
     let (a_member_id, _) = app.add_member(&a, "member").await;
+    let (_, a_viewer_session) = app.add_member(&a, "viewer").await;
+    let (_, sessions) = app.get("/v1/sessions", &a_viewer_session).await;
+    let a_viewer_session_id = sessions["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|session| session["current"] == true)
+        .map(|session| text(session, "id"))
+        .expect("the current session");
     let (_, project) = app
         .post(
             "/v1/projects",
@@ -42,11 +55,16 @@ async fn world(app: TestApp) -> World {
         a_invite_id: text(&invite, "id"),
         a_member_id,
         a_project_id: text(&project, "id"),
+        a_viewer_session,
+        a_viewer_session_id,
         app,
         a,
         b,
     }
 }
+
+/// What `TestApp::add_member` gives the members it adds.
+const MEMBER_PASSWORD: &str = "another long password";
 
 /// Every route that names a resource, pointed at team A's resources.
 fn targeted_routes(w: &World) -> Vec<(Method, String, Option<Value>)> {
@@ -95,7 +113,7 @@ async fn another_teams_resources_answer_404(app: TestApp) {
     let (_, keys) = w.app.get("/v1/api-keys", &w.a.api_key).await;
     assert_eq!(keys["api_keys"].as_array().unwrap().len(), 2);
     let (_, members) = w.app.get("/v1/members", &w.a.api_key).await;
-    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    assert_eq!(members["members"].as_array().unwrap().len(), 3);
     assert!(members.to_string().contains("\"member\""));
     let (_, invites) = w.app.get("/v1/invites", &w.a.api_key).await;
     assert_eq!(invites["invites"].as_array().unwrap().len(), 1);
@@ -331,6 +349,9 @@ struct Probe {
     data_plane: bool,
     /// A job's credential may call it on its own run.
     for_jobs: bool,
+    /// Only a signed-in member's session may call it, on their own account
+    /// (`x-sextant-credential: session`); any role may.
+    session_only: bool,
 }
 
 impl Probe {
@@ -349,6 +370,7 @@ fn path_value(template: &str, param: &str, named: &Named, w: &World) -> String {
         "id" if template.starts_with("/v1/invites/") => w.a_invite_id.clone(),
         "id" if template.starts_with("/v1/members/") => w.a_member_id.clone(),
         "id" if template.starts_with("/v1/shares/") => named.share.clone(),
+        "id" if template.starts_with("/v1/sessions/") => w.a_viewer_session_id.clone(),
         "hash" => named.dataset.clone(),
         "name" => "loss".to_owned(),
         "series" => "samples".to_owned(),
@@ -389,6 +411,10 @@ fn valid_body(method: &Method, template: &str) -> Value {
             json!({"path": "stolen.bin", "size": 1, "sha256": sextant_tests::sha256_hex(b"x")})
         }
         ("POST", "/v1/runs/{run}/artifacts/complete") => json!({"path": "weights.bin"}),
+        // The password of the members the sweep signs in as: a change to the same.
+        ("POST", "/v1/password/change") => {
+            json!({"current_password": MEMBER_PASSWORD, "new_password": MEMBER_PASSWORD})
+        }
         ("POST", "/v1/runs/{run}/inputs") => {
             json!({"dataset": {"uri": "s3://data/b", "hash": "ffeeddccbbaa99887766554433221100"}})
         }
@@ -459,6 +485,7 @@ fn probes(named: &Named, w: &World) -> Vec<Probe> {
                 json_body,
                 data_plane: operation["x-sextant-plane"] == "data",
                 for_jobs: operation["x-sextant-job"] == true,
+                session_only: operation["x-sextant-credential"] == "session",
             });
         }
     }
@@ -514,6 +541,26 @@ async fn every_documented_operation_holds_its_tenant_and_its_role() {
             StatusCode::UNAUTHORIZED,
             "{what} without a credential: {body}"
         );
+
+        if probe.session_only {
+            // An operation on the caller's own account: no key may call it, another
+            // team's member reaches nothing of A's with it, and a member of any role
+            // may call it on their own account.
+            let (status, body) = send(&w.app, probe, Some(&w.a.api_key)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{what} with a key: {body}");
+            if probe.names_a_resource {
+                let (status, body) = send(&w.app, probe, Some(&w.b.token)).await;
+                assert_eq!(status, StatusCode::NOT_FOUND, "{what} from team B: {body}");
+                foreign += 1;
+            }
+            let (status, body) = send(&w.app, probe, Some(&w.a_viewer_session)).await;
+            assert!(
+                status.is_success(),
+                "{what} by a viewer's session: {status} {body}"
+            );
+            read += 1;
+            continue;
+        }
 
         if probe.names_a_resource {
             let (status, body) = send(&w.app, probe, Some(&w.b.api_key)).await;
@@ -577,6 +624,8 @@ struct Ended {
     role_now: Option<&'static str>,
     /// A token trusted on its signature on the data plane until it expires.
     signed_token: bool,
+    /// A member's session, the only credential operations on one's own account take.
+    session: bool,
 }
 
 /// Exchanges an API key for an access token.
@@ -651,42 +700,49 @@ async fn a_revoked_removed_or_demoted_grant_stops_at_once_on_every_documented_op
             what: "a revoked key's access token",
             credential: leaked_token,
             role_now: None,
+            session: false,
             signed_token: true,
         },
         Ended {
             what: "a removed member's session",
             credential: removed_session,
             role_now: None,
+            session: true,
             signed_token: false,
         },
         Ended {
             what: "a removed member's key",
             credential: removed_key,
             role_now: None,
+            session: false,
             signed_token: false,
         },
         Ended {
             what: "a removed member's access token",
             credential: removed_token,
             role_now: None,
+            session: false,
             signed_token: true,
         },
         Ended {
             what: "a demoted admin's session",
             credential: demoted_session,
             role_now: Some("viewer"),
+            session: true,
             signed_token: false,
         },
         Ended {
             what: "a demoted admin's key",
             credential: demoted_key,
             role_now: Some("viewer"),
+            session: false,
             signed_token: false,
         },
         Ended {
             what: "a demoted admin's access token",
             credential: demoted_token,
             role_now: Some("viewer"),
+            session: false,
             signed_token: true,
         },
     ];
@@ -712,6 +768,19 @@ async fn a_revoked_removed_or_demoted_grant_stops_at_once_on_every_documented_op
                     !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
                     "{what}: the data plane trusts the token's signature, yet {status} {body}"
                 );
+                continue;
+            }
+            if probe.session_only {
+                match credential.role_now {
+                    None => assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}: {body}"),
+                    // Any role acts on its own account (a session named in the path
+                    // is another member's: not found).
+                    Some(_) if credential.session => assert!(
+                        status.is_success() || status == StatusCode::NOT_FOUND,
+                        "{what}: {status} {body}"
+                    ),
+                    Some(_) => assert_eq!(status, StatusCode::FORBIDDEN, "{what}: {body}"),
+                }
                 continue;
             }
             let scopes = probe.scopes.as_deref().unwrap_or_default();

@@ -114,7 +114,7 @@ async fn workload_cost(storage: Storage) -> (KvUsage, u64) {
         DisplayName::parse("team", "Units").unwrap(),
         Email::parse(&format!("{}@example.com", unique("units"))).unwrap(),
         Password::parse("a long enough password".into()).unwrap(),
-        std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
     )
     .await
     .expect("signup");

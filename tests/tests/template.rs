@@ -28,13 +28,17 @@ fn blocks(template: &str) -> BTreeMap<String, String> {
     blocks
 }
 
-#[test]
-fn only_the_functions_that_sign_or_check_credentials_hold_the_signing_keys() {
+fn template_blocks() -> BTreeMap<String, String> {
     let template = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml"),
     )
     .expect("the SAM template");
-    let blocks = blocks(&template);
+    blocks(&template)
+}
+
+#[test]
+fn only_the_functions_that_sign_or_check_credentials_hold_the_signing_keys() {
+    let blocks = template_blocks();
     for expected in [
         "Globals",
         "ApiFunction",
@@ -53,4 +57,30 @@ fn only_the_functions_that_sign_or_check_credentials_hold_the_signing_keys() {
         .map(|(name, _)| name.as_str())
         .collect();
     assert_eq!(holders, ["ApiFunction", "IngestFunction"]);
+}
+
+#[test]
+fn only_the_api_function_sends_mail_and_only_as_the_mail_identity() {
+    let blocks = template_blocks();
+    let senders: Vec<&str> = blocks
+        .iter()
+        .filter(|(name, text)| name.ends_with("Function") && text.contains("ses:Send"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(senders, ["ApiFunction"]);
+    let api = &blocks["ApiFunction"];
+    assert!(api.contains("SEXTANT_MAIL_FROM: !Ref MailFrom"), "{api}");
+    let grant: Vec<&str> = api
+        .lines()
+        .skip_while(|line| !line.contains("Action: ses:SendEmail"))
+        .take(5)
+        .collect();
+    assert_eq!(grant.len(), 5, "no ses:SendEmail grant in\n{api}");
+    assert!(!api.contains("ses:*") && !api.contains("ses:SendRawEmail"));
+    for identity in ["${MailIdentity}\"", "${MailFrom}\""] {
+        let arn = format!(
+            "arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/{identity}"
+        );
+        assert!(grant.iter().any(|line| line.ends_with(&arn)), "{grant:#?}");
+    }
 }

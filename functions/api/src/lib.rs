@@ -2,6 +2,7 @@
 //! runs and reading their series, shared run URLs, and the web pages (`pages`).
 //! `routes()` is mounted by the Lambda entry point and by `sextant serve` alike.
 
+mod account;
 mod artifacts;
 mod images;
 mod lineage;
@@ -53,6 +54,7 @@ async fn serve_openapi() -> impl IntoResponse {
 fn v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(session::routes())
+        .merge(account::routes())
         .merge(members::routes())
         .merge(projects::routes())
         .merge(runs::routes())

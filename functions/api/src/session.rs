@@ -1,13 +1,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use sextant_domain::accounts::{self, DisplayName, Email, Session, SignedUp};
+use sextant_domain::accounts::{self, DisplayName, Email, EmailStatus, Session, SignedUp};
 use sextant_domain::credentials::Caller;
 use sextant_domain::credentials::password::Password;
 use sextant_domain::credentials::{Credential, Role};
 use sextant_domain::ids::{ApiKeyId, TenantId, UserId};
 use sextant_edge::error::ApiResult;
-use sextant_edge::http::{ClientAddr, Json};
+use sextant_edge::http::{Json, PublicUrl, SessionClient};
 use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,7 +33,9 @@ pub struct SignupRequest {
 }
 
 /// Creates a team with its first member, an admin, and answers a session and the
-/// team's first API key.
+/// team's first API key. Everything works at once; a link to verify the address is
+/// mailed to it, and until it is opened the address is held for this account for
+/// 24 hours (then another sign-up may take it).
 #[utoipa::path(
     post,
     path = "/v1/signup",
@@ -43,12 +45,16 @@ pub struct SignupRequest {
     request_body = SignupRequest,
     responses(
         (status = CREATED, body = SignedUp),
-        (status = CONFLICT, description = "An account with this e-mail exists (`email_taken`)."),
+        (
+            status = CONFLICT,
+            description = "An account has this e-mail, verified or still held for it (`email_taken`)."
+        ),
     )
 )]
 pub async fn signup(
     State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
+    SessionClient(client): SessionClient,
+    PublicUrl(base): PublicUrl,
     Json(request): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<SignedUp>)> {
     let team = DisplayName::parse("team", &request.team)?;
@@ -63,6 +69,9 @@ pub async fn signup(
         client,
     )
     .await?;
+    state
+        .mail_verification_link(&base, &signed_up.session)
+        .await;
     Ok((StatusCode::CREATED, axum::Json(signed_up)))
 }
 
@@ -93,7 +102,7 @@ pub struct LoginRequest {
 )]
 pub async fn login(
     State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
+    SessionClient(client): SessionClient,
     Json(request): Json<LoginRequest>,
 ) -> ApiResult<axum::Json<Session>> {
     Ok(axum::Json(
@@ -112,6 +121,11 @@ pub async fn login(
 pub struct Me {
     tenant_id: TenantId,
     user_id: UserId,
+    /// The member's address (for an API key, its owner's).
+    email: Email,
+    email_verified: bool,
+    #[serde(flatten)]
+    email_status: EmailStatus,
     /// The credential's effective role: a key's own, capped by its owner's.
     role: Role,
     /// The API key the request used (itself or exchanged for a token); `null` for a
@@ -129,17 +143,22 @@ pub struct Me {
     security(("bearer" = ["read"])),
     responses((status = OK, body = Me))
 )]
-pub async fn me(caller: Caller) -> axum::Json<Me> {
+pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<axum::Json<Me>> {
     let api_key_id = match caller.credential {
-        Credential::Session => None,
+        Credential::Session { .. } => None,
         Credential::ApiKey(key) | Credential::AccessToken(key) | Credential::Job { key, .. } => {
             Some(key)
         }
     };
-    axum::Json(Me {
+    let (email, email_status) =
+        accounts::email_status(&state.store, &caller.tenant, caller.user).await?;
+    Ok(axum::Json(Me {
         tenant_id: caller.tenant.id(),
         user_id: caller.user,
+        email,
+        email_verified: email_status == EmailStatus::Verified,
+        email_status,
         role: caller.role,
         api_key_id,
-    })
+    }))
 }

@@ -7,9 +7,13 @@
 //!   `~email#{address}` (e-mail is unique across the service), `~key#{id}` (the key's
 //!   hash and role), `~invite#{token hash}`.
 //!
-//! Secrets (passwords, key secrets, invite tokens) are stored only as hashes.
+//! Secrets (passwords, key secrets, invite tokens, mailed links) are stored only as
+//! hashes.
+//!
+//! An address belongs to an account once verified (`recovery`): until then a sign-up
+//! holds it for `UNVERIFIED_HOLD`, after which another sign-up may take it.
 
-use std::net::IpAddr;
+pub mod recovery;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,16 +29,20 @@ use crate::credentials::password::{self, Password};
 use crate::credentials::throttle;
 use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
+use crate::sessions::{self, Client};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
-use sextant_storage::kv::{
-    Condition, Item, Key, Query, StoreError, StoreResult, TxOp, Value, WriteOp,
+use sextant_storage::kv::{Condition, Key, Query, StoreError, StoreResult, TxOp, Value, WriteOp};
+use sextant_storage::records::{
+    CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs, read_doc, unchanged_doc,
 };
-use sextant_storage::records::{CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs};
 
 const TEAM: &str = "team";
 const MAX_NAME_CHARS: usize = 100;
 const MAX_EMAIL_BYTES: usize = 254;
+/// How long an unverified sign-up (or accepted invite) keeps its address from others:
+/// a day to find the mail, not long enough to squat on someone else's address.
+pub const UNVERIFIED_HOLD: time::Duration = time::Duration::hours(24);
 
 fn user_sk(id: UserId) -> String {
     format!("user#{id}")
@@ -54,11 +62,6 @@ fn email_lookup(email: &Email) -> Key {
 
 fn key_lookup(id: ApiKeyId) -> Key {
     Key::new(format!("~key#{id}"), "_")
-}
-
-/// Marks a session ended (logged out) until the token would have expired anyway.
-fn ended_session(sid: u64) -> Key {
-    Key::new(format!("~session#{sid:016x}"), "_")
 }
 
 fn invite_lookup(token_hash: &str) -> Key {
@@ -85,6 +88,16 @@ pub enum AccountError {
     /// The same answer whether or not the address has an account.
     #[error("e-mail or password is wrong")]
     WrongPassword,
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    /// Unknown, expired, used, or for another purpose: all answer alike.
+    #[error("this link is invalid, has expired or was used already; ask for a new one")]
+    InvalidLink,
+    #[error(
+        "this address was not verified in time and another account has taken it; \
+         sign up again with an address of yours"
+    )]
+    EmailReleased,
     #[error("member not found")]
     MemberNotFound,
     #[error("API key not found")]
@@ -116,6 +129,9 @@ impl Coded for AccountError {
             Self::InvalidName { .. } => ErrorCode::InvalidName,
             Self::EmailTaken => ErrorCode::EmailTaken,
             Self::WrongPassword => ErrorCode::Unauthorized,
+            Self::WrongCurrentPassword => ErrorCode::WrongPassword,
+            Self::InvalidLink => ErrorCode::InvalidLink,
+            Self::EmailReleased => ErrorCode::EmailReleased,
             Self::MemberNotFound | Self::KeyNotFound | Self::InviteNotFound => ErrorCode::NotFound,
             Self::RoleExceedsOwner { .. } => ErrorCode::RoleExceedsOwner,
             Self::LastAdmin => ErrorCode::LastAdmin,
@@ -242,17 +258,111 @@ pub struct Member {
     pub created_at: OffsetDateTime,
 }
 
+/// Accounts made before addresses were verified kept theirs as they were.
+fn verified_before_verification_existed() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserRecord {
     #[serde(flatten)]
     member: Member,
     password_hash: String,
+    #[serde(default = "verified_before_verification_existed")]
+    email_verified: bool,
+    /// Sessions and access tokens issued before this second (Unix) are refused: set
+    /// by a password reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credentials_valid_from: Option<i64>,
 }
 
+impl UserRecord {
+    fn new(member: Member, password_hash: String) -> Self {
+        Self {
+            member,
+            password_hash,
+            email_verified: false,
+            credentials_valid_from: None,
+        }
+    }
+
+    /// Whether a token issued at `iat` (Unix seconds) may still speak for the member.
+    fn accepts_issued_at(&self, iat: i64) -> bool {
+        self.credentials_valid_from
+            .is_none_or(|valid_from| iat >= valid_from)
+    }
+}
+
+/// The global lookup of an address: whose it is, and whether that is proven yet.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct EmailRecord {
     tenant: TenantId,
     user: UserId,
+    #[serde(default = "verified_before_verification_existed")]
+    verified: bool,
+    /// Until when an unverified address is kept from other sign-ups.
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    held_until: Option<OffsetDateTime>,
+}
+
+impl EmailRecord {
+    /// An address just claimed by a member who has not proven it yet.
+    fn unverified(tenant: TenantId, user: UserId, now: OffsetDateTime) -> Self {
+        Self {
+            tenant,
+            user,
+            verified: false,
+            held_until: Some(now + UNVERIFIED_HOLD),
+        }
+    }
+
+    fn free_to_take(&self, now: OffsetDateTime) -> bool {
+        !self.verified && self.held_until.is_some_and(|until| until <= now)
+    }
+}
+
+/// Whether a member's address is theirs yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "email_status", rename_all = "snake_case")]
+pub enum EmailStatus {
+    /// Proven by a mailed link.
+    Verified,
+    /// Not proven yet: kept from other sign-ups until `email_held_until`.
+    Held {
+        #[serde(with = "time::serde::rfc3339")]
+        email_held_until: OffsetDateTime,
+    },
+    /// Not proven in time, and taken by another sign-up: the member can no longer log
+    /// in with it (their sessions and API keys still work).
+    Released,
+}
+
+/// The member's address and whether it is theirs yet.
+pub async fn email_status(
+    store: &Store,
+    tenant: &Tenant,
+    user: UserId,
+) -> Result<(Email, EmailStatus)> {
+    let record = member(store, tenant, user).await?;
+    let lookup = get_doc::<EmailRecord>(&*store.kv, &email_lookup(&record.member.email)).await?;
+    let status = match lookup {
+        Some(lookup) if lookup.user == user && (lookup.verified || record.email_verified) => {
+            EmailStatus::Verified
+        }
+        Some(EmailRecord {
+            user: owner,
+            held_until: Some(until),
+            ..
+        }) if owner == user => EmailStatus::Held {
+            email_held_until: until,
+        },
+        _ => EmailStatus::Released,
+    };
+    Ok((record.member.email, status))
 }
 
 /// An API key's metadata; the secret is never stored or shown again.
@@ -320,6 +430,8 @@ pub struct SignedUp {
     pub session: Session,
     /// The team's first API key, shown this once.
     pub api_key: String,
+    /// Always `false` at sign-up: a link to verify the address is mailed to it.
+    pub email_verified: bool,
 }
 
 fn hash_token(token: &str) -> String {
@@ -333,7 +445,15 @@ pub struct Sessions<'a> {
     pub ttl: time::Duration,
 }
 
-fn session(sessions: Sessions<'_>, tenant: TenantId, user: &Member) -> Result<Session> {
+/// Issues a session for `user` and records it (`sessions`).
+async fn session(
+    store: &Store,
+    sessions: Sessions<'_>,
+    tenant: TenantId,
+    user: &Member,
+    client: &Client,
+) -> Result<Session> {
+    let sid: u64 = rand::random();
     let (token, expires_at) = sessions
         .keyring
         .issue(
@@ -341,11 +461,20 @@ fn session(sessions: Sessions<'_>, tenant: TenantId, user: &Member) -> Result<Se
             user.role,
             Subject::Session {
                 user: user.id,
-                sid: Some(rand::random()),
+                sid: Some(sid),
             },
             sessions.ttl,
         )
         .map_err(AccountError::Signing)?;
+    sessions::record(
+        store,
+        &Tenant::verified(tenant),
+        user.id,
+        sid,
+        expires_at,
+        client,
+    )
+    .await?;
     Ok(Session {
         tenant_id: tenant,
         user_id: user.id,
@@ -372,17 +501,22 @@ fn key_items(tenant: &Tenant, key: &ApiKey, secret: &ApiKeySecret) -> Result<[Tx
     ])
 }
 
+/// Creates a team with its first member, whose address is held for them until they
+/// verify it (`recovery::start_verification` mails the link). An address taken by an
+/// account is refused, unless it was never verified and its hold has run out: then
+/// the new sign-up takes it.
 pub async fn signup(
     store: &Store,
     sessions: Sessions<'_>,
     team: DisplayName,
     email: Email,
     password: Password,
-    client: IpAddr,
+    client: impl Into<Client>,
 ) -> Result<SignedUp> {
-    let _place = password::place_for(client)?;
+    let client = client.into();
+    let _place = password::place_for(client.address)?;
     let password_hash = password::hash(password).await?;
-    let now = OffsetDateTime::now_utc();
+    let now = store.now();
     let tenant = Tenant::verified(TenantId::generate());
     let member = Member {
         id: UserId::generate(),
@@ -405,16 +539,12 @@ pub async fn signup(
         created_at: now,
     };
     let mut ops = vec![
-        TxOp::Put(
-            doc_item(
-                email_lookup(&email),
-                &EmailRecord {
-                    tenant: tenant.id(),
-                    user: member.id,
-                },
-            )?,
-            Condition::NotExists,
-        ),
+        claim_email(
+            store,
+            &email,
+            EmailRecord::unverified(tenant.id(), member.id, now),
+        )
+        .await?,
         {
             let team = Versioned::unsaved(team_record);
             TxOp::Put(team.next_item(tenant.key(TEAM))?, team.unchanged())
@@ -422,10 +552,7 @@ pub async fn signup(
         TxOp::Put(
             doc_item(
                 tenant.key(user_sk(member.id)),
-                &UserRecord {
-                    member: member.clone(),
-                    password_hash,
-                },
+                &UserRecord::new(member.clone(), password_hash),
             )?,
             Condition::NotExists,
         ),
@@ -440,9 +567,29 @@ pub async fn signup(
     }
     tracing::info!(tenant = %tenant.id(), user = %member.id, "team signed up");
     Ok(SignedUp {
-        session: session(sessions, tenant.id(), &member)?,
+        session: session(store, sessions, tenant.id(), &member, &client).await?,
         api_key: secret.expose(),
+        email_verified: false,
     })
+}
+
+/// The write that gives `email` to `claim`: on condition that no account has it, or
+/// that the unverified one whose hold ran out still has it as it was read.
+async fn claim_email(store: &Store, email: &Email, claim: EmailRecord) -> Result<TxOp> {
+    let key = email_lookup(email);
+    let item = doc_item(key.clone(), &claim)?;
+    let condition = match store.kv.get(&key).await? {
+        None => Condition::NotExists,
+        Some(current) => {
+            let holder = read_doc::<EmailRecord>(&current)?;
+            if !holder.free_to_take(store.now()) {
+                return Err(AccountError::EmailTaken);
+            }
+            tracing::info!(tenant = %holder.tenant, user = %holder.user, "an unverified address was taken by a new account");
+            unchanged_doc(&current)
+        }
+    };
+    Ok(TxOp::Put(item, condition))
 }
 
 /// Signs a member in from `client`; failed attempts back off (`throttle`).
@@ -451,11 +598,12 @@ pub async fn login(
     sessions: Sessions<'_>,
     email: &str,
     password: String,
-    client: IpAddr,
+    client: impl Into<Client>,
 ) -> Result<Session> {
+    let client = client.into();
     let invalid = || AccountError::WrongPassword;
-    let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*store.kv, store.now(), Some(email), client).await?;
+    let _place = password::place_for(client.address)?;
+    let attempt = throttle::admit(&*store.kv, store.now(), Some(email), client.address).await?;
     let found = match Email::parse(email) {
         Ok(email) => match get_doc::<EmailRecord>(&*store.kv, &email_lookup(&email)).await? {
             Some(lookup) => {
@@ -474,7 +622,7 @@ pub async fn login(
     match found {
         Some((tenant, user)) if matches => {
             attempt.succeeded(&*store.kv).await;
-            session(sessions, tenant, &user.member)
+            session(store, sessions, tenant, &user.member, &client).await
         }
         _ => Err(invalid()),
     }
@@ -486,11 +634,15 @@ pub async fn end_session(store: &Store, keyring: &Keyring, token: &str) -> Resul
     let Some(claims) = keyring.verify(token) else {
         return Ok(());
     };
-    let Subject::Session { sid: Some(sid), .. } = claims.subject else {
+    let Subject::Session {
+        user,
+        sid: Some(sid),
+    } = claims.subject
+    else {
         return Ok(());
     };
-    let item = Item::new(ended_session(sid)).with(TTL, Value::N(claims.exp));
-    store.kv.put(item, Condition::None).await?;
+    let tenant = Tenant::verified(claims.tid);
+    sessions::end_sid(store, &tenant, user, sid, claims.exp).await?;
     Ok(())
 }
 
@@ -509,34 +661,52 @@ pub async fn key_holder(
         }))
 }
 
-/// The role a credential derived from API key `key` in `tenant` may have now: no more
-/// than its key's or its member's. `None` once the key is revoked, its member removed,
+/// The role a credential derived from API key `key` in `tenant`, issued at `iat` (Unix
+/// seconds), may have now: no more than its key's or its member's. `None` once the key
+/// is revoked, its member removed, its member's password reset since it was issued,
 /// or when the key is another team's.
-pub async fn key_role(store: &Store, tenant: &Tenant, key: ApiKeyId) -> Result<Option<Role>> {
+pub async fn key_role(
+    store: &Store,
+    tenant: &Tenant,
+    key: ApiKeyId,
+    iat: i64,
+) -> Result<Option<Role>> {
     Ok(live_key(store, key)
         .await?
-        .filter(|(_, key_tenant, _)| key_tenant == tenant)
+        .filter(|(_, key_tenant, owner)| key_tenant == tenant && owner.accepts_issued_at(iat))
         .map(|(lookup, _, owner)| lookup.role.min(owner.member.role)))
 }
 
-/// The member a session token speaks for, as they are now: `None` once the session
-/// ended (log-out) or the member was removed.
+/// The member a session token issued at `iat` speaks for, as they are now: `None` once
+/// the session ended (log-out, ended from the sessions page, a password change or
+/// reset) or the member was removed.
 pub async fn session_member(
     store: &Store,
     tenant: &Tenant,
     user: UserId,
     sid: Option<u64>,
+    iat: i64,
 ) -> Result<Option<Member>> {
     let member_key = tenant.key(user_sk(user));
     let member = get_doc::<UserRecord>(&*store.kv, &member_key);
     let ended = async {
         match sid {
-            Some(sid) => store.kv.get(&ended_session(sid)).await.map(|i| i.is_some()),
+            Some(sid) => store
+                .kv
+                .get(&sessions::ended_marker(sid))
+                .await
+                .map(|i| i.is_some()),
             None => Ok(false),
         }
     };
-    let (user, ended) = futures::try_join!(member, ended)?;
-    Ok(user.filter(|_| !ended).map(|user| user.member))
+    let (record, ended) = futures::try_join!(member, ended)?;
+    let live = record.filter(|record| !ended && record.accepts_issued_at(iat));
+    if live.is_some()
+        && let Some(sid) = sid
+    {
+        sessions::touch(store, tenant, user, sid).await;
+    }
+    Ok(live.map(|record| record.member))
 }
 
 /// A live API key: its lookup, and the member it acts for as they are now. `None` once
@@ -689,12 +859,13 @@ pub async fn accept_invite(
     sessions: Sessions<'_>,
     token: &str,
     password: Password,
-    client: IpAddr,
+    client: impl Into<Client>,
 ) -> Result<Session> {
+    let client = client.into();
     let gone = || AccountError::InviteNotFound;
     // Tokens are too long to guess, but each try may cost a password hash.
-    let _place = password::place_for(client)?;
-    let attempt = throttle::admit(&*store.kv, store.now(), None, client).await?;
+    let _place = password::place_for(client.address)?;
+    let attempt = throttle::admit(&*store.kv, store.now(), None, client.address).await?;
     let token_hash = hash_token(token);
     let lookup = get_doc::<InviteLookup>(&*store.kv, &invite_lookup(&token_hash))
         .await?
@@ -708,32 +879,28 @@ pub async fn accept_invite(
         return Err(gone());
     }
     let password_hash = password::hash(password).await?;
+    let now = store.now();
     let member = Member {
         id: UserId::generate(),
         email: record.invite.email.clone(),
         role: record.invite.role,
-        created_at: OffsetDateTime::now_utc(),
+        created_at: now,
     };
+    // Whoever holds the invite's token was handed it, which proves nothing about the
+    // address: it is held for them until they verify it, as at sign-up.
     let ops = vec![
         TxOp::Delete(invite_lookup(&token_hash), Condition::Exists),
         TxOp::Delete(invite_key, Condition::Exists),
-        TxOp::Put(
-            doc_item(
-                email_lookup(&member.email),
-                &EmailRecord {
-                    tenant: tenant.id(),
-                    user: member.id,
-                },
-            )?,
-            Condition::NotExists,
-        ),
+        claim_email(
+            store,
+            &member.email,
+            EmailRecord::unverified(tenant.id(), member.id, now),
+        )
+        .await?,
         TxOp::Put(
             doc_item(
                 tenant.key(user_sk(member.id)),
-                &UserRecord {
-                    member: member.clone(),
-                    password_hash,
-                },
+                &UserRecord::new(member.clone(), password_hash),
             )?,
             Condition::NotExists,
         ),
@@ -748,7 +915,7 @@ pub async fn accept_invite(
     }
     attempt.succeeded(&*store.kv).await;
     tracing::info!(tenant = %tenant.id(), user = %member.id, "invite accepted");
-    session(sessions, tenant.id(), &member)
+    session(store, sessions, tenant.id(), &member, &client).await
 }
 
 pub async fn list_members(store: &Store, tenant: &Tenant) -> Result<Vec<Member>> {

@@ -94,21 +94,21 @@ pub async fn resolve(
     let on_signature_alone = plane == Plane::Data && claims.scope == Some(Scope::Data);
     match claims.subject {
         Subject::Session { user, sid } => {
-            let member = accounts::session_member(store, &tenant, user, sid)
+            let member = accounts::session_member(store, &tenant, user, sid, claims.iat)
                 .await?
                 .ok_or_else(unauthorized)?;
             Ok(Caller {
                 tenant,
                 user: member.id,
                 role: member.role,
-                credential: Credential::Session,
+                credential: Credential::Session { sid },
             })
         }
         Subject::Access { key, owner } => {
             let role = if on_signature_alone {
                 claims.role
             } else {
-                live_role(store, &tenant, key, claims.role).await?
+                live_role(store, &tenant, key, claims.role, claims.iat).await?
             };
             Ok(Caller {
                 tenant,
@@ -127,7 +127,7 @@ pub async fn resolve(
                 claims.role
             } else {
                 let (role, holds) = futures::try_join!(
-                    live_role(store, &tenant, key, claims.role),
+                    live_role(store, &tenant, key, claims.role, claims.iat),
                     crate::queue::claim_holds(store, &tenant, run, attempt).err_into(),
                 )?;
                 if !holds {
@@ -145,10 +145,17 @@ pub async fn resolve(
     }
 }
 
-/// The role a token derived from API key `key` has now: no more than it was minted
-/// with, its key's, or its member's. 401 once the key is revoked or its member removed.
-async fn live_role(store: &Store, tenant: &Tenant, key: ApiKeyId, minted: Role) -> Result<Role> {
-    let now = accounts::key_role(store, tenant, key)
+/// The role a token derived from API key `key`, issued at `iat`, has now: no more than
+/// it was minted with, its key's, or its member's. 401 once the key is revoked, its
+/// member removed, or its member's password reset since.
+async fn live_role(
+    store: &Store,
+    tenant: &Tenant,
+    key: ApiKeyId,
+    minted: Role,
+    iat: i64,
+) -> Result<Role> {
+    let now = accounts::key_role(store, tenant, key, iat)
         .await?
         .ok_or_else(unauthorized)?;
     Ok(minted.min(now))
@@ -183,7 +190,7 @@ pub fn exchange_api_key(
 pub fn agent_key(caller: &Caller) -> Result<ApiKeyId> {
     match caller.credential {
         Credential::ApiKey(key) | Credential::AccessToken(key) => Ok(key),
-        Credential::Session | Credential::Job { .. } => {
+        Credential::Session { .. } | Credential::Job { .. } => {
             Err(AuthenticationError::AgentWithoutApiKey)
         }
     }

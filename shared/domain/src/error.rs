@@ -80,6 +80,7 @@ error_codes! {
     ChecksumMismatch = ("checksum_mismatch", Conflict),
     ConcurrentUpdate = ("concurrent_update", Conflict),
     DownloadsNotShared = ("downloads_not_shared", Forbidden),
+    EmailReleased = ("email_released", Conflict),
     EmailTaken = ("email_taken", Conflict),
     Forbidden = ("forbidden", Forbidden),
     ImageTooLarge = ("image_too_large", TooLarge),
@@ -106,6 +107,7 @@ error_codes! {
     InvalidLimit = ("invalid_limit", Invalid),
     InvalidMaxAttempts = ("invalid_max_attempts", Invalid),
     InvalidMaxPoints = ("invalid_max_points", Invalid),
+    InvalidLink = ("invalid_link", Invalid),
     InvalidMaxResults = ("invalid_max_results", Invalid),
     InvalidMonth = ("invalid_month", Invalid),
     InvalidName = ("invalid_name", Invalid),
@@ -173,6 +175,7 @@ error_codes! {
     UnsupportedMediaType = ("unsupported_media_type", UnsupportedMediaType),
     UploadMissing = ("upload_missing", Conflict),
     WeakPassword = ("weak_password", Invalid),
+    WrongPassword = ("wrong_password", Forbidden),
 }
 
 impl std::fmt::Display for ErrorCode {

@@ -166,6 +166,28 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     }
 }
 
+/// Who opens a session: the client's address (`ClientAddr`) and the user agent it
+/// names, shown to the member in their list of sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionClient(pub sextant_domain::sessions::Client);
+
+impl<S: Send + Sync> FromRequestParts<S> for SessionClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let ClientAddr(address) = ClientAddr::from_request_parts(parts, state).await?;
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|agent| agent.to_str().ok())
+            .map(str::to_owned);
+        Ok(Self(sextant_domain::sessions::Client {
+            address,
+            user_agent,
+        }))
+    }
+}
+
 /// A listing's page size: `requested`, or `default` without one; past 1 to `most`
 /// is `invalid_limit`.
 pub fn page_limit(

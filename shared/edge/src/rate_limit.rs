@@ -130,7 +130,7 @@ impl RateLimiter {
             | Credential::AccessToken(id)
             | Credential::Job { key: id, .. } => id.to_string(),
             // Sessions share their member's browser; the team's bucket bounds them.
-            Credential::Session => format!("session#{tenant}"),
+            Credential::Session { .. } => format!("session#{tenant}"),
         };
         if let Err(not_until) = self.credentials.check_key(&credential_key) {
             return Err(self.refusal("API key", not_until.wait_time_from(self.clock.now())));

@@ -74,6 +74,9 @@ pub struct AppState {
     /// the only one writing to its store (`sextant serve`); `None` where many are
     /// (Lambda), which settle later (`series::hot`).
     pub team_locks: Option<Arc<sextant_domain::series::hot::TeamLocks>>,
+    /// Delivers the mail flows send (verification, password reset); `None` where no mail
+    /// service is configured, and then those letters are not sent (logged as such).
+    pub postman: Option<Arc<sextant_domain::postman::Postman>>,
 }
 
 impl AppState {
@@ -85,7 +88,14 @@ impl AppState {
             settings: Arc::new(settings),
             marks: Arc::default(),
             team_locks: Some(Arc::default()),
+            postman: None,
         }
+    }
+
+    /// The same state sending mail through `mailer`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn sextant_storage::Mailer>) -> Self {
+        self.postman = Some(Arc::new(sextant_domain::postman::Postman::new(mailer)));
+        self
     }
 
     /// The same state for a process that shares its store with others writing to it:
@@ -137,6 +147,31 @@ impl AppState {
         sextant_domain::accounts::Sessions {
             keyring: &self.keyring,
             ttl: self.settings.session_ttl,
+        }
+    }
+
+    /// Mails the member who just opened `session` (a sign-up) the link that verifies
+    /// their address. A letter that cannot go is logged, never an error: the member is
+    /// signed up, and can ask for another.
+    pub async fn mail_verification_link(
+        &self,
+        base: &url::Url,
+        session: &sextant_domain::accounts::Session,
+    ) {
+        let Some(postman) = &self.postman else {
+            tracing::warn!("no mail service is configured: the verification link was not sent");
+            return;
+        };
+        if let Err(err) = sextant_domain::accounts::recovery::welcome(
+            &self.store,
+            &self.keyring,
+            postman,
+            base,
+            &session.token,
+        )
+        .await
+        {
+            tracing::warn!(error = %err, "could not send the verification link");
         }
     }
 

@@ -1,8 +1,10 @@
 //! The AWS adapters of the storage ports: DynamoDB for the key-value port, S3 for the
-//! blob port. What the Lambda functions run on; AWS SDK types never leave this crate.
+//! blob port, SES for the mail port. What the Lambda functions run on; AWS SDK types
+//! never leave this crate.
 
 pub mod dynamo;
 pub mod s3;
+pub mod ses;
 
 use std::sync::Arc;
 
@@ -11,6 +13,7 @@ use sextant_storage::Storage;
 
 pub use dynamo::DynamoKv;
 pub use s3::S3Blobs;
+pub use ses::SesMailer;
 
 /// Where the AWS adapters point: read once at cold start.
 #[derive(Debug, Clone)]
@@ -36,11 +39,7 @@ impl AwsStorageConfig {
     /// Builds the SDK clients once; credentials and region come from the usual AWS
     /// environment (the Lambda role in production).
     pub async fn connect(&self) -> (DynamoKv, S3Blobs) {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(endpoint) = &self.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let sdk = loader.load().await;
+        let sdk = self.sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(self.endpoint_url.is_some())
@@ -50,6 +49,20 @@ impl AwsStorageConfig {
             DynamoKv::new(dynamo, &self.table),
             S3Blobs::new(s3, &self.bucket),
         )
+    }
+
+    /// The mail adapter, sending as `from` (an identity SES has verified), on the same
+    /// endpoint as the storage adapters.
+    pub async fn mailer(&self, from: String) -> SesMailer {
+        SesMailer::new(&self.sdk_config().await, from)
+    }
+
+    async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(endpoint) = &self.endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        loader.load().await
     }
 
     pub async fn storage(&self) -> Storage {

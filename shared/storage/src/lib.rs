@@ -7,6 +7,7 @@
 pub mod blob;
 pub mod clock;
 pub mod kv;
+pub mod mail;
 pub mod records;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub use blob::{BlobKey, BlobStore};
 use clock::{Clock, SystemClock};
 pub use kv::KvStore;
+pub use mail::Mailer;
 
 /// The two ports a deployment runs on.
 #[derive(Debug, Clone)]

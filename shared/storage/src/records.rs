@@ -91,6 +91,15 @@ pub fn doc_item<T: Serialize>(key: Key, record: &T) -> StoreResult<Item> {
     Ok(Item::new(key).with(DOC, Value::S(json)))
 }
 
+/// A write's condition that the record is still as `read` (for records without a
+/// version, where a rare race is answered by reading again).
+pub fn unchanged_doc(read: &Item) -> Condition {
+    match read.attrs.get(DOC) {
+        Some(doc) => Condition::Equals(DOC.to_owned(), doc.clone()),
+        None => Condition::NotExists,
+    }
+}
+
 pub fn read_doc<T: DeserializeOwned>(item: &Item) -> StoreResult<T> {
     let json = item
         .s(DOC)

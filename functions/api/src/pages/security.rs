@@ -145,7 +145,7 @@ impl FromRequestParts<AppState> for Page {
 /// token (an API key in the cookie does not sign anyone in).
 async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageError> {
     let caller = match auth::authenticate(state, token, Plane::Control).await {
-        Ok(caller) if caller.credential == Credential::Session => caller,
+        Ok(caller) if matches!(caller.credential, Credential::Session { .. }) => caller,
         Ok(_) => return Ok(None),
         Err(err) if err.code().class() == Class::Unauthenticated => return Ok(None),
         Err(err) => return Err(err.into()),

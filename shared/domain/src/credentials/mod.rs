@@ -67,8 +67,9 @@ impl Coded for CredentialError {
 /// The credential a request was authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {
-    /// A session token from sign-up, log-in or an accepted invite.
-    Session,
+    /// A session token from sign-up, log-in or an accepted invite; `sid` names it
+    /// (`sessions`), absent in tokens from before sessions had ids.
+    Session { sid: Option<u64> },
     /// An API key sent as is.
     ApiKey(ApiKeyId),
     /// An access token exchanged for an API key.

@@ -1,0 +1,163 @@
+//! Mail the service sends on a member's behalf: what each letter says, and its
+//! delivery through the mail port, tried again when the service is busy. A letter that
+//! cannot be delivered never undoes what asked for it (a sign-up, a reset request):
+//! it is logged, and the member can ask for another.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use maud::{Markup, html};
+use time::OffsetDateTime;
+
+use sextant_storage::Mailer;
+use sextant_storage::mail::Message;
+
+/// Waits before the second and third tries: a throttled SES answers within a second.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(200), Duration::from_secs(1)];
+/// What a delivery is taken to last before any was timed.
+const FIRST_GUESS: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+pub struct Postman {
+    mailer: Arc<dyn Mailer>,
+    /// How long recent deliveries took (an exponential average, in microseconds), so
+    /// that an answer that sends nothing can take as long as one that sends.
+    typical_micros: AtomicU64,
+}
+
+impl Postman {
+    pub fn new(mailer: Arc<dyn Mailer>) -> Self {
+        Self {
+            mailer,
+            typical_micros: AtomicU64::new(FIRST_GUESS.as_micros() as u64),
+        }
+    }
+
+    /// Delivers `message`, trying again while the service is busy; answers whether it
+    /// was handed over.
+    pub async fn deliver(&self, message: Message) -> bool {
+        let started = Instant::now();
+        let mut delays = RETRY_DELAYS.iter();
+        let delivered = loop {
+            match self.mailer.send(&message).await {
+                Ok(id) => {
+                    tracing::info!(message = %id, "mail handed over");
+                    break true;
+                }
+                Err(err) => match delays.next() {
+                    Some(delay) if err.is_retryable() => tokio::time::sleep(*delay).await,
+                    _ => {
+                        tracing::warn!(error = %err, "mail not sent; the member can ask again");
+                        break false;
+                    }
+                },
+            }
+        };
+        let took = started.elapsed().as_micros() as u64;
+        let typical = self.typical_micros.load(Ordering::Relaxed);
+        self.typical_micros
+            .store((typical * 7 + took) / 8, Ordering::Relaxed);
+        delivered
+    }
+
+    /// Takes about as long as a delivery, for an answer that must not tell by its timing
+    /// whether it sent a letter.
+    pub async fn imitate_delivery(&self) {
+        let typical = self.typical_micros.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_micros(typical)).await;
+    }
+}
+
+fn letter(
+    to: &str,
+    subject: String,
+    paragraphs: &[String],
+    link: &url::Url,
+    action: &str,
+) -> Message {
+    let text = format!("{}\n\n{action}: {link}\n", paragraphs.join("\n\n"));
+    let body: Markup = html! {
+        (maud::DOCTYPE)
+        html {
+            body style="font-family: sans-serif; line-height: 1.5" {
+                @for paragraph in paragraphs {
+                    p { (paragraph) }
+                }
+                p { a href=(link.as_str()) { (action) } }
+                p style="color: #666; font-size: 0.9em" {
+                    "Or paste this address into your browser: " (link.as_str())
+                }
+            }
+        }
+    };
+    Message {
+        to: to.to_owned(),
+        subject,
+        text,
+        html: body.into_string(),
+    }
+}
+
+fn hours(duration: time::Duration) -> String {
+    match duration.whole_hours() {
+        1 => "an hour".to_owned(),
+        n if n > 1 => format!("{n} hours"),
+        _ => format!("{} minutes", duration.whole_minutes()),
+    }
+}
+
+/// The link that proves `to` belongs to the member who signed up to `team` with it.
+pub fn verify_email(
+    to: &str,
+    team: &str,
+    link: &url::Url,
+    held_until: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Message {
+    let mut paragraphs = vec![format!(
+        "Someone, hopefully you, signed up to Sextant as a member of the team \"{team}\" \
+         with this address. Open the link below to confirm it is yours."
+    )];
+    if let Some(until) = held_until.filter(|until| *until > now) {
+        paragraphs.push(format!(
+            "Until you do, the address is kept for you for {}; after that another sign-up \
+             may take it.",
+            hours(until - now)
+        ));
+    }
+    paragraphs.push("If it was not you, ignore this message.".to_owned());
+    letter(
+        to,
+        format!("Confirm your address for {team} on Sextant"),
+        &paragraphs,
+        link,
+        "Confirm your address",
+    )
+}
+
+/// The link that sets a new password for the member `to` of `team`.
+pub fn reset_password(
+    to: &str,
+    team: &str,
+    link: &url::Url,
+    expires_in: time::Duration,
+) -> Message {
+    let paragraphs = vec![
+        format!(
+            "Someone asked to reset the password of your Sextant account in the team \
+             \"{team}\". The link below sets a new one; it works once, for {}.",
+            hours(expires_in)
+        ),
+        "Setting a new password signs you out everywhere. If you did not ask, ignore \
+         this message: your password stays as it is."
+            .to_owned(),
+    ];
+    letter(
+        to,
+        format!("Reset your Sextant password ({team})"),
+        &paragraphs,
+        link,
+        "Set a new password",
+    )
+}
