@@ -1,9 +1,11 @@
 //! End to end in a real browser: headless Chromium (Debian's `chromium`, driven over
 //! WebDriver by its `chromedriver`) against the real `sextant serve` binary. A team
-//! signs up through the form, creates a key on the settings page, logs a run through
+//! signs up through the form, confirms its address from the link in the server's
+//! outbox, logs out, resets its password through the mail and logs in with the new
+//! one, creates a key on the settings page, logs a run through
 //! the API with that key, finds the run's chart with the logged extremes, aborts the
 //! run from its page and shares it; a fresh logged-out browser opens the share URL.
-//! Screenshots of the run page and the share page are written under
+//! Screenshots of the account page, the run page and the share page are written under
 //! `target/screenshots/`.
 //!
 //! It is ignored unless asked for, so a plain `cargo test` reports it skipped;
@@ -30,6 +32,8 @@ const WAIT: Duration = Duration::from_secs(10);
 const WHOLE_TEST: Duration = Duration::from_secs(180);
 
 const SERIES: &str = "train/loss";
+const PASSWORD: &str = "a long enough password";
+const NEW_PASSWORD: &str = "a newer, longer password";
 /// The logged extremes: a spike up and a dip down inside a smooth curve.
 const MAX: f64 = 1234.5678;
 const MIN: f64 = -0.001953125;
@@ -64,7 +68,7 @@ async fn scenario() {
     let email = format!("browser-{}@example.com", std::process::id());
     fill(&form, "team", "Browser Whales").await;
     fill(&form, "email", &email).await;
-    fill(&form, "password", "a long enough password").await;
+    fill(&form, "password", PASSWORD).await;
     submit(&form).await;
     let signup_key = page.wait_for("code#api-key").await.text().await.unwrap();
     assert!(signup_key.starts_with("sxt_"), "an API key: {signup_key:?}");
@@ -72,6 +76,49 @@ async fn scenario() {
     assert!(!snippet.is_empty(), "an SDK snippet after sign-up");
     page.wait_for("form#logout").await;
     page.wait_for("a#continue").await.click().await.unwrap();
+    page.wait_for_path("/projects").await;
+
+    // Confirm the address from the link the server mailed to its outbox.
+    page.follow(&mailed_link(data.path(), &email, "verify"))
+        .await;
+    submit(&page.wait_for("form#verify").await).await;
+    assert!(page.text("#verified").await.contains(&email));
+    page.open("/settings/account").await;
+    assert_eq!(page.text("#email-status").await, "confirmed");
+    page.screenshot(&screenshots.join("account-page.png")).await;
+
+    // Log out, forget the password, and set a new one through the mail.
+    submit(&page.wait_for("form#logout").await).await;
+    page.wait_for("a#login-link").await;
+    page.open("/login").await;
+    page.wait_for("a#forgot-link").await.click().await.unwrap();
+    let form = page.wait_for("form#forgot").await;
+    fill(&form, "email", &email).await;
+    submit(&form).await;
+    page.wait_for("#reset-sent").await;
+    page.follow(&mailed_link(data.path(), &email, "reset"))
+        .await;
+    let form = page.wait_for("form#reset").await;
+    fill(&form, "password", NEW_PASSWORD).await;
+    submit(&form).await;
+    page.wait_for("#login-notice").await;
+    let form = page.wait_for("form#login").await;
+    fill(&form, "email", &email).await;
+    fill(&form, "password", PASSWORD).await;
+    submit(&form).await;
+    assert!(
+        page.wait_for("p.error")
+            .await
+            .text()
+            .await
+            .unwrap()
+            .contains("wrong"),
+        "the old password no longer logs in"
+    );
+    let form = page.wait_for("form#login").await;
+    fill(&form, "email", &email).await;
+    fill(&form, "password", NEW_PASSWORD).await;
+    submit(&form).await;
     page.wait_for_path("/projects").await;
 
     // A key of its own for the training code, made on the settings page.
@@ -236,6 +283,13 @@ async fn scenario() {
     browser.close().await.unwrap();
 }
 
+/// The newest link to `page` in the mail the server wrote for `to` in its outbox.
+fn mailed_link(data_dir: &Path, to: &str, page: &str) -> String {
+    sextant_storage_local::newest_link(&data_dir.join("outbox"), to, page)
+        .expect("reading the outbox")
+        .unwrap_or_else(|| panic!("no mail to {to} with a link to /{page}"))
+}
+
 /// The path of a tool the test needs, from the environment or its Debian location.
 fn tool(variable: &str, default: &str) -> PathBuf {
     let path = PathBuf::from(std::env::var_os(variable).unwrap_or_else(|| default.into()));
@@ -301,6 +355,18 @@ struct Page<'a> {
 }
 
 impl Page<'_> {
+    /// Opens a link as a mail reader would.
+    async fn follow(&self, url: &str) {
+        assert!(
+            url.starts_with(&self.server.base),
+            "{url} is not on this server"
+        );
+        self.client
+            .goto(url)
+            .await
+            .unwrap_or_else(|error| panic!("opening {url}: {error}"));
+    }
+
     async fn open(&self, path: &str) {
         let url = format!("{}{path}", self.server.base);
         self.client

@@ -341,7 +341,7 @@ impl TestApp {
 
     /// The token of the newest link to `page` mailed to `to`, as a reader would click it.
     pub fn mailed_token(&self, to: &str, page: &str) -> String {
-        let link = mailed_link(&self.outbox(), to, page);
+        let link = mailed_link(&self.data_dir.path().join("outbox"), to, page);
         assert!(
             link.starts_with(&self.base),
             "{link} is not under the server's URL {}",
@@ -388,24 +388,10 @@ impl TestApp {
     }
 }
 
-/// The newest link to the page `page` in the mail to `to` among `messages`.
-pub fn mailed_link(
-    messages: &[sextant_storage_local::OutboxMessage],
-    to: &str,
-    page: &str,
-) -> String {
-    let path = format!("/{page}?token=");
-    messages
-        .iter()
-        .rev()
-        .filter(|message| message.to == to)
-        .find_map(|message| {
-            message
-                .text
-                .split_whitespace()
-                .find(|word| word.starts_with("http") && word.contains(&path))
-                .map(str::to_owned)
-        })
+/// The newest link to the page `page` in the mail to `to` in the outbox `dir`.
+pub fn mailed_link(dir: &std::path::Path, to: &str, page: &str) -> String {
+    sextant_storage_local::newest_link(dir, to, page)
+        .expect("reading the outbox")
         .unwrap_or_else(|| panic!("no mail to {to} with a link to /{page}"))
 }
 

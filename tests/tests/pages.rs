@@ -1501,3 +1501,129 @@ async fn a_run_logged_through_mlflow_shows_on_its_page_like_any_other() {
         assert!(page.body.contains(shown), "{shown} on the run page");
     }
 }
+
+#[tokio::test]
+async fn the_account_forms_verify_reset_change_and_end_sessions_and_each_needs_its_csrf_token() {
+    let app = TestApp::spawn().await;
+    let (browser, _, email, password) = sign_up(&app.base).await;
+    // Every account form refuses a post without the browser's CSRF token, and changes
+    // nothing.
+    let other = logged_in_as(&app, &email, &password).await;
+    let token = app.mailed_token(&email, "verify");
+    for (path, fields) in [
+        ("/verify", vec![("token", token.as_str())]),
+        ("/forgot", vec![("email", email.as_str())]),
+        (
+            "/reset",
+            vec![("token", "x"), ("password", "a long new password")],
+        ),
+        ("/settings/account/verify", vec![]),
+        (
+            "/settings/account/password",
+            vec![
+                ("current_password", password.as_str()),
+                ("new_password", "a long new password"),
+            ],
+        ),
+        ("/settings/account/sessions/end-others", vec![]),
+    ] {
+        let refused = browser.post(path, &fields).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{path}: {}",
+            refused.body
+        );
+    }
+    assert_eq!(other.get("/settings/account").await.status, StatusCode::OK);
+    assert_eq!(app.outbox().len(), 1, "no mail came of the refused forms");
+
+    // The mailed link opens a button, which confirms the address.
+    let confirm = browser.get(&format!("/verify?token={token}")).await;
+    assert_eq!(confirm.status, StatusCode::OK);
+    // (This test's browser sends only the fields it is given, besides the CSRF one:
+    // the form's hidden token is passed as a browser would send it.)
+    assert_eq!(
+        confirm.attr("form#verify input[name=token]", "value"),
+        token
+    );
+    let done = browser
+        .submit_on(&confirm, "form#verify", &[("token", &token)])
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.text("#verified").contains(&email));
+    let account = browser.get("/settings/account").await;
+    assert_eq!(account.text("#email-status"), "confirmed");
+    assert_eq!(account.count("#resend-verification"), 0);
+    assert_eq!(account.count("#sessions tbody tr"), 2);
+
+    // End the other browser's session from this one.
+    let ended = browser
+        .submit_on(&account, "form#end-other-sessions", &[])
+        .await;
+    assert_eq!(ended.location(), "/settings/account");
+    assert_eq!(other.get("/settings/account").await.location(), "/login");
+
+    // A wrong current password is refused on the page; the right one changes it.
+    let wrong = browser
+        .submit(
+            "/settings/account",
+            "form#change-password",
+            &[
+                ("current_password", "not it at all"),
+                ("new_password", "a long new password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
+    assert_eq!(wrong.count("p.error"), 1);
+    let changed = browser
+        .submit(
+            "/settings/account",
+            "form#change-password",
+            &[
+                ("current_password", &password),
+                ("new_password", "a long new password"),
+            ],
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.body);
+    assert_eq!(changed.count("#account-notice"), 1);
+
+    // Forgotten: the page answers alike for any address, and the mailed link sets a
+    // new password and signs every browser out.
+    let stranger = Browser::new(&app.base);
+    for address in [email.as_str(), "nobody-here@example.com"] {
+        let sent = stranger
+            .submit("/forgot", "form#forgot", &[("email", address)])
+            .await;
+        assert_eq!(sent.status, StatusCode::ACCEPTED);
+        assert_eq!(sent.count("#reset-sent"), 1);
+    }
+    let reset = app.mailed_token(&email, "reset");
+    let form = stranger.get(&format!("/reset?token={reset}")).await;
+    let done = stranger
+        .submit_on(
+            &form,
+            "form#reset",
+            &[("token", &reset), ("password", "the newest password")],
+        )
+        .await;
+    assert_eq!(done.location(), "/login?reset=1");
+    assert_eq!(browser.get("/settings/account").await.location(), "/login");
+    logged_in_as(&app, &email, "the newest password").await;
+}
+
+/// A browser logged in through the form with `email` and `password`.
+async fn logged_in_as(app: &TestApp, email: &str, password: &str) -> Browser {
+    let browser = Browser::new(&app.base);
+    let page = browser
+        .submit(
+            "/login",
+            "form#login",
+            &[("email", email), ("password", password)],
+        )
+        .await;
+    assert_eq!(page.location(), "/projects", "{}", page.body);
+    browser
+}

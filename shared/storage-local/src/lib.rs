@@ -9,4 +9,4 @@ pub mod outbox;
 
 pub use blob::{LocalBlobs, UrlSigner};
 pub use embedded::EmbeddedKv;
-pub use outbox::{OutboxMailer, OutboxMessage, read_outbox};
+pub use outbox::{OutboxMailer, OutboxMessage, newest_link, read_outbox};

@@ -132,6 +132,26 @@ pub struct OutboxMessage {
     pub html: String,
 }
 
+impl OutboxMessage {
+    /// The first link in the text to the page `page` that carries a token, as a reader
+    /// of the mail would open it.
+    pub fn link_to(&self, page: &str) -> Option<&str> {
+        let path = format!("/{page}?token=");
+        self.text
+            .split_whitespace()
+            .find(|word| word.starts_with("http") && word.contains(&path))
+    }
+}
+
+/// The newest link to `page` in the mail `OutboxMailer` wrote into `dir` for `to`.
+pub fn newest_link(dir: &Path, to: &str, page: &str) -> std::io::Result<Option<String>> {
+    Ok(read_outbox(dir)?
+        .iter()
+        .rev()
+        .filter(|message| message.to == to)
+        .find_map(|message| message.link_to(page).map(str::to_owned)))
+}
+
 /// The messages `OutboxMailer` wrote into `dir`, oldest first; none if it has written
 /// nothing yet.
 pub fn read_outbox(dir: &Path) -> std::io::Result<Vec<OutboxMessage>> {

@@ -1,5 +1,6 @@
 //! Landing, sign-up, log-in and log-out.
 
+use axum::extract::Query;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -9,7 +10,7 @@ use sextant_domain::credentials::password::Password;
 use sextant_domain::error::Error;
 use sextant_edge::auth;
 use sextant_edge::error;
-use sextant_edge::http::{ClientAddr, PublicUrl};
+use sextant_edge::http::{PublicUrl, SessionClient};
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, see_other};
@@ -87,7 +88,7 @@ fn sdk_snippet(url: &str, api_key: &str) -> String {
 /// first API key, this once.
 pub async fn signup(
     mut page: Page,
-    ClientAddr(client): ClientAddr,
+    SessionClient(client): SessionClient,
     public_url: PublicUrl,
     form: CsrfForm,
 ) -> PageResult {
@@ -122,6 +123,9 @@ pub async fn signup(
         }
         Err(err) => return Err(PageError::from(err)),
     };
+    page.state
+        .mail_verification_link(&public_url.0, &signed_up.session)
+        .await;
     page.rotate_csrf();
     page.user = Some(super::security::User {
         caller: auth::authenticate(&page.state, &signed_up.session.token, Plane::Control).await?,
@@ -132,6 +136,9 @@ pub async fn signup(
         section.narrow {
             h1 { "Welcome to Sextant" }
             p { "Your team is ready. This is its first API key. It is shown only now: copy it somewhere safe." }
+            p #verify-notice {
+                "We sent a link to " strong { (email) } " to confirm it is yours. Everything works meanwhile;                  the address is kept for you for 24 hours."
+            }
             p.secret {
                 code #api-key { (signed_up.api_key) }
                 " "
@@ -149,10 +156,13 @@ pub async fn signup(
     Ok(response)
 }
 
-fn login_body(csrf: &str, email: &str, error: Option<&str>) -> Markup {
+fn login_body(csrf: &str, email: &str, error: Option<&str>, notice: Option<&str>) -> Markup {
     html! {
         section.narrow {
             h1 { "Log in" }
+            @if let Some(notice) = notice {
+                p.notice #login-notice { (notice) }
+            }
             (error_line(error))
             form #login method="post" action="/login" {
                 (csrf_field(csrf))
@@ -160,19 +170,35 @@ fn login_body(csrf: &str, email: &str, error: Option<&str>) -> Markup {
                 label { "Password" input type="password" name="password" required autocomplete="current-password"; }
                 button type="submit" { "Log in" }
             }
+            p { a #forgot-link href="/forgot" { "Forgot your password?" } }
             p { "New here? " a href="/signup" { "Sign up your team" } }
         }
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct LoginQuery {
+    /// Set when a password reset sent the browser here.
+    #[serde(default)]
+    reset: Option<String>,
+}
+
 /// `GET /login`.
-pub async fn login_form(page: Page) -> Response {
-    let body = login_body(&page.csrf(), "", None);
+pub async fn login_form(page: Page, Query(query): Query<LoginQuery>) -> Response {
+    let notice = query
+        .reset
+        .is_some()
+        .then_some("Your password is set: log in with it.");
+    let body = login_body(&page.csrf(), "", None, notice);
     respond(&page, StatusCode::OK, Section::None, "Log in", body)
 }
 
 /// `POST /login`: a session cookie and the projects, or the form again with 401.
-pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfForm) -> PageResult {
+pub async fn login(
+    mut page: Page,
+    SessionClient(client): SessionClient,
+    form: CsrfForm,
+) -> PageResult {
     let email = form.get("email");
     let password = form.get("password").to_owned();
     match accounts::login(
@@ -192,7 +218,7 @@ pub async fn login(mut page: Page, ClientAddr(client): ClientAddr, form: CsrfFor
             Ok(response)
         }
         Err(err) if error::status(err.code()).is_client_error() => {
-            let body = login_body(&page.csrf(), email, Some(err.message()));
+            let body = login_body(&page.csrf(), email, Some(err.message()), None);
             Ok(respond(
                 &page,
                 error::status(err.code()),

@@ -14,6 +14,7 @@ pub enum Section {
     Projects,
     Keys,
     Usage,
+    Account,
 }
 
 fn head(title: &str) -> Markup {
@@ -48,6 +49,7 @@ pub fn document(page: &Page, section: Section, title: &str, body: Markup) -> Mar
                             a href="/projects" aria-current=[(section == Section::Projects).then_some("page")] { "Projects" }
                             a href="/settings/keys" aria-current=[(section == Section::Keys).then_some("page")] { "API keys" }
                             a href="/usage" aria-current=[(section == Section::Usage).then_some("page")] { "Usage" }
+                            a #account-link href="/settings/account" aria-current=[(section == Section::Account).then_some("page")] { "Account" }
                         }
                         span.team { (user.team) }
                         form #logout method="post" action="/logout" {

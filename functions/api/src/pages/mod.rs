@@ -9,11 +9,14 @@
 //! - `/runs/{run}` (with `/charts`, `/abort`, `/share`, `/artifacts/{path}`): a run;
 //! - `/compare?run=..&run=..`: runs side by side;
 //! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
+//! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
+//!   `/settings/account`: the member's address, password and sessions;
 //! - `/r/{token}` (and `/r/{token}/charts`): a shared run, logged out;
 //! - `/static/app.js`, `/static/app.css`: cached for a year, versioned by content hash.
 
 pub mod chart;
 
+mod account;
 mod auth;
 mod compare;
 mod keys;
@@ -40,6 +43,20 @@ pub fn routes() -> Router<AppState> {
         .route("/signup", get(auth::signup_form).post(auth::signup))
         .route("/login", get(auth::login_form).post(auth::login))
         .route("/logout", post(auth::logout))
+        .route("/verify", get(account::verify_form).post(account::verify))
+        .route("/forgot", get(account::forgot_form).post(account::forgot))
+        .route("/reset", get(account::reset_form).post(account::reset))
+        .route("/settings/account", get(account::page))
+        .route("/settings/account/verify", post(account::resend))
+        .route("/settings/account/password", post(account::change_password))
+        .route(
+            "/settings/account/sessions/end-others",
+            post(account::end_other_sessions),
+        )
+        .route(
+            "/settings/account/sessions/{id}/end",
+            post(account::end_session),
+        )
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project}", get(projects::runs))
         .route("/runs/{run}", get(runs::page))
