@@ -1,6 +1,7 @@
-//! Records written by the release before this one still take changes: versioned
-//! records moved to one helper (`sextant_storage::records::Versioned`), and teams now
-//! start at version 1 where they started at 0, or carried no version at all.
+//! Records written by releases before this one still read and take changes:
+//! versioned records moved to one helper (`sextant_storage::records::Versioned`), and
+//! teams now start at version 1 where they started at 0, or carried no version at all;
+//! members and their addresses gained verification, and sessions records.
 
 use sextant_domain::accounts;
 use sextant_domain::credentials::Role;
@@ -61,4 +62,111 @@ async fn a_team_stored_at_version_zero_or_without_one_still_takes_role_changes()
             assert_eq!(team_version(&state, &key).await, Some(expected));
         }
     }
+}
+
+/// Rewrites a record's document as the release before wrote it: without `fields`.
+async fn as_written_before(
+    state: &sextant_edge::state::AppState,
+    key: &sextant_storage::kv::Key,
+    fields: &[&str],
+) {
+    let item = state.store.kv.get(key).await.unwrap().expect("the record");
+    let mut doc: serde_json::Value =
+        serde_json::from_str(item.s("doc").expect("a document")).unwrap();
+    for field in fields {
+        assert!(
+            doc.as_object_mut().unwrap().remove(*field).is_some(),
+            "{field} is written now"
+        );
+    }
+    let item = item.with("doc", Value::S(doc.to_string()));
+    state.store.kv.put(item, Condition::None).await.unwrap();
+}
+
+/// Accounts from before addresses were verified: their address counts as verified,
+/// their sessions (which have no record) still sign in, and a password reset ends
+/// those sessions too.
+#[tokio::test]
+async fn an_account_and_a_session_from_before_verification_work_and_a_reset_ends_the_session() {
+    use sextant_domain::accounts::{DisplayName, Email, EmailStatus, recovery};
+    use sextant_domain::credentials::Plane;
+    use sextant_domain::credentials::password::Password;
+    use sextant_storage::kv::{Key, Query};
+    use std::sync::Arc;
+
+    let (state, _dir) = embedded_state().await;
+    let outbox = tempfile::tempdir().unwrap();
+    let state = state.with_mailer(Arc::new(sextant_storage_local::OutboxMailer::new(
+        outbox.path().to_owned(),
+        "sextant@localhost",
+    )));
+    let address = format!("{}@example.com", sextant_tests::unique("old"));
+    let client = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    let signed_up = accounts::signup(
+        &state.store,
+        state.sessions(),
+        DisplayName::parse("team", "Old timers").unwrap(),
+        Email::parse(&address).unwrap(),
+        Password::parse("an old, long password".into()).unwrap(),
+        client,
+    )
+    .await
+    .unwrap();
+    let caller = sextant_edge::auth::authenticate(&state, &signed_up.api_key, Plane::Control)
+        .await
+        .unwrap();
+    let user_key = caller.tenant.key(format!("user#{}", caller.user));
+    as_written_before(&state, &user_key, &["email_verified"]).await;
+    let lookup_key = Key::new(format!("~email#{address}"), "_");
+    as_written_before(&state, &lookup_key, &["verified", "held_until"]).await;
+    // Sessions had no records.
+    let records = state
+        .store
+        .kv
+        .query(Query::partition(caller.tenant.root()).prefix(format!("session#{}#", caller.user)))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(records.len(), 1);
+    state
+        .store
+        .kv
+        .delete(&records[0].key, Condition::None)
+        .await
+        .unwrap();
+
+    let (_, status) = accounts::email_status(&state.store, &caller.tenant, caller.user)
+        .await
+        .unwrap();
+    assert_eq!(status, EmailStatus::Verified);
+    let token = &signed_up.session.token;
+    sextant_edge::auth::authenticate(&state, token, Plane::Control)
+        .await
+        .expect("a session from before still signs in");
+
+    // Tokens issued in the second of a reset survive it (`iat` counts seconds).
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let base: url::Url = "http://sextant.test".parse().unwrap();
+    let postman = state.postman.as_deref().unwrap();
+    recovery::request_reset(&state.store, postman, &base, &address, client)
+        .await
+        .unwrap();
+    let link = sextant_storage_local::newest_link(outbox.path(), &address, "reset")
+        .unwrap()
+        .expect("a reset link");
+    let reset_token = sextant_tests::link_token(&link);
+    recovery::reset_password(
+        &state.store,
+        &reset_token,
+        Password::parse("a new, long password".into()).unwrap(),
+        client,
+    )
+    .await
+    .unwrap();
+    assert!(
+        sextant_edge::auth::authenticate(&state, token, Plane::Control)
+            .await
+            .is_err(),
+        "the reset ends a session that had no record"
+    );
 }
