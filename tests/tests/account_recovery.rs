@@ -28,6 +28,7 @@ on_both_backends!(
     a_changed_password_ends_the_members_other_sessions,
     members_list_their_sessions_and_end_any_of_them,
     log_in_and_reset_answers_do_not_tell_whether_an_address_has_an_account,
+    asking_for_reset_links_in_a_loop_is_throttled_and_never_slows_the_log_in,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
@@ -522,4 +523,33 @@ async fn a_reset_link_expires_after_half_an_hour(
     let timely = link_token(&mailed_link(outbox.path(), &email, "reset"));
     clock.advance(Duration::minutes(29));
     assert_eq!(reset(timely).await.0, StatusCode::NO_CONTENT);
+}
+
+async fn asking_for_reset_links_in_a_loop_is_throttled_and_never_slows_the_log_in(app: TestApp) {
+    let team = app.signup().await;
+    let before = app.outbox().len();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let (status, _) = app
+            .call(
+                Method::POST,
+                "/v1/password/forgot",
+                None,
+                Some(json!({"email": team.email})),
+            )
+            .await;
+        statuses.push(status);
+    }
+    // A few go through at once; then each waits longer than the last.
+    assert!(
+        statuses[..5]
+            .iter()
+            .all(|status| *status == StatusCode::ACCEPTED),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[7], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    let sent = app.outbox().len() - before;
+    assert!((5..8).contains(&sent), "{sent} letters for {statuses:?}");
+    // The member still logs in at once.
+    session_token(&app, &team.email, &team.password, "after the flood").await;
 }

@@ -689,22 +689,26 @@ pub async fn session_member(
 ) -> Result<Option<Member>> {
     let member_key = tenant.key(user_sk(user));
     let member = get_doc::<UserRecord>(&*store.kv, &member_key);
-    let ended = async {
+    let ended_and_used = async {
         match sid {
-            Some(sid) => store
-                .kv
-                .get(&sessions::ended_marker(sid))
-                .await
-                .map(|i| i.is_some()),
-            None => Ok(false),
+            Some(sid) => {
+                let ended = async {
+                    let marker = store.kv.get(&sessions::ended_marker(sid)).await?;
+                    Ok(marker.is_some())
+                };
+                let (ended, used) =
+                    futures::try_join!(ended, sessions::read(store, tenant, user, sid))?;
+                Ok::<_, StoreError>((ended, Some(used)))
+            }
+            None => Ok((false, None)),
         }
     };
-    let (record, ended) = futures::try_join!(member, ended)?;
+    let (record, (ended, used)) = futures::try_join!(member, ended_and_used)?;
     let live = record.filter(|record| !ended && record.accepts_issued_at(iat));
     if live.is_some()
-        && let Some(sid) = sid
+        && let Some(used) = used
     {
-        sessions::touch(store, tenant, user, sid).await;
+        sessions::note_use(store, used).await;
     }
     Ok(live.map(|record| record.member))
 }

@@ -121,28 +121,49 @@ pub(crate) async fn record(
     store.kv.put(item, Condition::NotExists).await
 }
 
+/// A session's record as read, to note its use (`note_use`).
+#[derive(Debug)]
+pub(crate) struct Used {
+    key: Key,
+    record: Option<SessionRecord>,
+}
+
+/// Reads a session's record, alongside the other reads of a request's authentication.
+pub(crate) async fn read(
+    store: &Store,
+    tenant: &Tenant,
+    user: UserId,
+    sid: u64,
+) -> StoreResult<Used> {
+    let key = record_key(tenant, user, sid);
+    let record = get_doc::<SessionRecord>(&*store.kv, &key).await?;
+    Ok(Used { key, record })
+}
+
 /// Notes that a session was used now, at most every `TOUCH_EVERY`; a failure costs only
 /// the note.
-pub(crate) async fn touch(store: &Store, tenant: &Tenant, user: UserId, sid: u64) {
-    let key = record_key(tenant, user, sid);
+pub(crate) async fn note_use(store: &Store, used: Used) {
     let now = store.now();
-    let touched = async {
-        let Some(mut record) = get_doc::<SessionRecord>(&*store.kv, &key).await? else {
-            return Ok(());
-        };
-        if now - record.last_used_at < TOUCH_EVERY {
-            return Ok(());
-        }
-        record.last_used_at = now;
-        let item =
-            doc_item(key.clone(), &record)?.with(TTL, Value::N(record.expires_at.unix_timestamp()));
+    let Used {
+        key,
+        record: Some(mut record),
+    } = used
+    else {
+        return;
+    };
+    if now - record.last_used_at < TOUCH_EVERY {
+        return;
+    }
+    record.last_used_at = now;
+    let noted = async {
+        let item = doc_item(key, &record)?.with(TTL, Value::N(record.expires_at.unix_timestamp()));
         // Only while it exists: a session ended meanwhile stays ended.
         match store.kv.put(item, Condition::Exists).await {
             Err(StoreError::ConditionFailed) => Ok(()),
             other => other,
         }
     };
-    if let Err(err) = touched.await {
+    if let Err(err) = noted.await {
         tracing::warn!(error = %err, "could not note a session's last use");
     }
 }

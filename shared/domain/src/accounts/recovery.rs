@@ -257,8 +257,10 @@ pub async fn request_reset(
     email: &str,
     client: IpAddr,
 ) -> Result<()> {
-    // Never marked a success: each request counts.
-    let _attempt = throttle::admit(&*store.kv, store.now(), Some(email), client).await?;
+    // Never marked a success: each request counts, apart from the address's log-ins,
+    // so that asking for links to someone's address cannot slow their log-in.
+    let scope = format!("reset:{}", email.trim().to_lowercase());
+    let _attempt = throttle::admit(&*store.kv, store.now(), Some(&scope), client).await?;
     let account = match Email::parse(email) {
         Ok(email) => match get_doc::<EmailRecord>(&*store.kv, &email_lookup(&email)).await? {
             Some(lookup) => {
