@@ -121,11 +121,15 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .roll_up_through(next)
         .await
         .unwrap();
-    assert_eq!(
-        rolled,
-        vec![next],
-        "with no cursor yet, only the hour asked for"
-    );
+    // With no cursor yet, from the first hour anything happened in (the test may have
+    // straddled an hour: its first log may be in its second).
+    let first = *rolled.first().expect("hours rolled up");
+    assert!(first >= first_hour && first <= last_hour, "{rolled:?}");
+    let consecutive: Vec<OffsetDateTime> = (0..rolled.len() as i64)
+        .map(|n| first + Duration::hours(n))
+        .collect();
+    assert_eq!(rolled, consecutive);
+    assert_eq!(rolled.last(), Some(&next));
     let later = metering::hourly(&state.store, &a.tenant, next, next + Duration::HOUR)
         .await
         .unwrap();
@@ -264,4 +268,69 @@ async fn only_the_operator_token_lists_every_tenants_usage() {
     let unconfigured = sextant_tests::TestApp::spawn().await;
     let (status, body) = unconfigured.get(path, "the-operator").await;
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
+}
+
+/// A deployment whose metering first runs days after its first points (a server that
+/// logged and stopped before its first hourly run, a function that failed its first
+/// runs) bills them: the first roll-up starts at the first hour anything happened in.
+async fn the_late_first_roll_up_bills_every_point(
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+) {
+    let start = time::macros::datetime!(2026-11-10 10:20 UTC);
+    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(start));
+    let state = state.with_clock(clock.clone());
+    let caller = signed_up_caller(&state).await;
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
+        .await
+        .unwrap();
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
+        .await
+        .unwrap()
+        .id;
+    let logged = log(&state, &caller, run, "early", 1000).await;
+    clock.advance(Duration::hours(2));
+    let later = log(&state, &caller, run, "later", 100).await;
+
+    clock.advance(Duration::days(3));
+    let through = hour_of(state.now()) - Duration::HOUR;
+    let hours = sextant_cli::metering(&state)
+        .roll_up_through(through)
+        .await
+        .unwrap();
+    assert_eq!(
+        hours.first(),
+        Some(&hour_of(start)),
+        "from the first point's hour"
+    );
+    assert_eq!(hours.last(), Some(&through));
+    let usage = metering::hourly(
+        &state.store,
+        &caller.tenant,
+        start,
+        through + Duration::HOUR,
+    )
+    .await
+    .unwrap();
+    assert_eq!(usage.iter().map(|h| h.points).sum::<u64>(), logged + later);
+    assert_eq!(usage.first().map(|h| h.points), Some(logged));
+    assert!(
+        usage.iter().all(|h| h.storage_bytes > 0),
+        "every hour since samples the bytes"
+    );
+    let month = BillingMonth::of(start);
+    let priced = billing::usage(&state.store, &state.settings.plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(priced.points, logged + later);
+}
+
+#[tokio::test]
+async fn the_late_first_roll_up_bills_every_point_on_the_embedded_store() {
+    the_late_first_roll_up_bills_every_point(embedded_state().await).await;
+}
+
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
+#[tokio::test]
+async fn the_late_first_roll_up_bills_every_point_on_dynamodb() {
+    the_late_first_roll_up_bills_every_point(aws_state().await).await;
 }

@@ -13,7 +13,9 @@
 //! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes}`, written
 //! only if absent, so rolling an hour up twice changes nothing. `metering` / `cursor`
 //! remembers the last hour rolled up; a run fills in every hour missed since (up to
-//! `MAX_BACKFILL_HOURS`), sampling storage as it is when the run happens.
+//! `MAX_BACKFILL_HOURS`), sampling storage as it is when the run happens. The very
+//! first run (no cursor yet) starts at the first hour anything happened in, so a
+//! deployment whose metering first ran days late still bills from its first point.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
@@ -301,10 +303,11 @@ where
     let through = hour_of(through);
     let cursor: Option<Cursor> = get_doc(&*store.kv, &cursor_key()).await?;
     let earliest = through - Duration::hours(MAX_BACKFILL_HOURS - 1);
-    let mut hour = cursor
-        .map(|c| c.last_hour + Duration::HOUR)
-        .unwrap_or(through)
-        .max(earliest);
+    let mut hour = match cursor {
+        Some(cursor) => cursor.last_hour + Duration::HOUR,
+        None => first_activity(store, earliest, through).await?,
+    }
+    .max(earliest);
     let mut done = Vec::new();
     while hour <= through {
         roll_up_hour(store, hour, month_ended).await?;
@@ -321,6 +324,31 @@ where
             .await?;
     }
     Ok(done)
+}
+
+/// The first hour in `[from, through]` that a tenant logged in or stored bytes in, or
+/// `through` when none did: where the first roll-up of a deployment starts. It looks
+/// at each hour's marks in turn (one small query an hour, once in a deployment's life).
+async fn first_activity(
+    store: &Store,
+    from: OffsetDateTime,
+    through: OffsetDateTime,
+) -> StoreResult<OffsetDateTime> {
+    let first_storer = marked(store, STORERS)
+        .await?
+        .into_iter()
+        .filter_map(|(_, since)| since)
+        .min()
+        .map(hour_of);
+    let mut hour = from;
+    while hour < through && first_storer.is_none_or(|first| hour < first) {
+        let query = Query::partition(active_partition(hour)).limit(1);
+        if !store.kv.query(query).await?.items.is_empty() {
+            return Ok(hour);
+        }
+        hour += Duration::HOUR;
+    }
+    Ok(first_storer.map_or(through, |first| first.min(through)))
 }
 
 /// A tenant's hourly records in `[from, to)`.
