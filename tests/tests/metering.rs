@@ -334,3 +334,83 @@ async fn the_late_first_roll_up_bills_every_point_on_the_embedded_store() {
 async fn the_late_first_roll_up_bills_every_point_on_dynamodb() {
     the_late_first_roll_up_bills_every_point(aws_state().await).await;
 }
+
+/// Usage right after logging shows the points, marked provisional (read from the live
+/// counters), in the usage answer and the draft report; the hourly roll-up makes them
+/// final, and nothing counts twice.
+async fn usage_right_after_logging_shows_the_points_as_provisional(
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+) {
+    let start = time::macros::datetime!(2026-11-10 10:20 UTC);
+    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(start));
+    let state = state.with_clock(clock.clone());
+    let caller = signed_up_caller(&state).await;
+    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
+        .await
+        .unwrap();
+    let run = runs::create(&state.store, &caller, &project, NewRun::default())
+        .await
+        .unwrap()
+        .id;
+    let month = BillingMonth::of(start);
+    let plan = &state.settings.plan;
+    let logged = log(&state, &caller, run, "now", 1000).await;
+
+    let usage = billing::usage(&state.store, plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(usage.points, logged);
+    let provisional = usage.provisional.clone().expect("a provisional part");
+    assert_eq!(provisional.since, hour_of(start));
+    assert_eq!(provisional.points, logged);
+    assert!(
+        provisional.gb_hours > rust_decimal::Decimal::ZERO,
+        "the bytes stored now"
+    );
+    assert!(usage.days.iter().all(|day| day.provisional));
+    let draft = billing::report(&state.store, plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(draft.points, logged);
+    assert_eq!(draft.provisional, Some(provisional));
+
+    // An hour on, the roll-up makes the hour final; the new hour is provisional.
+    clock.advance(Duration::hours(1));
+    let more = log(&state, &caller, run, "later", 10).await;
+    sextant_cli::metering(&state)
+        .roll_up_through(hour_of(start))
+        .await
+        .unwrap();
+    let usage = billing::usage(&state.store, plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(usage.points, logged + more, "each point counted once");
+    let provisional = usage.provisional.expect("the new hour");
+    assert_eq!(provisional.since, hour_of(start) + Duration::HOUR);
+    assert_eq!(provisional.points, more);
+    clock.advance(Duration::hours(1));
+    sextant_cli::metering(&state)
+        .roll_up_through(hour_of(state.now()) - Duration::HOUR)
+        .await
+        .unwrap();
+    let usage = billing::usage(&state.store, plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(usage.points, logged + more);
+    assert_eq!(
+        usage.provisional.map(|p| p.points),
+        Some(0),
+        "only the bytes of the hour under way are provisional"
+    );
+}
+
+#[tokio::test]
+async fn usage_right_after_logging_shows_the_points_as_provisional_on_the_embedded_store() {
+    usage_right_after_logging_shows_the_points_as_provisional(embedded_state().await).await;
+}
+
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
+#[tokio::test]
+async fn usage_right_after_logging_shows_the_points_as_provisional_on_dynamodb() {
+    usage_right_after_logging_shows_the_points_as_provisional(aws_state().await).await;
+}

@@ -1362,6 +1362,17 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
             .status,
         StatusCode::UNAUTHORIZED
     );
+
+    // Points logged in an hour not rolled up yet show at once, marked provisional.
+    app.clock.set(march + time::Duration::HOUR);
+    assert!(log_points(50).await.unwrap().status().is_success());
+    let page = browser.get("/usage").await;
+    assert_eq!(page.text("#usage-points"), "300");
+    let provisional = page.text("#usage-provisional");
+    assert!(provisional.contains("50 points"), "{provisional}");
+    // (No roll-up ran since February here: the last two days' storage is
+    // provisional too.)
+    assert!(page.count("table.days .badge") >= 1);
 }
 
 #[tokio::test]

@@ -153,6 +153,20 @@ pub struct Day {
     pub points: u64,
     #[schema(value_type = String, format = "decimal", example = "26.4")]
     pub gb_hours: Decimal,
+    /// Some of the day's hours are not rolled up yet: their figures are provisional.
+    pub provisional: bool,
+}
+
+/// The part of a month's figures from hours not rolled up yet, read from the live
+/// counters (`metering::provisional`): the next hourly run makes them final.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Provisional {
+    /// The first hour not rolled up yet.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    pub points: u64,
+    #[schema(value_type = String, format = "decimal", example = "2")]
+    pub gb_hours: Decimal,
 }
 
 /// One priced quantity. Decimals are strings, exact; amounts are rounded to the
@@ -191,6 +205,9 @@ pub struct MonthUsage {
     /// The ISO 4217 code of the amounts.
     #[schema(example = "USD")]
     pub currency: String,
+    /// What of the figures above is provisional; null once every hour is rolled up.
+    #[schema(required = true)]
+    pub provisional: Option<Provisional>,
 }
 
 fn gb_hours(bytes: u64) -> Decimal {
@@ -233,21 +250,41 @@ impl PricePlan {
         ]
     }
 
-    pub fn price(&self, month: BillingMonth, hours: &[HourlyUsage]) -> MonthUsage {
+    /// Prices a month's rolled-up hours and, after them, its `provisional` ones.
+    pub fn price(
+        &self,
+        month: BillingMonth,
+        hours: &[HourlyUsage],
+        provisional: &[HourlyUsage],
+    ) -> MonthUsage {
         let mut days: Vec<Day> = Vec::new();
-        for hour in hours {
+        let all = hours
+            .iter()
+            .map(|hour| (hour, false))
+            .chain(provisional.iter().map(|hour| (hour, true)));
+        for (hour, is_provisional) in all {
             let date = hour.hour.date().to_string();
             if days.last().is_none_or(|day| day.date != date) {
                 days.push(Day {
                     date,
                     points: 0,
                     gb_hours: Decimal::ZERO,
+                    provisional: false,
                 });
             }
             let day = days.last_mut().expect("just pushed");
             day.points += hour.points;
             day.gb_hours += gb_hours(hour.storage_bytes);
+            day.provisional |= is_provisional;
         }
+        let provisional = provisional.first().map(|first| Provisional {
+            since: first.hour,
+            points: provisional.iter().map(|hour| hour.points).sum(),
+            gb_hours: provisional
+                .iter()
+                .map(|hour| gb_hours(hour.storage_bytes))
+                .sum(),
+        });
         let points = days.iter().map(|d| d.points).sum();
         let gb_hours: Decimal = days.iter().map(|d| d.gb_hours).sum();
         let line_items = self.line_items(points, gb_hours);
@@ -260,11 +297,13 @@ impl PricePlan {
             line_items,
             total,
             currency: self.currency.clone(),
+            provisional,
         }
     }
 }
 
-/// A tenant's month so far, from the hours rolled up.
+/// A tenant's month so far: the hours rolled up, and after them the hours not rolled
+/// up yet from the live counters, marked provisional.
 pub async fn usage(
     store: &Store,
     plan: &PricePlan,
@@ -272,7 +311,24 @@ pub async fn usage(
     month: BillingMonth,
 ) -> Result<MonthUsage> {
     let hours = metering::hourly(store, tenant, month.start(), month.end()).await?;
-    Ok(plan.price(month, &hours))
+    let mut provisional =
+        metering::provisional(store, tenant, month.start(), month.end(), store.now()).await?;
+    // An hour rolled up while this was read is final, not provisional.
+    let rolled: std::collections::HashSet<OffsetDateTime> =
+        hours.iter().map(|hour| hour.hour).collect();
+    provisional.retain(|hour| !rolled.contains(&hour.hour));
+    Ok(plan.price(month, &hours, &provisional))
+}
+
+/// A tenant's month from the hours rolled up alone: what a closed report bills.
+async fn rolled_up_usage(
+    store: &Store,
+    plan: &PricePlan,
+    tenant: &Tenant,
+    month: BillingMonth,
+) -> Result<MonthUsage> {
+    let hours = metering::hourly(store, tenant, month.start(), month.end()).await?;
+    Ok(plan.price(month, &hours, &[]))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -305,6 +361,10 @@ pub struct Report {
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[schema(required = true)]
     pub closed_at: Option<OffsetDateTime>,
+    /// In a draft, what of its figures is provisional (hours not rolled up yet); a
+    /// closed report has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provisional: Option<Provisional>,
 }
 
 impl Report {
@@ -319,6 +379,7 @@ impl Report {
             total: usage.total,
             currency: usage.currency,
             closed_at: None,
+            provisional: usage.provisional,
         }
     }
 
@@ -479,7 +540,8 @@ async fn close_report(
     if store.kv.get(&key).await?.is_some() {
         return Ok(false);
     }
-    let mut report = Report::from_usage(&tenant, usage(store, plan, &tenant, month).await?);
+    let mut report =
+        Report::from_usage(&tenant, rolled_up_usage(store, plan, &tenant, month).await?);
     report.status = ReportStatus::Closed;
     report.closed_at = Some(month.end());
     let json = serde_json::to_vec_pretty(&report).map_err(BillingError::Report)?;
@@ -565,7 +627,7 @@ mod tests {
         // 13,000,001 points, and 100 GB for 73 hours: 10 GB-months, 5 of them free.
         let mut hours = vec![hour(0, 13_000_001, 0)];
         hours.extend((1..=73).map(|h| hour(h, 0, 100 * BYTES_PER_GB)));
-        let usage = plan.price(BillingMonth::parse("2026-11").unwrap(), &hours);
+        let usage = plan.price(BillingMonth::parse("2026-11").unwrap(), &hours, &[]);
         assert_eq!(usage.points, 13_000_001);
         assert_eq!(usage.gb_hours, Decimal::from(7300));
         // 3,000,001 billed points at $0.50 per million: $1.5000005 -> $1.50.

@@ -351,6 +351,60 @@ async fn first_activity(
     Ok(first_storer.map_or(through, |first| first.min(through)))
 }
 
+/// How far back hours not rolled up yet are shown from the live counters: a metering
+/// run that has not succeeded for longer than this is an outage, which alarms.
+pub const PROVISIONAL_HOURS: i64 = 48;
+
+/// A tenant's hours in `[from, to)` that are not rolled up yet (after the last hour a
+/// run finished, at most `PROVISIONAL_HOURS` back, through the hour holding `now`), as
+/// the live counters have them now: their points so far, and the bytes stored now
+/// (from the hour the tenant first stored bytes). What the next run will record,
+/// unless more arrives meanwhile.
+pub async fn provisional(
+    store: &Store,
+    tenant: &Tenant,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<HourlyUsage>> {
+    let current = hour_of(now);
+    let cursor: Option<Cursor> = get_doc(&*store.kv, &cursor_key()).await?;
+    let mut hour = cursor
+        .map_or(from, |cursor| cursor.last_hour + Duration::HOUR)
+        .max(hour_of(from))
+        .max(current - Duration::hours(PROVISIONAL_HOURS - 1));
+    let last = current.min(hour_of(to - Duration::NANOSECOND));
+    if hour > last {
+        return Ok(Vec::new());
+    }
+    let stored = counter(store, &usage::totals_key(tenant), usage::BYTES).await?;
+    let storing_since = store
+        .kv
+        .get(&Key::new(STORERS, tenant.id().to_string()))
+        .await?
+        .and_then(|mark| mark.n(SINCE))
+        .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
+        .map(hour_of);
+    let mut hours = Vec::new();
+    while hour <= last {
+        let points = counter(store, &usage::points_key(tenant, hour), usage::POINTS).await?;
+        let storage_bytes = if storing_since.is_some_and(|since| since <= hour) {
+            stored
+        } else {
+            0
+        };
+        if points > 0 || storage_bytes > 0 {
+            hours.push(HourlyUsage {
+                hour,
+                points,
+                storage_bytes,
+            });
+        }
+        hour += Duration::HOUR;
+    }
+    Ok(hours)
+}
+
 /// A tenant's hourly records in `[from, to)`.
 pub async fn hourly(
     store: &Store,

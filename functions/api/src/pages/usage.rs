@@ -30,7 +30,13 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
                 dt { "Storage" } dd #usage-gb-hours { (usage.gb_hours.round_dp(3)) " GB-hours" }
                 dt { "Total" } dd #usage-total { (usage.total) " " (usage.currency) }
             }
-            p.muted { "Usage is added up every hour; the last hour shows once it has been rolled up." }
+            @if let Some(provisional) = &usage.provisional {
+                p.muted #usage-provisional {
+                    "Provisional: " (provisional.points) " points and "
+                    (provisional.gb_hours.round_dp(3)) " GB-hours since " (super::when(provisional.since))
+                    " come from the live counters; the hourly roll-up makes them final."
+                }
+            }
             table.line-items {
                 thead { tr { th { "Item" } th { "Quantity" } th { "Unit price" } th { "Free" } th { "Amount" } } }
                 tbody {
@@ -53,10 +59,13 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
             @if !usage.days.is_empty() {
                 h3 { "By day" }
                 table.days {
-                    thead { tr { th { "Day" } th { "Points" } th { "GB-hours" } } }
+                    thead { tr { th { "Day" } th { "Points" } th { "GB-hours" } th {} } }
                     tbody {
                         @for day in &usage.days {
-                            tr { td { (day.date) } td { (day.points) } td { (day.gb_hours.round_dp(3)) } }
+                            tr {
+                                td { (day.date) } td { (day.points) } td { (day.gb_hours.round_dp(3)) }
+                                td { @if day.provisional { span.badge { "provisional" } } }
+                            }
                         }
                     }
                 }
