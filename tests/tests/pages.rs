@@ -1325,6 +1325,18 @@ async fn the_usage_page_shows_this_month_so_far_and_past_reports_as_json_and_csv
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.text("#usage-points"), "250");
     assert_eq!(page.text("#usage-total"), "0.00 USD");
+    // Prices as the plan states them, and how much of the free allowance is used.
+    let points_line = page.text("#points-line");
+    assert!(
+        points_line.contains("0.50 USD per million points")
+            && points_line.contains("250 of 10,000,000 points"),
+        "{points_line}"
+    );
+    let storage_line = page.text("#storage-line");
+    assert!(
+        storage_line.contains("0.10 USD per GB-month") && storage_line.contains("of 5 GB-months"),
+        "{storage_line}"
+    );
     assert_eq!(page.attrs("li.report", "data-month"), vec!["2026-02"]);
     let links = page.attrs("li.report a", "href");
     assert_eq!(

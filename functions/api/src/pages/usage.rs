@@ -4,14 +4,66 @@
 
 use axum::extract::Path;
 use axum::http::StatusCode;
-use maud::html;
-use sextant_domain::billing;
+use maud::{Markup, html};
+use rust_decimal::Decimal;
+use sextant_domain::billing::{self, HOURS_PER_GB_MONTH, MonthUsage, PricePlan};
 use sextant_domain::calendar::BillingMonth;
 
 use super::layout::{Section, respond};
 use super::security::SignedIn;
 use super::{PageError, PageResult};
 use crate::usage::report_response;
+
+/// `1234567` as `1,234,567`.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// The line items as the plan states its prices (per million points, per GB-month)
+/// and how much of the month's free allowance is used; the JSON and CSV reports keep
+/// the exact per-unit decimals for machines.
+fn line_items(plan: &PricePlan, usage: &MonthUsage) -> Markup {
+    let currency = &usage.currency;
+    let gb_months = |gb_hours: Decimal| {
+        (gb_hours / Decimal::from(HOURS_PER_GB_MONTH))
+            .round_dp(6)
+            .normalize()
+    };
+    html! {
+        table.line-items {
+            thead { tr { th { "Item" } th { "Used" } th { "Price" } th { "Free this month" } th { "Amount" } } }
+            tbody {
+                @for item in &usage.line_items {
+                    @if item.unit == "point" {
+                        tr #points-line {
+                            td { "Logged points" }
+                            td { (grouped(usage.points)) " points" }
+                            td { (plan.per_million_points) " " (currency) " per million points" }
+                            td { (item.free_allowance) " of " (grouped(plan.free_points)) " points" }
+                            td { (item.amount) " " (currency) }
+                        }
+                    } @else {
+                        tr #storage-line {
+                            td { "Storage" }
+                            td { (gb_months(usage.gb_hours)) " GB-months (" (usage.gb_hours.round_dp(3)) " GB-hours)" }
+                            td { (plan.per_gb_month) " " (currency) " per GB-month" }
+                            td { (gb_months(item.free_allowance)) " of " (plan.free_gb_months.normalize()) " GB-months" }
+                            td { (item.amount) " " (currency) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// `GET /usage`.
 pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
@@ -37,20 +89,7 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
                     " come from the live counters; the hourly roll-up makes them final."
                 }
             }
-            table.line-items {
-                thead { tr { th { "Item" } th { "Quantity" } th { "Unit price" } th { "Free" } th { "Amount" } } }
-                tbody {
-                    @for item in &usage.line_items {
-                        tr {
-                            td { (item.description) }
-                            td { (item.quantity) " " (item.unit) }
-                            td { (item.unit_price.normalize()) }
-                            td { (item.free_allowance) }
-                            td { (item.amount) " " (usage.currency) }
-                        }
-                    }
-                }
-            }
+            (line_items(&page.state.settings.plan, &usage))
             p {
                 "This month's draft report: "
                 a href={ "/usage/reports/" (usage.month) ".json" } { "JSON" } " · "
