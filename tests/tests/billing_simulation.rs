@@ -57,7 +57,7 @@ use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::blob::{BlobKey, BlobStore};
 use sextant_storage::clock::{Clock, ManualClock};
-use sextant_storage::kv::{KvStore, Query};
+use sextant_storage::kv::{Key, KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::LocalBlobs;
 use sextant_tests::faults::{Faults, Fired, Op, Timing};
@@ -1520,6 +1520,19 @@ impl Sim {
         }
     }
 
+    /// When the team first stored bytes, as its storer mark says (`metering`); `None`
+    /// before it has.
+    async fn storing_since(&self, t: usize) -> Option<OffsetDateTime> {
+        let tenant = self.tenants[t].tenant();
+        let key = Key::new("metering#storers", tenant.id().to_string());
+        self.kv
+            .get(&key)
+            .await
+            .expect("the storer mark")
+            .and_then(|mark| mark.n("since"))
+            .map(|since| OffsetDateTime::from_unix_timestamp(since).expect("a time"))
+    }
+
     /// What a draft shows of the hours not rolled up yet (`metering::provisional`): the
     /// points the books count in them, and the bytes stored now for each of them.
     async fn expected_provisional(&self, t: usize, month: BillingMonth) -> (u64, Decimal) {
@@ -1694,9 +1707,15 @@ impl Sim {
                 "the roll-up through {through} did {rolled:?}, not {due:?}"
             ));
         }
-        for hour in &due {
-            for (t, bytes) in now_bytes.iter().enumerate() {
-                self.tenants[t].bytes.insert(*hour, *bytes);
+        for (t, bytes) in now_bytes.iter().enumerate() {
+            // An hour that ended before the team first stored bytes samples none, even
+            // when it is rolled up after (`metering`'s storer mark says since when).
+            let storing_since = self.storing_since(t).await;
+            for hour in &due {
+                let sampled = storing_since.is_some_and(|since| since < *hour + Duration::HOUR);
+                self.tenants[t]
+                    .bytes
+                    .insert(*hour, if sampled { *bytes } else { 0 });
             }
         }
         self.cursor = Some(through);
