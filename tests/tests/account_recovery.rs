@@ -33,6 +33,15 @@ on_both_backends!(
 
 const NEW_PASSWORD: &str = "a brand new passphrase";
 
+/// An answer refused with `expected` status and error `code`.
+fn assert_refused(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(
+        (status, error_code(body).as_str()),
+        (expected, code),
+        "{body}"
+    );
+}
+
 async fn log_in(app: &TestApp, email: &str, password: &str, agent: &str) -> (StatusCode, Value) {
     let response = app
         .request(Method::POST, "/v1/login", None)
@@ -111,10 +120,7 @@ async fn a_sign_up_mails_a_link_that_verifies_the_address_once(app: TestApp) {
                 Some(json!({"token": token})),
             )
             .await;
-        assert_eq!(
-            (status, error_code(&body)),
-            (StatusCode::BAD_REQUEST, "invalid_link".to_owned())
-        );
+        assert_refused(status, &body, StatusCode::BAD_REQUEST, "invalid_link");
     }
     // Nothing more to send once verified.
     let (status, _) = app
@@ -169,10 +175,7 @@ async fn a_forgotten_password_is_reset_by_mail_and_every_session_and_token_ends(
         )
     };
     let (status, body) = reset("short").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "weak_password".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::BAD_REQUEST, "weak_password");
     let (status, body) = reset(NEW_PASSWORD).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 
@@ -191,10 +194,7 @@ async fn a_forgotten_password_is_reset_by_mail_and_every_session_and_token_ends(
     );
 
     let (status, body) = reset("yet another new passphrase").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_link".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::BAD_REQUEST, "invalid_link");
     // A verification link is no reset link.
     let verify = app.mailed_token(&team.email, "verify");
     let (status, body) = app
@@ -205,10 +205,7 @@ async fn a_forgotten_password_is_reset_by_mail_and_every_session_and_token_ends(
             Some(json!({"token": verify, "password": NEW_PASSWORD})),
         )
         .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_link".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::BAD_REQUEST, "invalid_link");
 }
 
 async fn change_password(app: &TestApp, credential: &str, current: &str) -> (StatusCode, Value) {
@@ -224,10 +221,7 @@ async fn a_changed_password_ends_the_members_other_sessions(app: TestApp) {
     let team = app.signup().await;
     let here = session_token(&app, &team.email, &team.password, "desktop").await;
     let (status, body) = change_password(&app, &here, "not the password").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::FORBIDDEN, "wrong_password".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::FORBIDDEN, "wrong_password");
     // Only a signed-in member changes a password, not a key acting for them.
     let (status, body) = app
         .post(
@@ -236,10 +230,7 @@ async fn a_changed_password_ends_the_members_other_sessions(app: TestApp) {
             json!({"current_password": team.password, "new_password": NEW_PASSWORD}),
         )
         .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::FORBIDDEN, "forbidden".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::FORBIDDEN, "forbidden");
 
     let (status, body) = change_password(&app, &here, &team.password).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
@@ -279,10 +270,7 @@ async fn members_list_their_sessions_and_end_any_of_them(app: TestApp) {
     let (status, body) = app
         .delete(&format!("/v1/sessions/{phone_id}"), &laptop)
         .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::NOT_FOUND, "not_found".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::NOT_FOUND, "not_found");
 
     // Another team's member cannot end this team's sessions, even knowing their id.
     let stranger = app.signup().await;
@@ -407,12 +395,9 @@ async fn an_unverified_address_is_held_for_a_day_then_another_sign_up_may_take_i
     let first_link = mailed_link(outbox.path(), &email, "verify");
 
     clock.advance(Duration::hours(24) - Duration::minutes(1));
+    // Held for a day.
     let (status, body) = sign_up(&base, "Owners", &email, "the owner's password").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, "email_taken".to_owned()),
-        "held for a day"
-    );
+    assert_refused(status, &body, StatusCode::CONFLICT, "email_taken");
 
     clock.advance(Duration::minutes(2));
     let (status, second) = sign_up(&base, "Owners", &email, "the owner's password").await;
@@ -438,10 +423,7 @@ async fn an_unverified_address_is_held_for_a_day_then_another_sign_up_may_take_i
         Some(json!({"token": link_token(&first_link)})),
     )
     .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, "email_released".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::CONFLICT, "email_released");
     let (status, body) = call(
         &base,
         Method::POST,
@@ -450,10 +432,7 @@ async fn an_unverified_address_is_held_for_a_day_then_another_sign_up_may_take_i
         None,
     )
     .await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, "email_released".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::CONFLICT, "email_released");
     // The address logs in to its new owner.
     let (status, session) = call(
         &base,
@@ -479,10 +458,7 @@ async fn an_unverified_address_is_held_for_a_day_then_another_sign_up_may_take_i
     assert_eq!(status, StatusCode::OK);
     clock.advance(Duration::days(30));
     let (status, body) = sign_up(&base, "Latecomers", &email, "a latecomer's password").await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::CONFLICT, "email_taken".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::CONFLICT, "email_taken");
 }
 
 async fn a_reset_link_expires_after_half_an_hour(
@@ -514,10 +490,7 @@ async fn a_reset_link_expires_after_half_an_hour(
     let late = link_token(&mailed_link(outbox.path(), &email, "reset"));
     clock.advance(Duration::minutes(31));
     let (status, body) = reset(late).await;
-    assert_eq!(
-        (status, error_code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_link".to_owned())
-    );
+    assert_refused(status, &body, StatusCode::BAD_REQUEST, "invalid_link");
 
     assert_eq!(forgot().await.0, StatusCode::ACCEPTED);
     let timely = link_token(&mailed_link(outbox.path(), &email, "reset"));

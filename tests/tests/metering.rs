@@ -270,14 +270,19 @@ async fn only_the_operator_token_lists_every_tenants_usage() {
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
 }
 
-/// A deployment whose metering first runs days after its first points (a server that
-/// logged and stopped before its first hourly run, a function that failed its first
-/// runs) bills them: the first roll-up starts at the first hour anything happened in.
-async fn the_late_first_roll_up_bills_every_point(
-    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+/// When the manual-clock tests start: mid-hour, mid-month.
+const START: OffsetDateTime = time::macros::datetime!(2026-11-10 10:20 UTC);
+
+/// `state` on a clock the test moves from `START`, with a signed-up team and a run.
+async fn run_on_a_manual_clock(
+    state: AppState,
+) -> (
+    AppState,
+    std::sync::Arc<sextant_storage::clock::ManualClock>,
+    Caller,
+    sextant_domain::ids::RunId,
 ) {
-    let start = time::macros::datetime!(2026-11-10 10:20 UTC);
-    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(start));
+    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(START));
     let state = state.with_clock(clock.clone());
     let caller = signed_up_caller(&state).await;
     let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
@@ -287,6 +292,16 @@ async fn the_late_first_roll_up_bills_every_point(
         .await
         .unwrap()
         .id;
+    (state, clock, caller, run)
+}
+
+/// A deployment whose metering first runs days after its first points (a server that
+/// logged and stopped before its first hourly run, a function that failed its first
+/// runs) bills them: the first roll-up starts at the first hour anything happened in.
+async fn the_late_first_roll_up_bills_every_point(
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+) {
+    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
     let logged = log(&state, &caller, run, "early", 1000).await;
     clock.advance(Duration::hours(2));
     let later = log(&state, &caller, run, "later", 100).await;
@@ -299,14 +314,14 @@ async fn the_late_first_roll_up_bills_every_point(
         .unwrap();
     assert_eq!(
         hours.first(),
-        Some(&hour_of(start)),
+        Some(&hour_of(START)),
         "from the first point's hour"
     );
     assert_eq!(hours.last(), Some(&through));
     let usage = metering::hourly(
         &state.store,
         &caller.tenant,
-        start,
+        START,
         through + Duration::HOUR,
     )
     .await
@@ -317,7 +332,7 @@ async fn the_late_first_roll_up_bills_every_point(
         usage.iter().all(|h| h.storage_bytes > 0),
         "every hour since samples the bytes"
     );
-    let month = BillingMonth::of(start);
+    let month = BillingMonth::of(START);
     let priced = billing::usage(&state.store, &state.settings.plan, &caller.tenant, month)
         .await
         .unwrap();
@@ -341,18 +356,8 @@ async fn the_late_first_roll_up_bills_every_point_on_dynamodb() {
 async fn usage_right_after_logging_shows_the_points_as_provisional(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let start = time::macros::datetime!(2026-11-10 10:20 UTC);
-    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(start));
-    let state = state.with_clock(clock.clone());
-    let caller = signed_up_caller(&state).await;
-    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
-        .await
-        .unwrap();
-    let run = runs::create(&state.store, &caller, &project, NewRun::default())
-        .await
-        .unwrap()
-        .id;
-    let month = BillingMonth::of(start);
+    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
+    let month = BillingMonth::of(START);
     let plan = &state.settings.plan;
     let logged = log(&state, &caller, run, "now", 1000).await;
 
@@ -361,7 +366,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional(
         .unwrap();
     assert_eq!(usage.points, logged);
     let provisional = usage.provisional.clone().expect("a provisional part");
-    assert_eq!(provisional.since, hour_of(start));
+    assert_eq!(provisional.since, hour_of(START));
     assert_eq!(provisional.points, logged);
     assert!(
         provisional.gb_hours > rust_decimal::Decimal::ZERO,
@@ -378,7 +383,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional(
     clock.advance(Duration::hours(1));
     let more = log(&state, &caller, run, "later", 10).await;
     sextant_cli::metering(&state)
-        .roll_up_through(hour_of(start))
+        .roll_up_through(hour_of(START))
         .await
         .unwrap();
     let usage = billing::usage(&state.store, plan, &caller.tenant, month)
@@ -386,7 +391,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional(
         .unwrap();
     assert_eq!(usage.points, logged + more, "each point counted once");
     let provisional = usage.provisional.expect("the new hour");
-    assert_eq!(provisional.since, hour_of(start) + Duration::HOUR);
+    assert_eq!(provisional.since, hour_of(START) + Duration::HOUR);
     assert_eq!(provisional.points, more);
     clock.advance(Duration::hours(1));
     sextant_cli::metering(&state)
