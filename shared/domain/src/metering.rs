@@ -385,9 +385,31 @@ pub async fn provisional(
         .and_then(|mark| mark.n(SINCE))
         .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
         .map(hour_of);
+    // The hours' point counters in one query, not a read an hour.
+    let mut query = Query::partition(usage::partition(tenant)).between(
+        usage::points_key(tenant, hour).sk,
+        usage::points_key(tenant, last).sk,
+    );
+    let mut counted = std::collections::HashMap::new();
+    loop {
+        let page = store.kv.query(query.clone()).await?;
+        for item in page.items {
+            let points = item
+                .n(usage::POINTS)
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+            counted.insert(item.key.sk, points);
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
     let mut hours = Vec::new();
     while hour <= last {
-        let points = counter(store, &usage::points_key(tenant, hour), usage::POINTS).await?;
+        let points = counted
+            .get(&usage::points_key(tenant, hour).sk)
+            .copied()
+            .unwrap_or(0);
         let storage_bytes = if storing_since.is_some_and(|since| since <= hour) {
             stored
         } else {
