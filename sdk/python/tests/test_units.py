@@ -391,7 +391,11 @@ def test_system_sampler_reads_cpu_memory_and_nvidia_smi(tmp_path: Path) -> None:
 
     sampler = _system.SystemSampler(gpu=False)
     sampler._nvidia_smi = str(fake)
-    sum(i * i for i in range(200_000))  # some CPU time to measure
+    # /proc/stat counts in clock ticks: a sample taken before the next tick has no CPU
+    # figure to give (the sampler leaves it out), so spend CPU until one has passed.
+    deadline = time.monotonic() + 5
+    while _system._read_cpu_times() == sampler._cpu and time.monotonic() < deadline:
+        sum(i * i for i in range(20_000))
     sample = sampler.sample()
     assert 0.0 <= sample["system/process_cpu_percent"]
     assert sample["system/gpu0/utilization_percent"] == 87.0
