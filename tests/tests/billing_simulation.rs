@@ -2,7 +2,8 @@
 //! bursts of logging, client retries, failures injected in the middle of batches,
 //! image logging, artifact uploads and deletes and whole runs deleted, each team's
 //! monthly report bills exactly the distinct points stored and the hand-computed
-//! GB-hours; rolling any hour up again or closing the month again changes nothing; a
+//! integral of the bytes stored, to the byte-second, which the team's runs' counters
+//! add up to too; rolling any hour up again or closing the month again changes nothing; a
 //! closed report never changes; and no team's usage shows in another's.
 //!
 //! The simulation drives the domain functions directly (as `metering.rs` does) on the
@@ -15,8 +16,8 @@
 //! - points: the test's own record of every batch it sent and whether (and in which
 //!   hour) it was first committed, checked against what the read APIs answer for each
 //!   run still there (and for a run about to be deleted, just before it goes);
-//! - bytes: at each roll-up, the sizes of the images and artifacts the test stored,
-//!   plus the size (as DynamoDB bills it, `Item::billed_size`) of the chunk items in the
+//! - bytes: each time the clock moves (it stands still while the test acts), the
+//!   sizes of the images and artifacts the test stored, plus the size (as DynamoDB bills it, `Item::billed_size`) of the chunk items in the
 //!   store written by the attempt that committed each batch: the batch id is in a
 //!   chunk's key and the attempt's time in its `w` attribute, and the test knows both.
 //!   Chunks are summed from the store rather than recomputed because their size is
@@ -57,7 +58,7 @@ use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::blob::{BlobKey, BlobStore};
 use sextant_storage::clock::{Clock, ManualClock};
-use sextant_storage::kv::{Key, KvStore, Query};
+use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_storage_local::LocalBlobs;
 use sextant_tests::faults::{Faults, Fired, Op, Timing};
@@ -71,7 +72,6 @@ const START: OffsetDateTime = datetime!(2026-10-30 0:00 UTC);
 const HOURS: i64 = 72;
 const DEFAULT_SEED: u64 = 0x5E47_A470_0006;
 const IMAGE_SERIES: [&str; 2] = ["samples", "attention"];
-const GB: u64 = 1_000_000_000;
 
 fn hour_at(index: i64) -> OffsetDateTime {
     START + Duration::hours(index)
@@ -265,8 +265,9 @@ struct TenantSim {
     completions: Vec<(RunId, String, i64)>,
     /// Points committed, by the hour they were committed in (deleted runs' included).
     points: BTreeMap<OffsetDateTime, u64>,
-    /// The bytes the tenant stored when each hour was (first) rolled up.
-    bytes: BTreeMap<OffsetDateTime, u64>,
+    /// The bytes the tenant stored, as steps: from each Unix second on (the clock
+    /// floored, as usage counts), until the next step.
+    storage: Vec<(i64, u64)>,
     runs_created: u32,
 }
 
@@ -425,7 +426,7 @@ impl Sim {
                 retries: Vec::new(),
                 completions: Vec::new(),
                 points: BTreeMap::new(),
-                bytes: BTreeMap::new(),
+                storage: Vec::new(),
                 runs_created: 0,
             });
         }
@@ -463,7 +464,7 @@ impl Sim {
     }
 
     /// Moves the clock on a little, staying inside the current hour.
-    fn tick(&mut self) {
+    async fn tick(&mut self) {
         let now = self.clock.now();
         let hour = hour_of(now);
         let next = now + Duration::seconds(self.rng.random_range(5..=45));
@@ -474,6 +475,22 @@ impl Sim {
             "seed {:#x}: too much to do in the hour from {hour}",
             self.seed
         );
+        self.set_clock(next).await;
+    }
+
+    /// Moves the clock to `next`, first noting what each team stores: the clock stands
+    /// still while the test acts, so what is stored now was stored since the clock was
+    /// last moved, and stays until it moves.
+    async fn set_clock(&mut self, next: OffsetDateTime) {
+        let second = self.clock.now().unix_timestamp();
+        for t in 0..self.tenants.len() {
+            let bytes = self.stored_bytes(t).await;
+            let storage = &mut self.tenants[t].storage;
+            if storage.last().map_or(0, |&(_, stored)| stored) != bytes {
+                storage.retain(|&(from, _)| from < second);
+                storage.push((second, bytes));
+            }
+        }
         self.clock.set(next);
     }
 
@@ -758,12 +775,12 @@ impl Sim {
                     0..3 => self.bump("failed batches given up"),
                     _ if numbered => {
                         self.bump("failed numbered batches retried at once");
-                        self.tick();
+                        self.tick().await;
                         Box::pin(self.send(t, run, id, None)).await;
                     }
                     3..5 => {
                         self.bump("failed batches retried at once");
-                        self.tick();
+                        self.tick().await;
                         Box::pin(self.send(t, run, id, None)).await;
                     }
                     _ => {
@@ -1098,9 +1115,10 @@ impl Sim {
                 self.violation(format!("deleting {path} succeeded through {fault:?}"));
             }
         }
-        // The client retries until the artifact is gone.
+        // The client retries until the artifact is gone, at once: what a failed attempt
+        // released is released from when it failed, and the test notes what is stored
+        // only when its clock moves.
         if outcome.is_err() {
-            self.tick();
             outcome = artifacts::delete(&self.state.store, &tenant, run, &path).await;
         }
         match outcome {
@@ -1160,7 +1178,8 @@ impl Sim {
             match outcome {
                 Ok(()) => break,
                 Err(err) if err.code() == ErrorCode::NotFound && attempts > 1 => break,
-                Err(_) if attempts < 3 => self.tick(),
+                // Again at once, as for an artifact.
+                Err(_) if attempts < 3 => {}
                 Err(err) => panic!("seed {:#x}: deleting a run: {err:?}", self.seed),
             }
         }
@@ -1440,7 +1459,7 @@ impl Sim {
 
     /// What a month's report bills, from the hours rolled up so far: points a metering
     /// run settled count in the hour it ran in, which the next run rolls up.
-    fn expected_month(&self, t: usize, month: BillingMonth) -> (u64, Decimal) {
+    fn expected_month(&self, t: usize, month: BillingMonth) -> (u64, u64) {
         let tenant = &self.tenants[t];
         let rolled_up = |hour: &OffsetDateTime| self.cursor.is_some_and(|last| *hour <= last);
         let within = |hour: &&OffsetDateTime| {
@@ -1452,13 +1471,40 @@ impl Sim {
             .filter(|(hour, _)| within(hour))
             .map(|(_, n)| n)
             .sum();
-        let gb_hours = tenant
-            .bytes
+        let mut byte_seconds = 0;
+        let mut hour = month.start();
+        while hour < month.end() && rolled_up(&hour) {
+            byte_seconds += self.byte_seconds(t, hour, hour + Duration::HOUR);
+            hour += Duration::HOUR;
+        }
+        (points, byte_seconds)
+    }
+
+    /// The test's own integral of what team `t` stored over `[from, to)`, from the
+    /// bytes it noted each time the clock moved.
+    fn byte_seconds(&self, t: usize, from: OffsetDateTime, to: OffsetDateTime) -> u64 {
+        let (from, to) = (from.unix_timestamp(), to.unix_timestamp());
+        let steps = &self.tenants[t].storage;
+        let mut total = 0;
+        for (i, &(start, bytes)) in steps.iter().enumerate() {
+            let end = steps.get(i + 1).map_or(i64::MAX, |&(next, _)| next);
+            let (start, end) = (start.max(from), end.min(to));
+            if start < end {
+                total += bytes * u64::try_from(end - start).unwrap();
+            }
+        }
+        total
+    }
+
+    /// What team `t` stored at `at`, as the test noted it.
+    fn bytes_at(&self, t: usize, at: OffsetDateTime) -> u64 {
+        let second = at.unix_timestamp();
+        self.tenants[t]
+            .storage
             .iter()
-            .filter(|(hour, _)| within(hour))
-            .map(|(_, b)| Decimal::from(*b) / Decimal::from(GB))
-            .sum();
-        (points, gb_hours)
+            .take_while(|&&(from, _)| from <= second)
+            .last()
+            .map_or(0, |&(_, bytes)| bytes)
     }
 
     /// A report against the test's books: its figures, its prices, whose it is.
@@ -1468,27 +1514,28 @@ impl Sim {
         let report = billing::report(&self.state.store, &self.state.settings.plan, &tenant, month)
             .await
             .expect("a report");
-        let (rolled_points, rolled_gb_hours) = self.expected_month(t, month);
-        let (provisional_points, provisional_gb_hours) = match status {
-            ReportStatus::Closed => (0, Decimal::ZERO),
+        let (rolled_points, rolled_byte_seconds) = self.expected_month(t, month);
+        let (provisional_points, provisional_byte_seconds) = match status {
+            ReportStatus::Closed => (0, 0),
             ReportStatus::Draft => self.expected_provisional(t, month).await,
         };
         let found_provisional = report
             .provisional
             .as_ref()
-            .map_or((0, Decimal::ZERO), |p| (p.points, p.gb_hours));
-        let (points, gb_hours) = (
+            .map_or((0, 0), |p| (p.points, p.byte_seconds));
+        let (points, byte_seconds) = (
             rolled_points + provisional_points,
-            rolled_gb_hours + provisional_gb_hours,
+            rolled_byte_seconds + provisional_byte_seconds,
         );
-        let line_items = plan().line_items(points, gb_hours);
+        let gb_hours = billing::gb_hours(byte_seconds);
+        let line_items = plan().line_items(points, byte_seconds);
         let total: Decimal = line_items.iter().map(|item| item.amount).sum();
         let mut problems = Vec::new();
-        if found_provisional != (provisional_points, provisional_gb_hours) {
+        if found_provisional != (provisional_points, provisional_byte_seconds) {
             problems.push(format!(
-                "its provisional part is {found_provisional:?}, the live counters make \
-                 {:?}",
-                (provisional_points, provisional_gb_hours)
+                "its provisional (points, byte-seconds) are {found_provisional:?}, the \
+                 test's books make {:?}",
+                (provisional_points, provisional_byte_seconds)
             ));
         }
         if report.tenant_id != tenant.id() {
@@ -1503,10 +1550,11 @@ impl Sim {
                 report.points
             ));
         }
-        if report.gb_hours != gb_hours {
+        if report.byte_seconds != Some(byte_seconds) || report.gb_hours != gb_hours {
             problems.push(format!(
-                "it bills {} GB-hours; the stored bytes make {gb_hours}",
-                report.gb_hours
+                "it bills {:?} byte-seconds ({} GB-hours); the stored bytes make \
+                 {byte_seconds} ({gb_hours})",
+                report.byte_seconds, report.gb_hours
             ));
         }
         if report.line_items != line_items || report.total != total {
@@ -1520,41 +1568,64 @@ impl Sim {
         }
     }
 
-    /// When the team first stored bytes, as its storer mark says (`metering`); `None`
-    /// before it has.
-    async fn storing_since(&self, t: usize) -> Option<OffsetDateTime> {
-        let tenant = self.tenants[t].tenant();
-        let key = Key::new("metering#storers", tenant.id().to_string());
-        self.kv
-            .get(&key)
-            .await
-            .expect("the storer mark")
-            .and_then(|mark| mark.n("since"))
-            .map(|since| OffsetDateTime::from_unix_timestamp(since).expect("a time"))
-    }
-
     /// What a draft shows of the hours not rolled up yet (`metering::provisional`): the
-    /// points the books count in them, and the bytes stored now for each of them.
-    async fn expected_provisional(&self, t: usize, month: BillingMonth) -> (u64, Decimal) {
-        let now = hour_of(self.clock.now());
+    /// points the books count in them, and their byte-seconds, the hour still going
+    /// as if what is stored now stays until it ends.
+    async fn expected_provisional(&self, t: usize, month: BillingMonth) -> (u64, u64) {
+        let now = self.clock.now();
+        let current = hour_of(now);
         let first = self
             .cursor
             .map_or(month.start(), |last| last + Duration::HOUR)
             .max(month.start())
-            .max(now - Duration::hours(metering::PROVISIONAL_HOURS - 1));
-        let last = now.min(month.end() - Duration::HOUR);
-        let bytes = self.stored_bytes(t).await;
-        let (mut points, mut gb_hours) = (0, Decimal::ZERO);
+            .max(current - Duration::hours(metering::PROVISIONAL_HOURS - 1));
+        let last = current.min(month.end() - Duration::HOUR);
+        // Changes made since the clock last moved are not in the steps yet.
+        let stored_now = self.stored_bytes(t).await;
+        let (mut points, mut byte_seconds) = (0, 0);
         let mut hour = first;
         while hour <= last {
-            let logged = self.tenants[t].points.get(&hour).copied().unwrap_or(0);
-            if logged > 0 || bytes > 0 {
-                points += logged;
-                gb_hours += Decimal::from(bytes) / Decimal::from(GB);
-            }
+            points += self.tenants[t].points.get(&hour).copied().unwrap_or(0);
+            byte_seconds += if hour == current {
+                let elapsed = self.byte_seconds(t, hour, now);
+                let left = (hour + Duration::HOUR).unix_timestamp() - now.unix_timestamp();
+                elapsed + stored_now * u64::try_from(left).unwrap()
+            } else {
+                self.byte_seconds(t, hour, hour + Duration::HOUR)
+            };
             hour += Duration::HOUR;
         }
-        (points, gb_hours)
+        (points, byte_seconds)
+    }
+
+    /// The team's runs' counters, deleted runs' too, against the team's books: their
+    /// points are every point committed, their byte-seconds the test's integral of
+    /// what the team stored, both so far.
+    async fn check_runs_add_up(&mut self, t: usize) {
+        let tenant = self.tenants[t].tenant();
+        let Some(project) = self.tenants[t].project.as_ref().map(|p| p.id) else {
+            return;
+        };
+        let runs = runs::usage_in_project(&self.state.store, &tenant, project)
+            .await
+            .expect("the runs' counters");
+        let now = self.clock.now();
+        let found = (
+            runs.values().map(|run| run.points).sum::<u64>(),
+            runs.values().map(|run| run.byte_seconds(now)).sum::<u64>(),
+        );
+        let expected = (
+            self.tenants[t].points.values().sum::<u64>(),
+            self.byte_seconds(t, START, now),
+        );
+        if found != expected {
+            let label = self.tenants[t].label;
+            self.violation(format!(
+                "tenant {label}: its {} runs' (points, byte-seconds) add up to {found:?}, \
+                 the team's are {expected:?}",
+                runs.len()
+            ));
+        }
     }
 
     /// Each rolled-up hour's record against the test's books.
@@ -1565,21 +1636,24 @@ impl Sim {
         let records = metering::hourly(&self.state.store, &tenant, START, last + Duration::HOUR)
             .await
             .expect("hourly records");
-        let got: BTreeMap<OffsetDateTime, (u64, u64)> = records
+        let got: BTreeMap<OffsetDateTime, (u64, u64, u64)> = records
             .iter()
-            .map(|r| (r.hour, (r.points, r.storage_bytes)))
+            .map(|r| (r.hour, (r.points, r.storage_bytes, r.byte_seconds())))
             .collect();
         let mut problems = Vec::new();
         let mut hour = START;
         while hour <= last {
+            let end = hour + Duration::HOUR;
             let expected = (
                 self.tenants[t].points.get(&hour).copied().unwrap_or(0),
-                self.tenants[t].bytes.get(&hour).copied().unwrap_or(0),
+                self.bytes_at(t, end - Duration::SECOND),
+                self.byte_seconds(t, hour, end),
             );
-            let found = got.get(&hour).copied().unwrap_or((0, 0));
+            let found = got.get(&hour).copied().unwrap_or((0, 0, 0));
             if found != expected {
                 problems.push(format!(
-                    "hour {}: (points, bytes) recorded {found:?}, expected {expected:?}",
+                    "hour {}: (points, bytes at its end, byte-seconds) recorded {found:?}, \
+                     expected {expected:?}",
                     calendar::hour_label(hour)
                 ));
             }
@@ -1662,11 +1736,6 @@ impl Sim {
                 self.settle_run(t, run, now);
             }
         }
-        // Nothing changes while it runs: every hour it fills in samples these bytes.
-        let mut now_bytes = Vec::new();
-        for t in 0..self.tenants.len() {
-            now_bytes.push(self.stored_bytes(t).await);
-        }
         let closes = due.contains(&(october().end() - Duration::HOUR));
         let mut faulted = false;
         if closes || self.rng.random_bool(0.12) {
@@ -1707,17 +1776,6 @@ impl Sim {
                 "the roll-up through {through} did {rolled:?}, not {due:?}"
             ));
         }
-        for (t, bytes) in now_bytes.iter().enumerate() {
-            // An hour that ended before the team first stored bytes samples none, even
-            // when it is rolled up after (`metering`'s storer mark says since when).
-            let storing_since = self.storing_since(t).await;
-            for hour in &due {
-                let sampled = storing_since.is_some_and(|since| since < *hour + Duration::HOUR);
-                self.tenants[t]
-                    .bytes
-                    .insert(*hour, if sampled { *bytes } else { 0 });
-            }
-        }
         self.cursor = Some(through);
         self.bump("metering runs");
         if due.len() > 1 {
@@ -1743,15 +1801,18 @@ impl Sim {
                 for run in live {
                     self.verify_run(t, run).await;
                 }
-                let status = if self.tenants[t].bytes.values().any(|b| *b > 0)
-                    || !self.tenants[t].points.is_empty()
-                {
+                let stored_in_october = self.tenants[t]
+                    .storage
+                    .iter()
+                    .any(|&(from, bytes)| bytes > 0 && from < october().end().unix_timestamp());
+                let status = if stored_in_october || !self.tenants[t].points.is_empty() {
                     ReportStatus::Closed
                 } else {
                     ReportStatus::Draft
                 };
                 self.check_report(t, october(), status).await;
                 self.check_hours(t).await;
+                self.check_runs_add_up(t).await;
             }
         }
     }
@@ -1891,7 +1952,7 @@ impl Sim {
                     }
                     self.tenants[0].retries.push((run, id, retry_at));
                     self.bump("failed batches retried later");
-                    self.tick();
+                    self.tick().await;
                 }
             }
             _ => {}
@@ -1901,7 +1962,7 @@ impl Sim {
     async fn run(&mut self) {
         for index in 0..HOURS {
             let hour = hour_at(index);
-            self.clock.set(hour + Duration::minutes(5));
+            self.set_clock(hour + Duration::minutes(5)).await;
             let mut actions: Vec<(usize, Action)> = Vec::new();
             for t in 0..self.tenants.len() {
                 actions.extend(self.plan_hour(t, index).into_iter().map(|a| (t, a)));
@@ -1911,12 +1972,13 @@ impl Sim {
                 self.bump("hours with activity");
             }
             for (t, action) in actions {
-                self.tick();
+                self.tick().await;
                 self.act(t, action).await;
             }
-            self.tick();
+            self.tick().await;
             self.forced(index).await;
-            self.clock.set(hour + Duration::HOUR + Duration::minutes(2));
+            self.set_clock(hour + Duration::HOUR + Duration::minutes(2))
+                .await;
             self.meter(index).await;
         }
     }
@@ -1954,8 +2016,8 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
         sim.check_report(t, october(), october_status).await;
         sim.check_report(t, november(), november_status).await;
     }
-    let (c_points, c_gb_hours) = sim.expected_month(2, october());
-    assert_eq!((c_points, c_gb_hours), (0, Decimal::ZERO), "c did nothing");
+    let (c_points, c_byte_seconds) = sim.expected_month(2, october());
+    assert_eq!((c_points, c_byte_seconds), (0, 0), "c did nothing");
     let (a, b) = (
         sim.expected_month(0, october()),
         sim.expected_month(1, october()),
@@ -1999,15 +2061,15 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
 
     // More logging after the close, by every team (c's first), then October rolled
     // up and closed again: October's reports stay as they were.
-    sim.clock.set(hour_at(HOURS) + Duration::minutes(10));
+    sim.set_clock(hour_at(HOURS) + Duration::minutes(10)).await;
     for t in 0..sim.tenants.len() {
         for _ in 0..3 {
-            sim.tick();
+            sim.tick().await;
             sim.log(t, true).await;
         }
-        sim.tick();
+        sim.tick().await;
         sim.image(t).await;
-        sim.tick();
+        sim.tick().await;
         sim.upload(t).await;
     }
     // The hour the late logging happened in is not rolled up yet: only November's
@@ -2055,10 +2117,12 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
     }
 
     // The next hour's roll-up bills the late logging to each team, and only to it.
-    sim.clock.set(hour_at(HOURS + 1) + Duration::minutes(2));
+    sim.set_clock(hour_at(HOURS + 1) + Duration::minutes(2))
+        .await;
     sim.meter(HOURS).await;
     for t in 0..sim.tenants.len() {
         sim.check_hours(t).await;
+        sim.check_runs_add_up(t).await;
         sim.check_report(t, november(), ReportStatus::Draft).await;
         let live: Vec<RunId> = sim.tenants[t].runs.keys().copied().collect();
         for run in live {
@@ -2072,10 +2136,10 @@ async fn seventy_two_hours_of_bursts_retries_and_failures_bill_exactly_what_was_
         summary.push_str(&format!("  {stat}: {n}\n"));
     }
     for (t, tenant) in sim.tenants.iter().enumerate() {
-        let (points, gb_hours) = sim.expected_month(t, october());
-        let (n_points, n_gb_hours) = sim.expected_month(t, november());
+        let (points, byte_seconds) = sim.expected_month(t, october());
+        let (n_points, n_byte_seconds) = sim.expected_month(t, november());
         summary.push_str(&format!(
-            "  tenant {}: October {points} points, {gb_hours} GB-hours; November {n_points} points, {n_gb_hours} GB-hours\n",
+            "  tenant {}: October {points} points, {byte_seconds} byte-seconds; November {n_points} points, {n_byte_seconds} byte-seconds\n",
             tenant.label
         ));
     }

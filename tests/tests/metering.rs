@@ -1,8 +1,9 @@
 //! The hourly roll-up on both stores: each tenant's points of an hour counted once
-//! (retried batches included), its storage sampled, rolling an hour up again changing
+//! (retried batches included), its storage integrated to the byte-second, rolling an hour up again changing
 //! nothing, missed hours filled in, and tenants kept apart.
 
 use serde_json::json;
+use sextant_domain::artifacts;
 use sextant_domain::billing;
 use sextant_domain::calendar::{BillingMonth, hour_of};
 use sextant_domain::credentials::Caller;
@@ -418,4 +419,122 @@ async fn usage_right_after_logging_shows_the_points_as_provisional_on_the_embedd
 #[tokio::test]
 async fn usage_right_after_logging_shows_the_points_as_provisional_on_dynamodb() {
     usage_right_after_logging_shows_the_points_as_provisional(aws_state().await).await;
+}
+
+/// Storage is integrated, not sampled: artifacts stored and deleted at odd seconds
+/// bill exactly their byte-seconds in each hour, whether the hour is rolled up right
+/// after it ends (with changes already made in the next) or days later, and the run's
+/// own counters come to the same.
+async fn storage_bills_the_hand_integral_to_the_byte_second(
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+) {
+    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
+    let hour = hour_of(START);
+    let at =
+        |minutes: i64, seconds: i64| hour + Duration::minutes(minutes) + Duration::seconds(seconds);
+    let store = |path: &'static str, size: usize| {
+        let state = state.clone();
+        let tenant = caller.tenant;
+        async move {
+            artifacts::store(
+                &state.store,
+                &state.marks,
+                &tenant,
+                run,
+                path,
+                bytes::Bytes::from(vec![7u8; size]),
+                None,
+            )
+            .await
+            .unwrap();
+        }
+    };
+    let delete = |path: &'static str| {
+        let state = state.clone();
+        let tenant = caller.tenant;
+        async move {
+            artifacts::delete(&state.store, &tenant, run, path)
+                .await
+                .unwrap()
+        }
+    };
+    clock.set(at(7, 13));
+    store("a", 1000).await;
+    clock.set(at(51, 2));
+    delete("a").await;
+    clock.set(at(63, 30));
+    store("b", 500).await;
+    // The first hour is rolled up after the next has changed what is stored.
+    clock.set(at(64, 0));
+    sextant_cli::metering(&state)
+        .roll_up_through(hour)
+        .await
+        .unwrap();
+    clock.set(at(179, 59));
+    store("c", 7).await;
+    clock.set(at(180, 1));
+    delete("b").await;
+    clock.set(hour + Duration::days(3));
+    sextant_cli::metering(&state)
+        .roll_up_through(hour + Duration::hours(3))
+        .await
+        .unwrap();
+
+    let by_hand = [
+        1000 * (51 * 60 + 2 - (7 * 60 + 13)),
+        500 * (3600 - 210),
+        500 * 3600 + 7,
+        7 * 3600 + 500,
+    ];
+    let hours = metering::hourly(
+        &state.store,
+        &caller.tenant,
+        hour,
+        hour + Duration::hours(4),
+    )
+    .await
+    .unwrap();
+    let recorded: Vec<(u64, Option<u64>)> = hours
+        .iter()
+        .map(|h| (h.storage_bytes, h.byte_seconds))
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            (0, Some(by_hand[0])),
+            (500, Some(by_hand[1])),
+            (507, Some(by_hand[2])),
+            (7, Some(by_hand[3])),
+        ]
+    );
+    let month = BillingMonth::of(START);
+    let report = billing::report(&state.store, &state.settings.plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    let total: u64 = by_hand.iter().sum();
+    // The hours after the last one rolled up hold 7 bytes, provisionally.
+    let provisional = report.provisional.as_ref().map_or(0, |p| p.byte_seconds);
+    assert_eq!(report.byte_seconds, Some(total + provisional));
+    assert_eq!(report.gb_hours, billing::gb_hours(total + provisional));
+
+    let record = runs::load(&state.store, &caller.tenant, run)
+        .await
+        .unwrap()
+        .record;
+    let counted = runs::usage_of(&state.store, &caller.tenant, &record)
+        .await
+        .unwrap();
+    assert_eq!(counted.bytes, 7);
+    assert_eq!(counted.byte_seconds(hour + Duration::hours(4)), total);
+}
+
+#[tokio::test]
+async fn storage_bills_the_hand_integral_to_the_byte_second_on_the_embedded_store() {
+    storage_bills_the_hand_integral_to_the_byte_second(embedded_state().await).await;
+}
+
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
+#[tokio::test]
+async fn storage_bills_the_hand_integral_to_the_byte_second_on_dynamodb() {
+    storage_bills_the_hand_integral_to_the_byte_second(aws_state().await).await;
 }

@@ -800,6 +800,15 @@ async fn the_run_table_filters_by_tag_status_and_name_and_sorts_by_metric_and_pa
 
     let tagged = browser.get("/projects/table?tag=keep&status=&name=").await;
     assert_eq!(row_ids(&tagged), vec![ids[1].clone(), ids[0].clone()]);
+    // Each run's cost, and what the runs the filter keeps cost together.
+    assert_eq!(tagged.texts("td.cost"), vec!["0.00 USD", "0.00 USD"]);
+    let filtered = tagged.text("#filtered-cost");
+    assert!(
+        filtered.starts_with("cost so far 0.00 USD (2 points, "),
+        "{filtered}"
+    );
+    let all = table.text("#filtered-cost");
+    assert!(all.starts_with("cost so far 0.00 USD (3 points, "), "{all}");
     let failed = browser.get("/projects/table?status=failed").await;
     assert_eq!(row_ids(&failed), vec![ids[2].clone()]);
     let named = browser.get("/projects/table?name=ALP").await;
@@ -829,6 +838,16 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.text("h1"), "resnet-50");
     assert_eq!(page.text("#run-status"), "running");
+    let usage = run_json(&app, key, &run).await["usage"].clone();
+    let logged = usage["points"].as_u64().unwrap();
+    assert_eq!(
+        page.text("#run-points").replace(',', ""),
+        format!("{logged} points")
+    );
+    assert!(page.text("#run-bytes").ends_with(" KB"), "{}", page.body);
+    // 40,083 points at $0.50 a million.
+    assert_eq!(page.text("#run-cost"), "0.02 USD");
+    assert_eq!(usage["cost"], "0.02");
     assert_eq!(page.texts("#tags li"), vec!["baseline", "gpu"]);
     let params = page.texts("table#params tbody th");
     assert_eq!(params, vec!["lr", "optimizer/name"]);
@@ -1051,6 +1070,11 @@ async fn sharing_through_the_form_gives_a_link_that_opens_the_run_logged_out_unt
     assert_eq!(page.count("pre.log"), 1);
     assert_eq!(page.count("#images img"), 1);
     assert_eq!(page.count("form"), 0, "no forms at all");
+    assert_eq!(
+        page.count("#run-cost"),
+        0,
+        "what it cost is the team's business"
+    );
     assert_eq!(page.count("a.artifact"), 0, "downloads were not allowed");
     assert!(
         page.body.contains("checkpoints/last model.pt"),

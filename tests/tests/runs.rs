@@ -104,6 +104,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     deleting_a_project_deletes_its_runs_and_their_series,
     every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run,
     a_viewer_reads_runs_and_series_but_cannot_change_anything,
+    a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps,
 );
 
 aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
@@ -119,6 +120,7 @@ aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     deleting_a_run_removes_it_and_its_series,
     deleting_a_project_deletes_its_runs_and_their_series,
     every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run,
+    a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps,
 );
 
 cases!(embedded_with_a_one_second_heartbeat_timeout, super::short_heartbeat_embedded;
@@ -1611,9 +1613,14 @@ async fn every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run(ap
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // A's run, series and project are as they were.
+    // A's run, series and project are as they were (but for the byte-seconds its
+    // stored bytes have added since, which grow by the second).
+    let unchanged = |mut run: Value| {
+        run["usage"]["byte_seconds"].take();
+        run
+    };
     let a_after = get_run(&app, &a.api_key, &a_run).await;
-    assert_eq!(a_after, a_before);
+    assert_eq!(unchanged(a_after), unchanged(a_before));
     let (_, notes) = app
         .get(&format!("/v1/runs/{a_run}/series/notes"), &a.api_key)
         .await;
@@ -1684,4 +1691,55 @@ async fn a_viewer_reads_runs_and_series_but_cannot_change_anything(app: TestApp)
         assert_eq!(error_code(&response), "forbidden");
     }
     assert_eq!(get_run(&app, key, &run).await, before);
+}
+
+/// Each run counts what it logged and stores, the run and the table show it priced,
+/// and the table sums the runs its filter keeps on every page ("what did this sweep
+/// cost?").
+async fn a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "costs").await;
+    let mut sweep = Vec::new();
+    for (n, tags) in [(3, json!(["sweep"])), (5, json!(["sweep"])), (7, json!([]))] {
+        let run = id(&app.create_run(key, "costs", json!({"tags": tags})).await);
+        let values: Vec<Value> = (0..n).map(|i| json!(f64::from(i))).collect();
+        log_values(&app, key, &run, "loss", &values).await;
+        sweep.push(run);
+    }
+    let usage = |run: &Value| run["usage"].clone();
+    let mut points = Vec::new();
+    let mut stored = Vec::new();
+    for (run, n) in sweep.iter().zip([3, 5, 7]) {
+        let counted = usage(&get_run(&app, key, run).await);
+        assert_eq!(counted["points"], n, "{counted}");
+        assert!(counted["bytes"].as_u64().unwrap() > 0, "{counted}");
+        // A few points and bytes for a moment cost less than a cent.
+        assert_eq!(counted["cost"], "0.00", "{counted}");
+        assert_eq!(counted["currency"], "USD", "{counted}");
+        points.push(n);
+        stored.push(counted["bytes"].as_u64().unwrap());
+    }
+
+    let table = list(&app, key, "costs", "tag=sweep&limit=1").await;
+    assert_eq!(table["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(table["total"], 2);
+    let filtered = &table["usage"];
+    assert_eq!(filtered["points"], points[0] + points[1], "{table}");
+    assert_eq!(filtered["bytes"], stored[0] + stored[1], "{table}");
+    let shown = &table["runs"][0];
+    let n = if id(shown) == sweep[0] { 0 } else { 1 };
+    assert_eq!(shown["usage"]["points"], points[n], "{shown}");
+    let everything = list(&app, key, "costs", "").await;
+    assert_eq!(
+        everything["usage"]["points"],
+        points.iter().sum::<u64>(),
+        "{everything}"
+    );
+
+    // A deleted run's usage was the team's; the table sums only the runs it shows.
+    let (status, _) = app.delete(&format!("/v1/runs/{}", sweep[2]), key).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let after = list(&app, key, "costs", "").await;
+    assert_eq!(after["usage"]["points"], points[0] + points[1], "{after}");
 }

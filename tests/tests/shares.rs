@@ -188,7 +188,11 @@ async fn a_shared_run_reads_logged_out_exactly_as_its_team_reads_it(app: TestApp
         shared["share"],
         json!({"expires_at": created["expires_at"], "allow_downloads": false})
     );
-    let member_run = member_read(&app, key, &format!("/v1/runs/{run}")).await;
+    let mut member_run = member_read(&app, key, &format!("/v1/runs/{run}")).await;
+    // What the run cost is the team's business, not the share holder's.
+    assert!(member_run["usage"]["cost"].is_string(), "{member_run}");
+    assert_eq!(shared["run"]["usage"], Value::Null);
+    member_run["usage"].take();
     assert_eq!(shared["run"], member_run);
     assert_eq!(shared["run"]["params"]["model/layers"], 4);
     assert_eq!(shared["run"]["params"]["lr"], 0.0003);

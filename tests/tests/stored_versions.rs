@@ -1,7 +1,8 @@
 //! Records written by releases before this one still read and take changes:
 //! versioned records moved to one helper (`sextant_storage::records::Versioned`), and
 //! teams now start at version 1 where they started at 0, or carried no version at all;
-//! members and their addresses gained verification, and sessions records.
+//! members and their addresses gained verification, and sessions records; hourly
+//! usage records gained byte-seconds.
 
 use sextant_domain::accounts;
 use sextant_domain::credentials::Role;
@@ -168,5 +169,65 @@ async fn an_account_and_a_session_from_before_verification_work_and_a_reset_ends
             .await
             .is_err(),
         "the reset ends a session that had no record"
+    );
+}
+
+/// Hourly usage records from before storage was integrated hold a sample of the bytes
+/// stored, not byte-seconds: they bill as that many bytes the whole hour, beside hours
+/// rolled up now, and a report closed then reads without byte-seconds.
+#[tokio::test]
+async fn hourly_records_and_reports_from_before_the_integral_bill_their_samples() {
+    use sextant_domain::billing::{self, Report, ReportStatus};
+    use sextant_domain::calendar::{BillingMonth, hour_label};
+    use sextant_storage::kv::Key;
+    use time::macros::datetime;
+
+    let (state, _dir) = embedded_state().await;
+    let caller = signed_up_caller(&state).await;
+    let month = BillingMonth::parse("2026-10").unwrap();
+    for (hour, points, bytes) in [
+        (datetime!(2026-10-03 7:00 UTC), 40, 2_000),
+        (datetime!(2026-10-03 8:00 UTC), 0, 3_000),
+    ] {
+        let written_before = serde_json::json!({
+            "hour": hour.format(&time::format_description::well_known::Rfc3339).unwrap(),
+            "points": points,
+            "storage_bytes": bytes,
+        });
+        let key = Key::new(
+            caller.tenant.partition("usage"),
+            format!("hour#{}", hour_label(hour)),
+        );
+        let item =
+            sextant_storage::kv::Item::new(key).with("doc", Value::S(written_before.to_string()));
+        state.store.kv.put(item, Condition::None).await.unwrap();
+    }
+    let usage = billing::usage(&state.store, &state.settings.plan, &caller.tenant, month)
+        .await
+        .unwrap();
+    assert_eq!(usage.points, 40);
+    assert_eq!(usage.byte_seconds, 5_000 * 3600);
+    assert_eq!(usage.gb_hours, rust_decimal::Decimal::new(5, 6));
+
+    let closed_then = serde_json::json!({
+        "tenant_id": caller.tenant.id(),
+        "month": "2026-10",
+        "status": "closed",
+        "points": 40,
+        "gb_hours": "0.000005",
+        "line_items": [],
+        "total": "0.00",
+        "currency": "USD",
+        "closed_at": "2026-11-01T00:00:00Z",
+    });
+    let report: Report = serde_json::from_value(closed_then).unwrap();
+    assert_eq!(report.status, ReportStatus::Closed);
+    assert_eq!(report.byte_seconds, None);
+    assert!(
+        serde_json::to_value(&report)
+            .unwrap()
+            .get("byte_seconds")
+            .is_none(),
+        "read and written back unchanged"
     );
 }

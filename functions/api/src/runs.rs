@@ -1,9 +1,10 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use sextant_domain::billing::{PricePlan, RunCost};
 use sextant_domain::credentials::Caller;
 use sextant_domain::deletion;
 use sextant_domain::error::{Error, ErrorCode};
@@ -17,6 +18,7 @@ use sextant_domain::series::{
     self, EXACT_PAGE_POINTS, MAX_DOWNSAMPLED_POINTS, Place, Points, StepRange, TextPoints, Window,
 };
 use sextant_domain::tenancy::Tenant;
+use sextant_domain::usage::RunUsage;
 use sextant_edge::auth::{RunCaller, RunWriter, Writer};
 use sextant_edge::error::{ApiError, ApiResult};
 use sextant_edge::http::{Json, Query, page_limit};
@@ -37,9 +39,15 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(compare))
 }
 
-/// The run as clients see it, serialized straight from the borrowed view.
-fn view(state: &AppState, record: &RunRecord) -> Response {
-    axum::Json(record.view(state.now(), state.settings.heartbeat_timeout)).into_response()
+/// The run as clients see it, with what it has cost so far, serialized straight from
+/// the borrowed view.
+async fn view(state: &AppState, tenant: &Tenant, record: &RunRecord) -> ApiResult<Response> {
+    let counted = runs::usage_of(&state.store, tenant, record).await?;
+    let now = state.now();
+    let view = record
+        .view(now, state.settings.heartbeat_timeout)
+        .with_usage(state.settings.plan.run_cost([&counted], now));
+    Ok(axum::Json(view).into_response())
 }
 
 /// Starts a run in the project: `running`, or `queued` for one that waits for a worker.
@@ -61,7 +69,10 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Response)> {
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let record = runs::create(&state.store, &caller, &project, new).await?;
-    Ok((StatusCode::CREATED, view(&state, &record)))
+    Ok((
+        StatusCode::CREATED,
+        view(&state, &caller.tenant, &record).await?,
+    ))
 }
 
 /// A run, its status read as of now.
@@ -81,7 +92,7 @@ pub async fn get(
     Path(run): Path<String>,
 ) -> ApiResult<Response> {
     let run = runs::load(&state.store, &caller.tenant, runs::parse_id(&run)?).await?;
-    Ok(view(&state, &run.record))
+    view(&state, &caller.tenant, &run.record).await
 }
 
 /// Renames, describes, retags or re-parameterises a run, or moves it on in its
@@ -116,7 +127,7 @@ pub async fn patch(
         changes,
     )
     .await?;
-    Ok(view(&state, &record))
+    view(&state, &caller.tenant, &record).await
 }
 
 /// Asks the run to stop: its client learns it from its next log or heartbeat answer and
@@ -145,7 +156,7 @@ pub async fn abort(
         runs::parse_id(&run)?,
     )
     .await?;
-    Ok(view(&state, &record))
+    view(&state, &caller.tenant, &record).await
 }
 
 /// Deletes the run with all its series, artifacts, images and shares.
@@ -204,11 +215,30 @@ pub struct ListParams {
 pub(crate) struct RunTable {
     pub(crate) runs: Vec<RunRecord>,
     pub(crate) page: listing::Page,
+    /// Every run's counters (runs that have logged and stored nothing have none).
+    pub(crate) counted: HashMap<RunId, RunUsage>,
+    pub(crate) now: OffsetDateTime,
 }
 
 impl RunTable {
     pub(crate) fn rows(&self) -> impl Iterator<Item = &RunRecord> {
         self.page.rows.iter().map(|&i| &self.runs[i])
+    }
+
+    /// What one run has cost so far.
+    pub(crate) fn cost(&self, plan: &PricePlan, run: &RunRecord) -> RunCost {
+        plan.run_cost(self.counted.get(&run.id), self.now)
+    }
+
+    /// What every run the filter keeps (on all pages) has cost so far.
+    pub(crate) fn filtered_cost(&self, plan: &PricePlan) -> RunCost {
+        plan.run_cost(
+            self.page
+                .kept
+                .iter()
+                .filter_map(|&i| self.counted.get(&self.runs[i].id)),
+            self.now,
+        )
     }
 }
 
@@ -242,6 +272,7 @@ pub(crate) async fn run_table(
         trashed: params.trashed,
     };
     let runs = runs::all_in_project(&state.store, tenant, project.id).await?;
+    let counted = runs::usage_in_project(&state.store, tenant, project.id).await?;
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
     let page = listing::page(
@@ -252,7 +283,12 @@ pub(crate) async fn run_table(
         params.cursor.as_deref(),
         |run| run.status_at(now, timeout),
     )?;
-    Ok(RunTable { runs, page })
+    Ok(RunTable {
+        runs,
+        page,
+        counted,
+        now,
+    })
 }
 
 /// One page of a project's run table.
@@ -264,6 +300,9 @@ pub struct RunPage<'a> {
     next_cursor: Option<String>,
     /// Runs that pass the filter, on all pages.
     total: usize,
+    /// What every run that passes the filter (on all pages) has cost so far: what a
+    /// sweep cost.
+    usage: RunCost,
 }
 
 /// A page of the project's runs, filtered and sorted by any column of the run table.
@@ -284,14 +323,18 @@ pub async fn list(
 ) -> ApiResult<Response> {
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let table = run_table(&state, &caller.tenant, &project, &params).await?;
-    let now = state.now();
+    let plan = &state.settings.plan;
     Ok(axum::Json(RunPage {
         runs: table
             .rows()
-            .map(|run| run.view(now, state.settings.heartbeat_timeout))
+            .map(|run| {
+                run.view(table.now, state.settings.heartbeat_timeout)
+                    .with_usage(table.cost(plan, run))
+            })
             .collect(),
         next_cursor: table.page.next_cursor.clone(),
         total: table.page.total,
+        usage: table.filtered_cost(plan),
     })
     .into_response())
 }

@@ -755,7 +755,8 @@ pub async fn complete(
     completion: Completion,
 ) -> Result<Completed> {
     let path = ArtifactPath::parse(&completion.path)?;
-    runs::load(store, tenant, run).await?;
+    let record = runs::load(store, tenant, run).await?.record;
+    let owner = runs::usage_owner(tenant, &record);
     let key = record_key(tenant, run, &path);
     let mut artifact = read(store, &key)
         .await?
@@ -795,7 +796,7 @@ pub async fn complete(
         }
         artifact.size = stored.size;
         artifact.hashing = Some(Progress::default());
-        let sealed = seal(store, marks, tenant, run, artifact).await?;
+        let sealed = seal(store, marks, owner, artifact).await?;
         // Its checksum, a slice at a time: the first now, the rest in the hourly run.
         let note = Note {
             tenant: tenant.id(),
@@ -845,7 +846,7 @@ pub async fn complete(
             }
         }
         (_, Some(sha256)) if sha256 == artifact.sha256 => Ok(Completed::Sealed(
-            seal(store, marks, tenant, run, artifact).await?,
+            seal(store, marks, owner, artifact).await?,
         )),
         (_, Some(_)) => {
             refuse(store, &key, &blob, &pending).await?;
@@ -878,20 +879,22 @@ async fn refuse(store: &Store, key: &Key, blob: &BlobKey, pending: &Pending) -> 
 async fn seal(
     store: &Store,
     marks: &Marks,
-    tenant: &Tenant,
-    run: RunId,
+    owner: usage::Owner<'_>,
     mut artifact: Artifact,
 ) -> Result<Artifact> {
+    let (tenant, run) = (owner.tenant, owner.run);
     artifact.pending = None;
     let key = record_key(tenant, run, &artifact.path);
     crate::metering::mark_storer(store, marks, tenant).await?;
-    let mut ops = vec![
-        TxOp::Put(
-            doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),
-            Condition::Equals(READY.into(), Value::Bool(false)),
-        ),
-        usage::storage_change(tenant, artifact.size as i64),
-    ];
+    let mut ops = vec![TxOp::Put(
+        doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),
+        Condition::Equals(READY.into(), Value::Bool(false)),
+    )];
+    ops.extend(usage::storage_change(
+        owner,
+        store.now(),
+        artifact.size as i64,
+    ));
     if let Some(step) = artifact.step {
         ops.push(TxOp::Put(
             doc_item(
@@ -971,10 +974,10 @@ pub async fn register_measured(
     if !(1..=MAX_PARTS).contains(&parts) {
         return Err(ArtifactError::InvalidParts);
     }
-    runs::load(store, tenant, run).await?;
+    let record = runs::load(store, tenant, run).await?.record;
     let key = record_key(tenant, run, &path);
     match read(store, &key).await? {
-        Some(existing) => remove(store, tenant, run, &existing).await?,
+        Some(existing) => remove(store, runs::usage_owner(tenant, &record), &existing).await?,
         None => check_namespace(store, tenant, run, &path).await?,
     }
     let blob = blob_key(tenant, run, &path)?;
@@ -1208,25 +1211,28 @@ pub async fn download_url(
 /// Deletes an artifact (sealed or not) and its object, releasing its storage.
 pub async fn delete(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> Result<()> {
     let path = ArtifactPath::parse(path).map_err(|_| ArtifactError::NotFound)?;
-    runs::load(store, tenant, run).await?;
+    let record = runs::load(store, tenant, run).await?.record;
     let artifact = read(store, &record_key(tenant, run, &path))
         .await?
         .ok_or_else(|| ArtifactError::NotFound)?;
-    remove(store, tenant, run, &artifact).await
+    remove(store, runs::usage_owner(tenant, &record), &artifact).await
 }
 
 /// Drops an unfinished upload and its registration; a sealed artifact at the path is
 /// left alone, and nothing there is no error (the abort may be a retry).
 pub async fn abort_upload(store: &Store, tenant: &Tenant, run: RunId, path: &str) -> Result<()> {
     let path = ArtifactPath::parse(path)?;
-    runs::load(store, tenant, run).await?;
+    let record = runs::load(store, tenant, run).await?.record;
     match read(store, &record_key(tenant, run, &path)).await? {
-        Some(artifact) if !artifact.is_ready() => remove(store, tenant, run, &artifact).await,
+        Some(artifact) if !artifact.is_ready() => {
+            remove(store, runs::usage_owner(tenant, &record), &artifact).await
+        }
         _ => Ok(()),
     }
 }
 
-async fn remove(store: &Store, tenant: &Tenant, run: RunId, artifact: &Artifact) -> Result<()> {
+async fn remove(store: &Store, owner: usage::Owner<'_>, artifact: &Artifact) -> Result<()> {
+    let (tenant, run) = (owner.tenant, owner.run);
     let blob = blob_key(tenant, run, &artifact.path)?;
     match &artifact.pending {
         Some(Pending {
@@ -1241,7 +1247,11 @@ async fn remove(store: &Store, tenant: &Tenant, run: RunId, artifact: &Artifact)
         Condition::Equals(READY.into(), Value::Bool(ready)),
     )];
     if ready {
-        ops.push(usage::storage_change(tenant, -(artifact.size as i64)));
+        ops.extend(usage::storage_change(
+            owner,
+            store.now(),
+            -(artifact.size as i64),
+        ));
         if let Some(step) = artifact.step {
             ops.push(TxOp::Delete(
                 index_key(tenant, run, artifact.kind, step, &artifact.path),
@@ -1257,14 +1267,14 @@ async fn remove(store: &Store, tenant: &Tenant, run: RunId, artifact: &Artifact)
 }
 
 /// Deletes every artifact of a run, for deleting the run.
-pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
+pub async fn delete_all(store: &Store, owner: usage::Owner<'_>) -> Result<()> {
     let all: Vec<Artifact> = sextant_storage::records::query_docs(
         &*store.kv,
-        Query::partition(runs::data_partition(tenant, run)).prefix("a#"),
+        Query::partition(runs::data_partition(owner.tenant, owner.run)).prefix("a#"),
     )
     .await?;
     for artifact in &all {
-        remove(store, tenant, run, artifact).await?;
+        remove(store, owner.clone(), artifact).await?;
     }
     Ok(())
 }

@@ -4,7 +4,9 @@
 //! strings, never floats.
 //!
 //! Storage is priced per GB-month and charged per GB-hour: a GB-month is 730 GB-hours
-//! (AWS's convention), and a GB is 10^9 bytes.
+//! (AWS's convention), and a GB is 10^9 bytes. It is measured in byte-seconds, exact
+//! integers (`metering`), and shown in GB-hours to nine places (a byte-hour): the
+//! amounts are priced from the byte-seconds themselves.
 
 use futures::{StreamExt, TryStreamExt};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -153,6 +155,8 @@ pub struct Day {
     pub points: u64,
     #[schema(value_type = String, format = "decimal", example = "26.4")]
     pub gb_hours: Decimal,
+    /// The storage exactly: bytes times the seconds they were stored.
+    pub byte_seconds: u64,
     /// Some of the day's hours are not rolled up yet: their figures are provisional.
     pub provisional: bool,
 }
@@ -167,6 +171,8 @@ pub struct Provisional {
     pub points: u64,
     #[schema(value_type = String, format = "decimal", example = "2")]
     pub gb_hours: Decimal,
+    #[serde(default)]
+    pub byte_seconds: u64,
 }
 
 /// One priced quantity. Decimals are strings, exact; amounts are rounded to the
@@ -197,6 +203,8 @@ pub struct MonthUsage {
     pub points: u64,
     #[schema(value_type = String, format = "decimal", example = "7300")]
     pub gb_hours: Decimal,
+    /// The storage exactly: bytes times the seconds they were stored.
+    pub byte_seconds: u64,
     /// The days with usage, in order.
     pub days: Vec<Day>,
     pub line_items: Vec<LineItem>,
@@ -210,8 +218,14 @@ pub struct MonthUsage {
     pub provisional: Option<Provisional>,
 }
 
-fn gb_hours(bytes: u64) -> Decimal {
-    Decimal::from(bytes) / Decimal::from(BYTES_PER_GB)
+const BYTE_SECONDS_PER_GB_HOUR: u64 = BYTES_PER_GB * 3600;
+
+/// Byte-seconds as GB-hours, to a byte-hour (nine places): a GB-hour is not a whole
+/// number of byte-seconds' worth of decimals.
+pub fn gb_hours(byte_seconds: u64) -> Decimal {
+    (Decimal::from(byte_seconds) / Decimal::from(BYTE_SECONDS_PER_GB_HOUR))
+        .round_dp(9)
+        .normalize()
 }
 
 impl PricePlan {
@@ -223,12 +237,13 @@ impl PricePlan {
         rounded
     }
 
-    /// Prices a month's points and GB-hours.
-    pub fn line_items(&self, points: u64, gb_hours: Decimal) -> Vec<LineItem> {
+    /// Prices a month's points and storage.
+    pub fn line_items(&self, points: u64, byte_seconds: u64) -> Vec<LineItem> {
         let free_points = Decimal::from(points.min(self.free_points));
         let billed_points = Decimal::from(points) - free_points;
         let per_point = self.per_million_points / Decimal::from(1_000_000);
-        let free_gb_hours = (self.free_gb_months * Decimal::from(HOURS_PER_GB_MONTH)).min(gb_hours);
+        let exact_gb_hours = Decimal::from(byte_seconds) / Decimal::from(BYTE_SECONDS_PER_GB_HOUR);
+        let free_gb_hours = self.free_gb_months * Decimal::from(HOURS_PER_GB_MONTH);
         let per_gb_hour = self.per_gb_month / Decimal::from(HOURS_PER_GB_MONTH);
         vec![
             LineItem {
@@ -241,13 +256,24 @@ impl PricePlan {
             },
             LineItem {
                 description: "storage".into(),
-                quantity: gb_hours,
+                quantity: gb_hours(byte_seconds),
                 unit: "GB-hour".into(),
                 unit_price: per_gb_hour,
-                free_allowance: free_gb_hours,
-                amount: self.round((gb_hours - free_gb_hours) * per_gb_hour),
+                free_allowance: free_gb_hours.min(gb_hours(byte_seconds)),
+                amount: self
+                    .round((exact_gb_hours - free_gb_hours).max(Decimal::ZERO) * per_gb_hour),
             },
         ]
+    }
+
+    /// What `points` and `byte_seconds` cost at the plan's prices, before any free
+    /// allowance: what one run's usage costs (the month's allowances belong to the team).
+    pub fn cost(&self, points: u64, byte_seconds: u64) -> Decimal {
+        let points = Decimal::from(points) * self.per_million_points / Decimal::from(1_000_000);
+        let storage = Decimal::from(byte_seconds) * self.per_gb_month
+            / Decimal::from(BYTE_SECONDS_PER_GB_HOUR)
+            / Decimal::from(HOURS_PER_GB_MONTH);
+        self.round(points + storage)
     }
 
     /// Prices a month's rolled-up hours and, after them, its `provisional` ones.
@@ -269,36 +295,80 @@ impl PricePlan {
                     date,
                     points: 0,
                     gb_hours: Decimal::ZERO,
+                    byte_seconds: 0,
                     provisional: false,
                 });
             }
             let day = days.last_mut().expect("just pushed");
             day.points += hour.points;
-            day.gb_hours += gb_hours(hour.storage_bytes);
+            day.byte_seconds += hour.byte_seconds();
             day.provisional |= is_provisional;
         }
-        let provisional = provisional.first().map(|first| Provisional {
-            since: first.hour,
-            points: provisional.iter().map(|hour| hour.points).sum(),
-            gb_hours: provisional
-                .iter()
-                .map(|hour| gb_hours(hour.storage_bytes))
-                .sum(),
+        for day in &mut days {
+            day.gb_hours = gb_hours(day.byte_seconds);
+        }
+        let provisional = provisional.first().map(|first| {
+            let byte_seconds = provisional.iter().map(HourlyUsage::byte_seconds).sum();
+            Provisional {
+                since: first.hour,
+                points: provisional.iter().map(|hour| hour.points).sum(),
+                gb_hours: gb_hours(byte_seconds),
+                byte_seconds,
+            }
         });
         let points = days.iter().map(|d| d.points).sum();
-        let gb_hours: Decimal = days.iter().map(|d| d.gb_hours).sum();
-        let line_items = self.line_items(points, gb_hours);
+        let byte_seconds = days.iter().map(|d| d.byte_seconds).sum();
+        let line_items = self.line_items(points, byte_seconds);
         let total = self.round(line_items.iter().map(|item| item.amount).sum());
         MonthUsage {
             month: month.to_string(),
             points,
-            gb_hours,
+            gb_hours: gb_hours(byte_seconds),
+            byte_seconds,
             days,
             line_items,
             total,
             currency: self.currency.clone(),
             provisional,
         }
+    }
+}
+
+/// What a run (or several) has logged and stored so far, and what that costs at the
+/// plan's prices before the team's free allowances, which belong to the month, not to
+/// any run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RunCost {
+    pub points: u64,
+    /// Bytes stored now: series, images and artifacts.
+    pub bytes: u64,
+    /// Bytes times the seconds they were stored, so far.
+    pub byte_seconds: u64,
+    #[schema(value_type = String, format = "decimal", example = "0.42")]
+    pub cost: Decimal,
+    /// The ISO 4217 code of the cost.
+    #[schema(example = "USD")]
+    pub currency: String,
+}
+
+impl PricePlan {
+    /// What runs with these counters have cost through `now`.
+    pub fn run_cost<'a>(
+        &self,
+        runs: impl IntoIterator<Item = &'a crate::usage::RunUsage>,
+        now: OffsetDateTime,
+    ) -> RunCost {
+        let mut total = RunCost {
+            currency: self.currency.clone(),
+            ..RunCost::default()
+        };
+        for run in runs {
+            total.points += run.points;
+            total.bytes += run.bytes;
+            total.byte_seconds += run.byte_seconds(now);
+        }
+        total.cost = self.cost(total.points, total.byte_seconds);
+        total
     }
 }
 
@@ -351,6 +421,10 @@ pub struct Report {
     pub points: u64,
     #[schema(value_type = String, format = "decimal", example = "7300")]
     pub gb_hours: Decimal,
+    /// The storage exactly: bytes times the seconds they were stored. Absent from
+    /// reports closed before storage was integrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_seconds: Option<u64>,
     pub line_items: Vec<LineItem>,
     #[schema(value_type = String, format = "decimal", example = "2.00")]
     pub total: Decimal,
@@ -375,6 +449,7 @@ impl Report {
             status: ReportStatus::Draft,
             points: usage.points,
             gb_hours: usage.gb_hours,
+            byte_seconds: Some(usage.byte_seconds),
             line_items: usage.line_items,
             total: usage.total,
             currency: usage.currency,
@@ -623,6 +698,7 @@ mod tests {
             hour: datetime!(2026-11-01 0:00 UTC) + time::Duration::hours(h.into()),
             points,
             storage_bytes: bytes,
+            byte_seconds: None,
         };
         // 13,000,001 points, and 100 GB for 73 hours: 10 GB-months, 5 of them free.
         let mut hours = vec![hour(0, 13_000_001, 0)];

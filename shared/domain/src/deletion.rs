@@ -74,8 +74,9 @@ const RUNS_AT_ONCE: usize = 8;
 pub async fn delete_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
     let marked = runs::mark_deleting(store, tenant, run).await?;
     // Objects first: their records are how they are found.
-    artifacts::delete_all(store, tenant, run).await?;
-    images::delete_all(store, tenant, run).await?;
+    let owner = runs::usage_owner(tenant, &marked.record);
+    artifacts::delete_all(store, owner.clone()).await?;
+    images::delete_all(store, owner).await?;
     series::fold::delete_all(store, tenant, run).await?;
     // Shares open nothing once the run is hidden; these are their lookups going too.
     shares::delete_all(store, tenant, run).await?;
@@ -94,6 +95,9 @@ pub async fn delete_project(store: &Store, tenant: &Tenant, project: &Project) -
     .buffer_unordered(RUNS_AT_ONCE)
     .try_collect::<Vec<()>>()
     .await?;
+    // The runs' usage counters outlive the runs, so the runs add up to the team, but
+    // not their project.
+    runs::forget_usage_in_project(store, tenant, project.id).await?;
     let mut ops = Vec::from(projects::removal(tenant, project));
     ops.push(TxOp::Delete(
         runs::counter_key(tenant, project.id),

@@ -218,7 +218,7 @@ pub async fn log(
     let counters = ops.len();
     ops.extend(usage::logged(
         intake.meter.points_cap,
-        tenant,
+        runs::usage_owner(tenant, &record),
         now,
         1,
         image.size,
@@ -445,21 +445,24 @@ async fn with_url(store: &Store, tenant: &Tenant, run: RunId, image: Image) -> R
 }
 
 /// Deletes every image of a run, for deleting the run.
-pub async fn delete_all(store: &Store, tenant: &Tenant, run: RunId) -> Result<()> {
+pub async fn delete_all(store: &Store, owner: usage::Owner<'_>) -> Result<()> {
+    let (tenant, run) = (owner.tenant, owner.run);
     let mut query = Query::partition(runs::data_partition(tenant, run)).prefix("i#");
     loop {
         let page = store.kv.query(query.clone()).await?;
         for item in &page.items {
             let image: Image = sextant_storage::records::read_doc(item)?;
             store.blobs.delete(&blob_key(tenant, run, &image)?).await?;
-            match store
-                .kv
-                .transact(vec![
-                    TxOp::Delete(index_key(tenant, run, &image), Condition::Exists),
-                    usage::storage_change(tenant, -(image.size as i64)),
-                ])
-                .await
-            {
+            let mut ops = vec![TxOp::Delete(
+                index_key(tenant, run, &image),
+                Condition::Exists,
+            )];
+            ops.extend(usage::storage_change(
+                owner.clone(),
+                store.now(),
+                -(image.size as i64),
+            ));
+            match store.kv.transact(ops).await {
                 Ok(()) | Err(StoreError::TransactionFailed(_)) => {}
                 Err(err) => return Err(err.into()),
             }

@@ -10,14 +10,18 @@
 //! A storer mark keeps when the tenant first stored, so an hour rolled up again (or
 //! late) never samples a tenant that started storing after the hour ended.
 //!
-//! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes}`, written
-//! only if absent, so rolling an hour up twice changes nothing. `metering` / `cursor`
-//! remembers the last hour rolled up; a run fills in every hour missed since (up to
-//! `MAX_BACKFILL_HOURS`), sampling storage as it is when the run happens. The very
-//! first run (no cursor yet) starts at the first hour anything happened in, so a
-//! deployment whose metering first ran days late still bills from its first point.
+//! Records: `{tenant}#usage` / `hour#{hour}` holds `{points, storage_bytes,
+//! byte_seconds}`, written only if absent, so rolling an hour up twice changes
+//! nothing. `byte_seconds` is the hour's exact integral of the bytes stored, from the
+//! hour's counters (`usage`'s header says how); records written before the integral
+//! existed carry only `storage_bytes`, a sample taken when the hour was rolled up,
+//! which bills as that many bytes the whole hour. `metering` / `cursor` remembers the
+//! last hour rolled up; a run fills in every hour missed since (up to
+//! `MAX_BACKFILL_HOURS`). The very first run (no cursor yet) starts at the first hour
+//! anything happened in, so a deployment whose metering first ran days late still
+//! bills from its first point.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
 
 use futures::{StreamExt, TryStreamExt};
@@ -137,8 +141,120 @@ pub struct HourlyUsage {
     #[serde(with = "time::serde::rfc3339")]
     pub hour: OffsetDateTime,
     pub points: u64,
-    /// Bytes stored when the hour was rolled up.
+    /// Bytes stored at the hour's end (in records written before `byte_seconds`
+    /// existed: when the hour was rolled up).
     pub storage_bytes: u64,
+    /// The bytes stored times the seconds they were stored, over the hour; absent
+    /// from records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_seconds: Option<u64>,
+}
+
+impl HourlyUsage {
+    /// The hour's byte-seconds: its integral, or for an old record its sample held
+    /// the whole hour.
+    pub fn byte_seconds(&self) -> u64 {
+        self.byte_seconds
+            .unwrap_or_else(|| self.storage_bytes.saturating_mul(3600))
+    }
+}
+
+/// One hour's counters (`usage::points_key`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HourCounters {
+    points: u64,
+    bytes_delta: i64,
+    byte_moment: i64,
+}
+
+/// A tenant's hour counters from some hour on, and the bytes it stores, as of one
+/// moment: what every hour's figures since are computed from.
+#[derive(Debug)]
+struct Ledger {
+    stored_now: u64,
+    /// By sort key (`points#{hour}`), which sorts as the hours do.
+    hours: BTreeMap<String, HourCounters>,
+}
+
+/// Reads of the ledger at most: a change landing between the reads makes them
+/// disagree and the read is taken again; a team changing its storage that often
+/// gets the last reading, off by the changes made while it was taken.
+const LEDGER_READS: usize = 4;
+
+impl Ledger {
+    /// The hour counters from `from` on and the bytes stored now, read so that they
+    /// agree: the counters are read before and after the bytes, and again if a
+    /// change landed in between.
+    async fn read(store: &Store, tenant: &Tenant, from: OffsetDateTime) -> StoreResult<Self> {
+        let mut before = Self::hour_counters(store, tenant, from).await?;
+        let mut attempt = 1;
+        loop {
+            let stored_now = counter(store, &usage::totals_key(tenant), usage::BYTES).await?;
+            let after = Self::hour_counters(store, tenant, from).await?;
+            attempt += 1;
+            if after == before || attempt >= LEDGER_READS {
+                return Ok(Self {
+                    stored_now,
+                    hours: after,
+                });
+            }
+            before = after;
+        }
+    }
+
+    async fn hour_counters(
+        store: &Store,
+        tenant: &Tenant,
+        from: OffsetDateTime,
+    ) -> StoreResult<BTreeMap<String, HourCounters>> {
+        // Sort keys after the hour before `from`'s are `from`'s hour and later ones.
+        let mut query = Query::partition(usage::partition(tenant))
+            .prefix("points#")
+            .after(Some(
+                usage::points_key(tenant, hour_of(from) - Duration::HOUR).sk,
+            ));
+        let mut hours = BTreeMap::new();
+        loop {
+            let page = store.kv.query(query.clone()).await?;
+            for item in page.items {
+                let n = |name| item.n(name).unwrap_or(0);
+                let counters = HourCounters {
+                    points: u64::try_from(n(usage::POINTS)).unwrap_or(0),
+                    bytes_delta: n(usage::BYTES_DELTA),
+                    byte_moment: n(usage::BYTE_MOMENT),
+                };
+                hours.insert(item.key.sk, counters);
+            }
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return Ok(hours),
+            }
+        }
+    }
+
+    /// The hour's usage: its points, and its byte-seconds from the bytes at its end
+    /// (stored now, less every change made after it). For the hour still going, what
+    /// it will come to if nothing changes before it ends.
+    fn hour(&self, tenant: &Tenant, hour: OffsetDateTime) -> HourlyUsage {
+        let sort_key = usage::points_key(tenant, hour).sk;
+        let counters = self.hours.get(&sort_key).copied().unwrap_or_default();
+        let changed_since: i64 = self
+            .hours
+            .range::<String, _>((
+                std::ops::Bound::Excluded(&sort_key),
+                std::ops::Bound::Unbounded,
+            ))
+            .map(|(_, later)| later.bytes_delta)
+            .sum();
+        let at_end = i128::from(self.stored_now) - i128::from(changed_since);
+        let byte_seconds = at_end * 3600 - i128::from(counters.byte_moment);
+        HourlyUsage {
+            hour,
+            points: counters.points,
+            storage_bytes: u64::try_from(at_end).unwrap_or(0),
+            byte_seconds: Some(u64::try_from(byte_seconds).unwrap_or(0)),
+        }
+    }
 }
 
 fn hourly_key(tenant: &Tenant, hour: OffsetDateTime) -> Key {
@@ -249,11 +365,9 @@ async fn record_hour(
     hour: OffsetDateTime,
     month: BillingMonth,
 ) -> StoreResult<bool> {
-    let record = HourlyUsage {
-        hour,
-        points: counter(store, &usage::points_key(&tenant, hour), usage::POINTS).await?,
-        storage_bytes: counter(store, &usage::totals_key(&tenant), usage::BYTES).await?,
-    };
+    let record = Ledger::read(store, &tenant, hour)
+        .await?
+        .hour(&tenant, hour);
     // The month's bill will be made for every tenant with an hour in it.
     store
         .kv
@@ -357,9 +471,9 @@ pub const PROVISIONAL_HOURS: i64 = 48;
 
 /// A tenant's hours in `[from, to)` that are not rolled up yet (after the last hour a
 /// run finished, at most `PROVISIONAL_HOURS` back, through the hour holding `now`), as
-/// the live counters have them now: their points so far, and the bytes stored now
-/// (from the hour the tenant first stored bytes). What the next run will record,
-/// unless more arrives meanwhile.
+/// the live counters have them now: their points so far, and their byte-seconds (the
+/// hour still going as if nothing changes before it ends). What the next run will
+/// record, unless more arrives meanwhile.
 pub async fn provisional(
     store: &Store,
     tenant: &Tenant,
@@ -377,50 +491,12 @@ pub async fn provisional(
     if hour > last {
         return Ok(Vec::new());
     }
-    let stored = counter(store, &usage::totals_key(tenant), usage::BYTES).await?;
-    let storing_since = store
-        .kv
-        .get(&Key::new(STORERS, tenant.id().to_string()))
-        .await?
-        .and_then(|mark| mark.n(SINCE))
-        .and_then(|at| OffsetDateTime::from_unix_timestamp(at).ok())
-        .map(hour_of);
-    // The hours' point counters in one query, not a read an hour.
-    let mut query = Query::partition(usage::partition(tenant)).between(
-        usage::points_key(tenant, hour).sk,
-        usage::points_key(tenant, last).sk,
-    );
-    let mut counted = std::collections::HashMap::new();
-    loop {
-        let page = store.kv.query(query.clone()).await?;
-        for item in page.items {
-            let points = item
-                .n(usage::POINTS)
-                .map_or(0, |n| u64::try_from(n).unwrap_or(0));
-            counted.insert(item.key.sk, points);
-        }
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
+    let ledger = Ledger::read(store, tenant, hour).await?;
     let mut hours = Vec::new();
     while hour <= last {
-        let points = counted
-            .get(&usage::points_key(tenant, hour).sk)
-            .copied()
-            .unwrap_or(0);
-        let storage_bytes = if storing_since.is_some_and(|since| since <= hour) {
-            stored
-        } else {
-            0
-        };
-        if points > 0 || storage_bytes > 0 {
-            hours.push(HourlyUsage {
-                hour,
-                points,
-                storage_bytes,
-            });
+        let usage = ledger.hour(tenant, hour);
+        if usage.points > 0 || usage.byte_seconds() > 0 {
+            hours.push(usage);
         }
         hour += Duration::HOUR;
     }

@@ -1,12 +1,24 @@
 //! The usage ledger's counters, written in the same transaction as the data they
-//! count, so a point is counted exactly when its batch is first stored.
+//! count, so a point is counted exactly when its batch is first stored and a byte is
+//! billed for exactly the seconds it is stored.
 //!
-//! - `{tenant}#usage` / `points#{YYYY-MM-DDTHH}`: points logged in that UTC hour, which
-//!   the hourly roll-up reads;
-//! - `{tenant}#usage` / `totals`: `bytes` the team stores now (the roll-up samples it
-//!   into GB-hours) and `points#{YYYY-MM}`, points logged in each month, which a plan's
-//!   monthly cap is checked against. One item for both, so a batch that stores and
-//!   counts writes two counter items, not three.
+//! - `{tenant}#usage` / `points#{YYYY-MM-DDTHH}`: the hour's counters, which the hourly
+//!   roll-up reads: `points` logged in it, and of the storage changes made in it their
+//!   sum (`bytes_delta`) and their sum weighted by the second of the hour each was made
+//!   in (`byte_moment`, Σ δ·s);
+//! - `{tenant}#usage` / `totals`: `bytes` the team stores now and `points#{YYYY-MM}`,
+//!   points logged in each month, which a plan's monthly cap is checked against. One
+//!   item for both, so a batch that stores and counts writes two team counter items,
+//!   not three;
+//! - `{tenant}#project#{project}` / `usage#{run}`: the same figures for one run (what
+//!   the run table and the run page show), kept after the run is deleted so a team's
+//!   runs always add up to the team.
+//!
+//! Why moments: a counter can only be added to, never multiplied by elapsed time, yet
+//! an hour's byte-seconds are B_end·3600 − Σ δ·s (every byte stored at hour's end
+//! counted the whole hour, less the seconds before each change made it so). With the
+//! bytes at the hour's end, the hour's two sums give its exact integral
+//! (`metering::roll_up_hour`), whenever the roll-up runs.
 //!
 //! Writers also mark the tenant for the roll-up (`metering::mark_active`,
 //! `metering::mark_storer`) before these writes.
@@ -21,6 +33,15 @@ use sextant_storage::kv::{Condition, Key, StoreError, TxOp};
 
 pub const POINTS: &str = "points";
 pub const BYTES: &str = "bytes";
+/// In an hour's counters: the sum of the storage changes made in the hour.
+pub const BYTES_DELTA: &str = "bytes_delta";
+/// In an hour's counters: Σ δ·s over the hour's storage changes, s the second of the
+/// hour the change was made in.
+pub const BYTE_MOMENT: &str = "byte_moment";
+/// In a run's counters, Σ δ·t (t in Unix seconds) in two parts, `hi`·2³² + `lo`: a
+/// run holding a terabyte for a year would pass a 64-bit counter in one.
+const MOMENT_HI: &str = "moment_hi";
+const MOMENT_LO: &str = "moment_lo";
 
 pub(crate) fn partition(tenant: &Tenant) -> String {
     tenant.partition("usage")
@@ -39,16 +60,52 @@ fn month_points_attr(at: OffsetDateTime) -> String {
     format!("points#{}", BillingMonth::of(at))
 }
 
-/// Counts `points` logged now that store `bytes`, refused (as a failed condition on
-/// the second operation) if they would take the month past `cap` (the plan's).
+/// The run a write counts for: every point logged and every byte stored belongs to
+/// one (`runs::usage_owner` names it).
+#[derive(Debug, Clone)]
+pub struct Owner<'a> {
+    pub tenant: &'a Tenant,
+    pub run: crate::ids::RunId,
+    /// The run's counters (see the module's header).
+    pub counters: Key,
+}
+
+/// An amount to add to a counter attribute.
+type Delta = (String, i64);
+
+/// The counter deltas of `delta` bytes stored (or, negative, released) at `at`: for
+/// its hour's counters, and for a run's.
+fn storage_deltas(at: OffsetDateTime, delta: i64) -> ([Delta; 2], [Delta; 3]) {
+    let hour = crate::calendar::hour_of(at);
+    let second_of_hour = at.unix_timestamp() - hour.unix_timestamp();
+    let run_moment = i128::from(delta) * i128::from(at.unix_timestamp());
+    let (hi, lo) = (run_moment >> 32, run_moment & 0xFFFF_FFFF);
+    (
+        [
+            (BYTES_DELTA.into(), delta),
+            (BYTE_MOMENT.into(), delta.saturating_mul(second_of_hour)),
+        ],
+        [
+            (BYTES.into(), delta),
+            // |δ·t| < 2⁶³·2³¹, so its high part fits; the low part is under 2³².
+            (MOMENT_HI.into(), i64::try_from(hi).unwrap_or(i64::MAX)),
+            (MOMENT_LO.into(), lo as i64),
+        ],
+    )
+}
+
+/// Counts `points` logged now that store `bytes`, for the team and for the run,
+/// refused (as a failed condition on the second operation) if they would take the
+/// month past `cap` (the plan's).
 pub fn logged(
     cap: Option<u64>,
-    tenant: &Tenant,
+    owner: Owner<'_>,
     at: OffsetDateTime,
     points: u64,
     bytes: u64,
-) -> [TxOp; 2] {
+) -> [TxOp; 3] {
     let points = i64::try_from(points).unwrap_or(i64::MAX);
+    let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
     let month_attr = month_points_attr(at);
     let condition = match cap {
         Some(cap) => Condition::AtMost(
@@ -59,19 +116,28 @@ pub fn logged(
         ),
         None => Condition::None,
     };
+    let (hour_deltas, run_deltas) = storage_deltas(at, bytes);
+    let mut hour = vec![(POINTS.into(), points)];
+    let mut run = vec![(POINTS.into(), points)];
+    if bytes != 0 {
+        hour.extend(hour_deltas);
+        run.extend(run_deltas);
+    }
     [
         TxOp::Add {
-            key: points_key(tenant, at),
-            deltas: vec![(POINTS.into(), points)],
+            key: points_key(owner.tenant, at),
+            deltas: hour,
             condition: Condition::None,
         },
         TxOp::Add {
-            key: totals_key(tenant),
-            deltas: vec![
-                (month_attr, points),
-                (BYTES.into(), i64::try_from(bytes).unwrap_or(i64::MAX)),
-            ],
+            key: totals_key(owner.tenant),
+            deltas: vec![(month_attr, points), (BYTES.into(), bytes)],
             condition,
+        },
+        TxOp::Add {
+            key: owner.counters,
+            deltas: run,
+            condition: Condition::None,
         },
     ]
 }
@@ -79,12 +145,52 @@ pub fn logged(
 /// Index, within the operations `logged` answers, of the one a cap refuses.
 pub const CAPPED_OP: usize = 1;
 
-/// Grows (or, negative, shrinks) the team's stored bytes.
-pub fn storage_change(tenant: &Tenant, delta: i64) -> TxOp {
-    TxOp::Add {
-        key: totals_key(tenant),
-        deltas: vec![(BYTES.into(), delta)],
-        condition: Condition::None,
+/// Grows (or, negative, shrinks) the bytes the run and its team store, from `at`.
+pub fn storage_change(owner: Owner<'_>, at: OffsetDateTime, delta: i64) -> [TxOp; 3] {
+    let (hour_deltas, run_deltas) = storage_deltas(at, delta);
+    [
+        TxOp::Add {
+            key: totals_key(owner.tenant),
+            deltas: vec![(BYTES.into(), delta)],
+            condition: Condition::None,
+        },
+        TxOp::Add {
+            key: points_key(owner.tenant, at),
+            deltas: hour_deltas.into(),
+            condition: Condition::None,
+        },
+        TxOp::Add {
+            key: owner.counters,
+            deltas: run_deltas.into(),
+            condition: Condition::None,
+        },
+    ]
+}
+
+/// What a run has logged and stored, from its counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunUsage {
+    pub points: u64,
+    /// Bytes the run stores now.
+    pub bytes: u64,
+    /// Σ δ·t over the run's storage changes.
+    moment: i128,
+}
+
+impl RunUsage {
+    pub fn from_item(item: &sextant_storage::kv::Item) -> Self {
+        let n = |name| item.n(name).unwrap_or(0);
+        Self {
+            points: u64::try_from(n(POINTS)).unwrap_or(0),
+            bytes: u64::try_from(n(BYTES)).unwrap_or(0),
+            moment: (i128::from(n(MOMENT_HI)) << 32) + i128::from(n(MOMENT_LO)),
+        }
+    }
+
+    /// The bytes the run stored, times the seconds it stored them, through `at`.
+    pub fn byte_seconds(&self, at: OffsetDateTime) -> u64 {
+        let through = i128::from(self.bytes) * i128::from(at.unix_timestamp());
+        u64::try_from(through - self.moment).unwrap_or(0)
     }
 }
 

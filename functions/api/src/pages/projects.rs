@@ -15,7 +15,9 @@ use sextant_domain::runs::{ParamValue, RunRecord, Status};
 use sextant_edge::error;
 
 use super::layout::{Section, csrf_field, respond};
+use super::runs::bytes;
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
+use super::usage::grouped;
 use super::{PageResult, number, when};
 use crate::runs::{ListParams, run_table};
 
@@ -293,7 +295,15 @@ pub async fn runs(
             " "
             a href={ "/projects/" (name) } { "Clear" }
         }
-        p.muted { (table.page.total) " runs" }
+        @let plan = &page.state.settings.plan;
+        @let filtered = table.filtered_cost(plan);
+        p.muted #table-total {
+            (table.page.total) " runs · "
+            span #filtered-cost title="What the runs that pass the filter, on every page, have logged and stored so far, at the plan's prices before this month's free allowances" {
+                "cost so far " (filtered.cost) " " (filtered.currency)
+                " (" (grouped(filtered.points)) " points, " (bytes(filtered.bytes)) " stored)"
+            }
+        }
         form #compare method="get" action="/compare" {
             div.table-scroll {
                 table #runs {
@@ -304,6 +314,7 @@ pub async fn runs(
                             th { "Status" }
                             th { a.sort href=(query.sort_link(name, "created")) { "Created" (query.arrow("created")) } }
                             th { "Tags" }
+                            th.cost title="Points logged and bytes stored so far, at the plan's prices" { "Cost" }
                             @for param in &params {
                                 @let column = format!("param:{param}");
                                 th.param { a.sort href=(query.sort_link(name, &column)) { (param) (query.arrow(&column)) } }
@@ -328,6 +339,8 @@ pub async fn runs(
                                         " "
                                     }
                                 }
+                                @let cost = table.cost(plan, run);
+                                td.cost title={ (grouped(cost.points)) " points, " (bytes(cost.bytes)) " stored" } { (cost.cost) " " (cost.currency) }
                                 @for param in &params {
                                     td.param { @if let Some(value) = run.params.get(*param) { (param_text(value)) } }
                                 }

@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use futures::{StreamExt, TryFutureExt, TryStreamExt};
 use maud::{Markup, html};
 use sextant_domain::artifacts::{self, Artifact};
+use sextant_domain::billing::RunCost;
 use sextant_domain::credentials::Role;
 use sextant_domain::error::Error;
 use sextant_domain::ids::{RunId, ShareId};
@@ -29,6 +30,7 @@ use super::chart::{self, Line};
 use super::layout::{Section, csrf_field, respond};
 use super::projects::param_text;
 use super::security::{CsrfForm, SignedIn, User, see_other};
+use super::usage::grouped;
 use super::{PageError, PageResult, encode_path, number, when};
 use crate::runs::{Shape, numeric_points};
 
@@ -219,6 +221,8 @@ pub struct RunData {
     artifacts: Vec<Artifact>,
     lineage: Option<Graph>,
     shares: Vec<Share>,
+    /// What the run has cost so far; the team's business, so `None` on a share.
+    cost: Option<RunCost>,
 }
 
 /// Reads what a run's page shows. `team` adds what only the team sees: the project,
@@ -250,17 +254,19 @@ pub async fn load(
     };
     let team_only = async {
         if !team {
-            return Ok((None, None, Vec::new()));
+            return Ok((None, None, Vec::new(), None));
         }
         let project_id = record.project_id.to_string();
-        let (project, lineage, shares) = futures::try_join!(
+        let (project, lineage, shares, counted) = futures::try_join!(
             projects::find(&state.store, tenant, &project_id).err_into::<ApiError>(),
             lineage::graph(&state.store, state.settings.heartbeat_timeout, tenant, run).err_into(),
             shares::list(&state.store, tenant, run).err_into(),
+            runs::usage_of(&state.store, tenant, &record).err_into(),
         )?;
-        Ok::<_, ApiError>((Some(project), Some(lineage), shares))
+        let cost = state.settings.plan.run_cost([&counted], state.now());
+        Ok::<_, ApiError>((Some(project), Some(lineage), shares, Some(cost)))
     };
-    let (charts, texts, images, artifacts, (project, lineage, shares)) = futures::try_join!(
+    let (charts, texts, images, artifacts, (project, lineage, shares, cost)) = futures::try_join!(
         charts_markup(state, tenant, &record),
         texts,
         images,
@@ -276,6 +282,7 @@ pub async fn load(
         artifacts,
         lineage,
         shares,
+        cost,
     })
 }
 
@@ -408,6 +415,11 @@ pub fn render(state: &AppState, data: &RunData, viewer: &Viewer<'_>) -> Markup {
                     dt { "Created" } dd { (when(record.created_at)) }
                     @if let Some(ended) = record.ended_at { dt { "Ended" } dd { (when(ended)) } }
                     dt { "Last heard from" } dd { (when(record.heartbeat_at)) }
+                    @if let Some(cost) = &data.cost {
+                        dt { "Logged" } dd #run-points { (grouped(cost.points)) " points" }
+                        dt { "Stored" } dd #run-bytes { (bytes(cost.bytes)) }
+                        dt { "Cost so far" } dd #run-cost title="Points and storage so far at the plan's prices, before this month's free allowances" { (cost.cost) " " (cost.currency) }
+                    }
                     @if let Some(git) = &record.git {
                         @if let Some(commit) = &git.commit { dt { "Commit" } dd { code { (commit) } @if git.dirty == Some(true) { " (dirty)" } } }
                         @if let Some(branch) = &git.branch { dt { "Branch" } dd { (branch) } }

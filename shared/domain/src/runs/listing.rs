@@ -194,6 +194,8 @@ pub struct Page {
     pub next_cursor: Option<String>,
     /// Runs that pass the filter, on all pages.
     pub total: usize,
+    /// Indices of the runs that pass the filter, on all pages, in the order given.
+    pub kept: Vec<usize>,
 }
 
 /// One page of the table over `runs`, their statuses read as of `now`.
@@ -221,6 +223,7 @@ pub fn page(
         })
         .collect();
     let total = rows.len();
+    let kept = rows.iter().map(|&(_, index)| index).collect();
     let start_after = cursor.map(|c| Row {
         value: c.value,
         id: c.id,
@@ -251,6 +254,7 @@ pub fn page(
         rows: rows.into_iter().map(|(_, index)| index).collect(),
         next_cursor,
         total,
+        kept,
     })
 }
 

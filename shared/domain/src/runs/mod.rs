@@ -224,6 +224,7 @@ impl RunRecord {
                 .iter()
                 .map(|(name, summary)| (name.as_str(), summary.info()))
                 .collect(),
+            usage: None,
         }
     }
 }
@@ -265,6 +266,17 @@ pub struct RunView<'a> {
     trashed_at: Option<OffsetDateTime>,
     /// A summary of every series the run logged, by name.
     series: BTreeMap<&'a str, summary::SeriesInfo>,
+    /// What the run has logged and stored so far, and its cost at the plan's prices.
+    #[schema(required = true)]
+    usage: Option<crate::billing::RunCost>,
+}
+
+impl RunView<'_> {
+    /// The view with what the run has cost so far.
+    pub fn with_usage(mut self, usage: crate::billing::RunCost) -> Self {
+        self.usage = Some(usage);
+        self
+    }
 }
 
 /// Numbers a project's runs.
@@ -287,6 +299,87 @@ fn record_key(tenant: &Tenant, project: ProjectId, run: RunId) -> Key {
 /// The partition holding a run's series data.
 pub fn data_partition(tenant: &Tenant, run: RunId) -> String {
     tenant.partition(&format!("run#{run}"))
+}
+
+/// What a write counts the run's usage under, beside its team's.
+pub fn usage_owner<'a>(tenant: &'a Tenant, record: &RunRecord) -> crate::usage::Owner<'a> {
+    crate::usage::Owner {
+        tenant,
+        run: record.id,
+        counters: usage_key(tenant, record.project_id, record.id),
+    }
+}
+
+/// A run's usage counters: beside its record in the project's partition, so the run
+/// table reads them with one more query, and kept when the run is deleted, so a
+/// team's runs always add up to the team.
+fn usage_key(tenant: &Tenant, project: ProjectId, run: RunId) -> Key {
+    Key::new(
+        project_partition(tenant, project),
+        format!("{USAGE_PREFIX}{run}"),
+    )
+}
+
+const USAGE_PREFIX: &str = "usage#";
+
+/// A run's usage counters; zero for a run that has logged and stored nothing.
+pub async fn usage_of(
+    store: &Store,
+    tenant: &Tenant,
+    record: &RunRecord,
+) -> Result<crate::usage::RunUsage> {
+    Ok(store
+        .kv
+        .get(&usage_key(tenant, record.project_id, record.id))
+        .await?
+        .map(|item| crate::usage::RunUsage::from_item(&item))
+        .unwrap_or_default())
+}
+
+/// Deletes the usage counters of a project's runs, for deleting the project once its
+/// runs are gone.
+pub async fn forget_usage_in_project(
+    store: &Store,
+    tenant: &Tenant,
+    project: ProjectId,
+) -> Result<()> {
+    let keys: Vec<Key> = usage_in_project(store, tenant, project)
+        .await?
+        .into_keys()
+        .map(|run| usage_key(tenant, project, run))
+        .collect();
+    for chunk in keys.chunks(500) {
+        let deletes = chunk.iter().cloned().map(WriteOp::Delete).collect();
+        store.kv.batch_write(deletes).await?;
+    }
+    Ok(())
+}
+
+/// The usage counters of every run in a project that has any, deleted runs' too.
+pub async fn usage_in_project(
+    store: &Store,
+    tenant: &Tenant,
+    project: ProjectId,
+) -> Result<std::collections::HashMap<RunId, crate::usage::RunUsage>> {
+    let mut query = Query::partition(project_partition(tenant, project)).prefix(USAGE_PREFIX);
+    let mut runs = std::collections::HashMap::new();
+    loop {
+        let page = store.kv.query(query.clone()).await?;
+        for item in &page.items {
+            if let Some(run) = item
+                .key
+                .sk
+                .strip_prefix(USAGE_PREFIX)
+                .and_then(|id| id.parse::<RunId>().ok())
+            {
+                runs.insert(run, crate::usage::RunUsage::from_item(item));
+            }
+        }
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return Ok(runs),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -833,14 +926,18 @@ pub async fn mark_deleting(store: &Store, tenant: &Tenant, run: RunId) -> Result
 pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result<()> {
     let record = &marked.record;
     purge_partition(store, &data_partition(tenant, record.id)).await?;
-    let ops = vec![
+    let mut ops = vec![
         TxOp::Delete(
             record_key(tenant, record.project_id, record.id),
             marked.unchanged(),
         ),
         TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
-        crate::usage::storage_change(tenant, -(record.stored_bytes as i64)),
     ];
+    ops.extend(crate::usage::storage_change(
+        usage_owner(tenant, record),
+        store.now(),
+        -(record.stored_bytes as i64),
+    ));
     match store.kv.transact(ops).await {
         Ok(()) => Ok(()),
         // A concurrent delete finished first.

@@ -715,7 +715,7 @@ async fn log_claiming(
         let counters = ops.len();
         ops.extend(usage::logged(
             intake.meter.points_cap,
-            tenant,
+            runs::usage_owner(tenant, &versioned.record),
             now,
             prepared.accepted,
             stored_bytes,

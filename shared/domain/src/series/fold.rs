@@ -727,7 +727,11 @@ async fn commit(
         }
         updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
         ops.push(runs::replace(tenant, &updated)?);
-        ops.push(usage::storage_change(tenant, delta));
+        ops.extend(usage::storage_change(
+            runs::usage_owner(tenant, &updated.record),
+            store.now(),
+            delta,
+        ));
         match store.kv.transact(ops).await {
             Ok(()) => {
                 updated.saved();

@@ -441,7 +441,13 @@ async fn round(
         let mut ops = vec![replace, TxOp::Delete(marker_key.clone(), Condition::None)];
         // Points a write accepted are counted whatever the cap: it was checked when they
         // arrived.
-        ops.extend(usage::logged(None, tenant, now, accepted, stored_bytes));
+        ops.extend(usage::logged(
+            None,
+            runs::usage_owner(tenant, &versioned.record),
+            now,
+            accepted,
+            stored_bytes,
+        ));
         match store.kv.transact(ops).await {
             Ok(()) => return Ok(more),
             Err(err) if err.is_conflict() => {
