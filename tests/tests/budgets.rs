@@ -13,7 +13,7 @@ use sextant_edge::state::AppState;
 use sextant_metering::MeteringHour;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::OutboxMessage;
-use sextant_tests::{PNG, TestApp, Team, aws_cases, cases, error_code, loss_batch};
+use sextant_tests::{PNG, Team, TestApp, aws_cases, cases, error_code, loss_batch};
 use time::{Duration, OffsetDateTime};
 
 /// Late in a month, so the test reaches the next one in a few hours of roll-ups.
@@ -188,7 +188,10 @@ async fn the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_
     let (status, body) = log("b", 600, 500).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(error_code(&body), "budget_exceeded");
-    assert_eq!(app.loss_steps(key, &run).await, (0..600).collect::<Vec<_>>());
+    assert_eq!(
+        app.loss_steps(key, &run).await,
+        (0..600).collect::<Vec<_>>()
+    );
     assert_eq!(log("c", 600, 400).await.0, StatusCode::OK);
     let (status, body) = log("d", 1000, 1).await;
     assert_eq!(
@@ -211,9 +214,15 @@ async fn the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_
     assert!(letters[0].text.contains("refused"), "{}", letters[0].text);
     let (_, budget) = app.get("/v1/budget", key).await;
     assert_eq!(budget["notified"], json!([50, 80, 100]));
-    assert_eq!((&budget["percent"], &budget["stopped"]), (&json!(100), &json!(true)));
+    assert_eq!(
+        (&budget["percent"], &budget["stopped"]),
+        (&json!(100), &json!(true))
+    );
     assert_eq!(log("e", 1000, 1).await.0, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(app.loss_steps(key, &run).await, (0..1000).collect::<Vec<_>>());
+    assert_eq!(
+        app.loss_steps(key, &run).await,
+        (0..1000).collect::<Vec<_>>()
+    );
 
     // Raised, logging resumes at once; the thresholds the spend is now below are
     // forgotten (reaching them again tells again).
@@ -230,10 +239,19 @@ async fn the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_
     );
     assert_eq!(log("f", 1000, 500).await.0, StatusCode::OK);
     // Lifted, nothing stops logging and the month's notices are gone.
-    let (status, budget) = put_budget(&app, key, json!({"monthly_budget": null, "hard_stop": false})).await;
+    let (status, budget) = put_budget(
+        &app,
+        key,
+        json!({"monthly_budget": null, "hard_stop": false}),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{budget}");
     assert_eq!(
-        (&budget["monthly_budget"], &budget["percent"], &budget["notified"]),
+        (
+            &budget["monthly_budget"],
+            &budget["percent"],
+            &budget["notified"]
+        ),
         (&Value::Null, &Value::Null, &json!([]))
     );
     assert_eq!(log("g", 1500, 1000).await.0, StatusCode::OK);
@@ -255,8 +273,12 @@ async fn only_admins_set_a_budget_and_a_malformed_one_is_refused_with_invalid_bu
     let team = app.signup().await;
     for role in ["member", "viewer"] {
         let key = app.key_with_role(&team, role).await;
-        let (status, body) =
-            put_budget(&app, &key, json!({"monthly_budget": "5", "hard_stop": false})).await;
+        let (status, body) = put_budget(
+            &app,
+            &key,
+            json!({"monthly_budget": "5", "hard_stop": false}),
+        )
+        .await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{role}: {body}");
         assert_eq!(error_code(&body), "forbidden");
         let (status, body) = app.get("/v1/budget", &key).await;
@@ -289,5 +311,9 @@ async fn only_admins_set_a_budget_and_a_malformed_one_is_refused_with_invalid_bu
     .await;
     assert!(status.is_client_error(), "a number, not a string: {body}");
     let (_, budget) = app.get("/v1/budget", &team.api_key).await;
-    assert_eq!(budget["monthly_budget"], Value::Null, "nothing refused was kept");
+    assert_eq!(
+        budget["monthly_budget"],
+        Value::Null,
+        "nothing refused was kept"
+    );
 }

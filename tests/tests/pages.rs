@@ -1673,7 +1673,10 @@ async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_bann
     let page = admin.get("/projects").await;
     assert_eq!(page.count("#budget-banner"), 0, "no budget, no banner");
     let page = admin.get("/usage").await;
-    assert_eq!(page.text("#budget-summary"), "No budget is set. Admins are mailed at 50, 80 and 100% of one.");
+    assert_eq!(
+        page.text("#budget-summary"),
+        "No budget is set. Admins are mailed at 50, 80 and 100% of one."
+    );
 
     let refused = admin
         .submit_on(&page, "form#budget-form", &[("monthly_budget", "0.001")])
@@ -1691,14 +1694,24 @@ async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_bann
     assert_eq!(saved.location(), "/usage#budget");
     let page = admin.get("/usage").await;
     assert!(
-        page.text("#budget-summary").starts_with("0.06 USD of 0.10 USD spent (60%)."),
+        page.text("#budget-summary")
+            .starts_with("0.06 USD of 0.10 USD spent (60%)."),
         "{}",
         page.text("#budget-summary")
     );
-    assert_eq!(page.attr("form#budget-form input[name=monthly_budget]", "value"), "0.10");
+    assert_eq!(
+        page.attr("form#budget-form input[name=monthly_budget]", "value"),
+        "0.10"
+    );
     // Set with the spend past half of it: told at once, and every page says so.
     assert!(page.text("#budget-banner").contains("50%"));
-    assert!(admin.get("/projects").await.text("#budget-banner").contains("0.10 USD"));
+    assert!(
+        admin
+            .get("/projects")
+            .await
+            .text("#budget-banner")
+            .contains("0.10 USD")
+    );
 
     let (_, token) = app.add_member(&team, "viewer").await;
     let viewer = Browser::new(&app.base);
@@ -1713,5 +1726,8 @@ async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_bann
         .await;
     assert_eq!(posted.status, StatusCode::FORBIDDEN);
     let (_, budget) = app.get("/v1/budget", &team.api_key).await;
-    assert_eq!(budget["monthly_budget"], "0.10", "the viewer changed nothing");
+    assert_eq!(
+        budget["monthly_budget"], "0.10",
+        "the viewer changed nothing"
+    );
 }

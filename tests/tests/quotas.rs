@@ -42,10 +42,7 @@ async fn points_past_the_cap_are_refused_and_nothing_of_them_is_stored(app: Test
         text(&body["error"], "message").contains("100 points a month"),
         "{body}"
     );
-    assert_eq!(
-        app.loss_steps(key, &run).await,
-        (0..60).collect::<Vec<_>>()
-    );
+    assert_eq!(app.loss_steps(key, &run).await, (0..60).collect::<Vec<_>>());
 
     // Up to the cap exactly is fine, and a retry of a stored batch is answered as
     // before rather than refused.
@@ -97,7 +94,9 @@ async fn concurrent_batches_racing_for_the_last_points_never_pass_the_cap() {
     let team = app.signup().await;
     let run = app.new_run(&team.api_key).await;
     let log = format!("/v1/runs/{run}/log");
-    let (status, _) = app.post(&log, &team.api_key, loss_batch("base", 0, 40)).await;
+    let (status, _) = app
+        .post(&log, &team.api_key, loss_batch("base", 0, 40))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let attempts = (0..8).map(|i| {
         app.post(

@@ -71,7 +71,10 @@ fn only_the_api_and_metering_functions_send_mail_and_only_as_the_mail_identity()
     assert_eq!(senders, ["ApiFunction", "MeteringFunction"]);
     for sender in senders {
         let block = &blocks[sender];
-        assert!(block.contains("SEXTANT_MAIL_FROM: !Ref MailFrom"), "{block}");
+        assert!(
+            block.contains("SEXTANT_MAIL_FROM: !Ref MailFrom"),
+            "{block}"
+        );
         let grant: Vec<&str> = block
             .lines()
             .skip_while(|line| !line.contains("Action: ses:SendEmail"))

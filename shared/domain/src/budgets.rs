@@ -324,7 +324,10 @@ pub async fn set(
                 .await?;
         }
         None => {
-            store.kv.delete(&budget_key(tenant), Condition::None).await?;
+            store
+                .kv
+                .delete(&budget_key(tenant), Condition::None)
+                .await?;
             store.kv.delete(&mark_key(tenant), Condition::None).await?;
         }
     }
@@ -455,10 +458,10 @@ async fn deliver(
         );
         return Ok(0);
     };
-    let (admins, team) = futures::try_join!(
-        accounts::verified_admin_emails(store, tenant),
-        async { Ok(accounts::team_name(store, tenant).await?) },
-    )?;
+    let (admins, team) =
+        futures::try_join!(accounts::verified_admin_emails(store, tenant), async {
+            Ok(accounts::team_name(store, tenant).await?)
+        },)?;
     let team = team.unwrap_or_default();
     let spent = format!("{} {}", usage.total, usage.currency);
     let amount = format!("{} {}", budget.monthly_budget, usage.currency);
@@ -613,8 +616,19 @@ mod tests {
             "0.05"
         );
         for refused in [
-            "", "-1", "+1", "1e3", "0", "0.00", "1.234", "1.", ".5", "abc", "1,000",
-            "1000000000.01", "99999999999999999999999999999999999999",
+            "",
+            "-1",
+            "+1",
+            "1e3",
+            "0",
+            "0.00",
+            "1.234",
+            "1.",
+            ".5",
+            "abc",
+            "1,000",
+            "1000000000.01",
+            "99999999999999999999999999999999999999",
         ] {
             let err = Budget::parse(&plan, Some(refused), false).unwrap_err();
             assert_eq!(err.code(), ErrorCode::InvalidBudget, "{refused:?}");

@@ -181,7 +181,11 @@ pub struct BudgetReached<'a> {
 /// Tells an admin that the team's spend this month has reached a threshold of its
 /// budget; `usage_page` is the page that shows it (none when the service does not know
 /// its public address).
-pub fn budget_reached(to: &str, reached: BudgetReached<'_>, usage_page: Option<&url::Url>) -> Message {
+pub fn budget_reached(
+    to: &str,
+    reached: BudgetReached<'_>,
+    usage_page: Option<&url::Url>,
+) -> Message {
     let BudgetReached {
         team,
         month,

@@ -230,7 +230,9 @@ pub async fn set_budget_stop(
 ) -> Result<(), StoreError> {
     let attr = stop_attr(month);
     let wanted = points.map_or(0, |points| {
-        i64::try_from(points).unwrap_or(i64::MAX - 1).saturating_add(1)
+        i64::try_from(points)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1)
     });
     for _ in 0..CONFLICT_ATTEMPTS {
         let held = store

@@ -143,7 +143,12 @@ pub async fn set_budget(
     }
 }
 
-async fn render(page: &Page, user: &User, status: StatusCode, budget_error: Option<&str>) -> PageResult {
+async fn render(
+    page: &Page,
+    user: &User,
+    status: StatusCode,
+    budget_error: Option<&str>,
+) -> PageResult {
     let tenant = &user.caller.tenant;
     let plan = &page.state.settings.plan;
     let month = BillingMonth::of(page.state.now());
