@@ -178,12 +178,15 @@ fn embedded_storage(
     Ok((storage, blobs))
 }
 
-/// What a server's metering runs work with: its store, plan and slice size.
+/// What a server's metering runs work with: its store, plan and slice size, and its
+/// postman and public URL for budget letters.
 pub fn metering(state: &AppState) -> Metering {
     Metering {
         store: state.store.clone(),
         plan: state.settings.plan.clone(),
         verify_slice_bytes: state.settings.verify_slice_bytes,
+        postman: state.postman.clone(),
+        public_url: state.settings.public_url.clone(),
     }
 }
 
@@ -205,10 +208,14 @@ pub async fn meter(
     at: time::OffsetDateTime,
     through: bool,
 ) -> anyhow::Result<Vec<time::OffsetDateTime>> {
+    // No server runs, so no budget letter can link to it: they wait, unsent, for the
+    // server's next hourly run, which sends them.
     let metering = Metering {
         store: offline_store(data_dir)?,
         plan,
         verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
+        postman: None,
+        public_url: None,
     };
     let hour = sextant_metering::MeteringHour::ending_at_or_before(at);
     let hours = if through {
@@ -223,6 +230,8 @@ pub async fn meter(
         bytes_deleted = swept.bytes_deleted,
         "swept"
     );
+    let budgets = metering.evaluate_budgets(hour).await?;
+    tracing::info!(teams = budgets.teams, "evaluated budgets");
     Ok(hours)
 }
 

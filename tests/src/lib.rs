@@ -155,6 +155,50 @@ impl TestApp {
         }
     }
 
+    /// Serves `state` (on a clock of the test's choosing, say) with the routes
+    /// `sextant serve` mounts, until the test ends, its public URL where it listens and
+    /// its mail going to an outbox in a data directory of its own, as `spawn`'s does.
+    /// Answers the app and the state as served, for the test's metering runs.
+    pub async fn serving(
+        mut state: sextant_edge::state::AppState,
+    ) -> (Self, sextant_edge::state::AppState) {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary data directory"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding loopback");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let mut settings = (*state.settings).clone();
+        settings.public_url = Some(base.parse().expect("a URL"));
+        state.settings = Arc::new(settings);
+        let outbox = sextant_storage_local::OutboxMailer::new(
+            data_dir.path().join("outbox"),
+            "Sextant <sextant@localhost>",
+        );
+        let state = state.with_mailer(Arc::new(outbox));
+        serve_on(listener, state.clone());
+        let app = Self {
+            base,
+            client: reqwest::Client::new(),
+            data_dir,
+            shutdown: None,
+        };
+        (app, state)
+    }
+
+    /// The steps of the run's series `loss`, as stored.
+    pub async fn loss_steps(&self, credential: &str, run: &str) -> Vec<i64> {
+        let (status, body) = self
+            .get(&format!("/v1/runs/{run}/series/loss"), credential)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .map(|step| step.as_i64().expect("an integer step"))
+            .collect()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -386,6 +430,12 @@ impl TestApp {
         assert_eq!(status, StatusCode::CREATED, "{session}");
         (text(&session, "user_id"), text(&session, "token"))
     }
+}
+
+/// A log batch of `points` steps of the series `loss` from `first_step`.
+pub fn loss_batch(id: &str, first_step: i64, points: i64) -> Value {
+    let steps: Vec<i64> = (first_step..first_step + points).collect();
+    json!({"batch_id": id, "series": {"loss": {"steps": steps, "values": vec![0.5; steps.len()]}}})
 }
 
 /// The newest link to the page `page` in the mail to `to` in the outbox `dir`.

@@ -403,6 +403,7 @@ fn valid_body(method: &Method, template: &str) -> Value {
         ("POST", "/v1/api-keys") => json!({"name": "swept"}),
         ("POST", "/v1/invites") => json!({"email": "swept@example.com"}),
         ("PATCH", "/v1/members/{id}") => json!({"role": "viewer"}),
+        ("PUT", "/v1/budget") => json!({"monthly_budget": "25.00", "hard_stop": false}),
         ("POST", "/v1/projects/{project}/queues/{queue}/jobs") => json!({"command": ["true"]}),
         ("POST", "/v1/projects/{project}/queues/{queue}/claim") => json!({"agent": "sweeper"}),
         ("POST", "/v1/jobs/{run}/heartbeat") => json!({"attempt": 1}),

@@ -1674,3 +1674,84 @@ async fn logged_in_as(app: &TestApp, email: &str, password: &str) -> Browser {
     assert_eq!(page.location(), "/projects", "{}", page.body);
     browser
 }
+
+/// An admin sets the budget through the usage page's form (a malformed amount
+/// re-renders it with the reason); once the spend reaches a threshold every page
+/// shows the banner, to every member, and a viewer sees no form and cannot post one.
+#[tokio::test]
+async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_banner() {
+    // A point costs a tenth of a cent from the first one.
+    let app = TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
+        config.plan = billing::PricePlan {
+            free_points: 0,
+            per_million_points: rust_decimal::Decimal::from(1000),
+            ..billing::PricePlan::default()
+        }
+    })
+    .await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    app.log_ok(&team.api_key, &run, sextant_tests::loss_batch("a", 0, 60))
+        .await;
+    let admin = logged_in(&app, &team).await;
+    let page = admin.get("/projects").await;
+    assert_eq!(page.count("#budget-banner"), 0, "no budget, no banner");
+    let page = admin.get("/usage").await;
+    assert_eq!(
+        page.text("#budget-summary"),
+        "No budget is set. Admins are mailed at 50, 80 and 100% of one."
+    );
+
+    let refused = admin
+        .submit_on(&page, "form#budget-form", &[("monthly_budget", "0.001")])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(refused.text("#budget-error").contains("digits"));
+    let saved = admin
+        .submit_on(
+            &page,
+            "form#budget-form",
+            &[("monthly_budget", "0.10"), ("hard_stop", "on")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::SEE_OTHER, "{}", saved.body);
+    assert_eq!(saved.location(), "/usage#budget");
+    let page = admin.get("/usage").await;
+    assert!(
+        page.text("#budget-summary")
+            .starts_with("0.06 USD of 0.10 USD spent (60%)."),
+        "{}",
+        page.text("#budget-summary")
+    );
+    assert_eq!(
+        page.attr("form#budget-form input[name=monthly_budget]", "value"),
+        "0.10"
+    );
+    // Set with the spend past half of it: told at once, and every page says so.
+    assert!(page.text("#budget-banner").contains("50%"));
+    assert!(
+        admin
+            .get("/projects")
+            .await
+            .text("#budget-banner")
+            .contains("0.10 USD")
+    );
+
+    let (_, token) = app.add_member(&team, "viewer").await;
+    let viewer = Browser::new(&app.base);
+    viewer.set_cookie("sextant_session", &token);
+    let page = viewer.get("/usage").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(page.count("form#budget-form"), 0);
+    assert!(page.text("#budget-banner").contains("50%"));
+    let csrf = page.attr("form#logout input[name=csrf]", "value");
+    let posted = viewer
+        .post("/usage/budget", &[("csrf", &csrf), ("monthly_budget", "")])
+        .await;
+    assert_eq!(posted.status, StatusCode::FORBIDDEN);
+    let (_, budget) = app.get("/v1/budget", &team.api_key).await;
+    assert_eq!(
+        budget["monthly_budget"], "0.10",
+        "the viewer changed nothing"
+    );
+}

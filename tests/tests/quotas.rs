@@ -2,10 +2,12 @@
 //! of a refused call is stored or counted. On both storage backends.
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use sextant_cli::Backend;
 use sextant_domain::billing::PricePlan;
-use sextant_tests::{PNG, TestApp, aws_cases, cases, error_code, fresh_aws_storage, text};
+use sextant_tests::{
+    PNG, TestApp, aws_cases, cases, error_code, fresh_aws_storage, loss_batch, text,
+};
 
 const CAP: u64 = 100;
 
@@ -25,59 +27,40 @@ async fn capped_on_aws() -> TestApp {
     TestApp::spawn_adjusted(Backend::Aws(storage), |config| config.plan = capped_plan()).await
 }
 
-fn batch(id: &str, first_step: i64, points: i64) -> Value {
-    let steps: Vec<i64> = (first_step..first_step + points).collect();
-    json!({"batch_id": id, "series": {"loss": {"steps": steps, "values": vec![0.5; steps.len()]}}})
-}
-
-async fn stored_steps(app: &TestApp, key: &str, run: &str) -> Vec<i64> {
-    let (status, body) = app.get(&format!("/v1/runs/{run}/series/loss"), key).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .map(|step| step.as_i64().expect("an integer step"))
-        .collect()
-}
-
 async fn points_past_the_cap_are_refused_and_nothing_of_them_is_stored(app: TestApp) {
     let team = app.signup().await;
     let key = &team.api_key;
     let run = app.new_run(key).await;
     let log = format!("/v1/runs/{run}/log");
 
-    let (status, body) = app.post(&log, key, batch("first", 0, 60)).await;
+    let (status, body) = app.post(&log, key, loss_batch("first", 0, 60)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app.post(&log, key, batch("too-many", 60, 41)).await;
+    let (status, body) = app.post(&log, key, loss_batch("too-many", 60, 41)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(error_code(&body), "quota_exceeded");
     assert!(
         text(&body["error"], "message").contains("100 points a month"),
         "{body}"
     );
-    assert_eq!(
-        stored_steps(&app, key, &run).await,
-        (0..60).collect::<Vec<_>>()
-    );
+    assert_eq!(app.loss_steps(key, &run).await, (0..60).collect::<Vec<_>>());
 
     // Up to the cap exactly is fine, and a retry of a stored batch is answered as
     // before rather than refused.
-    let (status, body) = app.post(&log, key, batch("to-the-cap", 60, 40)).await;
+    let (status, body) = app.post(&log, key, loss_batch("to-the-cap", 60, 40)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = app.post(&log, key, batch("first", 0, 60)).await;
+    let (status, body) = app.post(&log, key, loss_batch("first", 0, 60)).await;
     assert_eq!(
         (status, body["accepted"].as_u64()),
         (StatusCode::OK, Some(60))
     );
-    let (status, body) = app.post(&log, key, batch("one-more", 100, 1)).await;
+    let (status, body) = app.post(&log, key, loss_batch("one-more", 100, 1)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     let (status, body) = app.post_image(key, &run, "series=s&step=1", PNG).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(error_code(&body), "quota_exceeded");
 
     assert_eq!(
-        stored_steps(&app, key, &run).await,
+        app.loss_steps(key, &run).await,
         (0..100).collect::<Vec<_>>()
     );
     let (_, images) = app.get(&format!("/v1/runs/{run}/images"), key).await;
@@ -92,7 +75,7 @@ async fn points_past_the_cap_are_refused_and_nothing_of_them_is_stored(app: Test
         .post(
             &format!("/v1/runs/{other_run}/log"),
             &other.api_key,
-            batch("theirs", 0, 100),
+            loss_batch("theirs", 0, 100),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -111,13 +94,15 @@ async fn concurrent_batches_racing_for_the_last_points_never_pass_the_cap() {
     let team = app.signup().await;
     let run = app.new_run(&team.api_key).await;
     let log = format!("/v1/runs/{run}/log");
-    let (status, _) = app.post(&log, &team.api_key, batch("base", 0, 40)).await;
+    let (status, _) = app
+        .post(&log, &team.api_key, loss_batch("base", 0, 40))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let attempts = (0..8).map(|i| {
         app.post(
             &log,
             &team.api_key,
-            batch(&format!("racer-{i}"), 100 * (i + 1), 20),
+            loss_batch(&format!("racer-{i}"), 100 * (i + 1), 20),
         )
     });
     let answers = futures::future::join_all(attempts).await;
@@ -131,5 +116,5 @@ async fn concurrent_batches_racing_for_the_last_points_never_pass_the_cap() {
         "{answers:?}"
     );
     assert_eq!(stored, 3, "{answers:?}");
-    assert_eq!(stored_steps(&app, &team.api_key, &run).await.len(), 100);
+    assert_eq!(app.loss_steps(&team.api_key, &run).await.len(), 100);
 }

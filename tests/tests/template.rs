@@ -60,27 +60,33 @@ fn only_the_functions_that_sign_or_check_credentials_hold_the_signing_keys() {
 }
 
 #[test]
-fn only_the_api_function_sends_mail_and_only_as_the_mail_identity() {
+fn only_the_api_and_metering_functions_send_mail_and_only_as_the_mail_identity() {
     let blocks = template_blocks();
     let senders: Vec<&str> = blocks
         .iter()
         .filter(|(name, text)| name.ends_with("Function") && text.contains("ses:Send"))
         .map(|(name, _)| name.as_str())
         .collect();
-    assert_eq!(senders, ["ApiFunction"]);
-    let api = &blocks["ApiFunction"];
-    assert!(api.contains("SEXTANT_MAIL_FROM: !Ref MailFrom"), "{api}");
-    let grant: Vec<&str> = api
-        .lines()
-        .skip_while(|line| !line.contains("Action: ses:SendEmail"))
-        .take(5)
-        .collect();
-    assert_eq!(grant.len(), 5, "no ses:SendEmail grant in\n{api}");
-    assert!(!api.contains("ses:*") && !api.contains("ses:SendRawEmail"));
-    for identity in ["${MailIdentity}\"", "${MailFrom}\""] {
-        let arn = format!(
-            "arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/{identity}"
+    // The metering function mails budget letters.
+    assert_eq!(senders, ["ApiFunction", "MeteringFunction"]);
+    for sender in senders {
+        let block = &blocks[sender];
+        assert!(
+            block.contains("SEXTANT_MAIL_FROM: !Ref MailFrom"),
+            "{block}"
         );
-        assert!(grant.iter().any(|line| line.ends_with(&arn)), "{grant:#?}");
+        let grant: Vec<&str> = block
+            .lines()
+            .skip_while(|line| !line.contains("Action: ses:SendEmail"))
+            .take(5)
+            .collect();
+        assert_eq!(grant.len(), 5, "no ses:SendEmail grant in\n{block}");
+        assert!(!block.contains("ses:*") && !block.contains("ses:SendRawEmail"));
+        for identity in ["${MailIdentity}\"", "${MailFrom}\""] {
+            let arn = format!(
+                "arn:${{AWS::Partition}}:ses:${{AWS::Region}}:${{AWS::AccountId}}:identity/{identity}"
+            );
+            assert!(grant.iter().any(|line| line.ends_with(&arn)), "{grant:#?}");
+        }
     }
 }

@@ -3,12 +3,14 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sextant_domain::billing::{self, MonthUsage, Report, TenantTotals};
+use sextant_domain::budgets::{self, Budget, BudgetStatus};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::credentials::Caller;
 use sextant_domain::error::{Error, ErrorCode};
+use sextant_edge::auth::Admin;
 use sextant_edge::auth::operator::Operator;
 use sextant_edge::error::{ApiError, ApiResult};
-use sextant_edge::http::Query;
+use sextant_edge::http::{Json, PublicUrl, Query};
 use sextant_edge::state::AppState;
 use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
@@ -21,6 +23,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(usage))
         .routes(routes!(report))
         .routes(routes!(all_tenants))
+        .routes(routes!(get_budget, set_budget))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -165,4 +168,75 @@ pub async fn all_tenants(
         month: month.to_string(),
         tenants: billing::tenant_totals(&state.store, &state.settings.plan, month).await?,
     }))
+}
+
+/// The team's monthly budget, this month's spend against it, the thresholds told
+/// so far and whether its hard stop refuses log calls now.
+#[utoipa::path(
+    get,
+    path = "/v1/budget",
+    operation_id = "get_budget",
+    tag = "billing",
+    security(("bearer" = ["read"])),
+    responses((status = OK, body = BudgetStatus))
+)]
+pub async fn get_budget(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<axum::Json<BudgetStatus>> {
+    let plan = &state.settings.plan;
+    let month = BillingMonth::of(state.now());
+    let usage = billing::usage(&state.store, plan, &caller.tenant, month).await?;
+    Ok(axum::Json(
+        budgets::status(&state.store, plan, &caller.tenant, month, &usage).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetBudget {
+    /// A month's budget in the plan's currency, as a decimal string with at most its
+    /// minor digits (more than zero, at most a billion); null (or absent) lifts it.
+    #[schema(value_type = Option<String>, format = "decimal", example = "25.00")]
+    #[serde(default)]
+    monthly_budget: Option<String>,
+    /// Refuse log calls (429 `budget_exceeded`) once the month's spend reaches the
+    /// budget. Needs a budget.
+    hard_stop: bool,
+}
+
+/// Sets the team's monthly budget (admins only) and evaluates it at once: thresholds
+/// the spend is already past are mailed to the admins now, the hard stop follows the
+/// new amount (raising or lifting the budget lets logging resume at once), and
+/// thresholds the new budget puts the spend below are told again when reached.
+#[utoipa::path(
+    put,
+    path = "/v1/budget",
+    operation_id = "set_budget",
+    tag = "billing",
+    security(("bearer" = ["admin"])),
+    request_body = SetBudget,
+    responses(
+        (status = OK, body = BudgetStatus),
+        (
+            status = BAD_REQUEST,
+            description = "Not an amount, zero or less, more digits than the currency's \
+                           minor unit, more than a billion, or a hard stop without a budget \
+                           (`invalid_budget`)."
+        ),
+    )
+)]
+pub async fn set_budget(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    PublicUrl(base): PublicUrl,
+    Json(request): Json<SetBudget>,
+) -> ApiResult<axum::Json<BudgetStatus>> {
+    let plan = &state.settings.plan;
+    let budget = Budget::parse(plan, request.monthly_budget.as_deref(), request.hard_stop)?;
+    let usage_page = budgets::usage_page(&base);
+    let mail = state.budget_mail(&usage_page);
+    Ok(axum::Json(
+        budgets::set(&state.store, plan, mail, &caller.tenant, budget).await?,
+    ))
 }

@@ -6,13 +6,18 @@
 //! (`sextant_domain::metering`), then settles the sweep's notes that have fallen due
 //! (`sextant_domain::sweep`), so that every byte stored is billed or gone and every run
 //! that logged is folded (`sextant_domain::series::fold`); running an hour twice changes
-//! nothing. Until it has seen every team once, it also notes runs logged before folds
-//! existed.
+//! nothing. Then it evaluates every team's budget (`sextant_domain::budgets`): letters
+//! at 50, 80 and 100 % of it, and the hard stop. Until it has seen every team once, it
+//! also notes runs logged before folds existed.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sextant_domain::billing::{self, PricePlan};
+use sextant_domain::budgets;
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::error::Result;
+use sextant_domain::postman::Postman;
 use sextant_domain::sweep::{self, Claimant};
 use sextant_domain::{artifacts, images, metering, series};
 use sextant_storage::{Storage, Store};
@@ -28,6 +33,8 @@ pub struct RunReport {
     pub bytes_deleted: u64,
     /// Runs logged before folds existed, noted for the next hour's sweep to fold.
     pub runs_noted: usize,
+    /// Teams whose budget was evaluated, and the budget letters sent.
+    pub budgets: budgets::Evaluated,
 }
 
 /// Tenants whose older runs one metering run notes for folding: a deployment's
@@ -36,33 +43,69 @@ pub struct RunReport {
 const MIGRATION_TENANTS_A_RUN: usize = 100;
 
 /// What a metering run works with: the store, the price plan that month-end reports
-/// close at, and how many bytes of an artifact one settling checks.
+/// close at and budgets are priced at, how many bytes of an artifact one settling
+/// checks, and the mail budget letters go by.
 #[derive(Debug, Clone)]
 pub struct Metering {
     pub store: Store,
     pub plan: PricePlan,
     pub verify_slice_bytes: u64,
+    /// Delivers budget letters; without it they wait (unsent) for a run that has one.
+    pub postman: Option<Arc<Postman>>,
+    /// Where clients reach the service, for the usage page's link in budget letters.
+    pub public_url: Option<url::Url>,
 }
 
 impl Metering {
-    /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`.
-    pub fn from_env(storage: Storage) -> anyhow::Result<Self> {
+    /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`,
+    /// the public URL from `SEXTANT_PUBLIC_URL`, and budget letters through `mailer`
+    /// (none when the deployment has no mail service).
+    pub fn from_env(
+        storage: Storage,
+        mailer: Option<Arc<dyn sextant_storage::Mailer>>,
+    ) -> anyhow::Result<Self> {
+        let public_url = std::env::var("SEXTANT_PUBLIC_URL")
+            .ok()
+            .map(|url| {
+                url.parse()
+                    .map_err(|_| anyhow::anyhow!("SEXTANT_PUBLIC_URL is not a URL: {url:?}"))
+            })
+            .transpose()?;
         Ok(Self {
             store: Store::new(storage),
             plan: PricePlan::from_env()?,
             verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
+            postman: mailer.map(|mailer| Arc::new(Postman::new(mailer))),
+            public_url,
         })
     }
 
-    /// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
-    /// sweep of every note due by then.
+    /// The metering run for the hour that ended at `hour.end()`: the roll-up, the
+    /// sweep of every note due by then, and the budgets.
     pub async fn run(&self, hour: MeteringHour) -> Result<RunReport> {
         let hours = self.roll_up_through(hour.start).await?;
         let mut report = self.sweep_due(hour.end()).await?;
         report.hours = hours.len();
         report.runs_noted =
             series::fold::note_unfolded_runs(&self.store, MIGRATION_TENANTS_A_RUN).await?;
+        report.budgets = self.evaluate_budgets(hour).await?;
         Ok(report)
+    }
+
+    /// Evaluates every team's budget after the roll-up of `hour`: for its month and,
+    /// when the hour is a month's last, for the month starting, so the new month's
+    /// hard stop is in place from its first run.
+    pub async fn evaluate_budgets(&self, hour: MeteringHour) -> Result<budgets::Evaluated> {
+        let usage_page = self.public_url.as_ref().map(budgets::usage_page);
+        let mail = self.postman.as_deref().map(|postman| budgets::Mail {
+            postman,
+            usage_page: usage_page.as_ref(),
+        });
+        let mut months = vec![BillingMonth::of(hour.start)];
+        if BillingMonth::of(hour.end()) != months[0] {
+            months.push(BillingMonth::of(hour.end()));
+        }
+        Ok(budgets::evaluate_marked(&self.store, &self.plan, mail, &months).await?)
     }
 
     /// Rolls up `through` and every hour missed before it, closing the reports of each

@@ -928,6 +928,18 @@ pub async fn list_members(store: &Store, tenant: &Tenant) -> Result<Vec<Member>>
     Ok(users.into_iter().map(|user| user.member).collect())
 }
 
+/// The addresses of the team's admins that are proven theirs: where notices to the
+/// team (its budget's) go, never to an address someone else may hold.
+pub async fn verified_admin_emails(store: &Store, tenant: &Tenant) -> Result<Vec<Email>> {
+    let users: Vec<UserRecord> =
+        query_docs(&*store.kv, Query::partition(tenant.root()).prefix("user#")).await?;
+    Ok(users
+        .into_iter()
+        .filter(|user| user.member.role == Role::Admin && user.email_verified)
+        .map(|user| user.member.email)
+        .collect())
+}
+
 /// What a membership change does, decided from a consistent view of the team.
 struct MembershipChange {
     ops: Vec<TxOp>,

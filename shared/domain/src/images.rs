@@ -188,7 +188,7 @@ pub async fn log(
     }
     runs::accept_activity(&mut record, now, intake.heartbeat_timeout)?;
     let blob = blob_key(tenant, run, &image)?;
-    usage::check_quota(store, intake.meter.points_cap, tenant, now, 1).await?;
+    let limit = usage::check_quota(store, intake.meter.points_cap, tenant, now, 1).await?;
     metering::mark_active(store, intake.meter.marks, tenant, now).await?;
     metering::mark_storer(store, intake.meter.marks, tenant).await?;
     // Should this process die between storing the object and indexing it, the sweep
@@ -217,7 +217,7 @@ pub async fn log(
     )];
     let counters = ops.len();
     ops.extend(usage::logged(
-        intake.meter.points_cap,
+        limit.map(usage::Limit::points),
         runs::usage_owner(tenant, &record),
         now,
         1,
@@ -249,8 +249,11 @@ pub async fn log(
             StoreError::TransactionFailed(failed)
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>
             {
-                let cap = intake.meter.points_cap.unwrap_or_default();
-                usage::quota_exceeded(cap, now).into()
+                // Only a limit puts a condition there.
+                match limit {
+                    Some(limit) => limit.refusal(now).into(),
+                    None => StoreError::TransactionFailed(failed).into(),
+                }
             }
             err => err.into(),
         });

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod artifacts;
 pub mod authentication;
 pub mod billing;
+pub mod budgets;
 pub mod calendar;
 pub mod credentials;
 pub mod cursor;

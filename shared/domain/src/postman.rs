@@ -69,14 +69,18 @@ impl Postman {
     }
 }
 
+/// A letter of `paragraphs` and, when there is one, a link to act on.
 fn letter(
     to: &str,
     subject: String,
     paragraphs: &[String],
-    link: &url::Url,
-    action: &str,
+    link: Option<(&url::Url, &str)>,
 ) -> Message {
-    let text = format!("{}\n\n{action}: {link}\n", paragraphs.join("\n\n"));
+    let mut text = paragraphs.join("\n\n");
+    if let Some((link, action)) = link {
+        text.push_str(&format!("\n\n{action}: {link}"));
+    }
+    text.push('\n');
     let body: Markup = html! {
         (maud::DOCTYPE)
         html {
@@ -84,9 +88,11 @@ fn letter(
                 @for paragraph in paragraphs {
                     p { (paragraph) }
                 }
-                p { a href=(link.as_str()) { (action) } }
-                p style="color: #666; font-size: 0.9em" {
-                    "Or paste this address into your browser: " (link.as_str())
+                @if let Some((link, action)) = link {
+                    p { a href=(link.as_str()) { (action) } }
+                    p style="color: #666; font-size: 0.9em" {
+                        "Or paste this address into your browser: " (link.as_str())
+                    }
                 }
             }
         }
@@ -131,8 +137,7 @@ pub fn verify_email(
         to,
         format!("Confirm your address for {team} on Sextant"),
         &paragraphs,
-        link,
-        "Confirm your address",
+        Some((link, "Confirm your address")),
     )
 }
 
@@ -157,7 +162,58 @@ pub fn reset_password(
         to,
         format!("Reset your Sextant password ({team})"),
         &paragraphs,
-        link,
-        "Set a new password",
+        Some((link, "Set a new password")),
+    )
+}
+
+/// What a budget letter reports: the team's month, its spend and budget (amounts
+/// with their currency), and the threshold reached.
+#[derive(Debug, Clone, Copy)]
+pub struct BudgetReached<'a> {
+    pub team: &'a str,
+    pub month: &'a str,
+    pub threshold: u8,
+    pub spent: &'a str,
+    pub budget: &'a str,
+    pub hard_stop: bool,
+}
+
+/// Tells an admin that the team's spend this month has reached a threshold of its
+/// budget; `usage_page` is the page that shows it (none when the service does not know
+/// its public address).
+pub fn budget_reached(
+    to: &str,
+    reached: BudgetReached<'_>,
+    usage_page: Option<&url::Url>,
+) -> Message {
+    let BudgetReached {
+        team,
+        month,
+        threshold,
+        spent,
+        budget,
+        hard_stop,
+    } = reached;
+    let mut paragraphs = vec![format!(
+        "The team \"{team}\" has spent {spent} on Sextant in {month} so far: {threshold}% \
+         of its monthly budget of {budget}."
+    )];
+    paragraphs.push(match (threshold >= 100, hard_stop) {
+        (true, true) => "The budget's hard stop is on: log calls are refused until an admin \
+                         raises or lifts the budget, or the month ends."
+            .to_owned(),
+        (true, false) => "Logging goes on (the budget has no hard stop), and so does the \
+                          spending."
+            .to_owned(),
+        (false, _) => "You are told once at 50, 80 and 100% of the budget each month.".to_owned(),
+    });
+    if usage_page.is_none() {
+        paragraphs.push("The Usage page of Sextant shows the figures and the budget.".to_owned());
+    }
+    letter(
+        to,
+        format!("{team} has used {threshold}% of its Sextant budget for {month}"),
+        &paragraphs,
+        usage_page.map(|page| (page, "See the usage")),
     )
 }

@@ -9,7 +9,9 @@
 //! - `{tenant}#usage` / `totals`: `bytes` the team stores now and `points#{YYYY-MM}`,
 //!   points logged in each month, which a plan's monthly cap is checked against. One
 //!   item for both, so a batch that stores and counts writes two team counter items,
-//!   not three;
+//!   not three. It also holds `stop#{YYYY-MM}`, the points a team's budget lets the
+//!   month hold under a hard stop (`budgets`), so the one read that checks the plan's
+//!   cap checks the budget's too;
 //! - `{tenant}#project#{project}` / `usage#{run}`: the same figures for one run (what
 //!   the run table and the run page show), kept after the run is deleted so a team's
 //!   runs always add up to the team.
@@ -29,7 +31,7 @@ use crate::calendar::BillingMonth;
 use crate::error::{Coded, Error, ErrorCode};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Key, StoreError, TxOp};
+use sextant_storage::kv::{Condition, Item, Key, StoreError, TxOp, Value};
 
 pub const POINTS: &str = "points";
 pub const BYTES: &str = "bytes";
@@ -56,8 +58,8 @@ pub fn totals_key(tenant: &Tenant) -> Key {
     Key::new(partition(tenant), "totals")
 }
 
-fn month_points_attr(at: OffsetDateTime) -> String {
-    format!("points#{}", BillingMonth::of(at))
+fn month_points_attr(month: BillingMonth) -> String {
+    format!("points#{month}")
 }
 
 /// The run a write counts for: every point logged and every byte stored belongs to
@@ -96,7 +98,7 @@ fn storage_deltas(at: OffsetDateTime, delta: i64) -> ([Delta; 2], [Delta; 3]) {
 
 /// Counts `points` logged now that store `bytes`, for the team and for the run,
 /// refused (as a failed condition on the second operation) if they would take the
-/// month past `cap` (the plan's).
+/// month past `cap` (the `Limit` `check_quota` answered).
 pub fn logged(
     cap: Option<u64>,
     owner: Owner<'_>,
@@ -106,7 +108,7 @@ pub fn logged(
 ) -> [TxOp; 3] {
     let points = i64::try_from(points).unwrap_or(i64::MAX);
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
-    let month_attr = month_points_attr(at);
+    let month_attr = month_points_attr(BillingMonth::of(at));
     let condition = match cap {
         Some(cap) => Condition::AtMost(
             month_attr.clone(),
@@ -178,7 +180,7 @@ pub struct RunUsage {
 }
 
 impl RunUsage {
-    pub fn from_item(item: &sextant_storage::kv::Item) -> Self {
+    pub fn from_item(item: &Item) -> Self {
         let n = |name| item.n(name).unwrap_or(0);
         Self {
             points: u64::try_from(n(POINTS)).unwrap_or(0),
@@ -194,6 +196,40 @@ impl RunUsage {
     }
 }
 
+/// The attribute of the `totals` item holding a budget's hard stop for a month: one
+/// more than the most points the month may hold, so that absent and 0 both mean "no
+/// stop". Only `set_budget_stop` writes it, by adding to it under a condition on what
+/// it held (the port sets no attribute of a counter item without replacing the item).
+fn stop_attr(month: BillingMonth) -> String {
+    format!("stop#{month}")
+}
+
+/// What refuses points this month: the plan's cap or a budget's hard stop, as the most
+/// points the month may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Plan(u64),
+    Budget(u64),
+}
+
+impl Limit {
+    pub fn points(self) -> u64 {
+        match self {
+            Self::Plan(points) | Self::Budget(points) => points,
+        }
+    }
+
+    /// The refusal of points past this limit, for a request refused by `logged`'s
+    /// condition.
+    pub fn refusal(self, at: OffsetDateTime) -> UsageError {
+        let month = BillingMonth::of(at);
+        match self {
+            Self::Plan(cap) => UsageError::QuotaExceeded { cap, month },
+            Self::Budget(_) => UsageError::BudgetExceeded { month },
+        }
+    }
+}
+
 /// Why usage refuses a write.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
@@ -202,6 +238,11 @@ pub enum UsageError {
          {month}; nothing from it was stored"
     )]
     QuotaExceeded { cap: u64, month: BillingMonth },
+    #[error(
+        "this team has spent its monthly budget for {month} and its admins set a hard stop; \
+         nothing from this request was stored (an admin can raise or lift the budget)"
+    )]
+    BudgetExceeded { month: BillingMonth },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -210,6 +251,7 @@ impl Coded for UsageError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::QuotaExceeded { .. } => ErrorCode::QuotaExceeded,
+            Self::BudgetExceeded { .. } => ErrorCode::BudgetExceeded,
             Self::Store(err) => err.code(),
         }
     }
@@ -222,35 +264,111 @@ impl Coded for UsageError {
     }
 }
 
-/// Refuses `points` more this month if they would pass `cap` (the plan's). Checked
-/// before a batch writes anything; the commit checks again, atomically.
+/// What the `totals` item says of a month: the points logged in it, and the budget's
+/// hard stop, if one is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthTotals {
+    pub points: u64,
+    pub budget_stop: Option<u64>,
+}
+
+fn month_totals(totals: Option<&Item>, month: BillingMonth) -> MonthTotals {
+    let points = totals
+        .and_then(|item| item.n(&month_points_attr(month)))
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    let budget_stop = totals
+        .and_then(|item| item.n(&stop_attr(month)))
+        .and_then(|stored| u64::try_from(stored).ok())
+        .and_then(|stored| stored.checked_sub(1));
+    MonthTotals {
+        points,
+        budget_stop,
+    }
+}
+
+/// The month's points and budget stop as stored now.
+pub async fn totals(
+    store: &Store,
+    tenant: &Tenant,
+    month: BillingMonth,
+) -> Result<MonthTotals, StoreError> {
+    let item = store.kv.get(&totals_key(tenant)).await?;
+    Ok(month_totals(item.as_ref(), month))
+}
+
+/// Refuses `points` more this month if they would pass the plan's `cap` or the
+/// budget's hard stop, and answers the limit that applies, which the commit's
+/// `logged` checks again, atomically. Checked before a batch writes anything; one
+/// read, of the `totals` item.
 pub async fn check_quota(
     store: &Store,
     cap: Option<u64>,
     tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
-) -> Result<(), UsageError> {
-    let Some(cap) = cap else {
-        return Ok(());
+) -> Result<Option<Limit>, UsageError> {
+    let month = totals(store, tenant, BillingMonth::of(at)).await?;
+    let limit = match (cap.map(Limit::Plan), month.budget_stop.map(Limit::Budget)) {
+        (Some(plan), Some(budget)) => Some(if budget.points() < plan.points() {
+            budget
+        } else {
+            plan
+        }),
+        (plan, budget) => plan.or(budget),
     };
-    let logged = store
-        .kv
-        .get(&totals_key(tenant))
-        .await?
-        .and_then(|item| item.n(&month_points_attr(at)))
-        .map_or(0, |n| u64::try_from(n).unwrap_or(0));
-    if logged.saturating_add(points) > cap {
-        return Err(quota_exceeded(cap, at));
+    if let Some(limit) = limit
+        && month.points.saturating_add(points) > limit.points()
+    {
+        return Err(limit.refusal(at));
     }
-    Ok(())
+    Ok(limit)
 }
 
-/// The refusal of points past the month's cap, for a request refused by `logged`'s
-/// condition.
-pub fn quota_exceeded(cap: u64, at: OffsetDateTime) -> UsageError {
-    UsageError::QuotaExceeded {
-        cap,
-        month: BillingMonth::of(at),
+/// Sets (or, with `None`, lifts) the month's budget stop to `points`, unless it holds
+/// that already. The budget's evaluations call this; two at once (an hourly run, an
+/// admin's change) each read, then add under a condition on what they read.
+pub async fn set_budget_stop(
+    store: &Store,
+    tenant: &Tenant,
+    month: BillingMonth,
+    points: Option<u64>,
+) -> Result<(), StoreError> {
+    let attr = stop_attr(month);
+    let wanted = points.map_or(0, |points| {
+        i64::try_from(points)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1)
+    });
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let held = store
+            .kv
+            .get(&totals_key(tenant))
+            .await?
+            .and_then(|item| item.n(&attr))
+            .unwrap_or(0);
+        if held == wanted {
+            return Ok(());
+        }
+        // 0 stands for absent too, and nothing below 0 is ever stored.
+        let condition = if held == 0 {
+            Condition::AtMost(attr.clone(), 0)
+        } else {
+            Condition::Equals(attr.clone(), Value::N(held))
+        };
+        let add = TxOp::Add {
+            key: totals_key(tenant),
+            deltas: vec![(attr.clone(), wanted - held)],
+            condition,
+        };
+        match store.kv.transact(vec![add]).await {
+            Ok(()) => return Ok(()),
+            Err(err) if err.is_conflict() => continue,
+            Err(err) => return Err(err),
+        }
     }
+    Err(StoreError::TransactionConflict)
 }
+
+/// How often a budget stop is read and written again when another write changed it
+/// in between.
+const CONFLICT_ATTEMPTS: usize = 5;

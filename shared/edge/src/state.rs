@@ -175,6 +175,20 @@ impl AppState {
         }
     }
 
+    /// How this process sends budget letters: its postman, linking to `usage_page`;
+    /// `None` where no mail service is configured (the hourly run sends them later).
+    pub fn budget_mail<'a>(
+        &'a self,
+        usage_page: &'a url::Url,
+    ) -> Option<sextant_domain::budgets::Mail<'a>> {
+        self.postman
+            .as_deref()
+            .map(|postman| sextant_domain::budgets::Mail {
+                postman,
+                usage_page: Some(usage_page),
+            })
+    }
+
     pub fn now(&self) -> time::OffsetDateTime {
         self.store.now()
     }

@@ -130,6 +130,8 @@ pub async fn signup(
     page.user = Some(super::security::User {
         caller: auth::authenticate(&page.state, &signed_up.session.token, Plane::Control).await?,
         team: team.trim().to_owned(),
+        // A team signed up this instant has no budget.
+        budget_banner: None,
     });
     let url = public_url.0.as_str().trim_end_matches('/').to_owned();
     let body = html! {

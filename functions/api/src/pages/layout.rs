@@ -63,6 +63,13 @@ pub fn document(page: &Page, section: Section, title: &str, body: Markup) -> Mar
                         }
                     }
                 }
+                @if let Some(banner) = page.user.as_ref().and_then(|user| user.budget_banner.as_ref()) {
+                    p.notice.budget-banner #budget-banner role="status" {
+                        "This month's spend has reached " (banner.threshold) "% of the team's budget of "
+                        (banner.budget) " " (banner.currency) ". "
+                        a href="/usage#budget" { "See usage and budget" }
+                    }
+                }
                 main { (body) }
             }
         }

@@ -9,6 +9,7 @@
 //! - `/runs/{run}` (with `/charts`, `/abort`, `/share`, `/artifacts/{path}`): a run;
 //! - `/compare?run=..&run=..`: runs side by side;
 //! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
+//!   `POST /usage/budget`: an admin sets the monthly budget;
 //! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
 //!   `/settings/account`: the member's address, password and sessions;
 //! - `/r/{token}` (and `/r/{token}/charts`): a shared run, logged out;
@@ -69,6 +70,7 @@ pub fn routes() -> Router<AppState> {
         .route("/settings/keys", get(keys::page).post(keys::create))
         .route("/settings/keys/{id}/revoke", post(keys::revoke))
         .route("/usage", get(usage::page))
+        .route("/usage/budget", post(usage::set_budget))
         .route("/usage/reports/{file}", get(usage::report))
         .route("/r/{token}", get(share::page))
         .route("/r/{token}/charts", get(share::charts))

@@ -91,6 +91,9 @@ fn set_cookie(
 pub struct User {
     pub caller: Caller,
     pub team: String,
+    /// The highest threshold of the team's budget its spend has reached this month,
+    /// for every page's banner.
+    pub budget_banner: Option<sextant_domain::budgets::Banner>,
 }
 
 impl User {
@@ -150,10 +153,16 @@ async fn signed_in(state: &AppState, token: &str) -> Result<Option<User>, PageEr
         Err(err) if err.code().class() == Class::Unauthenticated => return Ok(None),
         Err(err) => return Err(err.into()),
     };
-    let team = accounts::team_name(&state.store, &caller.tenant)
-        .await?
-        .unwrap_or_default();
-    Ok(Some(User { caller, team }))
+    // Both at once, so the banner costs every page a query but no extra wait.
+    let (team, budget_banner) = futures::try_join!(
+        accounts::team_name(&state.store, &caller.tenant),
+        sextant_domain::budgets::banner(&state.store, &caller.tenant, state.now()),
+    )?;
+    Ok(Some(User {
+        caller,
+        team: team.unwrap_or_default(),
+        budget_banner,
+    }))
 }
 
 impl Page {

@@ -1,16 +1,21 @@
-//! `/usage`: the team's usage and cost this month so far, and its past monthly reports
-//! as JSON or CSV (served here, under the session cookie, rather than by the API,
-//! which takes only bearer credentials).
+//! `/usage`: the team's usage and cost this month so far, its monthly budget (which
+//! admins set here), and its past monthly reports as JSON or CSV (served here, under
+//! the session cookie, rather than by the API, which takes only bearer credentials).
 
 use axum::extract::Path;
 use axum::http::StatusCode;
 use maud::{Markup, html};
 use rust_decimal::Decimal;
 use sextant_domain::billing::{self, HOURS_PER_GB_MONTH, MonthUsage, PricePlan};
+use sextant_domain::budgets::{self, Budget, BudgetStatus};
 use sextant_domain::calendar::BillingMonth;
+use sextant_domain::credentials::Role;
+use sextant_domain::error::Error;
+use sextant_edge::error;
+use sextant_edge::http::PublicUrl;
 
-use super::layout::{Section, respond};
-use super::security::SignedIn;
+use super::layout::{Section, csrf_field, respond};
+use super::security::{CsrfForm, Page, SignedIn, User, see_other};
 use super::{PageError, PageResult};
 use crate::usage::report_response;
 
@@ -65,14 +70,93 @@ fn line_items(plan: &PricePlan, usage: &MonthUsage) -> Markup {
     }
 }
 
+/// The budget section: where the spend stands against it and, for admins, the form
+/// that sets it; `error` is why the form's last submission was refused.
+fn budget_section(page: &Page, user: &User, budget: &BudgetStatus, error: Option<&str>) -> Markup {
+    let currency = &budget.currency;
+    html! {
+        section #budget {
+            h2 { "Monthly budget" }
+            @match (&budget.monthly_budget, budget.percent) {
+                (Some(amount), Some(percent)) => {
+                    p #budget-summary {
+                        (budget.spent) " " (currency) " of " (amount) " " (currency) " spent (" (percent) "%)."
+                        @if budget.hard_stop { " Hard stop: log calls are refused once the budget is spent." }
+                    }
+                    @if budget.stopped {
+                        p.error #budget-stopped { "The budget is spent: log calls are refused until it is raised or lifted, or the month ends." }
+                    }
+                }
+                _ => { p.empty #budget-summary { "No budget is set. Admins are mailed at 50, 80 and 100% of one." } }
+            }
+            @if let Some(error) = error { p.error role="alert" #budget-error { (error) } }
+            @if user.caller.require(Role::Admin).is_ok() {
+                form #budget-form .inline method="post" action="/usage/budget" {
+                    (csrf_field(&page.csrf()))
+                    label { "Budget a month (" (currency) ", empty for none) "
+                        input type="text" name="monthly_budget" inputmode="decimal" maxlength="20"
+                            value=[budget.monthly_budget.map(|amount| amount.to_string())];
+                    }
+                    label { input type="checkbox" name="hard_stop" value="on" checked[budget.hard_stop]; " Hard stop at 100%" }
+                    button type="submit" { "Save budget" }
+                }
+            }
+        }
+    }
+}
+
 /// `GET /usage`.
 pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
+    render(&page, &user, StatusCode::OK, None).await
+}
+
+/// `POST /usage/budget`: an admin sets the team's budget (an empty amount lifts it).
+pub async fn set_budget(
+    SignedIn(page, user): SignedIn,
+    PublicUrl(base): PublicUrl,
+    form: CsrfForm,
+) -> PageResult {
+    user.require(Role::Admin)?;
+    let plan = &page.state.settings.plan;
+    let amount = Some(form.get("monthly_budget").trim()).filter(|amount| !amount.is_empty());
+    let usage_page = budgets::usage_page(&base);
+    let set = match Budget::parse(plan, amount, form.get("hard_stop") == "on") {
+        Ok(budget) => {
+            budgets::set(
+                &page.state.store,
+                plan,
+                page.state.budget_mail(&usage_page),
+                &user.caller.tenant,
+                budget,
+            )
+            .await
+        }
+        Err(err) => Err(err),
+    }
+    .map_err(Error::from);
+    match set {
+        Ok(_) => Ok(page.finish(see_other("/usage#budget"))),
+        Err(err) if error::status(err.code()).is_client_error() => {
+            render(&page, &user, error::status(err.code()), Some(err.message())).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+async fn render(
+    page: &Page,
+    user: &User,
+    status: StatusCode,
+    budget_error: Option<&str>,
+) -> PageResult {
     let tenant = &user.caller.tenant;
+    let plan = &page.state.settings.plan;
     let month = BillingMonth::of(page.state.now());
     let (usage, closed) = futures::try_join!(
-        billing::usage(&page.state.store, &page.state.settings.plan, tenant, month),
+        billing::usage(&page.state.store, plan, tenant, month),
         billing::closed_months(&page.state.store, tenant),
     )?;
+    let budget = budgets::status(&page.state.store, plan, tenant, month, &usage).await?;
     let body = html! {
         h1 { "Usage and billing" }
         section #this-month {
@@ -110,6 +194,7 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
                 }
             }
         }
+        (budget_section(page, user, &budget, budget_error))
         section #reports {
             h2 { "Past reports" }
             @if closed.is_empty() {
@@ -127,13 +212,7 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
             }
         }
     };
-    Ok(respond(
-        &page,
-        StatusCode::OK,
-        Section::Usage,
-        "Usage",
-        body,
-    ))
+    Ok(respond(page, status, Section::Usage, "Usage", body))
 }
 
 /// `GET /usage/reports/{YYYY-MM}.csv` or `.json`: the month's report, closed or draft.

@@ -662,7 +662,7 @@ async fn log_claiming(
     merge_into(&mut preview.record, &facts, written)?;
     runs::replace(tenant, &preview)?;
 
-    usage::check_quota(
+    let limit = usage::check_quota(
         store,
         intake.meter.points_cap,
         tenant,
@@ -714,7 +714,7 @@ async fn log_claiming(
         ];
         let counters = ops.len();
         ops.extend(usage::logged(
-            intake.meter.points_cap,
+            limit.map(usage::Limit::points),
             runs::usage_owner(tenant, &versioned.record),
             now,
             prepared.accepted,
@@ -734,8 +734,11 @@ async fn log_claiming(
                 if failed.contains(&(counters + usage::CAPPED_OP)) =>
             {
                 forget().await;
-                let cap = intake.meter.points_cap.unwrap_or_default();
-                return Err(usage::quota_exceeded(cap, now).into());
+                // Only a limit puts a condition there.
+                return Err(match limit {
+                    Some(limit) => limit.refusal(now).into(),
+                    None => StoreError::TransactionFailed(failed).into(),
+                });
             }
             Err(err) if err.is_conflict() => {
                 versioned = runs::load(store, tenant, run).await?;
