@@ -137,6 +137,7 @@ impl TestApp {
             plan: PricePlan::default(),
             operator_token: None,
             rate_limits: sextant_edge::rate_limit::RateLimits::default(),
+            report_webhook: None,
         };
         adjust(&mut config);
         let app = Application::build(config)

@@ -7,12 +7,19 @@
 //! (`sextant_domain::sweep`), so that every byte stored is billed or gone and every run
 //! that logged is folded (`sextant_domain::series::fold`); running an hour twice changes
 //! nothing. Until it has seen every team once, it also notes runs logged before folds
-//! existed.
+//! existed. Last, it POSTs the closed monthly reports due to the operator's webhook
+//! (`sextant_domain::report_delivery`), through `HttpReportSender`.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sextant_domain::billing::{self, PricePlan};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::error::Result;
+use sextant_domain::report_delivery::{
+    self, DeliveryRun, Outgoing, ReportSender, ReportWebhook, RetryPolicy, SendFailure,
+    WebhookSecret,
+};
 use sextant_domain::sweep::{self, Claimant};
 use sextant_domain::{artifacts, images, metering, series};
 use sextant_storage::{Storage, Store};
@@ -28,6 +35,8 @@ pub struct RunReport {
     pub bytes_deleted: u64,
     /// Runs logged before folds existed, noted for the next hour's sweep to fold.
     pub runs_noted: usize,
+    /// Closed reports the webhook acknowledged, and those it did not yet.
+    pub deliveries: DeliveryRun,
 }
 
 /// Tenants whose older runs one metering run notes for folding: a deployment's
@@ -36,33 +45,52 @@ pub struct RunReport {
 const MIGRATION_TENANTS_A_RUN: usize = 100;
 
 /// What a metering run works with: the store, the price plan that month-end reports
-/// close at, and how many bytes of an artifact one settling checks.
+/// close at, how many bytes of an artifact one settling checks, and where closed
+/// reports are delivered (none: they wait, pending, until a webhook is configured).
 #[derive(Debug, Clone)]
 pub struct Metering {
     pub store: Store,
     pub plan: PricePlan,
     pub verify_slice_bytes: u64,
+    pub webhook: Option<ReportWebhook>,
 }
 
 impl Metering {
-    /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`.
+    /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`,
+    /// the webhook from `SEXTANT_REPORT_WEBHOOK_URL` and `_SECRET`.
     pub fn from_env(storage: Storage) -> anyhow::Result<Self> {
+        let var = |name: &str| std::env::var(name).ok();
         Ok(Self {
             store: Store::new(storage),
             plan: PricePlan::from_env()?,
             verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
+            webhook: report_webhook(
+                var("SEXTANT_REPORT_WEBHOOK_URL").as_deref(),
+                var("SEXTANT_REPORT_WEBHOOK_SECRET").as_deref(),
+            )?,
         })
     }
 
-    /// The metering run for the hour that ended at `hour.end()`: the roll-up, then the
-    /// sweep of every note due by then.
+    /// The metering run for the hour that ended at `hour.end()`: the roll-up, the
+    /// sweep of every note due by then, and the deliveries of closed reports due now.
     pub async fn run(&self, hour: MeteringHour) -> Result<RunReport> {
         let hours = self.roll_up_through(hour.start).await?;
         let mut report = self.sweep_due(hour.end()).await?;
         report.hours = hours.len();
         report.runs_noted =
             series::fold::note_unfolded_runs(&self.store, MIGRATION_TENANTS_A_RUN).await?;
+        report.deliveries = self.deliver_reports().await?;
         Ok(report)
+    }
+
+    /// POSTs every closed report whose delivery is due to the webhook, if there is one.
+    pub async fn deliver_reports(&self) -> Result<DeliveryRun> {
+        match &self.webhook {
+            Some(webhook) => {
+                Ok(report_delivery::deliver_due(&self.store, &self.plan, webhook).await?)
+            }
+            None => Ok(DeliveryRun::default()),
+        }
     }
 
     /// Rolls up `through` and every hour missed before it, closing the reports of each
@@ -78,9 +106,13 @@ impl Metering {
         metering::roll_up_hour(&self.store, hour, &|month| self.close_reports(month)).await
     }
 
-    /// The month-end step the roll-up calls: billing closes the month's reports.
+    /// The month-end step the roll-up calls: billing closes the month's reports, and
+    /// each is scheduled for delivery. Until both are done the roll-up's cursor stays
+    /// before the month's last hour, so a run that fails between them is finished by
+    /// the next.
     async fn close_reports(&self, month: BillingMonth) -> Result<()> {
         billing::close_month(&self.store, &self.plan, month).await?;
+        report_delivery::schedule(&self.store, month).await?;
         Ok(())
     }
 
@@ -118,6 +150,87 @@ impl Metering {
             sweep::settled_through(kv, hour).await?;
         }
         Ok(report)
+    }
+}
+
+/// How long one POST to the webhook may take, answer included.
+pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The webhook configured by a URL and a secret: none when the URL is absent or empty;
+/// an error when it is not an http(s) URL or the secret is missing or short.
+pub fn report_webhook(
+    url: Option<&str>,
+    secret: Option<&str>,
+) -> anyhow::Result<Option<ReportWebhook>> {
+    let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let secret = secret.unwrap_or_default();
+    Ok(Some(ReportWebhook {
+        sender: Arc::new(HttpReportSender::new(url, WEBHOOK_TIMEOUT)?),
+        secret: WebhookSecret::new(secret)?,
+        retry: RetryPolicy::default(),
+    }))
+}
+
+/// The report webhook's port over HTTP(S): one POST per try, no redirects followed (a
+/// signed report goes where it was configured to, or fails).
+pub struct HttpReportSender {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl std::fmt::Debug for HttpReportSender {
+    /// The origin alone: a URL's path or query may carry a token of the receiver's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpReportSender")
+            .field("origin", &self.url.origin().ascii_serialization())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpReportSender {
+    pub fn new(url: &str, timeout: std::time::Duration) -> anyhow::Result<Self> {
+        let url: reqwest::Url = url
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the report webhook's URL is not a URL"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "the report webhook's URL is http:// or https://"
+        );
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, url })
+    }
+}
+
+#[async_trait::async_trait]
+impl ReportSender for HttpReportSender {
+    async fn post(&self, outgoing: &Outgoing) -> std::result::Result<u16, SendFailure> {
+        let answer = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                report_delivery::IDEMPOTENCY_KEY_HEADER,
+                &outgoing.idempotency_key,
+            )
+            .header(report_delivery::SIGNATURE_HEADER, &outgoing.signature)
+            .body(outgoing.body.clone())
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    SendFailure::Timeout
+                } else if err.is_connect() {
+                    SendFailure::Connect
+                } else {
+                    SendFailure::Request
+                }
+            })?;
+        Ok(answer.status().as_u16())
     }
 }
 

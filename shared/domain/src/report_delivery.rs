@@ -109,7 +109,10 @@ impl WebhookSecret {
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        format!("t={timestamp},v1={}", hex::encode(mac.finalize().into_bytes()))
+        format!(
+            "t={timestamp},v1={}",
+            hex::encode(mac.finalize().into_bytes())
+        )
     }
 }
 
@@ -508,7 +511,8 @@ fn spreadsheet_text(cell: &str) -> String {
     }
 }
 
-fn rfc3339(at: Option<OffsetDateTime>) -> String {
+/// A listing's time in RFC 3339, empty for none.
+pub fn rfc3339(at: Option<OffsetDateTime>) -> String {
     at.and_then(|at| {
         at.format(&time::format_description::well_known::Rfc3339)
             .ok()
@@ -586,7 +590,10 @@ mod tests {
         assert_eq!(policy.backoff(1), time::Duration::MINUTE);
         assert_eq!(policy.backoff(2), time::Duration::minutes(2));
         assert_eq!(policy.backoff(5), time::Duration::minutes(16));
-        assert_eq!(policy.backoff(9), time::Duration::hours(4) + time::Duration::minutes(16));
+        assert_eq!(
+            policy.backoff(9),
+            time::Duration::hours(4) + time::Duration::minutes(16)
+        );
         assert_eq!(policy.backoff(10), time::Duration::hours(6));
         assert_eq!(policy.backoff(u32::MAX), time::Duration::hours(6));
     }
@@ -599,6 +606,9 @@ mod tests {
             idempotency_key(tenant, month),
             format!("report-{tenant}-2026-11")
         );
-        assert_eq!(idempotency_key(tenant, month), idempotency_key(tenant, month));
+        assert_eq!(
+            idempotency_key(tenant, month),
+            idempotency_key(tenant, month)
+        );
     }
 }
