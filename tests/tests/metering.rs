@@ -10,30 +10,11 @@ use sextant_domain::deletion;
 use sextant_domain::metering;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch};
 use sextant_edge::state::AppState;
-use sextant_tests::{aws_state, embedded_state, signed_up_caller};
+use sextant_tests::{
+    aws_state, embedded_state, log_points, run_on_a_manual_clock, signed_up_caller,
+};
 use time::{Duration, OffsetDateTime};
-
-async fn log(
-    state: &AppState,
-    caller: &Caller,
-    run: sextant_domain::ids::RunId,
-    id: &str,
-    n: usize,
-) -> u64 {
-    let steps: Vec<usize> = (0..n).collect();
-    let batch: LogBatch = serde_json::from_value(json!({
-        "batch_id": id,
-        "series": {"loss": {"steps": steps, "values": vec![0.5; n]}},
-        "text": {"stdout": [{"step": 0, "text": "hello"}]},
-    }))
-    .unwrap();
-    batch::log(&state.store, state.intake(), &caller.tenant, run, batch)
-        .await
-        .expect("logged")
-        .accepted
-}
 
 async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
@@ -55,11 +36,11 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
                 .id,
         );
     }
-    let mut a_points = log(&state, &a, runs[0], "one", 1000).await;
-    a_points += log(&state, &a, runs[0], "two", 500).await;
+    let mut a_points = log_points(&state, &a, runs[0], "one", 1000).await;
+    a_points += log_points(&state, &a, runs[0], "two", 500).await;
     // A retry stores and counts nothing.
-    assert_eq!(log(&state, &a, runs[0], "two", 500).await, 501);
-    let b_points = log(&state, &b, runs[1], "only", 10).await;
+    assert_eq!(log_points(&state, &a, runs[0], "two", 500).await, 501);
+    let b_points = log_points(&state, &b, runs[1], "only", 10).await;
     assert_eq!((a_points, b_points), (1502, 11));
 
     // The test may straddle an hour: roll up every hour it touched.
@@ -165,7 +146,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap()
         .id;
-    log(&state, &b, late_run, "late", 5).await;
+    log_points(&state, &b, late_run, "late", 5).await;
     sextant_cli::metering(&state)
         .roll_up_hour(last_of_month)
         .await
@@ -273,38 +254,16 @@ async fn only_the_operator_token_lists_every_tenants_usage() {
 /// When the manual-clock tests start: mid-hour, mid-month.
 const START: OffsetDateTime = time::macros::datetime!(2026-11-10 10:20 UTC);
 
-/// `state` on a clock the test moves from `START`, with a signed-up team and a run.
-async fn run_on_a_manual_clock(
-    state: AppState,
-) -> (
-    AppState,
-    std::sync::Arc<sextant_storage::clock::ManualClock>,
-    Caller,
-    sextant_domain::ids::RunId,
-) {
-    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(START));
-    let state = state.with_clock(clock.clone());
-    let caller = signed_up_caller(&state).await;
-    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
-        .await
-        .unwrap();
-    let run = runs::create(&state.store, &caller, &project, NewRun::default())
-        .await
-        .unwrap()
-        .id;
-    (state, clock, caller, run)
-}
-
 /// A deployment whose metering first runs days after its first points (a server that
 /// logged and stopped before its first hourly run, a function that failed its first
 /// runs) bills them: the first roll-up starts at the first hour anything happened in.
 async fn the_late_first_roll_up_bills_every_point(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
-    let logged = log(&state, &caller, run, "early", 1000).await;
+    let (state, clock, caller, run) = run_on_a_manual_clock(state, START).await;
+    let logged = log_points(&state, &caller, run, "early", 1000).await;
     clock.advance(Duration::hours(2));
-    let later = log(&state, &caller, run, "later", 100).await;
+    let later = log_points(&state, &caller, run, "later", 100).await;
 
     clock.advance(Duration::days(3));
     let through = hour_of(state.now()) - Duration::HOUR;
@@ -356,10 +315,10 @@ async fn the_late_first_roll_up_bills_every_point_on_dynamodb() {
 async fn usage_right_after_logging_shows_the_points_as_provisional(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
+    let (state, clock, caller, run) = run_on_a_manual_clock(state, START).await;
     let month = BillingMonth::of(START);
     let plan = &state.settings.plan;
-    let logged = log(&state, &caller, run, "now", 1000).await;
+    let logged = log_points(&state, &caller, run, "now", 1000).await;
 
     let usage = billing::usage(&state.store, plan, &caller.tenant, month)
         .await
@@ -381,7 +340,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional(
 
     // An hour on, the roll-up makes the hour final; the new hour is provisional.
     clock.advance(Duration::hours(1));
-    let more = log(&state, &caller, run, "later", 10).await;
+    let more = log_points(&state, &caller, run, "later", 10).await;
     sextant_cli::metering(&state)
         .roll_up_through(hour_of(START))
         .await
