@@ -473,6 +473,7 @@ pub struct ReportDelivery {
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[schema(required = true)]
     pub next_attempt_at: Option<OffsetDateTime>,
+    /// When the receiver acknowledged it; null until then.
     #[serde(with = "time::serde::rfc3339::option", default)]
     #[schema(required = true)]
     pub delivered_at: Option<OffsetDateTime>,
