@@ -158,6 +158,10 @@ pub struct RetryPolicy {
     /// How long a run's claim keeps other runs from sending a delivery: longer than
     /// its tries can take (timeouts and waits), shorter than the back-off's cap.
     pub claim: time::Duration,
+    /// How long a run goes on starting deliveries: those not started by then wait for
+    /// the next run, so a backlog to a receiver that times out cannot hold the
+    /// metering function past its own timeout.
+    pub run_budget: std::time::Duration,
 }
 
 impl Default for RetryPolicy {
@@ -170,6 +174,7 @@ impl Default for RetryPolicy {
             first_backoff: time::Duration::MINUTE,
             max_backoff: time::Duration::hours(6),
             claim: time::Duration::minutes(10),
+            run_budget: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -281,7 +286,8 @@ pub struct DeliveryRun {
 }
 
 enum Outcome {
-    /// Not due yet, claimed by another run, or delivered already.
+    /// Not due yet, claimed by another run, delivered already, or left for the next
+    /// run once this one's budget is spent.
     Skipped,
     Delivered,
     Failed,
@@ -306,8 +312,14 @@ pub async fn deliver_due(
             None => break,
         }
     }
+    let started = std::time::Instant::now();
     let outcomes: Vec<Outcome> = futures::stream::iter(due)
-        .map(|(month, tenant)| deliver_one(store, plan, webhook, month, tenant))
+        .map(|(month, tenant)| async move {
+            if started.elapsed() > webhook.retry.run_budget {
+                return Ok(Outcome::Skipped);
+            }
+            deliver_one(store, plan, webhook, month, tenant).await
+        })
         .buffer_unordered(DELIVERIES_AT_ONCE)
         .try_collect()
         .await?;
