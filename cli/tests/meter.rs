@@ -145,7 +145,65 @@ async fn the_operator_lists_every_tenants_month_from_the_store_or_from_the_serve
         "{table}"
     );
 
+    // The month's reports, with their deliveries: none due while the month is open.
+    let reports = |format: &str| {
+        sextant(
+            &[
+                "admin",
+                "reports",
+                "--month",
+                &month,
+                "--data-dir",
+                data_dir,
+                format,
+            ],
+            &[],
+        )
+    };
+    let csv = reports("--csv");
+    assert!(
+        csv.status.success(),
+        "{}",
+        String::from_utf8_lossy(&csv.stderr)
+    );
+    let csv = String::from_utf8_lossy(&csv.stdout).into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].starts_with("tenant_id,team,status,total,currency,delivery"));
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|line| line.contains(",draft,0.00,USD,,0,,,")),
+        "{csv}"
+    );
+    let offline_reports: serde_json::Value =
+        serde_json::from_slice(&reports("--json").stdout).unwrap();
+    assert_eq!(offline_reports["tenants"].as_array().unwrap().len(), 2);
+    assert!(
+        offline_reports["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["delivery"].is_null() && t["attempts"] == 0)
+    );
+
     let server = start_with_env(dir.path(), &server_env);
+    let ask_reports = sextant(
+        &["admin", "reports", "--month", &month, "--json"],
+        &[
+            ("SEXTANT_URL", server.base.as_str()),
+            ("SEXTANT_OPERATOR_TOKEN", token),
+        ],
+    );
+    assert!(
+        ask_reports.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ask_reports.stderr)
+    );
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&ask_reports.stdout).unwrap(),
+        offline_reports
+    );
     let ask = |token: &str| {
         sextant(
             &["admin", "usage", "--month", &month, "--json"],

@@ -624,4 +624,50 @@ mod tests {
             idempotency_key(tenant, month)
         );
     }
+
+    #[test]
+    fn the_csv_quotes_commas_and_quotes_and_keeps_formulas_as_text() {
+        let row = |team: Option<&str>| ReportDelivery {
+            totals: TenantTotals {
+                tenant_id: TenantId::generate(),
+                team: team.map(str::to_owned),
+                status: ReportStatus::Closed,
+                points: 1,
+                gb_hours: rust_decimal::Decimal::ONE,
+                total: rust_decimal::Decimal::new(150, 2),
+                currency: "USD".into(),
+            },
+            delivery: Some(DeliveryState::Delivered),
+            attempts: 3,
+            last_error: Some("http_503".into()),
+            next_attempt_at: None,
+            delivered_at: Some(time::macros::datetime!(2026-12-01 0:02 UTC)),
+        };
+        let rows = [
+            row(Some("Whales, \"Inc\"")),
+            row(Some("=HYPERLINK(\"http://x\")")),
+            row(None),
+        ];
+        let csv = to_csv(&rows).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "tenant_id,team,status,total,currency,delivery,attempts,last_error,\
+             next_attempt_at,delivered_at"
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "{},\"Whales, \"\"Inc\"\"\",closed,1.50,USD,delivered,3,http_503,,\
+                 2026-12-01T00:02:00Z",
+                rows[0].totals.tenant_id
+            )
+        );
+        assert!(
+            lines[2].contains(",\"'=HYPERLINK(\"\"http://x\"\")\",closed,"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].contains(",,closed,"), "{}", lines[3]);
+    }
 }
