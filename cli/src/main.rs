@@ -200,16 +200,8 @@ enum AdminCommand {
         /// `YYYY-MM`; this month when absent.
         #[arg(long)]
         month: Option<String>,
-        /// Read this data directory's store instead of asking a server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The Sextant server.
-        #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
-        url: url::Url,
-        /// The deployment's operator token (its SHA-256 is the server's
-        /// SEXTANT_OPERATOR_TOKEN_SHA256).
-        #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
+        #[command(flatten)]
+        source: ListingSource,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -221,16 +213,8 @@ enum AdminCommand {
         /// `YYYY-MM`.
         #[arg(long)]
         month: String,
-        /// Read this data directory's store instead of asking a server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The Sextant server.
-        #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
-        url: url::Url,
-        /// The deployment's operator token (its SHA-256 is the server's
-        /// SEXTANT_OPERATOR_TOKEN_SHA256).
-        #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
+        #[command(flatten)]
+        source: ListingSource,
         /// Print JSON instead of a table.
         #[arg(long, conflicts_with = "csv")]
         json: bool,
@@ -240,7 +224,60 @@ enum AdminCommand {
     },
 }
 
-/// Where the metering runs deliver closed monthly reports (README, Billing).
+/// Where an operator's listing comes from.
+#[derive(Debug, Args)]
+struct ListingSource {
+    /// Read this data directory's store instead of asking a server.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The Sextant server.
+    #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
+    url: url::Url,
+    /// The deployment's operator token (its SHA-256 is the server's
+    /// SEXTANT_OPERATOR_TOKEN_SHA256).
+    #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+}
+
+impl ListingSource {
+    /// The month's tenants: read by `offline` from the data directory's store, or
+    /// asked of the server's operator `route`.
+    async fn tenants<T, Offline>(
+        self,
+        route: &str,
+        month: BillingMonth,
+        offline: impl FnOnce(PathBuf, PricePlan) -> Offline,
+    ) -> anyhow::Result<Vec<T>>
+    where
+        T: serde::de::DeserializeOwned,
+        Offline: Future<Output = anyhow::Result<Vec<T>>>,
+    {
+        if let Some(dir) = self.data_dir {
+            return offline(dir, PricePlan::from_env()?).await;
+        }
+        let token = self
+            .operator_token
+            .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
+        #[derive(serde::Deserialize)]
+        struct Listing<T> {
+            tenants: Vec<T>,
+        }
+        let listing: Listing<T> = Client::new(self.url, token)?
+            .get(&format!("{route}?month={month}"))
+            .await?;
+        Ok(listing.tenants)
+    }
+}
+
+/// An operator's listing as `--json` prints it.
+fn listing_json(month: BillingMonth, tenants: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "month": month.to_string(),
+        "tenants": tenants,
+    }))?)
+}
+
+/// Where the metering runs deliver closed monthly reports (README, Report webhook).
 #[derive(Debug, Args)]
 struct Webhook {
     /// The operator's invoicing webhook: each closed monthly report is POSTed to it,
@@ -263,78 +300,44 @@ impl Webhook {
 
 async fn admin_usage(
     month: Option<String>,
-    data_dir: Option<PathBuf>,
-    url: url::Url,
-    operator_token: Option<String>,
+    source: ListingSource,
     json: bool,
 ) -> anyhow::Result<()> {
     let month = match month {
-        Some(text) => {
-            BillingMonth::parse(&text).map_err(|err| anyhow::anyhow!("--month: {err}"))?
-        }
+        Some(text) => parse_month(&text)?,
         None => BillingMonth::of(time::OffsetDateTime::now_utc()),
     };
-    let tenants: Vec<TenantTotals> = match data_dir {
-        Some(dir) => sextant_cli::tenant_totals(&dir, PricePlan::from_env()?, month).await?,
-        None => {
-            let token = operator_token
-                .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
-            #[derive(serde::Deserialize)]
-            struct Listing {
-                tenants: Vec<TenantTotals>,
-            }
-            let listing: Listing = Client::new(url, token)?
-                .get(&format!("v1/admin/usage?month={month}"))
-                .await?;
-            listing.tenants
-        }
-    };
+    let tenants: Vec<TenantTotals> = source
+        .tenants("v1/admin/usage", month, |dir, plan| async move {
+            sextant_cli::tenant_totals(&dir, plan, month).await
+        })
+        .await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "month": month.to_string(),
-                "tenants": tenants,
-            }))?
-        );
+        println!("{}", listing_json(month, &tenants)?);
     } else {
         print!("{}", sextant_cli::totals_table(&tenants));
     }
     Ok(())
 }
 
+fn parse_month(text: &str) -> anyhow::Result<BillingMonth> {
+    BillingMonth::parse(text).map_err(|err| anyhow::anyhow!("--month: {err}"))
+}
+
 /// The month's reports and their deliveries as `sextant admin reports` prints them.
 async fn admin_reports(
     month: String,
-    data_dir: Option<PathBuf>,
-    url: url::Url,
-    operator_token: Option<String>,
+    source: ListingSource,
     format: ListingFormat,
 ) -> anyhow::Result<()> {
-    let month = BillingMonth::parse(&month).map_err(|err| anyhow::anyhow!("--month: {err}"))?;
-    let tenants: Vec<ReportDelivery> = match data_dir {
-        Some(dir) => sextant_cli::report_deliveries(&dir, PricePlan::from_env()?, month).await?,
-        None => {
-            let token = operator_token
-                .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
-            #[derive(serde::Deserialize)]
-            struct Listing {
-                tenants: Vec<ReportDelivery>,
-            }
-            let listing: Listing = Client::new(url, token)?
-                .get(&format!("v1/admin/reports?month={month}"))
-                .await?;
-            listing.tenants
-        }
-    };
+    let month = parse_month(&month)?;
+    let tenants: Vec<ReportDelivery> = source
+        .tenants("v1/admin/reports", month, |dir, plan| async move {
+            sextant_cli::report_deliveries(&dir, plan, month).await
+        })
+        .await?;
     match format {
-        ListingFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "month": month.to_string(),
-                "tenants": tenants,
-            }))?
-        ),
+        ListingFormat::Json => println!("{}", listing_json(month, &tenants)?),
         ListingFormat::Csv => print!("{}", report_delivery::to_csv(&tenants)?),
         ListingFormat::Table => print!("{}", sextant_cli::deliveries_table(&tenants)),
     }
@@ -482,19 +485,15 @@ async fn main() -> anyhow::Result<()> {
             command:
                 AdminCommand::Usage {
                     month,
-                    data_dir,
-                    url,
-                    operator_token,
+                    source,
                     json,
                 },
-        } => admin_usage(month, data_dir, url, operator_token, json).await,
+        } => admin_usage(month, source, json).await,
         Command::Admin {
             command:
                 AdminCommand::Reports {
                     month,
-                    data_dir,
-                    url,
-                    operator_token,
+                    source,
                     json,
                     csv,
                 },
@@ -504,7 +503,7 @@ async fn main() -> anyhow::Result<()> {
                 (_, true) => ListingFormat::Csv,
                 _ => ListingFormat::Table,
             };
-            admin_reports(month, data_dir, url, operator_token, format).await
+            admin_reports(month, source, format).await
         }
         Command::Upload {
             server,
