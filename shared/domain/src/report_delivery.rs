@@ -206,22 +206,22 @@ pub enum DeliveryState {
     Delivered,
 }
 
-/// A closed report's delivery.
+/// A closed report's delivery, as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub state: DeliveryState,
+struct Delivery {
+    state: DeliveryState,
     /// POSTs sent.
-    pub attempts: u32,
+    attempts: u32,
     /// Runs whose every try failed: the back-off doubles with each.
-    pub failed_rounds: u32,
+    failed_rounds: u32,
     /// The last failure's code: `http_{status}`, `timeout`, `connect`, `request` or
     /// `report_not_closed`; never a body or a secret.
-    pub last_error: Option<String>,
+    last_error: Option<String>,
     /// No run sends it before then; `None` is due now.
     #[serde(with = "time::serde::rfc3339::option", default)]
-    pub next_attempt_at: Option<OffsetDateTime>,
+    next_attempt_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option", default)]
-    pub delivered_at: Option<OffsetDateTime>,
+    delivered_at: Option<OffsetDateTime>,
 }
 
 impl Delivery {
@@ -376,8 +376,8 @@ async fn deliver_one(
         let id = idempotency_key(tenant, month);
         send(store, webhook, &id, &report, &mut delivery.record).await?
     } else {
-        // Scheduled only once closed; a draft here means the month's close did not
-        // land for this tenant: the next run's roll-up closes it, then it goes.
+        // Scheduled only once its month closed, so a draft here is a store at odds
+        // with itself: nothing is sent, the listing says so, and later runs look again.
         delivery.record.last_error = Some("report_not_closed".to_owned());
         false
     };
