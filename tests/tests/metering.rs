@@ -216,39 +216,43 @@ async fn a_months_report_is_a_draft_until_closed_and_comes_as_json_or_csv() {
     assert_eq!(sextant_tests::error_code(&body), "invalid_format");
 }
 
+/// Both operator listings: usage, and reports with their deliveries.
 #[tokio::test]
-async fn only_the_operator_token_lists_every_tenants_usage() {
+async fn only_the_operator_token_lists_every_tenants_usage_and_reports() {
     use sextant_domain::credentials::operator::OperatorTokenHash;
     let app = sextant_tests::TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
         config.operator_token = Some(OperatorTokenHash::of("the-operator"));
     })
     .await;
-    let team = app.signup().await;
-    let path = "/v1/admin/usage?month=2026-11";
-    let (status, listing) = app.get(path, "the-operator").await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{listing}");
-    assert_eq!(listing, json!({"month": "2026-11", "tenants": []}));
-    for credential in [
-        team.api_key.as_str(),
-        team.token.as_str(),
-        "not-the-operator",
-    ] {
-        let (status, body) = app.get(path, credential).await;
-        assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
-        assert_eq!(sextant_tests::error_code(&body), "operator_only");
-    }
-    let (status, _) = app.call(reqwest::Method::GET, path, None, None).await;
-    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
-    let (status, body) = app
-        .get("/v1/admin/usage?month=November", "the-operator")
-        .await;
-    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
-    assert_eq!(sextant_tests::error_code(&body), "invalid_month");
-
-    // A deployment without an operator token has no operator.
     let unconfigured = sextant_tests::TestApp::spawn().await;
-    let (status, body) = unconfigured.get(path, "the-operator").await;
-    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
+    let team = app.signup().await;
+    for listing in ["usage", "reports"] {
+        let path = format!("/v1/admin/{listing}?month=2026-11");
+        let path = path.as_str();
+        let (status, listing) = app.get(path, "the-operator").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{listing}");
+        assert_eq!(listing, json!({"month": "2026-11", "tenants": []}));
+        for credential in [
+            team.api_key.as_str(),
+            team.token.as_str(),
+            "not-the-operator",
+        ] {
+            let (status, body) = app.get(path, credential).await;
+            assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{path}: {body}");
+            assert_eq!(sextant_tests::error_code(&body), "operator_only");
+        }
+        let (status, _) = app.call(reqwest::Method::GET, path, None, None).await;
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{path}");
+        let (status, body) = app
+            .get(&path.replace("2026-11", "November"), "the-operator")
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(sextant_tests::error_code(&body), "invalid_month");
+
+        // A deployment without an operator token has no operator.
+        let (status, body) = unconfigured.get(path, "the-operator").await;
+        assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{path}: {body}");
+    }
 }
 
 /// When the manual-clock tests start: mid-hour, mid-month.

@@ -394,31 +394,3 @@ aws_cases!(
     a_run_that_dies_after_closing_the_month_leaves_no_report_undelivered,
     reports_closed_without_a_webhook_wait_pending_until_one_is_configured,
 );
-
-#[tokio::test]
-async fn only_the_operator_token_lists_the_months_reports_and_their_deliveries() {
-    use sextant_domain::credentials::operator::OperatorTokenHash;
-    let app = sextant_tests::TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
-        config.operator_token = Some(OperatorTokenHash::of("the-operator"));
-    })
-    .await;
-    let team = app.signup().await;
-    let path = "/v1/admin/reports?month=2026-11";
-    let (status, listing) = app.get(path, "the-operator").await;
-    assert_eq!(status, StatusCode::OK, "{listing}");
-    assert_eq!(listing, json!({"month": "2026-11", "tenants": []}));
-    for credential in [
-        team.api_key.as_str(),
-        team.token.as_str(),
-        "not-the-operator",
-    ] {
-        let (status, body) = app.get(path, credential).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-        assert_eq!(sextant_tests::error_code(&body), "operator_only");
-    }
-    let (status, body) = app
-        .get("/v1/admin/reports?month=November", "the-operator")
-        .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(sextant_tests::error_code(&body), "invalid_month");
-}
