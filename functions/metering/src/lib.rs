@@ -294,4 +294,33 @@ mod tests {
         let hour = MeteringHour::ending_at_or_before(datetime!(2026-11-05 00:00 UTC));
         assert_eq!(hour.start, datetime!(2026-11-04 23:00 UTC));
     }
+
+    #[test]
+    fn a_webhook_needs_an_http_url_and_a_secret_and_its_debug_output_hides_both() {
+        assert!(report_webhook(None, None).unwrap().is_none());
+        assert!(report_webhook(Some(" "), None).unwrap().is_none());
+        let secret = "whsec_0123456789abcdef";
+        let webhook = report_webhook(
+            Some("https://hooks.example.com/in/t0ken?key=k3y"),
+            Some(secret),
+        )
+        .unwrap()
+        .expect("a webhook");
+        let shown = format!("{webhook:?}");
+        assert!(shown.contains("https://hooks.example.com"), "{shown}");
+        for hidden in [secret, "t0ken", "k3y"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+        for (url, secret) in [
+            ("ftp://hooks.example.com/in", Some(secret)),
+            ("not a url", Some(secret)),
+            ("https://hooks.example.com/in", None),
+            ("https://hooks.example.com/in", Some("short")),
+        ] {
+            assert!(
+                report_webhook(Some(url), secret).is_err(),
+                "{url} {secret:?}"
+            );
+        }
+    }
 }
