@@ -2,8 +2,8 @@
 //! embedded store and a local blob directory: the same handler code Lambda runs.
 //! `upload` and `download` move artifacts between this machine and a server;
 //! `enqueue` puts jobs on a queue and `agent` runs them; `import mlflow` brings runs
-//! over from MLflow. `meter`
-//! and `admin usage` work on a data directory's store directly.
+//! over from MLflow. `meter`, `admin usage` and `admin reports` work on a data
+//! directory's store directly.
 
 pub mod agent;
 pub mod blob_routes;
@@ -25,6 +25,7 @@ use sextant_domain::billing::{self, PricePlan, TenantTotals};
 use sextant_domain::calendar::{self, BillingMonth};
 use sextant_domain::credentials::jwt::Keyring;
 use sextant_domain::credentials::operator::OperatorTokenHash;
+use sextant_domain::report_delivery::{self, ReportDelivery, ReportWebhook};
 use sextant_edge::http;
 use sextant_edge::state::{AppState, Settings};
 use sextant_metering::Metering;
@@ -54,6 +55,8 @@ pub struct ServeConfig {
     pub plan: PricePlan,
     pub operator_token: Option<OperatorTokenHash>,
     pub rate_limits: sextant_edge::rate_limit::RateLimits,
+    /// Where the hourly metering runs deliver closed monthly reports.
+    pub report_webhook: Option<ReportWebhook>,
 }
 
 /// A bound, ready-to-run server. Binding happens first so port 0 works and the URLs
@@ -64,6 +67,7 @@ pub struct Application {
     router: Router,
     base_url: url::Url,
     state: AppState,
+    report_webhook: Option<ReportWebhook>,
 }
 
 impl Application {
@@ -118,6 +122,7 @@ impl Application {
             router,
             base_url,
             state,
+            report_webhook: config.report_webhook,
         })
     }
 
@@ -132,7 +137,10 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let metering = tokio::spawn(meter_hourly(metering(&self.state)));
+        let metering = tokio::spawn(meter_hourly(Metering {
+            webhook: self.report_webhook,
+            ..metering(&self.state)
+        }));
         let service = self
             .router
             .into_make_service_with_connect_info::<SocketAddr>();
@@ -178,8 +186,9 @@ fn embedded_storage(
     Ok((storage, blobs))
 }
 
-/// What a server's metering runs work with: its store, plan and slice size, and its
-/// postman and public URL for budget letters.
+/// What a server's metering runs work with: its store, plan and slice size, its
+/// postman and public URL for budget letters, and no report webhook (`Application`
+/// adds the one it was configured with).
 pub fn metering(state: &AppState) -> Metering {
     Metering {
         store: state.store.clone(),
@@ -187,6 +196,7 @@ pub fn metering(state: &AppState) -> Metering {
         verify_slice_bytes: state.settings.verify_slice_bytes,
         postman: state.postman.clone(),
         public_url: state.settings.public_url.clone(),
+        webhook: None,
     }
 }
 
@@ -199,12 +209,14 @@ fn offline_store(data_dir: &Path) -> anyhow::Result<Store> {
     Ok(Store::new(storage))
 }
 
-/// What `sextant meter` does: the metering function's roll-up, on the embedded store of
-/// a data directory no server holds open. `through` rolls up every hour missed up to
-/// the hour that ended at or before `at`; otherwise only that hour.
+/// What `sextant meter` does: the metering function's roll-up, sweep and report
+/// deliveries, on the embedded store of a data directory no server holds open.
+/// `through` rolls up every hour missed up to the hour that ended at or before `at`;
+/// otherwise only that hour.
 pub async fn meter(
     data_dir: &Path,
     plan: PricePlan,
+    webhook: Option<ReportWebhook>,
     at: time::OffsetDateTime,
     through: bool,
 ) -> anyhow::Result<Vec<time::OffsetDateTime>> {
@@ -216,6 +228,7 @@ pub async fn meter(
         verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
         postman: None,
         public_url: None,
+        webhook,
     };
     let hour = sextant_metering::MeteringHour::ending_at_or_before(at);
     let hours = if through {
@@ -232,6 +245,12 @@ pub async fn meter(
     );
     let budgets = metering.evaluate_budgets(hour).await?;
     tracing::info!(teams = budgets.teams, "evaluated budgets");
+    let deliveries = metering.deliver_reports().await?;
+    tracing::info!(
+        delivered = deliveries.delivered,
+        failed = deliveries.failed,
+        "reports delivered"
+    );
     Ok(hours)
 }
 
@@ -245,36 +264,76 @@ pub async fn tenant_totals(
     Ok(billing::tenant_totals(&store, &plan, month).await?)
 }
 
+/// Every tenant's report and its delivery for a month, read from a data directory no
+/// server holds open.
+pub async fn report_deliveries(
+    data_dir: &Path,
+    plan: PricePlan,
+    month: BillingMonth,
+) -> anyhow::Result<Vec<ReportDelivery>> {
+    let store = offline_store(data_dir)?;
+    Ok(report_delivery::listing(&store, &plan, month).await?)
+}
+
+/// A team's name in a listing; its bill outlives a deleted team.
+fn team_cell(team: Option<&str>) -> String {
+    team.unwrap_or("(deleted)").to_owned()
+}
+
 /// The operator's usage listing as an aligned table, one tenant a line.
 pub fn totals_table(totals: &[TenantTotals]) -> String {
-    let mut rows = vec![[
-        "TENANT".to_owned(),
-        "TEAM".to_owned(),
-        "STATUS".to_owned(),
-        "POINTS".to_owned(),
-        "GB-HOURS".to_owned(),
-        "TOTAL".to_owned(),
-    ]];
-    for tenant in totals {
-        rows.push([
+    let header = ["TENANT", "TEAM", "STATUS", "POINTS", "GB-HOURS", "TOTAL"];
+    let rows = totals.iter().map(|tenant| {
+        vec![
             tenant.tenant_id.to_string(),
-            tenant
-                .team
-                .clone()
-                .unwrap_or_else(|| "(deleted)".to_owned()),
-            serde_json::to_value(tenant.status)
-                .ok()
-                .and_then(|status| status.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            team_cell(tenant.team.as_deref()),
+            report_delivery::serde_name(tenant.status),
             tenant.points.to_string(),
             tenant.gb_hours.round_dp(6).normalize().to_string(),
             format!("{} {}", tenant.total, tenant.currency),
-        ]);
-    }
-    let widths: Vec<usize> = (0..6)
+        ]
+    });
+    aligned(&header, rows)
+}
+
+/// The operator's report listing as an aligned table, one tenant a line.
+pub fn deliveries_table(deliveries: &[ReportDelivery]) -> String {
+    let header = [
+        "TENANT",
+        "TEAM",
+        "STATUS",
+        "TOTAL",
+        "DELIVERY",
+        "ATTEMPTS",
+        "LAST ERROR",
+        "DELIVERED AT",
+    ];
+    let rows = deliveries.iter().map(|row| {
+        vec![
+            row.totals.tenant_id.to_string(),
+            team_cell(row.totals.team.as_deref()),
+            report_delivery::serde_name(row.totals.status),
+            format!("{} {}", row.totals.total, row.totals.currency),
+            row.delivery
+                .map_or_else(|| "-".to_owned(), report_delivery::serde_name),
+            row.attempts.to_string(),
+            row.last_error.clone().unwrap_or_else(|| "-".to_owned()),
+            row.delivered_at
+                .map_or_else(|| "-".to_owned(), |at| report_delivery::rfc3339(Some(at))),
+        ]
+    });
+    aligned(&header, rows)
+}
+
+/// A header and rows as columns padded to their widest cell.
+fn aligned(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let rows: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| (*h).to_owned()).collect())
+        .chain(rows)
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             rows.iter()
-                .map(|row| row[column].chars().count())
+                .map(|row| row.get(column).map_or(0, |cell| cell.chars().count()))
                 .max()
                 .unwrap_or(0)
         })

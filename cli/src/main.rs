@@ -12,6 +12,7 @@ use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
 use sextant_domain::billing::{PricePlan, TenantTotals};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::credentials::operator;
+use sextant_domain::report_delivery::{self, ReportDelivery, ReportWebhook};
 use sextant_edge::rate_limit::RateLimits;
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
@@ -39,6 +40,8 @@ enum Command {
         /// which the job goes back to the queue.
         #[arg(long, env = "SEXTANT_JOB_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
         job_lease_secs: u32,
+        #[command(flatten)]
+        webhook: Webhook,
     },
     /// Roll up usage for an hour on a data directory no server holds open, exactly as
     /// the hourly metering function does.
@@ -52,6 +55,8 @@ enum Command {
         /// before this time (RFC 3339).
         #[arg(long, value_parser = parse_time)]
         through: Option<time::OffsetDateTime>,
+        #[command(flatten)]
+        webhook: Webhook,
     },
     /// Operator commands for the whole deployment.
     Admin {
@@ -195,62 +200,156 @@ enum AdminCommand {
         /// `YYYY-MM`; this month when absent.
         #[arg(long)]
         month: Option<String>,
-        /// Read this data directory's store instead of asking a server.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The Sextant server.
-        #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
-        url: url::Url,
-        /// The deployment's operator token (its SHA-256 is the server's
-        /// SEXTANT_OPERATOR_TOKEN_SHA256).
-        #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
+        #[command(flatten)]
+        source: ListingSource,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+    /// Every tenant's report for a month and its delivery to the report webhook
+    /// (pending or delivered, attempts, last error): from a server with the operator
+    /// token, or with `--data-dir` from a data directory no server holds open.
+    Reports {
+        /// `YYYY-MM`.
+        #[arg(long)]
+        month: String,
+        #[command(flatten)]
+        source: ListingSource,
+        /// Print JSON instead of a table.
+        #[arg(long, conflicts_with = "csv")]
+        json: bool,
+        /// Print CSV (for a spreadsheet) instead of a table.
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
+/// Where an operator's listing comes from.
+#[derive(Debug, Args)]
+struct ListingSource {
+    /// Read this data directory's store instead of asking a server.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The Sextant server.
+    #[arg(long, env = "SEXTANT_URL", default_value = "http://127.0.0.1:8080")]
+    url: url::Url,
+    /// The deployment's operator token (its SHA-256 is the server's
+    /// SEXTANT_OPERATOR_TOKEN_SHA256).
+    #[arg(long, env = "SEXTANT_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+}
+
+impl ListingSource {
+    /// The month's tenants: read by `offline` from the data directory's store, or
+    /// asked of the server's operator `route`.
+    async fn tenants<T, Offline>(
+        self,
+        route: &str,
+        month: BillingMonth,
+        offline: impl FnOnce(PathBuf, PricePlan) -> Offline,
+    ) -> anyhow::Result<Vec<T>>
+    where
+        T: serde::de::DeserializeOwned,
+        Offline: Future<Output = anyhow::Result<Vec<T>>>,
+    {
+        if let Some(dir) = self.data_dir {
+            return offline(dir, PricePlan::from_env()?).await;
+        }
+        let token = self
+            .operator_token
+            .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
+        #[derive(serde::Deserialize)]
+        struct Listing<T> {
+            tenants: Vec<T>,
+        }
+        let listing: Listing<T> = Client::new(self.url, token)?
+            .get(&format!("{route}?month={month}"))
+            .await?;
+        Ok(listing.tenants)
+    }
+}
+
+/// An operator's listing as `--json` prints it.
+fn listing_json(month: BillingMonth, tenants: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "month": month.to_string(),
+        "tenants": tenants,
+    }))?)
+}
+
+/// Where the metering runs deliver closed monthly reports (README, Report webhook).
+#[derive(Debug, Args)]
+struct Webhook {
+    /// The operator's invoicing webhook: each closed monthly report is POSTed to it,
+    /// signed; none when absent or empty.
+    #[arg(long, env = "SEXTANT_REPORT_WEBHOOK_URL", hide_env_values = true)]
+    report_webhook_url: Option<String>,
+    /// The secret the report webhook's signatures are made with (16 bytes or more).
+    #[arg(long, env = "SEXTANT_REPORT_WEBHOOK_SECRET", hide_env_values = true)]
+    report_webhook_secret: Option<String>,
+}
+
+impl Webhook {
+    fn configured(&self) -> anyhow::Result<Option<ReportWebhook>> {
+        sextant_metering::report_webhook(
+            self.report_webhook_url.as_deref(),
+            self.report_webhook_secret.as_deref(),
+        )
+    }
 }
 
 async fn admin_usage(
     month: Option<String>,
-    data_dir: Option<PathBuf>,
-    url: url::Url,
-    operator_token: Option<String>,
+    source: ListingSource,
     json: bool,
 ) -> anyhow::Result<()> {
     let month = match month {
-        Some(text) => {
-            BillingMonth::parse(&text).map_err(|err| anyhow::anyhow!("--month: {err}"))?
-        }
+        Some(text) => parse_month(&text)?,
         None => BillingMonth::of(time::OffsetDateTime::now_utc()),
     };
-    let tenants: Vec<TenantTotals> = match data_dir {
-        Some(dir) => sextant_cli::tenant_totals(&dir, PricePlan::from_env()?, month).await?,
-        None => {
-            let token = operator_token
-                .context("give --data-dir, or SEXTANT_OPERATOR_TOKEN to ask the server")?;
-            #[derive(serde::Deserialize)]
-            struct Listing {
-                tenants: Vec<TenantTotals>,
-            }
-            let listing: Listing = Client::new(url, token)?
-                .get(&format!("v1/admin/usage?month={month}"))
-                .await?;
-            listing.tenants
-        }
-    };
+    let tenants: Vec<TenantTotals> = source
+        .tenants("v1/admin/usage", month, |dir, plan| async move {
+            sextant_cli::tenant_totals(&dir, plan, month).await
+        })
+        .await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "month": month.to_string(),
-                "tenants": tenants,
-            }))?
-        );
+        println!("{}", listing_json(month, &tenants)?);
     } else {
         print!("{}", sextant_cli::totals_table(&tenants));
     }
     Ok(())
+}
+
+fn parse_month(text: &str) -> anyhow::Result<BillingMonth> {
+    BillingMonth::parse(text).map_err(|err| anyhow::anyhow!("--month: {err}"))
+}
+
+/// The month's reports and their deliveries as `sextant admin reports` prints them.
+async fn admin_reports(
+    month: String,
+    source: ListingSource,
+    format: ListingFormat,
+) -> anyhow::Result<()> {
+    let month = parse_month(&month)?;
+    let tenants: Vec<ReportDelivery> = source
+        .tenants("v1/admin/reports", month, |dir, plan| async move {
+            sextant_cli::report_deliveries(&dir, plan, month).await
+        })
+        .await?;
+    match format {
+        ListingFormat::Json => println!("{}", listing_json(month, &tenants)?),
+        ListingFormat::Csv => print!("{}", report_delivery::to_csv(&tenants)?),
+        ListingFormat::Table => print!("{}", sextant_cli::deliveries_table(&tenants)),
+    }
+    Ok(())
+}
+
+/// How `admin reports` prints its listing.
+#[derive(Debug, Clone, Copy)]
+enum ListingFormat {
+    Table,
+    Json,
+    Csv,
 }
 
 fn seconds(flag: &str, secs: f64) -> anyhow::Result<std::time::Duration> {
@@ -346,6 +445,7 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             heartbeat_timeout_secs,
             job_lease_secs,
+            webhook,
         } => {
             let app = Application::build(ServeConfig {
                 addr,
@@ -356,6 +456,7 @@ async fn main() -> anyhow::Result<()> {
                 plan: PricePlan::from_env()?,
                 operator_token: operator::from_env()?,
                 rate_limits: RateLimits::from_env()?,
+                report_webhook: webhook.configured()?,
             })
             .await?;
             tracing::info!(url = %app.base_url(), data_dir = %data_dir.display(), "sextant is serving");
@@ -365,14 +466,16 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             at,
             through,
+            webhook,
         } => {
             let (time, all_missed) = match (at, through) {
                 (Some(at), None) => (at, false),
                 (None, Some(through)) => (through, true),
                 _ => bail!("give --at TIME or --through TIME"),
             };
+            let plan = PricePlan::from_env()?;
             for hour in
-                sextant_cli::meter(&data_dir, PricePlan::from_env()?, time, all_missed).await?
+                sextant_cli::meter(&data_dir, plan, webhook.configured()?, time, all_missed).await?
             {
                 println!("{hour}");
             }
@@ -382,12 +485,26 @@ async fn main() -> anyhow::Result<()> {
             command:
                 AdminCommand::Usage {
                     month,
-                    data_dir,
-                    url,
-                    operator_token,
+                    source,
                     json,
                 },
-        } => admin_usage(month, data_dir, url, operator_token, json).await,
+        } => admin_usage(month, source, json).await,
+        Command::Admin {
+            command:
+                AdminCommand::Reports {
+                    month,
+                    source,
+                    json,
+                    csv,
+                },
+        } => {
+            let format = match (json, csv) {
+                (true, _) => ListingFormat::Json,
+                (_, true) => ListingFormat::Csv,
+                _ => ListingFormat::Table,
+            };
+            admin_reports(month, source, format).await
+        }
         Command::Upload {
             server,
             run,

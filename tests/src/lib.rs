@@ -137,6 +137,7 @@ impl TestApp {
             plan: PricePlan::default(),
             operator_token: None,
             rate_limits: sextant_edge::rate_limit::RateLimits::default(),
+            report_webhook: None,
         };
         adjust(&mut config);
         let app = Application::build(config)
@@ -596,6 +597,45 @@ pub async fn signed_up_run(
         .expect("a run")
         .id;
     (caller, run)
+}
+
+/// Logs `n` points of one series (and a line of text) to `run` as batch `id`, as the
+/// ingest function does; answers the points accepted (none for a retried batch).
+pub async fn log_points(
+    state: &sextant_edge::state::AppState,
+    caller: &sextant_domain::credentials::Caller,
+    run: sextant_domain::ids::RunId,
+    id: &str,
+    n: usize,
+) -> u64 {
+    use sextant_domain::series::batch::{self, LogBatch};
+    let steps: Vec<usize> = (0..n).collect();
+    let batch: LogBatch = serde_json::from_value(serde_json::json!({
+        "batch_id": id,
+        "series": {"loss": {"steps": steps, "values": vec![0.5; n]}},
+        "text": {"stdout": [{"step": 0, "text": "hello"}]},
+    }))
+    .expect("a batch");
+    batch::log(&state.store, state.intake(), &caller.tenant, run, batch)
+        .await
+        .expect("logged")
+        .accepted
+}
+
+/// `state` on a clock the test moves from `start`, with a signed-up team and a run.
+pub async fn run_on_a_manual_clock(
+    state: sextant_edge::state::AppState,
+    start: time::OffsetDateTime,
+) -> (
+    sextant_edge::state::AppState,
+    Arc<sextant_storage::clock::ManualClock>,
+    sextant_domain::credentials::Caller,
+    sextant_domain::ids::RunId,
+) {
+    let clock = Arc::new(sextant_storage::clock::ManualClock::starting_at(start));
+    let state = state.with_clock(clock.clone());
+    let (caller, run) = signed_up_run(&state).await;
+    (state, clock, caller, run)
 }
 
 /// SHA-256 in lowercase hex, as the artifact API takes it.

@@ -11,30 +11,11 @@ use sextant_domain::deletion;
 use sextant_domain::metering;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch};
 use sextant_edge::state::AppState;
-use sextant_tests::{aws_state, embedded_state, signed_up_caller};
+use sextant_tests::{
+    aws_state, embedded_state, log_points, run_on_a_manual_clock, signed_up_caller,
+};
 use time::{Duration, OffsetDateTime};
-
-async fn log(
-    state: &AppState,
-    caller: &Caller,
-    run: sextant_domain::ids::RunId,
-    id: &str,
-    n: usize,
-) -> u64 {
-    let steps: Vec<usize> = (0..n).collect();
-    let batch: LogBatch = serde_json::from_value(json!({
-        "batch_id": id,
-        "series": {"loss": {"steps": steps, "values": vec![0.5; n]}},
-        "text": {"stdout": [{"step": 0, "text": "hello"}]},
-    }))
-    .unwrap();
-    batch::log(&state.store, state.intake(), &caller.tenant, run, batch)
-        .await
-        .expect("logged")
-        .accepted
-}
 
 async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
@@ -56,11 +37,11 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
                 .id,
         );
     }
-    let mut a_points = log(&state, &a, runs[0], "one", 1000).await;
-    a_points += log(&state, &a, runs[0], "two", 500).await;
+    let mut a_points = log_points(&state, &a, runs[0], "one", 1000).await;
+    a_points += log_points(&state, &a, runs[0], "two", 500).await;
     // A retry stores and counts nothing.
-    assert_eq!(log(&state, &a, runs[0], "two", 500).await, 501);
-    let b_points = log(&state, &b, runs[1], "only", 10).await;
+    assert_eq!(log_points(&state, &a, runs[0], "two", 500).await, 501);
+    let b_points = log_points(&state, &b, runs[1], "only", 10).await;
     assert_eq!((a_points, b_points), (1502, 11));
 
     // The test may straddle an hour: roll up every hour it touched.
@@ -166,7 +147,7 @@ async fn rolls_up_each_tenants_points_once_and_changes_nothing_when_run_again(
         .await
         .unwrap()
         .id;
-    log(&state, &b, late_run, "late", 5).await;
+    log_points(&state, &b, late_run, "late", 5).await;
     sextant_cli::metering(&state)
         .roll_up_hour(last_of_month)
         .await
@@ -236,65 +217,47 @@ async fn a_months_report_is_a_draft_until_closed_and_comes_as_json_or_csv() {
     assert_eq!(sextant_tests::error_code(&body), "invalid_format");
 }
 
+/// Both operator listings: usage, and reports with their deliveries.
 #[tokio::test]
-async fn only_the_operator_token_lists_every_tenants_usage() {
+async fn only_the_operator_token_lists_every_tenants_usage_and_reports() {
     use sextant_domain::credentials::operator::OperatorTokenHash;
     let app = sextant_tests::TestApp::spawn_adjusted(sextant_cli::Backend::Embedded, |config| {
         config.operator_token = Some(OperatorTokenHash::of("the-operator"));
     })
     .await;
-    let team = app.signup().await;
-    let path = "/v1/admin/usage?month=2026-11";
-    let (status, listing) = app.get(path, "the-operator").await;
-    assert_eq!(status, reqwest::StatusCode::OK, "{listing}");
-    assert_eq!(listing, json!({"month": "2026-11", "tenants": []}));
-    for credential in [
-        team.api_key.as_str(),
-        team.token.as_str(),
-        "not-the-operator",
-    ] {
-        let (status, body) = app.get(path, credential).await;
-        assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
-        assert_eq!(sextant_tests::error_code(&body), "operator_only");
-    }
-    let (status, _) = app.call(reqwest::Method::GET, path, None, None).await;
-    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED);
-    let (status, body) = app
-        .get("/v1/admin/usage?month=November", "the-operator")
-        .await;
-    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST);
-    assert_eq!(sextant_tests::error_code(&body), "invalid_month");
-
-    // A deployment without an operator token has no operator.
     let unconfigured = sextant_tests::TestApp::spawn().await;
-    let (status, body) = unconfigured.get(path, "the-operator").await;
-    assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{body}");
+    let team = app.signup().await;
+    for listing in ["usage", "reports"] {
+        let path = format!("/v1/admin/{listing}?month=2026-11");
+        let path = path.as_str();
+        let (status, listing) = app.get(path, "the-operator").await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{listing}");
+        assert_eq!(listing, json!({"month": "2026-11", "tenants": []}));
+        for credential in [
+            team.api_key.as_str(),
+            team.token.as_str(),
+            "not-the-operator",
+        ] {
+            let (status, body) = app.get(path, credential).await;
+            assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{path}: {body}");
+            assert_eq!(sextant_tests::error_code(&body), "operator_only");
+        }
+        let (status, _) = app.call(reqwest::Method::GET, path, None, None).await;
+        assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "{path}");
+        let (status, body) = app
+            .get(&path.replace("2026-11", "November"), "the-operator")
+            .await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(sextant_tests::error_code(&body), "invalid_month");
+
+        // A deployment without an operator token has no operator.
+        let (status, body) = unconfigured.get(path, "the-operator").await;
+        assert_eq!(status, reqwest::StatusCode::FORBIDDEN, "{path}: {body}");
+    }
 }
 
 /// When the manual-clock tests start: mid-hour, mid-month.
 const START: OffsetDateTime = time::macros::datetime!(2026-11-10 10:20 UTC);
-
-/// `state` on a clock the test moves from `START`, with a signed-up team and a run.
-async fn run_on_a_manual_clock(
-    state: AppState,
-) -> (
-    AppState,
-    std::sync::Arc<sextant_storage::clock::ManualClock>,
-    Caller,
-    sextant_domain::ids::RunId,
-) {
-    let clock = std::sync::Arc::new(sextant_storage::clock::ManualClock::starting_at(START));
-    let state = state.with_clock(clock.clone());
-    let caller = signed_up_caller(&state).await;
-    let project = projects::create(&state.store, &caller, ProjectName::parse("p").unwrap())
-        .await
-        .unwrap();
-    let run = runs::create(&state.store, &caller, &project, NewRun::default())
-        .await
-        .unwrap()
-        .id;
-    (state, clock, caller, run)
-}
 
 /// A deployment whose metering first runs days after its first points (a server that
 /// logged and stopped before its first hourly run, a function that failed its first
@@ -302,10 +265,10 @@ async fn run_on_a_manual_clock(
 async fn the_late_first_roll_up_bills_every_point(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
-    let logged = log(&state, &caller, run, "early", 1000).await;
+    let (state, clock, caller, run) = run_on_a_manual_clock(state, START).await;
+    let logged = log_points(&state, &caller, run, "early", 1000).await;
     clock.advance(Duration::hours(2));
-    let later = log(&state, &caller, run, "later", 100).await;
+    let later = log_points(&state, &caller, run, "later", 100).await;
 
     clock.advance(Duration::days(3));
     let through = hour_of(state.now()) - Duration::HOUR;
@@ -357,10 +320,10 @@ async fn the_late_first_roll_up_bills_every_point_on_dynamodb() {
 async fn usage_right_after_logging_shows_the_points_as_provisional(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
+    let (state, clock, caller, run) = run_on_a_manual_clock(state, START).await;
     let month = BillingMonth::of(START);
     let plan = &state.settings.plan;
-    let logged = log(&state, &caller, run, "now", 1000).await;
+    let logged = log_points(&state, &caller, run, "now", 1000).await;
 
     let usage = billing::usage(&state.store, plan, &caller.tenant, month)
         .await
@@ -382,7 +345,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional(
 
     // An hour on, the roll-up makes the hour final; the new hour is provisional.
     clock.advance(Duration::hours(1));
-    let more = log(&state, &caller, run, "later", 10).await;
+    let more = log_points(&state, &caller, run, "later", 10).await;
     sextant_cli::metering(&state)
         .roll_up_through(hour_of(START))
         .await
@@ -428,7 +391,7 @@ async fn usage_right_after_logging_shows_the_points_as_provisional_on_dynamodb()
 async fn storage_bills_the_hand_integral_to_the_byte_second(
     (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
 ) {
-    let (state, clock, caller, run) = run_on_a_manual_clock(state).await;
+    let (state, clock, caller, run) = run_on_a_manual_clock(state, START).await;
     let hour = hour_of(START);
     let at =
         |minutes: i64, seconds: i64| hour + Duration::minutes(minutes) + Duration::seconds(seconds);

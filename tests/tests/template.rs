@@ -90,3 +90,21 @@ fn only_the_api_and_metering_functions_send_mail_and_only_as_the_mail_identity()
         }
     }
 }
+
+#[test]
+fn only_the_metering_function_holds_the_report_webhooks_secret() {
+    let blocks = template_blocks();
+    let holders: Vec<&str> = blocks
+        .iter()
+        .filter(|(_, text)| text.contains("SEXTANT_REPORT_WEBHOOK_SECRET"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(holders, ["MeteringFunction"]);
+    let parameters = &blocks["Parameters"];
+    let secret: Vec<&str> = parameters
+        .lines()
+        .skip_while(|line| line.trim() != "ReportWebhookSecret:")
+        .take_while(|line| !line.trim().ends_with(">"))
+        .collect();
+    assert!(secret.contains(&"    NoEcho: true"), "{secret:?}");
+}

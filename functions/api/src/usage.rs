@@ -7,6 +7,7 @@ use sextant_domain::budgets::{self, Budget, BudgetStatus};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::credentials::Caller;
 use sextant_domain::error::{Error, ErrorCode};
+use sextant_domain::report_delivery::{self, ReportDelivery};
 use sextant_edge::auth::Admin;
 use sextant_edge::auth::operator::Operator;
 use sextant_edge::error::{ApiError, ApiResult};
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(report))
         .routes(routes!(all_tenants))
         .routes(routes!(get_budget, set_budget))
+        .routes(routes!(all_reports))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -239,4 +241,37 @@ pub async fn set_budget(
     Ok(axum::Json(
         budgets::set(&state.store, plan, mail, &caller.tenant, budget).await?,
     ))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorReports {
+    /// `YYYY-MM`.
+    #[schema(example = "2026-11")]
+    month: String,
+    /// Every tenant billed in the month, by tenant id, with its report's delivery to
+    /// the operator's webhook.
+    tenants: Vec<ReportDelivery>,
+}
+
+/// Every team's report for a month and its delivery to the report webhook, for the
+/// deployment's operator.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/reports",
+    operation_id = "list_tenant_reports",
+    tag = "billing",
+    security(("operator" = [])),
+    params(UsageParams),
+    responses((status = OK, body = OperatorReports))
+)]
+pub async fn all_reports(
+    State(state): State<AppState>,
+    _: Operator,
+    Query(params): Query<UsageParams>,
+) -> ApiResult<axum::Json<OperatorReports>> {
+    let month = params.month(&state)?;
+    Ok(axum::Json(OperatorReports {
+        month: month.to_string(),
+        tenants: report_delivery::listing(&state.store, &state.settings.plan, month).await?,
+    }))
 }

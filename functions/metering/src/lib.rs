@@ -8,7 +8,9 @@
 //! that logged is folded (`sextant_domain::series::fold`); running an hour twice changes
 //! nothing. Then it evaluates every team's budget (`sextant_domain::budgets`): letters
 //! at 50, 80 and 100 % of it, and the hard stop. Until it has seen every team once, it
-//! also notes runs logged before folds existed.
+//! also notes runs logged before folds existed. Last, it POSTs the closed monthly
+//! reports due to the operator's webhook (`sextant_domain::report_delivery`), through
+//! `HttpReportSender`.
 
 use std::sync::Arc;
 
@@ -18,6 +20,10 @@ use sextant_domain::budgets;
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::error::Result;
 use sextant_domain::postman::Postman;
+use sextant_domain::report_delivery::{
+    self, DeliveryRun, Outgoing, ReportSender, ReportWebhook, RetryPolicy, SendFailure,
+    WebhookSecret,
+};
 use sextant_domain::sweep::{self, Claimant};
 use sextant_domain::{artifacts, images, metering, series};
 use sextant_storage::{Storage, Store};
@@ -35,6 +41,8 @@ pub struct RunReport {
     pub runs_noted: usize,
     /// Teams whose budget was evaluated, and the budget letters sent.
     pub budgets: budgets::Evaluated,
+    /// Closed reports the webhook acknowledged, and those it did not yet.
+    pub deliveries: DeliveryRun,
 }
 
 /// Tenants whose older runs one metering run notes for folding: a deployment's
@@ -44,7 +52,8 @@ const MIGRATION_TENANTS_A_RUN: usize = 100;
 
 /// What a metering run works with: the store, the price plan that month-end reports
 /// close at and budgets are priced at, how many bytes of an artifact one settling
-/// checks, and the mail budget letters go by.
+/// checks, the mail budget letters go by, and where closed reports are delivered
+/// (none: they wait, pending, until a webhook is configured).
 #[derive(Debug, Clone)]
 pub struct Metering {
     pub store: Store,
@@ -54,18 +63,20 @@ pub struct Metering {
     pub postman: Option<Arc<Postman>>,
     /// Where clients reach the service, for the usage page's link in budget letters.
     pub public_url: Option<url::Url>,
+    pub webhook: Option<ReportWebhook>,
 }
 
 impl Metering {
     /// The Lambda configuration over `storage`: the price plan from `SEXTANT_PLAN_*`,
-    /// the public URL from `SEXTANT_PUBLIC_URL`, and budget letters through `mailer`
-    /// (none when the deployment has no mail service).
+    /// the public URL from `SEXTANT_PUBLIC_URL`, budget letters through `mailer`
+    /// (none when the deployment has no mail service), and the webhook from
+    /// `SEXTANT_REPORT_WEBHOOK_URL` and `_SECRET`.
     pub fn from_env(
         storage: Storage,
         mailer: Option<Arc<dyn sextant_storage::Mailer>>,
     ) -> anyhow::Result<Self> {
-        let public_url = std::env::var("SEXTANT_PUBLIC_URL")
-            .ok()
+        let var = |name: &str| std::env::var(name).ok();
+        let public_url = var("SEXTANT_PUBLIC_URL")
             .map(|url| {
                 url.parse()
                     .map_err(|_| anyhow::anyhow!("SEXTANT_PUBLIC_URL is not a URL: {url:?}"))
@@ -77,11 +88,16 @@ impl Metering {
             verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
             postman: mailer.map(|mailer| Arc::new(Postman::new(mailer))),
             public_url,
+            webhook: report_webhook(
+                var("SEXTANT_REPORT_WEBHOOK_URL").as_deref(),
+                var("SEXTANT_REPORT_WEBHOOK_SECRET").as_deref(),
+            )?,
         })
     }
 
     /// The metering run for the hour that ended at `hour.end()`: the roll-up, the
-    /// sweep of every note due by then, and the budgets.
+    /// sweep of every note due by then, the budgets, and the deliveries of closed
+    /// reports due now.
     pub async fn run(&self, hour: MeteringHour) -> Result<RunReport> {
         let hours = self.roll_up_through(hour.start).await?;
         let mut report = self.sweep_due(hour.end()).await?;
@@ -89,6 +105,7 @@ impl Metering {
         report.runs_noted =
             series::fold::note_unfolded_runs(&self.store, MIGRATION_TENANTS_A_RUN).await?;
         report.budgets = self.evaluate_budgets(hour).await?;
+        report.deliveries = self.deliver_reports().await?;
         Ok(report)
     }
 
@@ -108,6 +125,16 @@ impl Metering {
         Ok(budgets::evaluate_marked(&self.store, &self.plan, mail, &months).await?)
     }
 
+    /// POSTs every closed report whose delivery is due to the webhook, if there is one.
+    pub async fn deliver_reports(&self) -> Result<DeliveryRun> {
+        match &self.webhook {
+            Some(webhook) => {
+                Ok(report_delivery::deliver_due(&self.store, &self.plan, webhook).await?)
+            }
+            None => Ok(DeliveryRun::default()),
+        }
+    }
+
     /// Rolls up `through` and every hour missed before it, closing the reports of each
     /// month whose last hour it rolls up: the roll-up of every metering run (this
     /// function's, `sextant serve`'s and `sextant meter`'s).
@@ -121,9 +148,13 @@ impl Metering {
         metering::roll_up_hour(&self.store, hour, &|month| self.close_reports(month)).await
     }
 
-    /// The month-end step the roll-up calls: billing closes the month's reports.
+    /// The month-end step the roll-up calls: billing closes the month's reports, and
+    /// each is scheduled for delivery. Until both are done the roll-up's cursor stays
+    /// before the month's last hour, so a run that fails between them is finished by
+    /// the next.
     async fn close_reports(&self, month: BillingMonth) -> Result<()> {
         billing::close_month(&self.store, &self.plan, month).await?;
+        report_delivery::schedule(&self.store, month).await?;
         Ok(())
     }
 
@@ -161,6 +192,87 @@ impl Metering {
             sweep::settled_through(kv, hour).await?;
         }
         Ok(report)
+    }
+}
+
+/// How long one POST to the webhook may take, answer included.
+pub const WEBHOOK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The webhook configured by a URL and a secret: none when the URL is absent or empty;
+/// an error when it is not an http(s) URL or the secret is missing or short.
+pub fn report_webhook(
+    url: Option<&str>,
+    secret: Option<&str>,
+) -> anyhow::Result<Option<ReportWebhook>> {
+    let Some(url) = url.map(str::trim).filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let secret = secret.unwrap_or_default();
+    Ok(Some(ReportWebhook {
+        sender: Arc::new(HttpReportSender::new(url, WEBHOOK_TIMEOUT)?),
+        secret: WebhookSecret::new(secret)?,
+        retry: RetryPolicy::default(),
+    }))
+}
+
+/// The report webhook's port over HTTP(S): one POST per try, no redirects followed (a
+/// signed report goes where it was configured to, or fails).
+pub struct HttpReportSender {
+    client: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl std::fmt::Debug for HttpReportSender {
+    /// The origin alone: a URL's path or query may carry a token of the receiver's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpReportSender")
+            .field("origin", &self.url.origin().ascii_serialization())
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpReportSender {
+    pub fn new(url: &str, timeout: std::time::Duration) -> anyhow::Result<Self> {
+        let url: reqwest::Url = url
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the report webhook's URL is not a URL"))?;
+        anyhow::ensure!(
+            matches!(url.scheme(), "http" | "https"),
+            "the report webhook's URL is http:// or https://"
+        );
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        Ok(Self { client, url })
+    }
+}
+
+#[async_trait::async_trait]
+impl ReportSender for HttpReportSender {
+    async fn post(&self, outgoing: &Outgoing) -> std::result::Result<u16, SendFailure> {
+        let answer = self
+            .client
+            .post(self.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                report_delivery::IDEMPOTENCY_KEY_HEADER,
+                &outgoing.idempotency_key,
+            )
+            .header(report_delivery::SIGNATURE_HEADER, &outgoing.signature)
+            .body(outgoing.body.clone())
+            .send()
+            .await
+            .map_err(|err| {
+                if err.is_timeout() {
+                    SendFailure::Timeout
+                } else if err.is_connect() {
+                    SendFailure::Connect
+                } else {
+                    SendFailure::Request
+                }
+            })?;
+        Ok(answer.status().as_u16())
     }
 }
 
@@ -223,5 +335,34 @@ mod tests {
     fn an_event_exactly_on_the_hour_accounts_for_the_hour_that_just_ended() {
         let hour = MeteringHour::ending_at_or_before(datetime!(2026-11-05 00:00 UTC));
         assert_eq!(hour.start, datetime!(2026-11-04 23:00 UTC));
+    }
+
+    #[test]
+    fn a_webhook_needs_an_http_url_and_a_secret_and_its_debug_output_hides_both() {
+        assert!(report_webhook(None, None).unwrap().is_none());
+        assert!(report_webhook(Some(" "), None).unwrap().is_none());
+        let secret = "whsec_0123456789abcdef";
+        let webhook = report_webhook(
+            Some("https://hooks.example.com/in/t0ken?key=k3y"),
+            Some(secret),
+        )
+        .unwrap()
+        .expect("a webhook");
+        let shown = format!("{webhook:?}");
+        assert!(shown.contains("https://hooks.example.com"), "{shown}");
+        for hidden in [secret, "t0ken", "k3y"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+        for (url, secret) in [
+            ("ftp://hooks.example.com/in", Some(secret)),
+            ("not a url", Some(secret)),
+            ("https://hooks.example.com/in", None),
+            ("https://hooks.example.com/in", Some("short")),
+        ] {
+            assert!(
+                report_webhook(Some(url), secret).is_err(),
+                "{url} {secret:?}"
+            );
+        }
     }
 }

@@ -21,6 +21,7 @@ pub mod metering;
 pub mod postman;
 pub mod projects;
 pub mod queue;
+pub mod report_delivery;
 pub mod runs;
 pub mod series;
 pub mod sessions;
