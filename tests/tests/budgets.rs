@@ -9,6 +9,7 @@ use reqwest::{Method, StatusCode};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use sextant_domain::billing::PricePlan;
+use sextant_domain::usage;
 use sextant_edge::state::AppState;
 use sextant_metering::MeteringHour;
 use sextant_storage::clock::ManualClock;
@@ -260,9 +261,52 @@ async fn the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_
     assert_eq!(app.loss_steps(key, &run).await.len(), 2500);
 }
 
+/// A log call does not read the team's counters for a team found without a stop in
+/// the last minute (`usage::Unstopped`): a stop set by another process (the hourly run
+/// on Lambda) holds within that minute.
+async fn a_stop_set_by_another_process_holds_within_a_minute(
+    (state, _keep): (AppState, Box<dyn std::any::Any + Send>),
+) {
+    let (app, state, clock, team, run) = a_team_on_a_manual_clock(state).await;
+    let key = &team.api_key;
+    assert_eq!(
+        app.log(key, &run, loss_batch("a", 0, 100)).await.0,
+        StatusCode::OK
+    );
+
+    let elsewhere = AppState {
+        marks: Arc::default(),
+        ..state.clone()
+    };
+    let (elsewhere, _) = TestApp::serving(elsewhere).await;
+    let (status, body) = put_budget(
+        &elsewhere,
+        key,
+        json!({"monthly_budget": "0.10", "hard_stop": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["stopped"], true,
+        "100 points spent the 0.10 budget: {body}"
+    );
+
+    clock.advance(Duration::seconds(30));
+    assert_eq!(
+        app.log(key, &run, loss_batch("b", 100, 10)).await.0,
+        StatusCode::OK,
+        "this process found no stop 30 s ago"
+    );
+    clock.advance(usage::UNSTOPPED_FOR);
+    let (status, body) = app.log(key, &run, loss_batch("c", 110, 10)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(error_code(&body), "budget_exceeded");
+}
+
 cases!(embedded, sextant_tests::embedded_state;
     budget_letters_go_once_per_threshold_and_month_to_each_verified_admin,
-    the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_it_lets_them_resume);
+    the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_it_lets_them_resume,
+    a_stop_set_by_another_process_holds_within_a_minute);
 aws_cases!(dynamodb, sextant_tests::aws_state;
     budget_letters_go_once_per_threshold_and_month_to_each_verified_admin,
     the_hard_stop_refuses_log_calls_past_the_budget_and_raising_or_lifting_it_lets_them_resume);

@@ -237,9 +237,10 @@ pub async fn set_budget(
     let plan = &state.settings.plan;
     let budget = Budget::parse(plan, request.monthly_budget.as_deref(), request.hard_stop)?;
     let usage_page = budgets::usage_page(&base);
-    let mail = state.budget_mail(&usage_page);
     Ok(axum::Json(
-        budgets::set(&state.store, plan, mail, &caller.tenant, budget).await?,
+        state
+            .set_budget(&caller.tenant, budget, &usage_page)
+            .await?,
     ))
 }
 

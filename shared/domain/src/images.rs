@@ -188,7 +188,15 @@ pub async fn log(
     }
     runs::accept_activity(&mut record, now, intake.heartbeat_timeout)?;
     let blob = blob_key(tenant, run, &image)?;
-    let limit = usage::check_quota(store, intake.meter.points_cap, tenant, now, 1).await?;
+    let limit = usage::check_quota(
+        store,
+        intake.meter.points_cap,
+        &intake.meter.marks.unstopped,
+        tenant,
+        now,
+        1,
+    )
+    .await?;
     metering::mark_active(store, intake.meter.marks, tenant, now).await?;
     metering::mark_storer(store, intake.meter.marks, tenant).await?;
     // Should this process die between storing the object and indexing it, the sweep

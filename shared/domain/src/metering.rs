@@ -53,6 +53,9 @@ const STORERS: &str = "metering#storers";
 #[derive(Debug, Default)]
 pub struct Marks {
     written: Mutex<HashSet<(String, TenantId)>>,
+    /// The teams found without a budget stop moments ago, whose log calls need not
+    /// read their counters.
+    pub unstopped: usage::Unstopped,
 }
 
 impl Marks {

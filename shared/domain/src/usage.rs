@@ -296,18 +296,73 @@ pub async fn totals(
     Ok(month_totals(item.as_ref(), month))
 }
 
+/// How long a process trusts finding a team without a budget stop.
+pub const UNSTOPPED_FOR: time::Duration = time::Duration::minutes(1);
+
+/// The teams this process found without a budget stop, and when. Most teams have none,
+/// and a log call that has no plan cap to check either skips reading the `totals`
+/// item for a team found so in the last `UNSTOPPED_FOR`: a read a call would add a
+/// tenth to what the SDK's batches cost. A stop set meanwhile by another process (the
+/// hourly run on Lambda) applies within that time, one set through this process
+/// (`forget`) at once, and a team with a stop is read on every call.
+#[derive(Debug, Default)]
+pub struct Unstopped {
+    seen: std::sync::Mutex<std::collections::HashMap<crate::ids::TenantId, OffsetDateTime>>,
+}
+
+impl Unstopped {
+    fn seen(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<crate::ids::TenantId, OffsetDateTime>>
+    {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn recently(&self, tenant: &Tenant, at: OffsetDateTime) -> bool {
+        self.seen()
+            .get(&tenant.id())
+            .is_some_and(|&seen| at >= seen && at - seen < UNSTOPPED_FOR)
+    }
+
+    fn note(&self, tenant: &Tenant, at: OffsetDateTime, stopped: bool) {
+        let mut seen = self.seen();
+        if stopped {
+            seen.remove(&tenant.id());
+        } else {
+            // Teams long quiet are never asked about again; keep the map small.
+            if seen.len() > 100_000 {
+                seen.clear();
+            }
+            seen.insert(tenant.id(), at);
+        }
+    }
+
+    /// Forgets what this process found of the team, for a change to its budget.
+    pub fn forget(&self, tenant: &Tenant) {
+        self.seen().remove(&tenant.id());
+    }
+}
+
 /// Refuses `points` more this month if they would pass the plan's `cap` or the
 /// budget's hard stop, and answers the limit that applies, which the commit's
 /// `logged` checks again, atomically. Checked before a batch writes anything; one
-/// read, of the `totals` item.
+/// read, of the `totals` item, unless there is no cap and the team was found without
+/// a stop moments ago (`Unstopped`).
 pub async fn check_quota(
     store: &Store,
     cap: Option<u64>,
+    unstopped: &Unstopped,
     tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
 ) -> Result<Option<Limit>, UsageError> {
+    if cap.is_none() && unstopped.recently(tenant, at) {
+        return Ok(None);
+    }
     let month = totals(store, tenant, BillingMonth::of(at)).await?;
+    unstopped.note(tenant, at, month.budget_stop.is_some());
     let limit = match (cap.map(Limit::Plan), month.budget_stop.map(Limit::Budget)) {
         (Some(plan), Some(budget)) => Some(if budget.points() < plan.points() {
             budget

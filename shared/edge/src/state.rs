@@ -175,18 +175,28 @@ impl AppState {
         }
     }
 
-    /// How this process sends budget letters: its postman, linking to `usage_page`;
-    /// `None` where no mail service is configured (the hourly run sends them later).
-    pub fn budget_mail<'a>(
-        &'a self,
-        usage_page: &'a url::Url,
-    ) -> Option<sextant_domain::budgets::Mail<'a>> {
-        self.postman
+    /// Sets (or lifts) the team's budget and evaluates it at once
+    /// (`budgets::set`), sending its letters through this process's postman, linking
+    /// to `usage_page` (without a mail service the hourly run sends them later). This
+    /// process's log calls see the new stop at once.
+    pub async fn set_budget(
+        &self,
+        tenant: &sextant_domain::tenancy::Tenant,
+        budget: Option<sextant_domain::budgets::Budget>,
+        usage_page: &url::Url,
+    ) -> Result<sextant_domain::budgets::BudgetStatus, sextant_domain::budgets::BudgetError> {
+        let mail = self
+            .postman
             .as_deref()
             .map(|postman| sextant_domain::budgets::Mail {
                 postman,
                 usage_page: Some(usage_page),
-            })
+            });
+        let status =
+            sextant_domain::budgets::set(&self.store, &self.settings.plan, mail, tenant, budget)
+                .await;
+        self.marks.unstopped.forget(tenant);
+        status
     }
 
     pub fn now(&self) -> time::OffsetDateTime {

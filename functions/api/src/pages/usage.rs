@@ -122,14 +122,9 @@ pub async fn set_budget(
     let usage_page = budgets::usage_page(&base);
     let set = match Budget::parse(plan, amount, form.get("hard_stop") == "on") {
         Ok(budget) => {
-            budgets::set(
-                &page.state.store,
-                plan,
-                page.state.budget_mail(&usage_page),
-                &user.caller.tenant,
-                budget,
-            )
-            .await
+            page.state
+                .set_budget(&user.caller.tenant, budget, &usage_page)
+                .await
         }
         Err(err) => Err(err),
     }

@@ -586,6 +586,7 @@ async fn log_hot(
         Ok(()) => usage::check_quota(
             store,
             intake.meter.points_cap,
+            &intake.meter.marks.unstopped,
             tenant,
             now,
             prepared.accepted,
@@ -665,6 +666,7 @@ async fn log_claiming(
     let limit = usage::check_quota(
         store,
         intake.meter.points_cap,
+        &intake.meter.marks.unstopped,
         tenant,
         now,
         prepared.accepted,
