@@ -1606,13 +1606,21 @@ impl Sim {
         let Some(project) = self.tenants[t].project.as_ref().map(|p| p.id) else {
             return;
         };
-        let runs = runs::usage_in_project(&self.state.store, &tenant, project)
+        let counters = runs::usage_in_project(&self.state.store, &tenant, project)
             .await
             .expect("the runs' counters");
         let now = self.clock.now();
+        let records = runs::every_record_in_project(&self.state.store, &tenant, project)
+            .await
+            .expect("the runs");
+        let runs: Vec<_> = counters
+            .values()
+            .copied()
+            .chain(records.iter().map(|record| record.usage(now)))
+            .collect();
         let found = (
-            runs.values().map(|run| run.points).sum::<u64>(),
-            runs.values().map(|run| run.byte_seconds(now)).sum::<u64>(),
+            runs.iter().map(|run| run.points).sum::<u64>(),
+            runs.iter().map(|run| run.byte_seconds(now)).sum::<u64>(),
         );
         let expected = (
             self.tenants[t].points.values().sum::<u64>(),
@@ -1623,7 +1631,7 @@ impl Sim {
             self.violation(format!(
                 "tenant {label}: its {} runs' (points, byte-seconds) add up to {found:?}, \
                  the team's are {expected:?}",
-                runs.len()
+                counters.len()
             ));
         }
     }

@@ -215,7 +215,8 @@ pub struct ListParams {
 pub(crate) struct RunTable {
     pub(crate) runs: Vec<RunRecord>,
     pub(crate) page: listing::Page,
-    /// Every run's counters (runs that have logged and stored nothing have none).
+    /// Every run's counters of its images and artifacts (runs without have none);
+    /// their records count the rest.
     pub(crate) counted: HashMap<RunId, RunUsage>,
     pub(crate) now: OffsetDateTime,
 }
@@ -225,20 +226,25 @@ impl RunTable {
         self.page.rows.iter().map(|&i| &self.runs[i])
     }
 
+    fn usage(&self, run: &RunRecord) -> RunUsage {
+        let counted = self.counted.get(&run.id).copied().unwrap_or_default();
+        run.usage(self.now).and(counted)
+    }
+
     /// What one run has cost so far.
     pub(crate) fn cost(&self, plan: &PricePlan, run: &RunRecord) -> RunCost {
-        plan.run_cost(self.counted.get(&run.id), self.now)
+        plan.run_cost([&self.usage(run)], self.now)
     }
 
     /// What every run the filter keeps (on all pages) has cost so far.
     pub(crate) fn filtered_cost(&self, plan: &PricePlan) -> RunCost {
-        plan.run_cost(
-            self.page
-                .kept
-                .iter()
-                .filter_map(|&i| self.counted.get(&self.runs[i].id)),
-            self.now,
-        )
+        let kept: Vec<RunUsage> = self
+            .page
+            .kept
+            .iter()
+            .map(|&i| self.usage(&self.runs[i]))
+            .collect();
+        plan.run_cost(&kept, self.now)
     }
 }
 

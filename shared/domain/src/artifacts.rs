@@ -890,7 +890,7 @@ async fn seal(
         doc_item(key.clone(), &artifact)?.with(READY, Value::Bool(true)),
         Condition::Equals(READY.into(), Value::Bool(false)),
     )];
-    ops.extend(usage::storage_change(
+    ops.extend(usage::object_stored(
         owner,
         store.now(),
         artifact.size as i64,
@@ -1247,7 +1247,7 @@ async fn remove(store: &Store, owner: usage::Owner<'_>, artifact: &Artifact) -> 
         Condition::Equals(READY.into(), Value::Bool(ready)),
     )];
     if ready {
-        ops.extend(usage::storage_change(
+        ops.extend(usage::object_stored(
             owner,
             store.now(),
             -(artifact.size as i64),

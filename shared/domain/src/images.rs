@@ -226,10 +226,17 @@ pub async fn log(
     let counters = ops.len();
     ops.extend(usage::logged(
         limit.map(usage::Limit::points),
-        runs::usage_owner(tenant, &record),
+        tenant,
         now,
         1,
         image.size,
+    ));
+    let size = i64::try_from(image.size).unwrap_or(i64::MAX);
+    ops.push(usage::run_counted(
+        runs::usage_owner(tenant, &record),
+        1,
+        size,
+        usage::moment_of(now, size),
     ));
     let committed = store.kv.transact(ops).await;
     if let Err(StoreError::TransactionFailed(failed)) = &committed
@@ -468,7 +475,7 @@ pub async fn delete_all(store: &Store, owner: usage::Owner<'_>) -> Result<()> {
                 index_key(tenant, run, &image),
                 Condition::Exists,
             )];
-            ops.extend(usage::storage_change(
+            ops.extend(usage::object_stored(
                 owner.clone(),
                 store.now(),
                 -(image.size as i64),

@@ -12,8 +12,10 @@
 //!   not three. It also holds `stop#{YYYY-MM}`, the points a team's budget lets the
 //!   month hold under a hard stop (`budgets`), so the one read that checks the plan's
 //!   cap checks the budget's too;
-//! - `{tenant}#project#{project}` / `usage#{run}`: the same figures for one run (what
-//!   the run table and the run page show), kept after the run is deleted so a team's
+//! - for each run, the same figures (what the run table and the run page show): its
+//!   series' on its record (`RunRecord::count`), which the writes that count them
+//!   write anyway; its images' and artifacts' in `{tenant}#project#{project}` /
+//!   `usage#{run}`, which also takes its record's when the run is deleted, so a team's
 //!   runs always add up to the team.
 //!
 //! Why moments: a counter can only be added to, never multiplied by elapsed time, yet
@@ -75,37 +77,34 @@ pub struct Owner<'a> {
 /// An amount to add to a counter attribute.
 type Delta = (String, i64);
 
-/// The counter deltas of `delta` bytes stored (or, negative, released) at `at`: for
-/// its hour's counters, and for a run's.
-fn storage_deltas(at: OffsetDateTime, delta: i64) -> ([Delta; 2], [Delta; 3]) {
+/// The deltas of `delta` bytes stored (or, negative, released) at `at` for its hour's
+/// counters.
+fn hour_storage_deltas(at: OffsetDateTime, delta: i64) -> [Delta; 2] {
     let hour = crate::calendar::hour_of(at);
     let second_of_hour = at.unix_timestamp() - hour.unix_timestamp();
-    let run_moment = i128::from(delta) * i128::from(at.unix_timestamp());
-    let (hi, lo) = (run_moment >> 32, run_moment & 0xFFFF_FFFF);
-    (
-        [
-            (BYTES_DELTA.into(), delta),
-            (BYTE_MOMENT.into(), delta.saturating_mul(second_of_hour)),
-        ],
-        [
-            (BYTES.into(), delta),
-            // |δ·t| < 2⁶³·2³¹, so its high part fits; the low part is under 2³².
-            (MOMENT_HI.into(), i64::try_from(hi).unwrap_or(i64::MAX)),
-            (MOMENT_LO.into(), lo as i64),
-        ],
-    )
+    [
+        (BYTES_DELTA.into(), delta),
+        (BYTE_MOMENT.into(), delta.saturating_mul(second_of_hour)),
+    ]
 }
 
-/// Counts `points` logged now that store `bytes`, for the team and for the run,
-/// refused (as a failed condition on the second operation) if they would take the
-/// month past `cap` (the `Limit` `check_quota` answered).
+/// What `delta` bytes stored at `at` add to a run's Σ δ·t (t in Unix seconds).
+pub fn moment_of(at: OffsetDateTime, delta: i64) -> i128 {
+    i128::from(delta) * i128::from(at.unix_timestamp())
+}
+
+/// Counts `points` logged now that store `bytes`, for the team, refused (as a failed
+/// condition on the second operation) if they would take the month past `cap` (the
+/// `Limit` `check_quota` answered). The run counts them too, in the same transaction:
+/// on its record (`RunRecord::count`) where the transaction writes it, else in its
+/// counters item (`run_counted`).
 pub fn logged(
     cap: Option<u64>,
-    owner: Owner<'_>,
+    tenant: &Tenant,
     at: OffsetDateTime,
     points: u64,
     bytes: u64,
-) -> [TxOp; 3] {
+) -> [TxOp; 2] {
     let points = i64::try_from(points).unwrap_or(i64::MAX);
     let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
     let month_attr = month_points_attr(BillingMonth::of(at));
@@ -118,28 +117,20 @@ pub fn logged(
         ),
         None => Condition::None,
     };
-    let (hour_deltas, run_deltas) = storage_deltas(at, bytes);
     let mut hour = vec![(POINTS.into(), points)];
-    let mut run = vec![(POINTS.into(), points)];
     if bytes != 0 {
-        hour.extend(hour_deltas);
-        run.extend(run_deltas);
+        hour.extend(hour_storage_deltas(at, bytes));
     }
     [
         TxOp::Add {
-            key: points_key(owner.tenant, at),
+            key: points_key(tenant, at),
             deltas: hour,
             condition: Condition::None,
         },
         TxOp::Add {
-            key: totals_key(owner.tenant),
+            key: totals_key(tenant),
             deltas: vec![(month_attr, points), (BYTES.into(), bytes)],
             condition,
-        },
-        TxOp::Add {
-            key: owner.counters,
-            deltas: run,
-            condition: Condition::None,
         },
     ]
 }
@@ -147,29 +138,54 @@ pub fn logged(
 /// Index, within the operations `logged` answers, of the one a cap refuses.
 pub const CAPPED_OP: usize = 1;
 
-/// Grows (or, negative, shrinks) the bytes the run and its team store, from `at`.
-pub fn storage_change(owner: Owner<'_>, at: OffsetDateTime, delta: i64) -> [TxOp; 3] {
-    let (hour_deltas, run_deltas) = storage_deltas(at, delta);
+/// Grows (or, negative, shrinks) the bytes the team stores, from `at`. The run
+/// counts them too, as for `logged`.
+pub fn storage_change(tenant: &Tenant, at: OffsetDateTime, delta: i64) -> [TxOp; 2] {
     [
         TxOp::Add {
-            key: totals_key(owner.tenant),
+            key: totals_key(tenant),
             deltas: vec![(BYTES.into(), delta)],
             condition: Condition::None,
         },
         TxOp::Add {
-            key: points_key(owner.tenant, at),
-            deltas: hour_deltas.into(),
-            condition: Condition::None,
-        },
-        TxOp::Add {
-            key: owner.counters,
-            deltas: run_deltas.into(),
+            key: points_key(tenant, at),
+            deltas: hour_storage_deltas(at, delta).into(),
             condition: Condition::None,
         },
     ]
 }
 
-/// What a run has logged and stored, from its counters.
+/// Stores (or, negative, releases) `delta` bytes of an object of a run (an image, an
+/// artifact) from `at`: for the team, and in the run's counters item.
+pub fn object_stored(owner: Owner<'_>, at: OffsetDateTime, delta: i64) -> [TxOp; 3] {
+    let [totals, hour] = storage_change(owner.tenant, at, delta);
+    [
+        totals,
+        hour,
+        run_counted(owner, 0, delta, moment_of(at, delta)),
+    ]
+}
+
+/// Adds to the run's counters item what its record does not count: images' points,
+/// images' and artifacts' bytes from `at`, and, when the run is deleted, what its
+/// record counted (`moment`, its Σ δ·t).
+pub fn run_counted(owner: Owner<'_>, points: u64, bytes: i64, moment: i128) -> TxOp {
+    // |Σ δ·t| may pass 64 bits (a terabyte for a year does): two parts, hi·2³² + lo,
+    // each well inside.
+    let (hi, lo) = (moment >> 32, moment & 0xFFFF_FFFF);
+    TxOp::Add {
+        key: owner.counters,
+        deltas: vec![
+            (POINTS.into(), i64::try_from(points).unwrap_or(i64::MAX)),
+            (BYTES.into(), bytes),
+            (MOMENT_HI.into(), i64::try_from(hi).unwrap_or(i64::MAX)),
+            (MOMENT_LO.into(), lo as i64),
+        ],
+        condition: Condition::None,
+    }
+}
+
+/// What a run has logged and stored: its record's counts and its counters item's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunUsage {
     pub points: u64,
@@ -180,12 +196,31 @@ pub struct RunUsage {
 }
 
 impl RunUsage {
+    /// A run's counters item.
     pub fn from_item(item: &Item) -> Self {
         let n = |name| item.n(name).unwrap_or(0);
         Self {
             points: u64::try_from(n(POINTS)).unwrap_or(0),
             bytes: u64::try_from(n(BYTES)).unwrap_or(0),
             moment: (i128::from(n(MOMENT_HI)) << 32) + i128::from(n(MOMENT_LO)),
+        }
+    }
+
+    /// Counts from a run's record: its series' points and bytes, and their Σ δ·t.
+    pub fn counted(points: u64, bytes: u64, moment: i128) -> Self {
+        Self {
+            points,
+            bytes,
+            moment,
+        }
+    }
+
+    /// The two counts of one run added up.
+    pub fn and(self, other: Self) -> Self {
+        Self {
+            points: self.points + other.points,
+            bytes: self.bytes + other.bytes,
+            moment: self.moment + other.moment,
         }
     }
 

@@ -130,6 +130,10 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
 /// A run as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -162,6 +166,16 @@ pub struct RunRecord {
     /// Bytes of series data stored for this run, released when it is deleted.
     #[serde(default)]
     pub stored_bytes: u64,
+    /// Points of the run's series (numbers and text lines), counted in the
+    /// transactions that count them for the team (`count`); its images' are in its
+    /// usage counters (`usage_of`).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub points: u64,
+    /// Σ δ·t (t in Unix seconds) over the changes to `stored_bytes`, which gives the
+    /// run's series byte-seconds. Absent from records written before it was kept:
+    /// their bytes count from their next change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byte_moment: Option<i128>,
     /// The arrival time (Unix nanoseconds) through which the run's hot batches are
     /// settled into its series (`series::hot`): summaries, chunk items and the team's
     /// usage include them; readers read the hot batches after it.
@@ -181,6 +195,29 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Counts `points` logged and `bytes` of series data stored (or, negative,
+    /// released) at `at`, for the transaction that writes the record and counts them
+    /// for the team (`usage::logged`, `usage::storage_change`).
+    pub fn count(&mut self, at: OffsetDateTime, points: u64, bytes: i64) {
+        let moment = self.series_moment(at);
+        self.byte_moment = Some(moment + crate::usage::moment_of(at, bytes));
+        self.points += points;
+        self.stored_bytes = self.stored_bytes.saturating_add_signed(bytes);
+    }
+
+    /// The record's Σ δ·t; for a record from before it was kept, as if its bytes had
+    /// been stored at `at`.
+    fn series_moment(&self, at: OffsetDateTime) -> i128 {
+        self.byte_moment.unwrap_or_else(|| {
+            crate::usage::moment_of(at, i64::try_from(self.stored_bytes).unwrap_or(i64::MAX))
+        })
+    }
+
+    /// What the record counts of the run's usage, as of `now`.
+    pub fn usage(&self, now: OffsetDateTime) -> crate::usage::RunUsage {
+        crate::usage::RunUsage::counted(self.points, self.stored_bytes, self.series_moment(now))
+    }
+
     /// The status as of `now`, reading silence past the timeout as lost (or aborted).
     pub fn status_at(&self, now: OffsetDateTime, heartbeat_timeout: time::Duration) -> Status {
         if self.status == Status::Running && now - self.heartbeat_at > heartbeat_timeout {
@@ -310,9 +347,10 @@ pub fn usage_owner<'a>(tenant: &'a Tenant, record: &RunRecord) -> crate::usage::
     }
 }
 
-/// A run's usage counters: beside its record in the project's partition, so the run
-/// table reads them with one more query, and kept when the run is deleted, so a
-/// team's runs always add up to the team.
+/// A run's usage counters (what its record does not count: images, artifacts, and
+/// once it is deleted, what its record counted): beside its record in the project's
+/// partition, so the run table reads them with one more query, and kept when the run
+/// is deleted, so a team's runs always add up to the team.
 fn usage_key(tenant: &Tenant, project: ProjectId, run: RunId) -> Key {
     Key::new(
         project_partition(tenant, project),
@@ -322,18 +360,19 @@ fn usage_key(tenant: &Tenant, project: ProjectId, run: RunId) -> Key {
 
 const USAGE_PREFIX: &str = "usage#";
 
-/// A run's usage counters; zero for a run that has logged and stored nothing.
+/// What a run has logged and stores: its record's counts and its counters'.
 pub async fn usage_of(
     store: &Store,
     tenant: &Tenant,
     record: &RunRecord,
 ) -> Result<crate::usage::RunUsage> {
-    Ok(store
+    let counters = store
         .kv
         .get(&usage_key(tenant, record.project_id, record.id))
         .await?
         .map(|item| crate::usage::RunUsage::from_item(&item))
-        .unwrap_or_default())
+        .unwrap_or_default();
+    Ok(record.usage(store.now()).and(counters))
 }
 
 /// Deletes the usage counters of a project's runs, for deleting the project once its
@@ -355,7 +394,8 @@ pub async fn forget_usage_in_project(
     Ok(())
 }
 
-/// The usage counters of every run in a project that has any, deleted runs' too.
+/// The usage counters of every run in a project that has any, deleted runs' too
+/// (without what the live runs' records count: `RunRecord::usage`).
 pub async fn usage_in_project(
     store: &Store,
     tenant: &Tenant,
@@ -602,6 +642,8 @@ pub async fn create(
         abort_requested_at: None,
         series: BTreeMap::new(),
         stored_bytes: 0,
+        points: 0,
+        byte_moment: None,
         settled_through: 0,
         deleting: false,
         trashed_at: None,
@@ -933,10 +975,16 @@ pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result
         ),
         TxOp::Delete(pointer_key(tenant, record.id), Condition::None),
     ];
-    ops.extend(crate::usage::storage_change(
+    // The series' bytes go, and what the record counted moves to the counters that
+    // outlive it.
+    let now = store.now();
+    let released = -i64::try_from(record.stored_bytes).unwrap_or(i64::MAX);
+    ops.extend(crate::usage::storage_change(tenant, now, released));
+    ops.push(crate::usage::run_counted(
         usage_owner(tenant, record),
-        store.now(),
-        -(record.stored_bytes as i64),
+        record.points,
+        0,
+        record.series_moment(now) + crate::usage::moment_of(now, released),
     ));
     match store.kv.transact(ops).await {
         Ok(()) => Ok(()),
@@ -1021,6 +1069,8 @@ mod tests {
             abort_requested_at: None,
             series: BTreeMap::new(),
             stored_bytes: 0,
+            points: 0,
+            byte_moment: None,
             settled_through: 0,
             deleting: false,
             trashed_at: None,
@@ -1035,6 +1085,24 @@ mod tests {
         let read: RunRecord = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(read.settled_through, 0);
         assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+    }
+
+    #[test]
+    fn a_record_from_before_run_usage_reads_unchanged_and_counts_its_bytes_from_its_next_change() {
+        let mut record = running();
+        record.stored_bytes = 1_000;
+        let stored = serde_json::to_value(&record).unwrap();
+        assert!(stored.get("points").is_none() && stored.get("byte_moment").is_none());
+        let mut read: RunRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+        // Its bytes have no past it can bill: none, whenever asked.
+        assert_eq!(read.usage(START + TIMEOUT).byte_seconds(START + TIMEOUT), 0);
+
+        read.count(START, 5, 500);
+        let later = START + time::Duration::seconds(10);
+        let usage = read.usage(later);
+        assert_eq!((usage.points, usage.bytes), (5, 1_500));
+        assert_eq!(usage.byte_seconds(later), 1_500 * 10);
     }
 
     #[test]

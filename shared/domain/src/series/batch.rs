@@ -687,7 +687,11 @@ async fn log_claiming(
     for _ in 0..CONFLICT_ATTEMPTS {
         let now = store.now();
         let mut updated = versioned.clone();
-        updated.record.stored_bytes += stored_bytes;
+        updated.record.count(
+            now,
+            prepared.accepted,
+            i64::try_from(stored_bytes).unwrap_or(i64::MAX),
+        );
         let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
             .map_err(SeriesError::from)
             .and_then(|()| merge_into(&mut updated.record, &facts, written))
@@ -717,7 +721,7 @@ async fn log_claiming(
         let counters = ops.len();
         ops.extend(usage::logged(
             limit.map(usage::Limit::points),
-            runs::usage_owner(tenant, &versioned.record),
+            tenant,
             now,
             prepared.accepted,
             stored_bytes,

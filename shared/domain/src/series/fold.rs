@@ -725,13 +725,10 @@ async fn commit(
                 })?;
             summary.folded = true;
         }
-        updated.record.stored_bytes = updated.record.stored_bytes.saturating_add_signed(delta);
+        let now = store.now();
+        updated.record.count(now, 0, delta);
         ops.push(runs::replace(tenant, &updated)?);
-        ops.extend(usage::storage_change(
-            runs::usage_owner(tenant, &updated.record),
-            store.now(),
-            delta,
-        ));
+        ops.extend(usage::storage_change(tenant, now, delta));
         match store.kv.transact(ops).await {
             Ok(()) => {
                 updated.saved();

@@ -425,7 +425,11 @@ async fn round(
 
         let record = &mut versioned.record;
         batch::merge_into(record, &facts, written)?;
-        record.stored_bytes += stored_bytes;
+        record.count(
+            now,
+            accepted,
+            i64::try_from(stored_bytes).unwrap_or(i64::MAX),
+        );
         record.settled_through = mark;
         if record.status == Status::Running {
             let arrived =
@@ -441,13 +445,7 @@ async fn round(
         let mut ops = vec![replace, TxOp::Delete(marker_key.clone(), Condition::None)];
         // Points a write accepted are counted whatever the cap: it was checked when they
         // arrived.
-        ops.extend(usage::logged(
-            None,
-            runs::usage_owner(tenant, &versioned.record),
-            now,
-            accepted,
-            stored_bytes,
-        ));
+        ops.extend(usage::logged(None, tenant, now, accepted, stored_bytes));
         match store.kv.transact(ops).await {
             Ok(()) => return Ok(more),
             Err(err) if err.is_conflict() => {
