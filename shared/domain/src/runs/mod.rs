@@ -168,7 +168,8 @@ pub struct RunRecord {
     pub stored_bytes: u64,
     /// Points of the run's series (numbers and text lines), counted in the
     /// transactions that count them for the team (`count`); its images' are in its
-    /// usage counters (`usage_of`).
+    /// usage counters (`usage_of`). For a record from before it was kept (no
+    /// `byte_moment`), its series summaries' counts stand in.
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub points: u64,
     /// Σ δ·t (t in Unix seconds) over the changes to `stored_bytes`, which gives the
@@ -198,7 +199,9 @@ impl RunRecord {
     /// Counts `points` logged and `bytes` of series data stored (or, negative,
     /// released) at `at`, for the transaction that writes the record and counts them
     /// for the team (`usage::logged`, `usage::storage_change`).
+    /// Call it before merging the points' summaries into the record.
     pub fn count(&mut self, at: OffsetDateTime, points: u64, bytes: i64) {
+        self.points = self.points_counted();
         let moment = self.series_moment(at);
         self.byte_moment = Some(moment + crate::usage::moment_of(at, bytes));
         self.points += points;
@@ -213,9 +216,22 @@ impl RunRecord {
         })
     }
 
+    /// The points the record counts: for a record from before it counted them, its
+    /// series summaries' counts, which hold every point it stored.
+    fn points_counted(&self) -> u64 {
+        match self.byte_moment {
+            Some(_) => self.points,
+            None => self.series.values().map(|summary| summary.count).sum(),
+        }
+    }
+
     /// What the record counts of the run's usage, as of `now`.
     pub fn usage(&self, now: OffsetDateTime) -> crate::usage::RunUsage {
-        crate::usage::RunUsage::counted(self.points, self.stored_bytes, self.series_moment(now))
+        crate::usage::RunUsage::counted(
+            self.points_counted(),
+            self.stored_bytes,
+            self.series_moment(now),
+        )
     }
 
     /// The status as of `now`, reading silence past the timeout as lost (or aborted).
@@ -982,7 +998,7 @@ pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result
     ops.extend(crate::usage::storage_change(tenant, now, released));
     ops.push(crate::usage::run_counted(
         usage_owner(tenant, record),
-        record.points,
+        record.points_counted(),
         0,
         record.series_moment(now) + crate::usage::moment_of(now, released),
     ));
@@ -1088,20 +1104,30 @@ mod tests {
     }
 
     #[test]
-    fn a_record_from_before_run_usage_reads_unchanged_and_counts_its_bytes_from_its_next_change() {
+    fn a_record_from_before_run_usage_reads_unchanged_and_counts_its_summaries_points_and_its_bytes_from_its_next_change()
+     {
         let mut record = running();
         record.stored_bytes = 1_000;
+        let stored = serde_json::json!({
+            "kind": "numeric", "count": 40, "first_step": 0, "last_step": 39,
+            "last_timestamp": 1.0, "min": 0.5, "max": 2.0, "last": 0.5, "span": 39,
+        });
+        record
+            .series
+            .insert("loss".into(), serde_json::from_value(stored).unwrap());
         let stored = serde_json::to_value(&record).unwrap();
         assert!(stored.get("points").is_none() && stored.get("byte_moment").is_none());
         let mut read: RunRecord = serde_json::from_value(stored.clone()).unwrap();
         assert_eq!(serde_json::to_value(&read).unwrap(), stored);
-        // Its bytes have no past it can bill: none, whenever asked.
-        assert_eq!(read.usage(START + TIMEOUT).byte_seconds(START + TIMEOUT), 0);
+        // Its points are its summaries'; its bytes have no past it can bill.
+        let usage = read.usage(START + TIMEOUT);
+        assert_eq!(usage.points, 40);
+        assert_eq!(usage.byte_seconds(START + TIMEOUT), 0);
 
         read.count(START, 5, 500);
         let later = START + time::Duration::seconds(10);
         let usage = read.usage(later);
-        assert_eq!((usage.points, usage.bytes), (5, 1_500));
+        assert_eq!((usage.points, usage.bytes), (45, 1_500));
         assert_eq!(usage.byte_seconds(later), 1_500 * 10);
     }
 

@@ -424,12 +424,12 @@ async fn round(
             batch::chunk_items(tenant, run, chunks, &attempt, written, Some(mark));
 
         let record = &mut versioned.record;
-        batch::merge_into(record, &facts, written)?;
         record.count(
             now,
             accepted,
             i64::try_from(stored_bytes).unwrap_or(i64::MAX),
         );
+        batch::merge_into(record, &facts, written)?;
         record.settled_through = mark;
         if record.status == Status::Running {
             let arrived =
