@@ -395,6 +395,17 @@ impl TestApp {
         link_token(&link)
     }
 
+    /// Posts a verification link's token, as the `/verify` page does.
+    pub async fn verify_email(&self, token: &str) -> (StatusCode, Value) {
+        self.call(
+            Method::POST,
+            "/v1/email/verify",
+            None,
+            Some(json!({"token": token})),
+        )
+        .await
+    }
+
     /// Creates an API key with a role in the team, returning its secret.
     pub async fn key_with_role(&self, team: &Team, role: &str) -> String {
         let (status, body) = self

@@ -92,14 +92,7 @@ async fn a_sign_up_mails_a_link_that_verifies_the_address_once(app: TestApp) {
     assert!(mail[0].html.contains("Confirm your address"));
     let token = app.mailed_token(&team.email, "verify");
 
-    let (status, verified) = app
-        .call(
-            Method::POST,
-            "/v1/email/verify",
-            None,
-            Some(json!({"token": token})),
-        )
-        .await;
+    let (status, verified) = app.verify_email(&token).await;
     assert_eq!(status, StatusCode::OK, "{verified}");
     assert_eq!(
         verified,
@@ -112,14 +105,7 @@ async fn a_sign_up_mails_a_link_that_verifies_the_address_once(app: TestApp) {
 
     // A link works once; a made-up one never.
     for token in [token.as_str(), "not-a-token"] {
-        let (status, body) = app
-            .call(
-                Method::POST,
-                "/v1/email/verify",
-                None,
-                Some(json!({"token": token})),
-            )
-            .await;
+        let (status, body) = app.verify_email(token).await;
         assert_refused(status, &body, StatusCode::BAD_REQUEST, "invalid_link");
     }
     // Nothing more to send once verified.

@@ -41,14 +41,7 @@ async fn a_team_on_a_manual_clock(
     let (app, state) = TestApp::serving(state.with_clock(clock.clone())).await;
     let team = app.signup().await;
     let token = app.mailed_token(&team.email, "verify");
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/v1/email/verify",
-            None,
-            Some(json!({"token": token})),
-        )
-        .await;
+    let (status, body) = app.verify_email(&token).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let run = app.new_run(&team.api_key).await;
     (app, state, clock, team, run)

@@ -43,11 +43,16 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// the borrowed view.
 async fn view(state: &AppState, tenant: &Tenant, record: &RunRecord) -> ApiResult<Response> {
     let counted = runs::usage_of(&state.store, tenant, record).await?;
+    Ok(view_counted(state, record, counted))
+}
+
+/// The run as clients see it, with `counted` as its usage so far.
+fn view_counted(state: &AppState, record: &RunRecord, counted: RunUsage) -> Response {
     let now = state.now();
     let view = record
         .view(now, state.settings.heartbeat_timeout)
         .with_usage(state.settings.plan.run_cost([&counted], now));
-    Ok(axum::Json(view).into_response())
+    axum::Json(view).into_response()
 }
 
 /// Starts a run in the project: `running`, or `queued` for one that waits for a worker.
@@ -69,10 +74,9 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Response)> {
     let project = projects::find(&state.store, &caller.tenant, &project).await?;
     let record = runs::create(&state.store, &caller, &project, new).await?;
-    Ok((
-        StatusCode::CREATED,
-        view(&state, &caller.tenant, &record).await?,
-    ))
+    // A run just created has counted nothing: no read for it.
+    let counted = record.usage(state.now());
+    Ok((StatusCode::CREATED, view_counted(&state, &record, counted)))
 }
 
 /// A run, its status read as of now.
