@@ -100,6 +100,19 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         assert!(data.items.is_empty(), "run {run} keeps {:?}", data.items);
         assert!(runs::load(&state.store, tenant, *run).await.is_err());
     }
+    // Nor does the project keep anything: its runs' records, nor the usage counters
+    // that outlive each run but not the project.
+    let project_items = kv
+        .query(Query::partition(runs::project_partition(
+            tenant, project.id,
+        )))
+        .await
+        .unwrap();
+    assert!(
+        project_items.items.is_empty(),
+        "the project keeps {:?}",
+        project_items.items
+    );
     let objects = blobs
         .list(&tenant.blob_prefix(), None, 1_000)
         .await
