@@ -441,34 +441,29 @@ impl Page<'_> {
         panic!("{problem} at {url:?}; the page:\n{excerpt}");
     }
 
-    /// A chart on the page has a line for the series with the logged extremes.
+    /// Every open chart has drawn what it read (`charts.js` marks the document).
+    async fn wait_for_charts(&self) {
+        self.wait_for("html[data-charts-drawn]").await;
+    }
+
+    /// A chart on the page has a line for the series with the logged extremes: its
+    /// legend entry states the extremes of what the line draws.
     async fn assert_chart_shows_extremes(&self) {
-        self.wait_for("#charts figure.chart").await;
-        let lines = self.find_all("#charts figure.chart [data-series]").await;
-        let mut seen = Vec::new();
-        for line in &lines {
-            let series = line.attr("data-series").await.unwrap();
-            if series.as_deref() != Some(SERIES) {
-                seen.push(series);
-                continue;
-            }
-            let number = |value: Option<String>| -> f64 {
-                value
-                    .expect("data-min and data-max on the line")
-                    .parse()
-                    .expect("a number")
-            };
-            let min = number(line.attr("data-min").await.unwrap());
-            let max = number(line.attr("data-max").await.unwrap());
-            assert_eq!((min, max), (MIN, MAX), "the chart's extremes of {SERIES}");
-            assert!(line.is_displayed().await.unwrap(), "the line is drawn");
-            return;
-        }
-        self.fail(&format!(
-            "no chart line for {SERIES} among {} lines ({seen:?})",
-            lines.len()
-        ))
-        .await;
+        self.wait_for_charts().await;
+        let entry = self
+            .wait_for(&format!("#charts .legend li[data-key='{SERIES}']"))
+            .await;
+        let number = |value: Option<String>| -> f64 {
+            value
+                .expect("data-min and data-max on the legend entry")
+                .parse()
+                .expect("a number")
+        };
+        let min = number(entry.attr("data-min").await.unwrap());
+        let max = number(entry.attr("data-max").await.unwrap());
+        assert_eq!((min, max), (MIN, MAX), "the chart's extremes of {SERIES}");
+        let canvas = self.wait_for("#charts figure.chart canvas").await;
+        assert!(canvas.is_displayed().await.unwrap(), "the chart is drawn");
     }
 
     /// The whole page as a PNG: the window grown to the page's height first (twice, as

@@ -83,6 +83,15 @@ impl Page {
         self.header(header::LOCATION)
     }
 
+    /// The spec the interactive charts are drawn from.
+    fn chart_spec(&self) -> Value {
+        serde_json::from_str(&self.text("script#chart-spec")).expect("the chart spec is JSON")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+    }
+
     fn set_cookie(&self, name: &str) -> String {
         self.headers
             .get_all(header::SET_COOKIE)
@@ -572,8 +581,9 @@ async fn pages_that_need_a_member_redirect_to_log_in_when_logged_out() {
         "/projects".to_owned(),
         "/projects/anything".to_owned(),
         format!("/runs/{run}"),
-        format!("/runs/{run}/charts"),
+        format!("/points?line={run}::loss"),
         format!("/compare?run={run}"),
+        "/projects/anything/workspace".to_owned(),
         "/settings/keys".to_owned(),
         "/usage".to_owned(),
         "/usage/reports/2026-01.csv".to_owned(),
@@ -860,22 +870,50 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
         page.texts("#charts figure.chart > figcaption"),
         vec!["loss", "lr"]
     );
-    let train = "#charts figure.chart path[data-series=\"train/loss\"]";
-    let min: f64 = page.attr(train, "data-min").parse().unwrap();
-    let max: f64 = page.attr(train, "data-max").parse().unwrap();
+    let spec = page.chart_spec();
+    assert_eq!(spec["mode"], "run");
+    assert_eq!(spec["source"], "/points");
+    assert_eq!(spec["live"], true, "a running run's charts keep reading");
+    assert_eq!(
+        spec["charts"][0]["series"],
+        json!(["train/loss", "val/loss"])
+    );
+    assert_eq!(spec["runs"][0]["id"], run.as_str());
+    // What the charts read: each line downsampled with its extremes kept.
+    let points = browser
+        .get(&format!(
+            "/points?line={run}::train/loss&line={run}::val/loss&max_points=200"
+        ))
+        .await;
+    assert_eq!(points.status, StatusCode::OK, "{}", points.body);
+    let points = points.json();
+    let extremes = |line: &Value| {
+        let values: Vec<f64> = line["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_f64().unwrap())
+            .collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (min, max, values.len())
+    };
+    let (min, max, drawn) = extremes(&points["lines"][0]);
     assert_eq!(
         (min, max),
         (-3.0, 1000.0),
         "the spike and the dip survive downsampling"
     );
-    let val = "#charts figure.chart path[data-series=\"val/loss\"]";
-    assert_eq!(page.attr(val, "data-max").parse::<f64>().unwrap(), 1.0);
-    assert_eq!(page.attr("#charts", "data-live"), "true");
-    assert_eq!(
-        page.attr("#charts", "data-src"),
-        format!("/runs/{run}/charts")
-    );
-
+    assert!(drawn <= 200, "{drawn} points");
+    assert_eq!(points["lines"][0]["downsampled"], true);
+    assert_eq!(points["lines"][0]["status"], "running");
+    assert_eq!(extremes(&points["lines"][1]).1, 1.0);
+    let last = points["lines"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let tail = page.text("pre.log");
     let lines: Vec<&str> = tail.lines().collect();
     assert_eq!(lines.len(), 50, "{tail}");
@@ -908,25 +946,27 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
     assert_eq!(page.count("form#abort"), 1);
     assert_eq!(page.count("form#share"), 1);
 
-    // The fragment the page polls while the run runs: the same charts, and its status.
-    let fragment = browser.get(&format!("/runs/{run}/charts")).await;
-    assert_eq!(fragment.status, StatusCode::OK);
-    assert_eq!(
-        fragment.header(header::HeaderName::from_static("x-run-status")),
-        "running"
-    );
-    assert_eq!(fragment.count("figure.chart"), 2);
+    // A live chart asks only for the points after the last step it shows.
     app.log_ok(key,
         &run,
         json!({"batch_id": unique("b"), "series": {"train/loss": {"steps": [20_000], "values": [2000.0]}}}),
     )
     .await;
-    let fresher = browser.get(&format!("/runs/{run}/charts")).await;
-    let max: f64 = fresher
-        .attr("path[data-series=\"train/loss\"]", "data-max")
-        .parse()
-        .unwrap();
-    assert_eq!(max, 2000.0);
+    let fresher = browser
+        .get(&format!("/points?line={run}:{last}:train/loss"))
+        .await
+        .json();
+    // The overview's last bucket ends at its extremes; everything after them is new.
+    let steps = fresher["lines"][0]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().all(|step| step.as_i64() > last.as_i64()),
+        "{steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&json!(20_000)));
+    assert_eq!(
+        fresher["lines"][0]["values"].as_array().unwrap().last(),
+        Some(&json!(2000))
+    );
 
     // Another team's run is not there.
     let other = app.signup().await;
@@ -935,9 +975,18 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
         browser.get(&format!("/runs/{theirs}")).await.status,
         StatusCode::NOT_FOUND
     );
+    let foreign = browser.get(&format!("/points?line={theirs}::loss")).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(foreign.json()["error"]["code"], "not_found");
+    let mixed = browser
+        .get(&format!(
+            "/points?line={run}::train/loss&line={theirs}::loss"
+        ))
+        .await;
     assert_eq!(
-        browser.get(&format!("/runs/{theirs}/charts")).await.status,
-        StatusCode::NOT_FOUND
+        mixed.status,
+        StatusCode::NOT_FOUND,
+        "one foreign line fails the read"
     );
     assert_eq!(
         browser.get("/runs/not-a-run").await.status,
@@ -963,7 +1012,14 @@ async fn aborting_through_the_form_asks_the_run_to_stop() {
     assert_eq!(page.count("form#abort"), 0);
     assert_eq!(page.count("#abort-requested"), 1);
 
-    // The client confirms: the run has ended, its charts stop refreshing.
+    // A last batch, then the client confirms: the run has ended, its charts stop
+    // refreshing.
+    app.log_ok(
+        &team.api_key,
+        &run,
+        json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [0.5]}}}),
+    )
+    .await;
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -975,7 +1031,7 @@ async fn aborting_through_the_form_asks_the_run_to_stop() {
     assert_eq!(status, StatusCode::OK);
     let ended = browser.get(&format!("/runs/{run}")).await;
     assert_eq!(ended.text("#run-status"), "aborted");
-    assert_eq!(ended.attr("#charts", "data-live"), "false");
+    assert_eq!(ended.chart_spec()["live"], false);
     assert_eq!(ended.count("form#abort"), 0);
 
     // A queued run is aborted at once.
@@ -1094,10 +1150,29 @@ async fn sharing_through_the_form_gives_a_link_that_opens_the_run_logged_out_unt
         );
     }
     assert_eq!(page.count("#lineage"), 0);
-    let charts = stranger.get(&format!("{path}/charts")).await;
-    assert_eq!(charts.status, StatusCode::OK);
-    assert_eq!(charts.count("figure.chart"), 2);
-    assert_eq!(charts.header(header::REFERRER_POLICY), "no-referrer");
+    let spec = page.chart_spec();
+    assert_eq!(spec["source"], format!("{path}/points"));
+    let points = stranger
+        .get(&format!("{path}/points?line={run}::train/loss"))
+        .await;
+    assert_eq!(points.status, StatusCode::OK, "{}", points.body);
+    assert_eq!(points.header(header::REFERRER_POLICY), "no-referrer");
+    assert_eq!(points.header(header::CACHE_CONTROL), "no-store");
+    assert!(
+        !points.json()["lines"][0]["values"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // The share opens its run's series and nothing else, even of its own team.
+    let sibling_points = stranger
+        .get(&format!("{path}/points?line={sibling}::loss"))
+        .await;
+    assert_eq!(sibling_points.status, StatusCode::NOT_FOUND);
+    let without_share = stranger
+        .get(&format!("/points?line={run}::train/loss"))
+        .await;
+    assert_eq!(without_share.location(), "/login");
 
     // A share that allows downloads links them.
     let run_page = browser.get(&format!("/runs/{run}")).await;
@@ -1181,16 +1256,21 @@ async fn the_compare_page_overlays_each_metric_and_marks_differing_params() {
     );
     assert_eq!(page.count("table#params tbody tr"), 2);
     assert_eq!(page.count("figure.chart"), 1);
-    assert_eq!(
-        page.attrs("figure.chart path[data-series]", "data-series"),
-        vec!["small-lr", "large-lr"]
-    );
-    assert_eq!(
-        page.attr("path[data-series=\"large-lr\"]", "data-min")
-            .parse::<f64>()
-            .unwrap(),
-        0.1
-    );
+    let spec = page.chart_spec();
+    assert_eq!(spec["mode"], "workspace", "a line a run");
+    assert_eq!(spec["charts"][0]["series"], json!(["loss"]));
+    let names: Vec<&str> = spec["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["small-lr", "large-lr"]);
+    let points = browser
+        .get(&format!("/points?line={}::loss", ids[1]))
+        .await
+        .json();
+    assert_eq!(points["lines"][0]["values"], json!([0.1, 1, 0.5]));
 
     let none = browser.get("/compare").await;
     assert_eq!(none.status, StatusCode::BAD_REQUEST);
@@ -1502,13 +1582,23 @@ async fn user_supplied_names_render_as_text_on_every_page_that_shows_them() {
             page.body.contains(ESCAPED_SCRIPT),
             "{path} shows the name as text"
         );
-        assert_eq!(page.count("script:not([src])"), 0, "{path}");
+        // The charts' spec is a data block, never run; its `<` are escaped.
+        assert_eq!(
+            page.count("script:not([src]):not([type=\"application/json\"])"),
+            0,
+            "{path}"
+        );
     }
     let run_page = browser.get(&format!("/runs/{}", runs[0])).await;
     assert_eq!(run_page.text("h1"), SCRIPT, "the name reads as text");
     assert_eq!(run_page.texts("#tags li"), vec![SCRIPT]);
     assert_eq!(run_page.text("table#params tbody th"), SCRIPT);
     assert!(run_page.text("pre.log").contains(SCRIPT));
+    assert_eq!(
+        run_page.chart_spec()["runs"][0]["name"],
+        SCRIPT,
+        "the charts read the name back exactly"
+    );
 }
 
 #[tokio::test]
