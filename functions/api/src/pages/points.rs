@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_line_splits_at_its_first_two_colons_so_series_names_keep_theirs() {
-        let run = RunId::new();
+        let run = RunId::generate();
         let line = LineSpec::parse(&format!("{run}:41:eval/top:1")).expect("a line");
         assert_eq!(
             line,
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn a_query_needs_lines_and_sane_bounds() {
-        let run = RunId::new();
+        let run = RunId::generate();
         assert!(PointsQuery::parse(None).is_err());
         let ok = PointsQuery::parse(Some(&format!(
             "line={run}::a&line={run}:7:b&from=3&to=9&max_points=300&time=true"
