@@ -26,15 +26,15 @@ use super::usage::grouped;
 use super::{PageResult, number, when};
 use crate::runs::{ListParams, RunTable, run_table};
 
-/// Columns of each kind the table shows at most, so a run with a thousand params
-/// still gives a table one can read.
+/// Columns of each kind the default layout shows at most, so a run with a thousand
+/// params still gives a table one can read.
 const MAX_COLUMNS: usize = 20;
 /// Rows a page of the table shows.
 const PAGE_ROWS: usize = 100;
 /// Params, and metrics, the Columns control offers at most of each, from the runs that
 /// pass the filter.
 const MAX_CHOICES: usize = 100;
-/// Columns a chosen layout shows at most; a longer `cols` is cut there.
+/// Columns a chosen layout shows at most, so a long `cols` cannot make a page of any size.
 const MAX_CHOSEN: usize = 100;
 /// Leading columns that can be pinned, the name included: app.css has an offset for each.
 const MAX_PIN: usize = 4;
