@@ -1845,3 +1845,429 @@ async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_bann
         "the viewer changed nothing"
     );
 }
+
+/// A query value as a link carries it.
+fn encoded(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Three runs with params of each kind: `lr` (number), `optimizer` (text), `amp`
+/// (boolean), one without `optimizer`. Answers their ids, oldest first.
+async fn runs_with_params(app: &TestApp, key: &str, project: &str) -> Vec<String> {
+    app.create_project(key, project).await;
+    let mut ids = Vec::new();
+    for (name, params) in [
+        (
+            "adam-fast",
+            json!({"lr": 0.01, "optimizer": "adam", "amp": true}),
+        ),
+        (
+            "adam-slow",
+            json!({"lr": 0.0005, "optimizer": "adam", "amp": false}),
+        ),
+        ("plain", json!({"lr": 0.001, "amp": false})),
+    ] {
+        let run = app
+            .create_run(key, project, json!({"name": name, "params": params}))
+            .await;
+        ids.push(text(&run, "id"));
+    }
+    ids
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_run_table_filters_by_param_conditions_and_refuses_a_bad_one_with_its_code() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let ids = runs_with_params(&app, key, "sweep").await;
+    let browser = logged_in(&app, &team).await;
+
+    for (conditions, kept) in [
+        (vec!["lr<=0.001"], vec![1, 2]),
+        (vec!["lr<=0.001", "optimizer=adam"], vec![1]),
+        (vec!["optimizer!=adam"], vec![2]),
+        (vec!["amp=true"], vec![0]),
+        (vec!["lr > 0.0005", "amp=false"], vec![2]),
+        (vec!["optimizer=sgd"], vec![]),
+    ] {
+        let query: Vec<String> = conditions
+            .iter()
+            .map(|condition| format!("param={}", encoded(condition)))
+            .collect();
+        let page = browser
+            .get(&format!("/projects/sweep?{}", query.join("&")))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{conditions:?}: {}", page.body);
+        let expected: Vec<String> = kept.iter().map(|&i| ids[i].clone()).collect();
+        assert_eq!(
+            sorted(row_ids(&page)),
+            sorted(expected.clone()),
+            "{conditions:?}"
+        );
+        // The form shows each condition, and one empty field for another.
+        let fields = page.attrs("form#filter input[name=param]", "value");
+        assert_eq!(fields, conditions, "{conditions:?}");
+        assert_eq!(
+            page.count("form#filter input[name=param]"),
+            conditions.len() + 1
+        );
+
+        // The JSON API takes the same conditions in one `param`, separated by `;`.
+        let (status, body) = app
+            .get(
+                &format!(
+                    "/v1/projects/sweep/runs?param={}",
+                    encoded(&conditions.join(";"))
+                ),
+                key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let listed: Vec<String> = body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| text(run, "id"))
+            .collect();
+        assert_eq!(sorted(listed), sorted(expected), "{conditions:?}");
+    }
+
+    // Sorting keeps the conditions.
+    let filtered = browser
+        .get(&format!("/projects/sweep?param={}", encoded("lr<=0.001")))
+        .await;
+    let sort = filtered.attr("th.param a.sort", "href");
+    assert!(sort.contains("param=lr%3C%3D0.001"), "{sort}");
+
+    for bad in ["lr<adam", "lr", "=3", "lr!3"] {
+        let page = browser
+            .get(&format!("/projects/sweep?param={}", encoded(bad)))
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}: {}", page.body);
+        let (status, body) = app
+            .get(
+                &format!("/v1/projects/sweep/runs?param={}", encoded(bad)),
+                key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(sextant_tests::error_code(&body), "invalid_filter", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_run_table_shows_chosen_columns_in_order_with_pinned_ones_first() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "cols").await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // One run went on for 1h 02m 03s; the other started three days ago and goes on.
+    let started = now - time::Duration::hours(2);
+    let ended = text(
+        &app.create_run(
+            key,
+            "cols",
+            json!({"name": "ended", "params": {"lr": 0.1}, "tags": ["sweep"],
+                   "created_at": rfc3339(started)}),
+        )
+        .await,
+        "id",
+    );
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/runs/{ended}"),
+            Some(key),
+            Some(json!({"status": "succeeded",
+                        "ended_at": rfc3339(started + time::Duration::seconds(3_723))})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let going = text(
+        &app.create_run(
+            key,
+            "cols",
+            json!({"name": "going", "params": {"lr": 0.2},
+                   "created_at": rfc3339(now - time::Duration::days(3))}),
+        )
+        .await,
+        "id",
+    );
+    app.log_ok(
+        key,
+        &going,
+        json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1, 2, 3], "values": [3.5, 1.25, 2.0]}}}),
+    )
+    .await;
+    let browser = logged_in(&app, &team).await;
+
+    // Without `cols` the table is as it was: no duration, owner or pinned columns.
+    let default = browser.get("/projects/cols").await;
+    assert_eq!(
+        default.attrs("table#runs th[data-col]", "data-col"),
+        [
+            "name",
+            "status",
+            "created",
+            "tags",
+            "cost",
+            "param:lr",
+            "metric:loss:last"
+        ]
+    );
+    assert_eq!(default.count("table#runs .pin"), 0);
+
+    let cols = "metric:loss:max,duration,param:lr,owner,metric:loss:min,bogus,duration";
+    let path = format!(
+        "/projects/cols?cols={}&pin=3&sort=param:lr&order=asc",
+        encoded(cols)
+    );
+    let table = browser.get(&path).await;
+    assert_eq!(table.status, StatusCode::OK, "{}", table.body);
+    // Unknown and repeated ids are left out; the name comes first.
+    assert_eq!(
+        table.attrs("table#runs th[data-col]", "data-col"),
+        [
+            "name",
+            "metric:loss:max",
+            "duration",
+            "param:lr",
+            "owner",
+            "metric:loss:min"
+        ]
+    );
+    assert_eq!(
+        table.texts("table#runs thead th"),
+        [
+            "Select",
+            "Name",
+            "loss (max)",
+            "Duration",
+            "lr ▲",
+            "Owner",
+            "loss (min)"
+        ]
+    );
+    assert_eq!(row_ids(&table), [ended.clone(), going.clone()]);
+    assert_eq!(table.count("td.cost"), 0);
+    assert_eq!(table.count("td.status"), 0);
+
+    // The selection box, the name and the next two columns are pinned, each in a box of
+    // its position's width; the last carries the edge.
+    for row in ["thead tr", &format!("tr[data-run-id={going}]")] {
+        let pinned = |css: &str| table.count(&format!("table#runs {row} {css}"));
+        assert_eq!(pinned(".pin"), 4, "{row}");
+        for position in 0..4 {
+            assert_eq!(
+                pinned(&format!(".pin.pin-{position} > .pin-box")),
+                1,
+                "{row}"
+            );
+        }
+        assert_eq!(pinned(".pin-edge.pin-3"), 1, "{row}");
+        assert_eq!(pinned(".owner.pin"), 0, "{row}");
+    }
+    assert_eq!(
+        table.text(&format!("tr[data-run-id={going}] td.duration")),
+        "3d 00h"
+    );
+    assert_eq!(
+        table.text(&format!("tr[data-run-id={ended}] td.duration")),
+        "1h 02m"
+    );
+    assert_eq!(
+        table.texts(&format!("tr[data-run-id={going}] td.metric")),
+        ["3.5", "1.25"]
+    );
+    assert_eq!(
+        table.texts(&format!("tr[data-run-id={ended}] td.metric")),
+        ["", ""]
+    );
+    // The owner is read once, from the team's members: the admin who made the key.
+    assert_eq!(
+        table.texts("td.owner"),
+        [team.email.clone(), team.email.clone()]
+    );
+
+    // Every link keeps the layout, the filter and the sort.
+    for link in [
+        table.attr("th[data-col='param:lr'] a.sort", "href"),
+        table.attr("th[data-col='metric:loss:min'] a.sort", "href"),
+        table.attr("th[data-col=name] a.sort", "href"),
+        table.attr("a#clear", "href"),
+    ] {
+        assert!(link.contains(&format!("cols={}", encoded(cols))), "{link}");
+        assert!(link.contains("pin=3"), "{link}");
+    }
+    let by_min = table.attr("th[data-col='metric:loss:min'] a.sort", "href");
+    assert!(by_min.contains("sort=metric%3Aloss%3Amin"), "{by_min}");
+    let reversed = table.attr("th[data-col='param:lr'] a.sort", "href");
+    assert!(reversed.contains("order=desc"), "{reversed}");
+    let reversed = browser.get(&reversed).await;
+    assert_eq!(row_ids(&reversed), [going.clone(), ended.clone()]);
+    assert_eq!(
+        reversed.attrs("table#runs th[data-col]", "data-col"),
+        table.attrs("table#runs th[data-col]", "data-col")
+    );
+    // The filter form carries the layout and the sort as hidden fields.
+    for (name, value) in [
+        ("cols", cols),
+        ("pin", "3"),
+        ("sort", "param:lr"),
+        ("order", "asc"),
+    ] {
+        assert_eq!(
+            table.attr(
+                &format!("form#filter input[type=hidden][name={name}]"),
+                "value"
+            ),
+            value
+        );
+    }
+
+    // A tag filters the table in the same layout.
+    let tagged = browser
+        .get(&format!(
+            "/projects/cols?cols=tags,param:lr&pin=1&param={}",
+            encoded("lr<1")
+        ))
+        .await;
+    let tag_link = tagged.attr("td.tags a.tag", "href");
+    for part in [
+        "tag=sweep",
+        "cols=tags%2Cparam%3Alr",
+        "pin=1",
+        "param=lr%3C1",
+    ] {
+        assert!(tag_link.contains(part), "{part} in {tag_link}");
+    }
+    assert_eq!(row_ids(&browser.get(&tag_link).await), [ended]);
+    // An empty `cols` shows the name only.
+    let bare = browser.get("/projects/cols?cols=").await;
+    assert_eq!(bare.attrs("table#runs th[data-col]", "data-col"), ["name"]);
+}
+
+#[tokio::test]
+async fn the_columns_form_sends_checked_columns_by_position_and_the_page_answers_with_their_cols_link()
+ {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    runs_with_params(&app, key, "layout").await;
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser
+        .get("/projects/layout?name=a&sort=param:lr&cols=status,param:lr&pin=2")
+        .await;
+    assert_eq!(
+        page.attr("form#columns-form", "method").to_lowercase(),
+        "get"
+    );
+    assert_eq!(page.attr("form#columns-form", "action"), "/projects/layout");
+    // The columns shown come first, numbered in their order; every other column follows.
+    let offered = page.attrs("form#columns-form input[name=col]", "value");
+    assert_eq!(offered[..2], ["status", "param:lr"]);
+    for column in [
+        "created",
+        "duration",
+        "owner",
+        "tags",
+        "cost",
+        "param:amp",
+        "param:optimizer",
+    ] {
+        assert!(
+            offered.contains(&column.to_owned()),
+            "{column} in {offered:?}"
+        );
+    }
+    assert_eq!(
+        page.attrs("form#columns-form input[name=col][checked]", "value"),
+        ["status", "param:lr"]
+    );
+    assert_eq!(
+        page.attr("form#columns-form input[name='at.param:lr']", "value"),
+        "2"
+    );
+    assert_eq!(page.attr("form#columns-form input[name=pin]", "value"), "2");
+    for (name, value) in [("name", "a"), ("sort", "param:lr")] {
+        assert_eq!(
+            page.attr(
+                &format!("form#columns-form input[type=hidden][name={name}]"),
+                "value"
+            ),
+            value
+        );
+    }
+    assert_eq!(
+        page.count("form#columns-form input[type=hidden][name=cols]"),
+        0
+    );
+
+    // Checked columns go by their numbers, unnumbered ones after in the form's order.
+    let sent = browser
+        .get(&format!(
+            "/projects/layout?tag=x&layout=1&col=owner&col=status&col={}&col=duration&at.status=2&at.{}=1&at.owner=&pin=2",
+            encoded("param:a,b"),
+            encoded("param:a,b"),
+        ))
+        .await;
+    let location = sent.location();
+    assert_eq!(
+        location,
+        format!(
+            "/projects/layout?tag=x&cols={}&pin=2",
+            encoded("param:a%2Cb,status,owner,duration")
+        )
+    );
+    let chosen = browser.get(&location).await;
+    assert_eq!(
+        chosen.attrs("table#runs th[data-col]", "data-col"),
+        ["name", "param:a,b", "status", "owner", "duration"]
+    );
+    // Nothing checked shows the name only.
+    let none = browser.get("/projects/layout?layout=1").await;
+    assert_eq!(none.location(), "/projects/layout?cols=");
+}
+
+#[tokio::test]
+async fn selected_runs_open_in_the_workspace_through_a_second_submit_button() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let ids = runs_with_params(&app, key, "pick").await;
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser.get("/projects/pick").await;
+    assert_eq!(page.attr("form#compare", "method").to_lowercase(), "get");
+    let button = "form#compare button#open-workspace[type=submit]";
+    assert_eq!(page.attr(button, "formaction"), "/projects/pick/workspace");
+    assert_eq!(page.attr(button, "formmethod").to_lowercase(), "get");
+    assert_eq!(page.text(button), "Open in workspace");
+    // The form's only named fields are the runs' boxes, so the workspace gets
+    // `run=ID&run=ID...`; each row still links to its run.
+    assert_eq!(
+        sorted(page.attrs("form#compare input[name]", "value")),
+        sorted(ids.clone())
+    );
+    assert_eq!(page.count("form#compare input[name]:not([name=run])"), 0);
+    for id in &ids {
+        assert_eq!(
+            page.attr(&format!("tr[data-run-id={id}] a.run-link"), "href"),
+            format!("/runs/{id}")
+        );
+    }
+}
