@@ -6,6 +6,8 @@
 //! Routes:
 //! - `/`, `/signup`, `/login`, `/logout`: landing, sign-up, log-in and out;
 //! - `/projects`, `/projects/{project}`: projects and a project's run table;
+//!   `POST /projects/{project}/views` and `POST /projects/{project}/views/{name}/delete`:
+//!   save and delete a named view of the project's workspace;
 //! - `/runs/{run}` (with `/charts`, `/abort`, `/share`, `/artifacts/{path}`): a run;
 //! - `/compare?run=..&run=..`: runs side by side;
 //! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
@@ -16,6 +18,7 @@
 //! - `/static/app.js`, `/static/app.css`: cached for a year, versioned by content hash.
 
 pub mod chart;
+pub mod views;
 
 mod account;
 mod auth;
@@ -60,6 +63,11 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project}", get(projects::runs))
+        .route("/projects/{project}/views", post(views::save))
+        .route(
+            "/projects/{project}/views/{name}/delete",
+            post(views::delete),
+        )
         .route("/runs/{run}", get(runs::page))
         .route("/runs/{run}/charts", get(runs::charts))
         .route("/runs/{run}/abort", post(runs::abort))
