@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use reqwest::cookie::{CookieStore, Jar};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header;
 use reqwest::{Method, StatusCode, redirect};
-use scraper::{Html, Selector};
 use serde_json::{Value, json};
 use sextant_domain::billing;
 use sextant_domain::calendar::{self, BillingMonth};
@@ -17,187 +15,11 @@ use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
-use sextant_tests::{PNG, Team, TestApp, local_blobs_with_routes, text, unique};
+use sextant_tests::browser::{Browser, Page, logged_in};
+use sextant_tests::{PNG, TestApp, local_blobs_with_routes, text, unique};
 
 const SCRIPT: &str = "<script>alert(1)</script>";
 const ESCAPED_SCRIPT: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
-
-/// A page as the browser got it.
-#[derive(Debug)]
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-fn selector(css: &str) -> Selector {
-    Selector::parse(css).unwrap_or_else(|err| panic!("selector {css:?}: {err}"))
-}
-
-impl Page {
-    fn doc(&self) -> Html {
-        Html::parse_document(&self.body)
-    }
-
-    fn count(&self, css: &str) -> usize {
-        self.doc().select(&selector(css)).count()
-    }
-
-    fn texts(&self, css: &str) -> Vec<String> {
-        self.doc()
-            .select(&selector(css))
-            .map(|element| element.text().collect::<String>())
-            .collect()
-    }
-
-    fn text(&self, css: &str) -> String {
-        self.texts(css)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {css} in {}", self.body))
-    }
-
-    fn attrs(&self, css: &str, name: &str) -> Vec<String> {
-        self.doc()
-            .select(&selector(css))
-            .filter_map(|element| element.value().attr(name).map(str::to_owned))
-            .collect()
-    }
-
-    fn attr(&self, css: &str, name: &str) -> String {
-        self.attrs(css, name)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {css}[{name}] in {}", self.body))
-    }
-
-    fn header(&self, name: header::HeaderName) -> String {
-        self.headers
-            .get(&name)
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no {name} header"))
-    }
-
-    fn location(&self) -> String {
-        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
-        self.header(header::LOCATION)
-    }
-
-    /// The spec the interactive charts are drawn from.
-    fn chart_spec(&self) -> Value {
-        serde_json::from_str(&self.text("script#chart-spec")).expect("the chart spec is JSON")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
-    }
-
-    fn set_cookie(&self, name: &str) -> String {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|value| value.to_str().unwrap().to_owned())
-            .find(|cookie| cookie.starts_with(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no Set-Cookie for {name} in {:?}", self.headers))
-    }
-}
-
-/// A browser: keeps cookies, sends forms, does not follow redirects.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    jar: Arc<Jar>,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
-            .cookie_provider(Arc::clone(&jar))
-            .redirect(redirect::Policy::none())
-            .build()
-            .expect("a client");
-        Self {
-            base: base.to_owned(),
-            client,
-            jar,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Page {
-        let response = request.send().await.expect("the server answers");
-        Page {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: response.text().await.unwrap_or_default(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.send(self.client.get(self.url(path))).await
-    }
-
-    fn form_request(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.client
-            .post(self.url(path))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-    }
-
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
-        self.send(self.form_request(path, fields)).await
-    }
-
-    /// Opens `path`, fills in the form `form` (keeping its CSRF field) and sends it
-    /// where the form says.
-    async fn submit(&self, path: &str, form: &str, fields: &[(&str, &str)]) -> Page {
-        let page = self.get(path).await;
-        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
-        self.submit_on(&page, form, fields).await
-    }
-
-    async fn submit_on(&self, page: &Page, form: &str, fields: &[(&str, &str)]) -> Page {
-        assert_eq!(
-            page.attr(form, "method").to_lowercase(),
-            "post",
-            "{form} posts"
-        );
-        let action = page.attr(form, "action");
-        let csrf = page.attr(&format!("{form} input[name=csrf]"), "value");
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        self.post(&action, &all).await
-    }
-
-    fn cookie(&self, name: &str) -> Option<String> {
-        let cookies = self.jar.cookies(&self.base.parse().unwrap())?;
-        cookies
-            .to_str()
-            .unwrap()
-            .split("; ")
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.to_owned())
-    }
-
-    fn set_cookie(&self, name: &str, value: &str) {
-        self.jar.add_cookie_str(
-            &format!("{name}={value}; Path=/"),
-            &self.base.parse().unwrap(),
-        );
-    }
-}
 
 /// Signs a new team up through the form; answers the signed-in browser, the page it
 /// got, and the e-mail and password.
@@ -218,20 +40,6 @@ async fn sign_up(base: &str) -> (Browser, Page, String, String) {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     (browser, page, email, password)
-}
-
-/// A browser logged in through the form as `team`'s admin.
-async fn logged_in(app: &TestApp, team: &Team) -> Browser {
-    let browser = Browser::new(&app.base);
-    let page = browser
-        .submit(
-            "/login",
-            "form#login",
-            &[("email", &team.email), ("password", &team.password)],
-        )
-        .await;
-    assert_eq!(page.location(), "/projects");
-    browser
 }
 
 /// A run with params, tags, two `loss` series with a spike and a dip among many

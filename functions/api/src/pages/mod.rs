@@ -7,6 +7,8 @@
 //! - `/`, `/signup`, `/login`, `/logout`: landing, sign-up, log-in and out;
 //! - `/projects`, `/projects/{project}`: projects and a project's run table;
 //! - `/projects/{project}/workspace`: a chart per metric of the runs a filter keeps;
+//!   `POST /projects/{project}/views` and `POST /projects/{project}/views/{name}/delete`:
+//!   save and delete a named view of the project's workspace;
 //! - `/runs/{run}` (with `/abort`, `/share`, `/artifacts/{path}`): a run;
 //! - `/points?line=...`: the points the interactive charts draw (`points.rs`);
 //! - `/compare?run=..&run=..`: runs side by side;
@@ -17,6 +19,8 @@
 //! - `/r/{token}` (and `/r/{token}/points`): a shared run, logged out;
 //! - `/static/{file}`: the script, the stylesheet, the charts' script and the vendored
 //!   uPlot, cached for a year, versioned by content hash.
+
+pub mod views;
 
 mod account;
 mod auth;
@@ -67,6 +71,11 @@ pub fn routes() -> Router<AppState> {
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project}", get(projects::runs))
         .route("/projects/{project}/workspace", get(workspace::page))
+        .route("/projects/{project}/views", post(views::save))
+        .route(
+            "/projects/{project}/views/{name}/delete",
+            post(views::delete),
+        )
         .route("/runs/{run}", get(runs::page))
         .route("/runs/{run}/abort", post(runs::abort))
         .route("/runs/{run}/share", post(runs::share))

@@ -213,16 +213,11 @@ impl TableQuery {
 
     fn list_params(&self) -> ListParams {
         let some = |text: &str| (!text.is_empty()).then(|| text.to_owned());
-        let conditions: Vec<String> = self
-            .params
-            .iter()
-            .map(|condition| ParamCondition::escape(condition))
-            .collect();
         ListParams {
             tag: some(&self.tag),
             status: some(&self.status),
             name: some(&self.name),
-            param: some(&conditions.join(";")),
+            param: param_filter(&self.params),
             sort: self.sort_spec(),
             limit: Some(PAGE_ROWS),
             cursor: some(&self.cursor),
@@ -596,6 +591,39 @@ impl Cells<'_> {
     }
 }
 
+/// The run filter's fields (the run table's and the workspace's): name, tag, status
+/// and param conditions, one field each and an empty one for another.
+pub(super) fn filter_fields(name: &str, tag: &str, status: &str, params: &[String]) -> Markup {
+    html! {
+        label { "Name " input type="search" name="name" value=(name); }
+        label { "Tag " input type="text" name="tag" value=(tag); }
+        label { "Status "
+            select name="status" {
+                option value="" selected[status.is_empty()] { "any" }
+                @for choice in STATUSES {
+                    @let text = choice.to_string();
+                    option value=(text) selected[status == text] { (text) }
+                }
+            }
+        }
+        @for condition in params {
+            label { "Param " input type="text" name="param" value=(condition); }
+        }
+        label title="NAME OP VALUE, OP one of = != < <= > >=; a run without the param passes only !=" {
+            "Param " input type="text" name="param" placeholder="lr<=0.001";
+        }
+    }
+}
+
+/// The page's param conditions (one a field) as the run table's `param` list.
+pub(super) fn param_filter(params: &[String]) -> Option<String> {
+    let conditions: Vec<String> = params
+        .iter()
+        .map(|condition| ParamCondition::escape(condition))
+        .collect();
+    (!conditions.is_empty()).then(|| conditions.join(";"))
+}
+
 pub fn param_text(value: &ParamValue) -> String {
     match serde_json::to_value(value) {
         Ok(serde_json::Value::String(text)) => text,
@@ -758,25 +786,12 @@ pub async fn runs(
     };
     let body = html! {
         p.crumbs { a href="/projects" { "Projects" } " / " }
-        h1 { (name) }
+        div.run-head {
+            h1 { (name) }
+            a #workspace-link href={ "/projects/" (name) "/workspace" } { "Workspace: charts of these runs" }
+        }
         form #filter .inline method="get" action={ "/projects/" (name) } {
-            label { "Name " input type="search" name="name" value=(query.name); }
-            label { "Tag " input type="text" name="tag" value=(query.tag); }
-            label { "Status "
-                select name="status" {
-                    option value="" selected[query.status.is_empty()] { "any" }
-                    @for status in STATUSES {
-                        @let text = status.to_string();
-                        option value=(text) selected[query.status == text] { (text) }
-                    }
-                }
-            }
-            @for condition in &query.params {
-                label { "Param " input type="text" name="param" value=(condition); }
-            }
-            label title="NAME OP VALUE, OP one of = != < <= > >=; a run without the param passes only !=" {
-                "Param " input type="text" name="param" placeholder="lr<=0.001";
-            }
+            (filter_fields(&query.name, &query.tag, &query.status, &query.params))
             (query.hidden(&["sort", "order", "cols", "pin"]))
             button type="submit" { "Filter" }
             " "

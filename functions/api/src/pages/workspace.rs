@@ -3,23 +3,28 @@
 //! their names (`train/`, `val/`, system metrics last and collapsed). The filter is the
 //! run table's, or exactly the runs a selection named (`run=ID`, repeated); grouping,
 //! smoothing, axis and hidden runs are the charts' view (`plots::ViewSettings`). All of
-//! it is in the URL, so a view is shared by copying it.
+//! it is in the URL, so a view is shared by copying it; a team saves views by name
+//! (`views.rs`), and `?view=NAME` answers with the saved view's URL.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use maud::html;
+use sextant_domain::credentials::Role;
 use sextant_domain::projects::{self, Project};
 use sextant_domain::runs::{self, RunRecord};
 use sextant_domain::tenancy::Tenant;
+use sextant_domain::views;
 use sextant_edge::error;
 use sextant_edge::state::AppState;
 
 use super::layout::{Section, respond};
 use super::plots::{self, ChartDef, ChartGroup, ChartRun, Mode, ViewSettings, numeric_series};
+use super::projects::{filter_fields, param_filter};
 use super::runs::is_live;
-use super::security::SignedIn;
+use super::security::{SignedIn, see_other};
+use super::views::views_section;
 use super::{PageError, PageResult};
 use crate::runs::{ListParams, run_table};
 
@@ -35,7 +40,10 @@ struct WorkspaceQuery {
     name: String,
     tag: String,
     status: String,
+    params: Vec<String>,
     runs: Vec<String>,
+    /// A saved view's name: the page answers with the view's own URL.
+    saved: Option<String>,
     view: ViewSettings,
 }
 
@@ -48,7 +56,9 @@ impl WorkspaceQuery {
                 "name" => query.name = value.to_owned(),
                 "tag" => query.tag = value.to_owned(),
                 "status" => query.status = value.to_owned(),
+                "param" if !value.is_empty() => query.params.push(value.to_owned()),
                 "run" if !value.is_empty() => query.runs.push(value.to_owned()),
+                "view" => query.saved = Some(value.to_owned()),
                 other => {
                     query.view.take(other, value);
                 }
@@ -63,6 +73,7 @@ impl WorkspaceQuery {
             tag: some(&self.tag),
             status: some(&self.status),
             name: some(&self.name),
+            param: param_filter(&self.params),
             limit: Some(MAX_RUNS),
             ..ListParams::default()
         }
@@ -171,6 +182,17 @@ pub async fn page(
     let state = &page.state;
     let project = projects::find(&state.store, tenant, &project).await?;
     let query = WorkspaceQuery::parse(raw.as_deref());
+    let name = project.name.as_str();
+    if let Some(saved) = &query.saved {
+        // The view's own URL, so that the page's script reads the view from it as
+        // from any other.
+        let view = views::get(&state.store, tenant, &project, saved).await?;
+        return Ok(see_other(&format!(
+            "/projects/{name}/workspace?{}",
+            view.query
+        )));
+    }
+    let saved_views = views::list(&state.store, tenant, &project).await?;
     let (runs, total) = chosen_runs(state, tenant, &project, &query).await?;
     let now = state.now();
     let timeout = state.settings.heartbeat_timeout;
@@ -181,7 +203,6 @@ pub async fn page(
     let live = runs.iter().any(|run| is_live(run.status_at(now, timeout)));
     let groups = metric_groups(&runs);
     let choices = group_choices(&runs);
-    let name = project.name.as_str();
     let body = html! {
         p.crumbs {
             a href="/projects" { "Projects" } " / "
@@ -189,9 +210,7 @@ pub async fn page(
         }
         h1 { "Workspace" }
         form #workspace-filter .inline method="get" action={ "/projects/" (name) "/workspace" } {
-            label { "Name " input type="search" name="name" value=(query.name); }
-            label { "Tag " input type="text" name="tag" value=(query.tag); }
-            label { "Status " input type="text" name="status" value=(query.status) placeholder="running,failed"; }
+            (filter_fields(&query.name, &query.tag, &query.status, &query.params))
             @for run in &query.runs { input type="hidden" name="run" value=(run); }
             (query.view.hidden_fields())
             button type="submit" { "Filter" }
@@ -212,6 +231,13 @@ pub async fn page(
             (plots::controls(&query.view, Some(&choices)))
             (plots::charts(Mode::Workspace, "/points", live, &chart_runs, &groups))
         }
+        (views_section(
+            name,
+            &saved_views,
+            &page.csrf(),
+            user.caller.role >= Role::Member,
+            raw.as_deref().unwrap_or(""),
+        ))
     };
     Ok(respond(
         &page,
@@ -229,10 +255,11 @@ mod tests {
     #[test]
     fn the_query_keeps_the_filter_the_selection_and_the_view_apart() {
         let query = WorkspaceQuery::parse(Some(
-            "name=base&tag=sweep&run=run_a&run=&run=run_b&smooth=0.6&x=wall&logy=true&group=param:lr&hide=run_a",
+            "name=base&tag=sweep&param=lr%3C0.1&run=run_a&run=&run=run_b&smooth=0.6&x=wall&logy=true&group=param:lr&hide=run_a",
         ));
         assert_eq!((query.name.as_str(), query.tag.as_str()), ("base", "sweep"));
         assert_eq!(query.runs, ["run_a", "run_b"]);
+        assert_eq!(query.params, ["lr<0.1"]);
         assert_eq!(
             query.view,
             ViewSettings {
