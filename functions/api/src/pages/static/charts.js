@@ -444,7 +444,10 @@
       axes: [
         { values: settings.x === "relative" ? function (u, ticks) { return ticks.map(formatDuration); }
             : settings.x === "step" ? function (u, ticks) { return ticks.map(formatStep); } : undefined },
-        { size: 60, values: function (u, ticks) { return ticks.map(formatValue); } }
+        // A log axis passes null for the minor ticks it leaves unlabelled.
+        { size: 60, values: function (u, ticks) {
+          return ticks.map(function (tick) { return tick === null ? "" : formatValue(tick); });
+        } }
       ],
       cursor: {
         drag: { x: true, y: false, setScale: false },
