@@ -504,6 +504,24 @@ async fn workspace_scenario() {
         );
     }
 
+    // A running run's chart appends what it logs next, asking only for what is new.
+    let before = page.attr_number(loss_chart, "data-points").await;
+    let (status, logged) = post(
+        &api,
+        format!("{}/v1/runs/{}/log", server.base, run_ids[0]),
+        Some(&key),
+        json!({"batch_id": "workspace-live", "series": {
+            "train/loss": {"steps": [WORKSPACE_STEPS, WORKSPACE_STEPS + 1], "values": [0.5, 0.25]},
+        }}),
+    )
+    .await;
+    assert_eq!(status, 200, "{logged}");
+    page.until("the live chart to append the new points", || async {
+        let now = page.attr_number(loss_chart, "data-points").await;
+        (now > before).then_some(())
+    })
+    .await;
+
     // The legend highlights a run and hides it on a click; the URL keeps it hidden.
     let entry = page
         .wait_for(&format!(
@@ -627,6 +645,29 @@ async fn workspace_scenario() {
         .await
         .unwrap();
     assert_eq!(page.query("logy").await, "true");
+
+    // Time since each run started on the x-axis: the reading names both.
+    page.wait_for("#chart-controls [name=x]")
+        .await
+        .select_by_value("relative")
+        .await
+        .unwrap();
+    page.wait_for(&format!("{loss_chart}[data-x='relative']"))
+        .await;
+    page.hover(&over().await, 0.5).await;
+    let reading = page
+        .text(&format!("{loss_chart} .tip:not([hidden]) .tip-x"))
+        .await;
+    assert!(
+        reading.contains("s · step "),
+        "a duration and a step: {reading:?}"
+    );
+    assert_eq!(page.query("x").await, "relative");
+    page.wait_for("#chart-controls [name=x]")
+        .await
+        .select_by_value("step")
+        .await
+        .unwrap();
 
     // Group by the learning rate: a line a group, with its run count.
     page.wait_for("#chart-controls [name=group]")

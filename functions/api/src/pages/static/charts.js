@@ -474,6 +474,7 @@
     if (this.zoomed) this.plot.setScale("x", { min: this.zoomed.x0, max: this.zoomed.x1 });
     this.renderLegend();
     this.figure.setAttribute("data-drawn", String(shapes.length));
+    this.figure.setAttribute("data-x", settings.x);
     this.figure.setAttribute("data-points", String(shapes.reduce(function (n, s) { return n + s.xs.length; }, 0)));
   };
 
