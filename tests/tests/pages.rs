@@ -2079,3 +2079,138 @@ async fn selected_runs_open_in_the_workspace_through_a_second_submit_button() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_workspace_charts_each_metric_of_the_newest_runs_the_filter_keeps_grouped_by_prefix() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "sweep").await;
+    app.create_project(key, "elsewhere").await;
+    let mut ids = Vec::new();
+    for index in 0..52 {
+        let lr = if index % 2 == 0 { 0.1 } else { 0.01 };
+        let run = text(
+            &app.create_run(
+                key,
+                "sweep",
+                json!({"name": format!("run-{index}"), "params": {"lr": lr}, "tags": ["opt=adam"]}),
+            )
+            .await,
+            "id",
+        );
+        if index >= 49 {
+            app.log_ok(
+                key,
+                &run,
+                json!({"batch_id": unique("b"), "series": {
+                    "train/loss": {"steps": [0, 1], "values": [1.0, 0.5]},
+                    "val/acc": {"steps": [0], "values": [0.5]},
+                    "system/gpu": {"steps": [0], "values": [90.0]},
+                    "epoch": {"steps": [0], "values": [0.0]},
+                }}),
+            )
+            .await;
+        }
+        ids.push(run);
+    }
+    let elsewhere = text(&app.create_run(key, "elsewhere", json!({})).await, "id");
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser.get("/projects/sweep/workspace").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let spec = page.chart_spec();
+    assert_eq!(spec["mode"], "workspace");
+    let shown: Vec<&str> = spec["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown.len(), 50, "at most 50 runs");
+    assert_eq!(&shown[..3], ["run-51", "run-50", "run-49"], "newest first");
+    assert!(page.text("#workspace-runs").contains("50 of 52"));
+    assert_eq!(
+        page.attrs("details.chart-group", "data-group"),
+        vec!["train/", "val/", "other", "system/"]
+    );
+    assert_eq!(
+        page.attrs("details.chart-group[open]", "data-group"),
+        vec!["train/", "val/", "other"],
+        "system metrics start collapsed"
+    );
+    assert_eq!(
+        page.attrs("figure.chart", "data-title"),
+        vec!["train/loss", "val/acc", "epoch", "system/gpu"]
+    );
+    let choices = page.attrs("#chart-controls select[name=group] option", "value");
+    assert_eq!(choices, vec!["", "param:lr", "tag:opt", "tags"]);
+
+    // Param conditions filter as on the run table.
+    let page = browser
+        .get("/projects/sweep/workspace?param=lr%3C0.05&smooth=0.5")
+        .await;
+    let spec = page.chart_spec();
+    assert_eq!(spec["runs"].as_array().unwrap().len(), 26);
+    assert!(
+        spec["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|run| run["params"]["lr"] == "0.01")
+    );
+    assert_eq!(
+        page.attr("#workspace-filter input[name=smooth]", "value"),
+        "0.5",
+        "the filter keeps the view"
+    );
+    let bad = browser
+        .get("/projects/sweep/workspace?param=lr%3Cfast")
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+
+    // A selection draws exactly its runs; a run of another project is left out.
+    let page = browser
+        .get(&format!(
+            "/projects/sweep/workspace?run={}&run={}&run={elsewhere}",
+            ids[0], ids[51]
+        ))
+        .await;
+    let spec = page.chart_spec();
+    let shown: Vec<&str> = spec["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, vec![ids[51].as_str(), ids[0].as_str()]);
+
+    // A saved view answers with its own URL.
+    let saved = browser
+        .submit(
+            "/projects/sweep/workspace",
+            "form#save-view",
+            &[("name", "by lr"), ("query", "group=param%3Alr&smooth=0.6")],
+        )
+        .await;
+    assert_eq!(saved.location(), "/projects/sweep/workspace?view=by%20lr");
+    let opened = browser.get(&saved.location()).await;
+    assert_eq!(
+        opened.location(),
+        "/projects/sweep/workspace?group=param%3Alr&smooth=0.6"
+    );
+    let missing = browser.get("/projects/sweep/workspace?view=nope").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Another team's project is not there, nor its runs through a selection.
+    let other = app.signup().await;
+    app.create_project(&other.api_key, "theirs").await;
+    let foreign = browser.get("/projects/theirs/workspace").await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    let theirs = app.new_run(&other.api_key).await;
+    let page = browser
+        .get(&format!("/projects/sweep/workspace?run={theirs}"))
+        .await;
+    assert_eq!(page.count("script#chart-spec"), 0, "{}", page.body);
+    assert!(page.text("#workspace-runs").contains("0 selected"));
+}
