@@ -1,6 +1,7 @@
 //! Helpers for tests over Sextant's real HTTP surface: start the real application on
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
+pub mod browser;
 pub mod capacity;
 pub mod faults;
 pub mod series_bench;
