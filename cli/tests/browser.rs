@@ -8,6 +8,14 @@
 //! Screenshots of the account page, the run page and the share page are written under
 //! `target/screenshots/`.
 //!
+//! A second walk-through explores a sweep in the project workspace: hovers a chart and
+//! checks every value under the cursor against what was logged, highlights and hides a
+//! run from the legend, drags to zoom and sees every logged point of the range (which
+//! the overview had merged), double-clicks back, smooths, switches to a log scale,
+//! groups by a param, saves the view and opens it by its URL, and opens a shared run's
+//! charts logged out; screenshots of the workspace, the zoomed chart and the shared
+//! charts go to `target/screenshots/` too.
+//!
 //! It is ignored unless asked for, so a plain `cargo test` reports it skipped;
 //! `scripts/test.sh` installs Chromium and ChromeDriver, sets `SEXTANT_CHROMIUM` and
 //! `SEXTANT_CHROMEDRIVER`, and runs it.
@@ -22,6 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, post, start};
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -283,6 +292,412 @@ async fn scenario() {
     browser.close().await.unwrap();
 }
 
+#[tokio::test]
+#[ignore = "needs Chromium and ChromeDriver; scripts/test.sh installs them"]
+async fn a_team_explores_its_runs_in_the_workspace_in_a_real_browser() {
+    tokio::time::timeout(WHOLE_TEST, workspace_scenario())
+        .await
+        .expect("the workspace walk-through took longer than its bound");
+}
+
+/// Steps each workspace run logs `train/loss` at: more than a chart has pixels for, so
+/// its overview merges points that a zoom takes apart.
+const WORKSPACE_STEPS: i64 = 3_000;
+/// The runs of the workspace: name, learning rate, and a scale for its curve.
+const WORKSPACE_RUNS: [(&str, f64, f64); 3] = [
+    ("alpha-lr0.1", 0.1, 1.0),
+    ("bravo-lr0.1", 0.1, 1.3),
+    ("charlie-lr0.01", 0.01, 2.0),
+];
+
+/// What a workspace run logs as `train/loss` at `step`: a decaying curve with a
+/// wiggle, and a spike at step 1,500 for the first run.
+fn workspace_loss(scale: f64, step: i64) -> f64 {
+    if scale == 1.0 && step == 1_500 {
+        return 50.0;
+    }
+    scale / (1.0 + step as f64 / 200.0) + 0.01 * ((step % 7) as f64)
+}
+
+async fn workspace_scenario() {
+    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium");
+    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let data = tempfile::tempdir().expect("data directory");
+    let server = start(data.path());
+    let driver = ChromeDriver::start(&chromedriver).await;
+    let screenshots = screenshot_dir();
+    let api = reqwest::Client::new();
+
+    // A team and its sweep, logged through the API.
+    let email = format!("workspace-{}@example.com", std::process::id());
+    let (status, team) = post(
+        &api,
+        format!("{}/v1/signup", server.base),
+        None,
+        json!({"team": "Sweepers", "email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(status, 201, "{team}");
+    let key = team["api_key"].as_str().expect("a key").to_owned();
+    let (status, project) = post(
+        &api,
+        format!("{}/v1/projects", server.base),
+        Some(&key),
+        json!({"name": "sweep"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{project}");
+    let mut run_ids = Vec::new();
+    for (name, lr, scale) in WORKSPACE_RUNS {
+        let (status, run) = post(
+            &api,
+            format!("{}/v1/projects/sweep/runs", server.base),
+            Some(&key),
+            json!({"name": name, "params": {"lr": lr}, "tags": ["sweep", "opt=adam"]}),
+        )
+        .await;
+        assert_eq!(status, 201, "{run}");
+        let id = run["id"].as_str().expect("a run id").to_owned();
+        let steps: Vec<i64> = (0..WORKSPACE_STEPS).collect();
+        let loss: Vec<f64> = steps.iter().map(|&s| workspace_loss(scale, s)).collect();
+        let val_steps: Vec<i64> = (0..WORKSPACE_STEPS).step_by(100).collect();
+        let acc: Vec<f64> = val_steps
+            .iter()
+            .map(|&s| 1.0 - scale / (2.0 + s as f64 / 300.0))
+            .collect();
+        let gpu: Vec<f64> = val_steps.iter().map(|&s| 80.0 + (s % 13) as f64).collect();
+        let (status, logged) = post(
+            &api,
+            format!("{}/v1/runs/{id}/log", server.base),
+            Some(&key),
+            json!({"batch_id": format!("workspace-{}", run_ids.len()), "series": {
+                "train/loss": {"steps": steps, "values": loss},
+                "val/acc": {"steps": val_steps, "values": acc},
+                "system/gpu_util": {"steps": val_steps, "values": gpu},
+            }}),
+        )
+        .await;
+        assert_eq!(status, 200, "{logged}");
+        run_ids.push(id);
+    }
+
+    let browser = driver.session(&chromium).await;
+    let page = Page {
+        client: &browser,
+        server: &server,
+    };
+    page.open("/login").await;
+    let form = page.wait_for("form#login").await;
+    fill(&form, "email", &email).await;
+    fill(&form, "password", PASSWORD).await;
+    submit(&form).await;
+    page.wait_for_path("/projects").await;
+
+    // From the run table, to the workspace.
+    page.open("/projects/sweep").await;
+    page.wait_for("a#workspace-link")
+        .await
+        .click()
+        .await
+        .unwrap();
+    page.wait_for_path("/projects/sweep/workspace").await;
+    page.wait_for_charts().await;
+    let groups = page.find_all("details.chart-group").await;
+    let mut labels = Vec::new();
+    for group in &groups {
+        labels.push((
+            group.attr("data-group").await.unwrap().unwrap_or_default(),
+            group.attr("open").await.unwrap().is_some(),
+        ));
+    }
+    assert_eq!(
+        labels,
+        vec![
+            ("train/".to_owned(), true),
+            ("val/".to_owned(), true),
+            ("system/".to_owned(), false)
+        ],
+        "metrics grouped by prefix, system metrics collapsed"
+    );
+    let loss_chart = "figure.chart[data-title='train/loss']";
+    let legend = page.legend(loss_chart).await;
+    assert_eq!(
+        legend,
+        vec!["charlie-lr0.01", "bravo-lr0.1", "alpha-lr0.1"],
+        "a line a run, newest first"
+    );
+    let colour = |chart: &'static str| {
+        let page = &page;
+        async move {
+            page.client
+                .execute(
+                    "return Array.from(document.querySelectorAll(arguments[0] + ' .legend .swatch'))\
+                     .map(s => s.style.background);",
+                    vec![json!(chart)],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        colour(loss_chart).await,
+        colour("figure.chart[data-title='val/acc']").await,
+        "a run keeps its colour on every chart"
+    );
+    let spike = page
+        .wait_for(&format!("{loss_chart} .legend li[data-max='50']"))
+        .await;
+    assert_eq!(
+        spike.text().await.unwrap(),
+        "alpha-lr0.1",
+        "the spike survives the overview"
+    );
+
+    // Hover: the crosshair reads every run's step and value under the cursor.
+    // Redrawn charts are new elements: each step looks the plot up again.
+    let loss_plot = format!("{loss_chart} .u-over");
+    let over = || page.wait_for(&loss_plot);
+    page.hover(&over().await, 0.3).await;
+    let tip = page
+        .wait_for(&format!("{loss_chart} .tip:not([hidden])"))
+        .await;
+    let rows = tip.find_all(Locator::Css("tr[data-key]")).await.unwrap();
+    assert_eq!(rows.len(), 3, "a row a run: {}", tip.text().await.unwrap());
+    for row in rows {
+        let name = row
+            .find(Locator::Css("th"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = row
+            .find(Locator::Css(".tip-x"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = row
+            .find(Locator::Css(".tip-value"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let step: i64 = at
+            .trim_start_matches("step ")
+            .replace(',', "")
+            .parse()
+            .unwrap_or_else(|_| panic!("a step in {at:?}"));
+        let (_, _, scale) = WORKSPACE_RUNS
+            .iter()
+            .find(|(run, _, _)| *run == name.trim())
+            .unwrap_or_else(|| panic!("a run named {name:?}"));
+        let shown: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a value in {value:?}"));
+        let logged = workspace_loss(*scale, step);
+        assert!(
+            (shown - logged).abs() <= 1e-5 * logged.abs().max(1.0),
+            "{name} at step {step} shows {shown}, logged {logged}"
+        );
+    }
+
+    // The legend highlights a run and hides it on a click; the URL keeps it hidden.
+    let entry = page
+        .wait_for(&format!(
+            "{loss_chart} .legend li[data-key='{}']",
+            run_ids[1]
+        ))
+        .await;
+    page.hover(&entry, 0.5).await;
+    page.wait_for(&format!(
+        "{loss_chart} .legend li.focused[data-key='{}']",
+        run_ids[1]
+    ))
+    .await;
+    entry.click().await.unwrap();
+    page.wait_for(&format!(
+        "{loss_chart} .legend li.hidden[data-key='{}']",
+        run_ids[1]
+    ))
+    .await;
+    page.wait_for(&format!(
+        "figure.chart[data-title='val/acc'] .legend li.hidden[data-key='{}']",
+        run_ids[1]
+    ))
+    .await;
+    assert!(page.query("hide").await.contains(&run_ids[1]));
+    page.wait_for(&format!(
+        "{loss_chart} .legend li[data-key='{}']",
+        run_ids[1]
+    ))
+    .await
+    .click()
+    .await
+    .unwrap();
+    page.until("the run shown again", || async {
+        page.query("hide").await.is_empty().then_some(())
+    })
+    .await;
+
+    // Drag to zoom: the range is read again at full detail, so points that the
+    // overview merged into one bucket come apart.
+    let overview_points: usize = page.attr_number(loss_chart, "data-points").await;
+    assert!(
+        overview_points < 3 * WORKSPACE_STEPS as usize,
+        "the overview is downsampled: {overview_points} points"
+    );
+    page.drag(&over().await, 0.48, 0.52).await;
+    let zoomed = page.wait_for(&format!("{loss_chart}[data-zoomed]")).await;
+    let range = zoomed.attr("data-zoomed").await.unwrap().unwrap();
+    let (from, to) = range.split_once('-').expect("FROM-TO");
+    let (from, to): (i64, i64) = (from.parse().unwrap(), to.parse().unwrap());
+    assert!(
+        to - from < 400 && from > 1_000 && to < 2_000,
+        "zoomed into {from}-{to}"
+    );
+    let shown = page.attr_number(loss_chart, "data-points").await;
+    assert_eq!(
+        shown,
+        3 * (to - from + 1) as usize,
+        "every logged point of the range, for each of the three runs"
+    );
+    let overview_in_range: usize = page
+        .client
+        .execute_async(
+            "const [runs, from, to, width, done] = arguments;\
+             const lines = runs.map(r => 'line=' + r + '::train/loss').join('&');\
+             fetch('/points?' + lines + '&max_points=' + width).then(r => r.json()).then(answer =>\
+               done(answer.lines.map(l => l.steps.filter(s => s >= from && s <= to).length)\
+                 .reduce((a, b) => a + b, 0)));",
+            vec![
+                json!(run_ids),
+                json!(from),
+                json!(to),
+                json!(page.plot_width(loss_chart).await),
+            ],
+        )
+        .await
+        .unwrap()
+        .as_u64()
+        .unwrap() as usize;
+    assert!(
+        overview_in_range * 2 < shown,
+        "the overview had {overview_in_range} points in {from}-{to}, the zoom {shown}"
+    );
+    zoomed
+        .screenshot()
+        .await
+        .map(|png| {
+            let path = screenshots.join("workspace-zoomed-chart.png");
+            std::fs::write(&path, png).expect("writing the screenshot");
+            println!("screenshot: {}", path.display());
+        })
+        .expect("a screenshot of the zoomed chart");
+    page.double_click(&over().await).await;
+    page.until("the zoom reset", || async {
+        page.find_all(&format!("{loss_chart}[data-zoomed]"))
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+
+    // Smoothing and log scale, kept in the URL.
+    page.client
+        .execute(
+            "const s = document.querySelector('#chart-controls [name=smooth]'); s.value = '0.8';\
+             s.dispatchEvent(new Event('input', {bubbles: true}));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.query("smooth").await, "0.8");
+    page.hover(&over().await, 0.6).await;
+    let tip = page.text(&format!("{loss_chart} .tip:not([hidden])")).await;
+    assert!(
+        tip.contains("raw "),
+        "the raw value beside the smoothed one: {tip}"
+    );
+    page.wait_for("#chart-controls [name=logy]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    assert_eq!(page.query("logy").await, "true");
+
+    // Group by the learning rate: a line a group, with its run count.
+    page.wait_for("#chart-controls [name=group]")
+        .await
+        .select_by_value("param:lr")
+        .await
+        .unwrap();
+    let grouped = page.legend(loss_chart).await;
+    assert_eq!(grouped, vec!["lr=0.01 (1 run)", "lr=0.1 (2 runs)"]);
+    assert_eq!(page.query("group").await, "param:lr");
+
+    // Save the view, and open it by its URL in the same session.
+    let form = page.wait_for("form#save-view").await;
+    fill(&form, "name", "by learning rate").await;
+    submit(&form).await;
+    let link = page.wait_for("a.view-link").await;
+    page.wait_for_charts().await;
+    assert_eq!(page.query("group").await, "param:lr");
+    assert_eq!(link.text().await.unwrap(), "by learning rate");
+    let view_url = link.attr("href").await.unwrap().unwrap();
+    page.open("/projects/sweep/workspace").await;
+    page.wait_for_charts().await;
+    assert!(
+        page.legend(loss_chart).await.len() == 3,
+        "ungrouped without the view"
+    );
+    page.open(&view_url).await;
+    page.wait_for_charts().await;
+    assert_eq!(
+        page.legend(loss_chart).await,
+        grouped,
+        "the saved view, grouped again"
+    );
+    assert_eq!(page.query("smooth").await, "0.8");
+    assert_eq!(page.query("logy").await, "true");
+    page.screenshot(&screenshots.join("workspace.png")).await;
+
+    // The shared page draws the same charts, logged out.
+    let (status, share) = post(
+        &api,
+        format!("{}/v1/runs/{}/shares", server.base, run_ids[0]),
+        Some(&key),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 201, "{share}");
+    let stranger = driver.session(&chromium).await;
+    let shared = Page {
+        client: &stranger,
+        server: &server,
+    };
+    shared
+        .follow(share["url"].as_str().expect("a share URL"))
+        .await;
+    shared.wait_for_charts().await;
+    let chart = "figure.chart[data-title='train/loss']";
+    assert_eq!(shared.legend(chart).await, vec!["train/loss"]);
+    let over = shared.wait_for(&format!("{chart} .u-over")).await;
+    shared.hover(&over, 0.3).await;
+    shared
+        .wait_for(&format!("{chart} .tip:not([hidden])"))
+        .await;
+    shared.drag(&over, 0.48, 0.52).await;
+    shared.wait_for(&format!("{chart}[data-zoomed]")).await;
+    shared
+        .screenshot(&screenshots.join("shared-run-charts.png"))
+        .await;
+    stranger.close().await.unwrap();
+    browser.close().await.unwrap();
+}
+
 /// The newest link to `page` in the mail the server wrote for `to` in its outbox.
 fn mailed_link(data_dir: &Path, to: &str, page: &str) -> String {
     sextant_storage_local::newest_link(&data_dir.join("outbox"), to, page)
@@ -441,34 +856,128 @@ impl Page<'_> {
         panic!("{problem} at {url:?}; the page:\n{excerpt}");
     }
 
-    /// A chart on the page has a line for the series with the logged extremes.
-    async fn assert_chart_shows_extremes(&self) {
-        self.wait_for("#charts figure.chart").await;
-        let lines = self.find_all("#charts figure.chart [data-series]").await;
-        let mut seen = Vec::new();
-        for line in &lines {
-            let series = line.attr("data-series").await.unwrap();
-            if series.as_deref() != Some(SERIES) {
-                seen.push(series);
-                continue;
-            }
-            let number = |value: Option<String>| -> f64 {
-                value
-                    .expect("data-min and data-max on the line")
-                    .parse()
-                    .expect("a number")
-            };
-            let min = number(line.attr("data-min").await.unwrap());
-            let max = number(line.attr("data-max").await.unwrap());
-            assert_eq!((min, max), (MIN, MAX), "the chart's extremes of {SERIES}");
-            assert!(line.is_displayed().await.unwrap(), "the line is drawn");
-            return;
+    /// The legend entries of a chart, in order.
+    async fn legend(&self, chart: &str) -> Vec<String> {
+        self.wait_for(&format!("{chart} .legend li")).await;
+        let mut names = Vec::new();
+        for item in self.find_all(&format!("{chart} .legend li")).await {
+            names.push(item.text().await.unwrap());
         }
-        self.fail(&format!(
-            "no chart line for {SERIES} among {} lines ({seen:?})",
-            lines.len()
-        ))
-        .await;
+        names
+    }
+
+    /// A number the page states in an attribute of `css`.
+    async fn attr_number(&self, css: &str, name: &str) -> usize {
+        let value = self.wait_for(css).await.attr(name).await.unwrap();
+        value
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no number in {css}[{name}]"))
+    }
+
+    /// The width of a chart's plot: what it asks points for.
+    async fn plot_width(&self, chart: &str) -> u64 {
+        self.client
+            .execute(
+                "return document.querySelector(arguments[0] + ' .plot').clientWidth;",
+                vec![json!(chart)],
+            )
+            .await
+            .unwrap()
+            .as_u64()
+            .expect("a width")
+    }
+
+    /// The value of a key of the page's URL query, empty when absent.
+    async fn query(&self, key: &str) -> String {
+        let url = self.client.current_url().await.expect("a URL");
+        url.query_pairs()
+            .find(|(name, _)| name == key)
+            .map(|(_, value)| value.into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Moves the mouse over `element`, at `across` of its width, halfway down.
+    async fn hover(&self, element: &Element, across: f64) {
+        let (_, _, width, _) = element.rectangle().await.expect("a rectangle");
+        let x = (across - 0.5) * width;
+        let moves = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+            element: element.clone(),
+            duration: Some(Duration::from_millis(50)),
+            x,
+            y: 0.0,
+        });
+        self.client
+            .perform_actions(moves)
+            .await
+            .expect("moving the mouse");
+    }
+
+    /// Drags across `element` from `from` to `to` of its width, as a person zooms.
+    async fn drag(&self, element: &Element, from: f64, to: f64) {
+        let (_, _, width, _) = element.rectangle().await.expect("a rectangle");
+        let at = |across: f64| PointerAction::MoveToElement {
+            element: element.clone(),
+            duration: Some(Duration::from_millis(100)),
+            x: (across - 0.5) * width,
+            y: 0.0,
+        };
+        let drag = MouseActions::new("mouse".into())
+            .then(at(from))
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(at(to))
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+        self.client.perform_actions(drag).await.expect("dragging");
+    }
+
+    async fn double_click(&self, element: &Element) {
+        let click = |actions: MouseActions| {
+            actions
+                .then(PointerAction::Down {
+                    button: MOUSE_BUTTON_LEFT,
+                })
+                .then(PointerAction::Up {
+                    button: MOUSE_BUTTON_LEFT,
+                })
+        };
+        let moves = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+            element: element.clone(),
+            duration: None,
+            x: 0.0,
+            y: 0.0,
+        });
+        self.client
+            .perform_actions(click(click(moves)))
+            .await
+            .expect("double-clicking");
+    }
+
+    /// Every open chart has drawn what it read (`charts.js` marks the document).
+    async fn wait_for_charts(&self) {
+        self.wait_for("html[data-charts-drawn]").await;
+    }
+
+    /// A chart on the page has a line for the series with the logged extremes: its
+    /// legend entry states the extremes of what the line draws.
+    async fn assert_chart_shows_extremes(&self) {
+        self.wait_for_charts().await;
+        let entry = self
+            .wait_for(&format!("#charts .legend li[data-key='{SERIES}']"))
+            .await;
+        let number = |value: Option<String>| -> f64 {
+            value
+                .expect("data-min and data-max on the legend entry")
+                .parse()
+                .expect("a number")
+        };
+        let min = number(entry.attr("data-min").await.unwrap());
+        let max = number(entry.attr("data-max").await.unwrap());
+        assert_eq!((min, max), (MIN, MAX), "the chart's extremes of {SERIES}");
+        let canvas = self.wait_for("#charts figure.chart canvas").await;
+        assert!(canvas.is_displayed().await.unwrap(), "the chart is drawn");
     }
 
     /// The whole page as a PNG: the window grown to the page's height first (twice, as

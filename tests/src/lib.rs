@@ -700,3 +700,210 @@ pub fn without_elapsed_storage(mut run: Value) -> Value {
     run["usage"]["byte_seconds"].take();
     run
 }
+
+/// A browser over real HTTP, for the page tests: a client that keeps cookies and does
+/// not follow redirects (so each 303 is seen), forms filled from the pages themselves
+/// (their CSRF field included), and the HTML read with CSS selectors.
+pub mod browser {
+    use std::sync::Arc;
+
+    use reqwest::cookie::{CookieStore, Jar};
+    use reqwest::header::{self, HeaderMap};
+    use reqwest::{StatusCode, redirect};
+    use scraper::{Html, Selector};
+    use serde_json::Value;
+
+    use crate::{Team, TestApp};
+
+    /// A page as the browser got it.
+    #[derive(Debug)]
+    pub struct Page {
+        pub status: StatusCode,
+        pub headers: HeaderMap,
+        pub body: String,
+    }
+
+    pub fn selector(css: &str) -> Selector {
+        Selector::parse(css).unwrap_or_else(|err| panic!("selector {css:?}: {err}"))
+    }
+
+    impl Page {
+        pub fn doc(&self) -> Html {
+            Html::parse_document(&self.body)
+        }
+
+        pub fn count(&self, css: &str) -> usize {
+            self.doc().select(&selector(css)).count()
+        }
+
+        pub fn texts(&self, css: &str) -> Vec<String> {
+            self.doc()
+                .select(&selector(css))
+                .map(|element| element.text().collect::<String>())
+                .collect()
+        }
+
+        pub fn text(&self, css: &str) -> String {
+            self.texts(css)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("no {css} in {}", self.body))
+        }
+
+        pub fn attrs(&self, css: &str, name: &str) -> Vec<String> {
+            self.doc()
+                .select(&selector(css))
+                .filter_map(|element| element.value().attr(name).map(str::to_owned))
+                .collect()
+        }
+
+        pub fn attr(&self, css: &str, name: &str) -> String {
+            self.attrs(css, name)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("no {css}[{name}] in {}", self.body))
+        }
+
+        pub fn header(&self, name: header::HeaderName) -> String {
+            self.headers
+                .get(&name)
+                .map(|value| value.to_str().unwrap().to_owned())
+                .unwrap_or_else(|| panic!("no {name} header"))
+        }
+
+        pub fn location(&self) -> String {
+            assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
+            self.header(header::LOCATION)
+        }
+
+        /// The spec the interactive charts are drawn from.
+        pub fn chart_spec(&self) -> Value {
+            serde_json::from_str(&self.text("script#chart-spec")).expect("the chart spec is JSON")
+        }
+
+        pub fn json(&self) -> Value {
+            serde_json::from_str(&self.body).unwrap_or_else(|err| panic!("{err}: {}", self.body))
+        }
+
+        pub fn set_cookie(&self, name: &str) -> String {
+            self.headers
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .map(|value| value.to_str().unwrap().to_owned())
+                .find(|cookie| cookie.starts_with(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no Set-Cookie for {name} in {:?}", self.headers))
+        }
+    }
+
+    /// A browser: keeps cookies, sends forms, does not follow redirects.
+    #[derive(Debug)]
+    pub struct Browser {
+        base: String,
+        client: reqwest::Client,
+        jar: Arc<Jar>,
+    }
+
+    impl Browser {
+        pub fn new(base: &str) -> Self {
+            let jar = Arc::new(Jar::default());
+            let client = reqwest::Client::builder()
+                .cookie_provider(Arc::clone(&jar))
+                .redirect(redirect::Policy::none())
+                .build()
+                .expect("a client");
+            Self {
+                base: base.to_owned(),
+                client,
+                jar,
+            }
+        }
+
+        pub fn url(&self, path: &str) -> String {
+            if path.starts_with("http") {
+                path.to_owned()
+            } else {
+                format!("{}{path}", self.base)
+            }
+        }
+
+        pub async fn send(&self, request: reqwest::RequestBuilder) -> Page {
+            let response = request.send().await.expect("the server answers");
+            Page {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: response.text().await.unwrap_or_default(),
+            }
+        }
+
+        pub async fn get(&self, path: &str) -> Page {
+            self.send(self.client.get(self.url(path))).await
+        }
+
+        pub fn form_request(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(fields)
+                .finish();
+            self.client
+                .post(self.url(path))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body)
+        }
+
+        pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+            self.send(self.form_request(path, fields)).await
+        }
+
+        /// Opens `path`, fills in the form `form` (keeping its CSRF field) and sends it
+        /// where the form says.
+        pub async fn submit(&self, path: &str, form: &str, fields: &[(&str, &str)]) -> Page {
+            let page = self.get(path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+            self.submit_on(&page, form, fields).await
+        }
+
+        pub async fn submit_on(&self, page: &Page, form: &str, fields: &[(&str, &str)]) -> Page {
+            assert_eq!(
+                page.attr(form, "method").to_lowercase(),
+                "post",
+                "{form} posts"
+            );
+            let action = page.attr(form, "action");
+            let csrf = page.attr(&format!("{form} input[name=csrf]"), "value");
+            let mut all = vec![("csrf", csrf.as_str())];
+            all.extend_from_slice(fields);
+            self.post(&action, &all).await
+        }
+
+        pub fn cookie(&self, name: &str) -> Option<String> {
+            let cookies = self.jar.cookies(&self.base.parse().unwrap())?;
+            cookies
+                .to_str()
+                .unwrap()
+                .split("; ")
+                .filter_map(|pair| pair.split_once('='))
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_owned())
+        }
+
+        pub fn set_cookie(&self, name: &str, value: &str) {
+            self.jar.add_cookie_str(
+                &format!("{name}={value}; Path=/"),
+                &self.base.parse().unwrap(),
+            );
+        }
+    }
+
+    /// A browser logged in through the form as `team`'s admin.
+    pub async fn logged_in(app: &TestApp, team: &Team) -> Browser {
+        let browser = Browser::new(&app.base);
+        let page = browser
+            .submit(
+                "/login",
+                "form#login",
+                &[("email", &team.email), ("password", &team.password)],
+            )
+            .await;
+        assert_eq!(page.location(), "/projects");
+        browser
+    }
+}

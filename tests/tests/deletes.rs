@@ -10,6 +10,7 @@ use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::usage;
+use sextant_domain::views;
 use sextant_storage::Storage;
 use sextant_storage::blob::BlobStore;
 use sextant_storage::kv::{KvStore, Query};
@@ -70,6 +71,11 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         .expect("an image");
         runs.push(run);
     }
+    for name in ["overview", "spikes"] {
+        views::save(&state.store, &caller, &project, name, "x=step")
+            .await
+            .expect("a saved view");
+    }
     let stored = |kv: Arc<dyn KvStore>| async move {
         kv.get(&usage::totals_key(tenant))
             .await
@@ -100,8 +106,8 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         assert!(data.items.is_empty(), "run {run} keeps {:?}", data.items);
         assert!(runs::load(&state.store, tenant, *run).await.is_err());
     }
-    // Nor does the project keep anything: its runs' records, nor the usage counters
-    // that outlive each run but not the project.
+    // Nor does the project keep anything: its runs' records, the usage counters that
+    // outlive each run but not the project, nor its saved views and their count.
     let project_items = kv
         .query(Query::partition(runs::project_partition(
             tenant, project.id,

@@ -4,10 +4,8 @@
 
 use std::sync::Arc;
 
-use reqwest::cookie::{CookieStore, Jar};
-use reqwest::header::{self, HeaderMap};
+use reqwest::header;
 use reqwest::{Method, StatusCode, redirect};
-use scraper::{Html, Selector};
 use serde_json::{Value, json};
 use sextant_domain::billing;
 use sextant_domain::calendar::{self, BillingMonth};
@@ -17,178 +15,11 @@ use sextant_edge::state::{AppState, Settings};
 use sextant_storage::Storage;
 use sextant_storage::clock::ManualClock;
 use sextant_storage_local::EmbeddedKv;
-use sextant_tests::{PNG, Team, TestApp, local_blobs_with_routes, text, unique};
+use sextant_tests::browser::{Browser, Page, logged_in};
+use sextant_tests::{PNG, TestApp, local_blobs_with_routes, text, unique};
 
 const SCRIPT: &str = "<script>alert(1)</script>";
 const ESCAPED_SCRIPT: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
-
-/// A page as the browser got it.
-#[derive(Debug)]
-struct Page {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-fn selector(css: &str) -> Selector {
-    Selector::parse(css).unwrap_or_else(|err| panic!("selector {css:?}: {err}"))
-}
-
-impl Page {
-    fn doc(&self) -> Html {
-        Html::parse_document(&self.body)
-    }
-
-    fn count(&self, css: &str) -> usize {
-        self.doc().select(&selector(css)).count()
-    }
-
-    fn texts(&self, css: &str) -> Vec<String> {
-        self.doc()
-            .select(&selector(css))
-            .map(|element| element.text().collect::<String>())
-            .collect()
-    }
-
-    fn text(&self, css: &str) -> String {
-        self.texts(css)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {css} in {}", self.body))
-    }
-
-    fn attrs(&self, css: &str, name: &str) -> Vec<String> {
-        self.doc()
-            .select(&selector(css))
-            .filter_map(|element| element.value().attr(name).map(str::to_owned))
-            .collect()
-    }
-
-    fn attr(&self, css: &str, name: &str) -> String {
-        self.attrs(css, name)
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| panic!("no {css}[{name}] in {}", self.body))
-    }
-
-    fn header(&self, name: header::HeaderName) -> String {
-        self.headers
-            .get(&name)
-            .map(|value| value.to_str().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no {name} header"))
-    }
-
-    fn location(&self) -> String {
-        assert_eq!(self.status, StatusCode::SEE_OTHER, "{}", self.body);
-        self.header(header::LOCATION)
-    }
-
-    fn set_cookie(&self, name: &str) -> String {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|value| value.to_str().unwrap().to_owned())
-            .find(|cookie| cookie.starts_with(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("no Set-Cookie for {name} in {:?}", self.headers))
-    }
-}
-
-/// A browser: keeps cookies, sends forms, does not follow redirects.
-struct Browser {
-    base: String,
-    client: reqwest::Client,
-    jar: Arc<Jar>,
-}
-
-impl Browser {
-    fn new(base: &str) -> Self {
-        let jar = Arc::new(Jar::default());
-        let client = reqwest::Client::builder()
-            .cookie_provider(Arc::clone(&jar))
-            .redirect(redirect::Policy::none())
-            .build()
-            .expect("a client");
-        Self {
-            base: base.to_owned(),
-            client,
-            jar,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http") {
-            path.to_owned()
-        } else {
-            format!("{}{path}", self.base)
-        }
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> Page {
-        let response = request.send().await.expect("the server answers");
-        Page {
-            status: response.status(),
-            headers: response.headers().clone(),
-            body: response.text().await.unwrap_or_default(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Page {
-        self.send(self.client.get(self.url(path))).await
-    }
-
-    fn form_request(&self, path: &str, fields: &[(&str, &str)]) -> reqwest::RequestBuilder {
-        let body = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        self.client
-            .post(self.url(path))
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
-    }
-
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
-        self.send(self.form_request(path, fields)).await
-    }
-
-    /// Opens `path`, fills in the form `form` (keeping its CSRF field) and sends it
-    /// where the form says.
-    async fn submit(&self, path: &str, form: &str, fields: &[(&str, &str)]) -> Page {
-        let page = self.get(path).await;
-        assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
-        self.submit_on(&page, form, fields).await
-    }
-
-    async fn submit_on(&self, page: &Page, form: &str, fields: &[(&str, &str)]) -> Page {
-        assert_eq!(
-            page.attr(form, "method").to_lowercase(),
-            "post",
-            "{form} posts"
-        );
-        let action = page.attr(form, "action");
-        let csrf = page.attr(&format!("{form} input[name=csrf]"), "value");
-        let mut all = vec![("csrf", csrf.as_str())];
-        all.extend_from_slice(fields);
-        self.post(&action, &all).await
-    }
-
-    fn cookie(&self, name: &str) -> Option<String> {
-        let cookies = self.jar.cookies(&self.base.parse().unwrap())?;
-        cookies
-            .to_str()
-            .unwrap()
-            .split("; ")
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(key, _)| *key == name)
-            .map(|(_, value)| value.to_owned())
-    }
-
-    fn set_cookie(&self, name: &str, value: &str) {
-        self.jar.add_cookie_str(
-            &format!("{name}={value}; Path=/"),
-            &self.base.parse().unwrap(),
-        );
-    }
-}
 
 /// Signs a new team up through the form; answers the signed-in browser, the page it
 /// got, and the e-mail and password.
@@ -209,20 +40,6 @@ async fn sign_up(base: &str) -> (Browser, Page, String, String) {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     (browser, page, email, password)
-}
-
-/// A browser logged in through the form as `team`'s admin.
-async fn logged_in(app: &TestApp, team: &Team) -> Browser {
-    let browser = Browser::new(&app.base);
-    let page = browser
-        .submit(
-            "/login",
-            "form#login",
-            &[("email", &team.email), ("password", &team.password)],
-        )
-        .await;
-    assert_eq!(page.location(), "/projects");
-    browser
 }
 
 /// A run with params, tags, two `loss` series with a spike and a dip among many
@@ -572,8 +389,9 @@ async fn pages_that_need_a_member_redirect_to_log_in_when_logged_out() {
         "/projects".to_owned(),
         "/projects/anything".to_owned(),
         format!("/runs/{run}"),
-        format!("/runs/{run}/charts"),
+        format!("/points?line={run}::loss"),
         format!("/compare?run={run}"),
+        "/projects/anything/workspace".to_owned(),
         "/settings/keys".to_owned(),
         "/usage".to_owned(),
         "/usage/reports/2026-01.csv".to_owned(),
@@ -860,22 +678,50 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
         page.texts("#charts figure.chart > figcaption"),
         vec!["loss", "lr"]
     );
-    let train = "#charts figure.chart path[data-series=\"train/loss\"]";
-    let min: f64 = page.attr(train, "data-min").parse().unwrap();
-    let max: f64 = page.attr(train, "data-max").parse().unwrap();
+    let spec = page.chart_spec();
+    assert_eq!(spec["mode"], "run");
+    assert_eq!(spec["source"], "/points");
+    assert_eq!(spec["live"], true, "a running run's charts keep reading");
+    assert_eq!(
+        spec["charts"][0]["series"],
+        json!(["train/loss", "val/loss"])
+    );
+    assert_eq!(spec["runs"][0]["id"], run.as_str());
+    // What the charts read: each line downsampled with its extremes kept.
+    let points = browser
+        .get(&format!(
+            "/points?line={run}::train/loss&line={run}::val/loss&max_points=200"
+        ))
+        .await;
+    assert_eq!(points.status, StatusCode::OK, "{}", points.body);
+    let points = points.json();
+    let extremes = |line: &Value| {
+        let values: Vec<f64> = line["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|value| value.as_f64().unwrap())
+            .collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (min, max, values.len())
+    };
+    let (min, max, drawn) = extremes(&points["lines"][0]);
     assert_eq!(
         (min, max),
         (-3.0, 1000.0),
         "the spike and the dip survive downsampling"
     );
-    let val = "#charts figure.chart path[data-series=\"val/loss\"]";
-    assert_eq!(page.attr(val, "data-max").parse::<f64>().unwrap(), 1.0);
-    assert_eq!(page.attr("#charts", "data-live"), "true");
-    assert_eq!(
-        page.attr("#charts", "data-src"),
-        format!("/runs/{run}/charts")
-    );
-
+    assert!(drawn <= 200, "{drawn} points");
+    assert_eq!(points["lines"][0]["downsampled"], true);
+    assert_eq!(points["lines"][0]["status"], "running");
+    assert_eq!(extremes(&points["lines"][1]).1, 1.0);
+    let last = points["lines"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     let tail = page.text("pre.log");
     let lines: Vec<&str> = tail.lines().collect();
     assert_eq!(lines.len(), 50, "{tail}");
@@ -908,25 +754,27 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
     assert_eq!(page.count("form#abort"), 1);
     assert_eq!(page.count("form#share"), 1);
 
-    // The fragment the page polls while the run runs: the same charts, and its status.
-    let fragment = browser.get(&format!("/runs/{run}/charts")).await;
-    assert_eq!(fragment.status, StatusCode::OK);
-    assert_eq!(
-        fragment.header(header::HeaderName::from_static("x-run-status")),
-        "running"
-    );
-    assert_eq!(fragment.count("figure.chart"), 2);
+    // A live chart asks only for the points after the last step it shows.
     app.log_ok(key,
         &run,
         json!({"batch_id": unique("b"), "series": {"train/loss": {"steps": [20_000], "values": [2000.0]}}}),
     )
     .await;
-    let fresher = browser.get(&format!("/runs/{run}/charts")).await;
-    let max: f64 = fresher
-        .attr("path[data-series=\"train/loss\"]", "data-max")
-        .parse()
-        .unwrap();
-    assert_eq!(max, 2000.0);
+    let fresher = browser
+        .get(&format!("/points?line={run}:{last}:train/loss"))
+        .await
+        .json();
+    // The overview's last bucket ends at its extremes; everything after them is new.
+    let steps = fresher["lines"][0]["steps"].as_array().unwrap();
+    assert!(
+        steps.iter().all(|step| step.as_i64() > last.as_i64()),
+        "{steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&json!(20_000)));
+    assert_eq!(
+        fresher["lines"][0]["values"].as_array().unwrap().last(),
+        Some(&json!(2000))
+    );
 
     // Another team's run is not there.
     let other = app.signup().await;
@@ -935,9 +783,18 @@ async fn the_run_page_shows_a_logged_run_with_charts_that_keep_its_spikes() {
         browser.get(&format!("/runs/{theirs}")).await.status,
         StatusCode::NOT_FOUND
     );
+    let foreign = browser.get(&format!("/points?line={theirs}::loss")).await;
+    assert_eq!(foreign.status, StatusCode::NOT_FOUND);
+    assert_eq!(foreign.json()["error"]["code"], "not_found");
+    let mixed = browser
+        .get(&format!(
+            "/points?line={run}::train/loss&line={theirs}::loss"
+        ))
+        .await;
     assert_eq!(
-        browser.get(&format!("/runs/{theirs}/charts")).await.status,
-        StatusCode::NOT_FOUND
+        mixed.status,
+        StatusCode::NOT_FOUND,
+        "one foreign line fails the read"
     );
     assert_eq!(
         browser.get("/runs/not-a-run").await.status,
@@ -963,7 +820,14 @@ async fn aborting_through_the_form_asks_the_run_to_stop() {
     assert_eq!(page.count("form#abort"), 0);
     assert_eq!(page.count("#abort-requested"), 1);
 
-    // The client confirms: the run has ended, its charts stop refreshing.
+    // A last batch, then the client confirms: the run has ended, its charts stop
+    // refreshing.
+    app.log_ok(
+        &team.api_key,
+        &run,
+        json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1], "values": [0.5]}}}),
+    )
+    .await;
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -975,7 +839,7 @@ async fn aborting_through_the_form_asks_the_run_to_stop() {
     assert_eq!(status, StatusCode::OK);
     let ended = browser.get(&format!("/runs/{run}")).await;
     assert_eq!(ended.text("#run-status"), "aborted");
-    assert_eq!(ended.attr("#charts", "data-live"), "false");
+    assert_eq!(ended.chart_spec()["live"], false);
     assert_eq!(ended.count("form#abort"), 0);
 
     // A queued run is aborted at once.
@@ -1094,10 +958,29 @@ async fn sharing_through_the_form_gives_a_link_that_opens_the_run_logged_out_unt
         );
     }
     assert_eq!(page.count("#lineage"), 0);
-    let charts = stranger.get(&format!("{path}/charts")).await;
-    assert_eq!(charts.status, StatusCode::OK);
-    assert_eq!(charts.count("figure.chart"), 2);
-    assert_eq!(charts.header(header::REFERRER_POLICY), "no-referrer");
+    let spec = page.chart_spec();
+    assert_eq!(spec["source"], format!("{path}/points"));
+    let points = stranger
+        .get(&format!("{path}/points?line={run}::train/loss"))
+        .await;
+    assert_eq!(points.status, StatusCode::OK, "{}", points.body);
+    assert_eq!(points.header(header::REFERRER_POLICY), "no-referrer");
+    assert_eq!(points.header(header::CACHE_CONTROL), "no-store");
+    assert!(
+        !points.json()["lines"][0]["values"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // The share opens its run's series and nothing else, even of its own team.
+    let sibling_points = stranger
+        .get(&format!("{path}/points?line={sibling}::loss"))
+        .await;
+    assert_eq!(sibling_points.status, StatusCode::NOT_FOUND);
+    let without_share = stranger
+        .get(&format!("/points?line={run}::train/loss"))
+        .await;
+    assert_eq!(without_share.location(), "/login");
 
     // A share that allows downloads links them.
     let run_page = browser.get(&format!("/runs/{run}")).await;
@@ -1181,16 +1064,21 @@ async fn the_compare_page_overlays_each_metric_and_marks_differing_params() {
     );
     assert_eq!(page.count("table#params tbody tr"), 2);
     assert_eq!(page.count("figure.chart"), 1);
-    assert_eq!(
-        page.attrs("figure.chart path[data-series]", "data-series"),
-        vec!["small-lr", "large-lr"]
-    );
-    assert_eq!(
-        page.attr("path[data-series=\"large-lr\"]", "data-min")
-            .parse::<f64>()
-            .unwrap(),
-        0.1
-    );
+    let spec = page.chart_spec();
+    assert_eq!(spec["mode"], "workspace", "a line a run");
+    assert_eq!(spec["charts"][0]["series"], json!(["loss"]));
+    let names: Vec<&str> = spec["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["small-lr", "large-lr"]);
+    let points = browser
+        .get(&format!("/points?line={}::loss", ids[1]))
+        .await
+        .json();
+    assert_eq!(points["lines"][0]["values"], json!([0.1, 1, 0.5]));
 
     let none = browser.get("/compare").await;
     assert_eq!(none.status, StatusCode::BAD_REQUEST);
@@ -1502,13 +1390,23 @@ async fn user_supplied_names_render_as_text_on_every_page_that_shows_them() {
             page.body.contains(ESCAPED_SCRIPT),
             "{path} shows the name as text"
         );
-        assert_eq!(page.count("script:not([src])"), 0, "{path}");
+        // The charts' spec is a data block, never run; its `<` are escaped.
+        assert_eq!(
+            page.count("script:not([src]):not([type=\"application/json\"])"),
+            0,
+            "{path}"
+        );
     }
     let run_page = browser.get(&format!("/runs/{}", runs[0])).await;
     assert_eq!(run_page.text("h1"), SCRIPT, "the name reads as text");
     assert_eq!(run_page.texts("#tags li"), vec![SCRIPT]);
     assert_eq!(run_page.text("table#params tbody th"), SCRIPT);
     assert!(run_page.text("pre.log").contains(SCRIPT));
+    assert_eq!(
+        run_page.chart_spec()["runs"][0]["name"],
+        SCRIPT,
+        "the charts read the name back exactly"
+    );
 }
 
 #[tokio::test]
@@ -1754,4 +1652,430 @@ async fn the_usage_page_sets_the_budget_for_admins_and_every_page_shows_its_bann
         budget["monthly_budget"], "0.10",
         "the viewer changed nothing"
     );
+}
+
+/// A query value as a link carries it.
+fn encoded(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Three runs with params of each kind: `lr` (number), `optimizer` (text), `amp`
+/// (boolean), one without `optimizer`. Answers their ids, oldest first.
+async fn runs_with_params(app: &TestApp, key: &str, project: &str) -> Vec<String> {
+    app.create_project(key, project).await;
+    let mut ids = Vec::new();
+    for (name, params) in [
+        (
+            "adam-fast",
+            json!({"lr": 0.01, "optimizer": "adam", "amp": true}),
+        ),
+        (
+            "adam-slow",
+            json!({"lr": 0.0005, "optimizer": "adam", "amp": false}),
+        ),
+        ("plain", json!({"lr": 0.001, "amp": false})),
+    ] {
+        let run = app
+            .create_run(key, project, json!({"name": name, "params": params}))
+            .await;
+        ids.push(text(&run, "id"));
+    }
+    ids
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_run_table_filters_by_param_conditions_and_refuses_a_bad_one_with_its_code() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let ids = runs_with_params(&app, key, "sweep").await;
+    let browser = logged_in(&app, &team).await;
+
+    for (conditions, kept) in [
+        (vec!["lr<=0.001"], vec![1, 2]),
+        (vec!["lr<=0.001", "optimizer=adam"], vec![1]),
+        (vec!["optimizer!=adam"], vec![2]),
+        (vec!["amp=true"], vec![0]),
+        (vec!["lr > 0.0005", "amp=false"], vec![2]),
+        (vec!["optimizer=sgd"], vec![]),
+    ] {
+        let query: Vec<String> = conditions
+            .iter()
+            .map(|condition| format!("param={}", encoded(condition)))
+            .collect();
+        let page = browser
+            .get(&format!("/projects/sweep?{}", query.join("&")))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{conditions:?}: {}", page.body);
+        let expected: Vec<String> = kept.iter().map(|&i| ids[i].clone()).collect();
+        assert_eq!(
+            sorted(row_ids(&page)),
+            sorted(expected.clone()),
+            "{conditions:?}"
+        );
+        // The form shows each condition, and one empty field for another.
+        let fields = page.attrs("form#filter input[name=param]", "value");
+        assert_eq!(fields, conditions, "{conditions:?}");
+        assert_eq!(
+            page.count("form#filter input[name=param]"),
+            conditions.len() + 1
+        );
+
+        // The JSON API takes the same conditions in one `param`, separated by `;`.
+        let (status, body) = app
+            .get(
+                &format!(
+                    "/v1/projects/sweep/runs?param={}",
+                    encoded(&conditions.join(";"))
+                ),
+                key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let listed: Vec<String> = body["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|run| text(run, "id"))
+            .collect();
+        assert_eq!(sorted(listed), sorted(expected), "{conditions:?}");
+    }
+
+    // Sorting keeps the conditions.
+    let filtered = browser
+        .get(&format!("/projects/sweep?param={}", encoded("lr<=0.001")))
+        .await;
+    let sort = filtered.attr("th.param a.sort", "href");
+    assert!(sort.contains("param=lr%3C%3D0.001"), "{sort}");
+
+    for bad in ["lr<adam", "lr", "=3", "lr!3"] {
+        let page = browser
+            .get(&format!("/projects/sweep?param={}", encoded(bad)))
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{bad}: {}", page.body);
+        let (status, body) = app
+            .get(
+                &format!("/v1/projects/sweep/runs?param={}", encoded(bad)),
+                key,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(sextant_tests::error_code(&body), "invalid_filter", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_run_table_shows_chosen_columns_in_order_with_pinned_ones_first() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "cols").await;
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap();
+    let rfc3339 = |at: time::OffsetDateTime| {
+        at.format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    // One run went on for 1h 02m 03s; the other started three days ago and goes on.
+    let started = now - time::Duration::hours(2);
+    let ended = text(
+        &app.create_run(
+            key,
+            "cols",
+            json!({"name": "ended", "params": {"lr": 0.1}, "tags": ["sweep"],
+                   "created_at": rfc3339(started)}),
+        )
+        .await,
+        "id",
+    );
+    let (status, body) = app
+        .call(
+            Method::PATCH,
+            &format!("/v1/runs/{ended}"),
+            Some(key),
+            Some(json!({"status": "succeeded",
+                        "ended_at": rfc3339(started + time::Duration::seconds(3_723))})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let going = text(
+        &app.create_run(
+            key,
+            "cols",
+            json!({"name": "going", "params": {"lr": 0.2},
+                   "created_at": rfc3339(now - time::Duration::days(3))}),
+        )
+        .await,
+        "id",
+    );
+    app.log_ok(
+        key,
+        &going,
+        json!({"batch_id": unique("b"), "series": {"loss": {"steps": [1, 2, 3], "values": [3.5, 1.25, 2.0]}}}),
+    )
+    .await;
+    let browser = logged_in(&app, &team).await;
+
+    // Without `cols` the table is as it was: no duration, owner or pinned columns.
+    let default = browser.get("/projects/cols").await;
+    assert_eq!(
+        default.attrs("table#runs th[data-col]", "data-col"),
+        [
+            "name",
+            "status",
+            "created",
+            "tags",
+            "cost",
+            "param:lr",
+            "metric:loss:last"
+        ]
+    );
+    assert_eq!(default.count("table#runs .pin"), 0);
+
+    let cols = "metric:loss:max,duration,param:lr,owner,metric:loss:min,bogus,duration";
+    let path = format!(
+        "/projects/cols?cols={}&pin=3&sort=param:lr&order=asc",
+        encoded(cols)
+    );
+    let table = browser.get(&path).await;
+    assert_eq!(table.status, StatusCode::OK, "{}", table.body);
+    // Unknown and repeated ids are left out; the name comes first.
+    assert_eq!(
+        table.attrs("table#runs th[data-col]", "data-col"),
+        [
+            "name",
+            "metric:loss:max",
+            "duration",
+            "param:lr",
+            "owner",
+            "metric:loss:min"
+        ]
+    );
+    assert_eq!(
+        table.texts("table#runs thead th"),
+        [
+            "Select",
+            "Name",
+            "loss (max)",
+            "Duration",
+            "lr ▲",
+            "Owner",
+            "loss (min)"
+        ]
+    );
+    assert_eq!(row_ids(&table), [ended.clone(), going.clone()]);
+    assert_eq!(table.count("td.cost"), 0);
+    assert_eq!(table.count("td.status"), 0);
+
+    // The selection box, the name and the next two columns are pinned, each in a box of
+    // its position's width; the last carries the edge.
+    for row in ["thead tr", &format!("tr[data-run-id={going}]")] {
+        let pinned = |css: &str| table.count(&format!("table#runs {row} {css}"));
+        assert_eq!(pinned(".pin"), 4, "{row}");
+        for position in 0..4 {
+            assert_eq!(
+                pinned(&format!(".pin.pin-{position} > .pin-box")),
+                1,
+                "{row}"
+            );
+        }
+        assert_eq!(pinned(".pin-edge.pin-3"), 1, "{row}");
+        assert_eq!(pinned(".owner.pin"), 0, "{row}");
+    }
+    assert_eq!(
+        table.text(&format!("tr[data-run-id={going}] td.duration")),
+        "3d 00h"
+    );
+    assert_eq!(
+        table.text(&format!("tr[data-run-id={ended}] td.duration")),
+        "1h 02m"
+    );
+    assert_eq!(
+        table.texts(&format!("tr[data-run-id={going}] td.metric")),
+        ["3.5", "1.25"]
+    );
+    assert_eq!(
+        table.texts(&format!("tr[data-run-id={ended}] td.metric")),
+        ["", ""]
+    );
+    // The owner is read once, from the team's members: the admin who made the key.
+    assert_eq!(
+        table.texts("td.owner"),
+        [team.email.clone(), team.email.clone()]
+    );
+
+    // Every link keeps the layout, the filter and the sort.
+    for link in [
+        table.attr("th[data-col='param:lr'] a.sort", "href"),
+        table.attr("th[data-col='metric:loss:min'] a.sort", "href"),
+        table.attr("th[data-col=name] a.sort", "href"),
+        table.attr("a#clear", "href"),
+    ] {
+        assert!(link.contains(&format!("cols={}", encoded(cols))), "{link}");
+        assert!(link.contains("pin=3"), "{link}");
+    }
+    let by_min = table.attr("th[data-col='metric:loss:min'] a.sort", "href");
+    assert!(by_min.contains("sort=metric%3Aloss%3Amin"), "{by_min}");
+    let reversed = table.attr("th[data-col='param:lr'] a.sort", "href");
+    assert!(reversed.contains("order=desc"), "{reversed}");
+    let reversed = browser.get(&reversed).await;
+    assert_eq!(row_ids(&reversed), [going.clone(), ended.clone()]);
+    assert_eq!(
+        reversed.attrs("table#runs th[data-col]", "data-col"),
+        table.attrs("table#runs th[data-col]", "data-col")
+    );
+    // The filter form carries the layout and the sort as hidden fields.
+    for (name, value) in [
+        ("cols", cols),
+        ("pin", "3"),
+        ("sort", "param:lr"),
+        ("order", "asc"),
+    ] {
+        assert_eq!(
+            table.attr(
+                &format!("form#filter input[type=hidden][name={name}]"),
+                "value"
+            ),
+            value
+        );
+    }
+
+    // A tag filters the table in the same layout.
+    let tagged = browser
+        .get(&format!(
+            "/projects/cols?cols=tags,param:lr&pin=1&param={}",
+            encoded("lr<1")
+        ))
+        .await;
+    let tag_link = tagged.attr("td.tags a.tag", "href");
+    for part in [
+        "tag=sweep",
+        "cols=tags%2Cparam%3Alr",
+        "pin=1",
+        "param=lr%3C1",
+    ] {
+        assert!(tag_link.contains(part), "{part} in {tag_link}");
+    }
+    assert_eq!(row_ids(&browser.get(&tag_link).await), [ended]);
+    // An empty `cols` shows the name only.
+    let bare = browser.get("/projects/cols?cols=").await;
+    assert_eq!(bare.attrs("table#runs th[data-col]", "data-col"), ["name"]);
+}
+
+#[tokio::test]
+async fn the_columns_form_sends_checked_columns_by_position_and_the_page_answers_with_their_cols_link()
+ {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    runs_with_params(&app, key, "layout").await;
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser
+        .get("/projects/layout?name=a&sort=param:lr&cols=status,param:lr&pin=2")
+        .await;
+    assert_eq!(
+        page.attr("form#columns-form", "method").to_lowercase(),
+        "get"
+    );
+    assert_eq!(page.attr("form#columns-form", "action"), "/projects/layout");
+    // The columns shown come first, numbered in their order; every other column follows.
+    let offered = page.attrs("form#columns-form input[name=col]", "value");
+    assert_eq!(offered[..2], ["status", "param:lr"]);
+    for column in [
+        "created",
+        "duration",
+        "owner",
+        "tags",
+        "cost",
+        "param:amp",
+        "param:optimizer",
+    ] {
+        assert!(
+            offered.contains(&column.to_owned()),
+            "{column} in {offered:?}"
+        );
+    }
+    assert_eq!(
+        page.attrs("form#columns-form input[name=col][checked]", "value"),
+        ["status", "param:lr"]
+    );
+    assert_eq!(
+        page.attr("form#columns-form input[name='at.param:lr']", "value"),
+        "2"
+    );
+    assert_eq!(page.attr("form#columns-form input[name=pin]", "value"), "2");
+    for (name, value) in [("name", "a"), ("sort", "param:lr")] {
+        assert_eq!(
+            page.attr(
+                &format!("form#columns-form input[type=hidden][name={name}]"),
+                "value"
+            ),
+            value
+        );
+    }
+    assert_eq!(
+        page.count("form#columns-form input[type=hidden][name=cols]"),
+        0
+    );
+
+    // Checked columns go by their numbers, unnumbered ones after in the form's order.
+    let sent = browser
+        .get(&format!(
+            "/projects/layout?tag=x&layout=1&col=owner&col=status&col={}&col=duration&at.status=2&at.{}=1&at.owner=&pin=2",
+            encoded("param:a,b"),
+            encoded("param:a,b"),
+        ))
+        .await;
+    let location = sent.location();
+    assert_eq!(
+        location,
+        format!(
+            "/projects/layout?tag=x&cols={}&pin=2",
+            encoded("param:a%2Cb,status,owner,duration")
+        )
+    );
+    let chosen = browser.get(&location).await;
+    assert_eq!(
+        chosen.attrs("table#runs th[data-col]", "data-col"),
+        ["name", "param:a,b", "status", "owner", "duration"]
+    );
+    // Nothing checked shows the name only.
+    let none = browser.get("/projects/layout?layout=1").await;
+    assert_eq!(none.location(), "/projects/layout?cols=");
+}
+
+#[tokio::test]
+async fn selected_runs_open_in_the_workspace_through_a_second_submit_button() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let ids = runs_with_params(&app, key, "pick").await;
+    let browser = logged_in(&app, &team).await;
+
+    let page = browser.get("/projects/pick").await;
+    assert_eq!(page.attr("form#compare", "method").to_lowercase(), "get");
+    let button = "form#compare button#open-workspace[type=submit]";
+    assert_eq!(page.attr(button, "formaction"), "/projects/pick/workspace");
+    assert_eq!(page.attr(button, "formmethod").to_lowercase(), "get");
+    assert_eq!(page.text(button), "Open in workspace");
+    // The form's only named fields are the runs' boxes, so the workspace gets
+    // `run=ID&run=ID...`; each row still links to its run.
+    assert_eq!(
+        sorted(page.attrs("form#compare input[name]", "value")),
+        sorted(ids.clone())
+    );
+    assert_eq!(page.count("form#compare input[name]:not([name=run])"), 0);
+    for id in &ids {
+        assert_eq!(
+            page.attr(&format!("tr[data-run-id={id}] a.run-link"), "href"),
+            format!("/runs/{id}")
+        );
+    }
 }

@@ -107,6 +107,7 @@ cases!(embedded, sextant_tests::TestApp::spawn;
     every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run,
     a_viewer_reads_runs_and_series_but_cannot_change_anything,
     a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps,
+    the_run_table_filters_by_param_conditions_of_every_type,
 );
 
 aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
@@ -123,6 +124,7 @@ aws_cases!(dynamodb, sextant_tests::TestApp::spawn_on_aws;
     deleting_a_project_deletes_its_runs_and_their_series,
     every_run_endpoint_answers_another_team_404_exactly_as_a_missing_run,
     a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps,
+    the_run_table_filters_by_param_conditions_of_every_type,
 );
 
 cases!(embedded_with_a_one_second_heartbeat_timeout, super::short_heartbeat_embedded;
@@ -1745,4 +1747,67 @@ async fn a_run_shows_what_it_cost_and_the_table_sums_the_runs_it_keeps(app: Test
     assert_eq!(status, StatusCode::NO_CONTENT);
     let after = list(&app, key, "costs", "").await;
     assert_eq!(after["usage"]["points"], points[0] + points[1], "{after}");
+}
+
+/// `param` holds conditions separated by `;` (`\;` inside one): numbers compare by
+/// value, text and booleans by equality, and a run without the param passes only `!=`.
+async fn the_run_table_filters_by_param_conditions_of_every_type(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    app.create_project(key, "conditions").await;
+    let mut runs = Vec::new();
+    for params in [
+        json!({"lr": 0.001, "optimizer": "adam", "batch_size": 64, "amp": true, "note": "a;b"}),
+        json!({"lr": 0.01, "optimizer": "sgd", "batch_size": 128, "amp": false}),
+        json!({"lr": 0.0001, "model": {"depth": 12}}),
+        json!({}),
+    ] {
+        runs.push(id(&app
+            .create_run(key, "conditions", json!({"params": params}))
+            .await));
+    }
+    for (conditions, kept) in [
+        ("lr<=0.001", vec![0, 2]),
+        ("lr<0.001", vec![2]),
+        ("lr>0.001", vec![1]),
+        ("lr>=1e-3", vec![0, 1]),
+        ("lr=0.0010", vec![0]),
+        ("lr!=0.001", vec![1, 2, 3]),
+        ("optimizer=adam", vec![0]),
+        ("optimizer!=adam", vec![1, 2, 3]),
+        ("batch_size>=64;amp=true", vec![0]),
+        ("amp=false", vec![1]),
+        ("amp!=false", vec![0, 2, 3]),
+        ("model/depth>10; lr < 0.1", vec![2]),
+        ("note=a\\;b", vec![0]),
+        ("lr<=0.001;;", vec![0, 2]),
+    ] {
+        let query = format!(
+            "param={}",
+            url::form_urlencoded::byte_serialize(conditions.as_bytes()).collect::<String>()
+        );
+        let table = list(&app, key, "conditions", &query).await;
+        let got: BTreeSet<String> = ids(&table).into_iter().collect();
+        let expected: BTreeSet<String> = kept.iter().map(|&i| runs[i].clone()).collect();
+        assert_eq!(got, expected, "{conditions}");
+        assert_eq!(table["total"], kept.len(), "{conditions}");
+    }
+    for bad in [
+        "lr",
+        "lr<adam",
+        "=1",
+        "lr=",
+        "note=a\\b",
+        "lr<0.1;optimizer",
+    ] {
+        let query = format!(
+            "param={}",
+            url::form_urlencoded::byte_serialize(bad.as_bytes()).collect::<String>()
+        );
+        let (status, body) = app
+            .get(&format!("/v1/projects/conditions/runs?{query}"), key)
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(error_code(&body), "invalid_filter", "{bad}");
+    }
 }

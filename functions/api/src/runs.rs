@@ -11,7 +11,7 @@ use sextant_domain::error::{Error, ErrorCode};
 use sextant_domain::floats::{JsonF64, JsonF64s};
 use sextant_domain::ids::{ProjectId, RunId};
 use sextant_domain::projects::{self, Project};
-use sextant_domain::runs::listing::{self, Filter, Sort};
+use sextant_domain::runs::listing::{self, Filter, ParamCondition, Sort};
 use sextant_domain::runs::summary::{SeriesInfo, SeriesKind};
 use sextant_domain::runs::{self, NewRun, ParamValue, RunChanges, RunRecord, RunView, Status};
 use sextant_domain::series::{
@@ -211,6 +211,12 @@ pub struct ListParams {
     /// `true` lists the runs in the trash (deleted through MLflow) instead.
     #[serde(default)]
     pub(crate) trashed: bool,
+    /// Param conditions that must all hold, separated by `;`: `NAME OP VALUE` with OP
+    /// one of `=`, `!=`, `<`, `<=`, `>`, `>=`, as in `lr<=0.001;optimizer=adam`. The
+    /// value is a number, `true`/`false` or text; `<`, `<=`, `>` and `>=` take a number.
+    /// A run without the param passes only `!=`. Inside a condition `\;` is a `;` and
+    /// `\\` a backslash. A malformed condition answers 400 `invalid_filter`.
+    pub(crate) param: Option<String>,
 }
 
 /// One page of a project's run table: every run of the project, and which of them
@@ -280,6 +286,12 @@ pub(crate) async fn run_table(
         created_after: params.created_after,
         created_before: params.created_before,
         trashed: params.trashed,
+        params: params
+            .param
+            .as_deref()
+            .map(ParamCondition::parse_list)
+            .transpose()?
+            .unwrap_or_default(),
     };
     let runs = runs::all_in_project(&state.store, tenant, project.id).await?;
     let counted = runs::usage_in_project(&state.store, tenant, project.id).await?;

@@ -16,7 +16,7 @@ use crate::runs::RunError;
 use crate::series::SeriesError;
 use crate::shares::ShareError;
 use crate::tenancy::Tenant;
-use crate::{artifacts, images, queue, runs, series, shares};
+use crate::{artifacts, images, queue, runs, series, shares, views};
 use sextant_storage::Store;
 
 /// What stopped a delete; deleting again finishes it.
@@ -85,7 +85,7 @@ pub async fn delete_run(store: &Store, tenant: &Tenant, run: RunId) -> Result<()
 }
 
 /// Deletes a project's runs (with their data, those a stopped delete left marked
-/// too), then the project, its name and its run counter.
+/// too), then its saved views, the project, its name and its run counter.
 pub async fn delete_project(store: &Store, tenant: &Tenant, project: &Project) -> Result<()> {
     let runs = runs::every_record_in_project(store, tenant, project.id).await?;
     futures::stream::iter(
@@ -98,6 +98,7 @@ pub async fn delete_project(store: &Store, tenant: &Tenant, project: &Project) -
     // The runs' usage counters outlive the runs, so the runs add up to the team, but
     // not their project.
     runs::forget_usage_in_project(store, tenant, project.id).await?;
+    views::delete_all(store, tenant, project.id).await?;
     let mut ops = Vec::from(projects::removal(tenant, project));
     ops.push(TxOp::Delete(
         runs::counter_key(tenant, project.id),

@@ -136,6 +136,8 @@ error_codes! {
     InvalidTransition = ("invalid_transition", Conflict),
     InvalidUpload = ("invalid_upload", Invalid),
     InvalidUri = ("invalid_uri", Invalid),
+    InvalidViewName = ("invalid_view_name", Invalid),
+    InvalidViewQuery = ("invalid_view_query", Invalid),
     InvalidViewType = ("invalid_view_type", Invalid),
     JobEnded = ("job_ended", Conflict),
     JobExists = ("job_exists", Conflict),
@@ -171,6 +173,9 @@ error_codes! {
     TextTooLong = ("text_too_long", Invalid),
     TooManyExperiments = ("too_many_experiments", Invalid),
     TooManySeries = ("too_many_series", Invalid),
+    // The project's views, not the request, are what stands in the way: deleting one
+    // lets the same request through.
+    TooManyViews = ("too_many_views", Conflict),
     Trashed = ("trashed", Invalid),
     Unauthorized = ("unauthorized", Unauthenticated),
     Unavailable = ("unavailable", Unavailable),

@@ -1,7 +1,8 @@
 //! Sextant's domain: teams and their credentials, runs and their series, artifacts,
-//! images, lineage, the job queue, metering and billing. It works over the storage
-//! ports (`sextant-storage`) and knows nothing of HTTP or of AWS: the edge
-//! (`sextant-edge`) turns requests into calls here and errors into responses.
+//! images, lineage, the job queue, saved workspace views, metering and billing. It
+//! works over the storage ports (`sextant-storage`) and knows nothing of HTTP or of
+//! AWS: the edge (`sextant-edge`) turns requests into calls here and errors into
+//! responses.
 
 pub mod accounts;
 pub mod artifacts;
@@ -30,3 +31,4 @@ pub mod sweep;
 pub mod telemetry;
 pub mod tenancy;
 pub mod usage;
+pub mod views;

@@ -23,8 +23,8 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · Sextant" }
-            link rel="stylesheet" href=(super::app_css_url());
-            script src=(super::app_js_url()) defer {}
+            link rel="stylesheet" href=(super::APP_CSS.url());
+            script src=(super::APP_JS.url()) defer {}
         }
     }
 }

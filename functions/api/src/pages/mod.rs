@@ -6,37 +6,47 @@
 //! Routes:
 //! - `/`, `/signup`, `/login`, `/logout`: landing, sign-up, log-in and out;
 //! - `/projects`, `/projects/{project}`: projects and a project's run table;
-//! - `/runs/{run}` (with `/charts`, `/abort`, `/share`, `/artifacts/{path}`): a run;
+//! - `/projects/{project}/workspace`: a chart per metric of the runs a filter keeps;
+//!   `POST /projects/{project}/views` and `POST /projects/{project}/views/{name}/delete`:
+//!   save and delete a named view of the project's workspace;
+//! - `/runs/{run}` (with `/abort`, `/share`, `/artifacts/{path}`): a run;
+//! - `/points?line=...`: the points the interactive charts draw (`points.rs`);
 //! - `/compare?run=..&run=..`: runs side by side;
 //! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
 //!   `POST /usage/budget`: an admin sets the monthly budget;
 //! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
 //!   `/settings/account`: the member's address, password and sessions;
-//! - `/r/{token}` (and `/r/{token}/charts`): a shared run, logged out;
-//! - `/static/app.js`, `/static/app.css`: cached for a year, versioned by content hash.
+//! - `/r/{token}` (and `/r/{token}/points`): a shared run, logged out;
+//! - `/static/{file}`: the script, the stylesheet, the charts' script and the vendored
+//!   uPlot, cached for a year, versioned by content hash.
 
-pub mod chart;
+pub mod views;
 
 mod account;
 mod auth;
 mod compare;
 mod keys;
 mod layout;
+mod plots;
+mod points;
 mod projects;
 mod runs;
 mod security;
 mod share;
 mod usage;
+mod workspace;
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use axum::Router;
+use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use sextant_edge::error::ApiError;
 use sextant_edge::state::AppState;
+use tower_http::compression::CompressionLayer;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -60,8 +70,13 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/projects", get(projects::list).post(projects::create))
         .route("/projects/{project}", get(projects::runs))
+        .route("/projects/{project}/workspace", get(workspace::page))
+        .route("/projects/{project}/views", post(views::save))
+        .route(
+            "/projects/{project}/views/{name}/delete",
+            post(views::delete),
+        )
         .route("/runs/{run}", get(runs::page))
-        .route("/runs/{run}/charts", get(runs::charts))
         .route("/runs/{run}/abort", post(runs::abort))
         .route("/runs/{run}/share", post(runs::share))
         .route("/runs/{run}/artifacts/{*path}", get(runs::download))
@@ -73,10 +88,14 @@ pub fn routes() -> Router<AppState> {
         .route("/usage/budget", post(usage::set_budget))
         .route("/usage/reports/{file}", get(usage::report))
         .route("/r/{token}", get(share::page))
-        .route("/r/{token}/charts", get(share::charts))
-        .route("/static/app.js", get(app_js))
-        .route("/static/app.css", get(app_css))
+        .route("/r/{token}/points", get(points::shared))
+        .route("/points", get(points::team))
+        .route("/static/{file}", get(static_file))
         .route_layer(middleware::map_response(security::headers))
+        // A workspace reads hundreds of lines of points; JSON numbers shrink by half
+        // or more gzipped. Behind API Gateway, lambda_http sends a body with a
+        // `Content-Encoding` base64-encoded, as a binary one.
+        .layer(CompressionLayer::new())
 }
 
 /// Why a page could not be shown: a redirect (to log in), or a status with a message
@@ -121,60 +140,72 @@ impl IntoResponse for PageError {
 
 pub type PageResult<T = Response> = Result<T, PageError>;
 
-/// A static file with its content hash, for URLs that change whenever it does.
-struct Asset {
+/// A static file, served at `/static/{path}?v={hash of its content}`.
+pub(crate) struct Asset {
+    path: &'static str,
     body: &'static str,
     content_type: &'static str,
-    version: LazyLock<String>,
+    version: OnceLock<String>,
 }
 
-fn content_hash(body: &str) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(body.as_bytes())[..6])
-}
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
-static APP_JS: Asset = Asset {
-    body: include_str!("static/app.js"),
-    content_type: "text/javascript; charset=utf-8",
-    version: LazyLock::new(|| content_hash(include_str!("static/app.js"))),
-};
+static APP_JS: Asset = Asset::new("app.js", include_str!("static/app.js"), JS);
+static APP_CSS: Asset = Asset::new("app.css", include_str!("static/app.css"), CSS);
+/// The interactive charts of the run, share and workspace pages.
+pub(crate) static CHARTS_JS: Asset = Asset::new("charts.js", include_str!("static/charts.js"), JS);
+/// uPlot 1.6.32 (MIT, `static/vendor/uplot/LICENSE`), vendored as published on npm:
+/// the pages load nothing from another origin.
+pub(crate) static UPLOT_JS: Asset = Asset::new(
+    "uplot.js",
+    include_str!("static/vendor/uplot/uPlot.iife.min.js"),
+    JS,
+);
+pub(crate) static UPLOT_CSS: Asset = Asset::new(
+    "uplot.css",
+    include_str!("static/vendor/uplot/uPlot.min.css"),
+    CSS,
+);
 
-static APP_CSS: Asset = Asset {
-    body: include_str!("static/app.css"),
-    content_type: "text/css; charset=utf-8",
-    version: LazyLock::new(|| content_hash(include_str!("static/app.css"))),
-};
+static ASSETS: [&Asset; 5] = [&APP_JS, &APP_CSS, &CHARTS_JS, &UPLOT_JS, &UPLOT_CSS];
 
 impl Asset {
-    fn serve(&self) -> Response {
-        (
-            [
-                (header::CONTENT_TYPE, self.content_type),
-                // The URL names the content's hash: a new file is a new URL.
-                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
-            ],
-            self.body,
-        )
-            .into_response()
+    const fn new(path: &'static str, body: &'static str, content_type: &'static str) -> Self {
+        Self {
+            path,
+            body,
+            content_type,
+            version: OnceLock::new(),
+        }
+    }
+
+    fn version(&self) -> &str {
+        self.version.get_or_init(|| {
+            use sha2::Digest;
+            hex::encode(&sha2::Sha256::digest(self.body.as_bytes())[..6])
+        })
+    }
+
+    /// Its URL, which names its content's hash: a new file is a new URL.
+    pub(crate) fn url(&self) -> String {
+        format!("/static/{}?v={}", self.path, self.version())
     }
 }
 
-/// `/static/app.js?v={hash}`.
-pub fn app_js_url() -> String {
-    format!("/static/app.js?v={}", *APP_JS.version)
-}
-
-/// `/static/app.css?v={hash}`.
-pub fn app_css_url() -> String {
-    format!("/static/app.css?v={}", *APP_CSS.version)
-}
-
-async fn app_js() -> Response {
-    APP_JS.serve()
-}
-
-async fn app_css() -> Response {
-    APP_CSS.serve()
+/// `GET /static/{file}`: cached for a year, since its URL changes with its content.
+async fn static_file(Path(file): Path<String>) -> Response {
+    match ASSETS.iter().find(|asset| asset.path == file) {
+        Some(asset) => (
+            [
+                (header::CONTENT_TYPE, asset.content_type),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ],
+            asset.body,
+        )
+            .into_response(),
+        None => PageError::not_found().into_response(),
+    }
 }
 
 /// A number for a table cell: short, but never hiding its magnitude.

@@ -4,47 +4,39 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::Path;
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
-use futures::{StreamExt, TryFutureExt, TryStreamExt};
+use axum::extract::{Path, RawQuery};
+use axum::http::StatusCode;
+use futures::TryFutureExt;
 use maud::{Markup, html};
 use sextant_domain::artifacts::{self, Artifact};
 use sextant_domain::billing::RunCost;
 use sextant_domain::credentials::Role;
-use sextant_domain::error::Error;
 use sextant_domain::ids::{RunId, ShareId};
 use sextant_domain::images::{self, Listed};
 use sextant_domain::lineage::{self, Graph, Node};
 use sextant_domain::projects::{self, Project};
 use sextant_domain::runs::summary::SeriesKind;
 use sextant_domain::runs::{self, RunRecord, Status};
-use sextant_domain::series::{self, EXACT_PAGE_POINTS, Points, StepRange, TextPoints, Window};
+use sextant_domain::series::{self, EXACT_PAGE_POINTS, StepRange, TextPoints, Window};
 use sextant_domain::shares::{self, NewShare, Share};
 use sextant_domain::tenancy::Tenant;
 use sextant_edge::error::{ApiError, ApiResult};
 use sextant_edge::http::PublicUrl;
 use sextant_edge::state::AppState;
 
-use super::chart::{self, Line};
 use super::layout::{Section, csrf_field, respond};
+use super::plots::{self, ChartDef, ChartGroup, ChartRun, Mode, ViewSettings, numeric_series};
 use super::projects::param_text;
 use super::security::{CsrfForm, SignedIn, User, see_other};
 use super::usage::grouped;
 use super::{PageError, PageResult, encode_path, number, when};
-use crate::runs::{Shape, numeric_points};
 
-/// Points each line of a chart is drawn from: every bucket's minimum and maximum,
-/// so spikes survive however long the series.
-pub const CHART_POINTS: usize = 1_000;
 /// Lines of each text series the page shows: the last ones.
 const TEXT_TAIL_LINES: usize = 50;
 /// Longest text line shown in full; longer ones are cut with an ellipsis.
 const TEXT_LINE_CHARS: usize = 2_000;
 /// Images of each image series the page shows: the latest ones.
 const IMAGES_SHOWN: usize = 8;
-/// Series read at once while drawing charts.
-const READS_AT_ONCE: usize = 8;
 /// Expiries the share form offers, in days.
 const SHARE_DAYS: [i64; 5] = [1, 7, 30, 90, 365];
 
@@ -86,67 +78,6 @@ pub fn chart_groups<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(String
         (system(a_names), a).cmp(&(system(b_names), b))
     });
     charts
-}
-
-/// A numeric series of a run, downsampled to `max_points` for a chart.
-pub async fn chart_points<'a>(
-    state: &AppState,
-    tenant: &Tenant,
-    run: &RunRecord,
-    name: &'a str,
-    max_points: usize,
-) -> ApiResult<(&'a str, Points)> {
-    if !run.series.contains_key(name) {
-        return Err(Error::not_found("series").into());
-    }
-    let read = numeric_points(
-        state,
-        tenant,
-        run,
-        name,
-        StepRange::default(),
-        Shape::Downsampled { max_points },
-    )
-    .await?;
-    Ok((name, read.points))
-}
-
-/// The charts of a run: each a `figure.chart` drawn from downsampled points.
-pub async fn charts_markup(
-    state: &AppState,
-    tenant: &Tenant,
-    run: &RunRecord,
-) -> ApiResult<Markup> {
-    let numeric = run
-        .series
-        .iter()
-        .filter(|(_, summary)| summary.kind == SeriesKind::Numeric)
-        .map(|(name, _)| name.as_str());
-    let groups = chart_groups(numeric);
-    let wanted: Vec<&str> = groups
-        .iter()
-        .flat_map(|(_, names)| names.iter().copied())
-        .collect();
-    let reads: Vec<_> = wanted
-        .iter()
-        .map(|&name| chart_points(state, tenant, run, name, CHART_POINTS))
-        .collect();
-    let reads: Vec<(&str, Points)> = futures::stream::iter(reads)
-        .buffered(READS_AT_ONCE)
-        .try_collect()
-        .await?;
-    let points: BTreeMap<&str, _> = reads.into_iter().collect();
-    Ok(html! {
-        @for (title, names) in &groups {
-            @let lines: Vec<Line<'_>> = names.iter().filter_map(|name| {
-                points.get(name).map(|p| Line { name, steps: &p.steps, values: &p.values })
-            }).collect();
-            (chart::render(title, &lines))
-        }
-        @if groups.is_empty() {
-            p.empty { "No metrics logged yet." }
-        }
-    })
 }
 
 /// The last `lines` lines of a text series, read from its end backwards in widening
@@ -215,7 +146,6 @@ fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
 pub struct RunData {
     pub record: RunRecord,
     project: Option<Project>,
-    charts: Markup,
     texts: Vec<(String, Vec<(i64, String)>)>,
     images: Vec<(String, Vec<Listed>)>,
     artifacts: Vec<Artifact>,
@@ -266,8 +196,7 @@ pub async fn load(
         let cost = state.settings.plan.run_cost([&counted], state.now());
         Ok::<_, ApiError>((Some(project), Some(lineage), shares, Some(cost)))
     };
-    let (charts, texts, images, artifacts, (project, lineage, shares, cost)) = futures::try_join!(
-        charts_markup(state, tenant, &record),
+    let (texts, images, artifacts, (project, lineage, shares, cost)) = futures::try_join!(
         texts,
         images,
         artifacts::list(&state.store, tenant, run, None, None).err_into(),
@@ -276,7 +205,6 @@ pub async fn load(
     Ok(RunData {
         record,
         project,
-        charts,
         texts,
         images,
         artifacts,
@@ -356,16 +284,33 @@ fn lineage_section(graph: &Graph, focus: RunId) -> Markup {
 }
 
 /// The body of a run's page for `viewer`.
-pub fn render(state: &AppState, data: &RunData, viewer: &Viewer<'_>) -> Markup {
+pub fn render(
+    state: &AppState,
+    data: &RunData,
+    viewer: &Viewer<'_>,
+    settings: &ViewSettings,
+) -> Markup {
     let record = &data.record;
     let now = state.now();
     let status = record.status_at(now, state.settings.heartbeat_timeout);
     let id = record.id.to_string();
     let live = is_live(status);
-    let (charts_src, team) = match viewer {
-        Viewer::Team { user, csrf } => (format!("/runs/{id}/charts"), Some((*user, csrf.as_str()))),
-        Viewer::Shared { token, .. } => (format!("/r/{token}/charts"), None),
+    let (points_source, team) = match viewer {
+        Viewer::Team { user, csrf } => ("/points".to_owned(), Some((*user, csrf.as_str()))),
+        Viewer::Shared { token, .. } => (format!("/r/{token}/points"), None),
     };
+    let chart_runs = [ChartRun::new(record, status)];
+    let chart_groups = [ChartGroup {
+        label: String::new(),
+        collapsed: false,
+        charts: chart_groups(numeric_series(record))
+            .into_iter()
+            .map(|(title, series)| ChartDef {
+                title,
+                series: series.into_iter().map(str::to_owned).collect(),
+            })
+            .collect(),
+    }];
     let can_write = team.is_some_and(|(user, _)| user.caller.role >= Role::Member);
     html! {
         @if let (Some(project), Some(_)) = (&data.project, team) {
@@ -447,8 +392,13 @@ pub fn render(state: &AppState, data: &RunData, viewer: &Viewer<'_>) -> Markup {
         }
         section {
             h2 { "Charts" }
-            div #charts .charts data-live=(if live { "true" } else { "false" }) data-src=(charts_src) {
-                (data.charts)
+            @if chart_groups[0].charts.is_empty() {
+                p.empty { "No metrics logged yet." }
+            } @else {
+                (plots::controls(settings, None))
+                div #charts {
+                    (plots::charts(Mode::Run, &points_source, live, &chart_runs, &chart_groups))
+                }
             }
         }
         @if !data.texts.is_empty() {
@@ -566,14 +516,19 @@ async fn team_run(page_state: &AppState, user: &User, run: &str) -> PageResult<R
 }
 
 /// `GET /runs/{run}`.
-pub async fn page(SignedIn(page, user): SignedIn, Path(run): Path<String>) -> PageResult {
+pub async fn page(
+    SignedIn(page, user): SignedIn,
+    Path(run): Path<String>,
+    RawQuery(query): RawQuery,
+) -> PageResult {
     let record = team_run(&page.state, &user, &run).await?;
     let data = load(&page.state, &user.caller.tenant, record, true).await?;
     let viewer = Viewer::Team {
         user: &user,
         csrf: page.csrf(),
     };
-    let body = render(&page.state, &data, &viewer);
+    let settings = ViewSettings::from_query(query.as_deref());
+    let body = render(&page.state, &data, &viewer, &settings);
     Ok(respond(
         &page,
         StatusCode::OK,
@@ -581,26 +536,6 @@ pub async fn page(SignedIn(page, user): SignedIn, Path(run): Path<String>) -> Pa
         &data.record.name,
         body,
     ))
-}
-
-/// The charts alone, for the page's live refresh; `X-Run-Status` tells the script
-/// whether to keep polling.
-pub fn charts_fragment(state: &AppState, record: &RunRecord, charts: Markup) -> Response {
-    let status = record
-        .status_at(state.now(), state.settings.heartbeat_timeout)
-        .to_string();
-    let mut response = Html(charts.into_string()).into_response();
-    if let Ok(value) = HeaderValue::from_str(&status) {
-        response.headers_mut().insert("x-run-status", value);
-    }
-    response
-}
-
-/// `GET /runs/{run}/charts`.
-pub async fn charts(SignedIn(page, user): SignedIn, Path(run): Path<String>) -> PageResult {
-    let record = team_run(&page.state, &user, &run).await?;
-    let charts = charts_markup(&page.state, &user.caller.tenant, &record).await?;
-    Ok(charts_fragment(&page.state, &record, charts))
 }
 
 /// `POST /runs/{run}/abort`: asks the run to stop, and back to its page.

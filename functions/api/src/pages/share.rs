@@ -3,7 +3,7 @@
 //! links only when the share allows downloads. The token is in the path, so answers
 //! are never cached and never named in a `Referer`.
 
-use axum::extract::Path;
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use sextant_edge::http::ClientAddr;
@@ -12,7 +12,8 @@ use sextant_edge::state::AppState;
 use axum::extract::State;
 
 use super::layout::{bare, error_page};
-use super::runs::{Viewer, charts_fragment, charts_markup, load, render};
+use super::plots::ViewSettings;
+use super::runs::{Viewer, load, render};
 use super::{PageError, PageResult};
 use crate::shares::keep_private;
 
@@ -37,6 +38,7 @@ pub async fn page(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     Path(token): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     private(
         async {
@@ -47,24 +49,9 @@ pub async fn page(
                 token: &token,
                 allow_downloads,
             };
-            let body = render(&state, &data, &viewer);
+            let settings = ViewSettings::from_query(query.as_deref());
+            let body = render(&state, &data, &viewer, &settings);
             Ok(Html(bare(&data.record.name, body).into_string()).into_response())
-        }
-        .await,
-    )
-}
-
-/// `GET /r/{token}/charts`: the shared run's charts, for the live refresh.
-pub async fn charts(
-    State(state): State<AppState>,
-    ClientAddr(client): ClientAddr,
-    Path(token): Path<String>,
-) -> Response {
-    private(
-        async {
-            let shared = crate::shares::open(&state, &token, client).await?;
-            let charts = charts_markup(&state, &shared.tenant, &shared.run).await?;
-            Ok(charts_fragment(&state, &shared.run, charts))
         }
         .await,
     )

@@ -495,6 +495,9 @@ pub enum RunError {
     InvalidSort,
     #[error("the cursor belongs to another sort order")]
     CursorOfAnotherSort,
+    /// A param condition of a run filter is malformed; the message says how.
+    #[error("{0}")]
+    InvalidFilter(String),
     #[error(transparent)]
     Cursor(#[from] InvalidCursor),
     #[error(transparent)]
@@ -521,6 +524,7 @@ impl Coded for RunError {
             Self::InvalidParams(_) => ErrorCode::InvalidParams,
             Self::InvalidSort => ErrorCode::InvalidSort,
             Self::CursorOfAnotherSort => ErrorCode::InvalidCursor,
+            Self::InvalidFilter(_) => ErrorCode::InvalidFilter,
             Self::Cursor(err) => err.code(),
             Self::Store(err) => err.code(),
         }
