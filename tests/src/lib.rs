@@ -1,8 +1,8 @@
 //! Helpers for tests over Sextant's real HTTP surface: start the real application on
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
-pub mod browser;
 pub mod capacity;
+pub mod chromium;
 pub mod faults;
 pub mod series_bench;
 pub mod workload;
