@@ -2,6 +2,7 @@
 //! a free loopback port with fresh storage, sign up random teams, send requests.
 
 pub mod capacity;
+pub mod chromium;
 pub mod faults;
 pub mod series_bench;
 pub mod workload;
