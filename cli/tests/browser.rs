@@ -23,20 +23,20 @@
 mod common;
 
 use std::future::Future;
-use std::net::TcpListener;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Server, post, start};
 use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::elements::Element;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
+use sextant_tests::chromium::{ChromeDriver, tool};
 
 /// How long any one thing may take to appear: a page, an element, a driver.
 const WAIT: Duration = Duration::from_secs(10);
+/// The browser's window: what the screenshots show.
+const WINDOW: (u32, u32) = (1280, 800);
 /// The whole test, however its steps add up.
 const WHOLE_TEST: Duration = Duration::from_secs(180);
 
@@ -56,15 +56,20 @@ async fn a_team_signs_up_logs_a_run_aborts_and_shares_it_in_a_real_browser() {
 }
 
 async fn scenario() {
-    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium");
-    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium").expect("Chromium");
+    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver").expect("ChromeDriver");
     let data = tempfile::tempdir().expect("data directory");
     let server = start(data.path());
-    let driver = ChromeDriver::start(&chromedriver).await;
+    let driver = ChromeDriver::start(&chromedriver)
+        .await
+        .expect("chromedriver");
     let screenshots = screenshot_dir();
     let api = reqwest::Client::new();
 
-    let browser = driver.session(&chromium).await;
+    let browser = driver
+        .session(&chromium, WINDOW, WAIT)
+        .await
+        .expect("a browser");
     let page = Page {
         client: &browser,
         server: &server,
@@ -272,7 +277,10 @@ async fn scenario() {
     page.screenshot(&screenshots.join("run-page.png")).await;
 
     // A fresh browser, logged out, opens the share URL.
-    let stranger = driver.session(&chromium).await;
+    let stranger = driver
+        .session(&chromium, WINDOW, WAIT)
+        .await
+        .expect("a browser");
     let shared = Page {
         client: &stranger,
         server: &server,
@@ -320,11 +328,13 @@ fn workspace_loss(scale: f64, step: i64) -> f64 {
 }
 
 async fn workspace_scenario() {
-    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium");
-    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver");
+    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium").expect("Chromium");
+    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver").expect("ChromeDriver");
     let data = tempfile::tempdir().expect("data directory");
     let server = start(data.path());
-    let driver = ChromeDriver::start(&chromedriver).await;
+    let driver = ChromeDriver::start(&chromedriver)
+        .await
+        .expect("chromedriver");
     let screenshots = screenshot_dir();
     let api = reqwest::Client::new();
 
@@ -381,7 +391,10 @@ async fn workspace_scenario() {
         run_ids.push(id);
     }
 
-    let browser = driver.session(&chromium).await;
+    let browser = driver
+        .session(&chromium, WINDOW, WAIT)
+        .await
+        .expect("a browser");
     let page = Page {
         client: &browser,
         server: &server,
@@ -714,7 +727,10 @@ async fn workspace_scenario() {
     )
     .await;
     assert_eq!(status, 201, "{share}");
-    let stranger = driver.session(&chromium).await;
+    let stranger = driver
+        .session(&chromium, WINDOW, WAIT)
+        .await
+        .expect("a browser");
     let shared = Page {
         client: &stranger,
         server: &server,
@@ -744,18 +760,6 @@ fn mailed_link(data_dir: &Path, to: &str, page: &str) -> String {
     sextant_storage_local::newest_link(&data_dir.join("outbox"), to, page)
         .expect("reading the outbox")
         .unwrap_or_else(|| panic!("no mail to {to} with a link to /{page}"))
-}
-
-/// The path of a tool the test needs, from the environment or its Debian location.
-fn tool(variable: &str, default: &str) -> PathBuf {
-    let path = PathBuf::from(std::env::var_os(variable).unwrap_or_else(|| default.into()));
-    assert!(
-        path.exists(),
-        "{} is missing: the browser test needs Debian's chromium and chromium-driver \
-         (scripts/test.sh installs them; or set {variable})",
-        path.display()
-    );
-    path
 }
 
 /// `target/screenshots` of the workspace, made if need be.
@@ -1042,100 +1046,5 @@ impl Page<'_> {
         let png = self.client.screenshot().await.expect("a screenshot");
         std::fs::write(path, png).expect("writing the screenshot");
         println!("screenshot: {}", path.display());
-    }
-}
-
-/// `chromedriver` on a free loopback port, killed with every browser it started when
-/// dropped.
-struct ChromeDriver {
-    child: Child,
-    url: String,
-}
-
-impl ChromeDriver {
-    async fn start(binary: &Path) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free loopback port")
-            .port();
-        let child = Command::new(binary)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // Its own process group, so that dropping it also ends the browsers.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
-        let mut driver = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let client = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let status = client.get(format!("{}/status", driver.url)).send().await;
-            if let Ok(response) = status
-                && let Ok(body) = response.json::<Value>().await
-                && body["value"]["ready"] == true
-            {
-                return driver;
-            }
-            if let Some(status) = driver.child.try_wait().expect("checking chromedriver") {
-                panic!("chromedriver exited before it was ready: {status}");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "chromedriver was not ready within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// A new browser session: its own profile, so no cookie of another session.
-    async fn session(&self, chromium: &Path) -> Client {
-        let capabilities = json!({
-            "browserName": "chrome",
-            "timeouts": {"pageLoad": WAIT.as_millis() as u64, "script": WAIT.as_millis() as u64},
-            "goog:chromeOptions": {
-                "binary": chromium,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--window-size=1280,800",
-                    "--disable-dev-shm-usage",
-                    // The machine has no network beyond loopback: no background calls.
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--disable-quic",
-                ],
-            },
-        });
-        let Value::Object(capabilities) = capabilities else {
-            unreachable!("an object")
-        };
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        tokio::time::timeout(
-            WAIT * 3,
-            ClientBuilder::new(connector)
-                .capabilities(capabilities)
-                .connect(&self.url),
-        )
-        .await
-        .expect("Chromium did not start in time")
-        .expect("a WebDriver session in Chromium")
-    }
-}
-
-impl Drop for ChromeDriver {
-    fn drop(&mut self) {
-        // The whole group: chromedriver and the browsers it started.
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,6 +1,6 @@
 //! Headless Chromium driven over WebDriver: Debian's `chromium` and its `chromedriver`,
-//! both on loopback, for benches that measure the pages in a real browser. The same
-//! pair as the page walk-through in `cli/tests/browser.rs` (which starts its own).
+//! both on loopback, for the page walk-throughs (`cli/tests/browser.rs`) and the
+//! benches that measure the pages in a real browser.
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

@@ -283,6 +283,7 @@
     this.overview = null;
     this.zoomed = null;
     this.plot = null;
+    this.loading = null;
     this.drawn = [];
   }
 
@@ -293,10 +294,12 @@
 
   Chart.prototype.load = function () {
     var chart = this;
-    return fetchLines(this.lines, { maxPoints: this.maxPoints() }).then(function (data) {
+    this.loading = fetchLines(this.lines, { maxPoints: this.maxPoints() }).then(function (data) {
       chart.overview = data;
       chart.draw();
     });
+    this.loading.then(function () { chart.loading = null; }, function () { chart.loading = null; });
+    return this.loading;
   };
 
   // The step range the x range [x0, x1] covers, read off the points each line has.
@@ -720,8 +723,12 @@
     // A collapsed group (system metrics) reads its charts when opened.
     document.querySelectorAll("details.chart-group").forEach(function (details) {
       details.addEventListener("toggle", function () {
+        // Browsers also fire it for a group parsed open, once the script may already
+        // be reading that group's charts.
         if (!details.open) return;
-        charts.filter(function (chart) { return !chart.overview && details.contains(chart.figure); })
+        charts.filter(function (chart) {
+          return !chart.overview && !chart.loading && details.contains(chart.figure);
+        })
           .forEach(function (chart) { chart.load(); });
       });
     });
