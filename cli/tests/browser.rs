@@ -399,6 +399,18 @@ async fn workspace_scenario() {
         client: &browser,
         server: &server,
     };
+    // Every document records what the Content-Security-Policy blocks: the charts and
+    // the vendored uPlot must draw under the strict policy, blocking nothing.
+    driver
+        .devtools(
+            &browser,
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "window.cspViolations = [];\
+                document.addEventListener('securitypolicyviolation', e =>\
+                  window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"}),
+        )
+        .await
+        .expect("a script for every new document");
     page.open("/login").await;
     let form = page.wait_for("form#login").await;
     fill(&form, "email", &email).await;
@@ -477,27 +489,9 @@ async fn workspace_scenario() {
     let rows = tip.find_all(Locator::Css("tr[data-key]")).await.unwrap();
     assert_eq!(rows.len(), 3, "a row a run: {}", tip.text().await.unwrap());
     for row in rows {
-        let name = row
-            .find(Locator::Css("th"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let at = row
-            .find(Locator::Css(".tip-x"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let value = row
-            .find(Locator::Css(".tip-value"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let name = text_in(&row, "th").await;
+        let at = text_in(&row, ".tip-x").await;
+        let value = text_in(&row, ".tip-value").await;
         let step: i64 = at
             .trim_start_matches("step ")
             .replace(',', "")
@@ -717,6 +711,16 @@ async fn workspace_scenario() {
     assert_eq!(page.query("smooth").await, "0.8");
     assert_eq!(page.query("logy").await, "true");
     page.screenshot(&screenshots.join("workspace.png")).await;
+    let blocked = page
+        .client
+        .execute("return window.cspViolations;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        blocked,
+        json!([]),
+        "the policy blocked nothing the page needs"
+    );
 
     // The shared page draws the same charts, logged out.
     let (status, share) = post(
@@ -753,6 +757,17 @@ async fn workspace_scenario() {
         .await;
     stranger.close().await.unwrap();
     browser.close().await.unwrap();
+}
+
+/// The text of the first element `css` finds inside `element`.
+async fn text_in(element: &Element, css: &str) -> String {
+    element
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|error| panic!("no {css}: {error}"))
+        .text()
+        .await
+        .expect("an element's text")
 }
 
 /// The newest link to `page` in the mail the server wrote for `to` in its outbox.

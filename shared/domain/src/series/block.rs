@@ -200,7 +200,7 @@ pub fn index(head: &[u8]) -> Result<Vec<Level>> {
     Ok(levels)
 }
 
-/// The finest summary level whose buckets are at least `bucket_points` points, or
+/// The coarsest summary level whose buckets hold at most `bucket_points` points, or
 /// level 0 (every point) when `bucket_points` is under the finest level's.
 pub fn level_for(bucket_points: usize) -> usize {
     LEVEL_BUCKETS

@@ -775,9 +775,10 @@ pub async fn read_downsampled(
     let folded = fold::folded(store, tenant, run, name, summary).await?;
     let folded = folded.as_ref();
     let blocks = folded.map_or(&[][..], |f| &f.blocks[..]);
-    // Blocks read from the level that leaves at least two buckets per point asked for,
+    // Blocks read from the coarsest level that leaves at least two of its buckets in
+    // each chart bucket (a chart bucket answers two points, its minimum and maximum),
     // so an overview never decodes every point; every spike is in every level.
-    let level = block::level_for(points_between(blocks, lo, hi) / (2 * max_points.max(1)));
+    let level = block::level_for(points_between(blocks, lo, hi) / max_points.max(1));
     if level > 0 {
         downsampler.summarised();
     }
