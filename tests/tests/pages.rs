@@ -2168,6 +2168,30 @@ async fn the_workspace_charts_each_metric_of_the_newest_runs_the_filter_keeps_gr
         .get("/projects/sweep/workspace?param=lr%3Cfast")
         .await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    // The run table opens the workspace of the runs its filter keeps.
+    let table = browser
+        .get("/projects/sweep?param=lr%3C0.05&tag=opt%3Dadam&sort=name")
+        .await;
+    assert_eq!(
+        table.attr("a#workspace-link", "href"),
+        "/projects/sweep/workspace?tag=opt%3Dadam&param=lr%3C0.05"
+    );
+
+    // A read answers at most 200,000 points in all: well within what a function may
+    // answer.
+    let lines: Vec<String> = ids[49..]
+        .iter()
+        .map(|id| format!("line={id}::train/loss"))
+        .collect();
+    let too_many = browser
+        .get(&format!("/points?{}&max_points=100000", lines.join("&")))
+        .await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_many.json()["error"]["code"], "invalid_max_points");
+    let within = browser
+        .get(&format!("/points?{}&max_points=50000", lines.join("&")))
+        .await;
+    assert_eq!(within.status, StatusCode::OK, "{}", within.body);
 
     // A selection draws exactly its runs; a run of another project is left out.
     let page = browser

@@ -44,6 +44,9 @@ use crate::shares::keep_private;
 /// Lines one request reads at most: a workspace chart draws one a run, up to
 /// `workspace::MAX_RUNS` of them.
 pub const MAX_LINES: usize = 100;
+/// Points one request answers at most, over all its lines (lines × `max_points`): its
+/// JSON stays well under the 6 MB a Lambda function may answer.
+pub const MAX_POINTS_IN_ALL: usize = 200_000;
 /// Points a line is downsampled to when the chart does not say.
 const DEFAULT_POINTS: usize = 1_000;
 /// Series read at once.
@@ -108,6 +111,12 @@ impl PointsQuery {
         }
         if query.lines.is_empty() || query.lines.len() > MAX_LINES {
             return Err(invalid(format!("ask for 1 to {MAX_LINES} lines")));
+        }
+        if query.lines.len() * query.max_points > MAX_POINTS_IN_ALL {
+            return Err(ApiError::new(
+                ErrorCode::InvalidMaxPoints,
+                format!("ask for at most {MAX_POINTS_IN_ALL} points in all (lines × max_points)"),
+            ));
         }
         Ok(query)
     }
@@ -340,6 +349,7 @@ mod tests {
             format!("line={run}::a&max_points=1"),
             format!("line={run}::a&from=x"),
             format!("line={run}::a&colour=red"),
+            format!("line={run}::a&line={run}::b&max_points=100000"),
             (0..=MAX_LINES)
                 .map(|_| format!("line={run}::a"))
                 .collect::<Vec<_>>()

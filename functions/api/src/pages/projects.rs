@@ -324,6 +324,17 @@ impl TableQuery {
         .link(project, None)
     }
 
+    /// The workspace of the runs this table's filter keeps.
+    fn workspace_link(&self, project: &str) -> String {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(
+            self.fields()
+                .into_iter()
+                .filter(|(key, _)| ["tag", "status", "name", "param"].contains(key)),
+        );
+        format!("/projects/{project}/workspace?{}", query.finish())
+    }
+
     fn link(&self, project: &str, cursor: Option<&str>) -> String {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
         query.extend_pairs(self.fields());
@@ -788,7 +799,7 @@ pub async fn runs(
         p.crumbs { a href="/projects" { "Projects" } " / " }
         div.run-head {
             h1 { (name) }
-            a #workspace-link href={ "/projects/" (name) "/workspace" } { "Workspace: charts of these runs" }
+            a #workspace-link href=(query.workspace_link(name)) { "Workspace: charts of these runs" }
         }
         form #filter .inline method="get" action={ "/projects/" (name) } {
             (filter_fields(&query.name, &query.tag, &query.status, &query.params))

@@ -287,9 +287,13 @@
     this.drawn = [];
   }
 
+  // Points a read answers at most over all its lines (the server's limit).
+  var POINTS_IN_ALL = 200000;
+
   Chart.prototype.maxPoints = function () {
     // One bucket (its minimum and maximum) per two pixels.
-    return clamp(Math.round(this.plotElement.clientWidth || 600), 100, 4000);
+    var wanted = clamp(Math.round(this.plotElement.clientWidth || 600), 100, 4000);
+    return Math.max(2, Math.min(wanted, Math.floor(POINTS_IN_ALL / Math.max(1, this.lines.length))));
   };
 
   Chart.prototype.load = function () {
