@@ -86,6 +86,12 @@ enum Command {
         #[arg(long)]
         code: bool,
     },
+    /// Print a NEPTUNE_API_TOKEN for the API key: Neptune's stock client
+    /// (`neptune-scale`) logs to this server with it. Nothing is sent anywhere.
+    NeptuneToken {
+        #[command(flatten)]
+        server: Server,
+    },
     /// Download an artifact of a run, checking its SHA-256.
     Download {
         #[command(flatten)]
@@ -527,6 +533,13 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 upload(&client, &run, files, prefix, kind, step).await
             }
+        }
+        Command::NeptuneToken { server } => {
+            println!(
+                "{}",
+                sextant_api::neptune::api_token(server.url.as_str(), &server.api_key)
+            );
+            Ok(())
         }
         Command::Download {
             server,

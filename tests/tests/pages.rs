@@ -1107,9 +1107,19 @@ async fn api_keys_are_created_shown_once_and_revoked_through_the_keys_page() {
     let (status, me) = app.get("/v1/me", &secret).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(me["role"], "viewer");
+    // Beside it, the same key as Neptune's client takes it.
+    assert_eq!(
+        created.text("code#new-key-neptune-token"),
+        sextant_api::neptune::api_token(&app.base, &secret)
+    );
     let listed = browser.get("/settings/keys").await;
     assert_eq!(listed.count("code#new-key-secret"), 0, "shown once");
     assert!(!listed.body.contains(&secret));
+    assert_eq!(
+        listed.count("code#new-key-neptune-token"),
+        0,
+        "shown once too"
+    );
     assert_eq!(listed.count("form.revoke-key"), 2);
 
     let key_id = text(&me, "api_key_id");

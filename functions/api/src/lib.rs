@@ -8,6 +8,7 @@ mod images;
 mod lineage;
 mod members;
 mod mlflow;
+pub mod neptune;
 pub mod pages;
 mod projects;
 mod queues;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/openapi.json", get(serve_openapi))
         .merge(v1)
         .merge(mlflow::routes())
+        .merge(neptune::routes())
         .merge(pages::routes())
 }
 

@@ -117,6 +117,8 @@ pub async fn resolve(
                 credential: Credential::AccessToken(key),
             })
         }
+        // A refresh token only buys tokens (`refresh`); it opens nothing itself.
+        Subject::Refresh { .. } => Err(unauthorized()),
         Subject::Job {
             key,
             owner,
@@ -183,6 +185,70 @@ pub fn exchange_api_key(
             ttl,
         )
         .map_err(AuthenticationError::Signing)
+}
+
+/// An access token with the refresh token that renews it: what Neptune's client gets
+/// for the API key in its `NEPTUNE_API_TOKEN`, and again each time it refreshes.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access: String,
+    pub access_expires: OffsetDateTime,
+    pub refresh: String,
+}
+
+/// How long a refresh token lasts: a training run may go quiet for days between
+/// logging; past this its client exchanges the API key again.
+pub const REFRESH_TOKEN_TTL: time::Duration = time::Duration::days(30);
+
+/// Trades an API key (only the key itself) for an access token, as `exchange_api_key`,
+/// and a refresh token bound to the same key.
+pub fn exchange_for_pair(
+    keyring: &Keyring,
+    access_ttl: time::Duration,
+    caller: &Caller,
+) -> Result<TokenPair> {
+    let (access, access_expires) = exchange_api_key(keyring, access_ttl, caller)?;
+    let Credential::ApiKey(key) = caller.credential else {
+        return Err(AuthenticationError::NotAnApiKey);
+    };
+    let (refresh, _) = keyring.issue(
+        caller.tenant.id(),
+        caller.role,
+        Subject::Refresh {
+            key,
+            owner: caller.user,
+        },
+        REFRESH_TOKEN_TTL,
+    )?;
+    Ok(TokenPair {
+        access,
+        access_expires,
+        refresh,
+    })
+}
+
+/// Trades a refresh token for a new pair, while its key holds: revoked, its member
+/// removed or its member's password reset since, and it is refused as the key would
+/// be. The new tokens carry the role the key and member have now.
+pub async fn refresh(
+    store: &Store,
+    keyring: &Keyring,
+    access_ttl: time::Duration,
+    refresh_token: &str,
+) -> Result<TokenPair> {
+    let claims = keyring.verify(refresh_token).ok_or_else(unauthorized)?;
+    let Subject::Refresh { key, owner } = claims.subject else {
+        return Err(unauthorized());
+    };
+    let tenant = Tenant::verified(claims.tid);
+    let role = live_role(store, &tenant, key, claims.role, claims.iat).await?;
+    let caller = Caller {
+        tenant,
+        user: owner,
+        role,
+        credential: Credential::ApiKey(key),
+    };
+    exchange_for_pair(keyring, access_ttl, &caller)
 }
 
 /// The API key an agent claims jobs with (sent as is, or exchanged for a token): its

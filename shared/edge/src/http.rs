@@ -263,6 +263,8 @@ pub fn with_observability(router: Router) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::COOKIE,
+            // Neptune's client sends its API token (an API key inside) here.
+            HeaderName::from_static("x-neptune-api-token"),
         ]))
 }
 

@@ -9,6 +9,7 @@ use sextant_domain::credentials::Role;
 use sextant_domain::error::Error;
 use sextant_domain::ids::ApiKeyId;
 use sextant_edge::error;
+use sextant_edge::http::PublicUrl;
 
 use super::layout::{Section, csrf_field, respond};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
@@ -19,7 +20,12 @@ const ROLES: [Role; 3] = [Role::Viewer, Role::Member, Role::Admin];
 /// What the page shows besides the keys: a secret just made, or why a key was not.
 enum Notice<'a> {
     None,
-    Created { name: &'a str, secret: &'a str },
+    /// A new key, with the `NEPTUNE_API_TOKEN` that wraps it for Neptune's client.
+    Created {
+        name: &'a str,
+        secret: &'a str,
+        neptune_token: String,
+    },
     Error(&'a str),
 }
 
@@ -77,13 +83,19 @@ fn notice_markup(notice: &Notice<'_>) -> Markup {
     html! {
         @match notice {
             Notice::None => {}
-            Notice::Created { name, secret } => {
+            Notice::Created { name, secret, neptune_token } => {
                 div.notice {
                     p { "The key " strong { (name) } " is ready. Its secret is shown only now: copy it somewhere safe." }
                     p.secret {
                         code #new-key-secret { (secret) }
                         " "
                         button type="button" data-copy="#new-key-secret" { "Copy" }
+                    }
+                    p { "Code that logs with Neptune's client (" code { "neptune-scale" } ") logs here with the same key, wrapped as its " code { "NEPTUNE_API_TOKEN" } ":" }
+                    p.secret {
+                        code #new-key-neptune-token { (neptune_token) }
+                        " "
+                        button type="button" data-copy="#new-key-neptune-token" { "Copy" }
                     }
                 }
             }
@@ -99,7 +111,11 @@ pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
 }
 
 /// `POST /settings/keys`: a new key, its secret shown this once.
-pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResult {
+pub async fn create(
+    SignedIn(page, user): SignedIn,
+    public: PublicUrl,
+    form: CsrfForm,
+) -> PageResult {
     user.require(Role::Admin)?;
     let role = ROLES
         .into_iter()
@@ -129,6 +145,7 @@ pub async fn create(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResul
                 Notice::Created {
                     name,
                     secret: &secret,
+                    neptune_token: crate::neptune::api_token(public.0.as_str(), &secret),
                 },
             )
             .await

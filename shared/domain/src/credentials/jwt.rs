@@ -34,6 +34,10 @@ pub enum Subject {
     /// Exchanged for an API key. Its `scope` says where its signature alone is
     /// enough; anywhere else it is checked against its key as the key itself is.
     Access { key: ApiKeyId, owner: UserId },
+    /// Trades for a new access token and a new refresh token (OAuth's refresh grant,
+    /// which Neptune's client speaks), checked against its key as the key itself is.
+    /// Never a bearer credential.
+    Refresh { key: ApiKeyId, owner: UserId },
     /// A queued job's command: only its run, only while the claim `attempt` (made
     /// with the agent's `key`) holds the job.
     Job {
@@ -171,7 +175,7 @@ impl Keyring {
         // Sessions are always checked against the member; access and job tokens are
         // trusted on their signature on the data plane only.
         let scope = match subject {
-            Subject::Session { .. } => None,
+            Subject::Session { .. } | Subject::Refresh { .. } => None,
             Subject::Access { .. } | Subject::Job { .. } => Some(Scope::Data),
         };
         let claims = Claims {
