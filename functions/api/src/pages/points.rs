@@ -345,11 +345,13 @@ mod tests {
             (Some(3), Some(9), 300, true)
         );
         assert_eq!(ok.lines.len(), 2);
+        let at_the_bound = format!("line={run}::a&line={run}::b&max_points=100000");
+        assert!(PointsQuery::parse(Some(&at_the_bound)).is_ok());
         for bad in [
             format!("line={run}::a&max_points=1"),
             format!("line={run}::a&from=x"),
             format!("line={run}::a&colour=red"),
-            format!("line={run}::a&line={run}::b&max_points=100000"),
+            format!("line={run}::a&line={run}::b&line={run}::c&max_points=100000"),
             (0..=MAX_LINES)
                 .map(|_| format!("line={run}::a"))
                 .collect::<Vec<_>>()
