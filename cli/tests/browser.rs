@@ -56,20 +56,13 @@ async fn a_team_signs_up_logs_a_run_aborts_and_shares_it_in_a_real_browser() {
 }
 
 async fn scenario() {
-    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium").expect("Chromium");
-    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver").expect("ChromeDriver");
     let data = tempfile::tempdir().expect("data directory");
     let server = start(data.path());
-    let driver = ChromeDriver::start(&chromedriver)
-        .await
-        .expect("chromedriver");
+    let browsers = Browsers::start().await;
     let screenshots = screenshot_dir();
     let api = reqwest::Client::new();
 
-    let browser = driver
-        .session(&chromium, WINDOW, WAIT)
-        .await
-        .expect("a browser");
+    let browser = browsers.open().await;
     let page = Page {
         client: &browser,
         server: &server,
@@ -277,10 +270,7 @@ async fn scenario() {
     page.screenshot(&screenshots.join("run-page.png")).await;
 
     // A fresh browser, logged out, opens the share URL.
-    let stranger = driver
-        .session(&chromium, WINDOW, WAIT)
-        .await
-        .expect("a browser");
+    let stranger = browsers.open().await;
     let shared = Page {
         client: &stranger,
         server: &server,
@@ -328,13 +318,9 @@ fn workspace_loss(scale: f64, step: i64) -> f64 {
 }
 
 async fn workspace_scenario() {
-    let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium").expect("Chromium");
-    let chromedriver = tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver").expect("ChromeDriver");
     let data = tempfile::tempdir().expect("data directory");
     let server = start(data.path());
-    let driver = ChromeDriver::start(&chromedriver)
-        .await
-        .expect("chromedriver");
+    let browsers = Browsers::start().await;
     let screenshots = screenshot_dir();
     let api = reqwest::Client::new();
 
@@ -391,17 +377,15 @@ async fn workspace_scenario() {
         run_ids.push(id);
     }
 
-    let browser = driver
-        .session(&chromium, WINDOW, WAIT)
-        .await
-        .expect("a browser");
+    let browser = browsers.open().await;
     let page = Page {
         client: &browser,
         server: &server,
     };
     // Every document records what the Content-Security-Policy blocks: the charts and
     // the vendored uPlot must draw under the strict policy, blocking nothing.
-    driver
+    browsers
+        .driver
         .devtools(
             &browser,
             "Page.addScriptToEvaluateOnNewDocument",
@@ -731,10 +715,7 @@ async fn workspace_scenario() {
     )
     .await;
     assert_eq!(status, 201, "{share}");
-    let stranger = driver
-        .session(&chromium, WINDOW, WAIT)
-        .await
-        .expect("a browser");
+    let stranger = browsers.open().await;
     let shared = Page {
         client: &stranger,
         server: &server,
@@ -757,6 +738,32 @@ async fn workspace_scenario() {
         .await;
     stranger.close().await.unwrap();
     browser.close().await.unwrap();
+}
+
+/// Debian's Chromium and its ChromeDriver, from which each test opens browsers of its
+/// own (fresh profiles: no cookie of another).
+struct Browsers {
+    chromium: PathBuf,
+    driver: ChromeDriver,
+}
+
+impl Browsers {
+    async fn start() -> Self {
+        let chromium = tool("SEXTANT_CHROMIUM", "/usr/bin/chromium").expect("Chromium");
+        let chromedriver =
+            tool("SEXTANT_CHROMEDRIVER", "/usr/bin/chromedriver").expect("ChromeDriver");
+        let driver = ChromeDriver::start(&chromedriver)
+            .await
+            .expect("chromedriver");
+        Self { chromium, driver }
+    }
+
+    async fn open(&self) -> Client {
+        self.driver
+            .session(&self.chromium, WINDOW, WAIT)
+            .await
+            .expect("a browser")
+    }
 }
 
 /// The text of the first element `css` finds inside `element`.

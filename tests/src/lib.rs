@@ -420,6 +420,22 @@ impl TestApp {
         text(&body, "secret")
     }
 
+    /// A new API key of `team` (its admin's), as `(id, secret)`.
+    pub async fn new_api_key(&self, team: &Team, name: &str) -> (String, String) {
+        let (status, body) = self
+            .post("/v1/api-keys", &team.api_key, json!({"name": name}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (text(&body, "id"), text(&body, "secret"))
+    }
+
+    /// Revokes API key `id` of `team`; answers the status.
+    pub async fn revoke_api_key(&self, team: &Team, id: &str) -> StatusCode {
+        self.delete(&format!("/v1/api-keys/{id}"), &team.api_key)
+            .await
+            .0
+    }
+
     /// Invites an e-mail with a role and accepts, returning the new member's id and
     /// session token.
     pub async fn add_member(&self, team: &Team, role: &str) -> (String, String) {

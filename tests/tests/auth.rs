@@ -334,27 +334,11 @@ async fn requests_without_a_bearer_credential_get_401() {
 async fn a_revoked_key_stops_working_at_once() {
     let app = TestApp::spawn().await;
     let team = app.signup().await;
-    let (status, created) = app
-        .post("/v1/api-keys", &team.api_key, json!({"name": "ci"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let secret = text(&created, "secret");
+    let (id, secret) = app.new_api_key(&team, "ci").await;
     assert_eq!(app.get("/v1/me", &secret).await.0, StatusCode::OK);
-    let (status, _) = app
-        .delete(
-            &format!("/v1/api-keys/{}", text(&created, "id")),
-            &team.api_key,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.revoke_api_key(&team, &id).await, StatusCode::NO_CONTENT);
     assert_eq!(app.get("/v1/me", &secret).await.0, StatusCode::UNAUTHORIZED);
-    let (status, _) = app
-        .delete(
-            &format!("/v1/api-keys/{}", text(&created, "id")),
-            &team.api_key,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(app.revoke_api_key(&team, &id).await, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

@@ -178,11 +178,7 @@ async fn anything_but_a_live_key_inside_the_token_is_refused() {
 async fn a_refresh_token_renews_the_pair_until_its_key_is_revoked() {
     let app = TestApp::spawn().await;
     let team = app.signup().await;
-    let (status, created) = app
-        .post("/v1/api-keys", &team.api_key, json!({"name": "neptune"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    let key = text(&created, "secret");
+    let (id, key) = app.new_api_key(&team, "neptune").await;
     let endpoint = token_endpoint(&app).await;
     let (_, pair) = exchange(&app, &api_token(&app.base, &key)).await;
 
@@ -201,13 +197,7 @@ async fn a_refresh_token_renews_the_pair_until_its_key_is_revoked() {
 
     // Revoked: neither the refresh nor a new exchange works, and the access token
     // stops at once on the control plane.
-    let (status, _) = app
-        .delete(
-            &format!("/v1/api-keys/{}", text(&created, "id")),
-            &team.api_key,
-        )
-        .await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.revoke_api_key(&team, &id).await, StatusCode::NO_CONTENT);
     let (status, _) = refresh(&app, &endpoint, &text(&renewed, "refresh_token")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _) = exchange(&app, &api_token(&app.base, &key)).await;
