@@ -76,3 +76,13 @@ if [ "$("$mlflow_env/bin/python" -c 'import importlib.metadata as m; print(m.ver
   "$mlflow_env/bin/python" -m pip install --quiet "mlflow==$mlflow_version" pytest
 fi
 SEXTANT_BIN=target/debug/sextant "$mlflow_env/bin/python" -m pytest -q tests/mlflow
+
+# The stock neptune-scale client against `sextant serve`, in a virtual environment of
+# its own: the client pins its own protobuf and httpx.
+neptune_version=0.30.0
+neptune_env=target/neptune-venv
+if [ "$("$neptune_env/bin/python" -c 'import importlib.metadata as m; print(m.version("neptune-scale"))' 2>/dev/null)" != "$neptune_version" ]; then
+  python3 -m venv "$neptune_env"
+  "$neptune_env/bin/python" -m pip install --quiet "neptune-scale==$neptune_version" pytest
+fi
+SEXTANT_BIN=target/debug/sextant "$neptune_env/bin/python" -m pytest -q tests/neptune

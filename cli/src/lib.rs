@@ -50,6 +50,8 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub backend: Backend,
     pub heartbeat_timeout: time::Duration,
+    /// How long an access token (`POST /v1/auth/token`, Neptune's sign-in) lasts.
+    pub access_token_ttl: time::Duration,
     /// How long an agent's claim on a queued job lasts without a heartbeat.
     pub job_lease: time::Duration,
     pub plan: PricePlan,
@@ -93,6 +95,13 @@ impl Application {
         let keyring = Keyring::new(&secrets.jwt_keys()?)?;
         let settings = Settings {
             heartbeat_timeout: config.heartbeat_timeout,
+            access_token_ttl: config.access_token_ttl,
+            // One machine has no Lambda payload cap: Neptune's client may send its
+            // largest requests.
+            route_body_limits: vec![(
+                sextant_api::neptune::INGEST,
+                sextant_api::neptune::MAX_INGEST_BYTES,
+            )],
             job_lease: config.job_lease,
             plan: config.plan,
             operator_token: config.operator_token,

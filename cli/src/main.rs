@@ -36,6 +36,10 @@ enum Command {
         /// Seconds without a heartbeat after which a running run reads as lost.
         #[arg(long, env = "SEXTANT_HEARTBEAT_TIMEOUT_SECS", default_value_t = 600)]
         heartbeat_timeout_secs: u32,
+        /// Seconds an access token lasts (API keys traded by the SDK and by Neptune's
+        /// client); the client trades its key or refresh token for a new one before.
+        #[arg(long, env = "SEXTANT_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        access_token_ttl_secs: u32,
         /// Seconds an agent's claim on a queued job lasts without a heartbeat, after
         /// which the job goes back to the queue.
         #[arg(long, env = "SEXTANT_JOB_LEASE_SECS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
@@ -450,6 +454,7 @@ async fn main() -> anyhow::Result<()> {
             addr,
             data_dir,
             heartbeat_timeout_secs,
+            access_token_ttl_secs,
             job_lease_secs,
             webhook,
         } => {
@@ -458,6 +463,7 @@ async fn main() -> anyhow::Result<()> {
                 data_dir: data_dir.clone(),
                 backend: Backend::Embedded,
                 heartbeat_timeout: time::Duration::seconds(heartbeat_timeout_secs.into()),
+                access_token_ttl: time::Duration::seconds(access_token_ttl_secs.into()),
                 job_lease: time::Duration::seconds(job_lease_secs.into()),
                 plan: PricePlan::from_env()?,
                 operator_token: operator::from_env()?,

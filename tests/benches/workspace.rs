@@ -249,6 +249,7 @@ impl Server {
             data_dir: dir.to_owned(),
             backend: Backend::Embedded,
             heartbeat_timeout: time::Duration::seconds(600),
+            access_token_ttl: Settings::new(None).access_token_ttl,
             job_lease: time::Duration::seconds(60),
             plan: PricePlan::from_env()?,
             operator_token: None,

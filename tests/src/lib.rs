@@ -134,6 +134,7 @@ impl TestApp {
             data_dir: data_dir.path().to_owned(),
             backend,
             heartbeat_timeout: time::Duration::minutes(10),
+            access_token_ttl: sextant_edge::state::Settings::new(None).access_token_ttl,
             job_lease: time::Duration::minutes(1),
             plan: PricePlan::default(),
             operator_token: None,

@@ -206,6 +206,7 @@ impl Body {
                     )
                 })
                 .collect(),
+            step_units: BTreeMap::new(),
             heartbeat: false,
         }
     }

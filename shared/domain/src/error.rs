@@ -170,6 +170,7 @@ error_codes! {
     // whose series is stored as the other kind conflicts with it (409).
     SeriesKindMismatchInOneBatch = ("series_kind_mismatch", Invalid),
     SizeMismatch = ("size_mismatch", Conflict),
+    StepUnitMismatch = ("step_unit_mismatch", Conflict),
     TextTooLong = ("text_too_long", Invalid),
     TooManyExperiments = ("too_many_experiments", Invalid),
     TooManySeries = ("too_many_series", Invalid),

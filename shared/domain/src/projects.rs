@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::credentials::Caller;
+use crate::credentials::{Caller, Role};
 use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::{ProjectId, UserId};
 use crate::tenancy::Tenant;
@@ -175,6 +175,20 @@ pub async fn create(store: &Store, caller: &Caller, name: ProjectName) -> Result
             Err(name_taken(&project.name))
         }
         Err(err) => Err(err.into()),
+    }
+}
+
+/// The team's project named `name`, made now if there is none (by a member or admin;
+/// a viewer is refused), as clients that name projects rather than create them expect.
+pub async fn find_or_create(store: &Store, caller: &Caller, name: ProjectName) -> Result<Project> {
+    match find(store, &caller.tenant, name.as_str()).await {
+        Err(ProjectError::NotFound) if caller.require(Role::Member).is_ok() => {}
+        found => return found,
+    }
+    match create(store, caller, name.clone()).await {
+        // Made by a concurrent request in the meantime.
+        Err(ProjectError::NameTaken(_)) => find(store, &caller.tenant, name.as_str()).await,
+        made => made,
     }
 }
 

@@ -2,6 +2,8 @@
 //! the body cap, JSON 404/405 fallbacks, panic containment, and request tracing that
 //! never records credentials.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
@@ -69,9 +71,26 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     }
 }
 
+/// The body limits of a deployment: one for every route, and larger ones for a few.
+#[derive(Debug, Clone)]
+struct BodyLimits {
+    default: usize,
+    routes: Arc<[(&'static str, usize)]>,
+}
+
 /// Refuses a declared oversized body before reading any of it; bodies without a
 /// length are cut off by `DefaultBodyLimit` as they stream in.
-async fn refuse_oversized(State(limit): State<usize>, request: Request, next: Next) -> Response {
+async fn refuse_oversized(
+    State(limits): State<BodyLimits>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let limit = limits
+        .routes
+        .iter()
+        .find(|(route, _)| *route == path)
+        .map_or(limits.default, |&(_, limit)| limit);
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -236,14 +255,17 @@ async fn within_deadline(
 /// Turns API routes into the service a function (or `sextant serve`) runs: state,
 /// body cap, deadline, JSON fallbacks and panic containment.
 pub fn api_service(routes: Router<AppState>, state: AppState) -> Router {
-    let limit = state.settings.body_limit;
+    let limits = BodyLimits {
+        default: state.settings.body_limit,
+        routes: state.settings.route_body_limits.clone().into(),
+    };
     let deadline = state.settings.request_deadline;
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(DefaultBodyLimit::max(limit))
-        .layer(middleware::from_fn_with_state(limit, refuse_oversized))
+        .layer(DefaultBodyLimit::max(limits.default))
+        .layer(middleware::from_fn_with_state(limits, refuse_oversized))
         .layer(middleware::from_fn_with_state(deadline, within_deadline))
         .layer(CatchPanicLayer::custom(panicked))
 }

@@ -32,6 +32,10 @@ pub struct Settings {
     /// Largest request body accepted by the API (API Gateway's own cap is 10 MB and
     /// Lambda's 6 MB).
     pub body_limit: usize,
+    /// Routes taking larger bodies than `body_limit` where the deployment allows them
+    /// (`sextant serve` lets Neptune's ingest take the 16 MiB its client sends). Each
+    /// such route caps a body sent without a length itself.
+    pub route_body_limits: Vec<(&'static str, usize)>,
     /// Longest an API request may take, its body included, so a slow client cannot
     /// hold a handler (API Gateway gives up at 30 s too).
     pub request_deadline: std::time::Duration,
@@ -55,6 +59,7 @@ impl Settings {
             plan: sextant_domain::billing::PricePlan::default(),
             operator_token: None,
             body_limit: 6 * 1024 * 1024,
+            route_body_limits: Vec::new(),
             request_deadline: std::time::Duration::from_secs(30),
             verify_slice_bytes: sextant_domain::artifacts::VERIFY_SLICE_BYTES,
             rate_limits: crate::rate_limit::RateLimits::default(),

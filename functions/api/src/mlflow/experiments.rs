@@ -4,7 +4,6 @@ use axum::extract::{RawQuery, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sextant_domain::credentials::Caller;
-use sextant_domain::credentials::Role;
 use sextant_domain::error::{Error, ErrorCode};
 use sextant_domain::ids::ProjectId;
 use sextant_domain::projects::{self, Project, ProjectChange, ProjectError, ProjectName};
@@ -31,19 +30,13 @@ fn not_found() -> Error {
 /// first time a member refers to it.
 pub(super) async fn find(state: &AppState, caller: &Caller, id: &str) -> Result<Project, Error> {
     if id == DEFAULT_EXPERIMENT_ID {
-        let found = projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await;
-        if matches!(found, Err(ProjectError::NotFound)) && caller.require(Role::Member).is_ok() {
-            let name = ProjectName::parse(DEFAULT_PROJECT)?;
-            return match projects::create(&state.store, caller, name).await {
-                Ok(project) => Ok(project),
-                // Made by a concurrent request in the meantime.
-                Err(ProjectError::NameTaken(_)) => {
-                    Ok(projects::find(&state.store, &caller.tenant, DEFAULT_PROJECT).await?)
-                }
-                Err(err) => Err(err.into()),
-            };
-        }
-        return found.map_err(|_| not_found());
+        let name = ProjectName::parse(DEFAULT_PROJECT)?;
+        return projects::find_or_create(&state.store, caller, name)
+            .await
+            .map_err(|err| match err {
+                ProjectError::NotFound => not_found(),
+                err => err.into(),
+            });
     }
     let id: ProjectId = id.parse().map_err(|_| not_found())?;
     projects::find(&state.store, &caller.tenant, &id.to_string())

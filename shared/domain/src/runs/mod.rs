@@ -32,6 +32,7 @@ use sextant_storage::kv::{
     Condition, Item, Key, MAX_ITEM_BYTES, Query, StoreError, TxOp, Value, WriteOp,
 };
 use sextant_storage::records::{self, CONFLICT_ATTEMPTS, VERSION, doc_item, get_doc, read_doc};
+use sha2::{Digest, Sha256};
 use summary::SeriesSummary;
 
 pub use params::ParamValue;
@@ -193,6 +194,10 @@ pub struct RunRecord {
         skip_serializing_if = "Option::is_none"
     )]
     pub trashed_at: Option<OffsetDateTime>,
+    /// The id a client outside Sextant gave the run (Neptune's `run_id`), by which it
+    /// finds the run again (`create_or_resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 impl RunRecord {
@@ -577,7 +582,7 @@ pub fn check_tag_count(tags: &BTreeSet<String>) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewRun {
     /// 1 to 250 bytes; `{project}-{number}` when absent.
@@ -600,6 +605,37 @@ pub struct NewRun {
 }
 
 pub async fn create(
+    store: &Store,
+    caller: &Caller,
+    project: &Project,
+    new: NewRun,
+) -> Result<RunRecord> {
+    let record = numbered(store, caller, project, new).await?;
+    store
+        .kv
+        .transact(creation(&caller.tenant, &record)?.into())
+        .await?;
+    Ok(record)
+}
+
+/// The writes that store a new run: its pointer and its record, neither there yet.
+fn creation(tenant: &Tenant, record: &RunRecord) -> Result<[TxOp; 2]> {
+    Ok([
+        TxOp::Put(
+            doc_item(
+                pointer_key(tenant, record.id),
+                &RunPointer {
+                    project_id: record.project_id,
+                },
+            )?,
+            Condition::NotExists,
+        ),
+        TxOp::Put(record_item(tenant, record, 1)?, Condition::NotExists),
+    ])
+}
+
+/// A new run's record, checked and numbered in its project, not yet stored.
+async fn numbered(
     store: &Store,
     caller: &Caller,
     project: &Project,
@@ -667,23 +703,99 @@ pub async fn create(
         settled_through: 0,
         deleting: false,
         trashed_at: None,
+        external_id: None,
     };
-    store
-        .kv
-        .transact(vec![
-            TxOp::Put(
-                doc_item(
-                    pointer_key(tenant, id),
-                    &RunPointer {
-                        project_id: project.id,
-                    },
-                )?,
-                Condition::NotExists,
-            ),
-            TxOp::Put(record_item(tenant, &record, 1)?, Condition::NotExists),
-        ])
-        .await?;
     Ok(record)
+}
+
+/// Where the run a client created under `external_id` is found: in its project's
+/// partition, so the project's deletion takes it along, under a digest of the id, so
+/// any id fits a sort key.
+fn external_key(tenant: &Tenant, project: ProjectId, external_id: &str) -> Key {
+    let digest = Sha256::digest(external_id.as_bytes());
+    Key::new(
+        project_partition(tenant, project),
+        format!("ext#{}", hex::encode(&digest[..16])),
+    )
+}
+
+const EXTERNAL_RUN: &str = "run";
+
+/// The run a client created under `external_id` in `project`; `None` when there is
+/// none (or it was deleted).
+pub async fn find_external(
+    store: &Store,
+    tenant: &Tenant,
+    project: ProjectId,
+    external_id: &str,
+) -> Result<Option<RunRecord>> {
+    Ok(external_run(store, tenant, project, external_id)
+        .await?
+        .and_then(|(_, found)| found))
+}
+
+/// The run id stored under an external id, and its record unless it is gone.
+async fn external_run(
+    store: &Store,
+    tenant: &Tenant,
+    project: ProjectId,
+    external_id: &str,
+) -> Result<Option<(String, Option<RunRecord>)>> {
+    let Some(item) = store
+        .kv
+        .get(&external_key(tenant, project, external_id))
+        .await?
+    else {
+        return Ok(None);
+    };
+    let stored = item.s(EXTERNAL_RUN).unwrap_or_default().to_owned();
+    let record = match stored.parse::<RunId>() {
+        Ok(run) => match load(store, tenant, run).await {
+            Ok(versioned) if versioned.record.project_id == project => Some(versioned.record),
+            Ok(_) | Err(RunError::NotFound) => None,
+            Err(err) => return Err(err),
+        },
+        Err(_) => None,
+    };
+    Ok(Some((stored, record)))
+}
+
+/// The run a client created under `external_id` in `project`, or, when there is none,
+/// a new one made from `new` under that id: creating it again finds the first (the
+/// way Neptune's client resumes a run). Answers the run and whether this call made it.
+/// Two concurrent first creates make one run; a run deleted since is made anew.
+pub async fn create_or_resume(
+    store: &Store,
+    caller: &Caller,
+    project: &Project,
+    external_id: &str,
+    new: NewRun,
+) -> Result<(RunRecord, bool)> {
+    let tenant = &caller.tenant;
+    let key = external_key(tenant, project.id, external_id);
+    let mut new = Some(new);
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let condition = match external_run(store, tenant, project.id, external_id).await? {
+            Some((_, Some(record))) => return Ok((record, false)),
+            Some((stored, None)) => Condition::Equals(EXTERNAL_RUN.to_owned(), Value::S(stored)),
+            None => Condition::NotExists,
+        };
+        let Some(fresh) = new.take() else {
+            break;
+        };
+        let mut record = numbered(store, caller, project, fresh.clone()).await?;
+        record.external_id = Some(external_id.to_owned());
+        let alias = Item::new(key.clone()).with(EXTERNAL_RUN, Value::S(record.id.to_string()));
+        let mut ops = Vec::from(creation(tenant, &record)?);
+        ops.push(TxOp::Put(alias, condition));
+        match store.kv.transact(ops).await {
+            Ok(()) => return Ok((record, true)),
+            // Another create of the same id won: find its run.
+            Err(StoreError::TransactionFailed(_)) => new = Some(fresh),
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(RunError::ConcurrentUpdate)
 }
 
 /// Room kept free in a run's item, so that marking it for deletion always fits.
@@ -1007,11 +1119,21 @@ pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result
         record.series_moment(now) + crate::usage::moment_of(now, released),
     ));
     match store.kv.transact(ops).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {}
         // A concurrent delete finished first.
-        Err(StoreError::TransactionFailed(_)) => Ok(()),
-        Err(err) => Err(err.into()),
+        Err(StoreError::TransactionFailed(_)) => return Ok(()),
+        Err(err) => return Err(err.into()),
     }
+    // The external id goes too, unless it names a run made since under the same id.
+    if let Some(external_id) = &record.external_id {
+        let key = external_key(tenant, record.project_id, external_id);
+        let ours = Condition::Equals(EXTERNAL_RUN.to_owned(), Value::S(record.id.to_string()));
+        match store.kv.transact(vec![TxOp::Delete(key, ours)]).await {
+            Ok(()) | Err(StoreError::TransactionFailed(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(())
 }
 
 async fn purge_partition(store: &Store, partition: &str) -> Result<()> {
@@ -1094,6 +1216,7 @@ mod tests {
             settled_through: 0,
             deleting: false,
             trashed_at: None,
+            external_id: None,
         }
     }
 

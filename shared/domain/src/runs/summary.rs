@@ -23,6 +23,25 @@ impl SeriesKind {
     }
 }
 
+/// What a series' steps count. Sextant's steps are integers; Neptune's client logs
+/// fractional ones (`2.5`, and captured console lines a millionth of a step apart). A
+/// series whose first batch holds any is kept in millionths of a step (`2.5` is
+/// 2,500,000), exactly and without collisions, and says so; every later batch of it
+/// must count alike.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUnit {
+    #[default]
+    Whole,
+    Micro,
+}
+
+impl StepUnit {
+    pub fn is_whole(&self) -> bool {
+        *self == StepUnit::Whole
+    }
+}
+
 /// A series' running summary, kept in the run record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeriesSummary {
@@ -51,6 +70,9 @@ pub struct SeriesSummary {
     /// records from before it was kept: there may be some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<i64>,
+    /// Absent (whole steps) in records from before it was kept, and in most since.
+    #[serde(default, skip_serializing_if = "StepUnit::is_whole")]
+    pub step_unit: StepUnit,
 }
 
 /// A series' summary as clients see it.
@@ -63,6 +85,9 @@ pub struct SeriesInfo {
     pub last_step: i64,
     /// Unix seconds of the last point.
     pub last_timestamp: f64,
+    /// What `first_step`, `last_step` and the points' steps count: `micro` for
+    /// millionths of a step.
+    pub step_unit: StepUnit,
     /// The smallest non-NaN value: `null` while every value was NaN, and for text.
     #[serde(with = "crate::floats::option")]
     #[schema(value_type = Option<crate::floats::JsonF64>, required = true)]
@@ -85,6 +110,7 @@ impl SeriesSummary {
             first_step: self.first_step,
             last_step: self.last_step,
             last_timestamp: self.last_timestamp,
+            step_unit: self.step_unit,
             min: self.min,
             max: self.max,
             last: self.last,
@@ -138,6 +164,7 @@ impl ChunkFacts {
             span: self.span(),
             folded: false,
             written: None,
+            step_unit: StepUnit::Whole,
         }
     }
 }

@@ -29,7 +29,7 @@ use super::{
 use crate::floats::JsonF64;
 use crate::ids::RunId;
 use crate::metering::{self, Meter};
-use crate::runs::summary::{ChunkFacts, SeriesKind};
+use crate::runs::summary::{ChunkFacts, SeriesKind, StepUnit};
 use crate::runs::{self, RunError, RunRecord};
 use crate::tenancy::Tenant;
 use crate::usage;
@@ -62,6 +62,12 @@ pub struct LogBatch {
     pub series: BTreeMap<String, SeriesColumns>,
     #[serde(default)]
     pub text: BTreeMap<String, Vec<TextLine>>,
+    /// What each series' steps count; `whole` for a series not named. A series takes
+    /// its unit from the batch that starts it, and a later batch counting otherwise is
+    /// refused (409 `step_unit_mismatch`). Neptune's fractional steps are kept as
+    /// `micro`: millionths of a step.
+    #[serde(default)]
+    pub step_units: BTreeMap<String, StepUnit>,
     /// A batch is a sign of life whether or not it says so; a batch without points
     /// and with `heartbeat: true` is only that.
     #[serde(default)]
@@ -225,6 +231,13 @@ struct Prepared {
     /// In a fixed order (series by name, then parts), the same on every attempt.
     chunks: Vec<Encoded>,
     accepted: u64,
+    step_units: BTreeMap<String, StepUnit>,
+}
+
+impl Prepared {
+    fn step_unit(&self, series: &str) -> StepUnit {
+        self.step_units.get(series).copied().unwrap_or_default()
+    }
 }
 
 /// Batch ids and session names: short, and safe in a sort key.
@@ -370,6 +383,7 @@ fn prepare(batch: LogBatch, now: OffsetDateTime) -> Result<Option<Prepared>> {
         fingerprint,
         chunks,
         accepted,
+        step_units: batch.step_units,
     }))
 }
 
@@ -405,22 +419,39 @@ fn fingerprint(batch: &LogBatch) -> String {
             hasher.update(line.text.as_bytes());
         }
     }
+    // Whole steps hash as they did before units were declared.
+    for (name, unit) in &batch.step_units {
+        if !unit.is_whole() {
+            hasher.update(format!("u{}:{name}:{unit:?}", name.len()));
+        }
+    }
     hex::encode(&hasher.finalize()[..8])
 }
 
 /// Folds the chunks of a batch (or a round) written at `written` into the run's
-/// summaries, refusing a name used as the other kind and a run with too many series.
+/// summaries, refusing a name used as the other kind or counting steps in the other
+/// unit, and a run with too many series. A round's chunks (`step_units` `None`) are of
+/// batches whose series the record held already, checked when they were stored.
 pub(super) fn merge_into(
     record: &mut RunRecord,
     facts: &BTreeMap<String, (SeriesKind, Vec<ChunkFacts>)>,
+    step_units: Option<&BTreeMap<String, StepUnit>>,
     written: i64,
 ) -> Result<()> {
     for (name, (kind, chunks)) in facts {
+        let unit = step_units.map(|units| units.get(name).copied().unwrap_or_default());
         let summary = match record.series.get_mut(name) {
             Some(summary) if summary.kind != *kind => {
                 return Err(SeriesError::KindMismatch(
                     format!("{name:?} already holds {:?} points", summary.kind).to_lowercase(),
                 ));
+            }
+            Some(summary) if unit.is_some_and(|unit| unit != summary.step_unit) => {
+                return Err(SeriesError::StepUnitMismatch {
+                    series: name.clone(),
+                    stored: unit_name(summary.step_unit),
+                    sent: unit_name(unit.unwrap_or_default()),
+                });
             }
             Some(summary) => {
                 chunks.iter().for_each(|chunk| summary.merge(chunk));
@@ -429,6 +460,7 @@ pub(super) fn merge_into(
             None => {
                 let mut summary = chunks[0].start(*kind);
                 chunks[1..].iter().for_each(|chunk| summary.merge(chunk));
+                summary.step_unit = unit.unwrap_or_default();
                 record.series.entry(name.clone()).or_insert(summary)
             }
         };
@@ -438,6 +470,13 @@ pub(super) fn merge_into(
         return Err(SeriesError::TooManySeries);
     }
     Ok(())
+}
+
+fn unit_name(unit: StepUnit) -> &'static str {
+    match unit {
+        StepUnit::Whole => "whole",
+        StepUnit::Micro => "micro",
+    }
 }
 
 /// The answer to a batch: `accepted` points, now or when it was committed before.
@@ -511,9 +550,9 @@ pub async fn log(
     let versioned = runs::load(store, tenant, run).await?;
     let series = &versioned.record.series;
     let known = prepared.chunks.iter().all(|chunk| {
-        series
-            .get(&chunk.name)
-            .is_some_and(|summary| summary.kind == chunk.kind)
+        series.get(&chunk.name).is_some_and(|summary| {
+            summary.kind == chunk.kind && summary.step_unit == prepared.step_unit(&chunk.name)
+        })
     });
     let payload = if known {
         hot::payload(&prepared.chunks)?
@@ -660,7 +699,12 @@ async fn log_claiming(
     // run record that would outgrow its item.
     let mut preview = versioned.clone();
     runs::accept_activity(&mut preview.record, now, intake.heartbeat_timeout)?;
-    merge_into(&mut preview.record, &facts, written)?;
+    merge_into(
+        &mut preview.record,
+        &facts,
+        Some(&prepared.step_units),
+        written,
+    )?;
     runs::replace(tenant, &preview)?;
 
     let limit = usage::check_quota(
@@ -694,7 +738,14 @@ async fn log_claiming(
         );
         let replace = runs::accept_activity(&mut updated.record, now, intake.heartbeat_timeout)
             .map_err(SeriesError::from)
-            .and_then(|()| merge_into(&mut updated.record, &facts, written))
+            .and_then(|()| {
+                merge_into(
+                    &mut updated.record,
+                    &facts,
+                    Some(&prepared.step_units),
+                    written,
+                )
+            })
             .and_then(|()| Ok(runs::replace(tenant, &updated)?));
         let replace = match replace {
             Ok(replace) => replace,

@@ -429,7 +429,7 @@ async fn round(
             accepted,
             i64::try_from(stored_bytes).unwrap_or(i64::MAX),
         );
-        batch::merge_into(record, &facts, written)?;
+        batch::merge_into(record, &facts, None, written)?;
         record.settled_through = mark;
         if record.status == Status::Running {
             let arrived =

@@ -116,6 +116,13 @@ pub enum SeriesError {
     /// The series is stored as the other kind: `{name:?} already holds {kind} points`.
     #[error("{0}")]
     KindMismatch(String),
+    /// The series counts its steps in the other unit (`StepUnit`).
+    #[error("{series:?} counts {stored} steps; this batch sends {sent} ones")]
+    StepUnitMismatch {
+        series: String,
+        stored: &'static str,
+        sent: &'static str,
+    },
     #[error("{0}: steps, values and timestamps must have the same length")]
     LengthMismatch(String),
     #[error("{series}: a text line is at most {max} bytes", max = text::MAX_LINE_BYTES)]
@@ -153,6 +160,7 @@ impl Coded for SeriesError {
             Self::BatchTooLarge => ErrorCode::BatchTooLarge,
             Self::KindMismatchInOneBatch(_) => ErrorCode::SeriesKindMismatchInOneBatch,
             Self::KindMismatch(_) => ErrorCode::SeriesKindMismatch,
+            Self::StepUnitMismatch { .. } => ErrorCode::StepUnitMismatch,
             Self::LengthMismatch(_) => ErrorCode::LengthMismatch,
             Self::TextTooLong { .. } => ErrorCode::TextTooLong,
             Self::TooManySeries => ErrorCode::TooManySeries,

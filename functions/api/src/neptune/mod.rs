@@ -1,6 +1,7 @@
-//! The sign-in half of Neptune's client protocol (`neptune-scale` 0.30, through its
-//! `neptune-api`), so that the stock client finds Sextant from its `NEPTUNE_API_TOKEN`
-//! and trades it for tokens, as it did with Neptune's hosted service:
+//! Neptune's client protocol (`neptune-scale` 0.30, through its `neptune-api`), so the
+//! stock client logs to Sextant given a `NEPTUNE_API_TOKEN` Sextant made. First it
+//! finds Sextant from the token and trades it for tokens, as it did with Neptune's
+//! hosted service:
 //!
 //! 1. `GET /api/backend/v1/clients/config` (no credential) names the API's URL, the
 //!    OAuth client id and the OpenID discovery document;
@@ -12,12 +13,19 @@
 //! 4. `POST` to the token endpoint with `grant_type=refresh_token` trades a refresh
 //!    token for a new pair, while its API key holds.
 //!
+//! Then it sends its runs' operations to `POST /api/client/v1/ingest` (`ingest`) with
+//! the access token, and asks how they went at `/api/client/v1/ingest/check`
+//! (`outcome`).
+//!
 //! A `NEPTUNE_API_TOKEN` is base64 of a JSON object; the client reads `api_url` (or
 //! `api_address`) from it and sends the whole string back. Sextant's are made by
 //! `sextant neptune-token` and the keys page (`token`): the API key is its `api_key`.
 
+mod ingest;
+mod outcome;
+
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,6 +48,14 @@ const CONFIG: &str = "/api/backend/v1/clients/config";
 const DISCOVERY: &str = "/api/backend/v1/authorization/openid-configuration";
 const EXCHANGE: &str = "/api/backend/v1/authorization/oauth-token";
 const TOKEN: &str = "/api/backend/v1/authorization/token";
+/// Where the client sends its operations; `sextant serve` lets it take
+/// `MAX_INGEST_BYTES` (`Settings::route_body_limits`).
+pub const INGEST: &str = "/api/client/v1/ingest";
+/// The largest request Neptune's client sends (`MAX_REQUEST_SIZE_BYTES`, 16 MiB, in
+/// `neptune_scale.sync.parameters`), with room for the operation's framing. A Lambda
+/// function takes at most 6 MB, so there a larger request is refused with 413.
+pub const MAX_INGEST_BYTES: usize = 16 * 1024 * 1024 + 64 * 1024;
+const CHECK: &str = "/api/client/v1/ingest/check";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -47,6 +63,11 @@ pub fn routes() -> Router<AppState> {
         .route(DISCOVERY, get(discovery))
         .route(EXCHANGE, get(exchange))
         .route(TOKEN, post(refresh))
+        .route(
+            INGEST,
+            post(ingest::ingest).layer(DefaultBodyLimit::max(MAX_INGEST_BYTES)),
+        )
+        .route(CHECK, post(outcome::check))
 }
 
 /// `api_url` with a trailing slash dropped: the client joins paths onto it.
