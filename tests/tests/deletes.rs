@@ -43,10 +43,23 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         .unwrap();
     let mut runs = Vec::new();
     for n in 0..4 {
-        let run = runs::create(&state.store, &caller, &project, NewRun::default())
+        // Half of them made as Neptune's client makes runs, under an external id.
+        let run = if n % 2 == 0 {
+            runs::create(&state.store, &caller, &project, NewRun::default()).await
+        } else {
+            let external = format!("neptune-run-{n}");
+            runs::create_or_resume(
+                &state.store,
+                &caller,
+                &project,
+                &external,
+                NewRun::default(),
+            )
             .await
-            .unwrap()
-            .id;
+            .map(|(record, _)| record)
+        }
+        .unwrap()
+        .id;
         batch::log(
             &state.store,
             state.intake(),

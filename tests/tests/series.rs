@@ -113,6 +113,7 @@ on_both_backends!(
     downsampling_keeps_every_spike_and_each_buckets_extremes,
     bad_batches_get_clear_codes_and_store_nothing,
     a_name_used_for_numbers_cannot_take_text_and_the_other_way_round,
+    a_series_keeps_the_step_unit_its_first_batch_declared,
     a_run_too_full_for_more_series_or_params_says_so_and_stores_nothing,
 );
 
@@ -845,6 +846,59 @@ async fn text_series_round_trip_in_step_order_and_page(app: TestApp) {
         (StatusCode::BAD_REQUEST, "text_too_long".into())
     );
     assert_eq!(summaries(&app, key, &run).await["long"]["count"], 1);
+}
+
+async fn a_series_keeps_the_step_unit_its_first_batch_declared(app: TestApp) {
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let run = app.new_run(key).await;
+    // Steps 0.5 and 1.25 in millionths, beside a series of whole steps.
+    app.log_ok(
+        key,
+        &run,
+        json!({"batch_id": "m", "step_units": {"val": "micro"},
+               "series": {"val": {"steps": [500000, 1250000], "values": [1.0, 2.0]},
+                          "loss": {"steps": [0, 1], "values": [3.0, 4.0]}},
+               "text": {"log": [{"step": 0, "text": "hi"}]}}),
+    )
+    .await;
+    for batch in [
+        // The unit a series began with is kept: a batch counting otherwise is refused
+        // whole, hot path or not.
+        json!({"batch_id": "w", "series": {"val": {"steps": [2], "values": [5.0]}}}),
+        json!({"batch_id": "x", "step_units": {"loss": "micro"},
+               "series": {"loss": {"steps": [2000000], "values": [5.0]}}}),
+        json!({"batch_id": "y", "step_units": {"log": "micro"},
+               "text": {"log": [{"step": 1000000, "text": "later"}]},
+               "series": {"fresh": {"steps": [1], "values": [1.0]}}}),
+    ] {
+        let (status, body) = app.log(key, &run, batch.clone()).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{batch}: {body}");
+        assert_eq!(error_code(&body), "step_unit_mismatch");
+    }
+    app.log_ok(
+        key,
+        &run,
+        json!({"batch_id": "z", "step_units": {"val": "micro"},
+               "series": {"val": {"steps": [3000000], "values": [6.0]}}}),
+    )
+    .await;
+    let listed = summaries(&app, key, &run).await;
+    assert_eq!(listed.as_object().expect("series").len(), 3, "{listed}");
+    assert_eq!(listed["val"]["step_unit"], "micro");
+    assert_eq!(
+        (
+            listed["val"]["first_step"].clone(),
+            listed["val"]["last_step"].clone()
+        ),
+        (json!(500000), json!(3000000))
+    );
+    assert_eq!(listed["loss"]["step_unit"], "whole");
+    assert_eq!(listed["log"]["step_unit"], "whole");
+    assert_eq!(
+        ints(&read(&app, key, &run, "val").await["steps"]),
+        [500000, 1250000, 3000000]
+    );
 }
 
 async fn a_name_used_for_numbers_cannot_take_text_and_the_other_way_round(app: TestApp) {

@@ -2,7 +2,8 @@
 //! versioned records moved to one helper (`sextant_storage::records::Versioned`), and
 //! teams now start at version 1 where they started at 0, or carried no version at all;
 //! members and their addresses gained verification, and sessions records; hourly
-//! usage records gained byte-seconds.
+//! usage records gained byte-seconds; run records gained external ids and their series
+//! step units.
 
 use sextant_domain::accounts;
 use sextant_domain::credentials::Role;
@@ -230,4 +231,63 @@ async fn hourly_records_and_reports_from_before_the_integral_bill_their_samples(
             .is_none(),
         "read and written back unchanged"
     );
+}
+
+/// Run records from before step units and external ids (the release before wrote
+/// neither): their series count whole steps and take whole-step batches, and they have
+/// no external id. What this release writes for such runs is what that one wrote.
+#[tokio::test]
+async fn a_run_from_before_step_units_counts_whole_steps_and_takes_batches() {
+    use sextant_domain::projects::{self, ProjectName};
+    use sextant_domain::runs::{self, NewRun, summary::StepUnit};
+    use sextant_domain::series::batch::{self, LogBatch};
+
+    let (state, _dir) = embedded_state().await;
+    let caller = signed_up_caller(&state).await;
+    let project = projects::create(&state.store, &caller, ProjectName::parse("old").unwrap())
+        .await
+        .unwrap();
+    let record = runs::create(&state.store, &caller, &project, NewRun::default())
+        .await
+        .unwrap();
+    let log = |id: &str, steps: &str| {
+        serde_json::from_str::<LogBatch>(&format!(
+            r#"{{"batch_id": "{id}", "series": {{"loss": {{"steps": {steps}, "values": [1.0, 2.0]}}}}}}"#
+        ))
+        .unwrap()
+    };
+    batch::log(
+        &state.store,
+        state.intake(),
+        &caller.tenant,
+        record.id,
+        log("a", "[0, 1]"),
+    )
+    .await
+    .unwrap();
+    let key = sextant_storage::kv::Key::new(
+        runs::project_partition(&caller.tenant, project.id),
+        format!("run#{}", record.id),
+    );
+    let item = state.store.kv.get(&key).await.unwrap().expect("the run");
+    let doc = item.s("doc").expect("a document");
+    for field in ["step_unit", "external_id"] {
+        assert!(!doc.contains(field), "{field} in {doc}");
+    }
+
+    batch::log(
+        &state.store,
+        state.intake(),
+        &caller.tenant,
+        record.id,
+        log("b", "[2, 3]"),
+    )
+    .await
+    .unwrap();
+    let loaded = runs::load(&state.store, &caller.tenant, record.id)
+        .await
+        .unwrap();
+    assert_eq!(loaded.record.series["loss"].step_unit, StepUnit::Whole);
+    assert_eq!(loaded.record.series["loss"].count, 4);
+    assert_eq!(loaded.record.external_id, None);
 }

@@ -26,10 +26,12 @@ pub mod neptune {
 
 pub use google_rpc::Code;
 pub use neptune::ingest::v1::r#pub::{
-    BulkRequestStatus, RequestIdList, RequestStatus, RunOperation, SubmitResponse,
+    BulkRequestStatus, RequestId, RequestIdList, RequestStatus, RunOperation, SubmitResponse,
     request_status::CodeByCount, run_operation::Operation,
 };
 pub use neptune::ingest::v1::{
-    IngestCode, ModifySet, SetOperation, Step, UpdateRunSnapshot, Value, modify_set, value,
+    IngestCode, ModifySet, ModifyStringSet, Run as CreateRun, SetOperation, Step, StringSet,
+    UpdateRunSnapshot, UpdateRunSnapshots, Value, modify_set, value,
 };
 pub use prost::Message;
+pub use prost_types::Timestamp;

@@ -38,8 +38,8 @@ use sextant_edge::auth::Writer;
 use sextant_edge::error::{ApiError, ApiResult};
 use sextant_edge::state::AppState;
 use sextant_neptune_proto::{
-    IngestCode, Message, Operation, RunOperation, SetOperation, SubmitResponse, UpdateRunSnapshot,
-    modify_set, value,
+    IngestCode, Message, Operation, RunOperation, SetOperation, SubmitResponse, Timestamp,
+    UpdateRunSnapshot, modify_set, value,
 };
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -160,7 +160,7 @@ async fn apply(
 }
 
 /// Unix seconds of a protobuf timestamp.
-fn timestamp(at: &prost_types::Timestamp) -> Option<f64> {
+fn timestamp(at: &Timestamp) -> Option<f64> {
     let seconds = at.seconds as f64 + f64::from(at.nanos) / 1e9;
     seconds.is_finite().then_some(seconds)
 }
@@ -391,7 +391,7 @@ fn same_type(a: &ParamValue, b: &ParamValue) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-fn rfc3339(at: &prost_types::Timestamp) -> Result<String, IngestCode> {
+fn rfc3339(at: &Timestamp) -> Result<String, IngestCode> {
     let nanos = i128::from(at.seconds) * 1_000_000_000 + i128::from(at.nanos);
     OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
@@ -481,39 +481,30 @@ async fn log_series(
 ) -> ApiResult<()> {
     let mut batches: Vec<(LogBatch, u64)> = Vec::new();
     let mut current = LogBatch::default();
-    let mut in_current = 0u64;
+    let mut room = MAX_BATCH_POINTS;
     for (name, points) in series {
         let unit = record
             .series
             .get(&name)
             .map(|summary| summary.step_unit)
             .unwrap_or_else(|| points.unit());
-        let (columns, lines, mismatched) = points.in_unit(unit);
-        outcome.refuse(IngestCode::SeriesStepInvalid, mismatched);
-        let count =
-            columns.as_ref().map_or(0, |c| c.steps.len()) + lines.as_ref().map_or(0, Vec::len);
-        if count == 0 {
-            continue;
-        }
-        if in_current + count as u64 > MAX_BATCH_POINTS as u64 && in_current > 0 {
-            batches.push((std::mem::take(&mut current), in_current));
-            in_current = 0;
-        }
-        if !unit.is_whole() {
-            current.step_units.insert(name.clone(), unit);
-        }
-        match (columns, lines) {
-            (Some(columns), _) => current.series.insert(name, columns),
-            (_, Some(lines)) => {
-                current.text.insert(name, lines);
-                None
+        let (mut column, mismatched) = points.in_unit(unit);
+        outcome.undo_accepted(mismatched, IngestCode::SeriesStepInvalid);
+        while column.len() > 0 {
+            if room == 0 {
+                batches.push((std::mem::take(&mut current), MAX_BATCH_POINTS as u64));
+                room = MAX_BATCH_POINTS;
             }
-            _ => None,
-        };
-        in_current += count as u64;
+            let part = column.take_front(room);
+            room -= part.len();
+            if !unit.is_whole() {
+                current.step_units.insert(name.clone(), unit);
+            }
+            part.put(name.clone(), &mut current);
+        }
     }
-    if in_current > 0 {
-        batches.push((current, in_current));
+    if room < MAX_BATCH_POINTS {
+        batches.push((current, (MAX_BATCH_POINTS - room) as u64));
     }
     for (part, (mut batch, points)) in batches.into_iter().enumerate() {
         batch.batch_id = Some(format!("neptune-{digest}-{part}"));
@@ -561,9 +552,9 @@ impl Points {
 
     /// The points with steps in `unit`, as a batch carries them, and how many could not
     /// be (a fraction in a series of whole steps).
-    fn in_unit(self, unit: StepUnit) -> (Option<SeriesColumns>, Option<Vec<TextLine>>, u64) {
+    fn in_unit(self, unit: StepUnit) -> (Column, u64) {
         let mut mismatched = 0;
-        match self {
+        let column = match self {
             Points::Numeric(points) => {
                 let mut columns = SeriesColumns {
                     steps: Vec::with_capacity(points.len()),
@@ -584,10 +575,10 @@ impl Points {
                 if timestamps.iter().all(Option::is_some) {
                     columns.timestamps = Some(timestamps.into_iter().flatten().collect());
                 }
-                (Some(columns), None, mismatched)
+                Column::Numeric(columns)
             }
-            Points::Text(points) => {
-                let lines = points
+            Points::Text(points) => Column::Text(
+                points
                     .into_iter()
                     .filter_map(|(step, text, timestamp)| match step.in_unit(unit) {
                         Some(step) => Some(TextLine {
@@ -600,8 +591,51 @@ impl Points {
                             None
                         }
                     })
-                    .collect();
-                (None, Some(lines), mismatched)
+                    .collect(),
+            ),
+        };
+        (column, mismatched)
+    }
+}
+
+/// One series' points as a log batch carries them.
+#[derive(Debug)]
+enum Column {
+    Numeric(SeriesColumns),
+    Text(Vec<TextLine>),
+}
+
+impl Column {
+    fn len(&self) -> usize {
+        match self {
+            Column::Numeric(columns) => columns.steps.len(),
+            Column::Text(lines) => lines.len(),
+        }
+    }
+
+    /// The first `n` points (all of them, if fewer), leaving the rest.
+    fn take_front(&mut self, n: usize) -> Column {
+        let n = n.min(self.len());
+        match self {
+            Column::Numeric(columns) => Column::Numeric(SeriesColumns {
+                steps: columns.steps.drain(..n).collect(),
+                values: columns.values.drain(..n).collect(),
+                timestamps: columns
+                    .timestamps
+                    .as_mut()
+                    .map(|timestamps| timestamps.drain(..n).collect()),
+            }),
+            Column::Text(lines) => Column::Text(lines.drain(..n).collect()),
+        }
+    }
+
+    fn put(self, name: String, batch: &mut LogBatch) {
+        match self {
+            Column::Numeric(columns) => {
+                batch.series.insert(name, columns);
+            }
+            Column::Text(lines) => {
+                batch.text.insert(name, lines);
             }
         }
     }
