@@ -2248,3 +2248,39 @@ async fn the_workspace_charts_each_metric_of_the_newest_runs_the_filter_keeps_gr
     assert_eq!(page.count("script#chart-spec"), 0, "{}", page.body);
     assert!(page.text("#workspace-runs").contains("0 selected"));
 }
+
+/// A series in millionths of a step (Neptune's fractional steps) reaches the charts as
+/// stored, saying so; a range of whole steps covers the millionths within them.
+#[tokio::test]
+async fn a_chart_reads_a_series_of_fractional_steps_by_whole_steps() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let key = &team.api_key;
+    let run = app.new_run(key).await;
+    app.log_ok(
+        key,
+        &run,
+        json!({"batch_id": "m", "step_units": {"val": "micro", "stdout": "micro"},
+               "series": {"val": {"steps": [500_000, 1_000_000, 1_500_000, 2_250_000],
+                                  "values": [4.0, 3.0, 2.0, 1.0]}},
+               "text": {"stdout": [{"step": 1, "text": "epoch 1"}, {"step": 2_500_000, "text": "done"}]}}),
+    )
+    .await;
+    let browser = logged_in(&app, &team).await;
+    // Text lines show their steps as logged.
+    let page = browser.get(&format!("/runs/{run}")).await;
+    assert_eq!(page.text("pre.log"), "0.000001 epoch 1\n2.5 done\n");
+    let points = browser
+        .get(&format!("/points?line={run}::val&from=1&to=1"))
+        .await;
+    assert_eq!(points.status, StatusCode::OK, "{}", points.body);
+    let line = &points.json()["lines"][0];
+    assert_eq!(line["step_unit"], "micro");
+    assert_eq!(line["steps"], json!([1_000_000, 1_500_000]));
+    assert_eq!(line["values"], json!([3, 2]));
+    let tail = browser
+        .get(&format!("/points?line={run}:1500000:val"))
+        .await
+        .json();
+    assert_eq!(tail["lines"][0]["steps"], json!([2_250_000]));
+}

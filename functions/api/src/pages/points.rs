@@ -17,6 +17,11 @@
 //! written in float32's shortest form, a whole number as an integer, others in full; non-finite values are the
 //! strings `NaN`, `Infinity`, `-Infinity` as in the API; wall-clock times, asked for
 //! with `time=true`, are milliseconds after the line's first point (`t0`, Unix seconds).
+//!
+//! A series in millionths of a step (`StepUnit::Micro`, Neptune's fractional steps)
+//! answers its steps as stored and says so (`step_unit`); the chart draws them divided.
+//! `from` and `to` are whole steps as drawn: for such a series they cover every point
+//! from the start of step `from` to the end of step `to`.
 
 use std::collections::HashMap;
 
@@ -29,7 +34,7 @@ use serde::ser::{SerializeSeq, Serializer};
 use sextant_domain::error::{Error, ErrorCode};
 use sextant_domain::floats::JsonF64;
 use sextant_domain::ids::RunId;
-use sextant_domain::runs::summary::SeriesKind;
+use sextant_domain::runs::summary::{SeriesKind, StepUnit};
 use sextant_domain::runs::{self, RunRecord, Status};
 use sextant_domain::series::{MAX_DOWNSAMPLED_POINTS, StepRange};
 use sextant_domain::tenancy::Tenant;
@@ -153,6 +158,8 @@ struct LinePoints {
     status: Status,
     /// When the run started (Unix seconds), for the x-axis "time since start".
     started: f64,
+    /// What `steps` count: `micro` for millionths of a step.
+    step_unit: StepUnit,
     steps: Vec<i64>,
     values: ChartValues,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,16 +243,13 @@ async fn read_line(
     line: &LineSpec,
     record: &RunRecord,
 ) -> ApiResult<LinePoints> {
-    let numeric = record
-        .series
-        .get(&line.series)
-        .is_some_and(|summary| summary.kind == SeriesKind::Numeric);
-    if !numeric {
-        return Err(Error::not_found("series").into());
-    }
+    let step_unit = match record.series.get(&line.series) {
+        Some(summary) if summary.kind == SeriesKind::Numeric => summary.step_unit,
+        _ => return Err(Error::not_found("series").into()),
+    };
     let range = StepRange {
-        from: query.from,
-        to: query.to,
+        from: query.from.map(|from| first_of_step(from, step_unit)),
+        to: query.to.map(|to| last_of_step(to, step_unit)),
         after: line.after,
     };
     // A live chart's tail is nearly always short; it is downsampled too, so a run
@@ -268,12 +272,33 @@ async fn read_line(
         series: line.series.clone(),
         status: record.status_at(state.now(), state.settings.heartbeat_timeout),
         started: record.created_at.unix_timestamp_nanos() as f64 / 1e9,
+        step_unit,
         steps: points.steps,
         values: ChartValues(points.values),
         times: t0.map(|t0| millis_after(t0, &points.timestamps)),
         t0,
         downsampled: read.downsampled,
     })
+}
+
+const MICROS_PER_STEP: i64 = 1_000_000;
+
+/// The first stored step of whole step `step` in a series counting `unit`.
+fn first_of_step(step: i64, unit: StepUnit) -> i64 {
+    match unit {
+        StepUnit::Whole => step,
+        StepUnit::Micro => step.saturating_mul(MICROS_PER_STEP),
+    }
+}
+
+/// The last stored step of whole step `step` in a series counting `unit`.
+fn last_of_step(step: i64, unit: StepUnit) -> i64 {
+    match unit {
+        StepUnit::Whole => step,
+        StepUnit::Micro => step
+            .saturating_mul(MICROS_PER_STEP)
+            .saturating_add(MICROS_PER_STEP - 1),
+    }
 }
 
 fn millis_after(t0: f64, timestamps: &[f64]) -> Vec<i64> {
@@ -359,6 +384,26 @@ mod tests {
         ] {
             assert!(PointsQuery::parse(Some(&bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_range_of_whole_steps_covers_every_millionth_within_them() {
+        assert_eq!(
+            (
+                first_of_step(3, StepUnit::Whole),
+                last_of_step(9, StepUnit::Whole)
+            ),
+            (3, 9)
+        );
+        assert_eq!(
+            (
+                first_of_step(3, StepUnit::Micro),
+                last_of_step(9, StepUnit::Micro)
+            ),
+            (3_000_000, 9_999_999)
+        );
+        assert_eq!(last_of_step(i64::MAX, StepUnit::Micro), i64::MAX);
+        assert_eq!(first_of_step(i64::MIN, StepUnit::Micro), i64::MIN);
     }
 
     #[test]

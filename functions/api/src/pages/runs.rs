@@ -146,7 +146,8 @@ fn shorten(text: &str) -> std::borrow::Cow<'_, str> {
 pub struct RunData {
     pub record: RunRecord,
     project: Option<Project>,
-    texts: Vec<(String, Vec<(i64, String)>)>,
+    /// Each text series' last lines, their steps as logged.
+    texts: Vec<(String, Vec<(String, String)>)>,
     images: Vec<(String, Vec<Listed>)>,
     artifacts: Vec<Artifact>,
     lineage: Option<Graph>,
@@ -172,6 +173,11 @@ pub async fn load(
         .collect();
     let texts = futures::future::try_join_all(text_names.iter().map(|&name| async {
         let tail = text_tail(state, tenant, &record, name, TEXT_TAIL_LINES).await?;
+        let unit = record.series[name].step_unit;
+        let tail = tail
+            .into_iter()
+            .map(|(step, line)| (unit.logged(step), line))
+            .collect();
         Ok::<_, ApiError>((name.to_owned(), tail))
     }));
     let images = async {

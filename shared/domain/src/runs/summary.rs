@@ -40,6 +40,22 @@ impl StepUnit {
     pub fn is_whole(&self) -> bool {
         *self == StepUnit::Whole
     }
+
+    /// A stored step as it was logged: `2500000` in millionths is `2.5`.
+    pub fn logged(self, step: i64) -> String {
+        match self {
+            StepUnit::Whole => step.to_string(),
+            StepUnit::Micro => {
+                let (whole, micro) = (step.div_euclid(1_000_000), step.rem_euclid(1_000_000));
+                if micro == 0 {
+                    whole.to_string()
+                } else {
+                    let fraction = format!("{micro:06}");
+                    format!("{whole}.{}", fraction.trim_end_matches('0'))
+                }
+            }
+        }
+    }
 }
 
 /// A series' running summary, kept in the run record.
@@ -206,6 +222,15 @@ fn min_ignoring_none(a: Option<f64>, b: Option<f64>, pick: fn(f64, f64) -> f64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_in_millionths_reads_as_it_was_logged() {
+        assert_eq!(StepUnit::Micro.logged(2_500_000), "2.5");
+        assert_eq!(StepUnit::Micro.logged(1), "0.000001");
+        assert_eq!(StepUnit::Micro.logged(7_000_000), "7");
+        assert_eq!(StepUnit::Micro.logged(-1_500_000), "-2.5");
+        assert_eq!(StepUnit::Whole.logged(2_500_000), "2500000");
+    }
 
     #[test]
     fn merging_keeps_the_latest_point_as_last_even_when_chunks_arrive_out_of_order() {

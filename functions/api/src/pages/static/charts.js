@@ -92,7 +92,7 @@
   }
 
   function formatStep(step) {
-    return Math.round(step).toLocaleString("en-US");
+    return step.toLocaleString("en-US", { maximumFractionDigits: 6 });
   }
 
   function formatDuration(seconds) {
@@ -155,15 +155,19 @@
   }
 
   // A line's answer, kept as the server sent it plus decoded values and wall times.
+  // Steps are drawn as logged: a series counting millionths of a step (Neptune's
+  // fractional steps) is divided; `lastStep` keeps the last one as stored, for `after`.
   function decode(line) {
     var times = null;
     if (line.times) {
       times = line.times.map(function (ms) { return line.t0 + ms / 1000; });
     }
+    var perStep = line.step_unit === "micro" ? 1e6 : 1;
     return {
       status: line.status,
       started: line.started,
-      steps: line.steps,
+      steps: perStep === 1 ? line.steps : line.steps.map(function (step) { return step / perStep; }),
+      lastStep: line.steps.length ? line.steps[line.steps.length - 1] : null,
       values: line.values.map(parseValue),
       times: times,
       downsampled: line.downsampled
@@ -321,7 +325,8 @@
         }
       }
     });
-    return from <= to ? { from: from, to: to } : null;
+    // The server reads whole steps; a range of fractional ones widens to them.
+    return from <= to ? { from: Math.floor(from), to: Math.ceil(to) } : null;
   };
 
   // Re-reads [x0, x1] at full detail (as many points as the chart has pixels for) and
@@ -617,10 +622,7 @@
     var overview = this.overview;
     return fetchLines(live, {
       maxPoints: this.maxPoints(),
-      after: function (line) {
-        var steps = overview[line.key].steps;
-        return steps.length ? steps[steps.length - 1] : null;
-      }
+      after: function (line) { return overview[line.key].lastStep; }
     }).then(function (fresh) {
       var grew = false;
       Object.keys(fresh).forEach(function (key) {
@@ -629,6 +631,7 @@
         if (!add.steps.length) return;
         grew = true;
         old.steps = old.steps.concat(add.steps);
+        old.lastStep = add.lastStep;
         old.values = old.values.concat(add.values);
         if (old.times && add.times) old.times = old.times.concat(add.times);
       });
