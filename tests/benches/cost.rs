@@ -14,6 +14,7 @@
 //! The store is the embedded one; the counts are what the DynamoDB adapter would be
 //! billed for the same calls (`tests/tests/request_units.rs` checks they are equal).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,7 @@ use sextant_domain::runs::{self, NewRun};
 use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::series::{fold, hot};
 use sextant_edge::auth;
+use sextant_edge::rate_limit::{Limit, RateLimits};
 use sextant_edge::state::{AppState, Settings};
 use sextant_metering::MeteringHour;
 use sextant_storage::Storage;
@@ -87,6 +89,18 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
+fn unlimited() -> RateLimits {
+    let limit = Limit {
+        per_minute: NonZeroU32::MAX,
+        burst: NonZeroU32::MAX,
+    };
+    RateLimits {
+        team: limit,
+        credential: limit,
+        address: limit,
+    }
+}
+
 struct Team {
     caller: Caller,
     /// A session token, as the web app reads with.
@@ -121,7 +135,11 @@ impl Fixture {
                 blobs: blobs.clone(),
             },
             keyring,
-            Settings::new(None),
+            Settings {
+                // The bench sends in a burst what clients send over hours.
+                rate_limits: unlimited(),
+                ..Settings::new(None)
+            },
         )
         .with_clock(clock.clone())
         // Settled as on Lambda, whose bill this is.
@@ -296,12 +314,26 @@ impl Logged {
     }
 }
 
-async fn log_and_read(workload: &[Series], window: i64) -> Logged {
+/// Who sends the workload: Sextant's SDK (log batches, `series::batch::log`) or
+/// Neptune's client (protobuf operations through `POST /api/client/v1/ingest`, with the
+/// access token its key trades for, as the function serves them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Client {
+    Sdk,
+    Neptune,
+}
+
+async fn log_and_read(workload: &[Series], window: i64, client: Client) -> Logged {
     let fixture = Fixture::new();
     let team = fixture.team(0).await;
+    let ingest = neptune::Ingest::new(&fixture, &team).await;
     let mut runs = Vec::new();
     for run in 0..RUNS {
-        runs.push((fixture.new_run(&team).await, batches(workload, run, window)));
+        let sent = match client {
+            Client::Sdk => (fixture.new_run(&team).await, batches(workload, run, window)),
+            Client::Neptune => ingest.new_run(&fixture, &team, run, workload, window).await,
+        };
+        runs.push(sent);
     }
     let (mut batches_sent, mut body_bytes, mut api_requests) = (0, 0, 0);
     fixture.kv.take();
@@ -313,16 +345,21 @@ async fn log_and_read(workload: &[Series], window: i64) -> Logged {
             fixture
                 .clock
                 .advance(time::Duration::seconds_f64(seconds_a_batch));
-            let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
-            batch::log(
-                &fixture.state.store,
-                fixture.state.intake(),
-                &team.caller.tenant,
-                *run,
-                batch,
-            )
-            .await
-            .expect("the batch is stored");
+            match client {
+                Client::Sdk => {
+                    let batch: LogBatch = serde_json::from_slice(body).expect("a batch parses");
+                    batch::log(
+                        &fixture.state.store,
+                        fixture.state.intake(),
+                        &team.caller.tenant,
+                        *run,
+                        batch,
+                    )
+                    .await
+                    .expect("the batch is stored");
+                }
+                Client::Neptune => ingest.send(body.clone()).await,
+            }
             batches_sent += 1;
             body_bytes += body.len() as u64;
             api_requests += body.len().div_ceil(price::API_METER_BYTES) as u64;
@@ -772,7 +809,7 @@ fn main() {
     let workload = workload(RUNS, STEPS);
     let results: Vec<Logged> = WINDOWS
         .iter()
-        .map(|&window| runtime.block_on(log_and_read(&workload, window)))
+        .map(|&window| runtime.block_on(log_and_read(&workload, window, Client::Sdk)))
         .collect();
     print_logging(&results);
     print_reads(&results);
@@ -789,7 +826,18 @@ fn main() {
     let window = (STEPS_A_SECOND * SDK_FLUSH_SECONDS) as i64;
     print_dollars(
         "One scalar (train/loss) at ten steps a second, sent every five seconds",
-        &[runtime.block_on(log_and_read(&scalar, window))],
+        &[runtime.block_on(log_and_read(&scalar, window, Client::Sdk))],
+    );
+    // Neptune's client sends what waited half a second (its sender's sleep).
+    let neptune_window = (STEPS_A_SECOND * neptune::SEND_EVERY_SECONDS) as i64;
+    let neptune = [
+        runtime.block_on(log_and_read(&workload, neptune_window, Client::Neptune)),
+        runtime.block_on(log_and_read(&workload, WINDOWS[1], Client::Neptune)),
+    ];
+    print_logging(&neptune);
+    print_dollars(
+        "The workload from Neptune's client (neptune-scale): a request every half second, and every five",
+        &neptune,
     );
     print_folding(&results);
     print_storage(&results);
@@ -904,4 +952,164 @@ async fn uploads() {
     assert_eq!(report.notes, IMAGES + ARTIFACTS);
     assert_eq!(report.bytes_deleted, 0, "every upload was claimed");
     print("sweep: settle a note", IMAGES + ARTIFACTS);
+}
+
+/// Neptune's client, as the bench drives it: the workload as the `RunOperation`s
+/// `neptune-scale` sends (one snapshot a step, every series of that step in it), into
+/// the API's router in process.
+mod neptune {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::http::Request;
+    use sextant_domain::ids::RunId;
+    use sextant_domain::runs;
+    use sextant_neptune_proto::{
+        CreateRun, Message, Operation, RunOperation, Step, SubmitResponse, Timestamp,
+        UpdateRunSnapshot, UpdateRunSnapshots, Value, value,
+    };
+    use sextant_tests::workload::Series;
+    use tower::ServiceExt;
+
+    use super::{Fixture, Team};
+
+    /// How often the client's sender wakes (`SYNC_THREAD_SLEEP_TIME`).
+    pub const SEND_EVERY_SECONDS: f64 = 0.5;
+    const PROJECT: &str = "acme/cost";
+
+    pub struct Ingest {
+        router: Router,
+        token: String,
+    }
+
+    impl Ingest {
+        pub async fn new(fixture: &Fixture, team: &Team) -> Self {
+            let router =
+                sextant_edge::http::api_service(sextant_api::routes(), fixture.state.clone());
+            // The team's caller stands for its API key, as the client's exchange does.
+            let pair = sextant_domain::authentication::exchange_for_pair(
+                &fixture.state.keyring,
+                fixture.state.settings.access_token_ttl,
+                &team.caller,
+            )
+            .expect("an access token");
+            Self {
+                router,
+                token: pair.access,
+            }
+        }
+
+        pub async fn send(&self, body: Vec<u8>) {
+            let request = Request::post(sextant_api::neptune::INGEST)
+                .header("authorization", format!("Bearer {}", self.token))
+                .header("content-type", "application/x-protobuf")
+                .body(Body::from(body))
+                .expect("a request");
+            let response = self
+                .router
+                .clone()
+                .oneshot(request)
+                .await
+                .expect("an answer");
+            assert!(response.status().is_success(), "{}", response.status());
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .expect("a body");
+            let answer = SubmitResponse::decode(body).expect("a SubmitResponse");
+            // A refused field shows in the id after the digest.
+            assert!(!answer.request_ids[0].contains('.'), "{answer:?}");
+        }
+
+        /// Creates the run as the client does, and answers it with the operations that
+        /// log `run`'s series of the workload, `window` steps a request.
+        pub async fn new_run(
+            &self,
+            fixture: &Fixture,
+            team: &Team,
+            run: usize,
+            workload: &[Series],
+            window: i64,
+        ) -> (RunId, Vec<Vec<u8>>) {
+            let run_id = format!("cost-{run}");
+            let create = RunOperation {
+                project: PROJECT.into(),
+                run_id: run_id.clone(),
+                operation: Some(Operation::Create(CreateRun::default())),
+                ..RunOperation::default()
+            };
+            self.send(create.encode_to_vec()).await;
+            let record = runs::find_external(
+                &fixture.state.store,
+                &team.caller.tenant,
+                find_project(fixture, team).await,
+                &run_id,
+            )
+            .await
+            .expect("a lookup")
+            .expect("the run");
+            (record.id, operations(workload, run, window, &run_id))
+        }
+    }
+
+    async fn find_project(fixture: &Fixture, team: &Team) -> sextant_domain::ids::ProjectId {
+        sextant_domain::projects::find(&fixture.state.store, &team.caller.tenant, "cost")
+            .await
+            .expect("the project")
+            .id
+    }
+
+    fn operations(workload: &[Series], run: usize, window: i64, run_id: &str) -> Vec<Vec<u8>> {
+        let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
+        let last = series
+            .iter()
+            .flat_map(|s| s.steps.last())
+            .max()
+            .copied()
+            .unwrap_or(0);
+        let mut snapshots: Vec<UpdateRunSnapshot> = (0..=last)
+            .map(|step| UpdateRunSnapshot {
+                step: Some(Step {
+                    whole: step as u64,
+                    micro: 0,
+                }),
+                ..UpdateRunSnapshot::default()
+            })
+            .collect();
+        for s in &series {
+            for i in 0..s.steps.len() {
+                let snapshot = &mut snapshots[s.steps[i] as usize];
+                let at = s.timestamps[i];
+                snapshot.timestamp = Some(Timestamp {
+                    seconds: at.floor() as i64,
+                    nanos: ((at - at.floor()) * 1e9) as i32,
+                });
+                snapshot.append.insert(
+                    s.name.clone(),
+                    Value {
+                        value: Some(value::Value::Float64(s.values[i])),
+                    },
+                );
+            }
+        }
+        snapshots.retain(|snapshot| !snapshot.append.is_empty());
+        let mut bodies = Vec::new();
+        let mut start = 0;
+        while start < snapshots.len() {
+            let first_step = snapshots[start].step.map_or(0, |step| step.whole) as i64;
+            let end = snapshots[start..]
+                .iter()
+                .position(|s| s.step.map_or(0, |step| step.whole) as i64 >= first_step + window)
+                .map_or(snapshots.len(), |n| start + n);
+            let operation = RunOperation {
+                project: PROJECT.into(),
+                run_id: run_id.to_owned(),
+                operation: Some(Operation::UpdateBatch(UpdateRunSnapshots {
+                    snapshots: snapshots[start..end].to_vec(),
+                })),
+                ..RunOperation::default()
+            };
+            bodies.push(operation.encode_to_vec());
+            start = end;
+        }
+        bodies
+    }
 }
