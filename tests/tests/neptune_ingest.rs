@@ -3,8 +3,8 @@
 //!
 //! - an operation acts only in its caller's team: the workspace in `workspace/project`
 //!   chooses nothing, and a `run_id` another team used names nothing of theirs;
-//! - a member's or admin's credential writes, a viewer's is refused, and a revoked
-//!   key's access token is refused at once;
+//! - a member's or admin's credential writes, a viewer's is refused; a revoked key's
+//!   access token makes no run at once, and logs (the data plane) until it expires;
 //! - an operation sent again (the client retries) is stored once;
 //! - a refused field is reported in its request's status, and the others are stored.
 
@@ -319,9 +319,17 @@ async fn an_operation_acts_only_in_its_callers_team(app: TestApp) {
         "run-1",
         vec![points(step(0, 0), &[("loss", float(2.0))])],
     );
-    let refused = submit(&app, &b_token, &b_points).await;
-    let statuses = check(&app, &b_token, &[&refused]).await;
-    assert_eq!(refusals(&statuses[0]), [(IngestCode::RunNotFound, 1)]);
+    let no_project = submit(&app, &b_token, &b_points).await;
+    submit(
+        &app,
+        &b_token,
+        &create("shared-name/vision", "b-other", "b's other"),
+    )
+    .await;
+    let no_run = submit(&app, &b_token, &b_points).await;
+    let statuses = check(&app, &b_token, &[&no_project, &no_run]).await;
+    assert_eq!(refusals(&statuses[0]), [(IngestCode::ProjectNotFound, 1)]);
+    assert_eq!(refusals(&statuses[1]), [(IngestCode::RunNotFound, 1)]);
     submit(
         &app,
         &b_token,
@@ -331,7 +339,14 @@ async fn an_operation_acts_only_in_its_callers_team(app: TestApp) {
     submit(&app, &b_token, &b_points).await;
 
     let a_run = only_run(&app, &a, "vision").await;
-    let b_run = only_run(&app, &b, "vision").await;
+    let (_, b_runs) = app.get("/v1/projects/vision/runs", &b.api_key).await;
+    let b_run = b_runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["name"] == "b's")
+        .expect("b's run")
+        .clone();
     assert_ne!(a_run["id"], b_run["id"]);
     assert_eq!(a_run["name"], "a's");
     assert_eq!(b_run["name"], "b's");
@@ -378,28 +393,45 @@ async fn a_run_deleted_in_sextant_is_made_anew_when_the_client_resumes_it(app: T
     assert_eq!(loss["values"], serde_json::json!([2.0]));
 }
 
-async fn a_viewer_cannot_ingest_and_a_revoked_keys_token_is_refused_at_once(app: TestApp) {
+async fn a_viewer_cannot_ingest_and_a_revoked_key_creates_nothing(app: TestApp) {
     let team = app.signup().await;
     let viewer = app.key_with_role(&team, "viewer").await;
     let viewer_token = access_token(&app, &viewer).await;
-    let operation = create("acme/vision", "run-1", "baseline").encode_to_vec();
-    let (status, _) = post(&app, INGEST, &viewer_token, operation.clone()).await;
+    let create_op = create("acme/vision", "run-1", "baseline").encode_to_vec();
+    let (status, _) = post(&app, INGEST, &viewer_token, create_op.clone()).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (id, key) = app.new_api_key(&team, "neptune").await;
     let token = access_token(&app, &key).await;
+    submit(
+        &app,
+        &token,
+        &create("acme/vision", "made-before", "before"),
+    )
+    .await;
     assert_eq!(app.revoke_api_key(&team, &id).await, StatusCode::NO_CONTENT);
-    let (status, _) = post(&app, INGEST, &token, operation.clone()).await;
+    // Creating is the control plane: the revoked key makes nothing, at once.
+    let (status, _) = post(&app, INGEST, &token, create_op.clone()).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _) = post(&app, INGEST, "", operation).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, projects) = app.get("/v1/projects", &team.api_key).await;
-    assert_eq!(status, StatusCode::OK);
-    assert_eq!(
-        projects["projects"],
-        serde_json::json!([]),
-        "nothing was made"
+    // Logging is the data plane, as the SDK's: the token logs to the run it made until
+    // it expires (at most `access_token_ttl`).
+    let points_op = update(
+        "acme/vision",
+        "made-before",
+        vec![points(step(0, 0), &[("loss", float(1.0))])],
     );
+    submit(&app, &token, &points_op).await;
+    let (status, _) = post(&app, INGEST, "", create_op).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, listed) = app.get("/v1/projects/vision/runs", &team.api_key).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<String> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| text(run, "name"))
+        .collect();
+    assert_eq!(names, ["before"], "nothing was made after the revocation");
 }
 
 async fn a_body_that_is_not_an_operation_is_refused(app: TestApp) {
@@ -430,7 +462,7 @@ on_both_stores!(
     a_refused_field_is_reported_and_the_rest_of_its_request_stored,
     an_operation_acts_only_in_its_callers_team,
     a_run_deleted_in_sextant_is_made_anew_when_the_client_resumes_it,
-    a_viewer_cannot_ingest_and_a_revoked_keys_token_is_refused_at_once,
+    a_viewer_cannot_ingest_and_a_revoked_key_creates_nothing,
     a_body_that_is_not_an_operation_is_refused,
 );
 

@@ -300,6 +300,20 @@ fn name_taken(name: &ProjectName) -> ProjectError {
     ProjectError::NameTaken(name.as_str().to_owned())
 }
 
+/// The id of the team's project named `name`, if there is one: one read, where `find`
+/// takes two.
+pub async fn id_by_name(
+    store: &Store,
+    tenant: &Tenant,
+    name: &ProjectName,
+) -> Result<Option<ProjectId>> {
+    Ok(
+        get_doc::<NameRecord>(&*store.kv, &tenant.key(name_sk(name)))
+            .await?
+            .map(|record| record.id),
+    )
+}
+
 /// Finds a project by id (`prj_...`) or by name; a foreign or missing one is 404.
 pub async fn find(store: &Store, tenant: &Tenant, id_or_name: &str) -> Result<Project> {
     let not_found = || ProjectError::NotFound;

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use sextant_domain::credentials::Caller;
 use sextant_domain::error::ErrorCode;
@@ -34,7 +34,7 @@ use sextant_domain::runs::summary::{SeriesKind, StepUnit};
 use sextant_domain::runs::{self, NewRun, RunError, RunRecord};
 use sextant_domain::series::batch::{self, LogBatch, MAX_BATCH_POINTS, SeriesColumns, TextLine};
 use sextant_domain::series::{self, SeriesError, text};
-use sextant_edge::auth::Writer;
+use sextant_edge::auth::{self, DataWriter};
 use sextant_edge::error::{ApiError, ApiResult};
 use sextant_edge::state::AppState;
 use sextant_neptune_proto::{
@@ -52,9 +52,13 @@ const MICROS: u64 = 1_000_000;
 /// The paths Neptune keeps tags in; its group tags are tags here too.
 const TAG_PATHS: [&str; 2] = ["sys/tags", "sys/group_tags"];
 
+/// Logging to a run is the data plane, as the SDK's log batches are: the access token
+/// is trusted on its signature. Creating a run (and its project) is the control plane:
+/// the credential is checked against its key again, so a revoked key makes nothing.
 pub(super) async fn ingest(
     State(state): State<AppState>,
-    Writer(caller): Writer,
+    DataWriter(caller): DataWriter,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let operation = RunOperation::decode(body.clone()).map_err(|err| {
@@ -63,6 +67,10 @@ pub(super) async fn ingest(
             format!("the body is not a Neptune RunOperation: {err}"),
         )
     })?;
+    let caller = match operation.operation {
+        Some(Operation::Create(_)) => auth::on_control_plane(&state, &headers).await?,
+        _ => caller,
+    };
     let digest = request_digest(&caller, &body);
     let outcome = apply(&state, &caller, operation, &digest).await?;
     let answer = SubmitResponse {
@@ -101,14 +109,6 @@ async fn apply(
         outcome.refuse(IngestCode::ProjectInvalidName, 1);
         return Ok(outcome);
     };
-    let project = match projects::find_or_create(&state.store, caller, name).await {
-        Ok(project) => project,
-        Err(ProjectError::NotFound) => {
-            outcome.refuse(IngestCode::ProjectNotFound, 1);
-            return Ok(outcome);
-        }
-        Err(err) => return Err(err.into()),
-    };
     let run_id = operation.run_id;
     let snapshots = match operation.operation {
         None => {
@@ -118,6 +118,14 @@ async fn apply(
             ));
         }
         Some(Operation::Create(run)) => {
+            let project = match projects::find_or_create(&state.store, caller, name).await {
+                Ok(project) => project,
+                Err(ProjectError::NotFound) => {
+                    outcome.refuse(IngestCode::ProjectNotFound, 1);
+                    return Ok(outcome);
+                }
+                Err(err) => return Err(err.into()),
+            };
             let name = [run.experiment_id.as_deref(), Some(run_id.as_str())]
                 .into_iter()
                 .flatten()
@@ -147,8 +155,12 @@ async fn apply(
         Some(Operation::Update(snapshot)) => vec![snapshot],
         Some(Operation::UpdateBatch(batch)) => batch.snapshots,
     };
-    let Some(record) =
-        runs::find_external(&state.store, &caller.tenant, project.id, &run_id).await?
+    // A run is created before it is logged to: its project is there.
+    let Some(project) = projects::id_by_name(&state.store, &caller.tenant, &name).await? else {
+        outcome.refuse(IngestCode::ProjectNotFound, 1);
+        return Ok(outcome);
+    };
+    let Some(record) = runs::find_external(&state.store, &caller.tenant, project, &run_id).await?
     else {
         outcome.refuse(IngestCode::RunNotFound, 1);
         return Ok(outcome);

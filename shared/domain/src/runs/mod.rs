@@ -750,10 +750,11 @@ async fn external_run(
     };
     let stored = item.s(EXTERNAL_RUN).unwrap_or_default().to_owned();
     let record = match stored.parse::<RunId>() {
-        Ok(run) => match load(store, tenant, run).await {
-            Ok(versioned) if versioned.record.project_id == project => Some(versioned.record),
-            Ok(_) | Err(RunError::NotFound) => None,
-            Err(err) => return Err(err),
+        // In the project's partition, where the id was made: one read, where `load`
+        // finds the project first.
+        Ok(run) => match store.kv.get(&record_key(tenant, project, run)).await? {
+            Some(item) => Some(Versioned::read(&item)?.record).filter(|record| !record.deleting),
+            None => None,
         },
         Err(_) => None,
     };

@@ -5,6 +5,7 @@ pub mod csrf;
 pub mod operator;
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -20,9 +21,8 @@ use sextant_domain::ids::RunId;
 /// The credential in `Authorization`: a bearer token, or HTTP Basic with the credential
 /// as the password (what the MLflow client sends given `MLFLOW_TRACKING_USERNAME` and
 /// `MLFLOW_TRACKING_PASSWORD`; the user name is not checked, the key alone decides).
-fn credential(parts: &Parts) -> Result<String, Error> {
-    let header = parts
-        .headers
+fn credential(headers: &HeaderMap) -> Result<String, Error> {
+    let header = headers
         .get(AUTHORIZATION)
         .ok_or_else(|| Error::unauthorized("missing Authorization: Bearer credential"))?;
     header
@@ -56,7 +56,7 @@ pub async fn authenticate(state: &AppState, bearer: &str, plane: Plane) -> ApiRe
 }
 
 async fn caller(parts: &Parts, state: &AppState, plane: Plane) -> ApiResult<Caller> {
-    authenticate(state, &credential(parts)?, plane).await
+    authenticate(state, &credential(&parts.headers)?, plane).await
 }
 
 fn outside_the_job(run: RunId) -> Error {
@@ -156,6 +156,17 @@ impl FromRequestParts<AppState> for DataWriter {
         caller.require(Role::Member)?;
         Ok(Self(caller))
     }
+}
+
+/// The caller of a data-plane request checked again as the control plane checks it,
+/// against the grant its credential derives from (no second rate-limit count): for
+/// what such a route does beyond logging, such as Neptune's client creating a run.
+pub async fn on_control_plane(state: &AppState, headers: &HeaderMap) -> ApiResult<Caller> {
+    let bearer = credential(headers)?;
+    let caller =
+        authentication::resolve(&state.store, &state.keyring, &bearer, Plane::Control).await?;
+    caller.require(Role::Member)?;
+    Ok(caller)
 }
 
 /// A caller allowed to write: member or admin. Viewers get 403.

@@ -16,7 +16,7 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let token = super::credential(parts)?;
+        let token = super::credential(&parts.headers)?;
         let allowed = state
             .settings
             .operator_token
