@@ -1,6 +1,7 @@
 //! What Sextant costs on AWS, from the requests its code issues: the standard workload
 //! (`tests/workloads/curves.py`, about a million points) logged through the real
-//! domain code at four batch sizes, folded into blocks as the hourly run does, a chart
+//! domain code at four batch sizes (and as Neptune's client sends it, through the API's
+//! ingest route), folded into blocks as the hourly run does, a chart
 //! read and an exact read of one series before and after the fold,
 //! an idle hour of metering, and images and artifacts stored and swept, each counted in DynamoDB request units and requests
 //! by `sextant_tests::capacity` (the pricing rules applied to item sizes),
