@@ -321,10 +321,9 @@ pub async fn find(store: &Store, tenant: &Tenant, id_or_name: &str) -> Result<Pr
         Ok(id) => id,
         Err(_) => {
             let name = ProjectName::parse(id_or_name).map_err(|_| not_found())?;
-            get_doc::<NameRecord>(&*store.kv, &tenant.key(name_sk(&name)))
+            id_by_name(store, tenant, &name)
                 .await?
                 .ok_or_else(not_found)?
-                .id
         }
     };
     get_doc::<Project>(&*store.kv, &tenant.key(project_sk(id)))

@@ -48,7 +48,6 @@ use super::outcome::Outcome;
 
 /// Neptune's limit on a step: `whole` below 10¹², so a step in millionths fits an i64.
 const MAX_WHOLE_STEP: u64 = 1_000_000_000_000;
-const MICROS: u64 = 1_000_000;
 /// The paths Neptune keeps tags in; its group tags are tags here too.
 const TAG_PATHS: [&str; 2] = ["sys/tags", "sys/group_tags"];
 
@@ -214,10 +213,8 @@ struct Step {
 
 impl Step {
     fn in_unit(self, unit: StepUnit) -> Option<i64> {
-        match unit {
-            StepUnit::Whole => (self.micro == 0).then_some(self.whole as i64),
-            StepUnit::Micro => Some((self.whole * MICROS + self.micro) as i64),
-        }
+        // Both parts were checked below Neptune's bounds, so they fit an i64.
+        unit.stored(self.whole as i64, self.micro as i64)
     }
 }
 
@@ -270,7 +267,9 @@ impl Plan {
         }
         for (path, value) in snapshot.append {
             let step = match snapshot.step {
-                Some(step) if step.micro >= MICROS => Err(IngestCode::SeriesStepInvalid),
+                Some(step) if step.micro >= StepUnit::MICROS_PER_STEP as u64 => {
+                    Err(IngestCode::SeriesStepInvalid)
+                }
                 Some(step) if step.whole >= MAX_WHOLE_STEP => Err(IngestCode::SeriesStepTooLarge),
                 Some(step) => Ok(Step {
                     whole: step.whole,
@@ -417,11 +416,7 @@ fn rfc3339(at: &Timestamp) -> Result<String, IngestCode> {
 /// The step after a series' last, for a point sent without one.
 fn next_whole_step(record: &RunRecord, path: &str) -> u64 {
     record.series.get(path).map_or(0, |summary| {
-        let last = u64::try_from(summary.last_step).unwrap_or(0);
-        match summary.step_unit {
-            StepUnit::Whole => last + 1,
-            StepUnit::Micro => last / MICROS + 1,
-        }
+        u64::try_from(summary.step_unit.whole_of(summary.last_step)).unwrap_or(0) + 1
     })
 }
 

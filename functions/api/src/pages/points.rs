@@ -248,8 +248,8 @@ async fn read_line(
         _ => return Err(Error::not_found("series").into()),
     };
     let range = StepRange {
-        from: query.from.map(|from| first_of_step(from, step_unit)),
-        to: query.to.map(|to| last_of_step(to, step_unit)),
+        from: query.from.map(|from| step_unit.first_of(from)),
+        to: query.to.map(|to| step_unit.last_of(to)),
         after: line.after,
     };
     // A live chart's tail is nearly always short; it is downsampled too, so a run
@@ -279,26 +279,6 @@ async fn read_line(
         t0,
         downsampled: read.downsampled,
     })
-}
-
-const MICROS_PER_STEP: i64 = 1_000_000;
-
-/// The first stored step of whole step `step` in a series counting `unit`.
-fn first_of_step(step: i64, unit: StepUnit) -> i64 {
-    match unit {
-        StepUnit::Whole => step,
-        StepUnit::Micro => step.saturating_mul(MICROS_PER_STEP),
-    }
-}
-
-/// The last stored step of whole step `step` in a series counting `unit`.
-fn last_of_step(step: i64, unit: StepUnit) -> i64 {
-    match unit {
-        StepUnit::Whole => step,
-        StepUnit::Micro => step
-            .saturating_mul(MICROS_PER_STEP)
-            .saturating_add(MICROS_PER_STEP - 1),
-    }
 }
 
 fn millis_after(t0: f64, timestamps: &[f64]) -> Vec<i64> {
@@ -384,26 +364,6 @@ mod tests {
         ] {
             assert!(PointsQuery::parse(Some(&bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn a_range_of_whole_steps_covers_every_millionth_within_them() {
-        assert_eq!(
-            (
-                first_of_step(3, StepUnit::Whole),
-                last_of_step(9, StepUnit::Whole)
-            ),
-            (3, 9)
-        );
-        assert_eq!(
-            (
-                first_of_step(3, StepUnit::Micro),
-                last_of_step(9, StepUnit::Micro)
-            ),
-            (3_000_000, 9_999_999)
-        );
-        assert_eq!(last_of_step(i64::MAX, StepUnit::Micro), i64::MAX);
-        assert_eq!(first_of_step(i64::MIN, StepUnit::Micro), i64::MIN);
     }
 
     #[test]

@@ -37,23 +37,57 @@ pub enum StepUnit {
 }
 
 impl StepUnit {
+    /// Stored steps in one whole step, counting millionths.
+    pub const MICROS_PER_STEP: i64 = 1_000_000;
+
     pub fn is_whole(&self) -> bool {
         *self == StepUnit::Whole
     }
 
+    /// Step `whole + micro / 10⁶` as stored in a series counting `self`; `None` for a
+    /// fraction in a series of whole steps.
+    pub fn stored(self, whole: i64, micro: i64) -> Option<i64> {
+        match self {
+            StepUnit::Whole => (micro == 0).then_some(whole),
+            StepUnit::Micro => whole
+                .checked_mul(Self::MICROS_PER_STEP)
+                .and_then(|step| step.checked_add(micro)),
+        }
+    }
+
+    /// The whole step a stored step falls in.
+    pub fn whole_of(self, stored: i64) -> i64 {
+        match self {
+            StepUnit::Whole => stored,
+            StepUnit::Micro => stored.div_euclid(Self::MICROS_PER_STEP),
+        }
+    }
+
+    /// The first and last stored steps of whole step `whole`.
+    pub fn first_of(self, whole: i64) -> i64 {
+        match self {
+            StepUnit::Whole => whole,
+            StepUnit::Micro => whole.saturating_mul(Self::MICROS_PER_STEP),
+        }
+    }
+
+    pub fn last_of(self, whole: i64) -> i64 {
+        match self {
+            StepUnit::Whole => whole,
+            StepUnit::Micro => self
+                .first_of(whole)
+                .saturating_add(Self::MICROS_PER_STEP - 1),
+        }
+    }
+
     /// A stored step as it was logged: `2500000` in millionths is `2.5`.
     pub fn logged(self, step: i64) -> String {
-        match self {
-            StepUnit::Whole => step.to_string(),
-            StepUnit::Micro => {
-                let (whole, micro) = (step.div_euclid(1_000_000), step.rem_euclid(1_000_000));
-                if micro == 0 {
-                    whole.to_string()
-                } else {
-                    let fraction = format!("{micro:06}");
-                    format!("{whole}.{}", fraction.trim_end_matches('0'))
-                }
-            }
+        let micro = step - self.first_of(self.whole_of(step));
+        if micro == 0 {
+            self.whole_of(step).to_string()
+        } else {
+            let fraction = format!("{micro:06}");
+            format!("{}.{}", self.whole_of(step), fraction.trim_end_matches('0'))
         }
     }
 }
@@ -230,6 +264,26 @@ mod tests {
         assert_eq!(StepUnit::Micro.logged(7_000_000), "7");
         assert_eq!(StepUnit::Micro.logged(-1_500_000), "-2.5");
         assert_eq!(StepUnit::Whole.logged(2_500_000), "2500000");
+    }
+
+    #[test]
+    fn a_step_maps_into_a_unit_exactly_and_back() {
+        assert_eq!(StepUnit::Micro.stored(2, 500_000), Some(2_500_000));
+        assert_eq!(StepUnit::Whole.stored(2, 0), Some(2));
+        assert_eq!(StepUnit::Whole.stored(2, 500_000), None);
+        assert_eq!(StepUnit::Micro.stored(i64::MAX, 0), None);
+        assert_eq!(StepUnit::Micro.whole_of(2_500_000), 2);
+        assert_eq!(StepUnit::Micro.whole_of(-1), -1);
+        assert_eq!(
+            (StepUnit::Micro.first_of(3), StepUnit::Micro.last_of(9)),
+            (3_000_000, 9_999_999)
+        );
+        assert_eq!(
+            (StepUnit::Whole.first_of(3), StepUnit::Whole.last_of(9)),
+            (3, 9)
+        );
+        assert_eq!(StepUnit::Micro.last_of(i64::MAX), i64::MAX);
+        assert_eq!(StepUnit::Micro.first_of(i64::MIN), i64::MIN);
     }
 
     #[test]
