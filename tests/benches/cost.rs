@@ -1059,13 +1059,7 @@ mod neptune {
     }
 
     fn operations(workload: &[Series], run: usize, window: i64, run_id: &str) -> Vec<Vec<u8>> {
-        let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
-        let last = series
-            .iter()
-            .flat_map(|s| s.steps.last())
-            .max()
-            .copied()
-            .unwrap_or(0);
+        let (series, last) = sextant_tests::workload::of_run(workload, run);
         let mut snapshots: Vec<UpdateRunSnapshot> = (0..=last)
             .map(|step| UpdateRunSnapshot {
                 step: Some(Step {

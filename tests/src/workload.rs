@@ -42,9 +42,8 @@ pub fn workload(runs: usize, steps: usize) -> Vec<Series> {
         .collect()
 }
 
-/// Log batches as the SDK sends them: every series of a run, `window` steps at a time,
-/// numbered in one sender session, as JSON bodies of `POST /v1/runs/{run}/log`.
-pub fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
+/// The series of run `run`, and the last step any of them logged.
+pub fn of_run(workload: &[Series], run: usize) -> (Vec<&Series>, i64) {
     let series: Vec<&Series> = workload.iter().filter(|s| s.run == run).collect();
     let last = series
         .iter()
@@ -52,6 +51,13 @@ pub fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
         .max()
         .copied()
         .unwrap_or(0);
+    (series, last)
+}
+
+/// Log batches as the SDK sends them: every series of a run, `window` steps at a time,
+/// numbered in one sender session, as JSON bodies of `POST /v1/runs/{run}/log`.
+pub fn batches(workload: &[Series], run: usize, window: i64) -> Vec<Vec<u8>> {
+    let (series, last) = of_run(workload, run);
     let mut bodies = Vec::new();
     let mut start = 0;
     while start <= last {
