@@ -193,19 +193,30 @@ async fn an_operation_sent_again_is_stored_once(app: TestApp) {
     let first = submit(&app, &token, &operation).await;
     let retried = submit(&app, &token, &operation).await;
     assert_eq!(first, retried, "a retry is the same request");
-    for status in check(&app, &token, &[&created, &again, &first]).await {
+    // One snapshot alone (`update`, not `update_batch`).
+    let single = RunOperation {
+        project: "acme/vision".into(),
+        run_id: "run-1".into(),
+        operation: Some(Operation::Update(points(
+            step(100, 0),
+            &[("loss", float(0.001))],
+        ))),
+        ..RunOperation::default()
+    };
+    let one = submit(&app, &token, &single).await;
+    for status in check(&app, &token, &[&created, &again, &first, &one]).await {
         assert_eq!(refusals(&status), [], "{status:?}");
     }
 
     let run = only_run(&app, &team, "vision").await;
     assert_eq!(run["name"], "baseline");
     assert_eq!(run["created_at"], "2025-12-01T08:00:00Z");
-    assert_eq!(run["series"]["loss"]["count"], 100, "{run}");
+    assert_eq!(run["series"]["loss"]["count"], 101, "{run}");
     let loss = series(&app, &team, &text(&run, "id"), "loss").await;
-    assert_eq!(loss["steps"].as_array().unwrap().len(), 100);
+    assert_eq!(loss["steps"].as_array().unwrap().len(), 101);
     assert_eq!(loss["timestamps"][0], 1_764_576_060.5);
     let (_, usage) = app.get("/v1/usage", &team.api_key).await;
-    assert_eq!(usage["points"], 100, "{usage}");
+    assert_eq!(usage["points"], 101, "{usage}");
 }
 
 async fn a_refused_field_is_reported_and_the_rest_of_its_request_stored(app: TestApp) {
@@ -447,6 +458,18 @@ async fn a_body_that_is_not_an_operation_is_refused(app: TestApp) {
         ..RunOperation::default()
     };
     let (status, _) = post(&app, INGEST, &token, empty.encode_to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A check takes a team's credential, and a RequestIdList.
+    let check_path = format!("{INGEST}/check?projectIdentifier=acme%2Fvision");
+    let (status, _) = post(
+        &app,
+        &check_path,
+        "",
+        RequestIdList::default().encode_to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post(&app, &check_path, &token, b"\xff\xff".to_vec()).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
