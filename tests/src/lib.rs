@@ -475,12 +475,13 @@ pub fn mailed_link(dir: &std::path::Path, to: &str, page: &str) -> String {
         .unwrap_or_else(|| panic!("no mail to {to} with a link to /{page}"))
 }
 
-/// The `token` a mailed link carries.
+/// The `token` a mailed link carries: in its query, or as its last path segment.
 pub fn link_token(link: &str) -> String {
     let url = url::Url::parse(link).expect("a link");
     url.query_pairs()
         .find(|(name, _)| name == "token")
         .map(|(_, token)| token.into_owned())
+        .or_else(|| url.path_segments()?.next_back().map(str::to_owned))
         .expect("a token in the link")
 }
 

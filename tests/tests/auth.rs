@@ -1,7 +1,7 @@
 //! Sign-up, log-in, API keys, tokens, invites and members over the real HTTP surface.
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use sextant_cli::secrets::Secrets;
 use sextant_domain::credentials::Role;
 use sextant_domain::credentials::jwt::{Keyring, Subject};
@@ -160,7 +160,7 @@ async fn log_in(
         .headers()
         .get("retry-after")
         .map(|value| value.to_str().unwrap().parse().unwrap());
-    let body: serde_json::Value = response.json().await.unwrap();
+    let body: Value = response.json().await.unwrap();
     let code = body["error"]["code"].as_str().map(str::to_owned);
     (status, code, retry_after)
 }
@@ -398,7 +398,23 @@ async fn an_invite_makes_a_member_once_and_the_member_can_log_in() {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{invite}");
     let token = text(&invite, "token");
-    assert!(text(&invite, "url").ends_with(&format!("/v1/invites/{token}/accept")));
+    // The link opens the join page, and it is the one mailed to the invitee, naming the
+    // team and who invited.
+    assert_eq!(text(&invite, "url"), app.url(&format!("/join/{token}")));
+    assert_eq!(invite["mailed"], true, "{invite}");
+    let mail = app
+        .outbox()
+        .into_iter()
+        .rev()
+        .find(|mail| mail.to == email)
+        .expect("the invite mail");
+    assert_eq!(mail.link_to("join"), Some(text(&invite, "url").as_str()));
+    assert!(mail.subject.contains("Whale Watchers"), "{}", mail.subject);
+    assert!(
+        mail.text.contains(&team.email),
+        "the inviter is named: {}",
+        mail.text
+    );
     let (status, invites) = app.get("/v1/invites", &team.api_key).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(invites["invites"].as_array().unwrap().len(), 1);
@@ -416,9 +432,18 @@ async fn an_invite_makes_a_member_once_and_the_member_can_log_in() {
     let (status, body) = accept("short").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error_code(&body), "weak_password");
-    let (status, session) = accept("a long enough password").await;
+    let (status, session) = app
+        .call(
+            Method::POST,
+            &accept_path,
+            None,
+            Some(json!({"name": "Grace Hopper", "password": "a long enough password"})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{session}");
     assert_eq!(text(&session, "tenant_id"), team.tenant_id);
+    // Holding the invite proves nothing about the address: its owner is asked to confirm it.
+    app.mailed_token(&email, "verify");
     let (status, body) = accept("a long enough password").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 
@@ -434,7 +459,51 @@ async fn an_invite_makes_a_member_once_and_the_member_can_log_in() {
     let (_, me) = app.get("/v1/me", &text(&login, "token")).await;
     assert_eq!(text(&me, "role"), "viewer");
     let (_, members) = app.get("/v1/members", &team.api_key).await;
-    assert_eq!(members["members"].as_array().unwrap().len(), 2);
+    let members = members["members"].as_array().unwrap();
+    assert_eq!(members.len(), 2);
+    let joined = members
+        .iter()
+        .find(|member| member["email"] == email.as_str())
+        .unwrap();
+    assert_eq!(joined["name"], "Grace Hopper");
+}
+
+#[tokio::test]
+async fn a_resent_invite_mails_a_new_link_and_the_old_one_opens_nothing() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let email = format!("{}@example.com", unique("invitee"));
+    let (_, first) = app
+        .post("/v1/invites", &team.api_key, json!({"email": email}))
+        .await;
+    let resend = format!("/v1/invites/{}/resend", text(&first, "id"));
+    let (status, second) = app.post(&resend, &team.api_key, json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_eq!(text(&second, "id"), text(&first, "id"));
+    assert_ne!(text(&second, "token"), text(&first, "token"));
+    assert!(text(&second, "expires_at") >= text(&first, "expires_at"));
+    assert_eq!(app.mailed_token(&email, "join"), text(&second, "token"));
+    let (_, invites) = app.get("/v1/invites", &team.api_key).await;
+    assert_eq!(invites["invites"].as_array().unwrap().len(), 1, "{invites}");
+
+    let app = &app;
+    let accept = |invite: &Value| {
+        let path = format!("/v1/invites/{}/accept", text(invite, "token"));
+        async move {
+            app.call(
+                Method::POST,
+                &path,
+                None,
+                Some(json!({"password": "a long enough password"})),
+            )
+            .await
+        }
+    };
+    assert_eq!(accept(&first).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(accept(&second).await.0, StatusCode::CREATED);
+    // Accepted: nothing is left to resend.
+    let (status, body) = app.post(&resend, &team.api_key, json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
 
 #[tokio::test]

@@ -21,6 +21,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(revoke_api_key))
         .routes(routes!(create_invite, list_invites))
         .routes(routes!(revoke_invite))
+        .routes(routes!(resend_invite))
         .routes(routes!(accept_invite))
         .routes(routes!(list_members))
         .routes(routes!(change_role, remove_member))
@@ -141,14 +142,37 @@ fn default_invite_role() -> Role {
 pub struct CreatedInvite {
     #[serde(flatten)]
     invite: Invite,
-    /// The single-use token, shown only in this response; no e-mail is sent.
+    /// The single-use token, shown only in this response.
     token: String,
-    /// Where the invitee accepts (POST `{"password": ...}`).
+    /// The page where the invitee joins (`/join/{token}`): the link the invite mail
+    /// carries, for the admin to pass on too. Programs accept with
+    /// `POST /v1/invites/{token}/accept`.
     url: String,
+    /// Whether the invite mail was handed to the mail service (`false` when the
+    /// deployment has none, or it failed: pass the `url` on yourself).
+    mailed: bool,
 }
 
-/// Invites someone by e-mail to join the team; the answer carries the single-use
-/// token and the URL to accept it, which the admin passes on.
+impl CreatedInvite {
+    async fn mailed(
+        state: &AppState,
+        caller: &Caller,
+        public: &PublicUrl,
+        (invite, token): (Invite, String),
+    ) -> Self {
+        let link = accounts::invites::join_link(&public.0, &token);
+        let mailed = state.mail_invite(&caller.tenant, &invite, &link).await;
+        Self {
+            invite,
+            token,
+            url: link.into(),
+            mailed,
+        }
+    }
+}
+
+/// Invites someone by e-mail to join the team, and mails them the link; the answer
+/// carries the single-use token and the link too, for the admin to pass on.
 #[utoipa::path(
     post,
     path = "/v1/invites",
@@ -168,7 +192,7 @@ pub async fn create_invite(
     Json(request): Json<CreateInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<CreatedInvite>)> {
     let email = Email::parse(&request.email)?;
-    let (invite, token) = accounts::create_invite(
+    let created = accounts::create_invite(
         &state.store,
         state.settings.invite_ttl,
         &caller.tenant,
@@ -177,10 +201,9 @@ pub async fn create_invite(
         request.role,
     )
     .await?;
-    let url = public_url.join(["v1", "invites", &token, "accept"]);
     Ok((
         StatusCode::CREATED,
-        axum::Json(CreatedInvite { invite, token, url }),
+        axum::Json(CreatedInvite::mailed(&state, &caller, &public_url, created).await),
     ))
 }
 
@@ -226,8 +249,40 @@ pub async fn revoke_invite(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Mails a pending invite again with a new link, valid for another week: the old
+/// link stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/invites/{id}/resend",
+    operation_id = "resend_invite",
+    tag = "members",
+    security(("bearer" = ["admin"])),
+    params(("id" = String, Path, description = "The invite's id (`inv_...`).")),
+    responses(
+        (status = OK, body = CreatedInvite),
+        (status = CONFLICT, description = "An account with this e-mail exists now (`email_taken`)."),
+    )
+)]
+pub async fn resend_invite(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    public_url: PublicUrl,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<CreatedInvite>> {
+    let id: InviteId = parse_id(&id, "invite")?;
+    let renewed =
+        accounts::invites::renew(&state.store, state.settings.invite_ttl, &caller.tenant, id)
+            .await?;
+    Ok(axum::Json(
+        CreatedInvite::mailed(&state, &caller, &public_url, renewed).await,
+    ))
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AcceptInvite {
+    /// What teammates see the new member as.
+    #[schema(value_type = Option<DisplayName>)]
+    name: Option<String>,
     /// The new member's password.
     #[schema(value_type = Password)]
     password: String,
@@ -252,12 +307,26 @@ pub struct AcceptInvite {
 pub async fn accept_invite(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
+    public_url: PublicUrl,
     Path(token): Path<String>,
     Json(request): Json<AcceptInvite>,
 ) -> ApiResult<(StatusCode, axum::Json<Session>)> {
+    let name = request
+        .name
+        .as_deref()
+        .map(|name| DisplayName::parse("name", name))
+        .transpose()?;
     let password = Password::parse(request.password)?;
-    let session =
-        accounts::accept_invite(&state.store, state.sessions(), &token, password, client).await?;
+    let session = accounts::accept_invite(
+        &state.store,
+        state.sessions(),
+        &token,
+        name,
+        password,
+        client,
+    )
+    .await?;
+    state.mail_verification_link(&public_url.0, &session).await;
     Ok((StatusCode::CREATED, axum::Json(session)))
 }
 

@@ -13,6 +13,7 @@
 //! An address belongs to an account once verified (`recovery`): until then a sign-up
 //! holds it for `UNVERIFIED_HOLD`, after which another sign-up may take it.
 
+pub mod invites;
 pub mod recovery;
 
 use base64::Engine;
@@ -32,7 +33,9 @@ use crate::ids::{ApiKeyId, InviteId, TenantId, UserId};
 use crate::sessions::{self, Client};
 use crate::tenancy::Tenant;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Key, Query, StoreError, StoreResult, TxOp, Value, WriteOp};
+use sextant_storage::kv::{
+    Condition, Item, Key, Query, StoreError, StoreResult, TxOp, Value, WriteOp,
+};
 use sextant_storage::records::{
     CONFLICT_ATTEMPTS, TTL, Versioned, doc_item, get_doc, query_docs, read_doc, unchanged_doc,
 };
@@ -252,10 +255,23 @@ pub async fn team_name(store: &Store, tenant: &Tenant) -> StoreResult<Option<Str
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Member {
     pub id: UserId,
+    /// What teammates see them as; absent for members who never gave one (the team's
+    /// first admin signs up without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<DisplayName>,
     pub email: Email,
     pub role: Role,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+impl Member {
+    /// How the pages and letters name the member: their name, or their address.
+    pub fn display_name(&self) -> &str {
+        self.name
+            .as_ref()
+            .map_or(self.email.as_str(), DisplayName::as_str)
+    }
 }
 
 /// Accounts made before addresses were verified kept theirs as they were.
@@ -520,6 +536,7 @@ pub async fn signup(
     let tenant = Tenant::verified(TenantId::generate());
     let member = Member {
         id: UserId::generate(),
+        name: None,
         email: email.clone(),
         role: Role::Admin,
         created_at: now,
@@ -793,43 +810,54 @@ pub async fn create_invite(
     if store.kv.get(&email_lookup(&email)).await?.is_some() {
         return Err(AccountError::EmailTaken);
     }
-    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    let token_hash = hash_token(&token);
-    let now = OffsetDateTime::now_utc();
-    let invite = Invite {
-        id: InviteId::generate(),
-        email,
-        role,
-        invited_by: by,
-        created_at: now,
-        expires_at: now + invite_ttl,
-    };
-    let expiry = Value::N(invite.expires_at.unix_timestamp());
-    let lookup = InviteLookup {
-        tenant: tenant.id(),
-        invite: invite.id,
+    let (token, token_hash) = invite_token();
+    let now = store.now();
+    let record = InviteRecord {
+        invite: Invite {
+            id: InviteId::generate(),
+            email,
+            role,
+            invited_by: by,
+            created_at: now,
+            expires_at: now + invite_ttl,
+        },
+        token_hash,
     };
     store
         .kv
         .transact(vec![
-            TxOp::Put(
-                doc_item(
-                    tenant.key(invite_sk(invite.id)),
-                    &InviteRecord {
-                        invite: invite.clone(),
-                        token_hash: token_hash.clone(),
-                    },
-                )?
-                .with(TTL, expiry.clone()),
-                Condition::NotExists,
-            ),
-            TxOp::Put(
-                doc_item(invite_lookup(&token_hash), &lookup)?.with(TTL, expiry),
-                Condition::NotExists,
-            ),
+            TxOp::Put(record.item(tenant)?, Condition::NotExists),
+            TxOp::Put(record.lookup_item(tenant)?, Condition::NotExists),
         ])
         .await?;
-    Ok((invite, token))
+    Ok((record.invite, token))
+}
+
+/// A new invite token, and the hash it is stored as.
+fn invite_token() -> (String, String) {
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let hash = hash_token(&token);
+    (token, hash)
+}
+
+impl InviteRecord {
+    /// The invite under its team, gone with its expiry.
+    fn item(&self, tenant: &Tenant) -> Result<Item, StoreError> {
+        Ok(doc_item(tenant.key(invite_sk(self.invite.id)), self)?.with(TTL, self.expiry()))
+    }
+
+    /// The global lookup its token opens, gone with its expiry.
+    fn lookup_item(&self, tenant: &Tenant) -> Result<Item, StoreError> {
+        let lookup = InviteLookup {
+            tenant: tenant.id(),
+            invite: self.invite.id,
+        };
+        Ok(doc_item(invite_lookup(&self.token_hash), &lookup)?.with(TTL, self.expiry()))
+    }
+
+    fn expiry(&self) -> Value {
+        Value::N(self.invite.expires_at.unix_timestamp())
+    }
 }
 
 pub async fn list_invites(store: &Store, tenant: &Tenant) -> Result<Vec<Invite>> {
@@ -856,12 +884,13 @@ pub async fn revoke_invite(store: &Store, tenant: &Tenant, id: InviteId) -> Resu
     Ok(())
 }
 
-/// Joins the inviting team. The invite is consumed in the same transaction that
-/// creates the member, so it works once.
+/// Joins the inviting team as `name`. The invite is consumed in the same transaction
+/// that creates the member, so it works once.
 pub async fn accept_invite(
     store: &Store,
     sessions: Sessions<'_>,
     token: &str,
+    name: Option<DisplayName>,
     password: Password,
     client: impl Into<Client>,
 ) -> Result<Session> {
@@ -879,13 +908,14 @@ pub async fn accept_invite(
     let record = get_doc::<InviteRecord>(&*store.kv, &invite_key)
         .await?
         .ok_or_else(gone)?;
-    if record.invite.expires_at < OffsetDateTime::now_utc() {
+    if record.invite.expires_at < store.now() {
         return Err(gone());
     }
     let password_hash = password::hash(password).await?;
     let now = store.now();
     let member = Member {
         id: UserId::generate(),
+        name,
         email: record.invite.email.clone(),
         role: record.invite.role,
         created_at: now,
@@ -1064,8 +1094,9 @@ pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> Result
                 ]
             })
             .collect();
-        // User, e-mail and team version take three of the transaction's hundred slots.
-        let room = sextant_storage::kv::MAX_TRANSACT_ITEMS - 3;
+        // User, e-mail, last activity and team version take four of the
+        // transaction's hundred slots.
+        let room = sextant_storage::kv::MAX_TRANSACT_ITEMS - 4;
         let overflow = key_deletes.split_off(key_deletes.len().min(room) & !1);
         let before = overflow
             .into_iter()
@@ -1075,6 +1106,7 @@ pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> Result
         let mut ops = vec![
             TxOp::Delete(tenant.key(user_sk(id)), Condition::Exists),
             TxOp::Delete(email_lookup(&user.member.email), Condition::None),
+            TxOp::Delete(sessions::seen_key(tenant, id), Condition::None),
         ];
         ops.extend(key_deletes);
         Ok(MembershipChange { ops, before })

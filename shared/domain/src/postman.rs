@@ -217,3 +217,38 @@ pub fn budget_reached(
         usage_page.map(|page| (page, "See the usage")),
     )
 }
+
+/// Invites `to` to join `team`, on behalf of the admin `inviter`, through `link`.
+pub fn invite(
+    to: &str,
+    team: &str,
+    inviter: &str,
+    link: &url::Url,
+    expires_in: time::Duration,
+) -> Message {
+    let days = expires_in.whole_days();
+    let lasts = if days >= 2 {
+        format!("{days} days")
+    } else {
+        hours(expires_in)
+    };
+    let paragraphs = vec![
+        format!(
+            "{inviter} invites you to join the team \"{team}\" on Sextant, where it tracks \
+             its machine-learning experiments: runs, metrics and artifacts."
+        ),
+        format!(
+            "The link below lets you choose a name and a password and join. It works once, \
+             for {lasts}."
+        ),
+        "If you did not expect this, ignore this message: nothing happens until the link \
+         is used."
+            .to_owned(),
+    ];
+    letter(
+        to,
+        format!("{inviter} invites you to {team} on Sextant"),
+        &paragraphs,
+        Some((link, "Join the team")),
+    )
+}

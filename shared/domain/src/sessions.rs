@@ -7,6 +7,10 @@
 //! (`~session#{sid}`, also expiring with the token) and drops the record. Sessions
 //! issued before records existed have none: they are not listed, and end with a
 //! password reset (`accounts::end_credentials`) or when they expire.
+//!
+//! Sessions last hours, so when a member was last active outlives them:
+//! `{tenant}` / `seen#{user}`, written when a session is issued and whenever its last
+//! use is noted, for the members page.
 
 use std::net::IpAddr;
 
@@ -74,6 +78,45 @@ pub struct SessionView {
     pub current: bool,
 }
 
+/// When a member last used a session, kept after the session is gone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LastSeen {
+    user: UserId,
+    #[serde(with = "time::serde::rfc3339")]
+    at: OffsetDateTime,
+}
+
+const SEEN_PREFIX: &str = "seen#";
+
+/// Where a member's last activity is kept; removing the member deletes it.
+pub(crate) fn seen_key(tenant: &Tenant, user: UserId) -> Key {
+    tenant.key(format!("{SEEN_PREFIX}{user}"))
+}
+
+async fn note_seen(store: &Store, tenant: &Tenant, user: UserId, at: OffsetDateTime) {
+    let noted = async {
+        let item = doc_item(seen_key(tenant, user), &LastSeen { user, at })?;
+        store.kv.put(item, Condition::None).await
+    };
+    if let Err(err) = noted.await {
+        tracing::warn!(error = %err, "could not note a member's last activity");
+    }
+}
+
+/// When each member of the team was last active in a session (to within five
+/// minutes); members who never signed in are absent.
+pub async fn last_active(
+    store: &Store,
+    tenant: &Tenant,
+) -> StoreResult<std::collections::HashMap<UserId, OffsetDateTime>> {
+    let seen: Vec<LastSeen> = query_docs(
+        &*store.kv,
+        Query::partition(tenant.root()).prefix(SEEN_PREFIX),
+    )
+    .await?;
+    Ok(seen.into_iter().map(|seen| (seen.user, seen.at)).collect())
+}
+
 fn session_id(sid: u64) -> String {
     format!("{sid:016x}")
 }
@@ -118,12 +161,16 @@ pub(crate) async fn record(
     };
     let item = doc_item(record_key(tenant, user, sid), &record)?
         .with(TTL, Value::N(expires_at.unix_timestamp()));
-    store.kv.put(item, Condition::NotExists).await
+    store.kv.put(item, Condition::NotExists).await?;
+    note_seen(store, tenant, user, now).await;
+    Ok(())
 }
 
 /// A session's record as read, to note its use (`note_use`).
 #[derive(Debug)]
 pub(crate) struct Used {
+    tenant: Tenant,
+    user: UserId,
     key: Key,
     record: Option<SessionRecord>,
 }
@@ -137,7 +184,12 @@ pub(crate) async fn read(
 ) -> StoreResult<Used> {
     let key = record_key(tenant, user, sid);
     let record = get_doc::<SessionRecord>(&*store.kv, &key).await?;
-    Ok(Used { key, record })
+    Ok(Used {
+        tenant: *tenant,
+        user,
+        key,
+        record,
+    })
 }
 
 /// Notes that a session was used now, at most every `TOUCH_EVERY`; a failure costs only
@@ -145,6 +197,8 @@ pub(crate) async fn read(
 pub(crate) async fn note_use(store: &Store, used: Used) {
     let now = store.now();
     let Used {
+        tenant,
+        user,
         key,
         record: Some(mut record),
     } = used
@@ -163,7 +217,8 @@ pub(crate) async fn note_use(store: &Store, used: Used) {
             other => other,
         }
     };
-    if let Err(err) = noted.await {
+    let (noted, ()) = futures::join!(noted, note_seen(store, &tenant, user, now));
+    if let Err(err) = noted {
         tracing::warn!(error = %err, "could not note a session's last use");
     }
 }

@@ -180,6 +180,27 @@ impl AppState {
         }
     }
 
+    /// Mails `invite`'s link to the invitee; answers whether it went. A letter that
+    /// cannot go is logged, never an error: the admin can resend it, or pass the link
+    /// on themselves.
+    pub async fn mail_invite(
+        &self,
+        tenant: &sextant_domain::tenancy::Tenant,
+        invite: &sextant_domain::accounts::Invite,
+        link: &url::Url,
+    ) -> bool {
+        let Some(postman) = &self.postman else {
+            tracing::warn!("no mail service is configured: the invite was not mailed");
+            return false;
+        };
+        sextant_domain::accounts::invites::mail(&self.store, postman, tenant, invite, link)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "could not mail the invite");
+                false
+            })
+    }
+
     /// Sets (or lifts) the team's budget and evaluates it at once
     /// (`budgets::set`), sending its letters through this process's postman, linking
     /// to `usage_page` (without a mail service the hourly run sends them later). This

@@ -133,13 +133,13 @@ pub struct OutboxMessage {
 }
 
 impl OutboxMessage {
-    /// The first link in the text to the page `page` that carries a token, as a reader
-    /// of the mail would open it.
+    /// The first link in the text to the page `page` that carries a token (as
+    /// `/{page}?token=...` or `/{page}/{token}`), as a reader of the mail would open it.
     pub fn link_to(&self, page: &str) -> Option<&str> {
-        let path = format!("/{page}?token=");
-        self.text
-            .split_whitespace()
-            .find(|word| word.starts_with("http") && word.contains(&path))
+        let (in_query, in_path) = (format!("/{page}?token="), format!("/{page}/"));
+        self.text.split_whitespace().find(|word| {
+            word.starts_with("http") && (word.contains(&in_query) || word.contains(&in_path))
+        })
     }
 }
 

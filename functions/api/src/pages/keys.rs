@@ -11,11 +11,9 @@ use sextant_domain::ids::ApiKeyId;
 use sextant_edge::error;
 use sextant_edge::http::PublicUrl;
 
-use super::layout::{Section, csrf_field, respond};
+use super::layout::{Section, csrf_field, parse_role, respond, role_select};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
 use super::{PageError, PageResult, when};
-
-const ROLES: [Role; 3] = [Role::Viewer, Role::Member, Role::Admin];
 
 /// What the page shows besides the keys: a secret just made, or why a key was not.
 enum Notice<'a> {
@@ -66,13 +64,7 @@ async fn render(page: &Page, user: &User, status: StatusCode, notice: Notice<'_>
         form #new-key .inline method="post" action="/settings/keys" {
             (csrf_field(&csrf))
             label { "Name " input type="text" name="name" required maxlength="100"; }
-            label { "Role "
-                select name="role" {
-                    @for role in ROLES {
-                        option value=(role) selected[role == Role::Member] { (role) }
-                    }
-                }
-            }
+            label { "Role " (role_select(Role::Member)) }
             button type="submit" { "Create key" }
         }
     };
@@ -117,9 +109,7 @@ pub async fn create(
     form: CsrfForm,
 ) -> PageResult {
     user.require(Role::Admin)?;
-    let role = ROLES
-        .into_iter()
-        .find(|role| role.as_str() == form.get("role"));
+    let role = parse_role(form.get("role"));
     let created = match DisplayName::parse("name", form.get("name")) {
         Ok(name) => {
             accounts::create_api_key(

@@ -5,7 +5,28 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 
+use sextant_domain::credentials::Role;
+
 use super::security::{CSRF_FIELD, Page};
+
+/// The roles a form offers, least first.
+const ROLES: [Role; 3] = [Role::Viewer, Role::Member, Role::Admin];
+
+/// The role a form's field names; `None` for anything else.
+pub fn parse_role(text: &str) -> Option<Role> {
+    ROLES.into_iter().find(|role| role.as_str() == text)
+}
+
+/// A `<select>` of the roles, `selected` chosen.
+pub fn role_select(selected: Role) -> Markup {
+    html! {
+        select name="role" {
+            @for role in ROLES {
+                option value=(role) selected[role == selected] { (role) }
+            }
+        }
+    }
+}
 
 /// Where the page belongs in the navigation, to mark the current section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +34,7 @@ pub enum Section {
     None,
     Projects,
     Keys,
+    Members,
     Usage,
     Account,
 }
@@ -48,6 +70,7 @@ pub fn document(page: &Page, section: Section, title: &str, body: Markup) -> Mar
                         nav {
                             a href="/projects" aria-current=[(section == Section::Projects).then_some("page")] { "Projects" }
                             a href="/settings/keys" aria-current=[(section == Section::Keys).then_some("page")] { "API keys" }
+                            a #members-link href="/settings/members" aria-current=[(section == Section::Members).then_some("page")] { "Members" }
                             a href="/usage" aria-current=[(section == Section::Usage).then_some("page")] { "Usage" }
                             a #account-link href="/settings/account" aria-current=[(section == Section::Account).then_some("page")] { "Account" }
                         }

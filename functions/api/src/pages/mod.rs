@@ -12,7 +12,9 @@
 //! - `/runs/{run}` (with `/abort`, `/share`, `/artifacts/{path}`): a run;
 //! - `/points?line=...`: the points the interactive charts draw (`points.rs`);
 //! - `/compare?run=..&run=..`: runs side by side;
-//! - `/settings/keys`: API keys; `/usage` (and `/usage/reports/{month}.csv|json`): usage;
+//! - `/settings/keys`: API keys; `/settings/members` (with `/invites`, and a member's
+//!   `/role` and `/remove`): members and invites; `/join/{token}`: an invite's link;
+//! - `/usage` (and `/usage/reports/{month}.csv|json`): usage;
 //!   `POST /usage/budget`: an admin sets the monthly budget;
 //! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
 //!   `/settings/account`: the member's address, password and sessions;
@@ -25,8 +27,10 @@ pub mod views;
 mod account;
 mod auth;
 mod compare;
+mod join;
 mod keys;
 mod layout;
+mod members;
 mod plots;
 mod points;
 mod projects;
@@ -84,6 +88,22 @@ pub fn routes() -> Router<AppState> {
         .route("/compare", get(compare::page))
         .route("/settings/keys", get(keys::page).post(keys::create))
         .route("/settings/keys/{id}/revoke", post(keys::revoke))
+        .route("/settings/members", get(members::page))
+        .route("/settings/members/invites", post(members::invite))
+        .route(
+            "/settings/members/invites/{id}/resend",
+            post(members::resend),
+        )
+        .route(
+            "/settings/members/invites/{id}/revoke",
+            post(members::revoke_invite),
+        )
+        .route("/settings/members/{id}/role", post(members::change_role))
+        .route(
+            "/settings/members/{id}/remove",
+            get(members::remove_form).post(members::remove),
+        )
+        .route("/join/{token}", get(join::form).post(join::join))
         .route("/usage", get(usage::page))
         .route("/usage/budget", post(usage::set_budget))
         .route("/usage/reports/{file}", get(usage::report))
