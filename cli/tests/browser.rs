@@ -5,8 +5,11 @@
 //! one, creates a key on the settings page, logs a run through
 //! the API with that key, finds the run's chart with the logged extremes, aborts the
 //! run from its page and shares it; a fresh logged-out browser opens the share URL.
-//! Screenshots of the account page, the run page and the share page are written under
-//! `target/screenshots/`.
+//! Then the team grows: the admin invites a teammate from the members page, who opens
+//! the mailed link in a browser of their own, joins and sees the run; demoted to
+//! viewer, they lose its write controls, and removed, they are logged out on their
+//! next request. Screenshots of the account, run, share, members and join pages are
+//! written under `target/screenshots/`.
 //!
 //! A second walk-through explores a sweep in the project workspace: hovers a chart and
 //! checks every value under the cursor against what was logged, highlights and hides a
@@ -285,8 +288,103 @@ async fn scenario() {
         );
     }
     shared.screenshot(&screenshots.join("share-page.png")).await;
-
     stranger.close().await.unwrap();
+
+    // The admin invites a teammate from the members page.
+    page.open("/settings/members").await;
+    let teammate_email = format!("teammate-{}@example.com", std::process::id());
+    let form = page.wait_for("form#invite").await;
+    fill(&form, "email", &teammate_email).await;
+    form.find(Locator::Css("[name=role]"))
+        .await
+        .unwrap()
+        .select_by_value("member")
+        .await
+        .unwrap();
+    submit(&form).await;
+    assert!(page.text("#invite-sent").await.contains(&teammate_email));
+
+    // The teammate opens the mailed link in a browser of their own, logged out.
+    let invited = browsers.open().await;
+    let teammate = Page {
+        client: &invited,
+        server: &server,
+    };
+    teammate
+        .follow(&mailed_link(data.path(), &teammate_email, "join"))
+        .await;
+    assert_eq!(teammate.text("#join-team").await, "Browser Whales");
+    assert!(teammate.text("#join-invited-by").await.contains(&email));
+    teammate
+        .screenshot(&screenshots.join("join-page.png"))
+        .await;
+    let form = teammate.wait_for("form#join").await;
+    fill(&form, "name", "Grace Hopper").await;
+    fill(&form, "password", PASSWORD).await;
+    submit(&form).await;
+    teammate.wait_for_path("/projects").await;
+    teammate.open("/projects/browser").await;
+    assert!(teammate.text("table").await.contains(run_name));
+    teammate.open(&run_path).await;
+    assert_eq!(teammate.text("h1").await, run_name);
+    teammate.wait_for("form#share").await;
+
+    // The admin sees the teammate, and demotes them to viewer: the run's write
+    // controls are gone from their page.
+    page.open("/settings/members").await;
+    let row = page.member_row(&teammate_email).await;
+    assert!(
+        text_in(&row, "td.member-name")
+            .await
+            .contains("Grace Hopper")
+    );
+    page.screenshot(&screenshots.join("members-page.png")).await;
+    let form = row.find(Locator::Css("form.change-role")).await.unwrap();
+    form.find(Locator::Css("[name=role]"))
+        .await
+        .unwrap()
+        .select_by_value("viewer")
+        .await
+        .unwrap();
+    submit(&form).await;
+    page.wait_for_path("/settings/members").await;
+    let row = page.member_row(&teammate_email).await;
+    assert_eq!(
+        row.find(Locator::Css("select[name=role]"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("viewer")
+    );
+    teammate.open(&run_path).await;
+    assert_eq!(teammate.text("h1").await, run_name);
+    for control in ["form#share", "form#abort", "form.revoke-share"] {
+        assert!(
+            teammate.find_all(control).await.is_empty(),
+            "a viewer sees {control}"
+        );
+    }
+
+    // Removed, after the confirmation that says what it does: the teammate's next
+    // request finds them logged out.
+    let row = page.member_row(&teammate_email).await;
+    row.find(Locator::Css("a.remove-member"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    assert!(page.text("ul#removal-effects").await.contains("logged out"));
+    submit(&page.wait_for("form#remove-member").await).await;
+    page.wait_for_path("/settings/members").await;
+    assert_eq!(page.find_all("table#members tbody tr").await.len(), 1);
+    teammate.open("/projects").await;
+    teammate.wait_for_path("/login").await;
+
+    invited.close().await.unwrap();
     browser.close().await.unwrap();
 }
 
@@ -921,6 +1019,17 @@ impl Page<'_> {
         let source = self.client.source().await.unwrap_or_default();
         let excerpt: String = source.chars().take(3000).collect();
         panic!("{problem} at {url:?}; the page:\n{excerpt}");
+    }
+
+    /// The members table's row of the member with address `email`.
+    async fn member_row(&self, email: &str) -> Element {
+        self.wait_for("table#members").await;
+        for row in self.find_all("table#members tbody tr").await {
+            if text_in(&row, "td.member-email").await == email {
+                return row;
+            }
+        }
+        self.fail(&format!("no member {email}")).await
     }
 
     /// The legend entries of a chart, in order.
