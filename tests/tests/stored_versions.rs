@@ -3,7 +3,7 @@
 //! teams now start at version 1 where they started at 0, or carried no version at all;
 //! members and their addresses gained verification, and sessions records; hourly
 //! usage records gained byte-seconds; run records gained external ids and their series
-//! step units.
+//! step units; members gained names.
 
 use sextant_domain::accounts;
 use sextant_domain::credentials::Role;
@@ -290,4 +290,70 @@ async fn a_run_from_before_step_units_counts_whole_steps_and_takes_batches() {
     assert_eq!(loaded.record.series["loss"].step_unit, StepUnit::Whole);
     assert_eq!(loaded.record.series["loss"].count, 4);
     assert_eq!(loaded.record.external_id, None);
+}
+
+/// Members from before members had names: their records have no `name`. They list by
+/// their address, and take role changes.
+#[tokio::test]
+async fn a_member_stored_before_names_lists_by_address_and_takes_role_changes() {
+    use sextant_domain::accounts::{DisplayName, Email};
+    use sextant_domain::credentials::password::Password;
+
+    let (state, _dir) = embedded_state().await;
+    let client = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
+    let signed_up = accounts::signup(
+        &state.store,
+        state.sessions(),
+        DisplayName::parse("team", "Old timers").unwrap(),
+        Email::parse(&format!("{}@example.com", sextant_tests::unique("admin"))).unwrap(),
+        Password::parse("an old, long password".into()).unwrap(),
+        client,
+    )
+    .await
+    .unwrap();
+    let admin = sextant_edge::auth::authenticate(
+        &state,
+        &signed_up.api_key,
+        sextant_domain::credentials::Plane::Control,
+    )
+    .await
+    .unwrap();
+    let address = format!("{}@example.com", sextant_tests::unique("old"));
+    let (_, token) = accounts::create_invite(
+        &state.store,
+        state.settings.invite_ttl,
+        &admin.tenant,
+        admin.user,
+        Email::parse(&address).unwrap(),
+        Role::Member,
+    )
+    .await
+    .unwrap();
+    let joined = accounts::accept_invite(
+        &state.store,
+        state.sessions(),
+        &token,
+        Some(DisplayName::parse("name", "Named now").unwrap()),
+        Password::parse("another long password".into()).unwrap(),
+        client,
+    )
+    .await
+    .unwrap();
+    let user_key = admin.tenant.key(format!("user#{}", joined.user_id));
+    as_written_before(&state, &user_key, &["name"]).await;
+
+    let members = accounts::list_members(&state.store, &admin.tenant)
+        .await
+        .unwrap();
+    let old = members
+        .iter()
+        .find(|member| member.id == joined.user_id)
+        .expect("the member from before");
+    assert_eq!(old.name, None);
+    assert_eq!(old.display_name(), address);
+    let changed = accounts::change_role(&state.store, &admin.tenant, joined.user_id, Role::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(changed.role, Role::Viewer);
+    assert_eq!(changed.name, None);
 }
