@@ -1,7 +1,8 @@
-//! A team grows in the pages: `/settings/members` (members, pending invites, and the
-//! admin's controls over both) and `/join/{token}` (where an invite's mailed link
-//! lands). The pages obey the roles the API does: only admins see or send the forms
-//! that change the team, and each needs its CSRF token.
+//! A team grows, and ends, in the pages: `/settings/members` (members, pending
+//! invites, and the admin's controls over both), `/join/{token}` (where an invite's
+//! mailed link lands) and `/settings/team` (rename or delete the team). The pages obey
+//! the roles the API does: only admins see or send the forms that change the team, and
+//! each needs its CSRF token.
 
 use std::sync::Arc;
 
@@ -308,7 +309,7 @@ async fn members_and_viewers_see_the_list_without_controls_and_their_forms_are_r
 }
 
 #[tokio::test]
-async fn every_members_form_needs_its_csrf_token() {
+async fn every_members_and_team_form_needs_its_csrf_token() {
     let app = TestApp::spawn().await;
     let team = app.signup().await;
     let admin = logged_in(&app, &team).await;
@@ -338,6 +339,11 @@ async fn every_members_form_needs_its_csrf_token() {
             format!("/join/{token}"),
             vec![("name", "N"), ("password", PASSWORD)],
         ),
+        ("/settings/team/name".to_owned(), vec![("name", "Renamed")]),
+        (
+            "/settings/team/delete".to_owned(),
+            vec![("confirm", "Whale Watchers")],
+        ),
     ] {
         let refused = admin.post(&path, &fields).await;
         assert_eq!(
@@ -349,6 +355,10 @@ async fn every_members_form_needs_its_csrf_token() {
     let (_, invites) = app.get("/v1/invites", &team.api_key).await;
     assert_eq!(invites["invites"].as_array().unwrap().len(), 1);
     assert_eq!(members_json(&app, &team).await.len(), 1);
+    assert_eq!(
+        admin.get("/projects").await.text("header .team"),
+        "Whale Watchers"
+    );
 }
 
 #[tokio::test]
@@ -418,4 +428,111 @@ async fn an_admin_demotes_and_removes_a_member_who_then_loses_the_controls_and_t
     assert_eq!(ada.get("/projects").await.location(), "/login");
     let (status, _) = app.get("/v1/projects", &ada_key).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn an_admin_renames_the_team_and_only_admins_reach_the_team_settings() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let admin = logged_in(&app, &team).await;
+    let projects = admin.get("/projects").await;
+    assert_eq!(projects.count("a#team-link"), 1);
+    let blank = admin
+        .submit("/settings/team", "form#rename-team", &[("name", "  ")])
+        .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    assert_eq!(blank.count("p.error"), 1);
+    let renamed = admin
+        .submit(
+            "/settings/team",
+            "form#rename-team",
+            &[("name", "Orca Observers")],
+        )
+        .await;
+    assert_eq!(renamed.location(), "/settings/team");
+    assert_eq!(
+        admin.get("/projects").await.text("header .team"),
+        "Orca Observers"
+    );
+
+    let email = format!("{}@example.com", unique("member"));
+    invite(&admin, &email, "member").await;
+    let member = join(&app, &email, "Member").await;
+    let page = member.get("/projects").await;
+    assert_eq!(page.count("a#team-link"), 0);
+    assert_eq!(
+        member.get("/settings/team").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let csrf = csrf(&page);
+    for (path, fields) in [
+        ("/settings/team/name", vec![("name", "Taken over")]),
+        ("/settings/team/delete", vec![("confirm", "Orca Observers")]),
+    ] {
+        let mut fields = fields;
+        fields.push(("csrf", &csrf));
+        assert_eq!(
+            member.post(path, &fields).await.status,
+            StatusCode::FORBIDDEN,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        member.get("/projects").await.text("header .team"),
+        "Orca Observers"
+    );
+}
+
+#[tokio::test]
+async fn deleting_the_team_from_its_page_needs_its_name_and_signs_everyone_out() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let admin = logged_in(&app, &team).await;
+    let email = format!("{}@example.com", unique("member"));
+    invite(&admin, &email, "member").await;
+    let member = join(&app, &email, "Member").await;
+
+    let wrong = admin
+        .submit(
+            "/settings/team",
+            "form#delete-team",
+            &[("confirm", "Whale")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    assert!(wrong.text("p.error").contains("nothing was deleted"));
+    let (status, _) = app.get(&format!("/v1/runs/{run}"), &team.api_key).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let deleted = admin
+        .submit(
+            "/settings/team",
+            "form#delete-team",
+            &[("confirm", "Whale Watchers")],
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert!(deleted.text("#team-deleted").contains("are gone"));
+    assert!(deleted.set_cookie("sextant_session").contains("Max-Age=0"));
+    assert_eq!(admin.get("/projects").await.location(), "/login");
+    assert_eq!(member.get("/projects").await.location(), "/login");
+    let (status, _) = app.get("/v1/projects", &team.api_key).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The addresses are free: the admin signs up anew.
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/signup",
+            None,
+            Some(json!({"team": "Second life", "email": team.email, "password": PASSWORD})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, runs) = app.get("/v1/projects", &text(&body, "api_key")).await;
+    assert_eq!(
+        runs["projects"],
+        json!([]),
+        "a new team, with nothing of the old"
+    );
 }

@@ -2,11 +2,13 @@
 //! accounts for from its event, never from the clock, so a late or repeated invocation
 //! accounts for the right hour and tests can drive simulated days.
 //!
-//! Each run rolls up the hour its event names and every hour missed before it
-//! (`sextant_domain::metering`), then settles the sweep's notes that have fallen due
-//! (`sextant_domain::sweep`), so that every byte stored is billed or gone and every run
-//! that logged is folded (`sextant_domain::series::fold`); running an hour twice changes
-//! nothing. Then it evaluates every team's budget (`sextant_domain::budgets`): letters
+//! Each run first finishes any team deletion that stopped halfway
+//! (`sextant_domain::deletion::delete_team`). Then it rolls up the hour its event names
+//! and every hour missed before it (`sextant_domain::metering`; closing a month stops
+//! billing the teams deleted in it), then settles the sweep's notes that have fallen
+//! due (`sextant_domain::sweep`), so that every byte stored is billed or gone and every
+//! run that logged is folded (`sextant_domain::series::fold`); running an hour twice
+//! changes nothing. Then it evaluates every team's budget (`sextant_domain::budgets`): letters
 //! at 50, 80 and 100 % of it, and the hard stop. Until it has seen every team once, it
 //! also notes runs logged before folds existed. Last, it POSTs the closed monthly
 //! reports due to the operator's webhook (`sextant_domain::report_delivery`), through
@@ -25,13 +27,15 @@ use sextant_domain::report_delivery::{
     WebhookSecret,
 };
 use sextant_domain::sweep::{self, Claimant};
-use sextant_domain::{artifacts, images, metering, series};
+use sextant_domain::{artifacts, deletion, images, metering, series};
 use sextant_storage::{Storage, Store};
 use time::OffsetDateTime;
 
 /// What one run did.
 #[derive(Debug, Default, Serialize)]
 pub struct RunReport {
+    /// Team deletions that had stopped halfway, finished.
+    pub teams_deleted: usize,
     /// Hours rolled up.
     pub hours: usize,
     /// Sweep notes settled, and the bytes their settling deleted.
@@ -99,8 +103,10 @@ impl Metering {
     /// sweep of every note due by then, the budgets, and the deliveries of closed
     /// reports due now.
     pub async fn run(&self, hour: MeteringHour) -> Result<RunReport> {
+        let teams_deleted = deletion::finish_team_deletions(&self.store).await?;
         let hours = self.roll_up_through(hour.start).await?;
         let mut report = self.sweep_due(hour.end()).await?;
+        report.teams_deleted = teams_deleted;
         report.hours = hours.len();
         report.runs_noted =
             series::fold::note_unfolded_runs(&self.store, MIGRATION_TENANTS_A_RUN).await?;
@@ -155,6 +161,8 @@ impl Metering {
     async fn close_reports(&self, month: BillingMonth) -> Result<()> {
         billing::close_month(&self.store, &self.plan, month).await?;
         report_delivery::schedule(&self.store, month).await?;
+        // Teams deleted in the month have their final report now: billing them stops.
+        metering::forget_closed(&self.store, month).await?;
         Ok(())
     }
 

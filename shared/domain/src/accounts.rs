@@ -1115,3 +1115,81 @@ pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> Result
     tracing::info!(tenant = %tenant.id(), user = %id, keys = keys.len(), "member removed");
     Ok(())
 }
+
+/// Renames the team; answers the name it has now.
+pub async fn rename_team(store: &Store, tenant: &Tenant, name: DisplayName) -> Result<DisplayName> {
+    let key = tenant.key(TEAM);
+    for _ in 0..CONFLICT_ATTEMPTS {
+        let item = store
+            .kv
+            .get(&key)
+            .await?
+            .ok_or_else(|| AccountError::TeamMissing)?;
+        let mut team = Versioned::<TeamRecord>::read(&item)?;
+        team.record.name = name.clone();
+        match store
+            .kv
+            .put(team.next_item(key.clone())?, team.unchanged())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(tenant = %tenant.id(), "team renamed");
+                return Ok(name);
+            }
+            Err(err) if err.is_conflict() => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(AccountError::ConcurrentUpdate)
+}
+
+/// Takes every way into a team away at once, for a team being deleted: its members
+/// (with their addresses, which become free to sign up with), API keys and invites go,
+/// with the global lookups that authenticate them, so no session, key or invite opens
+/// the team from now on. The team's record stays, for its data's deletion to finish.
+/// Safe to repeat.
+pub async fn revoke_all_access(store: &Store, tenant: &Tenant) -> Result<()> {
+    let root = || Query::partition(tenant.root());
+    let (users, keys, invites) = futures::try_join!(
+        query_docs::<UserRecord>(&*store.kv, root().prefix("user#")),
+        query_docs::<ApiKey>(&*store.kv, root().prefix("key#")),
+        query_docs::<InviteRecord>(&*store.kv, root().prefix("invite#")),
+    )?;
+    let mut deletes = Vec::new();
+    for key in &keys {
+        deletes.push(WriteOp::Delete(key_lookup(key.id)));
+        deletes.push(WriteOp::Delete(tenant.key(key_sk(key.id))));
+    }
+    for record in &invites {
+        deletes.push(WriteOp::Delete(invite_lookup(&record.token_hash)));
+        deletes.push(WriteOp::Delete(tenant.key(invite_sk(record.invite.id))));
+    }
+    store.kv.batch_write(deletes).await?;
+    for user in &users {
+        // An address that was never verified may be another account's by now.
+        let address = email_lookup(&user.member.email);
+        if let Some(lookup) = store.kv.get(&address).await?
+            && read_doc::<EmailRecord>(&lookup)?.user == user.member.id
+        {
+            match store.kv.delete(&address, unchanged_doc(&lookup)).await {
+                Ok(()) | Err(StoreError::ConditionFailed) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        store
+            .kv
+            .batch_write(vec![
+                WriteOp::Delete(tenant.key(user_sk(user.member.id))),
+                WriteOp::Delete(sessions::seen_key(tenant, user.member.id)),
+            ])
+            .await?;
+    }
+    tracing::info!(
+        tenant = %tenant.id(),
+        members = users.len(),
+        keys = keys.len(),
+        invites = invites.len(),
+        "team access revoked"
+    );
+    Ok(())
+}

@@ -44,7 +44,7 @@ use crate::postman::{self, Postman};
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Item, Key, Query, StoreError};
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult};
 use sextant_storage::records::{doc_item, get_doc, query_docs};
 
 /// The shares of the budget whose reaching is told, in percent.
@@ -178,6 +178,15 @@ impl Budget {
                 .saturating_add(bought),
         )
     }
+}
+
+/// Drops the team's budget, without evaluating anything: for a team being deleted.
+pub async fn forget(store: &Store, tenant: &Tenant) -> StoreResult<()> {
+    store
+        .kv
+        .delete(&budget_key(tenant), Condition::None)
+        .await?;
+    store.kv.delete(&mark_key(tenant), Condition::None).await
 }
 
 fn budget_key(tenant: &Tenant) -> Key {
@@ -323,13 +332,7 @@ pub async fn set(
                 .put(doc_item(budget_key(tenant), budget)?, Condition::None)
                 .await?;
         }
-        None => {
-            store
-                .kv
-                .delete(&budget_key(tenant), Condition::None)
-                .await?;
-            store.kv.delete(&mark_key(tenant), Condition::None).await?;
-        }
+        None => forget(store, tenant).await?,
     }
     let month = BillingMonth::of(store.now());
     let (usage, _) = evaluate(store, plan, mail, tenant, month, Retry::NewOnly).await?;

@@ -1,11 +1,13 @@
 //! Cascading deletes, in the one place that knows what a run owns: its artifacts,
-//! images, shares and job go before its points and its record, and a project's runs
-//! before the project. Each step is safe to repeat, so a delete that stopped halfway
-//! (a timeout, a crash) is finished by the next one.
+//! images, shares and job go before its points and its record, a project's runs
+//! before the project, and a team's access and projects before the rest of it. Each
+//! step is safe to repeat, so a delete that stopped halfway (a timeout, a crash) is
+//! finished by the next one.
 
 use futures::{StreamExt, TryStreamExt};
-use sextant_storage::kv::{Condition, StoreError, TxOp};
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, WriteOp};
 
+use crate::accounts::AccountError;
 use crate::artifacts::ArtifactError;
 use crate::error::{Coded, Error, ErrorCode};
 use crate::ids::RunId;
@@ -16,12 +18,16 @@ use crate::runs::RunError;
 use crate::series::SeriesError;
 use crate::shares::ShareError;
 use crate::tenancy::Tenant;
-use crate::{artifacts, images, queue, runs, series, shares, views};
+use crate::{accounts, artifacts, budgets, images, metering, queue, runs, series, shares, views};
 use sextant_storage::Store;
 
 /// What stopped a delete; deleting again finishes it.
 #[derive(Debug, thiserror::Error)]
 pub enum DeletionError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error(transparent)]
+    Project(#[from] projects::ProjectError),
     #[error(transparent)]
     Run(#[from] RunError),
     #[error(transparent)]
@@ -41,6 +47,8 @@ pub enum DeletionError {
 impl Coded for DeletionError {
     fn code(&self) -> ErrorCode {
         match self {
+            Self::Account(err) => err.code(),
+            Self::Project(err) => err.code(),
             Self::Run(err) => err.code(),
             Self::Artifact(err) => err.code(),
             Self::Image(err) => err.code(),
@@ -53,6 +61,8 @@ impl Coded for DeletionError {
 
     fn into_error(self) -> Error {
         match self {
+            Self::Account(err) => err.into(),
+            Self::Project(err) => err.into(),
             Self::Run(err) => err.into(),
             Self::Artifact(err) => err.into(),
             Self::Image(err) => err.into(),
@@ -106,4 +116,72 @@ pub async fn delete_project(store: &Store, tenant: &Tenant, project: &Project) -
     ));
     store.kv.transact(ops).await?;
     Ok(())
+}
+
+/// The teams whose deletion began and has not finished: the hourly metering run
+/// finishes each (`finish_team_deletions`).
+const DELETING_TEAMS: &str = "~deleting";
+
+fn deleting_mark(tenant: &Tenant) -> Key {
+    Key::new(DELETING_TEAMS, tenant.id().to_string())
+}
+
+/// Deletes a team: first every way into it (members, keys, invites: nobody is signed
+/// in to it from then on), then its budget, its projects with all their runs and
+/// data, and everything else it kept. What it logged and stored up to now is billed in
+/// the final report of this month (the usage records stay for it), and nothing after.
+/// A deletion that stops halfway is finished by the next hourly run, or by deleting
+/// again.
+pub async fn delete_team(store: &Store, tenant: &Tenant) -> Result<()> {
+    store
+        .kv
+        .put(Item::new(deleting_mark(tenant)), Condition::None)
+        .await?;
+    accounts::revoke_all_access(store, tenant).await?;
+    budgets::forget(store, tenant).await?;
+    for project in projects::list(store, tenant).await? {
+        delete_project(store, tenant, &project).await?;
+    }
+    // What is left: the team's record, session records and counters under its root,
+    // and the reverse edges of its lineage. Its usage partition stays: it is the bill.
+    for partition in [tenant.root(), tenant.partition("lineage")] {
+        delete_partition(store, &partition).await?;
+    }
+    metering::mark_closed(store, tenant).await?;
+    store
+        .kv
+        .delete(&deleting_mark(tenant), Condition::None)
+        .await?;
+    tracing::info!(tenant = %tenant.id(), "team deleted");
+    Ok(())
+}
+
+/// Deletes every item of a partition, page by page.
+async fn delete_partition(store: &Store, partition: &str) -> Result<()> {
+    loop {
+        let page = store.kv.query(Query::partition(partition)).await?;
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        let deletes = page
+            .items
+            .into_iter()
+            .map(|item| WriteOp::Delete(item.key))
+            .collect();
+        store.kv.batch_write(deletes).await?;
+    }
+}
+
+/// Finishes every team deletion that stopped halfway; answers how many it finished.
+pub async fn finish_team_deletions(store: &Store) -> Result<usize> {
+    let pending = store.kv.query(Query::partition(DELETING_TEAMS)).await?;
+    let mut finished = 0;
+    for item in pending.items {
+        let Ok(tenant) = item.key.sk.parse() else {
+            continue;
+        };
+        delete_team(store, &Tenant::verified(tenant)).await?;
+        finished += 1;
+    }
+    Ok(finished)
 }

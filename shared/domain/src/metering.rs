@@ -20,6 +20,9 @@
 //! `MAX_BACKFILL_HOURS`). The very first run (no cursor yet) starts at the first hour
 //! anything happened in, so a deployment whose metering first ran days late still
 //! bills from its first point.
+//!
+//! A deleted team is sampled until the month it was deleted in is closed, so its
+//! final report bills its last hours; then its marks go (`metering#closed`).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Mutex;
@@ -33,7 +36,7 @@ use crate::ids::TenantId;
 use crate::tenancy::Tenant;
 use crate::usage;
 use sextant_storage::Store;
-use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value};
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, StoreResult, Value, WriteOp};
 use sextant_storage::records::{doc_item, get_doc};
 
 /// Tenants whose records one roll-up writes at once: every storing tenant is sampled
@@ -136,6 +139,42 @@ pub async fn mark_active(
 /// before the write that grows its storage.
 pub async fn mark_storer(store: &Store, marks: &Marks, tenant: &Tenant) -> StoreResult<()> {
     mark(store, marks, STORERS.to_owned(), tenant, Some(store.now())).await
+}
+
+/// Teams deleted (`deletion::delete_team`), with when their data was gone: each is
+/// sampled until the month it was deleted in is closed (its final report), and from
+/// then on no more (`forget_closed`).
+const CLOSED: &str = "metering#closed";
+
+/// Marks a deleted team whose data is all gone, so its billing stops once its final
+/// report is made. The first mark stays, as the storer mark's does.
+pub async fn mark_closed(store: &Store, tenant: &Tenant) -> StoreResult<()> {
+    let item = Item::new(Key::new(CLOSED, tenant.id().to_string()))
+        .with(SINCE, Value::N(store.now().unix_timestamp()));
+    match store.kv.put(item, Condition::NotExists).await {
+        Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// After `month`'s reports are closed: the teams deleted before it ended have had
+/// their final report, so the roll-up stops visiting them. Answers how many.
+pub async fn forget_closed(store: &Store, month: BillingMonth) -> StoreResult<usize> {
+    let mut forgotten = 0;
+    for (tenant, since) in marked(store, CLOSED).await? {
+        if since.is_some_and(|since| since < month.end()) {
+            let sk = tenant.to_string();
+            store
+                .kv
+                .batch_write(vec![
+                    WriteOp::Delete(Key::new(STORERS, sk.clone())),
+                    WriteOp::Delete(Key::new(CLOSED, sk)),
+                ])
+                .await?;
+            forgotten += 1;
+        }
+    }
+    Ok(forgotten)
 }
 
 /// One tenant's usage in one hour.

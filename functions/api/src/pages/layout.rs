@@ -35,6 +35,7 @@ pub enum Section {
     Projects,
     Keys,
     Members,
+    Team,
     Usage,
     Account,
 }
@@ -71,6 +72,9 @@ pub fn document(page: &Page, section: Section, title: &str, body: Markup) -> Mar
                             a href="/projects" aria-current=[(section == Section::Projects).then_some("page")] { "Projects" }
                             a href="/settings/keys" aria-current=[(section == Section::Keys).then_some("page")] { "API keys" }
                             a #members-link href="/settings/members" aria-current=[(section == Section::Members).then_some("page")] { "Members" }
+                            @if user.caller.role == Role::Admin {
+                                a #team-link href="/settings/team" aria-current=[(section == Section::Team).then_some("page")] { "Team" }
+                            }
                             a href="/usage" aria-current=[(section == Section::Usage).then_some("page")] { "Usage" }
                             a #account-link href="/settings/account" aria-current=[(section == Section::Account).then_some("page")] { "Account" }
                         }

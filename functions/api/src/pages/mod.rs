@@ -14,6 +14,7 @@
 //! - `/compare?run=..&run=..`: runs side by side;
 //! - `/settings/keys`: API keys; `/settings/members` (with `/invites`, and a member's
 //!   `/role` and `/remove`): members and invites; `/join/{token}`: an invite's link;
+//!   `/settings/team` (with `/name` and `/delete`): rename or delete the team;
 //! - `/usage` (and `/usage/reports/{month}.csv|json`): usage;
 //!   `POST /usage/budget`: an admin sets the monthly budget;
 //! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
@@ -37,6 +38,7 @@ mod projects;
 mod runs;
 mod security;
 mod share;
+mod team;
 mod usage;
 mod workspace;
 
@@ -104,6 +106,9 @@ pub fn routes() -> Router<AppState> {
             get(members::remove_form).post(members::remove),
         )
         .route("/join/{token}", get(join::form).post(join::join))
+        .route("/settings/team", get(team::page))
+        .route("/settings/team/name", post(team::rename))
+        .route("/settings/team/delete", post(team::delete))
         .route("/usage", get(usage::page))
         .route("/usage/budget", post(usage::set_budget))
         .route("/usage/reports/{file}", get(usage::report))
