@@ -54,6 +54,35 @@ async fn join(app: &TestApp, email: &str, name: &str) -> Browser {
     newcomer
 }
 
+/// A team with a run, its admin signed in, and a member who joined from an invite,
+/// signed in in a browser of their own.
+struct Teammates {
+    app: TestApp,
+    team: Team,
+    run: String,
+    admin: Browser,
+    member: Browser,
+    email: String,
+}
+
+async fn teammates() -> Teammates {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let run = app.new_run(&team.api_key).await;
+    let admin = logged_in(&app, &team).await;
+    let email = format!("{}@example.com", unique("ada"));
+    invite(&admin, &email, "member").await;
+    let member = join(&app, &email, "Ada").await;
+    Teammates {
+        app,
+        team,
+        run,
+        admin,
+        member,
+        email,
+    }
+}
+
 async fn members_json(app: &TestApp, team: &Team) -> Vec<Value> {
     let (_, members) = app.get("/v1/members", &team.api_key).await;
     members["members"].as_array().unwrap().clone()
@@ -363,13 +392,14 @@ async fn every_members_and_team_form_needs_its_csrf_token() {
 
 #[tokio::test]
 async fn an_admin_demotes_and_removes_a_member_who_then_loses_the_controls_and_their_access() {
-    let app = TestApp::spawn().await;
-    let team = app.signup().await;
-    let run = app.new_run(&team.api_key).await;
-    let admin = logged_in(&app, &team).await;
-    let email = format!("{}@example.com", unique("ada"));
-    invite(&admin, &email, "member").await;
-    let ada = join(&app, &email, "Ada").await;
+    let Teammates {
+        app,
+        team,
+        run,
+        admin,
+        member: ada,
+        email,
+    } = teammates().await;
     let ada_id = members_json(&app, &team)
         .await
         .into_iter()
@@ -485,13 +515,14 @@ async fn an_admin_renames_the_team_and_only_admins_reach_the_team_settings() {
 
 #[tokio::test]
 async fn deleting_the_team_from_its_page_needs_its_name_and_signs_everyone_out() {
-    let app = TestApp::spawn().await;
-    let team = app.signup().await;
-    let run = app.new_run(&team.api_key).await;
-    let admin = logged_in(&app, &team).await;
-    let email = format!("{}@example.com", unique("member"));
-    invite(&admin, &email, "member").await;
-    let member = join(&app, &email, "Member").await;
+    let Teammates {
+        app,
+        team,
+        run,
+        admin,
+        member,
+        ..
+    } = teammates().await;
 
     let wrong = admin
         .submit(
@@ -535,4 +566,43 @@ async fn deleting_the_team_from_its_page_needs_its_name_and_signs_everyone_out()
         json!([]),
         "a new team, with nothing of the old"
     );
+}
+
+#[tokio::test]
+async fn a_member_names_themselves_on_the_account_page_and_teammates_see_it() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let admin = logged_in(&app, &team).await;
+    assert_eq!(
+        admin
+            .get("/settings/account")
+            .await
+            .attr("form#rename-me input[name=name]", "value"),
+        ""
+    );
+    let blank = admin
+        .submit("/settings/account", "form#rename-me", &[("name", "\u{7}")])
+        .await;
+    assert_eq!(blank.status, StatusCode::BAD_REQUEST);
+    let saved = admin
+        .submit(
+            "/settings/account",
+            "form#rename-me",
+            &[("name", "Ada Lovelace")],
+        )
+        .await;
+    assert_eq!(saved.status, StatusCode::OK);
+    assert_eq!(
+        saved.attr("form#rename-me input[name=name]", "value"),
+        "Ada Lovelace"
+    );
+    let me = member_row(&admin.get("/settings/members").await, &team.email);
+    assert!(me.contains("Ada Lovelace") && me.contains("admin"), "{me}");
+    // Invites name her now.
+    let email = format!("{}@example.com", unique("invitee"));
+    invite(&admin, &email, "viewer").await;
+    let form = Browser::new(&app.base)
+        .get(&format!("/join/{}", app.mailed_token(&email, "join")))
+        .await;
+    assert!(form.text("#join-invited-by").contains("Ada Lovelace"));
 }

@@ -1193,3 +1193,31 @@ pub async fn revoke_all_access(store: &Store, tenant: &Tenant) -> Result<()> {
     );
     Ok(())
 }
+
+/// A member of the team, as others see them.
+pub async fn find_member(store: &Store, tenant: &Tenant, id: UserId) -> Result<Member> {
+    Ok(member(store, tenant, id).await?.member)
+}
+
+/// Sets the name teammates see a member as; serialised with the team's other
+/// membership changes, so it never undoes a role change made meanwhile.
+pub async fn rename_member(
+    store: &Store,
+    tenant: &Tenant,
+    id: UserId,
+    name: DisplayName,
+) -> Result<Member> {
+    change_membership(store, tenant, |users| {
+        let mut updated = find(users, id)?.clone();
+        updated.member.name = Some(name.clone());
+        Ok(MembershipChange {
+            ops: vec![TxOp::Put(
+                doc_item(tenant.key(user_sk(id)), &updated)?,
+                Condition::Exists,
+            )],
+            before: Vec::new(),
+        })
+    })
+    .await?;
+    find_member(store, tenant, id).await
+}

@@ -5,7 +5,8 @@
 //! finished by the next one.
 
 use futures::{StreamExt, TryStreamExt};
-use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp, WriteOp};
+use sextant_storage::kv::{Condition, Item, Key, Query, StoreError, TxOp};
+use sextant_storage::records;
 
 use crate::accounts::AccountError;
 use crate::artifacts::ArtifactError;
@@ -145,7 +146,7 @@ pub async fn delete_team(store: &Store, tenant: &Tenant) -> Result<()> {
     // What is left: the team's record, session records and counters under its root,
     // and the reverse edges of its lineage. Its usage partition stays: it is the bill.
     for partition in [tenant.root(), tenant.partition("lineage")] {
-        delete_partition(store, &partition).await?;
+        records::delete_partition(&*store.kv, &partition).await?;
     }
     metering::mark_closed(store, tenant).await?;
     store
@@ -154,22 +155,6 @@ pub async fn delete_team(store: &Store, tenant: &Tenant) -> Result<()> {
         .await?;
     tracing::info!(tenant = %tenant.id(), "team deleted");
     Ok(())
-}
-
-/// Deletes every item of a partition, page by page.
-async fn delete_partition(store: &Store, partition: &str) -> Result<()> {
-    loop {
-        let page = store.kv.query(Query::partition(partition)).await?;
-        if page.items.is_empty() {
-            return Ok(());
-        }
-        let deletes = page
-            .items
-            .into_iter()
-            .map(|item| WriteOp::Delete(item.key))
-            .collect();
-        store.kv.batch_write(deletes).await?;
-    }
 }
 
 /// Finishes every team deletion that stopped halfway; answers how many it finished.

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::kv::{Condition, Item, Key, KvStore, Query, StoreError, StoreResult, Value};
+use crate::kv::{Condition, Item, Key, KvStore, Query, StoreError, StoreResult, Value, WriteOp};
 
 const DOC: &str = "doc";
 /// Epoch seconds after which DynamoDB's TTL may delete the item. Readers still check
@@ -109,6 +109,24 @@ pub fn read_doc<T: DeserializeOwned>(item: &Item) -> StoreResult<T> {
 
 pub async fn get_doc<T: DeserializeOwned>(kv: &dyn KvStore, key: &Key) -> StoreResult<Option<T>> {
     kv.get(key).await?.as_ref().map(read_doc).transpose()
+}
+
+/// Deletes every item of a partition, a page at a time. Safe to repeat, and to stop
+/// anywhere: what a stopped call left, the next deletes.
+pub async fn delete_partition(kv: &dyn KvStore, partition: &str) -> StoreResult<()> {
+    loop {
+        // Always the first page: the previous one is gone.
+        let page = kv.query(Query::partition(partition).limit(500)).await?;
+        if page.items.is_empty() {
+            return Ok(());
+        }
+        let deletes = page
+            .items
+            .into_iter()
+            .map(|item| WriteOp::Delete(item.key))
+            .collect();
+        kv.batch_write(deletes).await?;
+    }
 }
 
 /// Every document in a query's range, following cursors; for bounded collections

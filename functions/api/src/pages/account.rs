@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
-use sextant_domain::accounts::{self, EmailStatus, recovery};
+use sextant_domain::accounts::{self, DisplayName, EmailStatus, recovery};
 use sextant_domain::credentials::Credential;
 use sextant_domain::credentials::password::Password;
 use sextant_domain::error::{Error, ErrorCode};
@@ -247,6 +247,7 @@ async fn render(page: &Page, user: &User, status: StatusCode, notice: Notice) ->
     };
     let store = &page.state.store;
     let (email, email_status) = accounts::email_status(store, &caller.tenant, caller.user).await?;
+    let me = accounts::find_member(store, &caller.tenant, caller.user).await?;
     let sessions = sessions::list(store, &caller.tenant, caller.user, current).await?;
     let csrf = page.csrf();
     let body = html! {
@@ -255,6 +256,13 @@ async fn render(page: &Page, user: &User, status: StatusCode, notice: Notice) ->
             Notice::None => {}
             Notice::Done(what) => { p.notice #account-notice { (what) } }
             Notice::Error(why) => { p.error role="alert" { (why) } }
+        }
+        h2 { "Name" }
+        form #rename-me .inline method="post" action="/settings/account/name" {
+            (csrf_field(&csrf))
+            label { "What your teammates see you as "
+                input type="text" name="name" value=(me.name.as_ref().map_or("", |name| name.as_str())) required maxlength="100" autocomplete="name"; }
+            button type="submit" { "Save" }
         }
         h2 { "Address" }
         p #email { strong { (email.as_str()) } " "
@@ -355,6 +363,33 @@ pub async fn resend(
                 &user,
                 StatusCode::OK,
                 Notice::Done("A new link is on its way."),
+            )
+            .await
+        }
+        Err(err) => {
+            let (status, why) = refusal(err)?;
+            render(&page, &user, status, Notice::Error(why)).await
+        }
+    }
+}
+
+/// `POST /settings/account/name`.
+pub async fn rename(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResult {
+    let caller = &user.caller;
+    let renamed = match DisplayName::parse("name", form.get("name")) {
+        Ok(name) => {
+            accounts::rename_member(&page.state.store, &caller.tenant, caller.user, name).await
+        }
+        Err(err) => Err(err),
+    }
+    .map_err(Error::from);
+    match renamed {
+        Ok(_) => {
+            render(
+                &page,
+                &user,
+                StatusCode::OK,
+                Notice::Done("Your name is saved."),
             )
             .await
         }

@@ -18,7 +18,7 @@
 //! - `/usage` (and `/usage/reports/{month}.csv|json`): usage;
 //!   `POST /usage/budget`: an admin sets the monthly budget;
 //! - `/verify`, `/forgot`, `/reset`: mailed links and a forgotten password;
-//!   `/settings/account`: the member's address, password and sessions;
+//!   `/settings/account`: the member's name, address, password and sessions;
 //! - `/r/{token}` (and `/r/{token}/points`): a shared run, logged out;
 //! - `/static/{file}`: the script, the stylesheet, the charts' script and the vendored
 //!   uPlot, cached for a year, versioned by content hash.
@@ -65,6 +65,7 @@ pub fn routes() -> Router<AppState> {
         .route("/reset", get(account::reset_form).post(account::reset))
         .route("/settings/account", get(account::page))
         .route("/settings/account/verify", post(account::resend))
+        .route("/settings/account/name", post(account::rename))
         .route("/settings/account/password", post(account::change_password))
         .route(
             "/settings/account/sessions/end-others",

@@ -1100,7 +1100,7 @@ pub async fn mark_deleting(store: &Store, tenant: &Tenant, run: RunId) -> Result
 /// its record, releasing the storage they were billed for.
 pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result<()> {
     let record = &marked.record;
-    purge_partition(store, &data_partition(tenant, record.id)).await?;
+    records::delete_partition(&*store.kv, &data_partition(tenant, record.id)).await?;
     let mut ops = vec![
         TxOp::Delete(
             record_key(tenant, record.project_id, record.id),
@@ -1135,25 +1135,6 @@ pub async fn purge(store: &Store, tenant: &Tenant, marked: &Versioned) -> Result
         }
     }
     Ok(())
-}
-
-async fn purge_partition(store: &Store, partition: &str) -> Result<()> {
-    loop {
-        // Always the first page: the previous one is gone.
-        let page = store
-            .kv
-            .query(Query::partition(partition).limit(500))
-            .await?;
-        if page.items.is_empty() {
-            return Ok(());
-        }
-        let deletes = page
-            .items
-            .into_iter()
-            .map(|item| WriteOp::Delete(item.key))
-            .collect();
-        store.kv.batch_write(deletes).await?;
-    }
 }
 
 /// Every run of a project, oldest first, without the ones being deleted.
