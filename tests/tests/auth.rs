@@ -787,3 +787,63 @@ async fn the_whole_account_flow_works_on_dynamodb_and_s3() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn the_team_is_read_by_its_members_renamed_by_an_admin_and_deleted_only_by_its_name() {
+    let app = TestApp::spawn().await;
+    let team = app.signup().await;
+    let viewer = app.key_with_role(&team, "viewer").await;
+    let (status, read) = app.get("/v1/team", &viewer).await;
+    assert_eq!(status, StatusCode::OK, "{read}");
+    assert_eq!(text(&read, "id"), team.tenant_id);
+    assert_eq!(text(&read, "name"), "Whale Watchers");
+
+    assert_eq!(
+        rename_team(&app, &viewer, "Mine now").await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, body) = rename_team(&app, &team.api_key, " ").await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_name".to_owned())
+    );
+    let (status, renamed) = rename_team(&app, &team.api_key, "Orca Observers").await;
+    assert_eq!(status, StatusCode::OK, "{renamed}");
+    assert_eq!(text(&renamed, "name"), "Orca Observers");
+
+    let run = app.new_run(&team.api_key).await;
+    let (status, body) = delete_team(&app, &team.api_key, "Whale Watchers").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(error_code(&body), "confirmation_mismatch");
+    let (status, _) = app.get(&format!("/v1/runs/{run}"), &team.api_key).await;
+    assert_eq!(status, StatusCode::OK, "nothing was deleted");
+    let (status, body) = delete_team(&app, &team.api_key, "Orca Observers").await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for credential in [&team.api_key, &viewer, &team.token] {
+        assert_eq!(
+            app.get("/v1/team", credential).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+async fn rename_team(app: &TestApp, credential: &str, name: &str) -> (StatusCode, Value) {
+    app.call(
+        Method::PATCH,
+        "/v1/team",
+        Some(credential),
+        Some(json!({"name": name})),
+    )
+    .await
+}
+
+async fn delete_team(app: &TestApp, credential: &str, confirm: &str) -> (StatusCode, Value) {
+    let confirm: String = url::form_urlencoded::byte_serialize(confirm.as_bytes()).collect();
+    app.call(
+        Method::DELETE,
+        &format!("/v1/team?confirm={confirm}"),
+        Some(credential),
+        None,
+    )
+    .await
+}

@@ -388,6 +388,9 @@ fn query_value(template: &str, param: &str, named: &Named) -> String {
         "runs" => named.run.clone(),
         "series" => "samples".to_owned(),
         "step" => "4".to_owned(),
+        // Not team A's name: a team deletion that got past its role check would still
+        // delete nothing.
+        "confirm" => "not the team's name".to_owned(),
         other => panic!(
             "the sweep knows no value for the required query parameter {other:?} of \
              {template}; teach `query_value` one so the route is swept"

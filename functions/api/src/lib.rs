@@ -15,6 +15,7 @@ mod queues;
 mod runs;
 mod session;
 mod shares;
+mod team;
 mod usage;
 
 use std::sync::LazyLock;
@@ -66,6 +67,7 @@ fn v1() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(images::routes())
         .merge(shares::routes())
+        .merge(team::routes())
 }
 
 /// The service the Lambda function runs.

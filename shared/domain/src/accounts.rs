@@ -244,6 +244,33 @@ struct TeamRecord {
     created_at: OffsetDateTime,
 }
 
+/// A team, as its members see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Team {
+    pub id: TenantId,
+    pub name: DisplayName,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<TeamRecord> for Team {
+    fn from(record: TeamRecord) -> Self {
+        Self {
+            id: record.id,
+            name: record.name,
+            created_at: record.created_at,
+        }
+    }
+}
+
+/// The caller's team.
+pub async fn team(store: &Store, tenant: &Tenant) -> Result<Team> {
+    get_doc::<TeamRecord>(&*store.kv, &tenant.key(TEAM))
+        .await?
+        .map(Team::from)
+        .ok_or(AccountError::TeamMissing)
+}
+
 /// The team's name, for operators' listings; `None` if the team is gone.
 pub async fn team_name(store: &Store, tenant: &Tenant) -> StoreResult<Option<String>> {
     Ok(get_doc::<TeamRecord>(&*store.kv, &tenant.key(TEAM))
@@ -1116,8 +1143,8 @@ pub async fn remove_member(store: &Store, tenant: &Tenant, id: UserId) -> Result
     Ok(())
 }
 
-/// Renames the team; answers the name it has now.
-pub async fn rename_team(store: &Store, tenant: &Tenant, name: DisplayName) -> Result<DisplayName> {
+/// Renames the team; answers it as it is now.
+pub async fn rename_team(store: &Store, tenant: &Tenant, name: DisplayName) -> Result<Team> {
     let key = tenant.key(TEAM);
     for _ in 0..CONFLICT_ATTEMPTS {
         let item = store
@@ -1134,7 +1161,7 @@ pub async fn rename_team(store: &Store, tenant: &Tenant, name: DisplayName) -> R
         {
             Ok(()) => {
                 tracing::info!(tenant = %tenant.id(), "team renamed");
-                return Ok(name);
+                return Ok(team.record.into());
             }
             Err(err) if err.is_conflict() => continue,
             Err(err) => return Err(err.into()),

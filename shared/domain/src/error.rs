@@ -80,6 +80,7 @@ error_codes! {
     BudgetExceeded = ("budget_exceeded", TooMany),
     ChecksumMismatch = ("checksum_mismatch", Conflict),
     ConcurrentUpdate = ("concurrent_update", Conflict),
+    ConfirmationMismatch = ("confirmation_mismatch", Invalid),
     DownloadsNotShared = ("downloads_not_shared", Forbidden),
     EmailReleased = ("email_released", Conflict),
     EmailTaken = ("email_taken", Conflict),

@@ -1,14 +1,11 @@
 //! `/settings/team`: an admin renames the team, or deletes it with everything it holds
 //! (typing its name to confirm). Only admins see or send these forms.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use maud::html;
 use sextant_domain::accounts::{self, DisplayName};
 use sextant_domain::credentials::Role;
-use sextant_domain::deletion;
 use sextant_domain::error::Error;
 use sextant_edge::error;
 
@@ -17,10 +14,6 @@ use super::layout::{Section, bare, csrf_field, respond};
 use super::security::{CsrfForm, Page, SignedIn, User, see_other};
 
 const PAGE: &str = "/settings/team";
-
-/// How long a deletion runs before the page answers: well inside API Gateway's 29
-/// seconds. A larger team's deletion goes on in the hourly run.
-const DELETE_WITHIN_REQUEST: Duration = Duration::from_secs(20);
 
 fn render(page: &Page, user: &User, status: StatusCode, error: Option<&str>) -> PageResult {
     let csrf = page.csrf();
@@ -87,18 +80,7 @@ pub async fn delete(SignedIn(mut page, user): SignedIn, form: CsrfForm) -> PageR
             Some("The name typed is not the team's: nothing was deleted."),
         );
     }
-    // On its own task, so that on `sextant serve` a deletion that outlasts the request
-    // goes on; on Lambda the hourly run finishes it.
-    let (store, tenant) = (page.state.store.clone(), user.caller.tenant);
-    let deleting = tokio::spawn(async move { deletion::delete_team(&store, &tenant).await });
-    let finished = match tokio::time::timeout(DELETE_WITHIN_REQUEST, deleting).await {
-        Ok(Ok(deleted)) => {
-            deleted.map_err(Error::from)?;
-            true
-        }
-        Ok(Err(panicked)) => return Err(Error::internal(panicked).into()),
-        Err(_) => false,
-    };
+    let finished = crate::team::delete_within_request(&page.state, user.caller.tenant).await?;
     let body = html! {
         section.narrow #team-deleted {
             h1 { (user.team) " is deleted" }
