@@ -44,11 +44,41 @@ pub enum Backend {
     Aws(AwsStorageConfig),
 }
 
+/// What replicas of one deployment share, beyond its table and bucket: the keys that
+/// sign sessions and tokens (a token one replica issued is good on all), and the
+/// address clients reach them all at (a load balancer's), for the links they hand out.
+#[derive(Debug, Clone)]
+pub struct Replicas {
+    /// `kid:base64secret[,...]`, as `SEXTANT_JWT_KEYS` gives them.
+    pub signing_keys: String,
+    pub public_url: Option<url::Url>,
+}
+
+impl Replicas {
+    /// `SEXTANT_JWT_KEYS`, and `SEXTANT_PUBLIC_URL` if set.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let signing_keys = std::env::var("SEXTANT_JWT_KEYS").context(
+            "SEXTANT_JWT_KEYS is not set: replicas must sign with the same keys              (`kid:base64secret`, 32 bytes or more)",
+        )?;
+        let public_url = std::env::var("SEXTANT_PUBLIC_URL")
+            .ok()
+            .map(|url| url.parse().context("SEXTANT_PUBLIC_URL is not a URL"))
+            .transpose()?;
+        Ok(Self {
+            signing_keys,
+            public_url,
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
     pub backend: Backend,
+    /// One of several replicas: what they share. `None`: a server alone, keeping its
+    /// keys in its data directory.
+    pub replicas: Option<Replicas>,
     pub heartbeat_timeout: time::Duration,
     /// How long an access token (`POST /v1/auth/token`, Neptune's sign-in) lasts.
     pub access_token_ttl: time::Duration,
@@ -92,7 +122,15 @@ impl Application {
             }
             Backend::Aws(aws) => aws.storage().await,
         };
-        let keyring = Keyring::new(&secrets.jwt_keys()?)?;
+        let keyring = match &config.replicas {
+            Some(replicas) => Keyring::from_spec(&replicas.signing_keys)?,
+            None => Keyring::new(&secrets.jwt_keys()?)?,
+        };
+        let public_url = config
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.public_url.clone())
+            .unwrap_or_else(|| base_url.clone());
         let settings = Settings {
             heartbeat_timeout: config.heartbeat_timeout,
             access_token_ttl: config.access_token_ttl,
@@ -106,7 +144,7 @@ impl Application {
             plan: config.plan,
             operator_token: config.operator_token,
             rate_limits: config.rate_limits,
-            ..Settings::new(Some(base_url.clone()))
+            ..Settings::new(Some(public_url))
         };
         // Mail goes to files a newcomer can open, whichever store the server runs on.
         let outbox = sextant_storage_local::OutboxMailer::new(

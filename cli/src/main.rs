@@ -8,12 +8,13 @@ use sextant_cli::client::Client;
 use sextant_cli::enqueue::{self, Enqueue};
 use sextant_cli::import_mlflow;
 use sextant_cli::transfer::{self, UploadOptions};
-use sextant_cli::{Application, Backend, ServeConfig, shutdown_signal, snapshot};
+use sextant_cli::{Application, Backend, Replicas, ServeConfig, shutdown_signal, snapshot};
 use sextant_domain::billing::{PricePlan, TenantTotals};
 use sextant_domain::calendar::BillingMonth;
 use sextant_domain::credentials::operator;
 use sextant_domain::report_delivery::{self, ReportDelivery, ReportWebhook};
 use sextant_edge::rate_limit::RateLimits;
+use sextant_storage_aws::{AwsStorageConfig, TableSetup};
 
 /// Sextant: a hosted experiment tracker for machine-learning teams.
 #[derive(Debug, Parser)]
@@ -25,8 +26,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run every Sextant function on this machine over an embedded store.
+    /// Run every Sextant function on this machine: over an embedded store, or as one
+    /// of many replicas over DynamoDB and S3 (or engines that speak their protocols).
     Serve {
+        /// `embedded`: `store.redb` and `blobs/` in the data directory. `aws`: the table
+        /// and bucket of `SEXTANT_TABLE` and `SEXTANT_BUCKET` (at
+        /// `SEXTANT_AWS_ENDPOINT_URL` if set), signing with `SEXTANT_JWT_KEYS`, which
+        /// every replica shares.
+        #[arg(long, env = "SEXTANT_STORE", value_enum, default_value_t = Store::Embedded)]
+        store: Store,
         /// Address to listen on.
         #[arg(long, env = "SEXTANT_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
@@ -202,8 +210,26 @@ enum ImportCommand {
     },
 }
 
+/// Where `sextant serve` keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Store {
+    Embedded,
+    Aws,
+}
+
 #[derive(Debug, Subcommand)]
 enum AdminCommand {
+    /// Make the DynamoDB table a fresh self-hosted installation needs (its key schema,
+    /// on-demand billing, expiry on `ttl`); an existing table is checked and left
+    /// alone, and one that differs is refused.
+    CreateTable {
+        #[arg(long, env = "SEXTANT_TABLE")]
+        table: String,
+        /// A DynamoDB-compatible endpoint (ScyllaDB Alternator, an emulator); AWS's
+        /// when absent.
+        #[arg(long, env = "SEXTANT_AWS_ENDPOINT_URL")]
+        endpoint_url: Option<String>,
+    },
     /// Every tenant's points, GB-hours and total for a month: from a server with the
     /// operator token, or with `--data-dir` from a data directory no server holds open.
     Usage {
@@ -451,6 +477,7 @@ async fn main() -> anyhow::Result<()> {
     sextant_domain::telemetry::init();
     match Cli::parse().command {
         Command::Serve {
+            store,
             addr,
             data_dir,
             heartbeat_timeout_secs,
@@ -458,10 +485,18 @@ async fn main() -> anyhow::Result<()> {
             job_lease_secs,
             webhook,
         } => {
+            let (backend, replicas) = match store {
+                Store::Embedded => (Backend::Embedded, None),
+                Store::Aws => (
+                    Backend::Aws(AwsStorageConfig::from_env()?),
+                    Some(Replicas::from_env()?),
+                ),
+            };
             let app = Application::build(ServeConfig {
                 addr,
                 data_dir: data_dir.clone(),
-                backend: Backend::Embedded,
+                backend,
+                replicas,
                 heartbeat_timeout: time::Duration::seconds(heartbeat_timeout_secs.into()),
                 access_token_ttl: time::Duration::seconds(access_token_ttl_secs.into()),
                 job_lease: time::Duration::seconds(job_lease_secs.into()),
@@ -490,6 +525,22 @@ async fn main() -> anyhow::Result<()> {
                 sextant_cli::meter(&data_dir, plan, webhook.configured()?, time, all_missed).await?
             {
                 println!("{hour}");
+            }
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::CreateTable {
+                    table,
+                    endpoint_url,
+                },
+        } => {
+            let kv = sextant_storage_aws::dynamo(&table, endpoint_url.as_deref()).await;
+            match kv.ensure_table().await? {
+                TableSetup::Created => println!("created the table {table}"),
+                TableSetup::AlreadyThere => {
+                    println!("the table {table} is there already, as Sextant needs it")
+                }
             }
             Ok(())
         }

@@ -248,6 +248,7 @@ impl Server {
             addr: "127.0.0.1:0".parse()?,
             data_dir: dir.to_owned(),
             backend: Backend::Embedded,
+            replicas: None,
             heartbeat_timeout: time::Duration::seconds(600),
             access_token_ttl: Settings::new(None).access_token_ttl,
             job_lease: time::Duration::seconds(60),

@@ -133,6 +133,7 @@ impl TestApp {
             addr: "127.0.0.1:0".parse().expect("loopback address"),
             data_dir: data_dir.path().to_owned(),
             backend,
+            replicas: None,
             heartbeat_timeout: time::Duration::minutes(10),
             access_token_ttl: sextant_edge::state::Settings::new(None).access_token_ttl,
             job_lease: time::Duration::minutes(1),

@@ -10,14 +10,16 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, DeleteRequest,
-    KeySchemaElement, KeyType, Put, PutRequest, ReturnValue, ScalarAttributeType,
-    TransactWriteItem, Update, WriteRequest,
+    KeySchemaElement, KeyType, Put, PutRequest, ReturnValue, ScalarAttributeType, TableDescription,
+    TableStatus, TimeToLiveSpecification, TimeToLiveStatus, TransactWriteItem, Update,
+    WriteRequest,
 };
 
 use sextant_storage::kv::{
     Condition, Item, Key, KvStore, PK, Page, Query, SK, SortRange, StoreError, StoreResult, TxOp,
     Value, WriteOp, validate_batch, validate_query, validate_transaction,
 };
+use sextant_storage::records::TTL;
 
 /// DynamoDB's limit on one BatchWriteItem request.
 const BATCH_WRITE_MAX: usize = 25;
@@ -41,7 +43,8 @@ impl DynamoKv {
     }
 
     /// Creates the table with the key schema the adapter expects, on-demand billing.
-    /// Production tables come from the SAM template; this serves tests and local setups.
+    /// The SAM template makes the Lambda deployment's; `ensure_table` a self-hosted
+    /// one's, and tests' tables come from here.
     pub async fn create_table(&self) -> StoreResult<()> {
         let attribute = |name: &str| {
             AttributeDefinition::builder()
@@ -69,6 +72,130 @@ impl DynamoKv {
             .await
             .map_err(map_error)?;
         Ok(())
+    }
+}
+
+/// What `DynamoKv::ensure_table` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableSetup {
+    Created,
+    /// The table was there, as Sextant needs it.
+    AlreadyThere,
+}
+
+/// How long a new table may take to become active.
+const TABLE_ACTIVE_WITHIN: Duration = Duration::from_secs(120);
+
+impl DynamoKv {
+    /// Makes the table a fresh installation needs: the key schema the adapter expects,
+    /// on-demand billing, and expiry on `ttl` (sessions, invites, mailed links and
+    /// markers expire). A table that exists is checked and never changed: one whose
+    /// key schema or expiry differs is refused, with what differs.
+    pub async fn ensure_table(&self) -> anyhow::Result<TableSetup> {
+        let described = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await;
+        match described {
+            Ok(described) => {
+                let table = described
+                    .table
+                    .ok_or_else(|| anyhow::anyhow!("DescribeTable answered no table"))?;
+                let differences = self.differences(&table).await?;
+                if differences.is_empty() {
+                    Ok(TableSetup::AlreadyThere)
+                } else {
+                    anyhow::bail!(
+                        "the table {} exists and differs from what Sextant needs, so it was                          left alone: {}",
+                        self.table,
+                        differences.join("; ")
+                    )
+                }
+            }
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|err| err.is_resource_not_found_exception()) =>
+            {
+                self.create_table().await?;
+                self.wait_until_active().await?;
+                let expiry = TimeToLiveSpecification::builder()
+                    .attribute_name(TTL)
+                    .enabled(true)
+                    .build()?;
+                self.client
+                    .update_time_to_live()
+                    .table_name(&self.table)
+                    .time_to_live_specification(expiry)
+                    .send()
+                    .await?;
+                Ok(TableSetup::Created)
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// How an existing table differs from what the adapter needs.
+    async fn differences(&self, table: &TableDescription) -> anyhow::Result<Vec<String>> {
+        let mut differences = Vec::new();
+        let keys: Vec<(&str, &KeyType)> = table
+            .key_schema()
+            .iter()
+            .map(|key| (key.attribute_name(), key.key_type()))
+            .collect();
+        if keys != [(PK, &KeyType::Hash), (SK, &KeyType::Range)] {
+            differences.push(format!(
+                "its key is {keys:?}, not `pk` (hash) and `sk` (range)"
+            ));
+        }
+        for attribute in table.attribute_definitions() {
+            let name = attribute.attribute_name();
+            if [PK, SK].contains(&name) && attribute.attribute_type() != &ScalarAttributeType::S {
+                differences.push(format!("`{name}` is not a string"));
+            }
+        }
+        let expiry = self
+            .client
+            .describe_time_to_live()
+            .table_name(&self.table)
+            .send()
+            .await?;
+        let expiry = expiry.time_to_live_description();
+        let on_ttl = expiry.is_some_and(|expiry| {
+            expiry.attribute_name() == Some(TTL)
+                && matches!(
+                    expiry.time_to_live_status(),
+                    Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
+                )
+        });
+        if !on_ttl {
+            differences.push("its items do not expire by `ttl`".to_owned());
+        }
+        Ok(differences)
+    }
+
+    async fn wait_until_active(&self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + TABLE_ACTIVE_WITHIN;
+        loop {
+            let described = self
+                .client
+                .describe_table()
+                .table_name(&self.table)
+                .send()
+                .await?;
+            let status = described.table.and_then(|table| table.table_status);
+            if status == Some(TableStatus::Active) {
+                return Ok(());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the table {} is still {status:?} after {TABLE_ACTIVE_WITHIN:?}",
+                self.table
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 

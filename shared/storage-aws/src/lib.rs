@@ -11,9 +11,28 @@ use std::sync::Arc;
 use anyhow::Context;
 use sextant_storage::Storage;
 
-pub use dynamo::DynamoKv;
+pub use dynamo::{DynamoKv, TableSetup};
 pub use s3::S3Blobs;
 pub use ses::SesMailer;
+
+/// The SDK's configuration from the usual AWS environment (credentials, region), on
+/// `endpoint_url` when given.
+async fn sdk_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(endpoint) = endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    loader.load().await
+}
+
+/// The key-value adapter alone, on `table` at `endpoint_url` (AWS's when `None`): for
+/// setting the table up before anything runs on it.
+pub async fn dynamo(table: &str, endpoint_url: Option<&str>) -> DynamoKv {
+    DynamoKv::new(
+        aws_sdk_dynamodb::Client::new(&sdk_config(endpoint_url).await),
+        table,
+    )
+}
 
 /// Where the AWS adapters point: read once at cold start.
 #[derive(Debug, Clone)]
@@ -58,11 +77,7 @@ impl AwsStorageConfig {
     }
 
     async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(endpoint) = &self.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        loader.load().await
+        sdk_config(self.endpoint_url.as_deref()).await
     }
 
     pub async fn storage(&self) -> Storage {
