@@ -70,6 +70,12 @@ enum Command {
         #[command(flatten)]
         webhook: Webhook,
     },
+    /// Exit 0 if the server answers its health check (`/healthz`) within 5 seconds:
+    /// for a container's health check, which has no curl.
+    Health {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: url::Url,
+    },
     /// Operator commands for the whole deployment.
     Admin {
         #[command(subcommand)]
@@ -590,6 +596,20 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 upload(&client, &run, files, prefix, kind, step).await
             }
+        }
+        Command::Health { url } => {
+            let response = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(5))
+                .build()?
+                .get(url.join("healthz")?)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "the health check answered {}",
+                response.status()
+            );
+            Ok(())
         }
         Command::NeptuneToken { server } => {
             println!(

@@ -154,6 +154,52 @@ async fn two_replicas_on_one_table_serve_one_deployment_and_a_killed_one_comes_b
     );
     let (_, usage) = read(&b, "/v1/usage".to_owned()).await;
     assert_eq!(usage["points"], 300, "each point counted once: {usage}");
+
+    // An artifact registered on one replica, uploaded through the presigned URL it
+    // gave (path-style, on the S3 endpoint that is not AWS's), completed on the other
+    // and downloaded from the first.
+    let bytes = b"weights of a model that ran on two replicas".to_vec();
+    let (status, plan) = post(
+        &client,
+        format!("{}/v1/runs/{run}/artifacts", a_again.base),
+        Some(&key),
+        json!({"path": "model.bin", "size": bytes.len(), "sha256": sextant_tests::sha256_hex(&bytes)}),
+    )
+    .await;
+    assert_eq!(status, 201, "{plan}");
+    let upload = plan["upload"]["url"].as_str().expect("a single upload");
+    let endpoint = config.endpoint_url.as_deref().unwrap();
+    assert!(
+        upload.starts_with(&format!("{endpoint}/{}/", config.bucket)),
+        "a path-style URL on the S3 endpoint: {upload}"
+    );
+    let put = client
+        .put(upload)
+        .header(reqwest::header::CONTENT_LENGTH, bytes.len())
+        .body(bytes.clone())
+        .send()
+        .await
+        .expect("the upload reaches S3");
+    assert!(put.status().is_success(), "{}", put.status());
+    let (status, done) = post(
+        &client,
+        format!("{}/v1/runs/{run}/artifacts/complete", b.base),
+        Some(&key),
+        json!({"path": "model.bin"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    let downloaded = client
+        .get(format!(
+            "{}/v1/runs/{run}/artifacts/model.bin",
+            a_again.base
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("the download");
+    assert_eq!(downloaded.status(), 200);
+    assert_eq!(downloaded.bytes().await.unwrap().to_vec(), bytes);
 }
 
 fn create_table(table: &str, endpoint: &str) -> std::process::Output {

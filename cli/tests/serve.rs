@@ -337,3 +337,20 @@ async fn a_full_session_leaves_no_secret_in_the_log_even_at_debug() {
         assert!(!log.contains(&secret), "the log holds the {what}");
     }
 }
+
+#[test]
+fn the_health_command_passes_on_a_serving_server_and_fails_on_a_gone_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = start(dir.path());
+    let health = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sextant"))
+            .args(["health", "--url", url])
+            .output()
+            .expect("running sextant health")
+            .status
+    };
+    assert!(health(&server.base).success());
+    let base = server.base.clone();
+    assert!(terminate(&mut server).success());
+    assert!(!health(&base).success(), "nothing serves there any more");
+}

@@ -44,8 +44,20 @@ pub struct AwsStorageConfig {
     pub endpoint_url: Option<String>,
 }
 
+/// Whether S3 is not AWS's: an endpoint of its own (`AWS_ENDPOINT_URL_S3`, the SDK's
+/// own variable, when DynamoDB and S3 are different engines) or for every service.
+/// Such engines (MinIO, Ceph) answer only path-style addresses.
+fn custom_s3_endpoint(endpoint_url: Option<&str>) -> bool {
+    endpoint_url.is_some()
+        || ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"]
+            .iter()
+            .any(|name| std::env::var_os(name).is_some())
+}
+
 impl AwsStorageConfig {
-    /// `SEXTANT_TABLE`, `SEXTANT_BUCKET`, and optionally `SEXTANT_AWS_ENDPOINT_URL`.
+    /// `SEXTANT_TABLE`, `SEXTANT_BUCKET`, and optionally `SEXTANT_AWS_ENDPOINT_URL` (one
+    /// endpoint for both; the SDK's `AWS_ENDPOINT_URL_DYNAMODB` and
+    /// `AWS_ENDPOINT_URL_S3` set one for each).
     pub fn from_env() -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).with_context(|| format!("{name} is not set"));
         Ok(Self {
@@ -61,7 +73,7 @@ impl AwsStorageConfig {
         let sdk = self.sdk_config().await;
         let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
         let s3_config = aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(self.endpoint_url.is_some())
+            .force_path_style(custom_s3_endpoint(self.endpoint_url.as_deref()))
             .build();
         let s3 = aws_sdk_s3::Client::from_conf(s3_config);
         (
