@@ -52,10 +52,13 @@ pub struct Replicas {
     /// `kid:base64secret[,...]`, as `SEXTANT_JWT_KEYS` gives them.
     pub signing_keys: String,
     pub public_url: Option<url::Url>,
+    /// The address SES sends as (an identity it has verified), so mail leaves from
+    /// every replica alike; without one, each replica writes its own outbox.
+    pub mail_from: Option<String>,
 }
 
 impl Replicas {
-    /// `SEXTANT_JWT_KEYS`, and `SEXTANT_PUBLIC_URL` if set.
+    /// `SEXTANT_JWT_KEYS`, and `SEXTANT_PUBLIC_URL` and `SEXTANT_MAIL_FROM` if set.
     pub fn from_env() -> anyhow::Result<Self> {
         let signing_keys = std::env::var("SEXTANT_JWT_KEYS").context(
             "SEXTANT_JWT_KEYS is not set: replicas must sign with the same keys              (`kid:base64secret`, 32 bytes or more)",
@@ -67,6 +70,7 @@ impl Replicas {
         Ok(Self {
             signing_keys,
             public_url,
+            mail_from: std::env::var("SEXTANT_MAIL_FROM").ok(),
         })
     }
 }
@@ -146,12 +150,20 @@ impl Application {
             rate_limits: config.rate_limits,
             ..Settings::new(Some(public_url))
         };
-        // Mail goes to files a newcomer can open, whichever store the server runs on.
-        let outbox = sextant_storage_local::OutboxMailer::new(
-            config.data_dir.join("outbox"),
-            "Sextant <sextant@localhost>",
-        );
-        let state = AppState::new(storage, keyring, settings).with_mailer(Arc::new(outbox));
+        // Replicas on AWS with a sender mail through SES, as the functions do; otherwise
+        // mail goes to files a newcomer can open, whichever store the server runs on.
+        let mail_from = config
+            .replicas
+            .as_ref()
+            .and_then(|replicas| replicas.mail_from.clone());
+        let mailer: Arc<dyn sextant_storage::Mailer> = match (&config.backend, mail_from) {
+            (Backend::Aws(aws), Some(from)) => Arc::new(aws.mailer(from).await),
+            _ => Arc::new(sextant_storage_local::OutboxMailer::new(
+                config.data_dir.join("outbox"),
+                "Sextant <sextant@localhost>",
+            )),
+        };
+        let state = AppState::new(storage, keyring, settings).with_mailer(mailer);
         // Batches this process stored before it last stopped may wait to be settled.
         let settled =
             sextant_domain::series::hot::settle_noted(&state.store, &state.marks, state.now())
@@ -249,7 +261,8 @@ pub fn metering(state: &AppState) -> Metering {
 
 /// The store of a data directory no server holds open, for commands that work on it
 /// directly. No server runs, so it hands out no URLs.
-fn offline_store(data_dir: &Path) -> anyhow::Result<Store> {
+/// The embedded store of a data directory no server holds open.
+pub fn offline_store(data_dir: &Path) -> anyhow::Result<Store> {
     let secrets = secrets::Secrets::load_or_create(&data_dir.join("secrets.json"))?;
     let base_url: url::Url = "http://127.0.0.1:0".parse()?;
     let (storage, _) = embedded_storage(data_dir, &secrets, &base_url)?;
@@ -257,11 +270,10 @@ fn offline_store(data_dir: &Path) -> anyhow::Result<Store> {
 }
 
 /// What `sextant meter` does: the metering function's roll-up, sweep and report
-/// deliveries, on the embedded store of a data directory no server holds open.
-/// `through` rolls up every hour missed up to the hour that ended at or before `at`;
-/// otherwise only that hour.
+/// deliveries, on `store`. `through` rolls up every hour missed up to the hour that
+/// ended at or before `at`; otherwise only that hour.
 pub async fn meter(
-    data_dir: &Path,
+    store: Store,
     plan: PricePlan,
     webhook: Option<ReportWebhook>,
     at: time::OffsetDateTime,
@@ -270,7 +282,7 @@ pub async fn meter(
     // No server runs, so no budget letter can link to it: they wait, unsent, for the
     // server's next hourly run, which sends them.
     let metering = Metering {
-        store: offline_store(data_dir)?,
+        store,
         plan,
         verify_slice_bytes: artifacts::VERIFY_SLICE_BYTES,
         postman: None,

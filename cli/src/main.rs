@@ -33,8 +33,8 @@ enum Command {
         /// and bucket of `SEXTANT_TABLE` and `SEXTANT_BUCKET` (at
         /// `SEXTANT_AWS_ENDPOINT_URL` if set), signing with `SEXTANT_JWT_KEYS`, which
         /// every replica shares.
-        #[arg(long, env = "SEXTANT_STORE", value_enum, default_value_t = Store::Embedded)]
-        store: Store,
+        #[arg(long, env = "SEXTANT_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+        store: StoreKind,
         /// Address to listen on.
         #[arg(long, env = "SEXTANT_ADDR", default_value = "127.0.0.1:8080")]
         addr: SocketAddr,
@@ -55,9 +55,12 @@ enum Command {
         #[command(flatten)]
         webhook: Webhook,
     },
-    /// Roll up usage for an hour on a data directory no server holds open, exactly as
-    /// the hourly metering function does.
+    /// Roll up usage for an hour, exactly as the hourly metering function does: on a
+    /// data directory no server holds open, or with `--store aws` on the table and
+    /// bucket replicas share (as each replica's own hourly run does).
     Meter {
+        #[arg(long, env = "SEXTANT_STORE", value_enum, default_value_t = StoreKind::Embedded)]
+        store: StoreKind,
         #[arg(long, env = "SEXTANT_DATA_DIR", default_value = ".sextant")]
         data_dir: PathBuf,
         /// Roll up the hour that ended at or before this time (RFC 3339).
@@ -216,9 +219,9 @@ enum ImportCommand {
     },
 }
 
-/// Where `sextant serve` keeps its data.
+/// Where `sextant serve` (and `sextant meter`) find the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Store {
+enum StoreKind {
     Embedded,
     Aws,
 }
@@ -492,8 +495,8 @@ async fn main() -> anyhow::Result<()> {
             webhook,
         } => {
             let (backend, replicas) = match store {
-                Store::Embedded => (Backend::Embedded, None),
-                Store::Aws => (
+                StoreKind::Embedded => (Backend::Embedded, None),
+                StoreKind::Aws => (
                     Backend::Aws(AwsStorageConfig::from_env()?),
                     Some(Replicas::from_env()?),
                 ),
@@ -516,6 +519,7 @@ async fn main() -> anyhow::Result<()> {
             app.run_until(shutdown_signal()).await
         }
         Command::Meter {
+            store,
             data_dir,
             at,
             through,
@@ -527,8 +531,14 @@ async fn main() -> anyhow::Result<()> {
                 _ => bail!("give --at TIME or --through TIME"),
             };
             let plan = PricePlan::from_env()?;
+            let store = match store {
+                StoreKind::Embedded => sextant_cli::offline_store(&data_dir)?,
+                StoreKind::Aws => {
+                    sextant_storage::Store::new(AwsStorageConfig::from_env()?.storage().await)
+                }
+            };
             for hour in
-                sextant_cli::meter(&data_dir, plan, webhook.configured()?, time, all_missed).await?
+                sextant_cli::meter(store, plan, webhook.configured()?, time, all_missed).await?
             {
                 println!("{hour}");
             }

@@ -12,7 +12,7 @@ use base64::Engine;
 use common::{Server, post, start_with_env};
 use serde_json::{Value, json};
 use sextant_storage_aws::AwsStorageConfig;
-use sextant_tests::{fresh_aws_storage, unique, without_elapsed_storage};
+use sextant_tests::{fresh_aws_storage, moto_mail, unique, without_elapsed_storage};
 
 /// What every replica of the deployment is started with.
 fn replica_env(config: &AwsStorageConfig) -> Vec<(&'static str, String)> {
@@ -30,8 +30,16 @@ fn replica_env(config: &AwsStorageConfig) -> Vec<(&'static str, String)> {
 }
 
 fn replica(config: &AwsStorageConfig) -> (Server, tempfile::TempDir) {
+    replica_with(config, &[])
+}
+
+fn replica_with(
+    config: &AwsStorageConfig,
+    more: &[(&'static str, String)],
+) -> (Server, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("a data directory");
-    let env = replica_env(config);
+    let mut env = replica_env(config);
+    env.extend_from_slice(more);
     let env: Vec<(&str, &str)> = env
         .iter()
         .map(|(name, value)| (*name, value.as_str()))
@@ -240,4 +248,30 @@ async fn create_table_makes_the_table_once_and_leaves_one_that_differs_alone() {
     assert!(why.contains("differs") && why.contains("`ttl`"), "{why}");
     let still = create_table(&config.table, &endpoint);
     assert!(!still.status.success(), "refusing changed nothing");
+}
+
+#[tokio::test]
+#[ignore = "needs moto's server at SEXTANT_TEST_AWS_ENDPOINT; scripts/test.sh starts it"]
+async fn a_replica_with_a_sender_mails_through_ses_not_an_outbox_of_its_own() {
+    let (config, _, _) = fresh_aws_storage().await;
+    let from = format!("{}@sextant.test", unique("replica-sender"));
+    moto_mail::verify_sender(&from).await;
+    let (server, data) = replica_with(&config, &[("SEXTANT_MAIL_FROM", from.clone())]);
+    let email = format!("{}@example.com", unique("mailed"));
+    let (status, body) = post(
+        &reqwest::Client::new(),
+        format!("{}/v1/signup", server.base),
+        None,
+        json!({"team": "Mailed", "email": email, "password": "a long enough password"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let sent = moto_mail::sent_from(config.endpoint_url.as_deref().unwrap(), &from).await;
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, email);
+    assert!(sent[0].html.contains("/verify?token="), "{}", sent[0].html);
+    assert!(
+        !data.path().join("outbox").exists(),
+        "no outbox of the replica's own"
+    );
 }

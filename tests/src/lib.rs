@@ -926,3 +926,96 @@ pub mod browser {
         browser
     }
 }
+
+/// The mail SES (as moto emulates it) was asked to send, read back as a person would
+/// find it, for tests of the SES adapter and of servers that mail through it.
+pub mod moto_mail {
+    use serde_json::Value;
+
+    /// A message as moto recorded it: moto keeps only the HTML of a simple message.
+    #[derive(Debug)]
+    pub struct SentMail {
+        pub id: String,
+        pub to: String,
+        pub subject: String,
+        pub html: String,
+    }
+
+    /// Verifies `from` as a sender on the emulator, which the adapter does not do.
+    pub async fn verify_sender(from: &str) {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(super::aws_endpoint())
+            .load()
+            .await;
+        aws_sdk_sesv2::Client::new(&sdk)
+            .create_email_identity()
+            .email_identity(from)
+            .send()
+            .await
+            .expect("verifying the sender on the emulator");
+    }
+
+    /// Every message sent from `from`, oldest first: moto records each message SES is
+    /// asked to send, and lists them with all its other models in its data dump.
+    pub async fn sent_from(endpoint: &str, from: &str) -> Vec<SentMail> {
+        let client = reqwest::Client::new();
+        // The dump reads each S3 object's Glacier-restore state, and moto, finding the
+        // restore "done" on first read, looks for the object's bucket and fails the
+        // whole dump (500) when there is none, as for the multipart parts the blob
+        // tests leave. Holding that state where it starts avoids it; nothing here
+        // restores objects.
+        client
+            .post(format!("{endpoint}/moto-api/state-manager/set-transition"))
+            .json(&serde_json::json!({
+                "model_name": "s3::keyrestore",
+                "transition": {"progression": "manual", "times": i64::MAX},
+            }))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("holding moto's S3 restore state");
+        // The dump walks models other tests are changing at the same time, which can
+        // fail it now and then.
+        let mut attempts = 0;
+        let data: Value = loop {
+            let dump = client
+                .get(format!("{endpoint}/moto-api/data.json"))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status);
+            match dump {
+                Ok(dump) => break dump.json().await.expect("moto's data as JSON"),
+                Err(err) if attempts < 5 => {
+                    attempts += 1;
+                    eprintln!("moto's data dump failed ({err}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(err) => panic!("moto's data dump: {err}"),
+            }
+        };
+        data["ses"]["Message"]
+            .as_array()
+            .expect("moto's SES messages")
+            .iter()
+            .filter(|message| message["source"] == from)
+            .map(|message| {
+                let field = |name: &str| {
+                    message[name]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("no {name} in {message}"))
+                        .to_owned()
+                };
+                let to = match message["destinations"]["ToAddresses"].as_array() {
+                    Some(to) if to.len() == 1 => to[0].as_str().expect("an address").to_owned(),
+                    _ => panic!("not one recipient in {message}"),
+                };
+                SentMail {
+                    id: field("id"),
+                    to,
+                    subject: field("subject"),
+                    html: field("body"),
+                }
+            })
+            .collect()
+    }
+}

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 
 use cases::*;
-use serde_json::Value;
 use sextant_storage::mail::{MailError, Mailer, Message};
 use sextant_storage_aws::AwsStorageConfig;
 use sextant_storage_local::{OutboxMailer, read_outbox};
-use sextant_tests::{aws_cases, aws_endpoint, cases, unique};
+use sextant_tests::{aws_cases, aws_endpoint, cases, moto_mail, unique};
 use tempfile::TempDir;
 
 /// A message as the service that took it reports it.
@@ -44,15 +43,6 @@ async fn outbox() -> Fixture {
     }
 }
 
-/// An SES client on the emulator, for what the adapter does not do: verifying senders.
-async fn ses_client() -> aws_sdk_sesv2::Client {
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(aws_endpoint())
-        .load()
-        .await;
-    aws_sdk_sesv2::Client::new(&sdk)
-}
-
 /// An adapter on the emulator sending from `from`, which the test verifies or not.
 async fn ses_mailer(from: &str) -> Arc<dyn Mailer> {
     // Credentials and region come from the environment scripts/test.sh sets; the
@@ -69,13 +59,7 @@ async fn ses_mailer(from: &str) -> Arc<dyn Mailer> {
 /// test's own messages among everything the emulator was sent.
 async fn ses() -> Fixture {
     let from = format!("{}@sextant.test", unique("sender"));
-    ses_client()
-        .await
-        .create_email_identity()
-        .email_identity(&from)
-        .send()
-        .await
-        .expect("verifying the sender on the emulator");
+    moto_mail::verify_sender(&from).await;
     Fixture {
         mailer: ses_mailer(&from).await,
         record: Record::Moto {
@@ -105,66 +89,16 @@ impl Fixture {
     }
 }
 
-/// Moto records every message SES is asked to send, in order, and lists them with all
-/// its other models in its internal API's data dump.
 async fn moto_sent(endpoint: &str, from: &str) -> Vec<Sent> {
-    let client = reqwest::Client::new();
-    // The dump reads each S3 object's Glacier-restore state, and moto, finding the
-    // restore "done" on first read, looks for the object's bucket and fails the whole
-    // dump (500) when there is none, as for the multipart parts the blob tests leave.
-    // Holding that state where it starts avoids it; nothing here restores objects.
-    client
-        .post(format!("{endpoint}/moto-api/state-manager/set-transition"))
-        .json(&serde_json::json!({
-            "model_name": "s3::keyrestore",
-            "transition": {"progression": "manual", "times": i64::MAX},
-        }))
-        .send()
+    moto_mail::sent_from(endpoint, from)
         .await
-        .and_then(reqwest::Response::error_for_status)
-        .expect("holding moto's S3 restore state");
-    // The dump walks models other tests are changing at the same time, which can fail
-    // it now and then.
-    let mut attempts = 0;
-    let data: Value = loop {
-        let dump = client
-            .get(format!("{endpoint}/moto-api/data.json"))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status);
-        match dump {
-            Ok(dump) => break dump.json().await.expect("moto's data as JSON"),
-            Err(err) if attempts < 5 => {
-                attempts += 1;
-                eprintln!("moto's data dump failed ({err}); trying again");
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-            }
-            Err(err) => panic!("moto's data dump: {err}"),
-        }
-    };
-    data["ses"]["Message"]
-        .as_array()
-        .expect("moto's SES messages")
-        .iter()
-        .filter(|message| message["source"] == from)
-        .map(|message| {
-            let field = |name: &str| {
-                message[name]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("no {name} in {message}"))
-                    .to_owned()
-            };
-            let to = match message["destinations"]["ToAddresses"].as_array() {
-                Some(to) if to.len() == 1 => to[0].as_str().expect("an address").to_owned(),
-                _ => panic!("not one recipient in {message}"),
-            };
-            Sent {
-                id: field("id"),
-                to,
-                subject: field("subject"),
-                text: None,
-                html: field("body"),
-            }
+        .into_iter()
+        .map(|mail| Sent {
+            id: mail.id,
+            to: mail.to,
+            subject: mail.subject,
+            text: None,
+            html: mail.html,
         })
         .collect()
 }

@@ -39,9 +39,13 @@ def sextant_bin() -> Path:
 class Server:
     """A `sextant serve` process; `kill()` and `start()` again on the same data dir."""
 
-    def __init__(self, data_dir: Path, heartbeat_timeout: int = 600) -> None:
+    def __init__(
+        self, data_dir: Path, heartbeat_timeout: int = 600, env: Optional[Dict[str, str]] = None
+    ) -> None:
         self.data_dir = data_dir
         self.heartbeat_timeout = heartbeat_timeout
+        # More environment for the server: a store of its own (`--store aws`).
+        self.env = env or {}
         self.process: Optional[subprocess.Popen] = None
         self.url = ""
         self.port = 0
@@ -63,7 +67,7 @@ class Server:
             ],
             stdout=log,
             stderr=log,
-            env=dict(os.environ, NO_COLOR="1", RUST_LOG="info"),
+            env=dict(os.environ, NO_COLOR="1", RUST_LOG="info", **self.env),
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -156,6 +160,12 @@ class Account:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def through(self, server: Server) -> "Account":
+        """The same team and key, read through another server (a replica)."""
+        other = object.__new__(Account)
+        other.server, other.api_key, other.project = server, self.api_key, self.project
+        return other
 
     def get(self, path: str, query: Optional[Dict[str, Any]] = None) -> Any:
         """Reads as a patient client does: a 429 (a test that lowered the rate limit
