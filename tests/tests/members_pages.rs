@@ -472,6 +472,8 @@ async fn an_admin_renames_the_team_and_only_admins_reach_the_team_settings() {
         .await;
     assert_eq!(blank.status, StatusCode::BAD_REQUEST);
     assert_eq!(blank.count("p.error"), 1);
+    // The refused name is not taken for the team's: deleting still asks for the real one.
+    assert_eq!(blank.text("form#delete-team strong"), "Whale Watchers");
     let renamed = admin
         .submit(
             "/settings/team",

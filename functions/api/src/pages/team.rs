@@ -15,7 +15,14 @@ use super::security::{CsrfForm, Page, SignedIn, User, see_other};
 
 const PAGE: &str = "/settings/team";
 
-fn render(page: &Page, user: &User, status: StatusCode, error: Option<&str>) -> PageResult {
+/// The page; `typed_name` refills the rename form after a refusal.
+fn render(
+    page: &Page,
+    user: &User,
+    status: StatusCode,
+    error: Option<&str>,
+    typed_name: Option<&str>,
+) -> PageResult {
     let csrf = page.csrf();
     let body = html! {
         h1 { "Team" }
@@ -23,7 +30,7 @@ fn render(page: &Page, user: &User, status: StatusCode, error: Option<&str>) -> 
         h2 { "Name" }
         form #rename-team .inline method="post" action={ (PAGE) "/name" } {
             (csrf_field(&csrf))
-            label { "Team name " input type="text" name="name" value=(user.team) required maxlength="100"; }
+            label { "Team name " input type="text" name="name" value=(typed_name.unwrap_or(&user.team)) required maxlength="100"; }
             button type="submit" { "Rename" }
         }
         h2 { "Delete the team" }
@@ -48,11 +55,11 @@ fn render(page: &Page, user: &User, status: StatusCode, error: Option<&str>) -> 
 /// `GET /settings/team`.
 pub async fn page(SignedIn(page, user): SignedIn) -> PageResult {
     user.require(Role::Admin)?;
-    render(&page, &user, StatusCode::OK, None)
+    render(&page, &user, StatusCode::OK, None, None)
 }
 
 /// `POST /settings/team/name`.
-pub async fn rename(SignedIn(page, mut user): SignedIn, form: CsrfForm) -> PageResult {
+pub async fn rename(SignedIn(page, user): SignedIn, form: CsrfForm) -> PageResult {
     user.require(Role::Admin)?;
     let renamed = match DisplayName::parse("name", form.get("name")) {
         Ok(name) => accounts::rename_team(&page.state.store, &user.caller.tenant, name).await,
@@ -61,10 +68,13 @@ pub async fn rename(SignedIn(page, mut user): SignedIn, form: CsrfForm) -> PageR
     .map_err(Error::from);
     match renamed {
         Ok(_) => Ok(page.finish(see_other(PAGE))),
-        Err(err) if error::status(err.code()).is_client_error() => {
-            user.team = form.get("name").to_owned();
-            render(&page, &user, error::status(err.code()), Some(err.message()))
-        }
+        Err(err) if error::status(err.code()).is_client_error() => render(
+            &page,
+            &user,
+            error::status(err.code()),
+            Some(err.message()),
+            Some(form.get("name")),
+        ),
         Err(err) => Err(err.into()),
     }
 }
@@ -78,6 +88,7 @@ pub async fn delete(SignedIn(mut page, user): SignedIn, form: CsrfForm) -> PageR
             &user,
             StatusCode::BAD_REQUEST,
             Some("The name typed is not the team's: nothing was deleted."),
+            None,
         );
     }
     let finished = crate::team::delete_within_request(&page.state, user.caller.tenant).await?;
