@@ -83,6 +83,33 @@ async fn teammates() -> Teammates {
     }
 }
 
+/// Every admin form of the members page, with fields that pass validation: the
+/// invite `invite_id` resent and revoked, member `member_id` demoted and removed.
+fn admin_forms(
+    invite_id: &str,
+    member_id: &str,
+) -> Vec<(String, Vec<(&'static str, &'static str)>)> {
+    vec![
+        (
+            "/settings/members/invites".to_owned(),
+            vec![("email", "someone@example.com"), ("role", "admin")],
+        ),
+        (
+            format!("/settings/members/invites/{invite_id}/resend"),
+            vec![],
+        ),
+        (
+            format!("/settings/members/invites/{invite_id}/revoke"),
+            vec![],
+        ),
+        (
+            format!("/settings/members/{member_id}/role"),
+            vec![("role", "viewer")],
+        ),
+        (format!("/settings/members/{member_id}/remove"), vec![]),
+    ]
+}
+
 async fn members_json(app: &TestApp, team: &Team) -> Vec<Value> {
     let (_, members) = app.get("/v1/members", &team.api_key).await;
     members["members"].as_array().unwrap().clone()
@@ -288,27 +315,8 @@ async fn members_and_viewers_see_the_list_without_controls_and_their_forms_are_r
             assert_eq!(page.count(control), 0, "a {role} sees {control}");
         }
         let csrf = csrf(&page);
-        let other = format!("{}@example.com", unique("other"));
-        for (path, fields) in [
-            (
-                "/settings/members/invites".to_owned(),
-                vec![("email", other.as_str()), ("role", "admin")],
-            ),
-            (
-                format!("/settings/members/invites/{invite_id}/resend"),
-                vec![],
-            ),
-            (
-                format!("/settings/members/invites/{invite_id}/revoke"),
-                vec![],
-            ),
-            (
-                format!("/settings/members/{admin_id}/role"),
-                vec![("role", "viewer")],
-            ),
-            (format!("/settings/members/{admin_id}/remove"), vec![]),
-        ] {
-            let mut fields = fields;
+        for (path, fields) in admin_forms(&invite_id, &admin_id) {
+            let mut fields: Vec<(&str, &str)> = fields;
             fields.push(("csrf", &csrf));
             let refused = browser.post(&path, &fields).await;
             assert_eq!(
@@ -346,24 +354,8 @@ async fn every_members_and_team_form_needs_its_csrf_token() {
     let invite_id = page.attr("table#invites tbody tr", "data-invite-id");
     let token = sextant_tests::link_token(&page.text("code#invite-link"));
     let me = &team.user_id;
-    for (path, fields) in [
-        (
-            "/settings/members/invites".to_owned(),
-            vec![("email", "y@example.com")],
-        ),
-        (
-            format!("/settings/members/invites/{invite_id}/resend"),
-            vec![],
-        ),
-        (
-            format!("/settings/members/invites/{invite_id}/revoke"),
-            vec![],
-        ),
-        (
-            format!("/settings/members/{me}/role"),
-            vec![("role", "viewer")],
-        ),
-        (format!("/settings/members/{me}/remove"), vec![]),
+    let mut forms = admin_forms(&invite_id, me);
+    forms.extend([
         (
             format!("/join/{token}"),
             vec![("name", "N"), ("password", PASSWORD)],
@@ -373,7 +365,8 @@ async fn every_members_and_team_form_needs_its_csrf_token() {
             "/settings/team/delete".to_owned(),
             vec![("confirm", "Whale Watchers")],
         ),
-    ] {
+    ]);
+    for (path, fields) in forms {
         let refused = admin.post(&path, &fields).await;
         assert_eq!(
             refused.status,

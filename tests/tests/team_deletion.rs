@@ -82,6 +82,22 @@ async fn on_dynamodb() -> Faulty {
     }
 }
 
+async fn sign_up(
+    state: &AppState,
+    team: &str,
+    email: &str,
+) -> Result<accounts::SignedUp, accounts::AccountError> {
+    accounts::signup(
+        &state.store,
+        state.sessions(),
+        DisplayName::parse("team", team).unwrap(),
+        Email::parse(email).unwrap(),
+        Password::parse(PASSWORD.into()).unwrap(),
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+    )
+    .await
+}
+
 fn batch(id: &str) -> LogBatch {
     serde_json::from_value(json!({
         "batch_id": id,
@@ -97,16 +113,7 @@ async fn a_team_deletion_stopped_halfway_is_finished_by_the_hourly_run_and_leave
     let store = &state.store;
     let client = std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST);
     let admin_email = format!("{}@example.com", unique("doomed"));
-    let signed_up = accounts::signup(
-        store,
-        state.sessions(),
-        DisplayName::parse("team", "Doomed").unwrap(),
-        Email::parse(&admin_email).unwrap(),
-        Password::parse(PASSWORD.into()).unwrap(),
-        client,
-    )
-    .await
-    .unwrap();
+    let signed_up = sign_up(state, "Doomed", &admin_email).await.unwrap();
     let caller = auth::authenticate(state, &signed_up.api_key, Plane::Control)
         .await
         .unwrap();
@@ -281,16 +288,9 @@ async fn a_team_deletion_stopped_halfway_is_finished_by_the_hourly_run_and_leave
         }
     }
     // Its addresses are free again.
-    accounts::signup(
-        store,
-        state.sessions(),
-        DisplayName::parse("team", "Reborn").unwrap(),
-        Email::parse(&admin_email).unwrap(),
-        Password::parse(PASSWORD.into()).unwrap(),
-        client,
-    )
-    .await
-    .expect("the deleted team's address signs up anew");
+    sign_up(state, "Reborn", &admin_email)
+        .await
+        .expect("the deleted team's address signs up anew");
 
     // Its points are billed in the month's final report, and after it nothing more.
     metering::roll_up_hour(store, now, &|_| async {

@@ -289,11 +289,7 @@ pub async fn change_role(
 /// The member `id` names in the signed-in member's team, or a 404 page.
 async fn member(page: &Page, user: &User, id: &str) -> Result<Member, PageError> {
     let id = member_id(id)?;
-    accounts::list_members(&page.state.store, &user.caller.tenant)
-        .await?
-        .into_iter()
-        .find(|member| member.id == id)
-        .ok_or_else(PageError::not_found)
+    Ok(accounts::find_member(&page.state.store, &user.caller.tenant, id).await?)
 }
 
 /// `GET /settings/members/{id}/remove`: what removing the member does, and the button
