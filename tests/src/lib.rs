@@ -653,6 +653,41 @@ pub async fn log_points(
         .accepted
 }
 
+/// Gives `run` something in each store: three points of `loss` as batch `id`, and one
+/// image whose bytes `n` makes differ from its siblings', so no two runs share an
+/// object and a deletion that misses one leaves it to be found.
+pub async fn log_points_and_an_image(
+    state: &sextant_edge::state::AppState,
+    tenant: &sextant_domain::tenancy::Tenant,
+    run: sextant_domain::ids::RunId,
+    id: &str,
+    n: u8,
+) {
+    use sextant_domain::images;
+    use sextant_domain::series::batch::{self, LogBatch};
+    let batch: LogBatch = serde_json::from_value(json!({
+        "batch_id": id,
+        "series": {"loss": {"steps": [0, 1, 2], "values": [0.5, 0.25, 0.125]}},
+    }))
+    .expect("a valid batch");
+    batch::log(&state.store, state.intake(), tenant, run, batch)
+        .await
+        .expect("a batch");
+    let mut image = PNG.to_vec();
+    image.push(n);
+    images::log(
+        &state.store,
+        state.intake(),
+        tenant,
+        run,
+        "samples",
+        1,
+        image.into(),
+    )
+    .await
+    .expect("an image");
+}
+
 /// `state` on a clock the test moves from `start`, with a signed-up team and a run.
 pub async fn run_on_a_manual_clock(
     state: sextant_edge::state::AppState,

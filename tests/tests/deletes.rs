@@ -3,12 +3,9 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use sextant_domain::deletion;
-use sextant_domain::images;
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::usage;
 use sextant_domain::views;
 use sextant_storage::Storage;
@@ -16,15 +13,7 @@ use sextant_storage::blob::BlobStore;
 use sextant_storage::kv::{KvStore, Query};
 use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
-use sextant_tests::{PNG, local_blobs_with_routes, signed_up_caller, state_on};
-
-fn batch(id: &str) -> LogBatch {
-    serde_json::from_value(json!({
-        "batch_id": id,
-        "series": {"loss": {"steps": [0, 1, 2], "values": [0.5, 0.25, 0.125]}},
-    }))
-    .expect("a valid batch")
-}
+use sextant_tests::{local_blobs_with_routes, log_points_and_an_image, signed_up_caller, state_on};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_retried() {
@@ -60,28 +49,7 @@ async fn a_project_delete_stopped_halfway_finishes_its_half_deleted_runs_when_re
         }
         .unwrap()
         .id;
-        batch::log(
-            &state.store,
-            state.intake(),
-            tenant,
-            run,
-            batch(&format!("b{n}")),
-        )
-        .await
-        .expect("a batch");
-        let mut image = PNG.to_vec();
-        image.push(n);
-        images::log(
-            &state.store,
-            state.intake(),
-            tenant,
-            run,
-            "samples",
-            1,
-            image.into(),
-        )
-        .await
-        .expect("an image");
+        log_points_and_an_image(&state, tenant, run, &format!("b{n}"), n).await;
         runs.push(run);
     }
     for name in ["overview", "spikes"] {

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use serde_json::json;
 use sextant_domain::accounts::{self, DisplayName, Email};
 use sextant_domain::billing::{self, PricePlan};
 use sextant_domain::budgets::{self, Budget};
@@ -16,9 +15,8 @@ use sextant_domain::credentials::password::Password;
 use sextant_domain::credentials::{Plane, Role};
 use sextant_domain::projects::{self, ProjectName};
 use sextant_domain::runs::{self, NewRun};
-use sextant_domain::series::batch::{self, LogBatch};
 use sextant_domain::shares::{self, NewShare};
-use sextant_domain::{deletion, images, metering, usage, views};
+use sextant_domain::{deletion, metering, usage, views};
 use sextant_edge::auth;
 use sextant_edge::state::AppState;
 use sextant_storage::Storage;
@@ -28,7 +26,8 @@ use sextant_storage_aws::AwsStorageConfig;
 use sextant_storage_local::EmbeddedKv;
 use sextant_tests::faults::{Faults, Op, Timing};
 use sextant_tests::{
-    PNG, fresh_aws_storage, local_blobs_with_routes, scan_table, state_on, unique,
+    fresh_aws_storage, local_blobs_with_routes, log_points_and_an_image, scan_table, state_on,
+    unique,
 };
 
 const PASSWORD: &str = "a long enough password";
@@ -96,14 +95,6 @@ async fn sign_up(
         std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
     )
     .await
-}
-
-fn batch(id: &str) -> LogBatch {
-    serde_json::from_value(json!({
-        "batch_id": id,
-        "series": {"loss": {"steps": [0, 1, 2], "values": [0.5, 0.25, 0.125]}},
-    }))
-    .expect("a valid batch")
 }
 
 async fn a_team_deletion_stopped_halfway_is_finished_by_the_hourly_run_and_leaves_only_its_bill(
@@ -175,28 +166,7 @@ async fn a_team_deletion_stopped_halfway_is_finished_by_the_hourly_run_and_leave
                 .await
                 .unwrap()
                 .id;
-            batch::log(
-                store,
-                state.intake(),
-                tenant,
-                run,
-                batch(&format!("{name}{n}")),
-            )
-            .await
-            .unwrap();
-            let mut image = PNG.to_vec();
-            image.push(n);
-            images::log(
-                store,
-                state.intake(),
-                tenant,
-                run,
-                "samples",
-                1,
-                image.into(),
-            )
-            .await
-            .unwrap();
+            log_points_and_an_image(state, tenant, run, &format!("{name}{n}"), n).await;
             let (_, share) = shares::create(store, &caller, run, NewShare::default())
                 .await
                 .unwrap();
